@@ -1,0 +1,53 @@
+# mlops_nb: `make run` and `make test` are all the set-up a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= default
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install run test check-sync nbtest pytest lab bench export clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU build
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies
+
+run: install  ## run the pipeline on the bundled digits (PROFILE=default)
+	$(BIN)/mlops-nb run --profile $(PROFILE)
+
+test: install check-sync nbtest pytest  ## the whole test suite (what CI runs)
+
+check-sync: install  ## nbdev-clean and nbdev-export must leave git status as it was
+	@before=$$(git status --porcelain); \
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export; \
+	after=$$(git status --porcelain); \
+	if [ "$$before" != "$$after" ]; then echo "notebooks and mlops_nb/ are out of sync (or notebooks not clean):"; \
+	  diff <(echo "$$before") <(echo "$$after"); exit 1; fi; echo "notebooks and library in sync"
+
+nbtest: install  ## run the library notebooks (nbdev-test)
+	WANDB_MODE=disabled $(BIN)/nbdev-test --n-workers 2
+
+pytest: install  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B
+	$(BIN)/python -m pytest tests
+
+export: install  ## notebooks -> mlops_nb/ and README.md
+	$(BIN)/nbdev-export && $(BIN)/nbdev-readme
+
+lab: install  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+bench: install  ## notebook overhead: mlops-nb run vs the same stage functions in one process
+	$(BIN)/python bench/pipeline_overhead.py
+
+clean:  ## remove runs, the artifact store, W&B files and the venv
+	rm -rf runs/2* .mlops wandb $(VENV) _docs _proc .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
