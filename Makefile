@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run test check-sync nbtest pytest lab bench export clean
+.PHONY: help install run test check-sync nbtest pytest lab bench export readme clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ test: install check-sync nbtest pytest  ## the whole test suite (what CI runs)
 
 check-sync: install  ## nbdev-clean and nbdev-export must leave git status as it was
 	@before=$$(git status --porcelain); \
-	$(BIN)/nbdev-clean && $(BIN)/nbdev-export; \
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export && $(MAKE) -s readme; \
 	after=$$(git status --porcelain); \
 	if [ "$$before" != "$$after" ]; then echo "notebooks and mlops_nb/ are out of sync (or notebooks not clean):"; \
 	  diff <(echo "$$before") <(echo "$$after"); exit 1; fi; echo "notebooks and library in sync"
@@ -40,7 +40,12 @@ pytest: install  ## pytest: pipeline notebooks through papermill and nbval, CLI,
 	$(BIN)/python -m pytest tests
 
 export: install  ## notebooks -> mlops_nb/ and README.md
-	$(BIN)/nbdev-export && $(BIN)/nbdev-readme
+	$(BIN)/nbdev-export && $(MAKE) -s readme
+
+# README.md is nbs/index.ipynb rendered to markdown. nbdev-readme would need quarto, which is a binary
+# download (not on PyPI in a usable form), so nbconvert renders it instead.
+readme: install  ## README.md from nbs/index.ipynb
+	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --TemplateExporter.exclude_input=True --output-dir . --output README nbs/index.ipynb
 
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir=nbs

@@ -174,6 +174,7 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
     else:
         raise ValueError(f"source={source!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>'")
     ds = Dataset(x=x, y=y, split=stratified_split(y, val_frac, test_frac, seed), classes=classes)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = save_dataset(ds, Path(out_dir)/"dataset.npz")
     man = make_manifest(ds, source, sha256_bytes(path.read_bytes()))
     man["skipped"] = [list(p) for p in skipped]

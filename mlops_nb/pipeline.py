@@ -152,7 +152,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     run_dir.mkdir(parents=True)
     env = env_info(s)
     rec = {"run_id": run_id, "status": "running", "profile": profile, "started": _now(), "ended": None,
-           "git": git_info(s.root), "params": params, "env_digest": env["digest"],
+           "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
            "env": {k: v for k, v in env.items() if k != "packages"},
            "stages": [{"name": st.name, "status": "pending"} for st in STAGES], "metrics": {}}
     write_json(run_dir/"env.json", env)

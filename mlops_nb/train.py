@@ -81,7 +81,7 @@ def _strategy(strategy: str, devices: int) -> str:
 
 def fit_trial(ds: Dataset, lr: float, channels: int, epochs: int, batch_size: int, seed: int = 0,
               devices: int = 1, num_nodes: int = 1, strategy: str = "auto", progress_bar: bool = False, logger=False):
-    "Train one configuration; returns `(LitClassifier, metrics, history rows)`."
+    "Train one configuration; returns `(LitClassifier, metrics (val/acc, val/loss, world_size), history rows)`."
     pl.seed_everything(seed, workers=True, verbose=False)
     lit = LitClassifier(in_ch=ds.shape[0], n_classes=len(ds.classes), channels=int(channels), lr=float(lr))
     hist = History()
@@ -94,6 +94,7 @@ def fit_trial(ds: Dataset, lr: float, channels: int, epochs: int, batch_size: in
     p = predict_proba(lit.net, xv)
     metrics = {"val/acc": float((p.argmax(1) == yv).mean()),
                "val/loss": float(F.nll_loss(torch.log(torch.as_tensor(p) + 1e-12), torch.as_tensor(yv)))}
+    metrics["world_size"] = trainer.world_size
     return lit, metrics, hist.rows
 
 # %% ../nbs/12_train.ipynb #c010
@@ -127,7 +128,8 @@ class SearchResult:
     @property
     def metrics(self) -> dict:
         t = self.trials[self.best]
-        return {"train/best_val_acc": t["val/acc"], "train/best_val_loss": t["val/loss"], "train/trials": len(self.trials)}
+        return {"train/best_val_acc": t["val/acc"], "train/best_val_loss": t["val/loss"], "train/trials": len(self.trials),
+                "train/world_size": t["world_size"]}
 
 def search(ds: Dataset, lr=(3e-3,), channels=(16,), epochs=(5,), batch_size=(64,), search: str = "grid",
            trials: int = 4, seed: int = 0, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",

@@ -1,0 +1,145 @@
+"""The pipeline end to end through `mlops-nb run`: every stage notebook executed by papermill."""
+import json, os, subprocess, sys
+from pathlib import Path
+import nbformat
+import pytest
+from conftest import BIN, REPO, cli, make_workbook, run_record
+from mlops_nb.store import Store
+
+STAGES = ["ingest", "train", "evaluate"]
+
+
+def test_smoke_run_record(smoke):
+    settings, proc, rec = smoke
+    run_dir = settings.parent / "runs" / rec["run_id"]
+    assert proc.stdout.split()[0] == rec["run_id"] and Path(proc.stdout.split()[1]).is_file()  # id, then the report
+    assert rec["status"] == "succeeded"
+    assert set(rec["git"]) == {"commit", "dirty"} and len(rec["git"]["commit"]) == 40
+    assert rec["env_digest"].startswith("sha256:") and rec["env"]["torch_threads"] == 2
+    assert rec["params"]["train"]["epochs"] == [1] and rec["params"]["ingest"]["source"] == "digits"
+    assert [s["name"] for s in rec["stages"]] == STAGES
+    store = Store(settings.parent / "store")
+    for i, s in enumerate(rec["stages"], 1):
+        assert s["status"] == "succeeded" and s["cached"] is False and s["started"] <= s["ended"]
+        for d in list(s["inputs"].values()) + list(s["outputs"].values()):
+            assert store.path(d).is_file()            # present, and its content matches its digest
+        nb = nbformat.read(run_dir / f"{i:02d}_{s['name']}.ipynb", as_version=4)
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert nb.metadata.papermill["parameters"]["run_dir"] == str(run_dir)
+        assert (run_dir / f"{i:02d}_{s['name']}.html").stat().st_size > 10_000
+    ingest, train, evaluate = rec["stages"]
+    assert train["inputs"] == {"dataset": ingest["outputs"]["dataset"]}
+    assert evaluate["inputs"] == {"dataset": ingest["outputs"]["dataset"], "model": train["outputs"]["model"]}
+    assert 0.5 < rec["metrics"]["test/accuracy"] <= 1 and 0 <= rec["metrics"]["test/recall_gap"] <= 1
+    metrics = json.loads(store.read_bytes(evaluate["outputs"]["metrics"]))
+    assert metrics["metrics"]["test/accuracy"] == rec["metrics"]["test/accuracy"]
+    assert len(metrics["per_class"]) == 10 and len(metrics["confusion"]) == 10
+    assert store.partials() == []
+
+
+def test_ingest_report_has_data_card(smoke):
+    settings, _, rec = smoke
+    nb = nbformat.read(settings.parent / "runs" / rec["run_id"] / "01_ingest.ipynb", as_version=4)
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2                                      # class balance chart and sample grid
+    text = json.dumps([c.get("outputs") for c in nb.cells])
+    assert "version" in text and rec["stages"][0]["outputs"]["dataset"] in text
+
+
+def test_same_inputs_same_weights(smoke):
+    "Training is deterministic: a second run gives the same dataset and the same weights digest."
+    settings, _, rec = smoke
+    p = cli("run", "--profile", "smoke", settings=settings)
+    assert p.returncode == 0, p.stderr
+    rec2 = run_record(settings, p)
+    assert rec2["run_id"] != rec["run_id"]
+    assert rec2["metrics"]["train/weights"] == rec["metrics"]["train/weights"]
+    assert [s["outputs"] for s in rec2["stages"]] == [s["outputs"] for s in rec["stages"]]
+
+
+def test_unknown_parameter_refused_before_running(workbook):
+    runs = workbook.parent / "runs"
+    before = sorted(runs.iterdir()) if runs.exists() else []
+    p = cli("run", "--profile", "smoke", "-p", "train.epoch=[3]", settings=workbook)
+    assert p.returncode == 2
+    assert "unknown parameter 'train.epoch'" in p.stderr and "train.epochs" in p.stderr and "list" in p.stderr
+    assert (sorted(runs.iterdir()) if runs.exists() else []) == before      # nothing ran
+
+
+@pytest.mark.parametrize("arg,msg", [("train.trials=many", "train.trials is int"),
+                                     ("ingest.skip_bad=perhaps", "ingest.skip_bad is bool"),
+                                     ("ingest.val_frac=[0.1]", "ingest.val_frac is float"),
+                                     ("nonsense", "key=value")])
+def test_wrong_type_refused(workbook, arg, msg):
+    p = cli("run", "--profile", "smoke", "-p", arg, settings=workbook)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+
+
+def test_unknown_profile_refused(workbook):
+    p = cli("run", "--profile", "huge", settings=workbook)
+    assert p.returncode == 2 and "unknown profile 'huge'" in p.stderr and "smoke" in p.stderr
+
+
+def test_papermill_help_notebook_lists_parameters():
+    p = subprocess.run([str(BIN / "papermill"), "--help-notebook", str(REPO / "nbs/pipelines/train.ipynb")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0
+    assert "epochs: list" in p.stdout and "learning rates to try" in p.stdout
+
+
+def test_failing_stage_stops_the_run(tmp_path):
+    settings = make_workbook(tmp_path)
+    p = cli("run", "--profile", "smoke", "-p", "train.strategy=no_such_strategy", settings=settings)
+    assert p.returncode == 1
+    rec = run_record(settings, p)
+    assert rec["status"] == "failed" and rec["error"]["stage"] == "train"
+    assert "no_such_strategy" in rec["error"]["message"]
+    ingest, train, evaluate = rec["stages"]
+    assert ingest["status"] == "succeeded" and train["status"] == "failed" and evaluate["status"] == "pending"
+    assert train["outputs"] == {} and "no_such_strategy" in train["error"]
+    run_dir = tmp_path / "runs" / rec["run_id"]
+    nb = nbformat.read(run_dir / "02_train.ipynb", as_version=4)      # the failing cell is kept, with its error
+    errs = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errs and "no_such_strategy" in errs[0]["evalue"]
+    assert (run_dir / "02_train.html").is_file() and not (run_dir / "03_evaluate.ipynb").exists()
+    store = Store(tmp_path / "store")
+    assert store.partials() == []                                    # no half-written artifact
+    objects = {p.name for p in (tmp_path / "store" / "objects").rglob("*") if p.is_file()}
+    assert objects == {d.split(":")[1] for d in ingest["outputs"].values()}   # only what ingest finished
+
+
+def test_ddp_two_cpu_processes(workbook):
+    p = cli("run", "--profile", "smoke", "-p", "train.devices=2", "-p", "train.strategy=ddp", settings=workbook)
+    assert p.returncode == 0, p.stderr
+    rec = run_record(workbook, p)
+    assert rec["status"] == "succeeded"
+    assert rec["metrics"]["train/world_size"] == 2
+    assert rec["metrics"]["test/accuracy"] > 0.3
+
+
+def test_wandb_offline_run_written(tmp_path):
+    settings = make_workbook(tmp_path)
+    p = cli("run", "--profile", "smoke", settings=settings, env={"WANDB_MODE": "offline"})
+    assert p.returncode == 0, p.stderr
+    rec = run_record(settings, p)
+    runs = sorted((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 3                                            # one W&B run per stage execution
+    assert all(list(r.glob("*.wandb")) and list(r.glob("*.wandb"))[0].stat().st_size > 0 for r in runs)
+    blob = b"".join(list(r.glob("*.wandb"))[0].read_bytes() for r in runs)
+    assert rec["run_id"].encode() in blob                            # group = pipeline run id
+    for stage in STAGES:
+        assert stage.encode() in blob                                # job_type
+    assert rec["stages"][0]["outputs"]["dataset"].encode() in blob   # input digests in config / artifact metadata
+    staged = [f for f in (tmp_path / "wandb_data_dir").rglob("*") if f.is_file()]
+    assert staged                                                   # offline artifact files are staged for sync
+
+
+def test_pipeline_notebooks_nbval(smoke):
+    "nbval (lax) on the pipeline notebooks, opened by hand: they pick up the smoke run's outputs."
+    settings, _, _ = smoke
+    nbs = [str(REPO / "nbs/pipelines" / f"{s}.ipynb") for s in STAGES]
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", *nbs],
+                       capture_output=True, text=True, env=env, cwd=settings.parent, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert " passed" in p.stdout
