@@ -77,4 +77,4 @@ def plot_mistakes(ev: Evaluation, ds: Dataset, k: int = 16, split: str = "test")
     idx = confident_mistakes(ev, k)
     pred = ev.proba.argmax(1)
     titles = [f"{ev.classes[ev.y[i]]}->{ev.classes[pred[i]]} ({ev.proba[i, pred[i]]:.2f})" for i in idx]
-    return image_grid(x[idx], titles, ncols=8, size=1.3, title="most confident mistakes")
+    return image_grid(x[idx], titles, ncols=8, size=1.6, title="most confident mistakes")

@@ -125,11 +125,19 @@ class RunFailed(RuntimeError):
     "A stage failed; `record` is the run's run.json content."
     def __init__(self, msg, record): super().__init__(msg); self.record = record
 
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
 def render_html(nb_path) -> Path:
-    "Render an executed notebook to HTML beside it (images inline, no script from the network)."
+    "Render an executed notebook to self-contained HTML beside it: images inline, no script from the network."
+    import jinja2, nbformat
     from nbconvert import HTMLExporter
-    import nbformat
-    exp = HTMLExporter(template_name="lab", embed_images=True)
+    exp = HTMLExporter(template_name="lab", embed_images=True,
+                       extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})])
+    exp.template_file = "offline.html.j2"
     exp.exclude_input_prompt = exp.exclude_output_prompt = True
     body, _ = exp.from_notebook_node(nbformat.read(str(nb_path), as_version=4))
     out = Path(nb_path).with_suffix(".html")

@@ -1,0 +1,83 @@
+"""Notebook overhead: the cold pipeline through `mlops-nb run` against the same stage functions in one plain process.
+
+Both sides start a fresh process (so both pay their imports), use the same profile's parameters and write
+to a throw-away workbook; they alternate, and the medians of --repeat runs are compared. W&B is disabled on
+both sides unless --wandb says otherwise: this measures what papermill, kernels and reports add.
+
+    python bench/pipeline_overhead.py [--profile default] [--repeat 3] [--wandb disabled]
+"""
+import argparse, configparser, json, os, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+PLAIN = r'''
+import json, sys, tempfile
+from pathlib import Path
+from mlops_nb.config import load_settings
+from mlops_nb.pipeline import resolve_params, stage_params
+from mlops_nb.store import Store
+from mlops_nb.data import ingest, load_dataset
+from mlops_nb.train import search
+from mlops_nb.model import save_checkpoint, load_checkpoint
+from mlops_nb.evaluate import evaluate
+import torch
+s = load_settings(); torch.set_num_threads(s.torch_threads)
+p = resolve_params(stage_params(s), s.profiles[sys.argv[1]])
+store, work = Store(s.store), Path(tempfile.mkdtemp())
+r = ingest(out_dir=work, **p["ingest"])
+d = store.put_file(r.path)
+ds = load_dataset(store.path(d))
+res = search(ds, **p["train"])
+m = store.put_file(save_checkpoint(res.model, res.hparams, ds.classes, work/"model.pt"))
+model, _, _ = load_checkpoint(store.path(m))
+ev = evaluate(ds, model)
+(work/"metrics.json").write_text(json.dumps(ev.to_json()))
+store.put_file(work/"metrics.json")
+print(json.dumps({"test/accuracy": ev.metrics["test/accuracy"], "train/weights": res.trials[res.best]["weights"]}))
+'''
+
+
+def workbook(root: Path) -> Path:
+    cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
+    cp.read(REPO/"settings.ini")
+    for k in ("runs", "store", "wandb_dir", "wandb_data_dir"): cp["paths"][k] = str(root/k)
+    cp["paths"]["pipelines"] = str(REPO/"nbs/pipelines")
+    with open(root/"settings.ini", "w") as f: cp.write(f)
+    return root/"settings.ini"
+
+
+def timed(cmd, env):
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode: sys.exit(f"{cmd[:2]} failed:\n{p.stderr[-2000:]}")
+    return time.perf_counter() - t, p.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each side (default: %(default)s)")
+    ap.add_argument("--wandb", default="disabled", choices=["disabled", "offline"], help="W&B mode for both sides")
+    a = ap.parse_args()
+    nb_times, py_times = [], []
+    for i in range(a.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "MLOPS_NB_SETTINGS": str(workbook(Path(tmp))), "WANDB_MODE": a.wandb}
+            t_nb, _ = timed([str(BIN/"mlops-nb"), "run", "-q", "--profile", a.profile], env)
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "MLOPS_NB_SETTINGS": str(workbook(Path(tmp))), "WANDB_MODE": a.wandb}
+            t_py, out = timed([sys.executable, "-c", PLAIN, a.profile], env)
+        nb_times.append(t_nb); py_times.append(t_py)
+        print(f"run {i+1}/{a.repeat}: mlops-nb run {t_nb:6.2f} s   plain python {t_py:6.2f} s   ({json.loads(out)['test/accuracy']:.4f})",
+              flush=True)
+    mn, mp = statistics.median(nb_times), statistics.median(py_times)
+    print(f"\nprofile {a.profile}, W&B {a.wandb}, median of {a.repeat}:")
+    print(f"  mlops-nb run (papermill, 3 kernels, HTML reports): {mn:.2f} s")
+    print(f"  same stage functions, one plain process:           {mp:.2f} s")
+    print(f"  ratio: {mn/mp:.2f}  (goal <= 2.0)")
+
+
+if __name__ == "__main__":
+    main()
