@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run test check-sync nbtest pytest lab bench export readme clean
+.PHONY: help install sysdeps run test check-sync nbtest pytest lab bench export readme clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -24,7 +24,14 @@ install: $(STAMP)  ## create .venv and install the pinned dependencies
 run: install  ## run the pipeline on the bundled digits (PROFILE=default)
 	$(BIN)/mlops-nb run --profile $(PROFILE)
 
-test: install check-sync nbtest pytest  ## the whole test suite (what CI runs)
+test: install sysdeps check-sync nbtest pytest  ## the whole test suite (what CI runs)
+
+# Debian packages the tests need: headless Chromium and its driver for the report test
+sysdeps:  ## install the system packages the tests use (chromium, chromium-driver)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium and chromedriver present"; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  && echo "installed chromium and chromium-driver"; fi
 
 check-sync: install  ## nbdev-clean and nbdev-export must leave git status as it was
 	@before=$$(git status --porcelain); \
@@ -36,7 +43,7 @@ check-sync: install  ## nbdev-clean and nbdev-export must leave git status as it
 nbtest: install  ## run the library notebooks (nbdev-test)
 	WANDB_MODE=disabled $(BIN)/nbdev-test --n-workers 2
 
-pytest: install  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B
+pytest: install sysdeps  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B
 	$(BIN)/python -m pytest tests
 
 export: install  ## notebooks -> mlops_nb/ and README.md

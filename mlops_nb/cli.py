@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_cli.ipynb #c002
 from __future__ import annotations
-import argparse, sys
+import argparse, json, sys
 from .config import SettingsError, load_settings
 
 # %% auto #0
@@ -16,34 +16,132 @@ def _parser():
     p.add_argument("--settings", help="settings file (default: $MLOPS_NB_SETTINGS, else the nearest settings.ini)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="run the pipeline (ingest -> train -> evaluate) with papermill",
-                       description="Run the pipeline; every stage notebook is executed into runs/<run-id>/.")
+                       description="Run the pipeline; every stage notebook is executed into runs/<run-id>/, "
+                                   "unless an identical execution is in the cache.")
     r.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="set a parameter: NAME=VALUE in every stage declaring it, STAGE.NAME=VALUE in one; "
                         "repeatable; values are Python literals (lists: [0.01,0.003]); see `mlops-nb params`")
-    r.add_argument("--force", action="store_true", help="re-execute every stage")
+    r.add_argument("--force", action="store_true", help="re-execute every stage, ignoring the cache")
+    r.add_argument("--force-stage", action="append", default=[], metavar="STAGE",
+                   help="re-execute this stage and every stage after it that depends on it (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
+    sub.add_parser("runs", help="list the runs, newest first", description="The runs, newest first, with status, duration and key metrics.")
+    sh = sub.add_parser("show", help="show one run", description="One run: stages (cached or executed), artifacts, metrics, report.")
+    sh.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
+    li = sub.add_parser("lineage", help="ancestry of a run or artifact",
+                        description="The ancestry tree of a run's outputs or of one artifact, down to the raw data.")
+    li.add_argument("ref", metavar="REF", help="run id, artifact digest, or a unique prefix of either")
+    li.add_argument("--json", action="store_true", help="machine-readable output")
+    rp = sub.add_parser("reproduce", help="re-execute a run and compare with the original",
+                        description="Re-execute RUN_ID with its recorded parameters and inputs, ignoring the cache, as a "
+                                    "new run; print identical / equal within tolerance / differs. Exit 0 unless it differs.")
+    rp.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
+    sy = sub.add_parser("sync", help="upload offline W&B runs and link their input artifacts",
+                        description="Run `wandb sync` on the offline W&B runs, then record on each the artifacts it used.")
+    sy.add_argument("run_id", nargs="?", metavar="RUN_ID", help="only this run (default: every run)")
+    sy.add_argument("--dry-run", action="store_true", help="print what would be synced and linked; touch nothing")
+    sub.add_parser("report", help="rebuild the HTML reports", description="Rebuild runs/index.html and each run's index.html.")
     pp = sub.add_parser("params", help="list the pipeline's parameters: type, default, help",
                         description="List every parameter the stage notebooks declare, with the values a profile gives.")
     pp.add_argument("--profile", default=None, help="also show this profile's values")
     return p
 
+def _err(*a): print(*a, file=sys.stderr, flush=True)
+
+def _run_id(s, ref: str) -> str:
+    "A run id from a run id or unique prefix."
+    ids = sorted(p.parent.name for p in s.runs.glob("*/run.json"))
+    hits = [i for i in ids if i.startswith(ref)]
+    if ref in ids: return ref
+    if len(hits) == 1: return hits[0]
+    raise ValueError(f"{ref!r} matches {'no run' if not hits else 'several runs: ' + ', '.join(hits[:10])} (see `mlops-nb runs`)")
+
+def _report_path(s, rec): return s.runs/rec["run_id"]/"index.html"
+
+# %% ../nbs/50_cli.ipynb #c005
 def _cmd_run(a, s):
     from mlops_nb.pipeline import run, RunFailed
-    echo = (lambda *x, **k: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    try: rec = run(a.profile, a.param, settings=s, echo=echo)
+    echo = (lambda *x, **k: None) if a.quiet else _err
+    try: rec = run(a.profile, a.param, settings=s, echo=echo, force=a.force, force_stages=a.force_stage)
     except RunFailed as e:
-        print(f"run {e.record['run_id']} failed: {e}", file=sys.stderr)
-        print(e.record["run_id"]); print(s.runs/e.record["run_id"]/"run.json")
+        _err(f"run {e.record['run_id']} failed: {e}")
+        print(e.record["run_id"]); print(_report_path(s, e.record))
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr); return 130
+        _err("interrupted"); return 130
     m = rec["metrics"]
     if not a.quiet and "test/accuracy" in m:
-        print(f"test/accuracy {m['test/accuracy']:.4f}  test/recall_gap {m['test/recall_gap']:.3f}", file=sys.stderr)
-    last = rec["stages"][-1]
-    print(rec["run_id"])
-    print(s.runs/rec["run_id"]/last.get("html", "run.json"))
+        _err(f"test/accuracy {m['test/accuracy']:.4f}  test/recall_gap {m['test/recall_gap']:.3f}")
+    print(rec["run_id"]); print(_report_path(s, rec))
+    return 0
+
+def _cmd_runs(a, s):
+    from mlops_nb.pipeline import reap
+    from mlops_nb.report import load_runs, KEY_METRICS, _secs
+    reap(s)
+    runs = load_runs(s)
+    if not runs: print("no runs yet: `mlops-nb run` makes one"); return 0
+    keys = KEY_METRICS[:3]
+    rows = [["run", "status", "profile", "seconds", "stages", *keys]]
+    for r in runs:
+        secs, m = _secs(r), r.get("metrics") or {}
+        cached = sum(bool(st.get("cached")) for st in r["stages"])
+        rows.append([r["run_id"], r["status"], str(r.get("profile", "")), f"{secs:.1f}" if secs is not None else "-",
+                     f"{len(r['stages'])}" + (f" ({cached} cached)" if cached else ""),
+                     *[f"{m[k]:.4f}" if isinstance(m.get(k), float) else "-" for k in keys]])
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows: print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+    return 0
+
+def _cmd_show(a, s):
+    from mlops_nb.reproduce import load_run
+    from mlops_nb.report import _secs
+    r = load_run(s, _run_id(s, a.run_id))
+    secs = _secs(r)
+    g = r.get("git") or {}
+    print(f"run {r['run_id']}  {r['status']}  profile {r.get('profile')}  {f'{secs:.1f}s' if secs is not None else ''}")
+    print(f"commit {g.get('commit')}{' (dirty)' if g.get('dirty') else ''}  environment {r.get('env_digest')}")
+    if r.get("reproduces"): print(f"reproduces {r['reproduces']}")
+    if r.get("error"): print(f"error in {r['error'].get('stage')}: {r['error']['message']}")
+    print("\nstages:")
+    for st in r["stages"]:
+        how = f"cached from {st.get('cached_from')}" if st.get("cached") else ("executed" if st.get("status") != "pending" else "not run")
+        print(f"  {st['name']:<9} {st['status']:<11} {how}" + (f"  {st.get('seconds')}s" if st.get("seconds") else ""))
+        for k, d in (st.get("inputs") or {}).items(): print(f"      in  {k:<9} {d}")
+        for k, d in (st.get("outputs") or {}).items(): print(f"      out {k:<9} {d}")
+    print("\nmetrics:")
+    for k, v in (r.get("metrics") or {}).items(): print(f"  {k:<22} {v}")
+    print(f"\nreport {_report_path(s, r)}")
+    return 0
+
+def _cmd_lineage(a, s):
+    from mlops_nb.lineage import Lineage, format_tree
+    lin = Lineage(s.lineage)
+    kind, ref = lin.resolve(a.ref)
+    trees = lin.run_ancestry(ref) if kind == "run" else [lin.ancestry(ref, "")]
+    print(json.dumps({"ref": ref, "kind": kind, "trees": trees}, indent=2) if a.json else f"{kind} {ref}\n" + format_tree(trees))
+    return 0
+
+def _cmd_reproduce(a, s):
+    from mlops_nb.reproduce import reproduce
+    v, new = reproduce(_run_id(s, a.run_id), s, echo=_err)
+    print(v)
+    print(f"new run {new['run_id']}: {_report_path(s, new)}")
+    return 0 if v.ok else 1
+
+def _cmd_sync(a, s):
+    from mlops_nb.sync import sync, sync_plan, format_plan, SyncError
+    if a.dry_run:
+        print(format_plan(sync_plan(s, _run_id(s, a.run_id) if a.run_id else None))); return 0
+    try: sync(s, _run_id(s, a.run_id) if a.run_id else None, echo=print)
+    except SyncError as e: _err(f"mlops-nb sync: {e}"); return 3
+    return 0
+
+def _cmd_report(a, s):
+    from mlops_nb.report import load_runs, write_run_report, write_runs_index
+    for r in load_runs(s): write_run_report(s, r)
+    print(write_runs_index(s))
     return 0
 
 def _cmd_params(a, s):
@@ -62,10 +160,14 @@ def _cmd_params(a, s):
 def main(argv=None) -> int:
     "Entry point of `mlops-nb`."
     a = _parser().parse_args(argv)
-    from mlops_nb.pipeline import ParamError
+    from mlops_nb.lineage import LineageError
+    cmds = {"run": _cmd_run, "runs": _cmd_runs, "show": _cmd_show, "lineage": _cmd_lineage, "reproduce": _cmd_reproduce,
+            "sync": _cmd_sync, "report": _cmd_report, "params": _cmd_params}
     try:
         s = load_settings(a.settings)
-        return {"run": _cmd_run, "params": _cmd_params}[a.cmd](a, s)
-    except (ParamError, SettingsError, ValueError, FileNotFoundError) as e:
-        print(f"mlops-nb {a.cmd}: error: {e}", file=sys.stderr)
+        return cmds[a.cmd](a, s)
+    except (SettingsError, ValueError, FileNotFoundError, LineageError) as e:
+        _err(f"mlops-nb {a.cmd}: error: {e}")
         return 2
+    except KeyboardInterrupt:
+        _err("interrupted"); return 130

@@ -133,8 +133,12 @@ def cache_hit(self: Lineage, cache_key: str):
     return self._execution(r["id"]) if r else None
 
 @patch
-def producer(self: Lineage, digest: str):
-    "The execution that first made `digest` (not a cache hit), or None for raw inputs."
+def producer(self: Lineage, digest: str, run_id: str | None = None):
+    "The execution that made `digest`: in `run_id` if that run has it (following a cache hit to its source), else the first one; None for raw inputs."
+    if run_id:
+        r = self.db.execute("""SELECT e.id, e.cached, e.source_execution FROM artifacts a JOIN executions e ON e.id = a.execution_id
+                               WHERE a.digest=? AND a.role='output' AND e.run_id=? AND e.status='succeeded'""", (digest, run_id)).fetchone()
+        if r: return self._execution(r["source_execution"] if r["cached"] and r["source_execution"] else r["id"])
     r = self.db.execute("""SELECT e.id FROM artifacts a JOIN executions e ON e.id = a.execution_id
                            WHERE a.digest=? AND a.role='output' AND e.cached=0 AND e.status='succeeded' ORDER BY e.id LIMIT 1""",
                         (digest,)).fetchone()
@@ -159,16 +163,16 @@ def resolve(self: Lineage, ref: str) -> tuple:
 def _like(prefix): return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 @patch
-def ancestry(self: Lineage, digest: str, name: str = "", _seen=None) -> dict:
-    "The tree of executions and artifacts that `digest` came from."
+def ancestry(self: Lineage, digest: str, name: str = "", run_id: str | None = None, _seen=None) -> dict:
+    "The tree of executions and artifacts that `digest` came from (as made in `run_id`, when given)."
     _seen = set() if _seen is None else _seen
     node = {"artifact": digest, "name": name}
-    ex = self.producer(digest)
+    ex = self.producer(digest, run_id)
     if ex is None: node["produced_by"] = None; return node
-    step = {k: ex[k] for k in ("run_id", "stage", "params", "git_commit", "code_digest", "env_digest", "started", "ended")}
+    step = {k: ex[k] for k in ("id", "run_id", "stage", "params", "git_commit", "code_digest", "env_digest", "started", "ended")}
     if ex["id"] not in _seen:
         _seen.add(ex["id"])
-        step["inputs"] = [self.ancestry(d, n, _seen) for n, d in ex["inputs"].items()]
+        step["inputs"] = [self.ancestry(d, n, ex["run_id"], _seen) for n, d in ex["inputs"].items()]
     else: step["inputs"] = []
     if ex["stage"] == "ingest": step["raw_data"] = (ex["params"] or {}).get("source")
     node["produced_by"] = step
@@ -179,7 +183,7 @@ def run_ancestry(self: Lineage, run_id: str) -> list:
     "Ancestry trees of a run's final outputs (those no later stage of the run consumed)."
     r = self.run(run_id)
     consumed = {d for e in r["executions"] for d in e["inputs"].values()}
-    return [self.ancestry(d, f"{e['stage']}.{n}") for e in r["executions"] for n, d in e["outputs"].items() if d not in consumed]
+    return [self.ancestry(d, f"{e['stage']}.{n}", run_id) for e in r["executions"] for n, d in e["outputs"].items() if d not in consumed]
 
 # %% ../nbs/02_lineage.ipynb #c010
 def format_tree(trees: list) -> str:

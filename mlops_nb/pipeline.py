@@ -4,15 +4,19 @@
 
 # %% ../nbs/40_pipeline.ipynb #c002
 from __future__ import annotations
-import ast, hashlib, json, os, platform, secrets, subprocess, sys, time
+import ast, hashlib, json, os, platform, secrets, shutil, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import Settings, load_settings, apply_env
 from .tracking import write_json
+from .store import Store, IntegrityError, MissingArtifact
+from .lineage import Lineage
+from .cache import cache_key, code_digest
 
 # %% auto #0
-__all__ = ['STAGES', 'RESERVED', 'TYPES', 'StageSpec', 'ParamError', 'Param', 'stage_params', 'describe_params', 'coerce',
-           'resolve_params', 'git_info', 'env_info', 'new_run_id', 'RunFailed', 'render_html', 'run']
+__all__ = ['STAGES', 'RESERVED', 'TYPES', 'StageSpec', 'downstream', 'ParamError', 'Param', 'stage_params', 'describe_params',
+           'coerce', 'resolve_params', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap', 'RunFailed', 'run',
+           'render_html', 'write_reports']
 
 # %% ../nbs/40_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -28,6 +32,15 @@ STAGES = (
     StageSpec("evaluate", "evaluate.ipynb", {"dataset": "ingest.dataset", "model": "train.model"}),
 )
 RESERVED = ("run_dir", "inputs")   # parameters the runner sets itself
+
+def downstream(names, stages=STAGES) -> set:
+    "The named stages and every stage that depends on them."
+    out = set(names)
+    unknown = out - {st.name for st in stages}
+    if unknown: raise ValueError(f"unknown stage(s) {sorted(unknown)}; the stages are {[st.name for st in stages]}")
+    for st in stages:
+        if any(ref.split(".")[0] in out for ref in st.inputs.values()): out.add(st.name)
+    return out
 
 # %% ../nbs/40_pipeline.ipynb #c006
 class ParamError(ValueError):
@@ -120,64 +133,117 @@ def new_run_id() -> str:
 
 def _now(): return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
+def _me() -> dict:
+    import psutil
+    return {"pid": os.getpid(), "host": platform.node(), "created": psutil.Process().create_time()}
+
+def _alive(runner: dict | None) -> bool:
+    "Is the process that wrote a run still running? (Unknown or other host: assume it is.)"
+    import psutil
+    if not runner or runner.get("host") != platform.node(): return True
+    try: return abs(psutil.Process(runner["pid"]).create_time() - runner["created"]) < 1
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError): return False
+
+def lineage_for(s: Settings) -> Lineage: return Lineage(s.lineage)
+
+def reap(s: Settings, lin: Lineage | None = None) -> list:
+    "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids."
+    lin = lin or lineage_for(s)
+    done = []
+    for rj in sorted(s.runs.glob("*/run.json")):
+        try: rec = json.loads(rj.read_text())
+        except (OSError, json.JSONDecodeError): continue
+        if rec.get("status") != "running" or _alive(rec.get("runner")): continue
+        rec["status"], rec["ended"] = "interrupted", rec.get("ended") or _now()
+        for st in rec["stages"]:
+            if st["status"] == "running": st.update(status="interrupted", ended=rec["ended"])
+        write_json(rj, rec)
+        lin.record_run(rec)
+        done.append(rec["run_id"])
+    Store(s.store).clean_partials()
+    return done
+
 # %% ../nbs/40_pipeline.ipynb #c011
 class RunFailed(RuntimeError):
     "A stage failed; `record` is the run's run.json content."
     def __init__(self, msg, record): super().__init__(msg); self.record = record
 
-_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
+def _reuse(s, store, lin, key, echo):
+    "The cached execution for `key` if its outputs still verify, else None."
+    hit = lin.cache_hit(key)
+    if hit is None: return None
+    try:
+        for d in hit["outputs"].values(): store.path(d)
+    except (IntegrityError, MissingArtifact) as e:
+        echo(f"  cache entry of run {hit['run_id']} unusable ({e}); executing"); return None
+    return hit
 
-def render_html(nb_path) -> Path:
-    "Render an executed notebook to self-contained HTML beside it: images inline, no script from the network."
-    import jinja2, nbformat
-    from nbconvert import HTMLExporter
-    exp = HTMLExporter(template_name="lab", embed_images=True,
-                       extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})])
-    exp.template_file = "offline.html.j2"
-    exp.exclude_input_prompt = exp.exclude_output_prompt = True
-    body, _ = exp.from_notebook_node(nbformat.read(str(nb_path), as_version=4))
-    out = Path(nb_path).with_suffix(".html")
-    out.write_text(body)
-    return out
+def _take_report(s, hit, srec, run_dir, nb_out):
+    "Copy the cached execution's executed notebook and HTML into this run, so its report is complete."
+    src = s.runs/hit["run_id"]/(hit["notebook"] or "")
+    for ext in (".ipynb", ".html"):
+        if src.with_suffix(ext).is_file(): shutil.copyfile(src.with_suffix(ext), nb_out.with_suffix(ext))
+    if nb_out.with_suffix(".html").is_file(): srec["html"] = nb_out.with_suffix(".html").name
 
-def run(profile: str = "default", overrides=(), settings: Settings | None = None, echo=print,
-        progress: bool | None = None) -> dict:
-    "Execute the pipeline; returns the run record (also in `runs/<run-id>/run.json`). Raises `RunFailed`."
+def run(profile: str = "default", overrides=(), settings: Settings | None = None, echo=print, progress: bool | None = None,
+        force: bool = False, force_stages=(), params: dict | None = None, reproduces: str | None = None) -> dict:
+    "Execute the pipeline; returns the run record (also `runs/<run-id>/run.json`). Raises `RunFailed`, `ParamError`."
     s = settings or load_settings()
-    if profile not in s.profiles:
-        raise ParamError(f"unknown profile {profile!r}; settings.ini defines: {', '.join(sorted(s.profiles))}")
     spec = stage_params(s)
-    params = resolve_params(spec, s.profiles[profile], overrides)
+    if params is not None:   # recorded per-stage parameters (reproduce): checked like a profile
+        params = resolve_params(spec, {f"{st}.{k}": v for st, ps in params.items() for k, v in ps.items()})
+    else:
+        if profile not in s.profiles:
+            raise ParamError(f"unknown profile {profile!r}; settings.ini defines: {', '.join(sorted(s.profiles))}")
+        params = resolve_params(spec, s.profiles[profile], overrides)
+    forced = {st.name for st in STAGES} if force else downstream(force_stages)
     apply_env(s)
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+    lin, store = lineage_for(s), Store(s.store)
+    reap(s, lin)
     run_id = new_run_id()
     run_dir = s.runs/run_id
     run_dir.mkdir(parents=True)
     env = env_info(s)
     rec = {"run_id": run_id, "status": "running", "profile": profile, "started": _now(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
-           "env": {k: v for k, v in env.items() if k != "packages"},
+           "env": {k: v for k, v in env.items() if k != "packages"}, "runner": _me(), "run_dir": str(run_dir),
            "stages": [{"name": st.name, "status": "pending"} for st in STAGES], "metrics": {}}
+    if reproduces: rec["reproduces"] = reproduces
     write_json(run_dir/"env.json", env)
     write_json(run_dir/"run.json", rec)
-    echo(f"run {run_id}  ({profile} profile)  {run_dir}")
-    outputs, progress = {}, sys.stderr.isatty() if progress is None else progress
+    lin.record_run(rec)
+    echo(f"run {run_id}  ({'reproducing ' + reproduces if reproduces else profile + ' profile'})  {run_dir}")
+    outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
     try:
         for i, st in enumerate(STAGES, 1):
             srec = rec["stages"][i-1]
             inputs = {k: outputs[ref] for k, ref in st.inputs.items()}
-            nb_out = run_dir/f"{i:02d}_{st.name}.ipynb"
+            nb_in, nb_out = s.pipelines/st.notebook, run_dir/f"{i:02d}_{st.name}.ipynb"
+            code = code_digest(nb_in)
+            key = cache_key(st.name, code, params[st.name], inputs, env["digest"])
             srec.update(status="running", cached=False, started=_now(), ended=None, notebook=nb_out.name,
-                        inputs=inputs, outputs={})
+                        inputs=inputs, outputs={}, cache_key=key, code_digest=code)
+            common = dict(cache_key=key, params=params[st.name], code_digest=code, env_digest=env["digest"],
+                          git_commit=rec["git"]["commit"], started=srec["started"], notebook=nb_out.name)
+            hit = None if st.name in forced else _reuse(s, store, lin, key, echo)
+            if hit is not None:
+                _take_report(s, hit, srec, run_dir, nb_out)
+                srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=_now(), seconds=0.0,
+                            outputs=hit["outputs"])
+                lin.record_execution(run_id, st.name, "succeeded", inputs, hit["outputs"], cached=True,
+                                     source_execution=hit["id"], metrics=hit["metrics"], **{**common, "ended": srec["ended"]})
+                for k, d in hit["outputs"].items(): outputs[f"{st.name}.{k}"] = d
+                rec["metrics"].update(hit["metrics"] or {})
+                write_json(run_dir/"run.json", rec)
+                echo(f"[{i}/{len(STAGES)}] {st.name:<9} cached (from run {hit['run_id']})")
+                continue
             write_json(run_dir/"run.json", rec)
+            echo(f"[{i}/{len(STAGES)}] {st.name:<9} running ...")
             t0 = time.perf_counter()
+            import papermill as pm
+            from papermill.exceptions import PapermillExecutionError
             try:
-                pm.execute_notebook(str(s.pipelines/st.notebook), str(nb_out),
+                pm.execute_notebook(str(nb_in), str(nb_out),
                                     parameters={**params[st.name], "run_dir": str(run_dir), "inputs": inputs},
                                     kernel_name=s.kernel, cwd=str(run_dir), progress_bar=progress, log_output=False,
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
@@ -187,12 +253,16 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                             failed_cell=e.exec_count)
                 rec.update(status="failed", error={"stage": st.name, "message": err})
                 srec["html"] = render_html(nb_out).name
+                lin.record_execution(run_id, st.name, "failed", inputs, {}, error=err, **{**common, "ended": srec["ended"]})
                 echo(f"[{i}/{len(STAGES)}] {st.name:<9} FAILED  {err.splitlines()[0][:300]}")
                 raise RunFailed(f"stage {st.name} failed: {err}\n  see {nb_out}", rec) from None
             res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
             for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
             srec.update(status="succeeded", ended=_now(), seconds=round(time.perf_counter() - t0, 2),
                         outputs=res["outputs"], html=render_html(nb_out).name)
+            if res.get("wandb"): srec["wandb"] = res["wandb"]
+            lin.record_execution(run_id, st.name, "succeeded", inputs, res["outputs"], metrics=res["metrics"],
+                                 **{**common, "ended": srec["ended"]})
             rec["metrics"].update(res["metrics"])
             write_json(run_dir/"run.json", rec)
             echo(f"[{i}/{len(STAGES)}] {st.name:<9} done in {srec['seconds']:.1f}s")
@@ -207,6 +277,18 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
         rec.update(status="failed", error={"stage": None, "message": f"{type(e).__name__}: {e}"})
         raise
     finally:
-        rec["ended"] = _now()
+        rec["ended"], rec["seconds"] = _now(), round(time.perf_counter() - t_run, 2)
         write_json(run_dir/"run.json", rec)
+        lin.record_run(rec)
+        try: write_reports(s, rec)
+        except Exception as e: echo(f"warning: could not write the HTML report: {type(e).__name__}: {e}")
+        lin.close()
     return rec
+
+def render_html(nb_path):
+    from mlops_nb.report import render_notebook
+    return render_notebook(nb_path)
+
+def write_reports(s: Settings, rec: dict):
+    from mlops_nb.report import write_run_report, write_runs_index
+    write_run_report(s, rec); write_runs_index(s)

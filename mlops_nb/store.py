@@ -43,23 +43,27 @@ class Store:
         self.root = Path(root)
         for d in ("objects", "tmp", "meta"): (self.root/d).mkdir(parents=True, exist_ok=True)
 
+    def _tmp(self):
+        "A new temporary file in `tmp/`, named after the writing process so a dead writer's leftovers can be found."
+        return tempfile.mkstemp(dir=self.root/"tmp", prefix=f"{os.getpid()}-")
+
     def _obj(self, digest): hx = _hex(digest); return self.root/"objects"/hx[:2]/hx
 
     def _commit(self, tmp: Path, digest: str, name: str) -> str:
         dst = self._obj(digest)
         dst.parent.mkdir(exist_ok=True)
-        if dst.exists(): tmp.unlink()
-        else: os.replace(tmp, dst)
+        if dst.exists() and _hash_file(dst) == digest: tmp.unlink()
+        else: os.replace(tmp, dst)          # new, or repairing a copy that was corrupted
         meta = self.root/"meta"/(_hex(digest) + ".json")
         if not meta.exists():
-            fd, t = tempfile.mkstemp(dir=self.root/"tmp")
+            fd, t = self._tmp()
             with os.fdopen(fd, "w") as f: json.dump({"name": str(name), "size": dst.stat().st_size}, f)
             os.replace(t, meta)
         return digest
 
     def put_bytes(self, data: bytes, name: str) -> str:
         "Store `data` under its digest; returns the digest."
-        fd, tmp = tempfile.mkstemp(dir=self.root/"tmp")
+        fd, tmp = self._tmp()
         try:
             with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
             return self._commit(Path(tmp), sha256_bytes(data), name)
@@ -70,7 +74,7 @@ class Store:
         "Copy the file `src` into the store; returns its digest."
         src = Path(src)
         if not src.is_file(): raise FileNotFoundError(f"cannot store {src}: not a file")
-        fd, tmp = tempfile.mkstemp(dir=self.root/"tmp")
+        fd, tmp = self._tmp()
         h = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
@@ -108,3 +112,13 @@ class Store:
     def partials(self) -> list:
         "Temporary files left by writes that never finished (empty unless a writer is running or died)."
         return sorted((self.root/"tmp").iterdir())
+
+    def clean_partials(self) -> list:
+        "Delete temporary files whose writer process is gone; returns them."
+        import psutil
+        gone = []
+        for p in self.partials():
+            pid = p.name.split("-", 1)[0]
+            if not pid.isdigit() or not psutil.pid_exists(int(pid)):
+                p.unlink(missing_ok=True); gone.append(p)
+        return gone

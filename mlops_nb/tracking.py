@@ -10,7 +10,7 @@ from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store
 
 # %% auto #0
-__all__ = ['write_json', 'latest_output', 'Stage']
+__all__ = ['write_json', 'artifact_alias', 'latest_output', 'Stage']
 
 # %% ../nbs/03_tracking.ipynb #c004
 def write_json(path, obj):
@@ -22,6 +22,10 @@ def write_json(path, obj):
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
+
+def artifact_alias(digest: str) -> str:
+    "The W&B alias under which an output is logged: its digest, in the characters W&B allows."
+    return digest.replace(":", "-")
 
 def latest_output(runs_dir, name: str):
     "Digest of the newest recorded output called `name` across `runs_dir/*/run.json`, or None."
@@ -71,12 +75,18 @@ class Stage:
             if et is None and self.run_dir is not None:
                 write_json(self.run_dir/f"{self.name}.outputs.json",
                            {"stage": self.name, "inputs": self.inputs, "outputs": self.outputs, "metrics": self.metrics,
-                            "seconds": round(time.time() - self.started, 3)})
+                            "seconds": round(time.time() - self.started, 3), "wandb": self.wandb_ref()})
         finally:
             if self.wandb is not None:
                 self.wandb.finish(exit_code=0 if et is None else 1)
             shutil.rmtree(self.work, ignore_errors=True)
         return False
+
+    def wandb_ref(self):
+        "`{id, project, entity, dir, mode}` of this stage's W&B run (None when disabled): what `mlops-nb sync` needs."
+        if self.wandb is None: return None
+        return {"id": self.wandb.id, "project": self.s.wandb_project, "entity": self.s.wandb_entity or None,
+                "dir": str(Path(self.wandb.dir).parent), "mode": wandb_mode(self.s)}
 
     def input(self, name: str) -> Path:
         "Verified local path of the input artifact `name`."
@@ -95,7 +105,7 @@ class Stage:
             import wandb
             art = wandb.Artifact(f"{self.name}-{name}", type=kind, metadata={"digest": d, "run_id": self.run_id})
             art.add_file(str(self.store.path(d, verify=False)), name=Path(path).name)
-            self.wandb.log_artifact(art)
+            self.wandb.log_artifact(art, aliases=[artifact_alias(d)])
         return d
 
     def log(self, metrics: dict):

@@ -47,12 +47,12 @@ def test_ingest_report_has_data_card(smoke):
 
 
 def test_same_inputs_same_weights(smoke):
-    "Training is deterministic: a second run gives the same dataset and the same weights digest."
+    "Training is deterministic: a second run, every stage executed again, gives the same dataset and weights digest."
     settings, _, rec = smoke
-    p = cli("run", "--profile", "smoke", settings=settings)
+    p = cli("run", "--profile", "smoke", "--force", settings=settings)
     assert p.returncode == 0, p.stderr
     rec2 = run_record(settings, p)
-    assert rec2["run_id"] != rec["run_id"]
+    assert rec2["run_id"] != rec["run_id"] and not any(s["cached"] for s in rec2["stages"])
     assert rec2["metrics"]["train/weights"] == rec["metrics"]["train/weights"]
     assert [s["outputs"] for s in rec2["stages"]] == [s["outputs"] for s in rec["stages"]]
 
@@ -115,23 +115,6 @@ def test_ddp_two_cpu_processes(workbook):
     assert rec["status"] == "succeeded"
     assert rec["metrics"]["train/world_size"] == 2
     assert rec["metrics"]["test/accuracy"] > 0.3
-
-
-def test_wandb_offline_run_written(tmp_path):
-    settings = make_workbook(tmp_path)
-    p = cli("run", "--profile", "smoke", settings=settings, env={"WANDB_MODE": "offline"})
-    assert p.returncode == 0, p.stderr
-    rec = run_record(settings, p)
-    runs = sorted((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 3                                            # one W&B run per stage execution
-    assert all(list(r.glob("*.wandb")) and list(r.glob("*.wandb"))[0].stat().st_size > 0 for r in runs)
-    blob = b"".join(list(r.glob("*.wandb"))[0].read_bytes() for r in runs)
-    assert rec["run_id"].encode() in blob                            # group = pipeline run id
-    for stage in STAGES:
-        assert stage.encode() in blob                                # job_type
-    assert rec["stages"][0]["outputs"]["dataset"].encode() in blob   # input digests in config / artifact metadata
-    staged = [f for f in (tmp_path / "wandb_data_dir").rglob("*") if f.is_file()]
-    assert staged                                                   # offline artifact files are staged for sync
 
 
 def test_pipeline_notebooks_nbval(smoke):

@@ -1,0 +1,47 @@
+"""`mlops-nb sync`: the edges a dry run would add, and a clean refusal when no W&B server is reachable."""
+import json
+import pytest
+from conftest import cli, make_workbook, run_record
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wandbwb")
+    settings = make_workbook(root)
+    p = cli("run", "--profile", "smoke", settings=settings, env={"WANDB_MODE": "offline"})
+    assert p.returncode == 0, p.stderr
+    return root, settings, run_record(settings, p)
+
+
+def test_wandb_offline_run_written(offline):
+    root, settings, rec = offline
+    runs = sorted((root / "wandb_dir" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 3                                            # one W&B run per stage execution
+    blob = b"".join(list(r.glob("*.wandb"))[0].read_bytes() for r in runs)
+    assert rec["run_id"].encode() in blob                            # group = pipeline run id
+    for stage in ("ingest", "train", "evaluate"):
+        assert stage.encode() in blob                                # job_type
+    assert rec["stages"][0]["outputs"]["dataset"].encode() in blob   # input digests in config
+    assert {s["wandb"]["id"] for s in rec["stages"]} == {r.name.rsplit("-", 1)[1] for r in runs}
+    staged = [f for f in (root / "wandb_data_dir").rglob("*") if f.is_file()]
+    assert staged                                                   # offline artifact files are staged for sync
+
+
+def test_sync_dry_run_lists_the_edges(offline):
+    root, settings, rec = offline
+    p = cli("sync", rec["run_id"], "--dry-run", settings=settings)
+    assert p.returncode == 0, p.stderr
+    ds = rec["stages"][0]["outputs"]["dataset"].replace(":", "-")
+    model = rec["stages"][1]["outputs"]["model"].replace(":", "-")
+    assert p.stdout.count("wandb sync ") == 3
+    assert f"mlops_nb/ingest-dataset:{ds}  (input dataset)" in p.stdout
+    assert f"mlops_nb/train-model:{model}  (input model)" in p.stdout
+    assert p.stdout.count("use_artifact") == 3                      # train: dataset; evaluate: dataset and model
+
+
+def test_sync_without_server_changes_nothing(offline):
+    root, settings, rec = offline
+    before = (root / "runs" / rec["run_id"] / "run.json").read_text()
+    p = cli("sync", settings=settings, env={"WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert p.returncode == 3 and "not reachable" in p.stderr and "nothing was synced" in p.stderr
+    assert (root / "runs" / rec["run_id"] / "run.json").read_text() == before
