@@ -57,8 +57,9 @@ readme: install  ## README.md from nbs/index.ipynb
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-bench: install  ## notebook overhead: mlops-nb run vs the same stage functions in one process
+bench: install  ## benchmarks: notebook overhead (mlops-nb run vs plain Python), cached re-run time
 	$(BIN)/python bench/pipeline_overhead.py
+	$(BIN)/python bench/cached_rerun.py
 
 clean:  ## remove runs, the artifact store, W&B files and the venv
 	rm -rf runs/2* .mlops wandb $(VENV) _docs _proc .pytest_cache
