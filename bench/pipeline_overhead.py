@@ -42,7 +42,7 @@ print(json.dumps({"test/accuracy": ev.metrics["test/accuracy"], "train/weights":
 def workbook(root: Path) -> Path:
     cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
     cp.read(REPO/"settings.ini")
-    for k in ("runs", "store", "lineage", "wandb_dir", "wandb_data_dir"): cp["paths"][k] = str(root/k)
+    for k in ("runs", "store", "lineage", "registry", "wandb_dir", "wandb_data_dir"): cp["paths"][k] = str(root/k)
     cp["paths"]["pipelines"] = str(REPO/"nbs/pipelines")
     with open(root/"settings.ini", "w") as f: cp.write(f)
     return root/"settings.ini"

@@ -42,6 +42,29 @@ def _parser():
     sy.add_argument("run_id", nargs="?", metavar="RUN_ID", help="only this run (default: every run)")
     sy.add_argument("--dry-run", action="store_true", help="print what would be synced and linked; touch nothing")
     sub.add_parser("report", help="rebuild the HTML reports", description="Rebuild runs/index.html and each run's index.html.")
+    rg = sub.add_parser("registry", help="the model registry: versions, aliases, promotion",
+                        description="The model registry: versions, aliases with their history, gated promotion.")
+    rs = rg.add_subparsers(dest="reg_cmd", required=True, metavar="ACTION")
+    rs.add_parser("ls", help="registered models with their latest version and aliases")
+    x = rs.add_parser("show", help="a model's versions, or one version", description="NAME: every version; NAME@VERSION or NAME@ALIAS: one.")
+    x.add_argument("ref", metavar="NAME[@VERSION|@ALIAS]")
+    x = rs.add_parser("history", help="the alias history", description="Every alias change (who, when, from, to, why); "
+                      "with --at, the version each alias pointed at at that time.")
+    x.add_argument("name", metavar="NAME"); x.add_argument("--at", metavar="TIME", help="ISO time, e.g. 2026-11-22T06:30:00Z")
+    x.add_argument("--alias", help="only this alias")
+    x = rs.add_parser("promote", help="point an alias at a version (production: through the gate)",
+                      description="Point ALIAS at NAME@VERSION. Promotion to production must pass the gate: thresholds, "
+                                  "parity, champion/challenger, application test; --force --why overrides and is recorded.")
+    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--to", required=True, metavar="ALIAS")
+    x.add_argument("--why", default="", help="the reason, written to the history"); x.add_argument("--force", action="store_true",
+                   help="override a failed gate (needs --why)")
+    x = rs.add_parser("rollback", help="point an alias back at its previous version")
+    x.add_argument("name", metavar="NAME"); x.add_argument("--alias", default="production", help="default: %(default)s")
+    x.add_argument("--why", default="", help="the reason, written to the history")
+    x = rs.add_parser("apptest", help="record an application-test result for a version",
+                      description="Record whether NAME@VERSION passed its application test (the production gate reads it).")
+    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("result", choices=["passed", "failed"])
+    x.add_argument("--detail", default="", help="what was tested")
     pp = sub.add_parser("params", help="list the pipeline's parameters: type, default, help",
                         description="List every parameter the stage notebooks declare, with the values a profile gives.")
     pp.add_argument("--profile", default=None, help="also show this profile's values")
@@ -131,9 +154,9 @@ def _cmd_reproduce(a, s):
     return 0 if v.ok else 1
 
 def _cmd_sync(a, s):
-    from mlops_nb.sync import sync, sync_plan, format_plan, SyncError
+    from mlops_nb.sync import sync, sync_plan, link_plan, format_plan, SyncError
     if a.dry_run:
-        print(format_plan(sync_plan(s, _run_id(s, a.run_id) if a.run_id else None))); return 0
+        print(format_plan(sync_plan(s, _run_id(s, a.run_id) if a.run_id else None), link_plan(s))); return 0
     try: sync(s, _run_id(s, a.run_id) if a.run_id else None, echo=print)
     except SyncError as e: _err(f"mlops-nb sync: {e}"); return 3
     return 0
@@ -142,6 +165,58 @@ def _cmd_report(a, s):
     from mlops_nb.report import load_runs, write_run_report, write_runs_index
     for r in load_runs(s): write_run_report(s, r)
     print(write_runs_index(s))
+    return 0
+
+def _split_ref(ref: str):
+    name, _, v = ref.partition("@")
+    if not v.isdigit(): raise ValueError(f"{ref!r}: give NAME@VERSION, e.g. digits-cnn@3")
+    return name, int(v)
+
+def _print_version(v, aliases):
+    al = ", ".join(a for a, n in aliases.items() if n == v["version"])
+    m = v["metrics"]
+    print(f"{v['name']}@{v['version']}  {('[' + al + ']') if al else ''}")
+    print(f"  bundle   {v['bundle']}\n  run      {v['run_id']}\n  created  {v['created']} by {v['created_by']}")
+    print(f"  metrics  test/accuracy {m.get('test/accuracy')}  test/recall_gap {m.get('test/recall_gap')}")
+    print(f"  parity   {'passed' if v['parity_passed'] else 'not passed'}   application test "
+          f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run') }")
+
+def _cmd_registry(a, s):
+    from mlops_nb.registry import registry_for, gates_of, GateFailed
+    reg = registry_for(s)
+    c = a.reg_cmd
+    if c == "ls":
+        ms = reg.models()
+        if not ms: print("no models registered yet: `mlops-nb run` registers one"); return 0
+        for m in ms: print(f"{m['name']}  latest v{m['latest']}  " + "  ".join(f"{k}->v{v}" for k, v in m["aliases"].items()))
+    elif c == "show":
+        if "@" in a.ref: _print_version(reg.get(a.ref), reg.aliases(a.ref.split("@")[0]))
+        else:
+            al = reg.aliases(a.ref)
+            for v in reg.versions(a.ref): _print_version(v, al)
+    elif c == "history":
+        if a.at:
+            state = reg.history(a.name, at=a.at, alias=a.alias)
+            if not state: print(f"at {a.at} no alias of {a.name} was set")
+            for k, v in state.items(): print(f"{a.name}@{k} -> v{v}  (at {a.at})")
+        else:
+            for h in reg.history(a.name, alias=a.alias):
+                print(f"{h['at']}  {h['alias']:<11} v{h['from_version'] or '-'} -> v{h['to_version']}  by {h['who']}"
+                      f"{'  FORCED' if h['forced'] else ''}  {h['why'] or ''}")
+    elif c == "promote":
+        name, v = _split_ref(a.ref)
+        try: r = reg.promote(name, v, a.to, gates_of(s), a.why, a.force)
+        except GateFailed as e:
+            _err(str(e)); return 1
+        for ch in r["checks"]: print(f"  {'ok  ' if ch['passed'] else 'FAIL'} {ch['check']}: {ch['detail']}")
+        print(f"{name}@{a.to}: v{r['from'] or '-'} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
+    elif c == "rollback":
+        r = reg.rollback(a.name, a.alias, a.why)
+        print(f"{a.name}@{a.alias}: v{r['from']} -> v{r['to']}")
+    elif c == "apptest":
+        name, v = _split_ref(a.ref)
+        reg.record_apptest(name, v, a.result == "passed", a.detail)
+        print(f"{name}@{v}: application test {a.result}")
     return 0
 
 def _cmd_params(a, s):
@@ -161,12 +236,13 @@ def main(argv=None) -> int:
     "Entry point of `mlops-nb`."
     a = _parser().parse_args(argv)
     from mlops_nb.lineage import LineageError
-    cmds = {"run": _cmd_run, "runs": _cmd_runs, "show": _cmd_show, "lineage": _cmd_lineage, "reproduce": _cmd_reproduce,
+    from mlops_nb.registry import RegistryError
+    cmds = {"registry": _cmd_registry, "run": _cmd_run, "runs": _cmd_runs, "show": _cmd_show, "lineage": _cmd_lineage, "reproduce": _cmd_reproduce,
             "sync": _cmd_sync, "report": _cmd_report, "params": _cmd_params}
     try:
         s = load_settings(a.settings)
         return cmds[a.cmd](a, s)
-    except (SettingsError, ValueError, FileNotFoundError, LineageError) as e:
+    except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError) as e:
         _err(f"mlops-nb {a.cmd}: error: {e}")
         return 2
     except KeyboardInterrupt:

@@ -38,6 +38,7 @@ class Settings:
     wandb_dir: Path            # WANDB_DIR
     wandb_data_dir: Path       # WANDB_DATA_DIR
     lineage: Path | None = None  # lineage database (default: lineage.db beside the store)
+    registry: Path | None = None  # model registry database (default: registry.db beside the store)
     wandb_project: str = "mlops_nb"
     wandb_entity: str = ""
     wandb_mode: str = "offline"
@@ -45,12 +46,14 @@ class Settings:
     kernel: str = "python3"
     metric_tolerance: float = 1e-4  # reproduce: largest metric difference still "equal within tolerance"
     profiles: dict = field(default_factory=dict)  # name -> {key: python value}
+    gates: dict = field(default_factory=lambda: dict(min_accuracy=0.95, max_recall_gap=0.10, significance=0.05))
 
     @property
     def root(self) -> Path: return self.path.parent
 
     def __post_init__(self):
         if self.lineage is None: self.lineage = self.store.parent/"lineage.db"
+        if self.registry is None: self.registry = self.store.parent/"registry.db"
 
 # %% ../nbs/00_config.ipynb #c006
 _WANDB_MODES = ("offline", "online", "disabled")
@@ -81,11 +84,17 @@ def load_settings(path=None) -> Settings:
     tol = get("reproduce", "metric_tolerance", "1e-4")
     try: tol = float(tol); assert tol >= 0
     except (ValueError, AssertionError): raise SettingsError(f"{path}: [reproduce] metric_tolerance = {tol!r}; expected a number >= 0") from None
+    gates = {}
+    for k, default in (("min_accuracy", "0.95"), ("max_recall_gap", "0.10"), ("significance", "0.05")):
+        v = get("gates", k, default)
+        try: gates[k] = float(v)
+        except ValueError: raise SettingsError(f"{path}: [gates] {k} = {v!r}; expected a number") from None
     profiles = {sec.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{sec}] {k}") for k, v in cp.items(sec)}
                 for sec in cp.sections() if sec.startswith("profile:")}
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),
                     wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"),
                     lineage=rel("lineage") if cp.has_option("paths", "lineage") else None, metric_tolerance=tol,
+                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
                     wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),
                     profiles=profiles)

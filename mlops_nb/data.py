@@ -11,8 +11,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['SPLITS', 'IMAGE_EXTS', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits', 'DataValidationError',
-           'read_imagefolder', 'stratified_split', 'make_manifest', 'IngestResult', 'ingest', 'plot_class_balance',
-           'plot_samples']
+           'prepare_image', 'read_imagefolder', 'stratified_split', 'make_manifest', 'IngestResult', 'ingest',
+           'plot_class_balance', 'plot_samples']
 
 # %% ../nbs/10_data.ipynb #c004
 SPLITS = ("train", "val", "test")
@@ -68,6 +68,12 @@ class DataValidationError(ValueError):
         super().__init__(f"{len(self.problems)} problem(s) in {source or 'the source'} "
                          f"(fix them, or pass skip_bad=True to skip them):\n{lines}")
 
+def prepare_image(im, size: int, mode: str) -> np.ndarray:
+    "A PIL image as the model sees it: converted to `mode` ('L' or 'RGB'), resized to size x size (bilinear), uint8 (C, H, W)."
+    from PIL import Image
+    a = np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
 def _read_image(path: Path, size: int, mode: str):
     "Decode, convert and resize one image; returns `(array (C,H,W), sha256 of the file, None)` or `(None, None, reason)`."
     from PIL import Image, UnidentifiedImageError
@@ -77,11 +83,9 @@ def _read_image(path: Path, size: int, mode: str):
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+            return prepare_image(im, size, mode), digest, None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {e})"
-    a = np.asarray(im, np.uint8)
-    return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)), digest, None
 
 def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class: int = 5, skip_bad: bool = False):
     "Read `<root>/<class>/*.png|jpg|jpeg`; returns `(x, y, classes, skipped)` or raises `DataValidationError`."

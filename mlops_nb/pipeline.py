@@ -30,6 +30,9 @@ STAGES = (
     StageSpec("ingest", "ingest.ipynb"),
     StageSpec("train", "train.ipynb", {"dataset": "ingest.dataset"}),
     StageSpec("evaluate", "evaluate.ipynb", {"dataset": "ingest.dataset", "model": "train.model"}),
+    StageSpec("package", "package.ipynb", {"dataset": "ingest.dataset", "manifest": "ingest.manifest", "model": "train.model",
+                                           "metrics": "evaluate.metrics"}),
+    StageSpec("register", "register.ipynb", {"bundle": "package.bundle"}),
 )
 RESERVED = ("run_dir", "inputs")   # parameters the runner sets itself
 

@@ -12,7 +12,7 @@ from .lineage import Lineage
 from .tracking import artifact_alias, write_json
 
 # %% auto #0
-__all__ = ['SyncError', 'sync_plan', 'format_plan', 'server_check', 'sync']
+__all__ = ['SyncError', 'sync_plan', 'link_plan', 'format_plan', 'server_check', 'sync']
 
 # %% ../nbs/42_sync.ipynb #c004
 class SyncError(RuntimeError):
@@ -41,12 +41,23 @@ def sync_plan(s: Settings, run_id: str | None = None) -> list:
     lin.close()
     return plan
 
-def format_plan(plan: list) -> str:
+def link_plan(s: Settings) -> list:
+    "Registry aliases not yet linked into the W&B model registry (offline runs cannot `link_artifact`)."
+    from mlops_nb.registry import registry_for
+    if not Path(s.registry).exists(): return []
+    reg = registry_for(s)
+    rows = [dict(r) for r in reg.db.execute("SELECT * FROM wandb_links WHERE linked=0 ORDER BY name, version, alias")]
+    reg.close()
+    return [{**r, "source": f"<entity>/{s.wandb_project}/package-bundle:{artifact_alias(r['artifact'])}",
+             "target": f"<entity>/model-registry/{r['name']}"} for r in rows]
+
+def format_plan(plan: list, links=()) -> str:
     "The plan as lines: one per W&B run, one per use_artifact edge."
     lines = []
     for p in plan:
         lines.append(f"{p['run_id']} {p['stage']}: wandb sync {p['dir']}" + ("  (already synced)" if p["synced"] else ""))
         lines += [f"  use_artifact {u['artifact']}  (input {u['input']})" for u in p["uses"]]
+    lines += [f"link_artifact {l['source']} -> {l['target']} alias {l['alias']}  ({l['name']}@{l['version']})" for l in links]
     return "\n".join(lines) or "nothing to sync (no offline W&B runs recorded)"
 
 # %% ../nbs/42_sync.ipynb #c005
@@ -66,7 +77,8 @@ def sync(s: Settings | None = None, run_id: str | None = None, echo=print) -> in
     s = s or load_settings()
     apply_env(s)
     plan = [p for p in sync_plan(s, run_id) if not p["synced"]]
-    if not plan: echo("nothing to sync"); return 0
+    links = link_plan(s)
+    if not plan and not links: echo("nothing to sync"); return 0
     server_check()
     import wandb
     api, n = wandb.Api(), 0
@@ -81,4 +93,11 @@ def sync(s: Settings | None = None, run_id: str | None = None, echo=print) -> in
         st["wandb"]["synced"] = True
         write_json(s.runs/p["run_id"]/"run.json", w)
         echo(f"synced {p['run_id']} {p['stage']} ({len(p['uses'])} input artifact(s) linked)"); n += 1
+    if links:
+        from mlops_nb.registry import registry_for
+        reg, entity = registry_for(s), api.default_entity
+        for l in links:
+            api.artifact(l["source"].replace("<entity>", entity)).link(l["target"].replace("<entity>", entity), aliases=[l["alias"]])
+            with reg.tx() as c: c.execute("UPDATE wandb_links SET linked=1 WHERE name=? AND version=? AND alias=?", (l["name"], l["version"], l["alias"]))
+            echo(f"linked {l['name']}@{l['version']} as {l['alias']} in the W&B model registry")
     return n

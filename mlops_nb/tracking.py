@@ -82,6 +82,11 @@ class Stage:
             shutil.rmtree(self.work, ignore_errors=True)
         return False
 
+    def run_record(self) -> dict:
+        "The run's run.json as the runner last wrote it ({} when interactive)."
+        p = self.run_dir/"run.json" if self.run_dir else None
+        return json.loads(p.read_text()) if p and p.is_file() else {}
+
     def wandb_ref(self):
         "`{id, project, entity, dir, mode}` of this stage's W&B run (None when disabled): what `mlops-nb sync` needs."
         if self.wandb is None: return None
@@ -97,13 +102,13 @@ class Stage:
                            "interactive session can pick up its outputs" if self.interactive else f"; it has {sorted(self.inputs)}"))
         return self.store.path(self.inputs[name])
 
-    def output(self, name: str, path, kind: str = "file") -> str:
-        "Move a finished file into the store as output `name`; returns its digest."
+    def output(self, name: str, path, kind: str = "file", metadata: dict | None = None) -> str:
+        "Move a finished file into the store as output `name`; returns its digest. `metadata` goes to the W&B artifact."
         d = self.store.put_file(path, name=f"{self.name}/{name}{Path(path).suffix}")
         self.outputs[name] = d
         if self.wandb is not None:
             import wandb
-            art = wandb.Artifact(f"{self.name}-{name}", type=kind, metadata={"digest": d, "run_id": self.run_id})
+            art = wandb.Artifact(f"{self.name}-{name}", type=kind, metadata={"digest": d, "run_id": self.run_id, **(metadata or {})})
             art.add_file(str(self.store.path(d, verify=False)), name=Path(path).name)
             self.wandb.log_artifact(art, aliases=[artifact_alias(d)])
         return d

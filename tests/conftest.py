@@ -12,8 +12,8 @@ def make_workbook(root: Path) -> Path:
     cp = configparser.ConfigParser(interpolation=None)
     cp.optionxform = str
     cp.read(REPO / "settings.ini")
-    for key in ("runs", "store", "lineage", "wandb_dir", "wandb_data_dir"):
-        cp["paths"][key] = str(root / (key + ".db" if key == "lineage" else key))
+    for key in ("runs", "store", "lineage", "registry", "wandb_dir", "wandb_data_dir"):
+        cp["paths"][key] = str(root / (key + ".db" if key in ("lineage", "registry") else key))
     cp["paths"]["pipelines"] = str(REPO / "nbs" / "pipelines")
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "settings.ini", "w") as f:
