@@ -237,12 +237,13 @@ def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     from mlops_nb.lineage import LineageError
     from mlops_nb.registry import RegistryError
+    from mlops_nb.store import IntegrityError, MissingArtifact
     cmds = {"registry": _cmd_registry, "run": _cmd_run, "runs": _cmd_runs, "show": _cmd_show, "lineage": _cmd_lineage, "reproduce": _cmd_reproduce,
             "sync": _cmd_sync, "report": _cmd_report, "params": _cmd_params}
     try:
         s = load_settings(a.settings)
         return cmds[a.cmd](a, s)
-    except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError) as e:
+    except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError, IntegrityError, MissingArtifact) as e:
         _err(f"mlops-nb {a.cmd}: error: {e}")
         return 2
     except KeyboardInterrupt:

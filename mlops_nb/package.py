@@ -113,9 +113,10 @@ says how unevenly the model serves the classes. Test figures come from {m.get('t
 below a few points are within noise. The model has seen only the training split of the dataset above.
 
 ## How it was made
-Run `{lineage.get('run_id')}` (commit `{lineage.get('git_commit')}`), checkpoint `{lineage.get('checkpoint')}`, trained by
-`mlops_nb.train.search`; exported to ONNX by torch's dynamo exporter; ONNX Runtime agrees with torch on the test split
-to {parity_res['max_abs_diff']:.2g} (max |logit difference|, tolerance {parity_res['tolerance']:g}).
+Checkpoint `{lineage.get('checkpoint')}`, trained by `mlops_nb.train.search` (grid or random search, Lightning); exported
+to ONNX by torch's dynamo exporter; ONNX Runtime agrees with torch on the test split to {parity_res['max_abs_diff']:.2g}
+(max |logit difference|, tolerance {parity_res['tolerance']:g}). The run, commit, parameters and environment that made
+it: `mlops-nb lineage <this bundle's digest>`.
 """
 
 # %% ../nbs/14_package.ipynb #c014

@@ -28,7 +28,7 @@ def test_kill_9_mid_stage(tmp_path):
         assert any(l.startswith(rec["run_id"]) and "interrupted" in l for l in p.stdout.splitlines()), p.stdout
         rec = json.loads(rj.read_text())
         assert rec["status"] == "interrupted"
-        assert [s["status"] for s in rec["stages"]] == ["succeeded", "interrupted", "pending"]
+        assert [s["status"] for s in rec["stages"]] == ["succeeded", "interrupted", "pending", "pending", "pending"]
         db = sqlite3.connect(tmp_path / "lineage.db")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("SELECT status FROM runs WHERE run_id=?", (rec["run_id"],)).fetchone()[0] == "interrupted"

@@ -6,7 +6,7 @@ import pytest
 from conftest import BIN, REPO, cli, make_workbook, run_record
 from mlops_nb.store import Store
 
-STAGES = ["ingest", "train", "evaluate"]
+STAGES = ["ingest", "train", "evaluate", "package", "register"]
 
 
 def test_smoke_run_record(smoke):
@@ -27,8 +27,9 @@ def test_smoke_run_record(smoke):
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert nb.metadata.papermill["parameters"]["run_dir"] == str(run_dir)
         assert (run_dir / f"{i:02d}_{s['name']}.html").stat().st_size > 10_000
-    ingest, train, evaluate = rec["stages"]
+    ingest, train, evaluate, package, register = rec["stages"]
     assert train["inputs"] == {"dataset": ingest["outputs"]["dataset"]}
+    assert register["inputs"] == {"bundle": package["outputs"]["bundle"]}
     assert evaluate["inputs"] == {"dataset": ingest["outputs"]["dataset"], "model": train["outputs"]["model"]}
     assert 0.5 < rec["metrics"]["test/accuracy"] <= 1 and 0 <= rec["metrics"]["test/recall_gap"] <= 1
     metrics = json.loads(store.read_bytes(evaluate["outputs"]["metrics"]))
@@ -94,8 +95,8 @@ def test_failing_stage_stops_the_run(tmp_path):
     rec = run_record(settings, p)
     assert rec["status"] == "failed" and rec["error"]["stage"] == "train"
     assert "no_such_strategy" in rec["error"]["message"]
-    ingest, train, evaluate = rec["stages"]
-    assert ingest["status"] == "succeeded" and train["status"] == "failed" and evaluate["status"] == "pending"
+    ingest, train, *later = rec["stages"]
+    assert ingest["status"] == "succeeded" and train["status"] == "failed" and {s["status"] for s in later} == {"pending"}
     assert train["outputs"] == {} and "no_such_strategy" in train["error"]
     run_dir = tmp_path / "runs" / rec["run_id"]
     nb = nbformat.read(run_dir / "02_train.ipynb", as_version=4)      # the failing cell is kept, with its error
