@@ -60,6 +60,7 @@ lab: install  ## JupyterLab on the notebooks
 bench: install  ## benchmarks: notebook overhead (mlops-nb run vs plain Python), cached re-run time
 	$(BIN)/python bench/pipeline_overhead.py
 	$(BIN)/python bench/cached_rerun.py
+	$(BIN)/python bench/onnx_latency.py
 
 clean:  ## remove runs, the artifact store, W&B files and the venv
 	rm -rf runs/2* .mlops wandb $(VENV) _docs _proc .pytest_cache
