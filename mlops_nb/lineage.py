@@ -4,9 +4,9 @@
 
 # %% ../nbs/02_lineage.ipynb #c002
 from __future__ import annotations
-import json, sqlite3, time
-from contextlib import contextmanager
+import json, time
 from pathlib import Path
+from .db import connect, create, transaction
 from fastcore.basics import patch
 
 # %% auto #0
@@ -40,22 +40,10 @@ class Lineage:
     "The lineage store: runs, stage executions and their artifacts."
     def __init__(self, path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL"); self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        with self.tx() as c:
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip(): c.execute(stmt)
+        self.db = connect(self.path)
+        create(self.db, SCHEMA)
 
-    @contextmanager
-    def tx(self):
-        "One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."
-        self.db.execute("BEGIN IMMEDIATE")
-        try: yield self.db
-        except BaseException: self.db.execute("ROLLBACK"); raise
-        else: self.db.execute("COMMIT")
+    def tx(self): return transaction(self.db)
 
     def close(self): self.db.close()
 

@@ -4,11 +4,11 @@
 
 # %% ../nbs/15_registry.ipynb #c002
 from __future__ import annotations
-import getpass, json, os, sqlite3, time
-from contextlib import contextmanager
+import getpass, json, os, time
 from datetime import datetime, timezone
 from pathlib import Path
 from .store import Store
+from .db import connect, create, transaction
 
 # %% auto #0
 __all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'Registry', 'mcnemar', 'champion_challenger',
@@ -61,20 +61,10 @@ class Registry:
     "Model versions and aliases in SQLite, bundles in the artifact store."
     def __init__(self, path, store: Store):
         self.path, self.store = Path(path), store
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL"); self.db.execute("PRAGMA busy_timeout=60000")
-        with self.tx() as c:
-            for stmt in SCHEMA.split(";\nCREATE"):
-                c.execute(stmt if stmt.lstrip().startswith("CREATE") else "CREATE" + stmt)
+        self.db = connect(self.path)
+        create(self.db, SCHEMA)
 
-    @contextmanager
-    def tx(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        try: yield self.db
-        except BaseException: self.db.execute("ROLLBACK"); raise
-        else: self.db.execute("COMMIT")
+    def tx(self): return transaction(self.db)
 
     def close(self): self.db.close()
 
