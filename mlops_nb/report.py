@@ -62,45 +62,46 @@ def _fmt(v) -> str: return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 # %% ../nbs/41_report.ipynb #c007
 def lineage_svg(rec: dict) -> str:
-    "The run's lineage as an inline SVG."
-    W, H, gap = 128, 34, 44
-    nodes, edges, col = {}, [], 0
+    "The run's lineage as an inline SVG: stages left to right, each stage's outputs below it."
+    W, H, gx, gy = 132, 34, 40, 26
+    nodes, edges = {}, []      # id -> (col, row, label, detail, kind); (from, to, vertical?)
     src = (rec.get("params", {}).get("ingest") or {}).get("source")
-    if src: nodes["raw"] = (0, 0, f"raw data", str(src), "raw"); col = 1
+    col = 0
+    if src: nodes["raw"] = (0, 0, "raw data", str(src), "raw"); col = 1
     producer = {}
     for st in rec["stages"]:
-        outs = st.get("outputs") or {}
         nodes[st["name"]] = (col, 0, st["name"], st.get("status", ""), "cached" if st.get("cached") else st.get("status", "pending"))
-        if st["name"] == "ingest" and src: edges.append(("raw", st["name"]))
+        if st["name"] == "ingest" and src: edges.append(("raw", st["name"], False))
         for k, d in (st.get("inputs") or {}).items():
-            edges.append((producer.get(d, d), st["name"]))
-        for j, (k, d) in enumerate(outs.items()):
+            if d in producer: edges.append((producer[d], st["name"], False))
+        for j, (k, d) in enumerate((st.get("outputs") or {}).items()):
             nid = f"{st['name']}.{k}"
-            nodes[nid] = (col + 1, j, k, d, "artifact"); producer[d] = nid
-            edges.append((st["name"], nid))
-        col += 2
+            nodes[nid] = (col, j + 1, k, d, "artifact"); producer[d] = nid
+            edges.append((st["name"], nid, True))
+        col += 1
     rows = max((n[1] for n in nodes.values()), default=0) + 1
-    width, height = col * (W + gap) + 10, rows * (H + 22) + 20
-    pos = {k: (10 + c * (W + gap), 10 + r * (H + 22)) for k, (c, r, *_ ) in nodes.items()}
+    width, height = col * (W + gx) + 10, rows * (H + gy) + 10
+    pos = {k: (10 + c * (W + gx), 10 + r * (H + gy)) for k, (c, r, *_ ) in nodes.items()}
     fill = {"succeeded": "#e8f5e9", "cached": "#e0f7fa", "failed": "#ffebee", "interrupted": "#fff3e0", "running": "#e3f2fd",
             "pending": "#f5f5f5", "artifact": "#fffde7", "raw": "#ede7f6"}
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           f'style="max-width:100%;height:auto" '
-           f'font-family="sans-serif" font-size="11"><defs><marker id="a" markerWidth="8" markerHeight="8" refX="7" refY="3" '
-           f'orient="auto"><path d="M0,0 L7,3 L0,6 z" fill="#777"/></marker></defs>']
-    for a, b in edges:
-        if a not in pos or b not in pos: continue
+           f'style="max-width:100%;height:auto" font-family="sans-serif" font-size="11"><defs><marker id="a" markerWidth="8" '
+           f'markerHeight="8" refX="7" refY="3" orient="auto"><path d="M0,0 L7,3 L0,6 z" fill="#777"/></marker></defs>']
+    for a, b, down in edges:
         (x1, y1), (x2, y2) = pos[a], pos[b]
-        x1, y1, x2, y2 = x1 + W, y1 + H/2, x2, y2 + H/2
-        out.append(f'<path d="M{x1},{y1} C{x1+gap},{y1} {x2-gap},{y2} {x2-2},{y2}" fill="none" stroke="#777" marker-end="url(#a)"/>')
+        if down and y2 - y1 <= H + gy: d = f"M{x1 + W/2},{y1 + H} L{x2 + W/2},{y2 - 2}"        # first output: straight down
+        elif down: d = f"M{x1 + 12},{y1 + H} L{x1 + 12},{y1 + H + 8} L{x1 - 12},{y1 + H + 8} L{x1 - 12},{y2 + H/2} L{x2 - 2},{y2 + H/2}"
+        else:
+            sx, sy, ex, ey = x1 + W, y1 + H/2, x2, y2 + H/2
+            d = f"M{sx},{sy} C{sx + gx},{sy} {ex - gx},{ey} {ex - 2},{ey}"
+        out.append(f'<path d="{d}" fill="none" stroke="#888" marker-end="url(#a)"/>')
     for k, (c, r, label, detail, kind) in nodes.items():
         x, y = pos[k]
-        rx = 16 if kind == "artifact" else 4
         short = detail[:19] + "..." if detail.startswith("sha256:") else detail[:22]
-        out.append(f'<g><title>{_e(k)}: {_e(detail)}</title><rect x="{x}" y="{y}" width="{W}" height="{H}" rx="{rx}" '
-                   f'fill="{fill.get(kind, "#fff")}" stroke="#888"/><text x="{x+W/2}" y="{y+14}" text-anchor="middle" '
-                   f'font-weight="bold">{_e(label)}</text><text x="{x+W/2}" y="{y+27}" text-anchor="middle" fill="#555" '
-                   f'font-size="9">{_e(short)}</text></g>')
+        out.append(f'<g><title>{_e(k)}: {_e(detail)}</title><rect x="{x}" y="{y}" width="{W}" height="{H}" '
+                   f'rx="{16 if kind == "artifact" else 4}" fill="{fill.get(kind, "#fff")}" stroke="#888"/>'
+                   f'<text x="{x + W/2}" y="{y + 14}" text-anchor="middle" font-weight="bold">{_e(label)}</text>'
+                   f'<text x="{x + W/2}" y="{y + 27}" text-anchor="middle" fill="#555" font-size="9">{_e(short)}</text></g>')
     out.append("</svg>")
     return "".join(out)
 
