@@ -70,7 +70,7 @@ class Registry:
 
     def register(self, name: str, bundle: str, metrics: dict, run_id: str | None = None, parity_passed: bool = True) -> int:
         "Register a bundle as the next version of `name` (or return the version it already is)."
-        if not name or any(c in name for c in "@/ ") : raise RegistryError(f"model name {name!r}: use letters, digits, '-', '_' or '.'")
+        if not name or any(c in name for c in "@/ "): raise RegistryError(f"model name {name!r}: use letters, digits, '-', '_' or '.'")
         self.store.path(bundle)                                 # the bundle must exist and verify
         with self.tx() as c:
             r = c.execute("SELECT version FROM versions WHERE name=? AND bundle=?", (name, bundle)).fetchone()
@@ -116,7 +116,8 @@ def _get(self, ref: str) -> dict:
     name, _, sel = ref.partition("@")
     if not sel: return self.versions(name)[-1]
     if sel.isdigit(): return self.version(name, int(sel))
-    al = self.aliases(name) if self.db.execute("SELECT 1 FROM versions WHERE name=?", (name,)).fetchone() else self.versions(name)
+    self.versions(name)                                        # unknown model: a clear error
+    al = self.aliases(name)
     if sel not in al: raise RegistryError(f"{name} has no alias {sel!r} (aliases: {', '.join(f'{k}->v{v}' for k, v in al.items()) or 'none'})")
     return self.version(name, al[sel])
 
