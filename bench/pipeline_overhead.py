@@ -6,8 +6,9 @@ both sides unless --wandb says otherwise: this measures what papermill, kernels 
 
     python bench/pipeline_overhead.py [--profile default] [--repeat 3] [--wandb disabled]
 """
-import argparse, configparser, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
+from mlops_nb.config import scratch_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,12 +49,7 @@ print(json.dumps({"test/accuracy": ev.metrics["test/accuracy"], "train/weights":
 
 
 def workbook(root: Path) -> Path:
-    cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
-    cp.read(REPO/"settings.ini")
-    for k in ("runs", "store", "lineage", "registry", "wandb_dir", "wandb_data_dir"): cp["paths"][k] = str(root/k)
-    cp["paths"]["pipelines"] = str(REPO/"nbs/pipelines")
-    with open(root/"settings.ini", "w") as f: cp.write(f)
-    return root/"settings.ini"
+    return scratch_settings(root, REPO/"settings.ini")
 
 
 def timed(cmd, env):

@@ -101,14 +101,14 @@ def _cmd_run(a, s):
 
 def _cmd_runs(a, s):
     from mlops_nb.pipeline import reap
-    from mlops_nb.report import load_runs, KEY_METRICS, _secs
+    from mlops_nb.report import load_runs, KEY_METRICS, run_seconds
     reap(s)
     runs = load_runs(s)
     if not runs: print("no runs yet: `mlops-nb run` makes one"); return 0
     keys = KEY_METRICS[:3]
     rows = [["run", "status", "profile", "seconds", "stages", *keys]]
     for r in runs:
-        secs, m = _secs(r), r.get("metrics") or {}
+        secs, m = run_seconds(r), r.get("metrics") or {}
         cached = sum(bool(st.get("cached")) for st in r["stages"])
         rows.append([r["run_id"], r["status"], str(r.get("profile", "")), f"{secs:.1f}" if secs is not None else "-",
                      f"{len(r['stages'])}" + (f" ({cached} cached)" if cached else ""),
@@ -119,9 +119,9 @@ def _cmd_runs(a, s):
 
 def _cmd_show(a, s):
     from mlops_nb.reproduce import load_run
-    from mlops_nb.report import _secs
+    from mlops_nb.report import run_seconds
     r = load_run(s, _run_id(s, a.run_id))
-    secs = _secs(r)
+    secs = run_seconds(r)
     g = r.get("git") or {}
     print(f"run {r['run_id']}  {r['status']}  profile {r.get('profile')}  {f'{secs:.1f}s' if secs is not None else ''}")
     print(f"commit {g.get('commit')}{' (dirty)' if g.get('dirty') else ''}  environment {r.get('env_digest')}")

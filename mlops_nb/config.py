@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SettingsError', 'find_settings', 'Settings', 'load_settings', 'wandb_mode', 'apply_env', 'seed_everything']
+__all__ = ['SettingsError', 'find_settings', 'Settings', 'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings',
+           'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -112,7 +113,21 @@ def apply_env(s: Settings) -> dict:
     for k, v in env.items(): os.environ[k] = v
     return env
 
-# %% ../nbs/00_config.ipynb #c008
+# %% ../nbs/00_config.ipynb #c009
+_SCRATCH_PATHS = ("runs", "store", "lineage", "registry", "wandb_dir", "wandb_data_dir")
+
+def scratch_settings(root, base=None) -> Path:
+    "Write `root/settings.ini`: `base`'s settings (default: this workbook's) with every data path inside `root`."
+    base, root = Path(base) if base else find_settings(), Path(root)
+    cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
+    cp.read(base)
+    for key in _SCRATCH_PATHS: cp["paths"][key] = str(root/(key + ".db" if key in ("lineage", "registry") else key))
+    cp["paths"]["pipelines"] = str((base.parent/cp["paths"].get("pipelines", "nbs/pipelines")).resolve())
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root/"settings.ini", "w") as f: cp.write(f)
+    return root/"settings.ini"
+
+# %% ../nbs/00_config.ipynb #c010
 def seed_everything(seed: int, threads: int | None = None):
     "Seed python, numpy and torch (when imported) and fix torch's thread count."
     import numpy as np

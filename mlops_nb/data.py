@@ -165,14 +165,13 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
            skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> IngestResult:
     "Read `source` ('digits' or 'imagefolder:<path>'), validate, split and save it under `out_dir`."
     from mlops_nb.store import sha256_bytes
+    if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
     skipped = []
     if source == "digits":
         x, y, classes = read_digits()
-        if mode == "RGB": x = np.repeat(x, 3, axis=1)
-        if image_size and image_size != 8:
+        if mode != "L" or image_size not in (0, 8):
             from PIL import Image
-            x = np.stack([np.stack([np.asarray(Image.fromarray(ch).resize((image_size, image_size), Image.Resampling.BILINEAR))
-                                    for ch in im]) for im in x])
+            x = np.stack([prepare_image(Image.fromarray(im[0]), image_size or 8, mode) for im in x])
     elif source.startswith("imagefolder:"):
         x, y, classes, skipped = read_imagefolder(source.split(":", 1)[1], image_size or 32, mode, min_per_class, skip_bad)
     else:

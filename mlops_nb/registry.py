@@ -7,12 +7,13 @@ from __future__ import annotations
 import getpass, json, os, time
 from datetime import datetime, timezone
 from pathlib import Path
+from fastcore.basics import patch
 from .store import Store
 from .db import connect, create, transaction
 
 # %% auto #0
-__all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'Registry', 'mcnemar', 'champion_challenger',
-           'production_gate', 'promote', 'registry_for', 'gates_of']
+__all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'Registry', 'mcnemar', 'registry_for',
+           'gates_of']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
@@ -90,7 +91,8 @@ class Registry:
 def _v(r) -> dict:
     d = dict(r); d["metrics"] = json.loads(d["metrics"] or "{}"); return d
 
-def _models(self) -> list:
+@patch
+def models(self: Registry) -> list:
     "Every model with its latest version and aliases."
     out = []
     for (name,) in self.db.execute("SELECT DISTINCT name FROM versions ORDER BY name"):
@@ -98,20 +100,24 @@ def _models(self) -> list:
         out.append({"name": name, "latest": latest, "aliases": self.aliases(name)})
     return out
 
-def _versions(self, name: str) -> list:
+@patch
+def versions(self: Registry, name: str) -> list:
     rows = [_v(r) for r in self.db.execute("SELECT * FROM versions WHERE name=? ORDER BY version", (name,))]
     if not rows: raise RegistryError(f"no model {name!r} in the registry")
     return rows
 
-def _version(self, name: str, version: int) -> dict:
+@patch
+def version(self: Registry, name: str, version: int) -> dict:
     r = self.db.execute("SELECT * FROM versions WHERE name=? AND version=?", (name, int(version))).fetchone()
     if r is None: raise RegistryError(f"{name}@{version}: no such version (have {[v['version'] for v in self.versions(name)]})")
     return _v(r)
 
-def _aliases(self, name: str) -> dict:
+@patch
+def aliases(self: Registry, name: str) -> dict:
     return {r["alias"]: r["version"] for r in self.db.execute("SELECT alias, version FROM aliases WHERE name=? ORDER BY alias", (name,))}
 
-def _get(self, ref: str) -> dict:
+@patch
+def get(self: Registry, ref: str) -> dict:
     "A version from `NAME`, `NAME@VERSION` or `NAME@ALIAS` (plain NAME: the latest version)."
     name, _, sel = ref.partition("@")
     if not sel: return self.versions(name)[-1]
@@ -121,17 +127,16 @@ def _get(self, ref: str) -> dict:
     if sel not in al: raise RegistryError(f"{name} has no alias {sel!r} (aliases: {', '.join(f'{k}->v{v}' for k, v in al.items()) or 'none'})")
     return self.version(name, al[sel])
 
-def _load(self, ref: str):
+@patch
+def load(self: Registry, ref: str):
     "The bundle of a version, after verifying its digest (a tampered bundle is refused)."
     from mlops_nb.bundle import read_bundle
     v = self.get(ref)
     return read_bundle(self.store.path(v["bundle"]))
 
-for _f, _n in ((_models, "models"), (_versions, "versions"), (_version, "version"), (_aliases, "aliases"), (_get, "get"), (_load, "load")):
-    setattr(Registry, _n, _f)
-
 # %% ../nbs/15_registry.ipynb #c009
-def _set_alias(self, name: str, alias: str, version: int, why: str = "", forced: bool = False, gate=None) -> dict:
+@patch
+def set_alias(self: Registry, name: str, alias: str, version: int, why: str = "", forced: bool = False, gate=None) -> dict:
     "Point `alias` at `version` and append the change to the history (one transaction)."
     if not alias or any(c in alias for c in "@/ "): raise RegistryError(f"alias {alias!r}: use letters, digits, '-', '_' or '.'")
     self.version(name, version)
@@ -145,7 +150,8 @@ def _set_alias(self, name: str, alias: str, version: int, why: str = "", forced:
                   (name, version, alias, self.version(name, version)["bundle"]))
     return {"name": name, "alias": alias, "from": old, "to": version}
 
-def _history(self, name: str, at: str | None = None, alias: str | None = None):
+@patch
+def history(self: Registry, name: str, at: str | None = None, alias: str | None = None):
     "The alias history (oldest first); with `at`, `{alias: version}` as it stood at that time."
     self.versions(name)
     rows = [dict(r) for r in self.db.execute("SELECT * FROM alias_history WHERE name=? ORDER BY id", (name,))]
@@ -156,7 +162,8 @@ def _history(self, name: str, at: str | None = None, alias: str | None = None):
         if r["at"] <= t: state[r["alias"]] = r["to_version"]
     return state
 
-def _rollback(self, name: str, alias: str = "production", why: str = "") -> dict:
+@patch
+def rollback(self: Registry, name: str, alias: str = "production", why: str = "") -> dict:
     "Point `alias` back at the version it pointed at before its current one."
     rows = [r for r in self.history(name, alias=alias)]
     if not rows: raise RegistryError(f"{name} has never had an alias {alias!r}: nothing to roll back")
@@ -164,8 +171,6 @@ def _rollback(self, name: str, alias: str = "production", why: str = "") -> dict
     prev = next((r["to_version"] for r in reversed(rows) if r["to_version"] != cur), None)
     if prev is None: raise RegistryError(f"{name}@{alias} has only ever pointed at version {cur}: nothing to roll back to")
     return self.set_alias(name, alias, prev, why or f"rollback from v{cur}")
-
-for _f, _n in ((_set_alias, "set_alias"), (_history, "history"), (_rollback, "rollback")): setattr(Registry, _n, _f)
 
 # %% ../nbs/15_registry.ipynb #c011
 def mcnemar(correct_a, correct_b) -> dict:
@@ -177,7 +182,8 @@ def mcnemar(correct_a, correct_b) -> dict:
     p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
     return {"only_a": b, "only_b": c, "p_value": p}
 
-def champion_challenger(self, cand: dict, champ: dict, significance: float = 0.05) -> dict:
+@patch
+def champion_challenger(self: Registry, cand: dict, champ: dict, significance: float = 0.05) -> dict:
     "Compare two versions on the candidate's test split."
     import numpy as np
     from mlops_nb.data import load_dataset
@@ -195,7 +201,8 @@ def champion_challenger(self, cand: dict, champ: dict, significance: float = 0.0
                       f"McNemar exact: production alone right {t['only_a']}, candidate alone right {t['only_b']}, p = {t['p_value']:.3g} "
                       f"({'significantly worse' if worse else 'not significantly worse'} at {significance:g})"}
 
-def production_gate(self, name: str, version: int, gates: dict) -> list:
+@patch
+def production_gate(self: Registry, name: str, version: int, gates: dict) -> list:
     "Every check of the production gate, `{check, passed, detail}`."
     v = self.version(name, version)
     m, checks = v["metrics"], []
@@ -218,7 +225,8 @@ def production_gate(self, name: str, version: int, gates: dict) -> list:
                              (f": {v['apptest_detail']}" if v.get("apptest_detail") else "")})
     return checks
 
-def promote(self, name: str, version: int, alias: str, gates: dict, why: str = "", force: bool = False) -> dict:
+@patch
+def promote(self: Registry, name: str, version: int, alias: str, gates: dict, why: str = "", force: bool = False) -> dict:
     "Point `alias` at `version`; to `production` only through the gate (or `force` with a reason)."
     checks = self.production_gate(name, version, gates) if alias == "production" else []
     failed = [c for c in checks if not c["passed"]]
@@ -227,8 +235,6 @@ def promote(self, name: str, version: int, alias: str, gates: dict, why: str = "
                          "\n".join(f"  {c['check']}: {c['detail']}" for c in failed), checks)
     if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
     return {**self.set_alias(name, alias, version, why, forced=bool(failed), gate=checks or None), "checks": checks}
-
-for _f in (champion_challenger, production_gate, promote): setattr(Registry, _f.__name__, _f)
 
 # %% ../nbs/15_registry.ipynb #c012
 def registry_for(s) -> Registry:

@@ -10,7 +10,7 @@ from .config import Settings
 from .tracking import write_json
 
 # %% auto #0
-__all__ = ['KEY_METRICS', 'render_notebook', 'lineage_svg', 'write_run_report', 'load_runs', 'write_runs_index']
+__all__ = ['KEY_METRICS', 'render_notebook', 'run_seconds', 'lineage_svg', 'write_run_report', 'load_runs', 'write_runs_index']
 
 # %% ../nbs/41_report.ipynb #c004
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -44,7 +44,8 @@ th{background:#f4f4f4}th.sort{cursor:pointer}th.sort:after{content:' \\2195';col
 
 def _e(v) -> str: return html.escape(str(v), quote=True)
 
-def _secs(rec) -> float | None:
+def run_seconds(rec) -> float | None:
+    "A run's duration in seconds (None while it has not ended)."
     if isinstance(rec.get("seconds"), (int, float)): return float(rec["seconds"])
     try:
         t = lambda k: time.mktime(time.strptime(rec[k], "%Y-%m-%dT%H:%M:%SZ"))
@@ -121,7 +122,7 @@ def _plots(run_dir: Path, rec: dict) -> list:
 def write_run_report(s: Settings, rec: dict) -> Path:
     "Write `runs/<run-id>/index.html`."
     run_dir = s.runs/rec["run_id"]
-    secs = _secs(rec)
+    secs = run_seconds(rec)
     g = rec.get("git") or {}
     dataset = next((st.get("outputs", {}).get("dataset") for st in rec["stages"] if st["name"] == "ingest"), None)
     b = [f'<p><a href="../index.html">all runs</a></p><h1>Run {_e(rec["run_id"])} {_badge(rec["status"])}</h1>',
@@ -203,7 +204,7 @@ def write_runs_index(s: Settings) -> Path:
     b = ["<h1>Runs</h1>", f'<p class="muted">{len(runs)} run(s); click a column header to sort.</p>',
          '<table id="runs"><thead><tr>' + "".join(f'<th class="sort">{_e(h)}</th>' for h in head) + "</tr></thead><tbody>"]
     for r in runs:
-        m, secs = r.get("metrics") or {}, _secs(r)
+        m, secs = r.get("metrics") or {}, run_seconds(r)
         link = f'<a href="{_e(r["run_id"])}/index.html">{_e(r["run_id"])}</a>' if (s.runs/r["run_id"]/"index.html").is_file() else _e(r["run_id"])
         cells = [link, _badge(r.get("status")), _e(r.get("profile", "")), _e(r.get("started", "")),
                  f'<span>{secs:.1f}</span>' if secs is not None else ""]

@@ -1,24 +1,16 @@
 """Shared fixtures: a throw-away workbook (its own settings.ini, runs, store, W&B folders) and a smoke run."""
-import configparser, json, os, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import pytest
+from mlops_nb.config import scratch_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 def make_workbook(root: Path) -> Path:
-    "A settings.ini under `root` that keeps every path in `root` but uses the repo's pipeline notebooks."
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.optionxform = str
-    cp.read(REPO / "settings.ini")
-    for key in ("runs", "store", "lineage", "registry", "wandb_dir", "wandb_data_dir"):
-        cp["paths"][key] = str(root / (key + ".db" if key in ("lineage", "registry") else key))
-    cp["paths"]["pipelines"] = str(REPO / "nbs" / "pipelines")
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "settings.ini", "w") as f:
-        cp.write(f)
-    return root / "settings.ini"
+    "A scratch workbook under `root` using the repo's pipeline notebooks."
+    return scratch_settings(root, REPO / "settings.ini")
 
 
 def cli(*args, settings, env=None, timeout=600):
