@@ -4,13 +4,13 @@
 
 # %% ../nbs/10_data.ipynb #c002
 from __future__ import annotations
-import hashlib, io, json, zipfile
+import hashlib, io, json, os, stat, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['SPLITS', 'IMAGE_EXTS', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits', 'DataValidationError',
+__all__ = ['SPLITS', 'IMAGE_EXTS', 'MAX_PIXELS', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits', 'DataValidationError',
            'prepare_image', 'read_imagefolder', 'stratified_split', 'make_manifest', 'IngestResult', 'ingest',
            'plot_class_balance', 'plot_samples']
 
@@ -59,6 +59,7 @@ def read_digits():
 # %% ../nbs/10_data.ipynb #c008
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+MAX_PIXELS = 40_000_000   # default pixel limit: an image with more pixels is refused (a decompression bomb decodes to GBs)
 
 class DataValidationError(ValueError):
     "The source has problems; `problems` lists `(path, reason)` for every one."
@@ -68,42 +69,88 @@ class DataValidationError(ValueError):
         super().__init__(f"{len(self.problems)} problem(s) in {source or 'the source'} "
                          f"(fix them, or pass skip_bad=True to skip them):\n{lines}")
 
-def prepare_image(im, size: int, mode: str) -> np.ndarray:
-    "A PIL image as the model sees it: converted to `mode` ('L' or 'RGB'), resized to size x size (bilinear), uint8 (C, H, W)."
+def _to_8bit(im):
+    "An image in an 8-bit mode, deterministically: 16- and 32-bit grey scaled (not clipped) to 8 bits, palettes expanded, "
+    "transparency composited over white, CMYK and YCbCr as RGB."
     from PIL import Image
-    a = np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+    if im.mode.startswith("I"):                                  # I;16, I;16B, I (16-bit PNGs): keep the top 8 bits
+        a = np.asarray(im).astype(np.int64)
+        return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8), "L")
+    if im.mode == "F": return Image.fromarray(np.clip(np.asarray(im, np.float64), 0, 255).round().astype(np.uint8), "L")
+    if im.mode in ("LA", "La", "PA", "RGBa") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        bg = Image.new("RGB", im.size, (255, 255, 255))
+        bg.paste(im, mask=im.getchannel("A"))
+        return bg
+    if im.mode not in ("L", "RGB"): im = im.convert("RGB")           # P, CMYK, YCbCr, LAB, HSV, 1
+    return im
+
+def prepare_image(im, size: int, mode: str) -> np.ndarray:
+    "A PIL image as the model sees it: EXIF orientation applied, made 8-bit (`_to_8bit`), converted to `mode` ('L' or 'RGB'), "
+    "resized to size x size (bilinear), uint8 (C, H, W)."
+    from PIL import Image, ImageOps
+    if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)   # as the camera held it
+    a = np.asarray(_to_8bit(im).convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
-def _read_image(path: Path, size: int, mode: str):
-    "Decode, convert and resize one image; returns `(array (C,H,W), sha256 of the file, None)` or `(None, None, reason)`."
+def _kind(m) -> str:
+    return next((k for t, k in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                                (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")) if t(m)), "not a regular file")
+
+def _read_image(path: Path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
+    "Decode, convert and resize one image; returns `(array (C,H,W), sha256 of the file, None)` or `(None, sha256 or None, reason)`."
     from PIL import Image, UnidentifiedImageError
-    data = path.read_bytes()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)                # a FIFO named a.png must not block the read
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode): return None, None, f"not a regular file ({_kind(st.st_mode)})"
+        data = f.read()
     digest = hashlib.sha256(data).hexdigest()
     if not data.startswith(_MAGIC): return None, digest, "not an image file (no PNG or JPEG signature)"
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # our own limit below, checked on the header before decoding
     try:
         with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                return None, digest, f"{w}x{h} = {w*h} pixels, over the limit max_pixels={max_pixels} (a decompression bomb?)"
             im.load()
             return prepare_image(im, size, mode), digest, None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
         return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {e})"
+    finally: Image.MAX_IMAGE_PIXELS = limit
 
-def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class: int = 5, skip_bad: bool = False):
-    "Read `<root>/<class>/*.png|jpg|jpeg`; returns `(x, y, classes, skipped)` or raises `DataValidationError`."
+def _outside(p: Path, root: Path):
+    "Why `p` is refused as a symlink leading out of `root` (None when it stays inside, or is no symlink)."
+    if not p.is_symlink(): return None
+    try: target = p.resolve(strict=True)
+    except (OSError, RuntimeError) as e: return f"broken or looping symlink ({type(e).__name__})"
+    return None if target.is_relative_to(root) else f"symlink to {target}, outside the image folder"
+
+def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class: int = 5, skip_bad: bool = False,
+                     max_pixels: int = MAX_PIXELS):
+    "Read `<root>/<class>/*.png|jpg|jpeg`; returns `(x, y, classes, skipped)` or raises `DataValidationError`. "
+    "Hidden (dot) entries are never read and are listed in `skipped`."
     root = Path(root).expanduser()
     if not root.is_dir(): raise DataValidationError([(str(root), "not a folder")], f"imagefolder:{root}")
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
-    problems, kept, seen = [], {}, {}   # kept: class -> [(path, array)]; seen: digest -> [(class, path)]
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    for p in entries:
+    real = root.resolve()
+    problems, hidden, kept, seen = [], [], {}, {}   # kept: class -> [(path, array)]; seen: digest -> [(class, path)]
+    def visible(entries):
+        for e in sorted(entries):
+            if e.name.startswith("."): hidden.append((str(e), "hidden (its name starts with '.'): not read"))
+            elif why := _outside(e, real): problems.append((str(e), why))
+            else: yield e
+    for p in visible(root.iterdir()):
         if not p.is_dir(): problems.append((str(p), "file outside any class folder")); continue
-        files = sorted(f for f in p.iterdir() if not f.name.startswith("."))
+        files = list(visible(p.iterdir()))
         if not files: problems.append((str(p), "empty class folder")); continue
         kept[p.name] = []
         for f in files:
             if f.is_dir(): problems.append((str(f), "nested folder (classes are one level deep)")); continue
             if f.suffix.lower() not in IMAGE_EXTS:
                 problems.append((str(f), f"not an image file (extension {f.suffix or 'none'})")); continue
-            try: arr, dig, why = _read_image(f, image_size, mode)
+            try: arr, dig, why = _read_image(f, image_size, mode, max_pixels)
             except OSError as e: arr, dig, why = None, None, f"unreadable ({e.strerror or e})"
             if why: problems.append((str(f), why)); continue
             seen.setdefault(dig, []).append((p.name, f))
@@ -124,7 +171,8 @@ def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class:
     classes = sorted(kept)
     x = np.stack([a for c in classes for _, a in kept[c]])
     y = np.array([i for i, c in enumerate(classes) for _ in kept[c]], np.int64)
-    return x, y, classes, problems
+    return x, y, classes, problems + hidden
+
 
 # %% ../nbs/10_data.ipynb #c010
 def stratified_split(y, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> np.ndarray:
@@ -162,7 +210,8 @@ class IngestResult:
     skipped: list = field(default_factory=list)   # (path, reason)
 
 def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str = "L", min_per_class: int = 5,
-           skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> IngestResult:
+           skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
+           max_pixels: int = MAX_PIXELS) -> IngestResult:
     "Read `source` ('digits' or 'imagefolder:<path>'), validate, split and save it under `out_dir`."
     from mlops_nb.store import sha256_bytes
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
@@ -173,7 +222,7 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
             from PIL import Image
             x = np.stack([prepare_image(Image.fromarray(im[0]), image_size or 8, mode) for im in x])
     elif source.startswith("imagefolder:"):
-        x, y, classes, skipped = read_imagefolder(source.split(":", 1)[1], image_size or 32, mode, min_per_class, skip_bad)
+        x, y, classes, skipped = read_imagefolder(source.split(":", 1)[1], image_size or 32, mode, min_per_class, skip_bad, max_pixels)
     else:
         raise ValueError(f"source={source!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>'")
     ds = Dataset(x=x, y=y, split=stratified_split(y, val_frac, test_frac, seed), classes=classes)

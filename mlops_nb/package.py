@@ -85,18 +85,19 @@ def latency(net: nn.Module, onnx_path, x, batches=(1, 32, 512), budget_s: float 
 # %% ../nbs/14_package.ipynb #c011
 def model_card(labels, metrics: dict, lineage: dict, shape, parity_res: dict) -> str:
     "The model card: intended use, data, metrics, per-class gaps, limitations, how it was made."
+    from mlops_nb.plots import md_escape as e, md_code as code
     m, pc = metrics.get("metrics", {}), metrics.get("per_class", [])
-    rows = "\n".join(f"| {r['cls']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |" for r in pc)
+    rows = "\n".join(f"| {e(r['cls'])} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |" for r in pc)
     worst = min(pc, key=lambda r: r["recall"]) if pc else None
-    return f"""# Model card: {lineage.get('model_name', 'image classifier')}
+    return f"""# Model card: {e(lineage.get('model_name', 'image classifier'))}
 
 ## Intended use
 Classifies {shape[1]}x{shape[2]} {'grayscale' if shape[0] == 1 else 'RGB'} images into {len(labels)} classes
-({', '.join(map(str, labels))}). Input: images prepared by `mlops_nb.data.prepare_image`; output: one logit per class.
+({', '.join(map(e, labels))}). Input: images prepared by `mlops_nb.data.prepare_image`; output: one logit per class.
 Not for images unlike the training data (other sizes, content or capture conditions than the dataset below).
 
 ## Data
-Dataset version `{lineage.get('dataset')}` from source `{lineage.get('source')}`; evaluated on its held-out test split
+Dataset version {code(lineage.get('dataset'))} from source {code(lineage.get('source'))}; evaluated on its held-out test split
 ({m.get('test/n', '?')} images).
 
 ## Metrics (test split)
@@ -108,12 +109,12 @@ per-class recall gap {m.get('test/recall_gap', float('nan')):.3f} (largest minus
 {rows}
 
 ## Limitations
-The weakest class is {worst['cls'] if worst else '?'} (recall {worst['recall'] if worst else float('nan'):.3f}); the recall gap above
+The weakest class is {e(worst['cls']) if worst else '?'} (recall {worst['recall'] if worst else float('nan'):.3f}); the recall gap above
 says how unevenly the model serves the classes. Test figures come from {m.get('test/n', '?')} images: differences
 below a few points are within noise. The model has seen only the training split of the dataset above.
 
 ## How it was made
-Checkpoint `{lineage.get('checkpoint')}`, trained by `mlops_nb.train.search` (grid or random search, Lightning); exported
+Checkpoint {code(lineage.get('checkpoint'))}, trained by `mlops_nb.train.search` (grid or random search, Lightning); exported
 to ONNX by torch's dynamo exporter; ONNX Runtime agrees with torch on the test split to {parity_res['max_abs_diff']:.2g}
 (max |logit difference|, tolerance {parity_res['tolerance']:g}). The run, commit, parameters and environment that made
 it: `mlops-nb lineage <this bundle's digest>`.

@@ -8,7 +8,7 @@ import hashlib, json, os, shutil, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IntegrityError', 'MissingArtifact', 'sha256_bytes', 'Store']
+__all__ = ['IntegrityError', 'MissingArtifact', 'file_mode', 'sha256_bytes', 'Store']
 
 # %% ../nbs/01_store.ipynb #c004
 class IntegrityError(RuntimeError):
@@ -25,6 +25,15 @@ def _hash_file(path) -> str:
     with open(path, "rb") as f:
         while b := f.read(_CHUNK): h.update(b)
     return "sha256:" + h.hexdigest()
+
+def file_mode() -> int:
+    "The mode a new file gets under this process's umask (0o644 under the usual 022): temporary files start at 0600."
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"): return 0o666 & ~int(line.split()[1], 8)
+    except OSError: pass
+    old = os.umask(0o022); os.umask(old)
+    return 0o666 & ~old
 
 def sha256_bytes(data: bytes) -> str:
     "`sha256:<hex>` of `data`."
@@ -45,7 +54,9 @@ class Store:
 
     def _tmp(self):
         "A new temporary file in `tmp/`, named after the writing process so a dead writer's leftovers can be found."
-        return tempfile.mkstemp(dir=self.root/"tmp", prefix=f"{os.getpid()}-")
+        fd, tmp = tempfile.mkstemp(dir=self.root/"tmp", prefix=f"{os.getpid()}-")
+        os.fchmod(fd, file_mode())          # readable by the group and others as the umask allows, like any new file
+        return fd, tmp
 
     def _obj(self, digest): hx = _hex(digest); return self.root/"objects"/hx[:2]/hx
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, shutil, sys, tempfile, time
 from pathlib import Path
 from .config import Settings, load_settings, apply_env, wandb_mode
-from .store import Store
+from .store import Store, file_mode
 
 # %% auto #0
 __all__ = ['write_json', 'artifact_alias', 'latest_output', 'Stage']
@@ -17,6 +17,7 @@ def write_json(path, obj):
     "Write JSON atomically (temporary file, then rename): readers see the old or the new file, never half of one."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, file_mode())
     try:
         with os.fdopen(fd, "w") as f: json.dump(obj, f, indent=2, sort_keys=False, default=str); f.write("\n")
         os.replace(tmp, path)

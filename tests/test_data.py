@@ -114,3 +114,126 @@ def test_imagefolder_through_the_cli(tmp_path):
     assert {str(p) for p in bad.values()} <= {p for p, _ in manifest["skipped"]}
     report = (tmp_path / "wb" / "runs" / rec["run_id"] / "01_ingest.ipynb").read_text()
     assert "readme.jpg" in report                                   # the skipped files are listed in the report
+
+
+# --- reading faithfully: every mode, EXIF orientation, only regular files, pixel limits -------------------------------
+
+def _one_image_folder(root: Path, name: str, im: Image.Image, fmt="PNG", **save):
+    "Class `a` holds the image under test, class `b` a plain one: ingest with min_per_class=1."
+    for c in ("a", "b"): (root / c).mkdir(parents=True, exist_ok=True)
+    im.save(root / "a" / name, format=fmt, **save)
+    Image.fromarray(np.full((8, 8), 9, np.uint8)).save(root / "b" / "plain.png")
+    return root
+
+
+def _read_a(root, mode="L", size=8, **kw):
+    x, y, classes, skipped = read_imagefolder(root, image_size=size, mode=mode, min_per_class=1, **kw)
+    return x[y == classes.index("a")][0]
+
+
+def test_16_bit_png_keeps_its_grey_levels(tmp_path):
+    a16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024 + 300)          # 300 .. 64812: not all white
+    im = Image.fromarray(a16)
+    assert im.mode.startswith("I;16")
+    got = _read_a(_one_image_folder(tmp_path, "deep.png", im))
+    assert (got[0] == (a16 >> 8).astype(np.uint8)).all()                        # the top 8 bits, exactly
+
+
+def test_transparency_is_composited_over_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255                                                           # red everywhere ...
+    rgba[:4, :, 3] = 0                                                           # ... transparent on the top half
+    rgba[4:, :, :3] = (0, 0, 255); rgba[4:, :, 3] = 255                          # opaque blue below
+    got = _read_a(_one_image_folder(tmp_path / "rgba", "t.png", Image.fromarray(rgba, "RGBA")), mode="RGB")
+    assert (got[:, :4] == 255).all() and (got[:, 4:].transpose(1, 2, 0) == (0, 0, 255)).all()
+    pal = Image.fromarray(np.tile(np.array([0, 1], np.uint8), (8, 4)), "P")
+    pal.putpalette([255, 0, 0, 0, 0, 0] + [0] * 762)                             # 0 red, 1 black
+    got = _read_a(_one_image_folder(tmp_path / "pal", "p.png", pal, transparency=0))
+    assert (got[0][:, 0::2] == 255).all() and (got[0][:, 1::2] == 0).all()       # transparent red -> white, black stays
+
+
+def test_cmyk_jpeg_reads_as_its_colours(tmp_path):
+    rgb = np.zeros((16, 16, 3), np.uint8); rgb[..., 0] = 200; rgb[..., 1] = np.arange(16)[:, None] * 10; rgb[..., 2] = 60
+    got = _read_a(_one_image_folder(tmp_path, "c.jpg", Image.fromarray(rgb).convert("CMYK"), fmt="JPEG", quality=100),
+                  mode="RGB", size=16)
+    assert np.abs(got.transpose(1, 2, 0).astype(int) - rgb).max() <= 8          # JPEG rounding only
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((8, 8), np.uint8); arr[0] = 255                               # a white top row
+    im = Image.fromarray(arr)
+    exif = im.getexif(); exif[0x0112] = 6                                        # 6: the camera was turned; rotate 90 degrees clockwise
+    got = _read_a(_one_image_folder(tmp_path, "o.png", im, exif=exif))
+    assert (got[0] == np.rot90(arr, -1)).all() and (got[0][:, -1] == 255).all()  # the top row became the right column
+
+
+def _bomb_png(path: Path, w=200_000, h=200_000):
+    "A tiny PNG whose header claims w x h pixels."
+    import struct, zlib
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = bytearray(data[12:29]); ihdr[4:12] = struct.pack(">II", w, h)
+    data[12:29] = ihdr; data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+
+
+def test_decompression_bomb_is_one_listed_problem(tmp_path):
+    good_folder(tmp_path)
+    bomb = tmp_path / "cat" / "bomb.png"
+    _bomb_png(bomb)
+    (tmp_path / "dog" / "junk.png").write_text("not an image")
+    with pytest.raises(DataValidationError) as e:
+        read_imagefolder(tmp_path, image_size=8)
+    reasons = dict(e.value.problems)
+    assert "decompression bomb" in reasons[str(bomb)] and "200000x200000" in reasons[str(bomb)]
+    assert str(tmp_path / "dog" / "junk.png") in reasons                          # the other problems are still listed
+    x, y, classes, skipped = read_imagefolder(tmp_path, image_size=8, skip_bad=True)
+    assert str(bomb) in dict(skipped) and np.bincount(y).tolist() == [8, 8, 8]           # the bomb is not among them
+    with pytest.raises(DataValidationError, match="over the limit max_pixels=100"):   # the limit is a parameter
+        read_imagefolder(tmp_path, image_size=8, skip_bad=False, max_pixels=100)
+
+
+def test_only_regular_files_inside_the_root_are_read(tmp_path):
+    import os, signal
+    root = good_folder(tmp_path / "pets")
+    os.mkfifo(root / "cat" / "a.png")                                            # would block a plain open() forever
+    outside = tmp_path / "secret.png"; _img(outside, (9, 9), "L", 1)
+    (root / "dog" / "link.png").symlink_to(outside)
+    (root / "fox" / "inside.png").symlink_to(root / "fox" / "1.png")            # a symlink within the folder is fine
+    (tmp_path / "elsewhere").mkdir(); (root / "bird").symlink_to(tmp_path / "elsewhere")
+    (root / ".cache").mkdir(); _img(root / ".cache" / "0.png", (9, 9), "L", 2)
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\1")
+    class Hung(BaseException): pass                                           # not an OSError: ingest must not swallow it
+    def hung(*_): raise Hung("ingest blocked on a file")
+    old = signal.signal(signal.SIGALRM, hung); signal.alarm(60)                  # a hang fails the test instead of CI
+    try:
+        with pytest.raises(DataValidationError) as e:
+            read_imagefolder(root, image_size=8)
+        x, y, classes, skipped = read_imagefolder(root, image_size=8, skip_bad=True)
+    finally: signal.alarm(0); signal.signal(signal.SIGALRM, old)
+    reasons = dict(e.value.problems)
+    assert reasons[str(root / "cat" / "a.png")] == "not a regular file (a FIFO)"
+    assert "outside the image folder" in reasons[str(root / "dog" / "link.png")]
+    assert "outside the image folder" in reasons[str(root / "bird")]
+    assert "outside" not in reasons.get(str(root / "fox" / "inside.png"), "")  # a link within the folder is read (here: a duplicate)
+    assert str(root / ".cache") not in reasons                                  # hidden: not a problem ...
+    assert "hidden" in dict(skipped)[str(root / ".cache")]                       # ... but listed as skipped
+    assert "hidden" in dict(skipped)[str(root / "cat" / ".DS_Store")]
+    assert classes == ["cat", "dog", "fox"]
+
+
+def test_store_objects_follow_the_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        st = Store(tmp_path / "store")
+        d = st.put_bytes(b"shared", "x.bin")
+        assert st._obj(d).stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "store" / "meta" / (d.split(":")[1] + ".json")).stat().st_mode & 0o777 == 0o644
+        from mlops_nb.tracking import write_json
+        write_json(tmp_path / "run.json", {"a": 1})
+        assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        d = st.put_bytes(b"private", "y.bin")
+        assert st._obj(d).stat().st_mode & 0o777 == 0o600                          # a stricter umask is honoured too
+    finally: os.umask(old)
