@@ -15,7 +15,7 @@ def _parser():
     p = argparse.ArgumentParser(prog="mlops-nb", description="mlops_nb: notebook-driven, reproducible MLOps workbook.")
     p.add_argument("--settings", help="settings file (default: $MLOPS_NB_SETTINGS, else the nearest settings.ini)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    r = sub.add_parser("run", help="run the pipeline (ingest -> train -> evaluate) with papermill",
+    r = sub.add_parser("run", help="run the pipeline (ingest -> train -> evaluate -> package -> register) with papermill",
                        description="Run the pipeline; every stage notebook is executed into runs/<run-id>/, "
                                    "unless an identical execution is in the cache.")
     r.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
@@ -35,7 +35,9 @@ def _parser():
     li.add_argument("--json", action="store_true", help="machine-readable output")
     rp = sub.add_parser("reproduce", help="re-execute a run and compare with the original",
                         description="Re-execute RUN_ID with its recorded parameters and inputs, ignoring the cache, as a "
-                                    "new run; print identical / equal within tolerance / differs. Exit 0 unless it differs.")
+                                    "new run; print identical / equal within tolerance / differs. Exit 0 unless it differs. "
+                                    "It writes a new run folder, store objects and lineage rows; it never registers a version "
+                                    "or moves an alias: its register stage reports which version its bundle matches.")
     rp.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
     sy = sub.add_parser("sync", help="upload offline W&B runs and link their input artifacts",
                         description="Run `wandb sync` on the offline W&B runs, then record on each the artifacts it used.")
@@ -46,20 +48,27 @@ def _parser():
                         description="The model registry: versions, aliases with their history, gated promotion.")
     rs = rg.add_subparsers(dest="reg_cmd", required=True, metavar="ACTION")
     rs.add_parser("ls", help="registered models with their latest version and aliases")
-    x = rs.add_parser("show", help="a model's versions, or one version", description="NAME: every version; NAME@VERSION or NAME@ALIAS: one.")
+    x = rs.add_parser("show", help="a model's versions, or one version",
+                      description="NAME: every version; NAME@VERSION or NAME@ALIAS: one. Every bundle shown is verified "
+                                  "against its digest; a missing or corrupt one is reported (exit 1), one line each.")
     x.add_argument("ref", metavar="NAME[@VERSION|@ALIAS]")
     x = rs.add_parser("history", help="the alias history", description="Every alias change (who, when, from, to, why); "
                       "with --at, the version each alias pointed at at that time.")
     x.add_argument("name", metavar="NAME"); x.add_argument("--at", metavar="TIME", help="ISO time, e.g. 2026-11-22T06:30:00Z")
     x.add_argument("--alias", help="only this alias")
     x = rs.add_parser("promote", help="point an alias at a version (production: through the gate)",
-                      description="Point ALIAS at NAME@VERSION. Promotion to production must pass the gate: thresholds, "
-                                  "parity, champion/challenger, application test; --force --why overrides and is recorded.")
+                      description="Point ALIAS at NAME@VERSION; its bundle is verified first. Promotion to production must pass "
+                                  "the gate: thresholds, parity, champion/challenger, application test; --force --why overrides "
+                                  "and is recorded. Moving an alias to the version it holds changes and records nothing.")
     x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--to", required=True, metavar="ALIAS")
     x.add_argument("--why", default="", help="the reason, written to the history"); x.add_argument("--force", action="store_true",
                    help="override a failed gate (needs --why)")
-    x = rs.add_parser("rollback", help="point an alias back at its previous version")
+    x = rs.add_parser("rollback", help="point an alias back at the version that held it before",
+                      description="Point ALIAS (default production) back at the version that held it before the current one "
+                                  "was set. Rollbacks undo: a second rollback goes one step further down the history, not back up. "
+                                  "--to N picks any earlier holder. No gate runs; the target's bundle is verified.")
     x.add_argument("name", metavar="NAME"); x.add_argument("--alias", default="production", help="default: %(default)s")
+    x.add_argument("--to", type=int, metavar="N", help="roll back to version N (one the alias held before the current one)")
     x.add_argument("--why", default="", help="the reason, written to the history")
     x = rs.add_parser("apptest", help="record an application-test result for a version",
                       description="Record whether NAME@VERSION passed its application test (the production gate reads it).")
@@ -172,14 +181,20 @@ def _split_ref(ref: str):
     if not v.isdigit(): raise ValueError(f"{ref!r}: give NAME@VERSION, e.g. digits-cnn@3")
     return name, int(v)
 
-def _print_version(v, aliases):
+def _print_version(v, aliases, reg):
+    "Print one version; returns False when its bundle is missing or corrupt (printed on stderr, one line)."
+    from mlops_nb.registry import BundleUnusable
     al = ", ".join(a for a, n in aliases.items() if n == v["version"])
     m = v["metrics"]
+    try: reg.verify(v["name"], v["version"], v["bundle"]); ok = True
+    except BundleUnusable as e: ok = False; _err(f"mlops-nb registry show: error: {e}")
     print(f"{v['name']}@{v['version']}  {('[' + al + ']') if al else ''}")
-    print(f"  bundle   {v['bundle']}\n  run      {v['run_id']}\n  created  {v['created']} by {v['created_by']}")
+    print(f"  bundle   {v['bundle']}  ({'verified' if ok else 'MISSING OR CORRUPT'})\n  run      {v['run_id']}\n"
+          f"  created  {v['created']} by {v['created_by']}")
     print(f"  metrics  test/accuracy {m.get('test/accuracy')}  test/recall_gap {m.get('test/recall_gap')}")
     print(f"  parity   {'passed' if v['parity_passed'] else 'not passed'}   application test "
           f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run') }")
+    return ok
 
 def _cmd_registry(a, s):
     from mlops_nb.registry import registry_for, gates_of, GateFailed
@@ -190,10 +205,13 @@ def _cmd_registry(a, s):
         if not ms: print("no models registered yet: `mlops-nb run` registers one"); return 0
         for m in ms: print(f"{m['name']}  latest v{m['latest']}  " + "  ".join(f"{k}->v{v}" for k, v in m["aliases"].items()))
     elif c == "show":
-        if "@" in a.ref: _print_version(reg.get(a.ref), reg.aliases(a.ref.split("@")[0]))
+        if "@" in a.ref:
+            v = reg.get(a.ref)
+            reg.verify(v["name"], v["version"], v["bundle"])       # refused with one line (exit 2) when unusable
+            _print_version(v, reg.aliases(v["name"]), reg)
         else:
             al = reg.aliases(a.ref)
-            for v in reg.versions(a.ref): _print_version(v, al)
+            if not all([_print_version(v, al, reg) for v in reg.versions(a.ref)]): return 1
     elif c == "history":
         if a.at:
             state = reg.history(a.name, at=a.at, alias=a.alias)
@@ -209,9 +227,10 @@ def _cmd_registry(a, s):
         except GateFailed as e:
             _err(str(e)); return 1
         for ch in r["checks"]: print(f"  {'ok  ' if ch['passed'] else 'FAIL'} {ch['check']}: {ch['detail']}")
+        if not r["changed"]: print(f"{name}@{a.to} is already v{v}: nothing changed"); return 0
         print(f"{name}@{a.to}: v{r['from'] or '-'} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
     elif c == "rollback":
-        r = reg.rollback(a.name, a.alias, a.why)
+        r = reg.rollback(a.name, a.alias, a.why, to=a.to)
         print(f"{a.name}@{a.alias}: v{r['from']} -> v{r['to']}")
     elif c == "apptest":
         name, v = _split_ref(a.ref)

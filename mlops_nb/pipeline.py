@@ -14,9 +14,9 @@ from .lineage import Lineage
 from .cache import cache_key, code_digest
 
 # %% auto #0
-__all__ = ['STAGES', 'RESERVED', 'TYPES', 'StageSpec', 'downstream', 'ParamError', 'Param', 'stage_params', 'describe_params',
-           'coerce', 'resolve_params', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap', 'RunFailed', 'run',
-           'render_html', 'write_reports']
+__all__ = ['STAGES', 'RESERVED', 'TYPES', 'VALUE_CHECKS', 'StageSpec', 'downstream', 'ParamError', 'Param', 'stage_params',
+           'describe_params', 'coerce', 'check_values', 'resolve_params', 'git_info', 'env_info', 'new_run_id',
+           'lineage_for', 'reap', 'RunFailed', 'run', 'render_html', 'write_reports']
 
 # %% ../nbs/40_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ STAGES = (
                                            "metrics": "evaluate.metrics"}),
     StageSpec("register", "register.ipynb", {"bundle": "package.bundle"}),
 )
-RESERVED = ("run_dir", "inputs")   # parameters the runner sets itself
+RESERVED = ("run_dir", "inputs", "record")   # parameters the runner sets itself
 
 def downstream(names, stages=STAGES) -> set:
     "The named stages and every stage that depends on them."
@@ -95,6 +95,24 @@ def coerce(p: Param, value, from_text: bool = False):
     if not isinstance(value, TYPES[p.type]) or (p.type in ("int", "float") and isinstance(value, bool)): raise bad
     return value
 
+def _register_alias(v):
+    from mlops_nb.registry import check_register_alias
+    check_register_alias(v)
+
+def _model_name(v):
+    from mlops_nb.registry import check_name
+    if v: check_name("model", v)
+
+VALUE_CHECKS = {("register", "alias"): _register_alias, ("register", "model_name"): _model_name}
+
+def check_values(vals: dict) -> dict:
+    "`vals` if every value with a check in `VALUE_CHECKS` passes it, else a `ParamError` naming the parameter."
+    for (st, name), check in VALUE_CHECKS.items():
+        if name not in vals.get(st, {}): continue
+        try: check(vals[st][name])
+        except (ValueError, LookupError) as e: raise ParamError(f"parameter {st}.{name} = {vals[st][name]!r}: {e}") from None
+    return vals
+
 def resolve_params(spec: dict, profile: dict | None = None, overrides=()) -> dict:
     "Defaults, then the profile, then `key=value` overrides: `{stage: {name: value}}`, every value checked."
     vals = {st: {n: p.default for n, p in ps.items()} for st, ps in spec.items()}
@@ -109,7 +127,7 @@ def resolve_params(spec: dict, profile: dict | None = None, overrides=()) -> dic
         if not targets or any(t not in spec or name not in spec[t] for t in targets):
             raise ParamError(f"unknown parameter {key!r} (from {where}). Valid parameters:\n{describe_params(spec)}")
         for t in targets: vals[t][name] = coerce(spec[t][name], v, text)
-    return vals
+    return check_values(vals)
 
 # %% ../nbs/40_pipeline.ipynb #c009
 def git_info(root) -> dict:
@@ -226,7 +244,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             key = cache_key(st.name, code, params[st.name], inputs, env["digest"])
             srec.update(status="running", cached=False, started=_now(), ended=None, notebook=nb_out.name,
                         inputs=inputs, outputs={}, cache_key=key, code_digest=code)
-            common = dict(cache_key=key, params=params[st.name], code_digest=code, env_digest=env["digest"],
+            # a reproduction is a check, not a source for the cache: its register stage does not register
+            common = dict(cache_key=None if reproduces else key, params=params[st.name], code_digest=code, env_digest=env["digest"],
                           git_commit=rec["git"]["commit"], started=srec["started"], notebook=nb_out.name)
             hit = None if st.name in forced else _reuse(s, store, lin, key, echo)
             if hit is not None:
@@ -247,7 +266,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             from papermill.exceptions import PapermillExecutionError
             try:
                 pm.execute_notebook(str(nb_in), str(nb_out),
-                                    parameters={**params[st.name], "run_dir": str(run_dir), "inputs": inputs},
+                                    parameters={**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
                                     kernel_name=s.kernel, cwd=str(run_dir), progress_bar=progress, log_output=False,
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
             except PapermillExecutionError as e:
@@ -256,6 +275,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                             failed_cell=e.exec_count)
                 rec.update(status="failed", error={"stage": st.name, "message": err})
                 srec["html"] = render_html(nb_out).name
+                if (wj := run_dir/f"{st.name}.wandb.json").is_file(): srec["wandb"] = json.loads(wj.read_text())   # for `sync`
                 lin.record_execution(run_id, st.name, "failed", inputs, {}, error=err, **{**common, "ended": srec["ended"]})
                 echo(f"[{i}/{len(STAGES)}] {st.name:<9} FAILED  {err.splitlines()[0][:300]}")
                 raise RunFailed(f"stage {st.name} failed: {err}\n  see {nb_out}", rec) from None

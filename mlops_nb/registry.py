@@ -4,44 +4,53 @@
 
 # %% ../nbs/15_registry.ipynb #c002
 from __future__ import annotations
-import getpass, json, os, time
+import getpass, json, os, re, time
 from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.basics import patch
-from .store import Store
+from .store import Store, IntegrityError, MissingArtifact
 from .db import connect, create, transaction
 
 # %% auto #0
-__all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'Registry', 'mcnemar', 'registry_for',
-           'gates_of']
+__all__ = ['SCHEMA', 'RegistryError', 'BundleUnusable', 'GateFailed', 'now_iso', 'parse_time', 'who', 'check_name',
+           'model_name_for', 'check_register_alias', 'Registry', 'held', 'mcnemar', 'registry_for', 'gates_of']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
   name TEXT NOT NULL, version INTEGER NOT NULL, bundle TEXT NOT NULL, metrics TEXT, run_id TEXT, created TEXT NOT NULL,
-  created_by TEXT, parity_passed INTEGER, apptest_passed INTEGER, apptest_detail TEXT,
+  created_by TEXT, parity_passed INTEGER, apptest_passed INTEGER, apptest_detail TEXT, signature TEXT, labels TEXT,
   PRIMARY KEY (name, version), UNIQUE (name, bundle));
 CREATE TABLE IF NOT EXISTS aliases (
   name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (name, alias));
 CREATE TABLE IF NOT EXISTS alias_history (
   id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER,
-  to_version INTEGER, at TEXT NOT NULL, who TEXT, why TEXT, forced INTEGER NOT NULL DEFAULT 0, gate TEXT);
-CREATE TABLE IF NOT EXISTS wandb_links (
-  name TEXT NOT NULL, version INTEGER NOT NULL, alias TEXT NOT NULL, artifact TEXT, linked INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (name, version, alias));
+  to_version INTEGER, at TEXT NOT NULL, who TEXT, why TEXT, forced INTEGER NOT NULL DEFAULT 0, gate TEXT,
+  action TEXT NOT NULL DEFAULT 'set', CHECK (from_version IS NULL OR from_version != to_version));
+CREATE TABLE IF NOT EXISTS wandb_synced (
+  name TEXT PRIMARY KEY, history_id INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS alias_history_append_only BEFORE UPDATE ON alias_history
   BEGIN SELECT RAISE(ABORT, 'alias history is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS alias_history_no_delete BEFORE DELETE ON alias_history
   BEGIN SELECT RAISE(ABORT, 'alias history is append-only'); END
 """
+# columns added since the first registries were written: (table, column, declaration)
+_ADDED = (("versions", "signature", "TEXT"), ("versions", "labels", "TEXT"),
+          ("alias_history", "action", "TEXT NOT NULL DEFAULT 'set'"))
 
 class RegistryError(LookupError):
-    "Unknown model, version or alias; or a malformed reference."
+    "Unknown model, version or alias; a malformed reference; or a move the registry refuses."
     def __str__(self): return self.args[0]
+
+class BundleUnusable(RegistryError):
+    "A version's bundle is missing from the store or no longer matches its digest."
 
 class GateFailed(RuntimeError):
     "A promotion gate refused the version; `checks` has every check with its numbers."
     def __init__(self, msg, checks): super().__init__(msg); self.checks = checks
+
+class _Moved(Exception):
+    "The alias moved between reading it and writing it."
 
 def now_iso() -> str: return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -57,6 +66,29 @@ def who() -> str:
     try: return os.environ.get("MLOPS_NB_USER") or getpass.getuser()
     except Exception: return "unknown"
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+def check_name(kind: str, name: str) -> str:
+    "`name` if it is a valid model or alias name, else a `RegistryError` saying what is allowed."
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RegistryError(f"{kind} name {name!r}: use letters, digits, '-', '_' or '.', starting with a letter or digit")
+    return name
+
+def model_name_for(source: str) -> str:
+    "The default model name for a data source: `digits` -> `digits-cnn`, `imagefolder:/data/pets` -> `pets-cnn`."
+    base = source.split(":", 1)[1].rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] if ":" in source else source
+    base = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-._")
+    return f"{base or 'images'}-cnn"[:100]
+
+def check_register_alias(alias: str) -> str:
+    "The alias the register stage may set: anything but `production`, which is reached only through the gate."
+    if alias == "production":
+        raise RegistryError("a version reaches production only through "
+                            "`mlops-nb registry promote NAME@VERSION --to production`, whose gate needs an application test "
+                            "that cannot have run before the version exists; register to 'staging' (the default) and promote it")
+    return check_name("alias", alias)
+
+
 # %% ../nbs/15_registry.ipynb #c005
 class Registry:
     "Model versions and aliases in SQLite, bundles in the artifact store."
@@ -64,28 +96,65 @@ class Registry:
         self.path, self.store = Path(path), store
         self.db = connect(self.path)
         create(self.db, SCHEMA)
+        with self.tx() as c:                                    # registries written before a column existed
+            for table, col, decl in _ADDED:
+                if col not in {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
 
     def tx(self): return transaction(self.db)
 
     def close(self): self.db.close()
 
-    def register(self, name: str, bundle: str, metrics: dict, run_id: str | None = None, parity_passed: bool = True) -> int:
-        "Register a bundle as the next version of `name` (or return the version it already is)."
-        if not name or any(c in name for c in "@/ "): raise RegistryError(f"model name {name!r}: use letters, digits, '-', '_' or '.'")
-        self.store.path(bundle)                                 # the bundle must exist and verify
+    def verify(self, name: str, version: int, bundle: str | None = None) -> Path:
+        "The verified path of a version's bundle; a missing or tampered one raises `BundleUnusable` naming model, version and file."
+        bundle = bundle or self.version(name, version)["bundle"]
+        try: return self.store.path(bundle)
+        except MissingArtifact:
+            raise BundleUnusable(f"{name}@{version}: its bundle {self.store._obj(bundle)} is missing from the store; refusing to use it") from None
+        except IntegrityError:
+            raise BundleUnusable(f"{name}@{version}: its bundle {self.store._obj(bundle)} is corrupt (its content no longer "
+                                 f"hashes to {bundle}); refusing to use it") from None
+
+    def register(self, name: str, bundle: str, metrics: dict | None = None, run_id: str | None = None,
+                 parity_passed: bool = True) -> int:
+        "Register a bundle as the next version of `name` (or return the version it already is); refuses another signature or label set."
+        from mlops_nb.bundle import read_bundle
+        check_name("model", name)
+        try: b = read_bundle(self.store.path(bundle))          # the bundle must exist and verify
+        except (MissingArtifact, IntegrityError) as e: raise BundleUnusable(f"cannot register {name}: {e}") from None
+        sig, labels = json.dumps(b.signature["inputs"], sort_keys=True), json.dumps(b.labels)
+        metrics = b.metrics.get("metrics", {}) if metrics is None else metrics
         with self.tx() as c:
             r = c.execute("SELECT version FROM versions WHERE name=? AND bundle=?", (name, bundle)).fetchone()
             if r: return r[0]
-            v = c.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name=?", (name,)).fetchone()[0]
-            c.execute("INSERT INTO versions (name, version, bundle, metrics, run_id, created, created_by, parity_passed) "
-                      "VALUES (?,?,?,?,?,?,?,?)", (name, v, bundle, json.dumps(metrics), run_id, now_iso(), who(), int(parity_passed)))
+            last = c.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+            if last is not None: self._same_kind(c, name, last, sig, labels, b.lineage.get("source", ""))
+            v = (last["version"] if last else 0) + 1
+            c.execute("INSERT INTO versions (name, version, bundle, metrics, run_id, created, created_by, parity_passed, signature, labels) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, v, bundle, json.dumps(metrics), run_id, now_iso(), who(), int(parity_passed),
+                                                      sig, labels))
         return v
+
+    def _same_kind(self, c, name, last, sig, labels, source):
+        "Refuse a bundle whose inputs or labels differ from the model's latest version: it is another model."
+        from mlops_nb.bundle import read_bundle
+        if last["signature"] is None:                          # registered before signatures were recorded
+            ob = read_bundle(self.verify(name, last["version"], last["bundle"]))
+            last = {**dict(last), "signature": json.dumps(ob.signature["inputs"], sort_keys=True), "labels": json.dumps(ob.labels)}
+        if last["signature"] == sig and last["labels"] == labels: return
+        shape = lambda s: "x".join(map(str, json.loads(s)[0]["shape"][1:]))
+        suggest = model_name_for(source) if source and model_name_for(source) != name else f"{name}-{shape(sig)}-{len(json.loads(labels))}cls"
+        what = (f"inputs {shape(last['signature'])}, labels {json.loads(last['labels'])}" + " vs this bundle's " +
+                f"inputs {shape(sig)}, labels {json.loads(labels)}")
+        raise RegistryError(f"{name}@{last['version']} takes other inputs or labels than this bundle ({what}); it is another "
+                            f"model: register it under another name, e.g. -p register.model_name={suggest}")
 
     def record_apptest(self, name: str, version: int, passed: bool, detail: str = ""):
         "Record an application-test result for a version (the deploy stage writes this; the production gate reads it)."
         self.version(name, version)
         with self.tx() as c:
             c.execute("UPDATE versions SET apptest_passed=?, apptest_detail=? WHERE name=? AND version=?", (int(passed), detail, name, version))
+
 
 # %% ../nbs/15_registry.ipynb #c007
 def _v(r) -> dict:
@@ -132,23 +201,39 @@ def load(self: Registry, ref: str):
     "The bundle of a version, after verifying its digest (a tampered bundle is refused)."
     from mlops_nb.bundle import read_bundle
     v = self.get(ref)
-    return read_bundle(self.store.path(v["bundle"]))
+    return read_bundle(self.verify(v["name"], v["version"], v["bundle"]))
+
+@patch
+def find(self: Registry, name: str, bundle: str):
+    "The version of `name` whose bundle is `bundle`, or None."
+    r = self.db.execute("SELECT version FROM versions WHERE name=? AND bundle=?", (name, bundle)).fetchone()
+    return r[0] if r else None
 
 # %% ../nbs/15_registry.ipynb #c009
+_ANY = object()
+
 @patch
-def set_alias(self: Registry, name: str, alias: str, version: int, why: str = "", forced: bool = False, gate=None) -> dict:
-    "Point `alias` at `version` and append the change to the history (one transaction)."
-    if not alias or any(c in alias for c in "@/ "): raise RegistryError(f"alias {alias!r}: use letters, digits, '-', '_' or '.'")
-    self.version(name, version)
+def _move(self: Registry, c, name, alias, old, new, why="", forced=False, gate=None, action="set") -> dict:
+    "Inside a transaction `c`: point `alias` at `new` (from `old`, read in the same transaction) and append the history row."
+    c.execute("INSERT INTO aliases VALUES (?,?,?) ON CONFLICT(name, alias) DO UPDATE SET version=excluded.version", (name, alias, new))
+    c.execute("INSERT INTO alias_history (name, alias, from_version, to_version, at, who, why, forced, gate, action) "
+              "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, alias, old, new, now_iso(), who(), why, int(forced),
+                                               json.dumps(gate) if gate else None, action))
+    return {"name": name, "alias": alias, "from": old, "to": new, "changed": True}
+
+@patch
+def set_alias(self: Registry, name: str, alias: str, version: int, why: str = "", forced: bool = False, gate=None,
+              expect=_ANY) -> dict:
+    "Point `alias` at `version` (its bundle verified) and append the change to the history, in one transaction. "
+    "A move to the version it already holds writes nothing; with `expect`, a move from any other version raises `_Moved`."
+    check_name("alias", alias)
+    self.verify(name, version)
     with self.tx() as c:
         r = c.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
         old = r[0] if r else None
-        c.execute("INSERT INTO aliases VALUES (?,?,?) ON CONFLICT(name, alias) DO UPDATE SET version=excluded.version", (name, alias, version))
-        c.execute("INSERT INTO alias_history (name, alias, from_version, to_version, at, who, why, forced, gate) VALUES (?,?,?,?,?,?,?,?,?)",
-                  (name, alias, old, version, now_iso(), who(), why, int(forced), json.dumps(gate) if gate else None))
-        c.execute("INSERT OR IGNORE INTO wandb_links (name, version, alias, artifact) VALUES (?,?,?,?)",
-                  (name, version, alias, self.version(name, version)["bundle"]))
-    return {"name": name, "alias": alias, "from": old, "to": version}
+        if expect is not _ANY and old != expect: raise _Moved(old)
+        if old == version: return {"name": name, "alias": alias, "from": old, "to": version, "changed": False}
+        return self._move(c, name, alias, old, version, why, forced, gate)
 
 @patch
 def history(self: Registry, name: str, at: str | None = None, alias: str | None = None):
@@ -162,15 +247,42 @@ def history(self: Registry, name: str, at: str | None = None, alias: str | None 
         if r["at"] <= t: state[r["alias"]] = r["to_version"]
     return state
 
+def _is_rollback(r) -> bool:
+    return r["action"] == "rollback" or (r["action"] in (None, "set") and (r["why"] or "").startswith("rollback from v")
+                                         and r["forced"] == 0 and r["gate"] is None)     # rows written before `action` existed
+
+def held(rows) -> list:
+    "The versions an alias stepped through, oldest first, with rolled-back ones removed: the last is current, "
+    "the one before it is where `rollback` goes."
+    stack = []
+    for r in rows:
+        if r["from_version"] == r["to_version"]: continue        # no-op rows of old registries
+        if _is_rollback(r) and r["to_version"] in stack[:-1]:
+            del stack[len(stack) - 1 - stack[-2::-1].index(r["to_version"]):]    # back to its latest holding below the top
+        elif not stack or stack[-1] != r["to_version"]: stack.append(r["to_version"])
+    return stack
+
 @patch
-def rollback(self: Registry, name: str, alias: str = "production", why: str = "") -> dict:
-    "Point `alias` back at the version it pointed at before its current one."
-    rows = [r for r in self.history(name, alias=alias)]
-    if not rows: raise RegistryError(f"{name} has never had an alias {alias!r}: nothing to roll back")
-    cur = rows[-1]["to_version"]
-    prev = next((r["to_version"] for r in reversed(rows) if r["to_version"] != cur), None)
-    if prev is None: raise RegistryError(f"{name}@{alias} has only ever pointed at version {cur}: nothing to roll back to")
-    return self.set_alias(name, alias, prev, why or f"rollback from v{cur}")
+def rollback(self: Registry, name: str, alias: str = "production", why: str = "", to: int | None = None) -> dict:
+    "Point `alias` back at the version that held it before the current one was set (repeated: further back), or at "
+    "`to`, one of the versions it held before; read and written in one transaction."
+    self.versions(name)
+    with self.tx() as c:
+        rows = [dict(r) for r in c.execute("SELECT * FROM alias_history WHERE name=? AND alias=? ORDER BY id", (name, alias))]
+        if not rows: raise RegistryError(f"{name} has never had an alias {alias!r}: nothing to roll back")
+        r = c.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+        stack, cur = held(rows), r[0] if r else None
+        below = stack[:-1] if stack and stack[-1] == cur else stack
+        if to is None:
+            if not below: raise RegistryError(f"{name}@{alias} has no earlier version to roll back to (it has held only v{cur})")
+            target = below[-1]
+        elif int(to) not in below:
+            raise RegistryError(f"{name}@{alias}: v{to} is not among the versions it held before v{cur} "
+                                f"({', '.join(f'v{v}' for v in below) or 'none'}); `registry promote` moves it anywhere else")
+        else: target = int(to)
+        self.verify(name, target)
+        return self._move(c, name, alias, cur, target, why or f"rollback from v{cur}", action="rollback")
+
 
 # %% ../nbs/15_registry.ipynb #c011
 def mcnemar(correct_a, correct_b) -> dict:
@@ -187,10 +299,14 @@ def champion_challenger(self: Registry, cand: dict, champ: dict, significance: f
     "Compare two versions on the candidate's test split."
     import numpy as np
     from mlops_nb.data import load_dataset
-    cb, pb = self.load(f"{cand['name']}@{cand['version']}"), self.load(f"{champ['name']}@{champ['version']}")
+    cb = self.load(f"{cand['name']}@{cand['version']}")
+    try: pb = self.load(f"{champ['name']}@{champ['version']}")
+    except BundleUnusable as e:
+        return {"passed": False, "detail": f"production v{champ['version']} is unverifiable, so nothing can be compared with it: {e}"}
     ds_digest = cb.lineage.get("dataset")
     if not ds_digest: return {"passed": False, "detail": "the candidate's bundle does not record its dataset"}
-    x, y = load_dataset(self.store.path(ds_digest)).part("test")
+    try: x, y = load_dataset(self.store.path(ds_digest)).part("test")
+    except (MissingArtifact, IntegrityError) as e: return {"passed": False, "detail": f"the candidate's test split is unusable: {e}"}
     if cb.signature["inputs"] != pb.signature["inputs"] or cb.labels != pb.labels:
         return {"passed": False, "detail": f"v{champ['version']} (production) takes other inputs or labels; cannot compare on the same test split"}
     rc, rp = cb.predict_logits(x).argmax(1) == y, pb.predict_logits(x).argmax(1) == y
@@ -202,8 +318,9 @@ def champion_challenger(self: Registry, cand: dict, champ: dict, significance: f
                       f"({'significantly worse' if worse else 'not significantly worse'} at {significance:g})"}
 
 @patch
-def production_gate(self: Registry, name: str, version: int, gates: dict) -> list:
-    "Every check of the production gate, `{check, passed, detail}`."
+def production_gate(self: Registry, name: str, version: int, gates: dict, champion=_ANY) -> list:
+    "Every check of the production gate, `{check, passed, detail}`; `champion`: the production version to compare with "
+    "(default: the current one)."
     v = self.version(name, version)
     m, checks = v["metrics"], []
     acc, gap = m.get("test/accuracy"), m.get("test/recall_gap")
@@ -213,7 +330,7 @@ def production_gate(self: Registry, name: str, version: int, gates: dict) -> lis
                    "detail": f"per-class recall gap {gap if gap is None else round(gap, 4)} (needs <= {gates['max_recall_gap']})"})
     checks.append({"check": "parity", "passed": bool(v["parity_passed"]),
                    "detail": "ONNX/torch parity gate " + ("passed" if v["parity_passed"] else "did not pass")})
-    prod = self.aliases(name).get("production")
+    prod = self.aliases(name).get("production") if champion is _ANY else champion
     if prod is None or prod == version:
         checks.append({"check": "champion/challenger", "passed": True,
                        "detail": "no current production version to compare with" if prod is None else "already the production version"})
@@ -227,14 +344,24 @@ def production_gate(self: Registry, name: str, version: int, gates: dict) -> lis
 
 @patch
 def promote(self: Registry, name: str, version: int, alias: str, gates: dict, why: str = "", force: bool = False) -> dict:
-    "Point `alias` at `version`; to `production` only through the gate (or `force` with a reason)."
-    checks = self.production_gate(name, version, gates) if alias == "production" else []
-    failed = [c for c in checks if not c["passed"]]
-    if failed and not force:
-        raise GateFailed(f"{name}@{version} cannot be promoted to production; failed checks:\n" +
-                         "\n".join(f"  {c['check']}: {c['detail']}" for c in failed), checks)
-    if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
-    return {**self.set_alias(name, alias, version, why, forced=bool(failed), gate=checks or None), "checks": checks}
+    "Point `alias` at `version` (its bundle verified); to `production` only through the gate (or `force` with a reason). "
+    "The gate judges the production version it replaces: if production moves while the gate runs, it is judged again."
+    check_name("alias", alias)
+    self.verify(name, version)
+    for _ in range(20):
+        cur = self.aliases(name).get(alias)
+        if cur == version: return {"name": name, "alias": alias, "from": cur, "to": version, "changed": False, "checks": []}
+        checks = self.production_gate(name, version, gates, champion=cur) if alias == "production" else []
+        failed = [c for c in checks if not c["passed"]]
+        if failed and not force:
+            raise GateFailed(f"{name}@{version} cannot be promoted to production; failed checks:\n" +
+                             "\n".join(f"  {c['check']}: {c['detail']}" for c in failed), checks)
+        if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
+        gate = {"champion": cur, "checks": checks} if checks else None
+        try: return {**self.set_alias(name, alias, version, why, forced=bool(failed), gate=gate, expect=cur), "checks": checks}
+        except _Moved: continue                                 # someone moved the alias meanwhile: judge again
+    raise RegistryError(f"{name}@{alias} kept moving while the gate ran (20 attempts); try again")
+
 
 # %% ../nbs/15_registry.ipynb #c012
 def registry_for(s) -> Registry:
@@ -244,3 +371,19 @@ def registry_for(s) -> Registry:
 def gates_of(s) -> dict:
     "The production gate's thresholds from the settings."
     return {"min_accuracy": s.gates["min_accuracy"], "max_recall_gap": s.gates["max_recall_gap"], "significance": s.gates["significance"]}
+
+@patch
+def unsynced_moves(self: Registry) -> list:
+    "Alias moves not yet mirrored into the W&B model registry, in history order, so W&B ends where this registry is."
+    return [dict(r) for r in self.db.execute(
+        """SELECT h.id AS history_id, h.name, h.alias, h.to_version AS version, v.bundle AS artifact FROM alias_history h
+           JOIN versions v ON v.name = h.name AND v.version = h.to_version
+           WHERE h.id > COALESCE((SELECT history_id FROM wandb_synced w WHERE w.name = h.name), 0) ORDER BY h.id""")]
+
+@patch
+def mark_synced(self: Registry, name: str, history_id: int):
+    "Record that the alias moves of `name` up to `history_id` are mirrored in W&B."
+    with self.tx() as c:
+        c.execute("INSERT INTO wandb_synced VALUES (?,?) ON CONFLICT(name) DO UPDATE SET "
+                  "history_id=MAX(history_id, excluded.history_id)", (name, history_id))
+

@@ -42,11 +42,11 @@ def sync_plan(s: Settings, run_id: str | None = None) -> list:
     return plan
 
 def link_plan(s: Settings) -> list:
-    "Registry aliases not yet linked into the W&B model registry (offline runs cannot `link_artifact`)."
+    "Registry alias moves not yet mirrored in the W&B model registry (offline runs cannot `link_artifact`), in alias-history order."
     from mlops_nb.registry import registry_for
     if not Path(s.registry).exists(): return []
     reg = registry_for(s)
-    rows = [dict(r) for r in reg.db.execute("SELECT * FROM wandb_links WHERE linked=0 ORDER BY name, version, alias")]
+    rows = reg.unsynced_moves()
     reg.close()
     return [{**r, "source": f"<entity>/{s.wandb_project}/package-bundle:{artifact_alias(r['artifact'])}",
              "target": f"<entity>/model-registry/{r['name']}"} for r in rows]
@@ -98,6 +98,6 @@ def sync(s: Settings | None = None, run_id: str | None = None, echo=print) -> in
         reg, entity = registry_for(s), api.default_entity
         for l in links:
             api.artifact(l["source"].replace("<entity>", entity)).link(l["target"].replace("<entity>", entity), aliases=[l["alias"]])
-            with reg.tx() as c: c.execute("UPDATE wandb_links SET linked=1 WHERE name=? AND version=? AND alias=?", (l["name"], l["version"], l["alias"]))
+            reg.mark_synced(l["name"], l["history_id"])
             echo(f"linked {l['name']}@{l['version']} as {l['alias']} in the W&B model registry")
     return n

@@ -44,12 +44,14 @@ class Stage:
                  params: dict,                  # the stage's parameters, as run
                  inputs: dict | None = None,    # input name -> artifact digest (set by the runner)
                  run_dir: str = "",             # the run folder (set by the runner; empty when interactive)
-                 settings: Settings | None = None):
+                 settings: Settings | None = None,
+                 record: bool | None = None):   # write to W&B and the registry; default: only when the runner runs it
         self.name, self.params = name, dict(params)
         self.s = settings or load_settings()
         apply_env(self.s)
         self.run_dir = Path(run_dir) if run_dir else None
         self.run_id = self.run_dir.name if self.run_dir else "interactive"
+        self.record = (self.run_dir is not None) if record is None else bool(record)
         self.inputs = dict(inputs or {})
         self.store = Store(self.s.store)
         self.outputs, self.metrics, self.wandb = {}, {}, None
@@ -60,15 +62,21 @@ class Stage:
     @property
     def interactive(self) -> bool: return self.run_dir is None
 
+    @property
+    def reproducing(self) -> str | None:
+        "The run id this run reproduces (None for an ordinary run or by hand)."
+        return self.run_record().get("reproduces")
+
     def __enter__(self):
         self.started = time.time()
-        if wandb_mode(self.s) != "disabled":
+        if self.record and wandb_mode(self.s) != "disabled":
             import wandb
             self.wandb = wandb.init(project=self.s.wandb_project, entity=self.s.wandb_entity or None, group=self.run_id,
                                     job_type=self.name, name=f"{self.run_id}/{self.name}", dir=str(self.s.wandb_dir),
                                     mode=wandb_mode(self.s), reinit="finish_previous",
                                     config={**self.params, "inputs": self.inputs},
                                     settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+            if self.run_dir is not None: write_json(self.run_dir/f"{self.name}.wandb.json", self.wandb_ref())   # even if the stage fails
         return self
 
     def __exit__(self, et, ev, tb):

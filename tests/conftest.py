@@ -37,3 +37,14 @@ def smoke(workbook):
     p = cli("run", "--profile", "smoke", settings=workbook)
     assert p.returncode == 0, p.stderr
     return workbook, p, run_record(workbook, p)
+
+
+def variant_bundle(store, digest: str, tag: str) -> str:
+    "Another real bundle (same model, signature and labels; a different model card, hence digest), stored; returns its digest."
+    import io, zipfile
+    src, out = zipfile.ZipFile(io.BytesIO(store.read_bytes(digest))), io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            data = src.read(info)
+            z.writestr(info, data + f"\n\nvariant {tag}\n".encode() if info.filename == "MODEL_CARD.md" else data)
+    return store.put_bytes(out.getvalue(), f"variant-{tag}.zip")

@@ -1,11 +1,11 @@
 """The model registry: round trip, gated promotion with reasons, champion/challenger, history --at, rollback,
-a tampered bundle, and concurrent registration."""
+tampered and missing bundles, no-op moves, and concurrent registration, promotion and rollback."""
 import json, os, subprocess, sys, time
 from pathlib import Path
 import pytest
-from conftest import cli, make_workbook, run_record
+from conftest import cli, make_workbook, run_record, variant_bundle
 from mlops_nb.config import load_settings
-from mlops_nb.registry import Registry, now_iso
+from mlops_nb.registry import Registry, RegistryError, now_iso
 from mlops_nb.store import IntegrityError, Store
 
 
@@ -63,6 +63,8 @@ def test_gates_promotion_history_rollback(two_versions):
     assert p.returncode == 2 and "is not a time" in p.stderr
     p = cli("registry", "rollback", "digits-cnn", settings=settings)
     assert p.returncode == 0 and "digits-cnn@production: v1 -> v2" in p.stdout
+    p = cli("registry", "rollback", "digits-cnn", settings=settings)      # v1 was rolled back: nothing lies below v2
+    assert p.returncode == 2 and "no earlier version" in p.stderr
     lines = cli("registry", "history", "digits-cnn", "--alias", "production", settings=settings).stdout.splitlines()
     assert [l.split()[2:5] for l in lines] == [["v-", "->", "v2"], ["v2", "->", "v1"], ["v1", "->", "v2"]]
     assert "FORCED  drill" in lines[1] and "first release" in lines[0]
@@ -78,7 +80,7 @@ def test_tampered_bundle_is_refused(two_versions, tmp_path):
     try:
         data = bytearray(good); data[len(data) // 3] ^= 0x01
         obj.write_bytes(bytes(data))
-        with pytest.raises(IntegrityError, match="content hashes to"):
+        with pytest.raises(RegistryError, match="digits-cnn@1: its bundle .* is corrupt"):
             reg.load("digits-cnn@1")
         p = cli("registry", "promote", "digits-cnn@1", "--to", "production", settings=settings)   # the gate loads both bundles
         assert p.returncode == 2 and "is corrupt" in p.stderr
@@ -87,30 +89,177 @@ def test_tampered_bundle_is_refused(two_versions, tmp_path):
     assert reg.load("digits-cnn@1").labels[0] == "0"
 
 
+
+def fresh(settings: Path, tmp: Path, gates=True):
+    "A settings file sharing `settings`' store (its real bundles) with an empty registry of its own."
+    text = settings.read_text().replace(str(settings.parent / "registry.db"), str(tmp / "registry.db"))
+    assert str(tmp / "registry.db") in text
+    (tmp / "settings.ini").write_text(text)
+    s = load_settings(tmp / "settings.ini")
+    return tmp / "settings.ini", Registry(s.registry, Store(s.store))
+
+
+def variants(reg, rec, n, tag):
+    "`n` registered versions of model `m`: real bundles of one model, so champion/challenger always passes."
+    base = rec["stages"][3]["outputs"]["bundle"]
+    out = []
+    for i in range(n):
+        m = {k: rec["metrics"][k] for k in ("test/accuracy", "test/recall_gap")}
+        v = reg.register("m", variant_bundle(reg.store, base, f"{tag}{i}"), m, run_id=rec["run_id"])
+        reg.record_apptest("m", v, True, "test")
+        out.append(v)
+    return out
+
+
+GATES = {"min_accuracy": 0.8, "max_recall_gap": 0.6, "significance": 0.05}
+
+
+def _flip(path: Path):
+    data = bytearray(path.read_bytes()); data[len(data) // 2] ^= 0x01; path.write_bytes(bytes(data))
+
+
+def test_every_read_verifies_the_bundle(two_versions, tmp_path):
+    settings, _, rb = two_versions
+    st, reg = fresh(settings, tmp_path)
+    v1, v2 = variants(reg, rb, 2, "read")
+    obj2, obj1 = reg.store._obj(reg.version("m", v2)["bundle"]), reg.store._obj(reg.version("m", v1)["bundle"])
+    _flip(obj2)                                                              # one byte flipped
+    for args in (["show", "m@2"], ["promote", "m@2", "--to", "production"], ["promote", "m@2", "--to", "canary"],
+                 ["promote", "m@2", "--to", "production", "--force", "--why", "try"]):
+        p = cli("registry", *args, settings=st)
+        assert p.returncode == 2 and p.stdout == "", (args, p.stdout)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr                # one line ...
+        assert "m@2" in p.stderr and str(obj2) in p.stderr and "corrupt" in p.stderr   # ... naming model, version, file
+    p = cli("registry", "show", "m", settings=st)                                # the list flags it, and says so in its exit code
+    assert p.returncode == 1 and "MISSING OR CORRUPT" in p.stdout and "(verified)" in p.stdout
+    obj1.unlink()                                                                # a deleted bundle
+    p = cli("registry", "promote", "m@1", "--to", "staging", settings=st)
+    assert p.returncode == 2 and "m@1" in p.stderr and "missing from the store" in p.stderr
+    with pytest.raises(RegistryError, match="m@1: its bundle .* missing"):
+        reg.load("m@1")
+    assert reg.history("m") == [] and reg.aliases("m") == {}                    # nothing moved
+
+
+def test_force_replaces_a_corrupt_production(two_versions, tmp_path):
+    settings, _, rb = two_versions
+    st, reg = fresh(settings, tmp_path)
+    v1, v2 = variants(reg, rb, 2, "force")
+    assert cli("registry", "promote", "m@1", "--to", "production", settings=st).returncode == 0
+    _flip(reg.store._obj(reg.version("m", v1)["bundle"]))                      # production's bundle is corrupted
+    p = cli("registry", "promote", "m@2", "--to", "production", settings=st)
+    assert p.returncode == 1 and "champion/challenger: production v1 is unverifiable" in p.stderr
+    p = cli("registry", "promote", "m@2", "--to", "production", "--force", "--why", "v1 is corrupt", settings=st)
+    assert p.returncode == 0, p.stderr
+    assert "FAIL champion/challenger" in p.stdout and "m@production: v1 -> v2  (forced)" in p.stdout
+    h = reg.history("m", alias="production")[-1]
+    assert (h["from_version"], h["to_version"], h["forced"], h["why"]) == (1, 2, 1, "v1 is corrupt")
+
+
+def test_no_op_moves_write_no_history(two_versions):
+    settings, _, rb = two_versions
+    s = load_settings(settings)
+    reg = Registry(s.registry, Store(s.store))
+    before = reg.history("digits-cnn")
+    staging = reg.aliases("digits-cnn")["staging"]
+    # re-registering the bundle staging already holds: its register stage executes again
+    p = cli("run", "--profile", "smoke", "-p", "train.epochs=[8]", "-p", "train.channels=[16]", "--force-stage", "register",
+            settings=settings)
+    assert p.returncode == 0, p.stderr
+    assert run_record(settings, p)["metrics"]["register/version"] == staging == rb["metrics"]["register/version"]
+    p = cli("registry", "promote", f"digits-cnn@{staging}", "--to", "staging", settings=settings)
+    assert p.returncode == 0 and "already" in p.stdout and "nothing changed" in p.stdout
+    assert reg.history("digits-cnn") == before                                  # not one row more
+    assert all(h["from_version"] != h["to_version"] for h in before)
+
+
+def test_rollback_walks_down_the_history(two_versions, tmp_path):
+    settings, _, rb = two_versions
+    st, reg = fresh(settings, tmp_path)
+    variants(reg, rb, 4, "walk")
+    for v in (1, 2, 3, 4): reg.promote("m", v, "production", GATES)
+    assert [reg.rollback("m")["to"] for _ in range(2)] == [3, 2]                 # down, not back and forth
+    p = cli("registry", "rollback", "m", "--to", "4", settings=st)               # 4 was rolled back: promote it instead
+    assert p.returncode == 2 and "not among the versions it held before" in p.stderr
+    p = cli("registry", "rollback", "m", "--to", "1", "--why", "drill", settings=st)
+    assert p.returncode == 0 and "m@production: v2 -> v1" in p.stdout
+    with pytest.raises(RegistryError, match="no earlier version"):
+        reg.rollback("m")
+    reg.promote("m", 3, "production", GATES)
+    assert reg.rollback("m")["to"] == 1                                          # the version held before 3 was set
+    assert [h["to_version"] for h in reg.history("m", alias="production")] == [1, 2, 3, 4, 3, 2, 1, 3, 1]
+    h = " ".join(cli("registry", "rollback", "--help", settings=st).stdout.split())
+    assert "before the current one" in h and "--to N" in h
+
+
 WORKER = r"""
-import os, sys, json
+import json, random, sys
+from mlops_nb.config import load_settings
+from mlops_nb.registry import Registry, RegistryError
+from mlops_nb.store import Store
+s = load_settings(); reg = Registry(s.registry, Store(s.store))
+k, versions = int(sys.argv[1]), json.loads(sys.argv[2])
+gates = {"min_accuracy": 0.8, "max_recall_gap": 0.6, "significance": 0.05}
+rng, done = random.Random(k), []
+for j in range(5):
+    if rng.random() < 0.35:
+        try: done.append(["rollback", reg.rollback("m", why=f"worker {k}")["to"]])
+        except RegistryError as e: done.append(["rollback refused", str(e)])
+    else:
+        v = rng.choice(versions)
+        done.append(["promote", v, reg.promote("m", v, "production", gates, why=f"worker {k}").get("changed")])
+print(json.dumps(done))
+"""
+
+
+def test_concurrent_promotions_and_rollbacks(two_versions, tmp_path):
+    settings, _, rb = two_versions
+    st, reg = fresh(settings, tmp_path)
+    versions = variants(reg, rb, 3, "race")
+    reg.promote("m", 1, "production", GATES)
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(st), "WANDB_MODE": "disabled"}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(k), json.dumps(versions)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for k in range(8)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    hist = reg.history("m", alias="production")
+    assert len(hist) > 8                                                         # they did race
+    assert all(h["from_version"] != h["to_version"] for h in hist)              # no row from vN to vN
+    assert all(h["from_version"] == prev["to_version"] for prev, h in zip(hist, hist[1:]))   # one consistent chain
+    for h in hist:
+        if h["gate"]:                                                            # evidence against the champion replaced
+            gate = json.loads(h["gate"])
+            assert gate["champion"] == h["from_version"], h
+            cc = next(c for c in gate["checks"] if c["check"] == "champion/challenger")
+            assert h["from_version"] is None or f"production v{h['from_version']} " in cc["detail"], cc
+    assert reg.aliases("m")["production"] == hist[-1]["to_version"]
+    assert reg.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+REGISTER = r"""
+import json, sys
 from mlops_nb.config import load_settings
 from mlops_nb.registry import Registry
 from mlops_nb.store import Store
 s = load_settings(); reg = Registry(s.registry, Store(s.store))
-k = int(sys.argv[1]); out = []
-for j in range(3):
-    d = reg.store.put_bytes(f"bundle {k}-{j}".encode(), "b.zip")
-    v = reg.register("concurrent", d, {"test/accuracy": 0.99, "test/recall_gap": 0.0}, f"w{k}")
-    reg.set_alias("concurrent", "staging", v, why=f"worker {k}")
+out = []
+for d in json.loads(sys.argv[1]):
+    v = reg.register("concurrent", d, {}, run_id="w")
+    reg.set_alias("concurrent", "staging", v, why="worker")
     out.append([d, v])
 print(json.dumps(out))
 """
 
 
-def test_concurrent_registration_loses_nothing(tmp_path):
-    settings = make_workbook(tmp_path)
-    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings)}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(k)], env=env, stdout=subprocess.PIPE, text=True) for k in range(8)]
+def test_concurrent_registration_loses_nothing(two_versions, tmp_path):
+    settings, _, rb = two_versions
+    st, reg = fresh(settings, tmp_path)
+    base = rb["stages"][3]["outputs"]["bundle"]
+    bundles = [[variant_bundle(reg.store, base, f"reg{k}-{j}") for j in range(3)] for k in range(8)]
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(st)}
+    procs = [subprocess.Popen([sys.executable, "-c", REGISTER, json.dumps(b)], env=env, stdout=subprocess.PIPE, text=True)
+             for b in bundles]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    s = load_settings(settings)
-    reg = Registry(s.registry, Store(s.store))
     versions = reg.versions("concurrent")
     assert [v["version"] for v in versions] == list(range(1, 25))                     # 24 versions, no gap, no duplicate
     assert {v["bundle"]: v["version"] for v in versions} == {d: v for r in results for d, v in r}
