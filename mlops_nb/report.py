@@ -4,13 +4,14 @@
 
 # %% ../nbs/41_report.ipynb #c002
 from __future__ import annotations
-import base64, html, json, time
+import base64, functools, hashlib, html, json, re, time
 from pathlib import Path
 from .config import Settings
 from .tracking import write_json
 
 # %% auto #0
-__all__ = ['KEY_METRICS', 'render_notebook', 'run_seconds', 'lineage_svg', 'write_run_report', 'load_runs', 'write_runs_index']
+__all__ = ['KEY_METRICS', 'csp', 'csp_meta', 'render_notebook', 'run_seconds', 'lineage_svg', 'write_run_report', 'load_runs',
+           'write_runs_index']
 
 # %% ../nbs/41_report.ipynb #c004
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -19,15 +20,39 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 """
 
-def render_notebook(nb_path) -> Path:
-    "Render an executed notebook to self-contained HTML beside it."
-    import jinja2, nbformat
+def csp(scripts=()) -> str:
+    "A Content-Security-Policy allowing only `scripts` (inline, by sha256), inline styles and `data:` images: nothing "
+    "else runs or loads, so a user string that slipped past escaping still cannot execute."
+    allowed = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts) or "'none'"
+    return (f"default-src 'none'; script-src {allowed}; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+            "base-uri 'none'; form-action 'none'")
+
+def csp_meta(scripts=()) -> str: return f'<meta http-equiv="Content-Security-Policy" content="{csp(scripts)}">'
+
+def _exporter():
+    import jinja2
     from nbconvert import HTMLExporter
     exp = HTMLExporter(template_name="lab", embed_images=True,
                        extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})])
     exp.template_file = "offline.html.j2"
     exp.exclude_input_prompt = exp.exclude_output_prompt = True
-    body, _ = exp.from_notebook_node(nbformat.read(str(nb_path), as_version=4))
+    return exp
+
+_SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.S | re.I)
+
+@functools.lru_cache(maxsize=1)
+def _template_scripts() -> tuple:
+    "The inline scripts the template itself writes (rendered from an empty notebook): the only ones a notebook page may run."
+    import nbformat
+    body, _ = _exporter().from_notebook_node(nbformat.v4.new_notebook())
+    return tuple(code for attrs, code in _SCRIPT.findall(body) if "src=" not in attrs and "application/json" not in attrs)
+
+def render_notebook(nb_path) -> Path:
+    "Render an executed notebook to self-contained HTML beside it, under a CSP that runs only the template's own scripts."
+    import nbformat
+    body, _ = _exporter().from_notebook_node(nbformat.read(str(nb_path), as_version=4))
+    meta = csp_meta(_template_scripts())
+    body = re.sub(r"<head\b[^>]*>", lambda m: m.group(0) + meta, body, count=1, flags=re.I)
     out = Path(nb_path).with_suffix(".html")
     out.write_text(body)
     return out
@@ -55,9 +80,10 @@ def run_seconds(rec) -> float | None:
 def _badge(status, cached=False) -> str:
     return f'<span class="st {"cached" if cached else _e(status)}">{"cached" if cached else _e(status)}</span>'
 
-def _page(title, body, script="") -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f'<style>{_CSS}</style></head><body>{body}' + (f"<script>{script}</script>" if script else "") + "</body></html>")
+def _page(title, body, scripts=()) -> str:
+    "A page whose only runnable scripts are `scripts` (its CSP names them by hash); `body` must hold none."
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{csp_meta(scripts)}<title>{_e(title)}</title>'
+            f'<style>{_CSS}</style></head><body>{body}' + "".join(f"<script>{s}</script>" for s in scripts) + "</body></html>")
 
 def _fmt(v) -> str: return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -217,8 +243,8 @@ def write_runs_index(s: Settings) -> Path:
              '<table id="cmp" class="diff"></table>')
     data = json.dumps([{k: r.get(k) for k in ("run_id", "status", "params", "metrics")} for r in runs]).replace("</", "<\\/")
     b.append(f'<script type="application/json" id="data">{data}</script>')
-    if len(runs) > 1: b.append('<script>document.getElementById("rb").selectedIndex = 0; document.getElementById("ra").selectedIndex = 1;</script>')
+    pick = 'document.getElementById("rb").selectedIndex = 0; document.getElementById("ra").selectedIndex = 1;' if len(runs) > 1 else ""
     out = s.runs/"index.html"
     s.runs.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page("runs", "".join(b), _INDEX_JS))
+    out.write_text(_page("runs", "".join(b), [x for x in (pick, _INDEX_JS) if x]))
     return out

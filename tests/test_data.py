@@ -114,6 +114,18 @@ def test_imagefolder_through_the_cli(tmp_path):
     assert {str(p) for p in bad.values()} <= {p for p, _ in manifest["skipped"]}
     report = (tmp_path / "wb" / "runs" / rec["run_id"] / "01_ingest.ipynb").read_text()
     assert "readme.jpg" in report                                   # the skipped files are listed in the report
+    p = cli("registry", "ls", settings=settings)
+    assert p.stdout.startswith("pets-cnn  latest v1  staging->v1"), p.stdout   # named after the folder, not digits-cnn
+
+    # the same name for a model of other inputs (grayscale now) is refused, with a name to use instead
+    p = cli("run", "--profile", "smoke", "-p", src, "-p", "ingest.image_size=16", "-p", "ingest.skip_bad=True",
+            "-p", "register.model_name=pets-cnn", settings=settings)
+    assert p.returncode == 1
+    err = run_record(settings, p)["error"]
+    assert err["stage"] == "register" and "pets-cnn@1 takes other inputs or labels" in err["message"]
+    assert "inputs 3x16x16" in err["message"] and "inputs 1x16x16" in err["message"]
+    assert "-p register.model_name=pets-cnn-1x16x16-3cls" in err["message"]
+    assert "pets-cnn  latest v1  staging->v1" in cli("registry", "ls", settings=settings).stdout
 
 
 # --- reading faithfully: every mode, EXIF orientation, only regular files, pixel limits -------------------------------

@@ -4,6 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import BIN, REPO, cli, make_workbook, run_record
+from mlops_nb.config import load_settings
 from mlops_nb.store import Store
 
 STAGES = ["ingest", "train", "evaluate", "package", "register"]
@@ -76,6 +77,15 @@ def test_wrong_type_refused(workbook, arg, msg):
     assert p.returncode == 2 and msg in p.stderr, p.stderr
 
 
+def test_register_to_production_refused_before_running(workbook):
+    runs = workbook.parent / "runs"
+    before = sorted(runs.iterdir()) if runs.exists() else []
+    p = cli("run", "--profile", "smoke", "-p", "register.alias=production", settings=workbook)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "register.alias = 'production'" in p.stderr and "registry promote" in p.stderr and "application test" in p.stderr
+    assert (sorted(runs.iterdir()) if runs.exists() else []) == before      # no run folder, no version left behind
+
+
 def test_unknown_profile_refused(workbook):
     p = cli("run", "--profile", "huge", settings=workbook)
     assert p.returncode == 2 and "unknown profile 'huge'" in p.stderr and "smoke" in p.stderr
@@ -90,7 +100,7 @@ def test_papermill_help_notebook_lists_parameters():
 
 def test_failing_stage_stops_the_run(tmp_path):
     settings = make_workbook(tmp_path)
-    p = cli("run", "--profile", "smoke", "-p", "train.strategy=no_such_strategy", settings=settings)
+    p = cli("run", "--profile", "smoke", "-p", "train.strategy=no_such_strategy", settings=settings, env={"WANDB_MODE": "offline"})
     assert p.returncode == 1
     rec = run_record(settings, p)
     assert rec["status"] == "failed" and rec["error"]["stage"] == "train"
@@ -98,6 +108,9 @@ def test_failing_stage_stops_the_run(tmp_path):
     ingest, train, *later = rec["stages"]
     assert ingest["status"] == "succeeded" and train["status"] == "failed" and {s["status"] for s in later} == {"pending"}
     assert train["outputs"] == {} and "no_such_strategy" in train["error"]
+    assert list((tmp_path / "wandb_dir" / "wandb").glob(f"offline-run-*-{train['wandb']['id']}"))    # referenced from run.json
+    p = cli("sync", rec["run_id"], "--dry-run", settings=settings)            # the failed stage's W&B run is synced too
+    assert p.returncode == 0 and f"{rec['run_id']} train: wandb sync" in p.stdout and train["wandb"]["dir"] in p.stdout
     run_dir = tmp_path / "runs" / rec["run_id"]
     nb = nbformat.read(run_dir / "02_train.ipynb", as_version=4)      # the failing cell is kept, with its error
     errs = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -119,11 +132,19 @@ def test_ddp_two_cpu_processes(workbook):
 
 
 def test_pipeline_notebooks_nbval(smoke):
-    "nbval (lax) on the pipeline notebooks, opened by hand: they pick up the smoke run's outputs."
+    "nbval (lax) on the pipeline notebooks, opened by hand: they pick up the smoke run's outputs, and record nothing."
     settings, _, _ = smoke
+    from mlops_nb.registry import Registry
+    s = load_settings(settings)
+    reg = Registry(s.registry, Store(s.store))
+    history, aliases = reg.history("digits-cnn"), reg.aliases("digits-cnn")
+    wandb_runs = lambda: sorted((settings.parent / "wandb_dir").rglob("offline-run-*"))
+    before = wandb_runs()
     nbs = [str(REPO / "nbs/pipelines" / f"{s}.ipynb") for s in STAGES]
-    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "offline"}     # W&B on, yet nothing is written
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", *nbs],
                        capture_output=True, text=True, env=env, cwd=settings.parent, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:]
     assert " passed" in p.stdout
+    assert reg.history("digits-cnn") == history and reg.aliases("digits-cnn") == aliases   # the registry is untouched
+    assert wandb_runs() == before                                                          # and the W&B project too

@@ -70,3 +70,78 @@ def test_run_page_and_index(smoke, browser, tmp_path):
     head.click(); first_after = d.find_elements(By.CSS_SELECTOR, "#runs tbody tr")[0].text.split()[0]
     head.click(); first_again = d.find_elements(By.CSS_SELECTOR, "#runs tbody tr")[0].text.split()[0]
     assert first_after != first_again and first_before in (first_after, first_again)      # sorting flips the order
+
+
+# --- hostile names: a class folder named like HTML must render as text and run nothing ---------------------------------
+
+HOSTILE = ["<img src=x onerror=window.pwned=1>", "<svg onload=window.pwned=2>", "a|b*c_[d](e)`f` $x$ &amp;"]
+HOSTILE_FILE = "<img src=y onerror=window.pwned=4>.png"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    "A run on an image folder whose own name, class folders and a skipped file name are HTML and Markdown."
+    import numpy as np
+    from PIL import Image
+    from conftest import make_workbook
+    root = tmp_path_factory.mktemp("hostile")
+    settings = make_workbook(root / "wb")
+    imgs = root / "<b onmouseover=window.pwned=5>park"
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(HOSTILE):
+        (imgs / c).mkdir(parents=True)
+        for i in range(10): Image.fromarray((rng.random((8, 8)) * 60 + 80 * k).astype(np.uint8)).save(imgs / c / f"{i}.png")
+    (imgs / HOSTILE[0] / HOSTILE_FILE).write_text("not an image")                  # listed as skipped in the ingest report
+    p = cli("run", "--profile", "smoke", "-p", f"ingest.source=imagefolder:{imgs}", "-p", "ingest.image_size=8",
+            "-p", "ingest.skip_bad=True", settings=settings)
+    assert p.returncode == 0, p.stderr
+    return settings, run_record(settings, p)
+
+
+def _pwned(d):
+    return d.execute_script("return [window.pwned === undefined ? null : window.pwned, "
+                            "document.querySelectorAll('img[onerror], svg[onload], [onmouseover]').length]")
+
+
+def test_hostile_names_render_as_text_and_run_nothing(hostile, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    settings, rec = hostile
+    run_dir = settings.parent / "runs" / rec["run_id"]
+    pages = [run_dir / "index.html", settings.parent / "runs" / "index.html"] + sorted(run_dir.glob("0*.html"))
+    assert len(pages) == 7
+    for page in pages:
+        check_page(browser, page, tmp_path / f"{page.stem}.png")                  # no console error: nothing was blocked either
+        assert _pwned(browser) == [None, 0], page
+        head = page.read_text()[:4000]
+        assert 'http-equiv="Content-Security-Policy"' in head, page
+    text = lambda page: (browser.get(page.as_uri()), browser.find_element(By.TAG_NAME, "body").text)[1]
+    ingest, evaluate, package = (text(run_dir / f) for f in ("01_ingest.html", "03_evaluate.html", "04_package.html"))
+    for c in HOSTILE[:2]:
+        assert c in ingest and c in evaluate and c in package                    # shown as the text it is
+    assert HOSTILE[2] in ingest                                                  # Markdown syntax is text too
+    assert HOSTILE_FILE in ingest                                                # the skipped file, named
+    assert "<b onmouseover=window.pwned=5>park" in text(run_dir / "index.html")  # the source parameter, on the run page
+
+
+def test_model_card_escapes_class_names(hostile):
+    import zipfile, io
+    from mlops_nb.store import Store
+    settings, rec = hostile
+    card = zipfile.ZipFile(io.BytesIO(Store(settings.parent / "store").read_bytes(rec["stages"][3]["outputs"]["bundle"]))
+                           ).read("MODEL_CARD.md").decode()
+    assert "<img" not in card and "<svg" not in card and "&#60;img src=x onerror=window.pwned=1&#62;" in card
+    assert "onmouseover" in card and "<b " not in card                           # the source path, escaped as well
+
+
+def test_csp_blocks_what_escaping_missed(hostile, browser, tmp_path):
+    "The second wall: script smuggled into an executed notebook's output is rendered, yet does not run."
+    import nbformat
+    from mlops_nb.report import render_notebook
+    settings, rec = hostile
+    nb = nbformat.read(settings.parent / "runs" / rec["run_id"] / "03_evaluate.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/html": '<img src=x onerror="window.pwned=7"><script>window.pwned=8</script>'})]))
+    path = tmp_path / "smuggled.ipynb"
+    nbformat.write(nb, path)
+    browser.get(render_notebook(path).as_uri())
+    assert _pwned(browser) == [None, 1]                                          # the element is there; its handler never ran

@@ -15,6 +15,28 @@ def test_reproduce_smoke_is_identical(smoke):
     assert new["reproduces"] == rec["run_id"] and not any(s["cached"] for s in new["stages"])   # the cache was ignored
 
 
+def test_reproduce_leaves_the_registry_alone(smoke):
+    settings, _, rec = smoke
+    from mlops_nb.config import load_settings
+    from mlops_nb.registry import Registry
+    from mlops_nb.store import Store
+    p = cli("run", "--profile", "smoke", "-p", "train.channels=[4]", settings=settings)     # a newer version takes staging
+    assert p.returncode == 0, p.stderr
+    newer = run_record(settings, p)["metrics"]["register/version"]
+    s = load_settings(settings)
+    reg = Registry(s.registry, Store(s.store))
+    history, aliases = reg.history("digits-cnn"), reg.aliases("digits-cnn")
+    assert aliases["staging"] == newer != rec["metrics"]["register/version"]
+    p = cli("reproduce", rec["run_id"], settings=settings)                                 # the older run, again
+    assert p.returncode == 0 and "verdict: identical" in p.stdout, p.stdout + p.stderr
+    assert reg.history("digits-cnn") == history and reg.aliases("digits-cnn") == aliases   # no alias moved, no row added
+    new_id = p.stdout.split("new run ")[1].split(":")[0]
+    new = json.loads((settings.parent / "runs" / new_id / "run.json").read_text())
+    assert new["metrics"]["register/version"] == rec["metrics"]["register/version"]        # it reports the version it matches
+    report = (settings.parent / "runs" / new_id / "05_register.ipynb").read_text()
+    assert "Not registered again" in report and "reproducing" in report
+
+
 def test_reproduce_differs_when_an_input_changed(tmp_path):
     settings = make_workbook(tmp_path / "wb")
     root = tmp_path / "shapes"

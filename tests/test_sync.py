@@ -1,7 +1,7 @@
 """`mlops-nb sync`: the edges a dry run would add, and a clean refusal when no W&B server is reachable."""
 import json
 import pytest
-from conftest import cli, make_workbook, run_record
+from conftest import cli, make_workbook, run_record, variant_bundle
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,31 @@ def test_sync_without_server_changes_nothing(offline):
     p = cli("sync", settings=settings, env={"WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9"})
     assert p.returncode == 3 and "not reachable" in p.stderr and "nothing was synced" in p.stderr
     assert (root / "runs" / rec["run_id"] / "run.json").read_text() == before
+
+
+def test_link_plan_follows_the_alias_history(offline):
+    "After promotions and rollbacks, replaying the plan leaves W&B's aliases where the local registry's are."
+    root, settings, rec = offline
+    from mlops_nb.config import load_settings
+    from mlops_nb.registry import registry_for
+    from mlops_nb.sync import link_plan
+    s = load_settings(settings)
+    reg = registry_for(s)
+    base = rec["stages"][3]["outputs"]["bundle"]
+    for i in range(3):                                                   # v2..v4: real bundles of the same model
+        v = reg.register("digits-cnn", variant_bundle(reg.store, base, f"sync{i}"), {"test/accuracy": 0.99, "test/recall_gap": 0.0})
+        reg.record_apptest("digits-cnn", v, True)
+        reg.promote("digits-cnn", v, "production", {"min_accuracy": 0, "max_recall_gap": 1, "significance": 0.05}, why="t", force=True)
+    reg.rollback("digits-cnn"); reg.rollback("digits-cnn")               # production: v4 -> v3 -> v2
+    reg.set_alias("digits-cnn", "staging", 3)
+    plan = link_plan(s)
+    hist = reg.history("digits-cnn")
+    assert [(l["alias"], l["version"]) for l in plan] == [(h["alias"], h["to_version"]) for h in hist]   # history order
+    replayed = {}
+    for l in plan: replayed[l["alias"]] = l["version"]                   # what W&B ends with
+    assert replayed == reg.aliases("digits-cnn") == {"production": 2, "staging": 3}
+    p = cli("sync", "--dry-run", settings=settings)
+    links = [l for l in p.stdout.splitlines() if l.startswith("link_artifact")]
+    assert links[-2].endswith("alias production  (digits-cnn@2)") and links[-1].endswith("alias staging  (digits-cnn@3)")
+    reg.mark_synced("digits-cnn", plan[-2]["history_id"])                 # a sync that stopped before the last move
+    assert [(l["alias"], l["version"]) for l in link_plan(s)] == [("staging", 3)]
