@@ -107,7 +107,7 @@ def test_hostile_names_render_as_text_and_run_nothing(hostile, browser, tmp_path
     from selenium.webdriver.common.by import By
     settings, rec = hostile
     run_dir = settings.parent / "runs" / rec["run_id"]
-    pages = [run_dir / "index.html", settings.parent / "runs" / "index.html"] + sorted(run_dir.glob("0*.html"))
+    pages = sorted(run_dir.glob("0*.html")) + [run_dir / "index.html", settings.parent / "runs" / "index.html"]
     assert len(pages) == 7
     for page in pages:
         check_page(browser, page, tmp_path / f"{page.stem}.png")                  # no console error: nothing was blocked either
