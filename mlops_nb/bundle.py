@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['BUNDLE_FILES', 'ort_session', 'ort_logits', 'write_bundle', 'Bundle', 'read_bundle']
+__all__ = ['BUNDLE_FILES', 'ort_session', 'ort_logits', 'BundleUnusable', 'write_bundle', 'Bundle', 'read_bundle']
 
 # %% ../nbs/14a_bundle.ipynb #c004
 def ort_session(model, threads: int = 2):
@@ -25,6 +25,10 @@ def ort_logits(sess, x, batch_size: int = 512) -> np.ndarray:
     return np.concatenate([sess.run(None, {"image": np.ascontiguousarray(x[i:i+batch_size])})[0] for i in range(0, len(x), batch_size)])
 
 # %% ../nbs/14a_bundle.ipynb #c006
+class BundleUnusable(LookupError):
+    "A registered version's bundle is missing from the store or no longer matches its digest: it must not be used."
+    def __str__(self): return self.args[0]
+
 BUNDLE_FILES = ("model.onnx", "signature.json", "preprocess.json", "labels.json", "metrics.json", "lineage.json", "MODEL_CARD.md")
 
 def _signature(shape, n_classes):

@@ -183,7 +183,7 @@ def _split_ref(ref: str):
 
 def _print_version(v, aliases, reg):
     "Print one version; returns False when its bundle is missing or corrupt (printed on stderr, one line)."
-    from mlops_nb.registry import BundleUnusable
+    from mlops_nb.bundle import BundleUnusable
     al = ", ".join(a for a, n in aliases.items() if n == v["version"])
     m = v["metrics"]
     try: reg.verify(v["name"], v["version"], v["bundle"]); ok = True
@@ -197,7 +197,8 @@ def _print_version(v, aliases, reg):
     return ok
 
 def _cmd_registry(a, s):
-    from mlops_nb.registry import registry_for, gates_of, GateFailed
+    from mlops_nb.registry import registry_for, GateFailed
+    from mlops_nb.gate import gates_of
     reg = registry_for(s)
     c = a.reg_cmd
     if c == "ls":
@@ -257,12 +258,14 @@ def main(argv=None) -> int:
     from mlops_nb.lineage import LineageError
     from mlops_nb.registry import RegistryError
     from mlops_nb.store import IntegrityError, MissingArtifact
+    from mlops_nb.bundle import BundleUnusable
     cmds = {"registry": _cmd_registry, "run": _cmd_run, "runs": _cmd_runs, "show": _cmd_show, "lineage": _cmd_lineage, "reproduce": _cmd_reproduce,
             "sync": _cmd_sync, "report": _cmd_report, "params": _cmd_params}
     try:
         s = load_settings(a.settings)
         return cmds[a.cmd](a, s)
-    except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError, IntegrityError, MissingArtifact) as e:
+    except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError, BundleUnusable, IntegrityError,
+            MissingArtifact) as e:
         _err(f"mlops-nb {a.cmd}: error: {e}")
         return 2
     except KeyboardInterrupt:

@@ -9,11 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.basics import patch
 from .store import Store, IntegrityError, MissingArtifact
+from .bundle import BundleUnusable
+from .gate import production_gate as _production_gate
 from .db import connect, create, transaction
 
 # %% auto #0
-__all__ = ['SCHEMA', 'RegistryError', 'BundleUnusable', 'GateFailed', 'now_iso', 'parse_time', 'who', 'check_name',
-           'model_name_for', 'check_register_alias', 'Registry', 'held', 'mcnemar', 'registry_for', 'gates_of']
+__all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'check_name', 'model_name_for',
+           'check_register_alias', 'Registry', 'held', 'registry_for']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
@@ -41,9 +43,6 @@ _ADDED = (("versions", "signature", "TEXT"), ("versions", "labels", "TEXT"),
 class RegistryError(LookupError):
     "Unknown model, version or alias; a malformed reference; or a move the registry refuses."
     def __str__(self): return self.args[0]
-
-class BundleUnusable(RegistryError):
-    "A version's bundle is missing from the store or no longer matches its digest."
 
 class GateFailed(RuntimeError):
     "A promotion gate refused the version; `checks` has every check with its numbers."
@@ -285,62 +284,10 @@ def rollback(self: Registry, name: str, alias: str = "production", why: str = ""
 
 
 # %% ../nbs/15_registry.ipynb #c011
-def mcnemar(correct_a, correct_b) -> dict:
-    "McNemar's exact test on paired correctness vectors: b = only A right, c = only B right."
-    from scipy.stats import binomtest
-    import numpy as np
-    a, b_ = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
-    b, c = int((a & ~b_).sum()), int((~a & b_).sum())
-    p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
-    return {"only_a": b, "only_b": c, "p_value": p}
-
-@patch
-def champion_challenger(self: Registry, cand: dict, champ: dict, significance: float = 0.05) -> dict:
-    "Compare two versions on the candidate's test split."
-    import numpy as np
-    from mlops_nb.data import load_dataset
-    cb = self.load(f"{cand['name']}@{cand['version']}")
-    try: pb = self.load(f"{champ['name']}@{champ['version']}")
-    except BundleUnusable as e:
-        return {"passed": False, "detail": f"production v{champ['version']} is unverifiable, so nothing can be compared with it: {e}"}
-    ds_digest = cb.lineage.get("dataset")
-    if not ds_digest: return {"passed": False, "detail": "the candidate's bundle does not record its dataset"}
-    try: x, y = load_dataset(self.store.path(ds_digest)).part("test")
-    except (MissingArtifact, IntegrityError) as e: return {"passed": False, "detail": f"the candidate's test split is unusable: {e}"}
-    if cb.signature["inputs"] != pb.signature["inputs"] or cb.labels != pb.labels:
-        return {"passed": False, "detail": f"v{champ['version']} (production) takes other inputs or labels; cannot compare on the same test split"}
-    rc, rp = cb.predict_logits(x).argmax(1) == y, pb.predict_logits(x).argmax(1) == y
-    t = mcnemar(rp, rc)
-    worse = rc.mean() < rp.mean() and t["p_value"] < significance
-    return {"passed": not worse, "candidate_accuracy": float(rc.mean()), "production_accuracy": float(rp.mean()), "n": int(len(y)), **t,
-            "detail": f"candidate {rc.mean():.4f} vs production v{champ['version']} {rp.mean():.4f} on {len(y)} test images; "
-                      f"McNemar exact: production alone right {t['only_a']}, candidate alone right {t['only_b']}, p = {t['p_value']:.3g} "
-                      f"({'significantly worse' if worse else 'not significantly worse'} at {significance:g})"}
-
 @patch
 def production_gate(self: Registry, name: str, version: int, gates: dict, champion=_ANY) -> list:
-    "Every check of the production gate, `{check, passed, detail}`; `champion`: the production version to compare with "
-    "(default: the current one)."
-    v = self.version(name, version)
-    m, checks = v["metrics"], []
-    acc, gap = m.get("test/accuracy"), m.get("test/recall_gap")
-    checks.append({"check": "accuracy", "passed": acc is not None and acc >= gates["min_accuracy"],
-                   "detail": f"test accuracy {acc if acc is None else round(acc, 4)} (needs >= {gates['min_accuracy']})"})
-    checks.append({"check": "recall gap", "passed": gap is not None and gap <= gates["max_recall_gap"],
-                   "detail": f"per-class recall gap {gap if gap is None else round(gap, 4)} (needs <= {gates['max_recall_gap']})"})
-    checks.append({"check": "parity", "passed": bool(v["parity_passed"]),
-                   "detail": "ONNX/torch parity gate " + ("passed" if v["parity_passed"] else "did not pass")})
-    prod = self.aliases(name).get("production") if champion is _ANY else champion
-    if prod is None or prod == version:
-        checks.append({"check": "champion/challenger", "passed": True,
-                       "detail": "no current production version to compare with" if prod is None else "already the production version"})
-    else:
-        r = self.champion_challenger(v, self.version(name, prod), gates["significance"])
-        checks.append({"check": "champion/challenger", "passed": r["passed"], "detail": r["detail"]})
-    checks.append({"check": "application test", "passed": v["apptest_passed"] == 1,
-                   "detail": "application test " + {1: "passed", 0: "failed"}.get(v["apptest_passed"], "not run yet") +
-                             (f": {v['apptest_detail']}" if v.get("apptest_detail") else "")})
-    return checks
+    "Every check of the production gate (`mlops_nb.gate`) against `champion`, by default the current production version."
+    return _production_gate(self, name, version, gates, self.aliases(name).get("production") if champion is _ANY else champion)
 
 @patch
 def promote(self: Registry, name: str, version: int, alias: str, gates: dict, why: str = "", force: bool = False) -> dict:
@@ -368,9 +315,6 @@ def registry_for(s) -> Registry:
     "The workbook's registry (settings `[paths] registry`)."
     return Registry(s.registry, Store(s.store))
 
-def gates_of(s) -> dict:
-    "The production gate's thresholds from the settings."
-    return {"min_accuracy": s.gates["min_accuracy"], "max_recall_gap": s.gates["max_recall_gap"], "significance": s.gates["significance"]}
 
 @patch
 def unsynced_moves(self: Registry) -> list:

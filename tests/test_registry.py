@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import cli, make_workbook, run_record, variant_bundle
 from mlops_nb.config import load_settings
+from mlops_nb.bundle import BundleUnusable
 from mlops_nb.registry import Registry, RegistryError, now_iso
 from mlops_nb.store import IntegrityError, Store
 
@@ -80,7 +81,7 @@ def test_tampered_bundle_is_refused(two_versions, tmp_path):
     try:
         data = bytearray(good); data[len(data) // 3] ^= 0x01
         obj.write_bytes(bytes(data))
-        with pytest.raises(RegistryError, match="digits-cnn@1: its bundle .* is corrupt"):
+        with pytest.raises(BundleUnusable, match="digits-cnn@1: its bundle .* is corrupt"):
             reg.load("digits-cnn@1")
         p = cli("registry", "promote", "digits-cnn@1", "--to", "production", settings=settings)   # the gate loads both bundles
         assert p.returncode == 2 and "is corrupt" in p.stderr
@@ -135,7 +136,7 @@ def test_every_read_verifies_the_bundle(two_versions, tmp_path):
     obj1.unlink()                                                                # a deleted bundle
     p = cli("registry", "promote", "m@1", "--to", "staging", settings=st)
     assert p.returncode == 2 and "m@1" in p.stderr and "missing from the store" in p.stderr
-    with pytest.raises(RegistryError, match="m@1: its bundle .* missing"):
+    with pytest.raises(BundleUnusable, match="m@1: its bundle .* missing"):
         reg.load("m@1")
     assert reg.history("m") == [] and reg.aliases("m") == {}                    # nothing moved
 
