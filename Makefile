@@ -11,6 +11,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo "  benchmarks (make bench):"; for b in $(sort $(wildcard bench/*.py)); do \
+	  printf "    %-26s %s\n" "$$b" "$$(sed -n 's/^"""\(.*\)/\1/p;T;q' $$b | sed 's/"""$$//')"; done
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,12 +57,12 @@ readme: install  ## README.md from nbs/index.ipynb
 	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --TemplateExporter.exclude_input=True --output-dir . --output README nbs/index.ipynb
 
 lab: install  ## JupyterLab on the notebooks
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-bench: install  ## benchmarks: notebook overhead (mlops-nb run vs plain Python), cached re-run time
-	$(BIN)/python bench/pipeline_overhead.py
-	$(BIN)/python bench/cached_rerun.py
-	$(BIN)/python bench/onnx_latency.py
+BENCHES := $(sort $(wildcard bench/*.py))
+
+bench: install  ## every benchmark under bench/ (make help lists them)
+	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
 
 clean:  ## remove runs, the artifact store, W&B files and the venv
 	rm -rf runs/2* .mlops wandb $(VENV) _docs _proc .pytest_cache

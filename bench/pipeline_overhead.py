@@ -37,13 +37,14 @@ ev = evaluate(ds, model)
 (work/"metrics.json").write_text(json.dumps(ev.to_json()))
 mt = store.put_file(work/"metrics.json")
 from mlops_nb.package import package
-from mlops_nb.registry import registry_for
+from mlops_nb.registry import registry_for, model_name_for
 pk = package(ds, model, ds.classes, ev.to_json(), {"source": r.manifest["source"], "dataset": d, "checkpoint": m, "metrics": mt},
              work, tol=p["package"]["parity_tol"], threads=s.torch_threads, measure_latency=p["package"]["latency"])
 b = store.put_file(pk.path)
 reg = registry_for(s)
-v = reg.register(p["register"]["model_name"], b, ev.metrics, "plain", parity_passed=True)
-reg.set_alias(p["register"]["model_name"], p["register"]["alias"], v, why="plain")
+name = p["register"]["model_name"] or model_name_for(r.manifest["source"])
+v = reg.register(name, b, ev.metrics, "plain", parity_passed=True)
+reg.set_alias(name, p["register"]["alias"], v, why="plain")
 print(json.dumps({"test/accuracy": ev.metrics["test/accuracy"], "train/weights": res.trials[res.best]["weights"]}))
 '''
 

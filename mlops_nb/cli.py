@@ -15,7 +15,8 @@ def _parser():
     p = argparse.ArgumentParser(prog="mlops-nb", description="mlops_nb: notebook-driven, reproducible MLOps workbook.")
     p.add_argument("--settings", help="settings file (default: $MLOPS_NB_SETTINGS, else the nearest settings.ini)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    r = sub.add_parser("run", help="run the pipeline (ingest -> train -> evaluate -> package -> register) with papermill",
+    from mlops_nb.pipeline import STAGES                     # the stage list in the help follows the stage graph
+    r = sub.add_parser("run", help=f"run the pipeline ({' -> '.join(st.name for st in STAGES)}) with papermill",
                        description="Run the pipeline; every stage notebook is executed into runs/<run-id>/, "
                                    "unless an identical execution is in the cache.")
     r.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")

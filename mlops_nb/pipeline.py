@@ -12,11 +12,11 @@ from .tracking import write_json
 from .store import Store, IntegrityError, MissingArtifact
 from .lineage import Lineage
 from .cache import cache_key, code_digest
+from .params import ParamError, Param, TYPES, RESERVED, coerce, describe_params, resolve_params, check_values
 
 # %% auto #0
-__all__ = ['STAGES', 'RESERVED', 'TYPES', 'VALUE_CHECKS', 'StageSpec', 'downstream', 'ParamError', 'Param', 'stage_params',
-           'describe_params', 'coerce', 'check_values', 'resolve_params', 'git_info', 'env_info', 'new_run_id',
-           'lineage_for', 'reap', 'RunFailed', 'run', 'render_html', 'write_reports']
+__all__ = ['STAGES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap',
+           'RunFailed', 'run', 'render_html', 'write_reports']
 
 # %% ../nbs/40_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -34,7 +34,6 @@ STAGES = (
                                            "metrics": "evaluate.metrics"}),
     StageSpec("register", "register.ipynb", {"bundle": "package.bundle"}),
 )
-RESERVED = ("run_dir", "inputs", "record")   # parameters the runner sets itself
 
 def downstream(names, stages=STAGES) -> set:
     "The named stages and every stage that depends on them."
@@ -46,17 +45,8 @@ def downstream(names, stages=STAGES) -> set:
     return out
 
 # %% ../nbs/40_pipeline.ipynb #c006
-class ParamError(ValueError):
-    "A parameter is unknown or its value has the wrong type."
-
-TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
-
-@dataclass
-class Param:
-    stage: str; name: str; type: str; default: object; help: str
-
 def stage_params(s: Settings, stages=STAGES) -> dict:
-    "`{stage: {name: Param}}` read from the stage notebooks' parameters cells."
+    "`{stage: {name: Param}}` read from the stage notebooks' parameters cells (`mlops_nb.params` checks values against them)."
     import papermill as pm
     out = {}
     for st in stages:
@@ -70,64 +60,6 @@ def stage_params(s: Settings, stages=STAGES) -> dict:
             ps[name] = Param(st.name, name, t, ast.literal_eval(p["default"]), p["help"])
         out[st.name] = ps
     return out
-
-def describe_params(spec: dict) -> str:
-    "A table of every parameter: `stage.name  type  default  help`."
-    rows = [(f"{p.stage}.{p.name}", p.type, repr(p.default), p.help) for ps in spec.values() for p in ps.values()]
-    w0, w1, w2 = (max(len(r[i]) for r in rows) for i in range(3))
-    return "\n".join(f"  {a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows)
-
-# %% ../nbs/40_pipeline.ipynb #c007
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-def coerce(p: Param, value, from_text: bool = False):
-    "`value` as `p`'s type, or a `ParamError` naming the parameter, its type and the value."
-    bad = ParamError(f"parameter {p.stage}.{p.name} is {p.type}; got {value!r}")
-    if from_text and isinstance(value, str):
-        if p.type == "str": return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
-        if p.type == "bool":
-            if value.lower() in _TRUE: return True
-            if value.lower() in _FALSE: return False
-            raise bad
-        try: value = ast.literal_eval(value)
-        except (ValueError, SyntaxError): raise bad from None
-    if p.type == "float" and isinstance(value, int) and not isinstance(value, bool): value = float(value)
-    if not isinstance(value, TYPES[p.type]) or (p.type in ("int", "float") and isinstance(value, bool)): raise bad
-    return value
-
-def _register_alias(v):
-    from mlops_nb.registry import check_register_alias
-    check_register_alias(v)
-
-def _model_name(v):
-    from mlops_nb.registry import check_name
-    if v: check_name("model", v)
-
-VALUE_CHECKS = {("register", "alias"): _register_alias, ("register", "model_name"): _model_name}
-
-def check_values(vals: dict) -> dict:
-    "`vals` if every value with a check in `VALUE_CHECKS` passes it, else a `ParamError` naming the parameter."
-    for (st, name), check in VALUE_CHECKS.items():
-        if name not in vals.get(st, {}): continue
-        try: check(vals[st][name])
-        except (ValueError, LookupError) as e: raise ParamError(f"parameter {st}.{name} = {vals[st][name]!r}: {e}") from None
-    return vals
-
-def resolve_params(spec: dict, profile: dict | None = None, overrides=()) -> dict:
-    "Defaults, then the profile, then `key=value` overrides: `{stage: {name: value}}`, every value checked."
-    vals = {st: {n: p.default for n, p in ps.items()} for st, ps in spec.items()}
-    items = [(k, v, False, "profile") for k, v in (profile or {}).items()]
-    for o in overrides:
-        k, eq, v = o.partition("=")
-        if not eq or not k.strip(): raise ParamError(f"{o!r}: parameters are given as key=value (e.g. -p train.epochs=[5])")
-        items.append((k.strip(), v.strip(), True, "-p"))
-    for key, v, text, where in items:
-        stage, dot, name = key.rpartition(".")
-        targets = [stage] if dot else [st for st, ps in spec.items() if name in ps]
-        if not targets or any(t not in spec or name not in spec[t] for t in targets):
-            raise ParamError(f"unknown parameter {key!r} (from {where}). Valid parameters:\n{describe_params(spec)}")
-        for t in targets: vals[t][name] = coerce(spec[t][name], v, text)
-    return check_values(vals)
 
 # %% ../nbs/40_pipeline.ipynb #c009
 def git_info(root) -> dict:

@@ -68,6 +68,36 @@ def test_unknown_parameter_refused_before_running(workbook):
     assert (sorted(runs.iterdir()) if runs.exists() else []) == before      # nothing ran
 
 
+@pytest.mark.parametrize("arg,msg", [
+    ("ingest.mode=RGBA", "ingest.mode = 'RGBA': accepts one of L, RGB"),
+    ("train.epochs=[1.5]", "train.epochs = [1.5]: accepts whole numbers"),
+    ("train.epochs=[0]", "train.epochs = [0]: accepts numbers at least 1"),
+    ("train.lr=[1e999]", "train.lr = [inf]: accepts finite numbers"),
+    ("train.lr=[-0.1]", "train.lr = [-0.1]: accepts numbers above 0"),
+    ("train.batch_size=[]", "train.batch_size = []: accepts a non-empty list"),
+    ("ingest.test_frac=1.5", "ingest.test_frac = 1.5: accepts numbers below 1"),
+    ("train.strategy=dpp", "train.strategy = 'dpp': accepts one of auto, ddp"),
+    ("ingest.source=imagefolder:/no/such/folder", "/no/such/folder is not a folder"),
+    ("epochs=5", "did you mean [5]?")])
+def test_bad_values_refused_before_running(workbook, arg, msg):
+    runs = workbook.parent / "runs"
+    before = sorted(runs.iterdir()) if runs.exists() else []
+    p = cli("run", "--profile", "smoke", "-p", arg, settings=workbook)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert (sorted(runs.iterdir()) if runs.exists() else []) == before      # no run folder for a refused run
+
+
+def test_fractions_summing_to_one_refused(workbook):
+    p = cli("run", "--profile", "smoke", "-p", "ingest.val_frac=0.5", "-p", "ingest.test_frac=0.5", settings=workbook)
+    assert p.returncode == 2 and "val_frac + test_frac must be below 1" in p.stderr
+
+
+def test_constraints_shown_by_params_and_papermill():
+    p = subprocess.run([str(BIN / "papermill"), "--help-notebook", str(REPO / "nbs/pipelines/train.ipynb")],
+                       capture_output=True, text=True)
+    assert "{non-empty; int; at least 1}" in p.stdout and "{one of grid, random}" in p.stdout
+
+
 @pytest.mark.parametrize("arg,msg", [("train.trials=many", "train.trials is int"),
                                      ("ingest.skip_bad=perhaps", "ingest.skip_bad is bool"),
                                      ("ingest.val_frac=[0.1]", "ingest.val_frac is float"),
@@ -98,9 +128,23 @@ def test_papermill_help_notebook_lists_parameters():
     assert "epochs: list" in p.stdout and "learning rates to try" in p.stdout
 
 
+def failing_pipelines(tmp_path, stage="train", error="RuntimeError('injected failure: no_such_strategy')"):
+    "A copy of the stage notebooks in which `stage` raises `error` inside its Stage block; returns its folder."
+    import shutil
+    out = tmp_path / "pipelines"
+    shutil.copytree(REPO / "nbs/pipelines", out)
+    nb = nbformat.read(out / f"{stage}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if f'with Stage("{stage}"' in c.source)
+    head, sep, rest = cell.source.partition(" as st:\n")
+    cell.source = head + sep + f"    raise {error}\n" + rest
+    nbformat.write(nb, out / f"{stage}.ipynb")
+    return out
+
+
 def test_failing_stage_stops_the_run(tmp_path):
     settings = make_workbook(tmp_path)
-    p = cli("run", "--profile", "smoke", "-p", "train.strategy=no_such_strategy", settings=settings, env={"WANDB_MODE": "offline"})
+    settings.write_text(settings.read_text().replace(str(REPO / "nbs" / "pipelines"), str(failing_pipelines(tmp_path))))
+    p = cli("run", "--profile", "smoke", settings=settings, env={"WANDB_MODE": "offline"})
     assert p.returncode == 1
     rec = run_record(settings, p)
     assert rec["status"] == "failed" and rec["error"]["stage"] == "train"
