@@ -136,6 +136,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mlops_nb.pipeline.RunFailed.__init__': ('pipeline.html#runfailed.__init__', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline.StageSpec': ('pipeline.html#stagespec', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._alive': ('pipeline.html#_alive', 'mlops_nb/pipeline.py'),
+                                   'mlops_nb.pipeline._kernel_error': ('pipeline.html#_kernel_error', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._me': ('pipeline.html#_me', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._now': ('pipeline.html#_now', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._reuse': ('pipeline.html#_reuse', 'mlops_nb/pipeline.py'),

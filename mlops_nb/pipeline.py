@@ -117,6 +117,13 @@ def reap(s: Settings, lin: Lineage | None = None) -> list:
     return done
 
 # %% ../nbs/40_pipeline.ipynb #c011
+def _kernel_error(e: Exception, kernel: str) -> str:
+    "One line for an execution that failed outside the notebook's code: the kernel died, or could not start."
+    name, text = type(e).__name__, " ".join(str(e).split())[:300]
+    if name == "DeadKernelError": return f"the kernel died while the stage ran (killed, out of memory, or crashed): {name}: {text}"
+    if name == "NoSuchKernel": return f"the kernel {kernel!r} ([run] kernel in settings.ini) is not installed: {text}"
+    return f"the stage could not be executed: {name}: {text}"
+
 class RunFailed(RuntimeError):
     "A stage failed; `record` is the run's run.json content."
     def __init__(self, msg, record): super().__init__(msg); self.record = record
@@ -201,16 +208,18 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                                     parameters={**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
                                     kernel_name=s.kernel, cwd=str(run_dir), progress_bar=progress, log_output=False,
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
-            except PapermillExecutionError as e:
-                err = f"{e.ename}: {e.evalue}"
-                srec.update(status="failed", ended=_now(), seconds=round(time.perf_counter() - t0, 2), error=err,
-                            failed_cell=e.exec_count)
+            except Exception as e:     # the code raised (PapermillExecutionError), or the kernel died or never started
+                if isinstance(e, PapermillExecutionError): err, cell = f"{e.ename}: {e.evalue}", e.exec_count
+                else: err, cell = _kernel_error(e, s.kernel), None
+                srec.update(status="failed", ended=_now(), seconds=round(time.perf_counter() - t0, 2), error=err, failed_cell=cell)
                 rec.update(status="failed", error={"stage": st.name, "message": err})
-                srec["html"] = render_html(nb_out).name
+                try: srec["html"] = render_html(nb_out).name
+                except Exception: pass                     # no notebook was written (the kernel never started)
                 if (wj := run_dir/f"{st.name}.wandb.json").is_file(): srec["wandb"] = json.loads(wj.read_text())   # for `sync`
                 lin.record_execution(run_id, st.name, "failed", inputs, {}, error=err, **{**common, "ended": srec["ended"]})
                 echo(f"[{i}/{len(STAGES)}] {st.name:<9} FAILED  {err.splitlines()[0][:300]}")
-                raise RunFailed(f"stage {st.name} failed: {err}\n  see {nb_out}", rec) from None
+                msg = f"stage {st.name} failed: {err}\n  see {nb_out}" if cell is not None else f"stage {st.name} failed: {err} (see {nb_out})"
+                raise RunFailed(msg, rec) from None
             res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
             for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
             srec.update(status="succeeded", ended=_now(), seconds=round(time.perf_counter() - t0, 2),

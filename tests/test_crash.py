@@ -45,3 +45,47 @@ def test_kill_9_mid_stage(tmp_path):
     finally:
         try: os.killpg(proc.pid, signal.SIGKILL)           # the orphaned kernel, if it is still there
         except ProcessLookupError: pass
+
+
+def test_dead_kernel_fails_the_stage_cleanly(tmp_path):
+    "kill -9 of the stage's kernel (as the OOM killer would): the stage and the run are failed, with one line and a lineage row."
+    import psutil
+    settings = make_workbook(tmp_path)
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([str(BIN / "mlops-nb"), "run", "--profile", "smoke", "-p", "train.epochs=[300]"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        deadline, kernel = time.time() + 180, None
+        while time.time() < deadline and kernel is None:
+            found = list((tmp_path / "runs").glob("*/run.json"))
+            if found and json.loads(found[0].read_text())["stages"][1]["status"] == "running":
+                kernel = next((c for c in psutil.Process(proc.pid).children(recursive=True)
+                               if "ipykernel" in " ".join(c.cmdline())), None)
+            time.sleep(0.2)
+        assert kernel is not None, "train's kernel never started"
+        time.sleep(4)
+        kernel.kill()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert proc.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert "failed: stage train failed: the kernel died" in last and "02_train.ipynb" in last and "Traceback" not in err
+    rec = json.loads(found[0].read_text())
+    assert rec["status"] == "failed" and rec["error"]["stage"] == "train"
+    assert [s["status"] for s in rec["stages"]] == ["succeeded", "failed", "pending", "pending", "pending"]
+    db = sqlite3.connect(tmp_path / "lineage.db")
+    assert db.execute("SELECT status FROM executions WHERE run_id=? AND stage='train'", (rec["run_id"],)).fetchone()[0] == "failed"
+    assert db.execute("SELECT status FROM runs WHERE run_id=?", (rec["run_id"],)).fetchone()[0] == "failed"
+
+
+def test_kernel_that_cannot_start(tmp_path):
+    settings = make_workbook(tmp_path)
+    settings.write_text(settings.read_text().replace("kernel = python3", "kernel = no-such-kernel"))
+    p = cli("run", "--profile", "smoke", settings=settings)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "the kernel 'no-such-kernel' ([run] kernel in settings.ini) is not installed" in p.stderr.strip().splitlines()[-1]
+    rec = run_record(settings, p)
+    assert rec["status"] == "failed" and rec["error"]["stage"] == "ingest" and rec["stages"][0]["status"] == "failed"
+    db = sqlite3.connect(tmp_path / "lineage.db")
+    assert db.execute("SELECT status FROM executions WHERE run_id=? AND stage='ingest'", (rec["run_id"],)).fetchone()[0] == "failed"
