@@ -4,13 +4,13 @@
 
 # %% ../nbs/03_tracking.ipynb #c002
 from __future__ import annotations
-import json, os, shutil, sys, tempfile, time
+import ast, json, os, shutil, sys, tempfile, time
 from pathlib import Path
 from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
 
 # %% auto #0
-__all__ = ['write_json', 'artifact_alias', 'latest_output', 'Stage']
+__all__ = ['BY_HAND', 'write_json', 'artifact_alias', 'latest_output', 'typed_params', 'Stage']
 
 # %% ../nbs/03_tracking.ipynb #c004
 def write_json(path, obj):
@@ -28,14 +28,44 @@ def artifact_alias(digest: str) -> str:
     "The W&B alias under which an output is logged: its digest, in the characters W&B allows."
     return digest.replace(":", "-")
 
+BY_HAND = "by-hand"   # runs/by-hand/<stage>.outputs.json: the latest outputs of each stage run by hand
+
 def latest_output(runs_dir, name: str):
-    "Digest of the newest recorded output called `name` across `runs_dir/*/run.json`, or None."
-    for rj in sorted(Path(runs_dir).glob("*/run.json"), reverse=True):
+    "The newest output called `name`, from pipeline runs (`runs_dir/*/run.json`) and stages run by hand: "
+    "`(digest, where it came from)`, or None."
+    best = None                                   # (ended, digest, where)
+    for rj in Path(runs_dir).glob("*/run.json"):
         try: rec = json.loads(rj.read_text())
         except (OSError, json.JSONDecodeError): continue
         for st in rec.get("stages", []):
-            if st.get("status") == "succeeded" and name in (st.get("outputs") or {}): return st["outputs"][name]
-    return None
+            if st.get("status") == "succeeded" and name in (st.get("outputs") or {}):
+                cand = (st.get("ended") or "", st["outputs"][name], f"{st['name']} of run {rec['run_id']}")
+                if best is None or cand[0] > best[0]: best = cand
+    for oj in (Path(runs_dir)/BY_HAND).glob("*.outputs.json"):
+        try: rec = json.loads(oj.read_text())
+        except (OSError, json.JSONDecodeError): continue
+        if name in rec.get("outputs", {}):
+            cand = (rec.get("ended") or "", rec["outputs"][name], f"{rec['stage']} run by hand at {rec.get('ended')}")
+            if best is None or cand[0] >= best[0]: best = cand
+    return best[1:] if best else None
+
+def _now() -> str: return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+def typed_params(stage: str, params: dict, inputs, s: Settings) -> tuple:
+    "By hand, papermill `-p` passes text: `params` as the types the stage notebook declares (and checked against what each "
+    "accepts, as a run would), and `inputs` as a dict."
+    from mlops_nb.params import Param, coerce, check_value
+    if isinstance(inputs, str): inputs = ast.literal_eval(inputs) if inputs.strip() else {}
+    if not isinstance(inputs, dict): raise ValueError(f"inputs must be a dict of input name -> artifact digest; got {inputs!r}")
+    nb = s.pipelines/f"{stage}.ipynb"
+    if not nb.is_file(): return dict(params), inputs
+    import papermill as pm
+    declared, out = pm.inspect_notebook(str(nb)), {}
+    for k, v in params.items():
+        d = declared.get(k)
+        p = Param(stage, k, d["inferred_type_name"], None, d["help"]) if d else None
+        out[k] = check_value(p, coerce(p, v, from_text=isinstance(v, str))) if p else v
+    return out, inputs
 
 # %% ../nbs/03_tracking.ipynb #c005
 class Stage:
@@ -52,7 +82,9 @@ class Stage:
         self.run_dir = Path(run_dir) if run_dir else None
         self.run_id = self.run_dir.name if self.run_dir else "interactive"
         self.record = (self.run_dir is not None) if record is None else bool(record)
-        self.inputs = dict(inputs or {})
+        self.inputs = dict(inputs or {}) if not isinstance(inputs, str) else inputs
+        if self.run_dir is None: self.params, self.inputs = typed_params(name, self.params, self.inputs, self.s)
+        self.sources = {k: f"given ({'by the runner, run ' + self.run_id if self.run_dir else 'inputs parameter'})" for k in self.inputs}
         self.store = Store(self.s.store)
         self.outputs, self.metrics, self.wandb = {}, {}, None
         self.work = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{name}-"))  # scratch space for files being made
@@ -81,10 +113,13 @@ class Stage:
 
     def __exit__(self, et, ev, tb):
         try:
-            if et is None and self.run_dir is not None:
-                write_json(self.run_dir/f"{self.name}.outputs.json",
-                           {"stage": self.name, "inputs": self.inputs, "outputs": self.outputs, "metrics": self.metrics,
-                            "seconds": round(time.time() - self.started, 3), "wandb": self.wandb_ref()})
+            if et is None:
+                rec = {"stage": self.name, "inputs": self.inputs, "outputs": self.outputs, "metrics": self.metrics,
+                       "seconds": round(time.time() - self.started, 3), "wandb": self.wandb_ref()}
+                if self.run_dir is not None: write_json(self.run_dir/f"{self.name}.outputs.json", rec)
+                else:                                   # by hand: the next stage run by hand takes these outputs
+                    (self.s.runs/BY_HAND).mkdir(parents=True, exist_ok=True)
+                    write_json(self.s.runs/BY_HAND/f"{self.name}.outputs.json", {**rec, "params": self.params, "ended": _now()})
         finally:
             if self.wandb is not None:
                 self.wandb.finish(exit_code=0 if et is None else 1)
@@ -103,12 +138,14 @@ class Stage:
                 "dir": str(Path(self.wandb.dir).parent), "mode": wandb_mode(self.s)}
 
     def input(self, name: str) -> Path:
-        "Verified local path of the input artifact `name`."
+        "Verified local path of the input artifact `name`; says which digest it is and where it came from."
         if name not in self.inputs and self.interactive:
-            if d := latest_output(self.s.runs, name): self.inputs[name] = d
+            if hit := latest_output(self.s.runs, name): self.inputs[name], self.sources[name] = hit
         if name not in self.inputs:
-            raise KeyError(f"stage {self.name} has no input {name!r}" + ("; run the pipeline once (`mlops-nb run`) so an "
-                           "interactive session can pick up its outputs" if self.interactive else f"; it has {sorted(self.inputs)}"))
+            raise KeyError(f"stage {self.name} has no input {name!r}" + (
+                f"; run the stage that makes it first (by hand, or `mlops-nb run`), or pass -p inputs "
+                f"'{{\"{name}\": \"sha256:...\"}}'" if self.interactive else f"; it has {sorted(self.inputs)}"))
+        print(f"input {name}: {self.inputs[name]}  ({self.sources.get(name, 'given')})")
         return self.store.path(self.inputs[name])
 
     def output(self, name: str, path, kind: str = "file", metadata: dict | None = None) -> str:

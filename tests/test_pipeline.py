@@ -192,3 +192,27 @@ def test_pipeline_notebooks_nbval(smoke):
     assert " passed" in p.stdout
     assert reg.history("digits-cnn") == history and reg.aliases("digits-cnn") == aliases   # the registry is untouched
     assert wandb_runs() == before                                                          # and the W&B project too
+
+
+def test_stages_by_hand_chain_and_say_what_they_used(tmp_path):
+    "papermill by hand in a fresh workbook: ingest, then train on what was just ingested; -p passes lists and dicts as text."
+    settings = make_workbook(tmp_path)
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+    pm = lambda stage, *a: subprocess.run([str(BIN / "papermill"), str(REPO / "nbs/pipelines" / f"{stage}.ipynb"),
+                                           str(tmp_path / f"{stage}.out.ipynb"), *a], capture_output=True, text=True,
+                                          env=env, cwd=tmp_path, timeout=300)
+    p = pm("ingest", "-p", "image_size", "12", "-p", "seed", "5")              # not the dataset any run made
+    assert p.returncode == 0, p.stderr[-3000:]
+    made = json.loads((tmp_path / "runs" / "by-hand" / "ingest.outputs.json").read_text())["outputs"]["dataset"]
+    p = pm("train", "-p", "lr", "[0.02]", "-p", "epochs", "[1]", "-p", "channels", "[4]")
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = (tmp_path / "train.out.ipynb").read_text()
+    assert f"input dataset: {made}" in out and "ingest run by hand at" in out     # the digest it used, and from where
+    model = json.loads((tmp_path / "runs" / "by-hand" / "train.outputs.json").read_text())
+    assert model["params"]["lr"] == [0.02] and model["inputs"] == {"dataset": made}
+    p = pm("train", "-p", "inputs", json.dumps({"dataset": made}), "-p", "epochs", "[1.5]")
+    assert p.returncode != 0 and "train.epochs = [1.5]: accepts whole numbers" in p.stderr + (tmp_path / "train.out.ipynb").read_text()
+    p = pm("evaluate", "-p", "inputs", json.dumps({"dataset": made, "model": model["outputs"]["model"]}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "given (inputs parameter)" in (tmp_path / "evaluate.out.ipynb").read_text()
+    assert not list((tmp_path / "runs").glob("*/run.json"))                      # no pipeline run was needed, or made
