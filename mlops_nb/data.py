@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_data.ipynb #c002
 from __future__ import annotations
-import hashlib, io, json, os, stat, zipfile
+import hashlib, io, json, os, re, stat, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['SPLITS', 'IMAGE_EXTS', 'MAX_PIXELS', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits', 'DataValidationError',
            'prepare_image', 'read_imagefolder', 'stratified_split', 'make_manifest', 'IngestResult', 'ingest',
-           'plot_class_balance', 'plot_samples']
+           'source_fingerprint', 'plot_class_balance', 'plot_samples']
 
 # %% ../nbs/10_data.ipynb #c004
 SPLITS = ("train", "val", "test")
@@ -117,7 +117,7 @@ def _read_image(path: Path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
             im.load()
             return prepare_image(im, size, mode), digest, None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
-        return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {e})"
+        return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {re.sub(r' at 0x[0-9a-fA-F]+', '', str(e))})"
     finally: Image.MAX_IMAGE_PIXELS = limit
 
 def _outside(p: Path, root: Path):
@@ -231,6 +231,21 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
     man = make_manifest(ds, source, sha256_bytes(path.read_bytes()))
     man["skipped"] = [list(p) for p in skipped]
     return IngestResult(ds, path, man, skipped)
+
+def source_fingerprint(source: str) -> str:
+    "A cheap digest of what `source` would read now: for an image folder, every entry's path, type, size and modification "
+    "time (as make and DVC judge a file unchanged), so the stage cache sees a changed folder; for `digits`, the source name."
+    h = hashlib.sha256(source.encode())
+    if source.startswith("imagefolder:"):
+        root = Path(source.split(":", 1)[1]).expanduser()
+        for dirpath, dirs, files in os.walk(root, followlinks=False):
+            dirs.sort()
+            for n in sorted(files) + dirs:
+                p = Path(dirpath)/n
+                try: st = p.stat()                       # follows a symlink: a changed target changes the fingerprint
+                except OSError: st = None
+                h.update(f"{p.relative_to(root)}\0{p.is_symlink()}\0{st and st.st_mode}\0{st and st.st_size}\0{st and st.st_mtime_ns}\n".encode())
+    return "sha256:" + h.hexdigest()
 
 # %% ../nbs/10_data.ipynb #c014
 def plot_class_balance(ds: Dataset):

@@ -25,9 +25,10 @@ class StageSpec:
     name: str
     notebook: str                      # file in the pipelines folder
     inputs: dict = field(default_factory=dict)   # input name -> "stage.output"
+    raw: str = ""                      # the parameter naming raw data outside the store: its fingerprint joins the cache key
 
 STAGES = (
-    StageSpec("ingest", "ingest.ipynb"),
+    StageSpec("ingest", "ingest.ipynb", raw="source"),
     StageSpec("train", "train.ipynb", {"dataset": "ingest.dataset"}),
     StageSpec("evaluate", "evaluate.ipynb", {"dataset": "ingest.dataset", "model": "train.model"}),
     StageSpec("package", "package.ipynb", {"dataset": "ingest.dataset", "manifest": "ingest.manifest", "model": "train.model",
@@ -180,9 +181,13 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             inputs = {k: outputs[ref] for k, ref in st.inputs.items()}
             nb_in, nb_out = s.pipelines/st.notebook, run_dir/f"{i:02d}_{st.name}.ipynb"
             code = code_digest(nb_in)
-            key = cache_key(st.name, code, params[st.name], inputs, env["digest"])
+            raw = {}
+            if st.raw:                  # raw data can change under the same parameters: its fingerprint is part of the key
+                from mlops_nb.data import source_fingerprint
+                raw = {f"raw:{st.raw}": source_fingerprint(params[st.name][st.raw])}
+            key = cache_key(st.name, code, params[st.name], {**inputs, **raw}, env["digest"])
             srec.update(status="running", cached=False, started=_now(), ended=None, notebook=nb_out.name,
-                        inputs=inputs, outputs={}, cache_key=key, code_digest=code)
+                        inputs=inputs, outputs={}, cache_key=key, code_digest=code, **({"raw": raw} if raw else {}))
             # a reproduction is a check, not a source for the cache: its register stage does not register
             common = dict(cache_key=None if reproduces else key, params=params[st.name], code_digest=code, env_digest=env["digest"],
                           git_commit=rec["git"]["commit"], started=srec["started"], notebook=nb_out.name)

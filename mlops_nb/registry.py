@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE TABLE IF NOT EXISTS alias_history (
   id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER,
   to_version INTEGER, at TEXT NOT NULL, who TEXT, why TEXT, forced INTEGER NOT NULL DEFAULT 0, gate TEXT,
-  action TEXT NOT NULL DEFAULT 'set', CHECK (from_version IS NULL OR from_version != to_version));
+  action TEXT, CHECK (from_version IS NULL OR from_version != to_version));
 CREATE TABLE IF NOT EXISTS wandb_synced (
   name TEXT PRIMARY KEY, history_id INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS alias_history_append_only BEFORE UPDATE ON alias_history
@@ -38,7 +38,7 @@ CREATE TRIGGER IF NOT EXISTS alias_history_no_delete BEFORE DELETE ON alias_hist
 """
 # columns added since the first registries were written: (table, column, declaration)
 _ADDED = (("versions", "signature", "TEXT"), ("versions", "labels", "TEXT"),
-          ("alias_history", "action", "TEXT NOT NULL DEFAULT 'set'"))
+          ("alias_history", "action", "TEXT"))   # NULL: a row written before actions were recorded
 
 class RegistryError(LookupError):
     "Unknown model, version or alias; a malformed reference; or a move the registry refuses."
@@ -134,19 +134,29 @@ class Registry:
                                                       sig, labels))
         return v
 
+    def _kind(self, c, name, row) -> tuple:
+        "`(signature, labels)` JSON of a version row (read from its bundle for versions registered before they were recorded)."
+        from mlops_nb.bundle import read_bundle
+        if row["signature"] is not None: return row["signature"], row["labels"]
+        ob = read_bundle(self.verify(name, row["version"], row["bundle"]))
+        return json.dumps(ob.signature["inputs"], sort_keys=True), json.dumps(ob.labels)
+
+    def _fits(self, c, name, sig, labels) -> bool:
+        "Can a bundle of this signature and label set be a version of `name` (new, or of the same kind)?"
+        last = c.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+        return last is None or self._kind(c, name, last) == (sig, labels)
+
     def _same_kind(self, c, name, last, sig, labels, source):
         "Refuse a bundle whose inputs or labels differ from the model's latest version: it is another model."
-        from mlops_nb.bundle import read_bundle
-        if last["signature"] is None:                          # registered before signatures were recorded
-            ob = read_bundle(self.verify(name, last["version"], last["bundle"]))
-            last = {**dict(last), "signature": json.dumps(ob.signature["inputs"], sort_keys=True), "labels": json.dumps(ob.labels)}
-        if last["signature"] == sig and last["labels"] == labels: return
+        osig, olabels = self._kind(c, name, last)
+        if (osig, olabels) == (sig, labels): return
         shape = lambda s: "x".join(map(str, json.loads(s)[0]["shape"][1:]))
-        suggest = model_name_for(source) if source and model_name_for(source) != name else f"{name}-{shape(sig)}-{len(json.loads(labels))}cls"
-        what = (f"inputs {shape(last['signature'])}, labels {json.loads(last['labels'])}" + " vs this bundle's " +
-                f"inputs {shape(sig)}, labels {json.loads(labels)}")
-        raise RegistryError(f"{name}@{last['version']} takes other inputs or labels than this bundle ({what}); it is another "
-                            f"model: register it under another name, e.g. -p register.model_name={suggest}")
+        base = f"{name}-{shape(sig)}-{len(json.loads(labels))}cls"
+        tries = ([model_name_for(source)] if source else []) + [base] + [f"{base}-{i}" for i in range(2, 100)]
+        suggest = next(t for t in tries if t != name and self._fits(c, t, sig, labels))   # a name that will be accepted
+        raise RegistryError(f"{name}@{last['version']} takes other inputs or labels than this bundle (inputs {shape(osig)}, "
+                            f"labels {json.loads(olabels)} vs this bundle's inputs {shape(sig)}, labels {json.loads(labels)}); "
+                            f"it is another model: register it under another name, e.g. -p register.model_name={suggest}")
 
     def record_apptest(self, name: str, version: int, passed: bool, detail: str = ""):
         "Record an application-test result for a version (the deploy stage writes this; the production gate reads it)."
@@ -247,7 +257,7 @@ def history(self: Registry, name: str, at: str | None = None, alias: str | None 
     return state
 
 def _is_rollback(r) -> bool:
-    return r["action"] == "rollback" or (r["action"] in (None, "set") and (r["why"] or "").startswith("rollback from v")
+    return r["action"] == "rollback" or (r["action"] is None and (r["why"] or "").startswith("rollback from v")
                                          and r["forced"] == 0 and r["gate"] is None)     # rows written before `action` existed
 
 def held(rows) -> list:
@@ -273,7 +283,8 @@ def rollback(self: Registry, name: str, alias: str = "production", why: str = ""
         stack, cur = held(rows), r[0] if r else None
         below = stack[:-1] if stack and stack[-1] == cur else stack
         if to is None:
-            if not below: raise RegistryError(f"{name}@{alias} has no earlier version to roll back to (it has held only v{cur})")
+            if not below: raise RegistryError(f"{name}@{alias} is v{cur} and has no earlier version to roll back to (each rollback "
+                                              f"steps further down its history; `registry promote` moves it anywhere)")
             target = below[-1]
         elif int(to) not in below:
             raise RegistryError(f"{name}@{alias}: v{to} is not among the versions it held before v{cur} "

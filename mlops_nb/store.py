@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_store.ipynb #c002
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import hashlib, json, os, shutil, stat, tempfile
 from pathlib import Path
 
 # %% auto #0
@@ -63,8 +63,10 @@ class Store:
     def _commit(self, tmp: Path, digest: str, name: str) -> str:
         dst = self._obj(digest)
         dst.parent.mkdir(exist_ok=True)
-        if dst.exists() and _hash_file(dst) == digest: tmp.unlink()
-        else: os.replace(tmp, dst)          # new, or repairing a copy that was corrupted
+        if dst.exists() and stat.S_ISREG(os.lstat(dst).st_mode) and _hash_file(dst) == digest: tmp.unlink()
+        else:                               # new, or repairing a copy that was corrupted (even into a FIFO or a folder)
+            if dst.is_dir() and not dst.is_symlink(): shutil.rmtree(dst)
+            os.replace(tmp, dst)
         meta = self.root/"meta"/(_hex(digest) + ".json")
         if not meta.exists():
             fd, t = self._tmp()
@@ -106,15 +108,22 @@ class Store:
         "Local path of an artifact, after checking that its content still matches `digest`."
         p = self._obj(digest)
         if not p.exists(): raise MissingArtifact(f"artifact {digest} is not in the store {self.root}")
+        if verify: self._regular(p, digest)
         if verify and (got := _hash_file(p)) != digest:
             raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: stored as {digest} "
                                  f"but its content hashes to {got}; it was changed after it was written")
         return p
 
+    def _regular(self, p: Path, digest) -> Path:
+        "`p` if it is a regular file; anything else in its place (a FIFO, a folder) is corruption, and is never opened."
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: {p} is not a regular file")
+        return p
+
     def read_bytes(self, digest) -> bytes:
         "The verified content of an artifact."
-        data = self._obj(digest).read_bytes() if self.has(digest) else None
-        if data is None: raise MissingArtifact(f"artifact {digest} is not in the store {self.root}")
+        if not self.has(digest): raise MissingArtifact(f"artifact {digest} is not in the store {self.root}")
+        data = self._regular(self._obj(digest), digest).read_bytes()
         if (got := sha256_bytes(data)) != digest:
             raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: stored as {digest} "
                                  f"but its content hashes to {got}; it was changed after it was written")

@@ -56,6 +56,14 @@ def test_every_problem_listed_in_one_error(tmp_path):
     assert "under several classes: dog, fox" in msg and "skip_bad=True" in msg
 
 
+def test_reasons_are_reproducible(tmp_path):
+    "A reason goes into the manifest, so it must not name a memory address: reproduce would see the raw data change."
+    good_folder(tmp_path)
+    (tmp_path / "cat" / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)        # the signature, then nothing PNG
+    reasons = [dict(read_imagefolder(tmp_path, image_size=8, skip_bad=True)[3])[str(tmp_path / "cat" / "fake.png")] for _ in range(2)]
+    assert reasons[0] == reasons[1] and " at 0x" not in reasons[0] and "UnidentifiedImageError" in reasons[0]
+
+
 def test_skip_bad_skips_and_lists(tmp_path):
     bad = bad_folder(tmp_path)
     x, y, classes, skipped = read_imagefolder(tmp_path, image_size=16, skip_bad=True)
@@ -117,15 +125,26 @@ def test_imagefolder_through_the_cli(tmp_path):
     p = cli("registry", "ls", settings=settings)
     assert p.stdout.startswith("pets-cnn  latest v1  staging->v1"), p.stdout   # named after the folder, not digits-cnn
 
+    # the stage cache follows the folder's content, not only the parameters
+    args = ["run", "--profile", "smoke", "-p", src, "-p", "ingest.image_size=16", "-p", "ingest.mode=RGB", "-p", "ingest.skip_bad=True"]
+    again = run_record(settings, cli(*args, settings=settings))
+    assert all(st["cached"] for st in again["stages"])                           # nothing changed: all cached
+    _img(tmp_path / "pets" / "cat" / "2.png", (11, 14), "RGB", 200)             # one image redrawn, same name
+    p = cli(*args, settings=settings)
+    assert p.returncode == 0, p.stderr
+    changed = run_record(settings, p)
+    assert not changed["stages"][0]["cached"]
+    assert changed["stages"][0]["outputs"]["dataset"] != rec["stages"][0]["outputs"]["dataset"]
+
     # the same name for a model of other inputs (grayscale now) is refused, with a name to use instead
     p = cli("run", "--profile", "smoke", "-p", src, "-p", "ingest.image_size=16", "-p", "ingest.skip_bad=True",
             "-p", "register.model_name=pets-cnn", settings=settings)
     assert p.returncode == 1
     err = run_record(settings, p)["error"]
-    assert err["stage"] == "register" and "pets-cnn@1 takes other inputs or labels" in err["message"]
+    assert err["stage"] == "register" and "pets-cnn@2 takes other inputs or labels" in err["message"]
     assert "inputs 3x16x16" in err["message"] and "inputs 1x16x16" in err["message"]
     assert "-p register.model_name=pets-cnn-1x16x16-3cls" in err["message"]
-    assert "pets-cnn  latest v1  staging->v1" in cli("registry", "ls", settings=settings).stdout
+    assert "pets-cnn  latest v2  staging->v2" in cli("registry", "ls", settings=settings).stdout
 
 
 # --- reading faithfully: every mode, EXIF orientation, only regular files, pixel limits -------------------------------

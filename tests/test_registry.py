@@ -139,6 +139,11 @@ def test_every_read_verifies_the_bundle(two_versions, tmp_path):
     with pytest.raises(BundleUnusable, match="m@1: its bundle .* missing"):
         reg.load("m@1")
     assert reg.history("m") == [] and reg.aliases("m") == {}                    # nothing moved
+    v3, = variants(reg, rb, 1, "fifo")
+    obj3 = reg.store._obj(reg.version("m", v3)["bundle"])
+    obj3.unlink(); os.mkfifo(obj3)                                               # something that is not a file, in its place
+    p = cli("registry", "show", "m@3", settings=st, timeout=60)                  # refused, not blocked on the FIFO
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and str(obj3) in p.stderr
 
 
 def test_force_replaces_a_corrupt_production(two_versions, tmp_path):
@@ -188,6 +193,8 @@ def test_rollback_walks_down_the_history(two_versions, tmp_path):
     reg.promote("m", 3, "production", GATES)
     assert reg.rollback("m")["to"] == 1                                          # the version held before 3 was set
     assert [h["to_version"] for h in reg.history("m", alias="production")] == [1, 2, 3, 4, 3, 2, 1, 3, 1]
+    for v in (1, 2, 3): reg.promote("m", v, "qa", GATES, why="rollback from v9 (only the words of one)")
+    assert reg.rollback("m", "qa")["to"] == 2                                    # a promotion's reason does not make it a rollback
     h = " ".join(cli("registry", "rollback", "--help", settings=st).stdout.split())
     assert "before the current one" in h and "--to N" in h
 
@@ -269,3 +276,25 @@ def test_concurrent_registration_loses_nothing(two_versions, tmp_path):
     assert all(h["from_version"] == prev["to_version"] for prev, h in zip(hist, hist[1:]))   # one consistent chain
     assert reg.aliases("concurrent")["staging"] == hist[-1]["to_version"]
     assert reg.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_suggested_name_is_one_that_will_be_accepted(two_versions, tmp_path):
+    "The refusal of another kind of bundle suggests a name it can be registered under, even when the obvious one is taken."
+    import io, json as js, zipfile
+    settings, _, rb = two_versions
+    st, reg = fresh(settings, tmp_path)
+    base = rb["stages"][3]["outputs"]["bundle"]
+    def relabelled(labels, tag):
+        src, out = zipfile.ZipFile(io.BytesIO(reg.store.read_bytes(base))), io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for info in src.infolist():
+                data = js.dumps(labels).encode() if info.filename == "labels.json" else src.read(info)
+                z.writestr(info, data + (tag.encode() if info.filename == "MODEL_CARD.md" else b""))
+        return reg.store.put_bytes(out.getvalue(), "b.zip")
+    reg.register("digits-cnn", base, {})
+    other = relabelled([f"c{i}" for i in range(10)], "other")                    # same inputs, other labels
+    reg.register("digits-cnn-1x8x8-10cls", relabelled(list("ABCDEFGHIJ"), "taken"), {})   # the obvious name, taken by a third kind
+    with pytest.raises(RegistryError) as e:
+        reg.register("digits-cnn", other, {})
+    name = str(e.value).split("-p register.model_name=")[1]
+    assert name == "digits-cnn-1x8x8-10cls-2" and reg.register(name, other, {}) == 1
