@@ -80,7 +80,16 @@ def _parser():
     pp.add_argument("--profile", default=None, help="also show this profile's values")
     return p
 
-def _err(*a): print(*a, file=sys.stderr, flush=True)
+def _err(*a):
+    "A line on stderr; once the reader has gone (`mlops-nb run 2>&1 | head`), later lines go nowhere and the work goes on."
+    try: print(*a, file=sys.stderr, flush=True)
+    except BrokenPipeError: _gone(sys.stderr)
+
+def _gone(stream):
+    "Point a stream whose reader went away at /dev/null, as coreutils end quietly."
+    import os
+    try: os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError): pass
 
 def _run_id(s, ref: str) -> str:
     "A run id from a run id or unique prefix."
@@ -103,6 +112,8 @@ def _cmd_run(a, s):
         return 1
     except KeyboardInterrupt:
         _err("interrupted"); return 130
+    except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
+        _gone(sys.stdout); return 0
     m = rec["metrics"]
     if not a.quiet and "test/accuracy" in m:
         _err(f"test/accuracy {m['test/accuracy']:.4f}  test/recall_gap {m['test/recall_gap']:.3f}")
@@ -110,9 +121,7 @@ def _cmd_run(a, s):
     return 0
 
 def _cmd_runs(a, s):
-    from mlops_nb.pipeline import reap
     from mlops_nb.report import load_runs, KEY_METRICS, run_seconds
-    reap(s)
     runs = load_runs(s)
     if not runs: print("no runs yet: `mlops-nb run` makes one"); return 0
     keys = KEY_METRICS[:3]
@@ -264,6 +273,9 @@ def main(argv=None) -> int:
             "sync": _cmd_sync, "report": _cmd_report, "params": _cmd_params}
     try:
         s = load_settings(a.settings)
+        if a.cmd in ("runs", "show", "lineage", "report", "registry", "sync", "reproduce"):
+            from mlops_nb.pipeline import reap
+            reap(s)                               # every command that reads runs sees a killed run as interrupted
         return cmds[a.cmd](a, s)
     except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError, BundleUnusable, IntegrityError,
             MissingArtifact) as e:
@@ -271,3 +283,5 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         _err("interrupted"); return 130
+    except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
+        _gone(sys.stdout); return 0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'check_value', 'check_values',
-           'coerce', 'resolve_params']
+__all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'check_name', 'check_register_alias',
+           'check_value', 'check_values', 'coerce', 'resolve_params']
 
 # %% ../nbs/40c_params.ipynb #c004
 class ParamError(ValueError):
@@ -48,13 +48,26 @@ def _source(v):
     root = Path(v.split(":", 1)[1]).expanduser()
     if not root.is_dir(): raise ValueError(f"{root} is not a folder (accepts 'digits' or 'imagefolder:<existing folder>')")
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+def check_name(kind: str, name: str) -> str:
+    "`name` if it is a valid model or alias name, else a `ValueError` saying what is allowed."
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{kind} name {name!r}: use letters, digits, '-', '_' or '.', starting with a letter or digit")
+    return name
+
+def check_register_alias(alias: str) -> str:
+    "The alias the register stage may set: anything but `production`, which is reached only through the gate."
+    if alias == "production":
+        raise ValueError("a version reaches production only through "
+                            "`mlops-nb registry promote NAME@VERSION --to production`, whose gate needs an application test "
+                            "that cannot have run before the version exists; register to 'staging' (the default) and promote it")
+    return check_name("alias", alias)
+
 def _model_name(v):
-    from mlops_nb.registry import check_name
     if v: check_name("model", v)
 
-def _register_alias(v):
-    from mlops_nb.registry import check_register_alias
-    check_register_alias(v)
+def _register_alias(v): check_register_alias(v)
 
 NAMED = {"source": _source, "model name": _model_name, "register alias": _register_alias}
 

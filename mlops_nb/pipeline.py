@@ -100,6 +100,11 @@ def _alive(runner: dict | None) -> bool:
 
 def lineage_for(s: Settings) -> Lineage: return Lineage(s.lineage)
 
+def _last_sign_of_life(run_dir: Path) -> str:
+    "When a dead run last wrote anything (papermill saves the executed notebook as cells finish): where its duration ends."
+    t = max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
 def reap(s: Settings, lin: Lineage | None = None) -> list:
     "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids."
     lin = lin or lineage_for(s)
@@ -108,7 +113,7 @@ def reap(s: Settings, lin: Lineage | None = None) -> list:
         try: rec = json.loads(rj.read_text())
         except (OSError, json.JSONDecodeError): continue
         if rec.get("status") != "running" or _alive(rec.get("runner")): continue
-        rec["status"], rec["ended"] = "interrupted", rec.get("ended") or _now()
+        rec["status"], rec["ended"] = "interrupted", rec.get("ended") or _last_sign_of_life(rj.parent)
         for st in rec["stages"]:
             if st["status"] == "running": st.update(status="interrupted", ended=rec["ended"])
         write_json(rj, rec)

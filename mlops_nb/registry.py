@@ -11,11 +11,12 @@ from fastcore.basics import patch
 from .store import Store, IntegrityError, MissingArtifact
 from .bundle import BundleUnusable
 from .gate import production_gate as _production_gate
+from .params import check_name, check_register_alias
 from .db import connect, create, transaction
 
 # %% auto #0
-__all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'check_name', 'model_name_for',
-           'check_register_alias', 'Registry', 'held', 'registry_for']
+__all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for', 'Registry', 'held',
+           'registry_for']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
@@ -65,27 +66,11 @@ def who() -> str:
     try: return os.environ.get("MLOPS_NB_USER") or getpass.getuser()
     except Exception: return "unknown"
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-def check_name(kind: str, name: str) -> str:
-    "`name` if it is a valid model or alias name, else a `RegistryError` saying what is allowed."
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise RegistryError(f"{kind} name {name!r}: use letters, digits, '-', '_' or '.', starting with a letter or digit")
-    return name
-
 def model_name_for(source: str) -> str:
     "The default model name for a data source: `digits` -> `digits-cnn`, `imagefolder:/data/pets` -> `pets-cnn`."
     base = source.split(":", 1)[1].rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] if ":" in source else source
     base = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-._")
     return f"{base or 'images'}-cnn"[:100]
-
-def check_register_alias(alias: str) -> str:
-    "The alias the register stage may set: anything but `production`, which is reached only through the gate."
-    if alias == "production":
-        raise RegistryError("a version reaches production only through "
-                            "`mlops-nb registry promote NAME@VERSION --to production`, whose gate needs an application test "
-                            "that cannot have run before the version exists; register to 'staging' (the default) and promote it")
-    return check_name("alias", alias)
 
 
 # %% ../nbs/15_registry.ipynb #c005

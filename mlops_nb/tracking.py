@@ -10,7 +10,7 @@ from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
 
 # %% auto #0
-__all__ = ['BY_HAND', 'write_json', 'artifact_alias', 'latest_output', 'typed_params', 'Stage']
+__all__ = ['BY_HAND', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'typed_params', 'Stage']
 
 # %% ../nbs/03_tracking.ipynb #c004
 def write_json(path, obj):
@@ -28,6 +28,10 @@ def artifact_alias(digest: str) -> str:
     "The W&B alias under which an output is logged: its digest, in the characters W&B allows."
     return digest.replace(":", "-")
 
+class MissingInput(KeyError):
+    "A stage asked for an input that nothing gave it and no earlier stage made."
+    def __str__(self): return self.args[0]
+
 BY_HAND = "by-hand"   # runs/by-hand/<stage>.outputs.json: the latest outputs of each stage run by hand
 
 def latest_output(runs_dir, name: str):
@@ -39,7 +43,7 @@ def latest_output(runs_dir, name: str):
         except (OSError, json.JSONDecodeError): continue
         for st in rec.get("stages", []):
             if st.get("status") == "succeeded" and name in (st.get("outputs") or {}):
-                cand = (st.get("ended") or "", st["outputs"][name], f"{st['name']} of run {rec['run_id']}")
+                cand = (st.get("ended") or "", st["outputs"][name], f"{st.get('name', '?')} of run {rec.get('run_id', rj.parent.name)}")
                 if best is None or cand[0] > best[0]: best = cand
     for oj in (Path(runs_dir)/BY_HAND).glob("*.outputs.json"):
         try: rec = json.loads(oj.read_text())
@@ -142,7 +146,7 @@ class Stage:
         if name not in self.inputs and self.interactive:
             if hit := latest_output(self.s.runs, name): self.inputs[name], self.sources[name] = hit
         if name not in self.inputs:
-            raise KeyError(f"stage {self.name} has no input {name!r}" + (
+            raise MissingInput(f"stage {self.name} has no input {name!r}" + (
                 f"; run the stage that makes it first (by hand, or `mlops-nb run`), or pass -p inputs "
                 f"'{{\"{name}\": \"sha256:...\"}}'" if self.interactive else f"; it has {sorted(self.inputs)}"))
         print(f"input {name}: {self.inputs[name]}  ({self.sources.get(name, 'given')})")

@@ -1,5 +1,5 @@
 """kill -9 of `mlops-nb run` in the middle of a stage."""
-import json, os, signal, sqlite3, subprocess, time
+import calendar, json, os, signal, sqlite3, subprocess, time
 from pathlib import Path
 from conftest import BIN, cli, make_workbook, run_record
 from mlops_nb.store import Store
@@ -22,8 +22,14 @@ def test_kill_9_mid_stage(tmp_path):
         time.sleep(6)                                   # inside the training cell
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        t_kill = time.time()
+        time.sleep(3)
 
-        p = cli("runs", settings=settings)               # the next command notices the dead runner
+        p = cli("show", rec["run_id"], settings=settings)   # any command that reads runs notices the dead runner
+        assert p.returncode == 0 and p.stdout.split()[2] == "interrupted", p.stdout
+        ended = json.loads(rj.read_text())["ended"]
+        assert calendar.timegm(time.strptime(ended, "%Y-%m-%dT%H:%M:%SZ")) <= t_kill + 1   # its last sign of life, not now
+        p = cli("runs", settings=settings)
         assert p.returncode == 0
         assert any(l.startswith(rec["run_id"]) and "interrupted" in l for l in p.stdout.splitlines()), p.stdout
         rec = json.loads(rj.read_text())
@@ -89,3 +95,18 @@ def test_kernel_that_cannot_start(tmp_path):
     assert rec["status"] == "failed" and rec["error"]["stage"] == "ingest" and rec["stages"][0]["status"] == "failed"
     db = sqlite3.connect(tmp_path / "lineage.db")
     assert db.execute("SELECT status FROM executions WHERE run_id=? AND stage='ingest'", (rec["run_id"],)).fetchone()[0] == "failed"
+
+
+
+def test_output_into_head_does_not_kill_the_run(smoke):
+    "`mlops-nb run ... 2>&1 | head -1`: the reader leaves after one line; the run goes on and is recorded as it ended."
+    settings, _, _ = smoke
+    before = set((settings.parent / "runs").glob("*/run.json"))
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+    p = subprocess.run(["bash", "-c", f"{BIN / 'mlops-nb'} run --profile smoke 2>&1 | head -1"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.stdout.startswith("run ") and len(p.stdout.splitlines()) == 1
+    new = set((settings.parent / "runs").glob("*/run.json")) - before
+    assert len(new) == 1
+    rec = json.loads(new.pop().read_text())
+    assert rec["status"] == "succeeded" and "BrokenPipe" not in json.dumps(rec)
