@@ -135,6 +135,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'mlops_nb.params.check_values': ('params.html#check_values', 'mlops_nb/params.py'),
                                  'mlops_nb.params.coerce': ('params.html#coerce', 'mlops_nb/params.py'),
                                  'mlops_nb.params.describe_params': ('params.html#describe_params', 'mlops_nb/params.py'),
+                                 'mlops_nb.params.read_parameters': ('params.html#read_parameters', 'mlops_nb/params.py'),
                                  'mlops_nb.params.resolve_params': ('params.html#resolve_params', 'mlops_nb/params.py')},
             'mlops_nb.pipeline': { 'mlops_nb.pipeline.RunFailed': ('pipeline.html#runfailed', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline.RunFailed.__init__': ('pipeline.html#runfailed.__init__', 'mlops_nb/pipeline.py'),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'check_name', 'check_register_alias',
-           'check_value', 'check_values', 'coerce', 'resolve_params']
+__all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'read_parameters', 'check_name',
+           'check_register_alias', 'check_value', 'check_values', 'coerce', 'resolve_params']
 
 # %% ../nbs/40c_params.ipynb #c004
 class ParamError(ValueError):
@@ -39,6 +39,26 @@ def describe_params(spec: dict) -> str:
     w0, w1, w2 = (max(len(r[i]) for r in rows) for i in range(3))
     return "\n".join(f"  {a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows)
 
+
+_LINE = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>\w+)\s*=\s*(?P<default>.*?)(\s*#\s*(?P<help>.*))?$")
+
+def read_parameters(nb_path) -> dict:
+    "`{name: (type, default source, help)}` from a notebook's `parameters` cell, read as papermill does but strictly: "
+    "a line that is not `name: type = default  # help` is an error, not skipped (and neither papermill nor nbformat is imported)."
+    import json
+    nb = json.loads(Path(nb_path).read_text())
+    cell = next((c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None: raise ParamError(f"{nb_path}: no cell tagged `parameters`")
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    out = {}
+    for line in src.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"): continue
+        m = _LINE.match(line.strip())
+        if m is None or line.count("=") != 1:
+            raise ParamError(f"{Path(nb_path).name}: cannot read the parameter line {line.strip()!r}: write "
+                             "`name: type = default  # help {constraint}`, with no other '=' (papermill would skip the line)")
+        out[m["name"]] = (m["type"], m["default"], (m["help"] or "").strip())
+    return out
 
 # %% ../nbs/40c_params.ipynb #c005
 def _source(v):

@@ -12,7 +12,7 @@ from .tracking import write_json
 from .store import Store, IntegrityError, MissingArtifact
 from .lineage import Lineage
 from .cache import cache_key, code_digest
-from .params import ParamError, Param, TYPES, RESERVED, coerce, describe_params, resolve_params, check_values
+from .params import ParamError, Param, TYPES, RESERVED, coerce, describe_params, resolve_params, check_values, read_parameters
 
 # %% auto #0
 __all__ = ['STAGES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap',
@@ -48,17 +48,15 @@ def downstream(names, stages=STAGES) -> set:
 # %% ../nbs/40_pipeline.ipynb #c006
 def stage_params(s: Settings, stages=STAGES) -> dict:
     "`{stage: {name: Param}}` read from the stage notebooks' parameters cells (`mlops_nb.params` checks values against them)."
-    import papermill as pm
     out = {}
     for st in stages:
         nb = s.pipelines/st.notebook
         if not nb.is_file(): raise FileNotFoundError(f"stage {st.name}: notebook {nb} not found (settings: [paths] pipelines)")
         ps = {}
-        for name, p in pm.inspect_notebook(str(nb)).items():
+        for name, (t, default, help) in read_parameters(nb).items():
             if name in RESERVED: continue
-            t = p["inferred_type_name"]
             if t not in TYPES: raise ParamError(f"{nb.name}: parameter {name} has type {t!r}; declare one of {list(TYPES)}")
-            ps[name] = Param(st.name, name, t, ast.literal_eval(p["default"]), p["help"])
+            ps[name] = Param(st.name, name, t, ast.literal_eval(default), help)
         out[st.name] = ps
     return out
 

@@ -135,12 +135,13 @@ def lineage_svg(rec: dict) -> str:
 # %% ../nbs/41_report.ipynb #c009
 def _plots(run_dir: Path, rec: dict) -> list:
     "`(stage, png base64)` of the key plots: ingest's first figure, every figure of the later stages."
-    import nbformat
     out = []
     for st in rec["stages"]:
         nb = run_dir/(st.get("notebook") or "")
         if not st.get("notebook") or not nb.is_file(): continue
-        imgs = [o["data"]["image/png"] for c in nbformat.read(str(nb), as_version=4).cells if c.cell_type == "code"
+        cells = json.loads(nb.read_text()).get("cells", [])                 # plain JSON: nbformat costs a second to import
+        join = lambda v: "".join(v) if isinstance(v, list) else v
+        imgs = [join(o["data"]["image/png"]) for c in cells if c.get("cell_type") == "code"
                 for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         out += [(st["name"], i) for i in (imgs[:1] if st["name"] == "ingest" else imgs)]
     return out

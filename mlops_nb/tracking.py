@@ -58,16 +58,15 @@ def _now() -> str: return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 def typed_params(stage: str, params: dict, inputs, s: Settings) -> tuple:
     "By hand, papermill `-p` passes text: `params` as the types the stage notebook declares (and checked against what each "
     "accepts, as a run would), and `inputs` as a dict."
-    from mlops_nb.params import Param, coerce, check_value
+    from mlops_nb.params import Param, coerce, check_value, read_parameters
     if isinstance(inputs, str): inputs = ast.literal_eval(inputs) if inputs.strip() else {}
     if not isinstance(inputs, dict): raise ValueError(f"inputs must be a dict of input name -> artifact digest; got {inputs!r}")
     nb = s.pipelines/f"{stage}.ipynb"
     if not nb.is_file(): return dict(params), inputs
-    import papermill as pm
-    declared, out = pm.inspect_notebook(str(nb)), {}
+    declared, out = read_parameters(nb), {}
     for k, v in params.items():
         d = declared.get(k)
-        p = Param(stage, k, d["inferred_type_name"], None, d["help"]) if d else None
+        p = Param(stage, k, d[0], None, d[2]) if d else None
         out[k] = check_value(p, coerce(p, v, from_text=isinstance(v, str))) if p else v
     return out, inputs
 
