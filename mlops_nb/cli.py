@@ -112,8 +112,6 @@ def _cmd_run(a, s):
         return 1
     except KeyboardInterrupt:
         _err("interrupted"); return 130
-    except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
-        _gone(sys.stdout); return 0
     m = rec["metrics"]
     if not a.quiet and "test/accuracy" in m:
         _err(f"test/accuracy {m['test/accuracy']:.4f}  test/recall_gap {m['test/recall_gap']:.3f}")
@@ -269,6 +267,7 @@ def main(argv=None) -> int:
     from mlops_nb.registry import RegistryError
     from mlops_nb.store import IntegrityError, MissingArtifact
     from mlops_nb.bundle import BundleUnusable
+    from mlops_nb.db import DbError
     cmds = {"registry": _cmd_registry, "run": _cmd_run, "runs": _cmd_runs, "show": _cmd_show, "lineage": _cmd_lineage, "reproduce": _cmd_reproduce,
             "sync": _cmd_sync, "report": _cmd_report, "params": _cmd_params}
     try:
@@ -281,7 +280,12 @@ def main(argv=None) -> int:
             MissingArtifact) as e:
         _err(f"mlops-nb {a.cmd}: error: {e}")
         return 2
-    except KeyboardInterrupt:
-        _err("interrupted"); return 130
+    except DbError as e:
+        _err(f"mlops-nb {a.cmd}: error: {e}"); return 2
     except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
         _gone(sys.stdout); return 0
+    except OSError as e:                          # a full disk, a path that cannot be written: one line naming it
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _err(f"mlops-nb {a.cmd}: error: {where}{e.strerror or e}"); return 2
+    except KeyboardInterrupt:
+        _err("interrupted"); return 130

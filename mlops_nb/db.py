@@ -9,17 +9,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['connect', 'transaction', 'create']
+__all__ = ['DbError', 'connect', 'transaction', 'create']
 
 # %% ../nbs/01a_db.ipynb #c004
+class DbError(RuntimeError):
+    "A database file cannot be opened or read: the message names the file and the cause."
+
 def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
-    "Open (creating its folder) an SQLite database in WAL mode, rows as `sqlite3.Row`, autocommit outside `transaction`."
+    "Open (creating its folder) an SQLite database in WAL mode, rows as `sqlite3.Row`, autocommit outside `transaction`; "
+    "a file that cannot be created, opened or read as a database raises `DbError` naming it."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL"); db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-    db.execute("PRAGMA foreign_keys=ON")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL"); db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()     # a corrupt file fails here, not in the middle of a change
+    except (sqlite3.Error, OSError) as e:
+        raise DbError(f"the database {path} cannot be used: {getattr(e, 'strerror', None) or e}") from None
     return db
 
 @contextmanager

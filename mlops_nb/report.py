@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64, functools, hashlib, html, json, re, time
 from pathlib import Path
 from .config import Settings
-from .tracking import write_json
+from .tracking import write_json, write_text
 
 # %% auto #0
 __all__ = ['KEY_METRICS', 'csp', 'csp_meta', 'render_notebook', 'run_seconds', 'lineage_svg', 'write_run_report', 'load_runs',
@@ -54,7 +54,7 @@ def render_notebook(nb_path) -> Path:
     meta = csp_meta(_template_scripts())
     body = re.sub(r"<head\b[^>]*>", lambda m: m.group(0) + meta, body, count=1, flags=re.I)
     out = Path(nb_path).with_suffix(".html")
-    out.write_text(body)
+    write_text(out, body)                  # atomic: a reader never sees half a page
     return out
 
 # %% ../nbs/41_report.ipynb #c005
@@ -177,7 +177,7 @@ def write_run_report(s: Settings, rec: dict) -> Path:
         b.append('<h2>Plots</h2><div class="plots">' + "".join(f'<p class="muted">{_e(st)}</p><img alt="{_e(st)} plot" src="data:image/png;base64,{p.strip()}">'
                                                           for st, p in plots) + "</div>")
     out = run_dir/"index.html"
-    out.write_text(_page(f"run {rec['run_id']}", "".join(b)))
+    write_text(out, _page(f"run {rec['run_id']}", "".join(b)))
     return out
 
 # %% ../nbs/41_report.ipynb #c011
@@ -247,5 +247,5 @@ def write_runs_index(s: Settings) -> Path:
     pick = 'document.getElementById("rb").selectedIndex = 0; document.getElementById("ra").selectedIndex = 1;' if len(runs) > 1 else ""
     out = s.runs/"index.html"
     s.runs.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page("runs", "".join(b), [x for x in (pick, _INDEX_JS) if x]))
+    write_text(out, _page("runs", "".join(b), [x for x in (pick, _INDEX_JS) if x]))
     return out

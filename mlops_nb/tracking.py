@@ -10,19 +10,25 @@ from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
 
 # %% auto #0
-__all__ = ['BY_HAND', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'typed_params', 'Stage']
+__all__ = ['BY_HAND', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'typed_params', 'Stage']
 
 # %% ../nbs/03_tracking.ipynb #c004
-def write_json(path, obj):
-    "Write JSON atomically (temporary file, then rename): readers see the old or the new file, never half of one."
+def write_text(path, text: str) -> Path:
+    "Write a file atomically (temporary file, then rename): readers see the old or the new file, never half of one, "
+    "even when the disk fills up half-way."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.fchmod(fd, file_mode())
     try:
-        with os.fdopen(fd, "w") as f: json.dump(obj, f, indent=2, sort_keys=False, default=str); f.write("\n")
+        with os.fdopen(fd, "w") as f: f.write(text)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
+    return path
+
+def write_json(path, obj):
+    "Write JSON atomically (`write_text`)."
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 def artifact_alias(digest: str) -> str:
     "The W&B alias under which an output is logged: its digest, in the characters W&B allows."

@@ -110,3 +110,18 @@ def test_output_into_head_does_not_kill_the_run(smoke):
     assert len(new) == 1
     rec = json.loads(new.pop().read_text())
     assert rec["status"] == "succeeded" and "BrokenPipe" not in json.dumps(rec)
+
+
+def test_unusable_paths_are_one_line(tmp_path):
+    "A corrupt database, or a runs folder that cannot be made: one line naming the path and the cause, no traceback."
+    settings = make_workbook(tmp_path)
+    (tmp_path / "lineage.db").write_bytes(b"this is not a database" * 100)
+    p = cli("runs", settings=settings)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"mlops-nb runs: error: the database {tmp_path / 'lineage.db'} cannot be used: file is not a database"]
+    (tmp_path / "lineage.db").unlink()
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    settings.write_text(settings.read_text().replace(str(tmp_path / "runs"), str(tmp_path / "blocker" / "runs")))
+    p = cli("run", "--profile", "smoke", settings=settings)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert str(tmp_path / "blocker") in p.stderr and "Not a directory" in p.stderr
