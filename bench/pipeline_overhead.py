@@ -17,7 +17,8 @@ PLAIN = r'''
 import json, sys, tempfile
 from pathlib import Path
 from mlops_nb.config import load_settings
-from mlops_nb.pipeline import resolve_params, stage_params
+from mlops_nb.pipeline import stage_params
+from mlops_nb.params import resolve_params
 from mlops_nb.store import Store
 from mlops_nb.data import ingest, load_dataset
 from mlops_nb.train import search

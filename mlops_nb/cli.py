@@ -248,7 +248,8 @@ def _cmd_registry(a, s):
     return 0
 
 def _cmd_params(a, s):
-    from mlops_nb.pipeline import stage_params, describe_params, resolve_params
+    from mlops_nb.pipeline import stage_params
+    from mlops_nb.params import describe_params, resolve_params
     spec = stage_params(s)
     print("parameters (stage.name  type  default  help):")
     print(describe_params(spec))

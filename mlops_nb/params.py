@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'read_parameters', 'check_name',
-           'check_register_alias', 'check_value', 'check_values', 'coerce', 'resolve_params']
+__all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'read_parameters', 'notebook_params',
+           'check_name', 'check_register_alias', 'check_value', 'check_values', 'coerce', 'resolve_params']
 
 # %% ../nbs/40c_params.ipynb #c004
 class ParamError(ValueError):
@@ -58,6 +58,15 @@ def read_parameters(nb_path) -> dict:
             raise ParamError(f"{Path(nb_path).name}: cannot read the parameter line {line.strip()!r}: write "
                              "`name: type = default  # help {constraint}`, with no other '=' (papermill would skip the line)")
         out[m["name"]] = (m["type"], m["default"], (m["help"] or "").strip())
+    return out
+
+def notebook_params(stage: str, nb_path) -> dict:
+    "`{name: Param}` a stage notebook declares (the runner's own `RESERVED` ones left out), each of a type in `TYPES`."
+    out = {}
+    for name, (t, default, help) in read_parameters(nb_path).items():
+        if name in RESERVED: continue
+        if t not in TYPES: raise ParamError(f"{Path(nb_path).name}: parameter {name} has type {t!r}; declare one of {list(TYPES)}")
+        out[name] = Param(stage, name, t, ast.literal_eval(default), help)
     return out
 
 # %% ../nbs/40c_params.ipynb #c005

@@ -4,15 +4,15 @@
 
 # %% ../nbs/40_pipeline.ipynb #c002
 from __future__ import annotations
-import ast, hashlib, json, os, platform, secrets, shutil, subprocess, sys, time
+import hashlib, json, os, platform, secrets, shutil, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import Settings, load_settings, apply_env
-from .tracking import write_json
+from .tracking import write_json, now
 from .store import Store, IntegrityError, MissingArtifact
 from .lineage import Lineage
 from .cache import cache_key, code_digest
-from .params import ParamError, Param, TYPES, RESERVED, coerce, describe_params, resolve_params, check_values, read_parameters
+from .params import ParamError, describe_params, resolve_params, notebook_params
 
 # %% auto #0
 __all__ = ['STAGES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap',
@@ -52,12 +52,7 @@ def stage_params(s: Settings, stages=STAGES) -> dict:
     for st in stages:
         nb = s.pipelines/st.notebook
         if not nb.is_file(): raise FileNotFoundError(f"stage {st.name}: notebook {nb} not found (settings: [paths] pipelines)")
-        ps = {}
-        for name, (t, default, help) in read_parameters(nb).items():
-            if name in RESERVED: continue
-            if t not in TYPES: raise ParamError(f"{nb.name}: parameter {name} has type {t!r}; declare one of {list(TYPES)}")
-            ps[name] = Param(st.name, name, t, ast.literal_eval(default), help)
-        out[st.name] = ps
+        out[st.name] = notebook_params(st.name, nb)
     return out
 
 # %% ../nbs/40_pipeline.ipynb #c009
@@ -83,7 +78,6 @@ def new_run_id() -> str:
     "A sortable, unique run id: UTC time plus 4 random hex digits."
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
-def _now(): return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 def _me() -> dict:
     import psutil
@@ -100,8 +94,7 @@ def lineage_for(s: Settings) -> Lineage: return Lineage(s.lineage)
 
 def _last_sign_of_life(run_dir: Path) -> str:
     "When a dead run last wrote anything (papermill saves the executed notebook as cells finish): where its duration ends."
-    t = max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=time.time())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return now(max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=None))
 
 def reap(s: Settings, lin: Lineage | None = None) -> list:
     "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids."
@@ -123,9 +116,11 @@ def reap(s: Settings, lin: Lineage | None = None) -> list:
 # %% ../nbs/40_pipeline.ipynb #c011
 def _kernel_error(e: Exception, kernel: str) -> str:
     "One line for an execution that failed outside the notebook's code: the kernel died, or could not start."
+    from nbclient.exceptions import DeadKernelError
+    from jupyter_client.kernelspec import NoSuchKernel
     name, text = type(e).__name__, " ".join(str(e).split())[:300]
-    if name == "DeadKernelError": return f"the kernel died while the stage ran (killed, out of memory, or crashed): {name}: {text}"
-    if name == "NoSuchKernel": return f"the kernel {kernel!r} ([run] kernel in settings.ini) is not installed: {text}"
+    if isinstance(e, DeadKernelError): return f"the kernel died while the stage ran (killed, out of memory, or crashed): {name}: {text}"
+    if isinstance(e, NoSuchKernel): return f"the kernel {kernel!r} ([run] kernel in settings.ini) is not installed: {text}"
     return f"the stage could not be executed: {name}: {text}"
 
 class RunFailed(RuntimeError):
@@ -168,7 +163,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     run_dir = s.runs/run_id
     run_dir.mkdir(parents=True)
     env = env_info(s)
-    rec = {"run_id": run_id, "status": "running", "profile": profile, "started": _now(), "ended": None,
+    rec = {"run_id": run_id, "status": "running", "profile": profile, "started": now(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
            "env": {k: v for k, v in env.items() if k != "packages"}, "runner": _me(), "run_dir": str(run_dir),
            "stages": [{"name": st.name, "status": "pending"} for st in STAGES], "metrics": {}}
@@ -189,7 +184,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                 from mlops_nb.data import source_fingerprint
                 raw = {f"raw:{st.raw}": source_fingerprint(params[st.name][st.raw])}
             key = cache_key(st.name, code, params[st.name], {**inputs, **raw}, env["digest"])
-            srec.update(status="running", cached=False, started=_now(), ended=None, notebook=nb_out.name,
+            srec.update(status="running", cached=False, started=now(), ended=None, notebook=nb_out.name,
                         inputs=inputs, outputs={}, cache_key=key, code_digest=code, **({"raw": raw} if raw else {}))
             # a reproduction is a check, not a source for the cache: its register stage does not register
             common = dict(cache_key=None if reproduces else key, params=params[st.name], code_digest=code, env_digest=env["digest"],
@@ -197,7 +192,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             hit = None if st.name in forced else _reuse(s, store, lin, key, echo)
             if hit is not None:
                 _take_report(s, hit, srec, run_dir, nb_out)
-                srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=_now(), seconds=0.0,
+                srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=now(), seconds=0.0,
                             outputs=hit["outputs"])
                 lin.record_execution(run_id, st.name, "succeeded", inputs, hit["outputs"], cached=True,
                                      source_execution=hit["id"], metrics=hit["metrics"], **{**common, "ended": srec["ended"]})
@@ -219,7 +214,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             except Exception as e:     # the code raised (PapermillExecutionError), or the kernel died or never started
                 if isinstance(e, PapermillExecutionError): err, cell = f"{e.ename}: {e.evalue}", e.exec_count
                 else: err, cell = _kernel_error(e, s.kernel), None
-                srec.update(status="failed", ended=_now(), seconds=round(time.perf_counter() - t0, 2), error=err, failed_cell=cell)
+                srec.update(status="failed", ended=now(), seconds=round(time.perf_counter() - t0, 2), error=err, failed_cell=cell)
                 rec.update(status="failed", error={"stage": st.name, "message": err})
                 try: srec["html"] = render_html(nb_out).name
                 except Exception: pass                     # no notebook was written (the kernel never started)
@@ -230,7 +225,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                 raise RunFailed(msg, rec) from None
             res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
             for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
-            srec.update(status="succeeded", ended=_now(), seconds=round(time.perf_counter() - t0, 2),
+            srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2),
                         outputs=res["outputs"], html=render_html(nb_out).name)
             if res.get("wandb"): srec["wandb"] = res["wandb"]
             lin.record_execution(run_id, st.name, "succeeded", inputs, res["outputs"], metrics=res["metrics"],
@@ -242,14 +237,14 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     except KeyboardInterrupt:
         rec["status"] = "interrupted"
         for srec in rec["stages"]:
-            if srec["status"] == "running": srec.update(status="interrupted", ended=_now())
+            if srec["status"] == "running": srec.update(status="interrupted", ended=now())
         raise
     except RunFailed: raise
     except BaseException as e:
         rec.update(status="failed", error={"stage": None, "message": f"{type(e).__name__}: {e}"})
         raise
     finally:
-        rec["ended"], rec["seconds"] = _now(), round(time.perf_counter() - t_run, 2)
+        rec["ended"], rec["seconds"] = now(), round(time.perf_counter() - t_run, 2)
         write_json(run_dir/"run.json", rec)
         lin.record_run(rec)
         try: write_reports(s, rec)

@@ -10,7 +10,8 @@ from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
 
 # %% auto #0
-__all__ = ['BY_HAND', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'typed_params', 'Stage']
+__all__ = ['BY_HAND', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'now', 'typed_params',
+           'Stage']
 
 # %% ../nbs/03_tracking.ipynb #c004
 def write_text(path, text: str) -> Path:
@@ -59,22 +60,21 @@ def latest_output(runs_dir, name: str):
             if best is None or cand[0] >= best[0]: best = cand
     return best[1:] if best else None
 
-def _now() -> str: return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def now(t: float | None = None) -> str:
+    "UTC time `t` (default: now) as run records write it: `2026-11-25T12:00:00Z`."
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 def typed_params(stage: str, params: dict, inputs, s: Settings) -> tuple:
     "By hand, papermill `-p` passes text: `params` as the types the stage notebook declares (and checked against what each "
     "accepts, as a run would), and `inputs` as a dict."
-    from mlops_nb.params import Param, coerce, check_value, read_parameters
+    from mlops_nb.params import coerce, check_value, notebook_params
     if isinstance(inputs, str): inputs = ast.literal_eval(inputs) if inputs.strip() else {}
     if not isinstance(inputs, dict): raise ValueError(f"inputs must be a dict of input name -> artifact digest; got {inputs!r}")
     nb = s.pipelines/f"{stage}.ipynb"
     if not nb.is_file(): return dict(params), inputs
-    declared, out = read_parameters(nb), {}
-    for k, v in params.items():
-        d = declared.get(k)
-        p = Param(stage, k, d[0], None, d[2]) if d else None
-        out[k] = check_value(p, coerce(p, v, from_text=isinstance(v, str))) if p else v
-    return out, inputs
+    declared = notebook_params(stage, nb)
+    return {k: check_value(declared[k], coerce(declared[k], v, from_text=isinstance(v, str))) if k in declared else v
+            for k, v in params.items()}, inputs
 
 # %% ../nbs/03_tracking.ipynb #c005
 class Stage:
@@ -128,7 +128,7 @@ class Stage:
                 if self.run_dir is not None: write_json(self.run_dir/f"{self.name}.outputs.json", rec)
                 else:                                   # by hand: the next stage run by hand takes these outputs
                     (self.s.runs/BY_HAND).mkdir(parents=True, exist_ok=True)
-                    write_json(self.s.runs/BY_HAND/f"{self.name}.outputs.json", {**rec, "params": self.params, "ended": _now()})
+                    write_json(self.s.runs/BY_HAND/f"{self.name}.outputs.json", {**rec, "params": self.params, "ended": now()})
         finally:
             if self.wandb is not None:
                 self.wandb.finish(exit_code=0 if et is None else 1)
