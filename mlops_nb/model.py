@@ -8,6 +8,7 @@ import io
 import numpy as np
 import torch
 from torch import nn
+from .cores import core_lease
 
 # %% auto #0
 __all__ = ['ConvNet', 'preprocess', 'predict_proba', 'save_checkpoint', 'load_checkpoint', 'weights_digest']
@@ -41,7 +42,8 @@ def preprocess(x) -> torch.Tensor:
 def predict_proba(model: nn.Module, x, batch_size: int = 512) -> np.ndarray:
     "Class probabilities for uint8 images `x`."
     model.eval()
-    out = [torch.softmax(model(preprocess(x[i:i+batch_size])), 1) for i in range(0, len(x), batch_size)]
+    with core_lease(what="prediction"):
+        out = [torch.softmax(model(preprocess(x[i:i+batch_size])), 1) for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 # %% ../nbs/11_model.ipynb #c008

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from .cores import core_lease
 from .bundle import ort_session, ort_logits, write_bundle
 
 # %% auto #0
@@ -51,7 +52,8 @@ class ParityError(AssertionError):
 
 def parity(net: nn.Module, onnx_path, x, tol: float = 1e-4, threads: int = 2) -> dict:
     "Compare ORT and torch on `x`; returns the figures, raises `ParityError` when the gate fails."
-    a, b = ort_logits(ort_session(Path(onnx_path), threads), x), torch_logits(net, x)
+    with core_lease(threads, what="the parity check"):
+        a, b = ort_logits(ort_session(Path(onnx_path), threads), x), torch_logits(net, x)
     diff = float(np.abs(a - b).max()) if len(x) else 0.0
     mism = int((a.argmax(1) != b.argmax(1)).sum())
     res = {"n": int(len(x)), "max_abs_diff": diff, "class_mismatches": mism, "tolerance": tol,
@@ -65,22 +67,25 @@ def parity(net: nn.Module, onnx_path, x, tol: float = 1e-4, threads: int = 2) ->
 def latency(net: nn.Module, onnx_path, x, batches=(1, 32, 512), budget_s: float = 1.0, threads: int = 2) -> list:
     "Median ms per call for torch eager and ONNX Runtime at each batch size."
     sess, m = ort_session(Path(onnx_path), threads), PixelModel(net).eval()
-    rows = []
-    for b in batches:
-        xb = np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))
-        tb = torch.as_tensor(xb)
-        def t_torch():
-            with torch.no_grad(): m(tb)
-        def t_ort(): sess.run(None, {"image": xb})
-        med = {}
-        for name, f in (("torch_ms", t_torch), ("ort_ms", t_ort)):
-            f(); f()                                   # warm up
-            ts, t_end = [], time.perf_counter() + budget_s / len(batches) / 2
-            while len(ts) < 5 or (time.perf_counter() < t_end and len(ts) < 200):
-                t0 = time.perf_counter(); f(); ts.append((time.perf_counter() - t0) * 1e3)
-            med[name] = float(np.median(ts))
-        rows.append({"batch": b, **med, "ort_speedup": med["torch_ms"] / med["ort_ms"]})
-    return rows
+    with core_lease(threads, what="the latency check"):       # figures taken while another run computes mean little
+        return [_latency_at(b, x, m, sess, budget_s / len(batches)) for b in batches]
+
+def _latency_at(b, x, m, sess, budget_s):
+    "Median ms per call of torch (`m`) and ORT (`sess`) at batch size `b`, within about `budget_s`."
+    xb = np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))
+    tb = torch.as_tensor(xb)
+    def t_torch():
+        with torch.no_grad(): m(tb)
+    def t_ort(): sess.run(None, {"image": xb})
+    med = {}
+    for name, f in (("torch_ms", t_torch), ("ort_ms", t_ort)):
+        f(); f()                                   # warm up
+        ts, t_end = [], time.perf_counter() + budget_s / 2
+        while len(ts) < 5 or (time.perf_counter() < t_end and len(ts) < 200):
+            t0 = time.perf_counter(); f(); ts.append((time.perf_counter() - t0) * 1e3)
+        med[name] = float(np.median(ts))
+    return {"batch": b, **med, "ort_speedup": med["torch_ms"] / med["ort_ms"]}
+
 
 # %% ../nbs/14_package.ipynb #c011
 def model_card(labels, metrics: dict, lineage: dict, shape, parity_res: dict) -> str:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, TensorDataset
+from . import cores
+from .cores import core_lease
 from .data import Dataset
 from .model import ConvNet, preprocess, predict_proba, weights_digest
 
@@ -82,6 +84,10 @@ def _strategy(strategy: str, devices: int) -> str:
 def fit_trial(ds: Dataset, lr: float, channels: int, epochs: int, batch_size: int, seed: int = 0,
               devices: int = 1, num_nodes: int = 1, strategy: str = "auto", progress_bar: bool = False, logger=False):
     "Train one configuration; returns `(LitClassifier, metrics (val/acc, val/loss, world_size), history rows)`."
+    with core_lease(what="a training trial", echo=lambda m: print(m, file=sys.stderr, flush=True)):   # turns with other runs
+        return _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strategy, progress_bar, logger)
+
+def _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strategy, progress_bar, logger):
     pl.seed_everything(seed, workers=True, verbose=False)
     lit = LitClassifier(in_ch=ds.shape[0], n_classes=len(ds.classes), channels=int(channels), lr=float(lr))
     hist = History()
@@ -138,10 +144,10 @@ def search(ds: Dataset, lr=(3e-3,), channels=(16,), epochs=(5,), batch_size=(64,
     cfgs = trial_configs(dict(lr=lr, channels=channels, epochs=epochs, batch_size=batch_size), search, trials, seed)
     rows, hists, best, best_key, best_model = [], [], -1, None, None
     for i, cfg in enumerate(cfgs):
-        t0 = time.perf_counter()
+        t0, w0 = time.perf_counter(), cores.waited()
         lit, m, hist = fit_trial(ds, seed=seed, devices=devices, num_nodes=num_nodes, strategy=strategy,
                                  progress_bar=progress_bar, logger=make_logger(i) if make_logger else False, **cfg)
-        row = {"trial": i, **cfg, **m, "seconds": round(time.perf_counter() - t0, 2), "weights": weights_digest(lit.net)}
+        row = {"trial": i, **cfg, **m, "seconds": round(time.perf_counter() - t0 - (cores.waited() - w0), 2), "weights": weights_digest(lit.net)}
         rows.append(row); hists.append(hist)
         if on_trial: on_trial(row)
         key = (-m["val/acc"], m["val/loss"], i)
