@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     from mlops_nb.store import IntegrityError, MissingArtifact
     from mlops_nb.bundle import BundleUnusable
     from mlops_nb.db import DbError
+    s = None
     try:
         s = load_settings(a.settings)
         if getattr(a, "reads_runs", False):
@@ -49,8 +50,8 @@ def main(argv=None) -> int:
     except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
         common.gone(sys.stdout); return 0
     except OSError as e:                          # a full disk, a path that cannot be written: one line naming it
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        common.err(f"mlops-nb {a.cmd}: error: {where}{e.strerror or e}"); return 2
+        line = s.explain(e) if s is not None else (f"{e.filename}: " if e.filename else "") + (e.strerror or str(e))
+        common.err(f"mlops-nb {a.cmd}: error: {line}"); return 2
     except KeyboardInterrupt:
         common.err(f"mlops-nb {a.cmd}: interrupted"); return 130
 

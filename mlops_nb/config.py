@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SettingsError', 'find_settings', 'Settings', 'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings',
-           'seed_everything']
+__all__ = ['SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env',
+           'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -55,6 +55,24 @@ class Settings:
     def __post_init__(self):
         if self.lineage is None: self.lineage = self.store.parent/"lineage.db"
         if self.registry is None: self.registry = self.store.parent/"registry.db"
+
+    def explain(self, e: OSError) -> str:
+        "One line for an OS error: the path it names, or, when it names none (a full disk seen while writing a "
+        "stream), the workbook folders whose disk is full; then the cause."
+        where = e.filename
+        if not where:
+            full = [str(p) for p in (self.runs, self.store, self.lineage.parent, self.registry.parent) if disk_full(p)]
+            where = " and ".join(dict.fromkeys(full)) or None
+        cause = e.strerror or str(e) or type(e).__name__
+        return f"{where}: {cause}" if where else cause
+
+def disk_full(path, below: int = 1 << 20) -> bool:
+    "Whether the disk holding `path` (or its nearest existing parent) has less than `below` bytes free."
+    import shutil
+    p = Path(path)
+    while not p.exists() and p != p.parent: p = p.parent
+    try: return shutil.disk_usage(p).free < below
+    except OSError: return False
 
 # %% ../nbs/00_config.ipynb #c006
 _WANDB_MODES = ("offline", "online", "disabled")

@@ -4,12 +4,12 @@
 
 # %% ../nbs/01a_db.ipynb #c002
 from __future__ import annotations
-import sqlite3
+import shutil, sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DbError', 'connect', 'transaction', 'create']
+__all__ = ['DbError', 'connect', 'cause', 'transaction', 'create']
 
 # %% ../nbs/01a_db.ipynb #c004
 class DbError(RuntimeError):
@@ -27,8 +27,17 @@ def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()     # a corrupt file fails here, not in the middle of a change
     except (sqlite3.Error, OSError) as e:
-        raise DbError(f"the database {path} cannot be used: {getattr(e, 'strerror', None) or e}") from None
+        raise DbError(f"the database {path} cannot be used: {cause(e, path)}") from None
     return db
+
+def cause(e: BaseException, path) -> str:
+    "What went wrong with `path`: the error's own words, and a full disk named as such (SQLite says only 'disk I/O error')."
+    why = getattr(e, "strerror", None) or str(e)
+    try:
+        if shutil.disk_usage(Path(path).parent).free < (1 << 20) and "No space left" not in why:
+            why += "; No space left on device (its disk is full)"
+    except OSError: pass
+    return why
 
 @contextmanager
 def transaction(db: sqlite3.Connection):

@@ -4,15 +4,17 @@
 
 # %% ../nbs/40_pipeline.ipynb #c002
 from __future__ import annotations
-import hashlib, json, os, platform, secrets, shutil, subprocess, sys, time
+import contextlib, hashlib, json, os, platform, secrets, shutil, sqlite3, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import Settings, load_settings, apply_env
 from .tracking import write_json, now
 from .store import Store, IntegrityError, MissingArtifact
 from .lineage import Lineage
+from .db import DbError
 from .cache import cache_key, code_digest
 from .params import ParamError, describe_params, resolve_params, notebook_params
+from .kernels import Kernel, execute, notebook_imports
 
 # %% auto #0
 __all__ = ['STAGES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap',
@@ -98,7 +100,6 @@ def _last_sign_of_life(run_dir: Path) -> str:
 
 def reap(s: Settings, lin: Lineage | None = None) -> list:
     "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids."
-    lin = lin or lineage_for(s)
     done = []
     for rj in sorted(s.runs.glob("*/run.json")):
         try: rec = json.loads(rj.read_text())
@@ -107,10 +108,15 @@ def reap(s: Settings, lin: Lineage | None = None) -> list:
         rec["status"], rec["ended"] = "interrupted", rec.get("ended") or _last_sign_of_life(rj.parent)
         for st in rec["stages"]:
             if st["status"] == "running": st.update(status="interrupted", ended=rec["ended"])
-        write_json(rj, rec)
-        lin.record_run(rec)
+        try:
+            write_json(rj, rec)
+            lin = lin or lineage_for(s)                      # opened only when there is something to mark
+            lin.record_run(rec)
+        except (OSError, sqlite3.Error, DbError): continue      # a full disk: readers still read; marked next time
+        if rec.get("tmp") and Path(rec["tmp"]).name.startswith(f"mlops-nb-{rec['run_id']}-"):
+            shutil.rmtree(rec["tmp"], ignore_errors=True)      # its kernels' temporary files
         done.append(rec["run_id"])
-    Store(s.store).clean_partials()
+    with contextlib.suppress(OSError): Store(s.store).clean_partials()
     return done
 
 # %% ../nbs/40_pipeline.ipynb #c011
@@ -162,10 +168,11 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     run_id = new_run_id()
     run_dir = s.runs/run_id
     run_dir.mkdir(parents=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{run_id}-"))     # the kernels' TMPDIR: removed however the run ends
     env = env_info(s)
     rec = {"run_id": run_id, "status": "running", "profile": profile, "started": now(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
-           "env": {k: v for k, v in env.items() if k != "packages"}, "runner": _me(), "run_dir": str(run_dir),
+           "env": {k: v for k, v in env.items() if k != "packages"}, "runner": _me(), "run_dir": str(run_dir), "tmp": str(tmp),
            "stages": [{"name": st.name, "status": "pending"} for st in STAGES], "metrics": {}}
     if reproduces: rec["reproduces"] = reproduces
     write_json(run_dir/"env.json", env)
@@ -173,6 +180,15 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     lin.record_run(rec)
     echo(f"run {run_id}  ({'reproducing ' + reproduces if reproduces else profile + ' profile'})  {run_dir}")
     outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
+    kernels, closing, kenv = {}, [], {**os.environ, "TMPDIR": str(tmp)}
+    def kernel(j):                      # stage j's kernel, started now unless it already is
+        if j < len(STAGES) and j not in kernels:
+            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=notebook_imports(s.pipelines/STAGES[j].notebook),
+                                log=run_dir/"kernels.log")
+        return kernels.get(j)
+    def close(j, now=False):            # in the background: a stage never waits for the last one's kernel to stop
+        if (k := kernels.pop(j, None)) is not None:
+            closing.append(t := threading.Thread(target=k.shutdown, kwargs={"now": now}, daemon=True)); t.start()
     try:
         for i, st in enumerate(STAGES, 1):
             srec = rec["stages"][i-1]
@@ -191,6 +207,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                           git_commit=rec["git"]["commit"], started=srec["started"], notebook=nb_out.name)
             hit = None if st.name in forced else _reuse(s, store, lin, key, echo)
             if hit is not None:
+                close(i - 1, now=True)          # started ahead for nothing
                 _take_report(s, hit, srec, run_dir, nb_out)
                 srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=now(), seconds=0.0,
                             outputs=hit["outputs"])
@@ -204,16 +221,17 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             write_json(run_dir/"run.json", rec)
             echo(f"[{i}/{len(STAGES)}] {st.name:<9} running ...")
             t0 = time.perf_counter()
-            import papermill as pm
             from papermill.exceptions import PapermillExecutionError
+            k = kernel(i - 1)
+            kernel(i)                           # the next stage's kernel starts (and imports) while this one runs
             try:
-                pm.execute_notebook(str(nb_in), str(nb_out),
-                                    parameters={**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
-                                    kernel_name=s.kernel, cwd=str(run_dir), progress_bar=progress, log_output=False,
-                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                execute(nb_in, nb_out, k, {**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
+                        run_dir, progress_bar=progress)
             except Exception as e:     # the code raised (PapermillExecutionError), or the kernel died or never started
                 if isinstance(e, PapermillExecutionError): err, cell = f"{e.ename}: {e.evalue}", e.exec_count
                 else: err, cell = _kernel_error(e, s.kernel), None
+                if "No space left on device" in err and (full := s.explain(OSError(28, "full")).rsplit(": ", 1)[0]) != "full":
+                    err += f" (the disk holding {full} is full)"
                 srec.update(status="failed", ended=now(), seconds=round(time.perf_counter() - t0, 2), error=err, failed_cell=cell)
                 rec.update(status="failed", error={"stage": st.name, "message": err})
                 try: srec["html"] = render_html(nb_out).name
@@ -223,6 +241,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                 echo(f"[{i}/{len(STAGES)}] {st.name:<9} FAILED  {err.splitlines()[0][:300]}")
                 msg = f"stage {st.name} failed: {err}\n  see {nb_out}" if cell is not None else f"stage {st.name} failed: {err} (see {nb_out})"
                 raise RunFailed(msg, rec) from None
+            finally: close(i - 1)
             res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
             for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
             srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2),
@@ -240,15 +259,31 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             if srec["status"] == "running": srec.update(status="interrupted", ended=now())
         raise
     except RunFailed: raise
-    except BaseException as e:
-        rec.update(status="failed", error={"stage": None, "message": f"{type(e).__name__}: {e}"})
+    except BaseException as e:           # the runner's own work failed (a full disk, a database): the stage it was on fails
+        msg = s.explain(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+        cur = next((x for x in rec["stages"] if x["status"] == "running"), None)
+        if cur is not None:
+            cur.update(status="failed", ended=now(), error=msg)
+            with contextlib.suppress(Exception):
+                lin.record_execution(run_id, cur["name"], "failed", cur.get("inputs") or {}, {}, error=msg, **{**common, "ended": cur["ended"]})
+        rec.update(status="failed", error={"stage": cur and cur["name"], "message": msg})
         raise
     finally:
+        for j in list(kernels): close(j, now=True)
+        for t in closing: t.join(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            if (run_dir/"kernels.log").stat().st_size == 0: (run_dir/"kernels.log").unlink()   # kept only when a kernel spoke
         rec["ended"], rec["seconds"] = now(), round(time.perf_counter() - t_run, 2)
-        write_json(run_dir/"run.json", rec)
-        lin.record_run(rec)
+        try:
+            write_json(run_dir/"run.json", rec)
+            lin.record_run(rec)
+        except Exception as e:           # never hide the error that ended the run behind one from recording it
+            if rec["status"] == "succeeded": raise
+            echo(f"warning: the run's end could not be recorded ({s.explain(e) if isinstance(e, OSError) else e}); "
+                 "`mlops-nb runs` will show it interrupted")
         try: write_reports(s, rec)
-        except Exception as e: echo(f"warning: could not write the HTML report: {type(e).__name__}: {e}")
+        except Exception as e: echo(f"warning: could not write the HTML report: {s.explain(e) if isinstance(e, OSError) else f'{type(e).__name__}: {e}'}")
         lin.close()
     return rec
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_tracking.ipynb #c002
 from __future__ import annotations
-import ast, json, os, shutil, sys, tempfile, time
+import ast, json, os, shutil, sys, tempfile, time, weakref
 from pathlib import Path
 from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
@@ -96,9 +96,17 @@ class Stage:
         self.sources = {k: f"given ({'by the runner, run ' + self.run_id if self.run_dir else 'inputs parameter'})" for k in self.inputs}
         self.store = Store(self.s.store)
         self.outputs, self.metrics, self.wandb = {}, {}, None
-        self.work = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{name}-"))  # scratch space for files being made
+        self._work = None
         if "torch" in sys.modules:
             import torch; torch.set_num_threads(self.s.torch_threads)
+
+    @property
+    def work(self) -> Path:
+        "Scratch space for files being made, created on first use; removed when the stage ends (or is forgotten)."
+        if self._work is None:
+            self._work = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{self.name}-"))
+            self._rm = weakref.finalize(self, shutil.rmtree, self._work, True)   # also at exit, for a Stage never entered
+        return self._work
 
     @property
     def interactive(self) -> bool: return self.run_dir is None
@@ -132,7 +140,7 @@ class Stage:
         finally:
             if self.wandb is not None:
                 self.wandb.finish(exit_code=0 if et is None else 1)
-            shutil.rmtree(self.work, ignore_errors=True)
+            if self._work is not None: self._rm()                              # the scratch folder goes, however it ended
         return False
 
     def run_record(self) -> dict:

@@ -1,5 +1,6 @@
 """kill -9 of `mlops-nb run` in the middle of a stage."""
 import calendar, json, os, signal, sqlite3, subprocess, time
+import pytest
 from pathlib import Path
 from conftest import BIN, cli, make_workbook, run_record
 from mlops_nb.store import Store
@@ -125,3 +126,93 @@ def test_unusable_paths_are_one_line(tmp_path):
     p = cli("run", "--profile", "smoke", settings=settings)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
     assert str(tmp_path / "blocker") in p.stderr and "Not a directory" in p.stderr
+
+
+def _wait_for_stage(runs: Path, i: int, proc, timeout=180):
+    "The run.json path once stage i is running (fails if the run ended first)."
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        for rj in runs.glob("*/run.json"):
+            try:
+                if json.loads(rj.read_text())["stages"][i]["status"] == "running": return rj
+            except (ValueError, KeyError): pass
+        time.sleep(0.2)
+    raise AssertionError(f"stage {i} never started")
+
+
+def test_ctrl_c_is_one_line_and_leaves_nothing_behind(tmp_path):
+    "Ctrl-C (SIGINT to the foreground process group) in the middle of training: one line, exit 130, run interrupted, "
+    "no kernel left running, no temporary folder left behind."
+    import psutil
+    settings = make_workbook(tmp_path)
+    tmp = tmp_path / "tmp"; tmp.mkdir()
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled", "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([str(BIN / "mlops-nb"), "run", "--profile", "smoke", "-p", "train.epochs=[300]"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            start_new_session=True,          # its own process group, as a terminal gives a foreground job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as an interactive shell does
+    kernels = []
+    try:
+        rj = _wait_for_stage(tmp_path / "runs", 1, proc)
+        time.sleep(5)                                    # inside the training cell
+        kernels = [c for c in psutil.Process(proc.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
+        assert kernels, "no kernel running"
+        assert any(tmp.glob("mlops-nb-*")), "the run made no temporary folder"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, (proc.returncode, err)
+    after = err.split("[2/5] train     running ...\n", 1)[1]
+    assert "Traceback" not in err and len(after.strip().splitlines()) == 1, err
+    assert "interrupted" in after
+    rec = json.loads(rj.read_text())
+    assert rec["status"] == "interrupted" and rec["stages"][1]["status"] == "interrupted", rec
+    gone = psutil.wait_procs(kernels, timeout=15)[1]
+    assert not gone, f"kernels still running: {gone}"
+    left = [p.name for p in tmp.iterdir() if p.name != "mlops-nb-cores"]     # the machine's core pool stays, by design
+    assert left == [], left
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                                capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("left_mb", [0, 1])
+def test_full_disk(tmp_path, left_mb):
+    "A workbook on a disk that fills up: a run fails with one line naming the path and the cause; earlier runs stay "
+    "readable; `runs` and `show` keep working; once there is room again, runs work."
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "64m"): pytest.skip("needs root and tmpfs to make a small disk")
+    try:
+        settings = make_workbook(disk)
+        p = cli("run", "--profile", "smoke", settings=settings)
+        assert p.returncode == 0, p.stderr
+        first = run_record(settings, p)
+        report = (disk / "runs" / first["run_id"] / "index.html").read_text()
+        with open(disk / "filler", "wb") as f:           # fill the disk, leaving left_mb: the run fails before it starts, or in it
+            try:
+                while True: f.write(b"\0" * (1 << 20))
+            except OSError: pass
+            f.truncate(max(0, f.tell() - left_mb * (1 << 20)))
+        p = cli("run", "--profile", "smoke", "--force", settings=settings)
+        assert p.returncode in (1, 2) and "Traceback" not in p.stderr, p.stderr
+        last = p.stderr.strip().splitlines()[-1]
+        assert "No space left on device" in last and str(disk) in last, p.stderr
+        for c in (["runs"], ["show", first["run_id"]]):  # readers of runs keep working
+            q = cli(*c, settings=settings)
+            assert q.returncode == 0 and "Traceback" not in q.stderr, (c, q.stderr)
+            assert first["run_id"] in q.stdout, (c, q.stdout)
+        q = cli("registry", "ls", settings=settings)     # SQLite in WAL mode cannot open on a full disk: one line says so
+        assert q.returncode == 0 or ("registry.db" in q.stderr and "No space left on device" in q.stderr
+                                     and len(q.stderr.strip().splitlines()) == 1), q.stderr
+        assert json.loads((disk / "runs" / first["run_id"] / "run.json").read_text())["status"] == "succeeded"
+        assert (disk / "runs" / first["run_id"] / "index.html").read_text() == report
+        for rj in (disk / "runs").glob("*/run.json"): json.loads(rj.read_text())   # no run.json half written
+        (disk / "filler").unlink()
+        p = cli("run", "--profile", "smoke", "--force", settings=settings)
+        assert p.returncode == 0, p.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

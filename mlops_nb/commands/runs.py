@@ -61,7 +61,8 @@ def cmd_show(a, s):
     print(f"run {r['run_id']}  {r['status']}  profile {r.get('profile')}  {f'{secs:.1f}s' if secs is not None else ''}")
     print(f"commit {g.get('commit')}{' (dirty)' if g.get('dirty') else ''}  environment {r.get('env_digest')}")
     if r.get("reproduces"): print(f"reproduces {r['reproduces']}")
-    if r.get("error"): print(f"error in {r['error'].get('stage')}: {r['error']['message']}")
+    if r.get("error"):
+        print(f"error{' in ' + r['error']['stage'] if r['error'].get('stage') else ''}: {r['error']['message']}")
     print("\nstages:")
     for st in r["stages"]:
         how = f"cached from {st.get('cached_from')}" if st.get("cached") else ("executed" if st.get("status") != "pending" else "not run")
