@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install sysdeps run test check-sync nbtest pytest lab bench export readme clean
+.PHONY: help install sysdeps run test check-sync nbtest pytest lab bench docs export readme clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -55,6 +55,11 @@ export: install  ## notebooks -> mlops_nb/ and README.md
 # download (not on PyPI in a usable form), so nbconvert renders it instead.
 readme: install  ## README.md from nbs/index.ipynb
 	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --TemplateExporter.exclude_input=True --output-dir . --output README nbs/index.ipynb
+
+# nbdev-docs needs Quarto, a binary download the quarto-cli package only fetches at install time: without it on the
+# PATH, nbs/_docs.py renders nbdev's processed notebooks (nbdev-proc-nbs) with nbconvert instead, offline.
+docs: install  ## the documentation site in _docs/: a page per notebook, every exported function's signature and docs
+	$(BIN)/python nbs/_docs.py
 
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

@@ -21,7 +21,7 @@ def machine_cores() -> int:
     except AttributeError: return os.cpu_count() or 1
 
 def lock_dir() -> Path | None:
-    "The machine-wide pool of seats, made when missing; None when it cannot be (leases are then skipped, with a warning)."
+    "The machine-wide pool (a lock file per core), made when missing; None when it cannot be (leases are then skipped, with a warning)."
     d = Path(os.environ.get("MLOPS_NB_LOCK_DIR") or Path(tempfile.gettempdir())/"mlops-nb-cores")
     try:
         if not d.is_dir():
