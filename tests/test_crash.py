@@ -54,6 +54,22 @@ def test_kill_9_mid_stage(tmp_path):
         except ProcessLookupError: pass
 
 
+def _kernels(pid):
+    "The live kernel processes under `pid`."
+    import psutil
+    ks = []
+    for c in psutil.Process(pid).children(recursive=True):
+        try:
+            if c.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(c.cmdline()): ks.append(c)
+        except psutil.Error: pass                     # gone, or a kernel being shut down
+    return ks
+
+
+def _oldest_kernel(pid):
+    "The oldest live kernel process under `pid` (None if none)."
+    return min(_kernels(pid), key=lambda c: c.create_time(), default=None)
+
+
 def test_dead_kernel_fails_the_stage_cleanly(tmp_path):
     "kill -9 of the stage's kernel (as the OOM killer would): the stage and the run are failed, with one line and a lineage row."
     import psutil
@@ -66,8 +82,7 @@ def test_dead_kernel_fails_the_stage_cleanly(tmp_path):
         while time.time() < deadline and kernel is None:
             found = list((tmp_path / "runs").glob("*/run.json"))
             if found and json.loads(found[0].read_text())["stages"][1]["status"] == "running":
-                kernel = next((c for c in psutil.Process(proc.pid).children(recursive=True)
-                               if "ipykernel" in " ".join(c.cmdline())), None)
+                kernel = _oldest_kernel(proc.pid)   # train's: the next stage's kernel, started ahead, is younger
             time.sleep(0.2)
         assert kernel is not None, "train's kernel never started"
         time.sleep(4)
@@ -117,9 +132,9 @@ def test_unusable_paths_are_one_line(tmp_path):
     "A corrupt database, or a runs folder that cannot be made: one line naming the path and the cause, no traceback."
     settings = make_workbook(tmp_path)
     (tmp_path / "lineage.db").write_bytes(b"this is not a database" * 100)
-    p = cli("runs", settings=settings)
+    p = cli("lineage", "sha256:ab", settings=settings)       # `runs` reads run folders only; lineage reads the database
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-        f"mlops-nb runs: error: the database {tmp_path / 'lineage.db'} cannot be used: file is not a database"]
+        f"mlops-nb lineage: error: the database {tmp_path / 'lineage.db'} cannot be used: file is not a database"]
     (tmp_path / "lineage.db").unlink()
     (tmp_path / "blocker").write_text("a file where a folder should be")
     settings.write_text(settings.read_text().replace(str(tmp_path / "runs"), str(tmp_path / "blocker" / "runs")))
@@ -155,7 +170,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_behind(tmp_path):
     try:
         rj = _wait_for_stage(tmp_path / "runs", 1, proc)
         time.sleep(5)                                    # inside the training cell
-        kernels = [c for c in psutil.Process(proc.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
+        kernels = _kernels(proc.pid)
         assert kernels, "no kernel running"
         assert any(tmp.glob("mlops-nb-*")), "the run made no temporary folder"
         os.killpg(proc.pid, signal.SIGINT)
