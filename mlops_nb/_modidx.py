@@ -189,6 +189,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mlops_nb.pipeline._kernel_error': ('pipeline.html#_kernel_error', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._last_sign_of_life': ('pipeline.html#_last_sign_of_life', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._me': ('pipeline.html#_me', 'mlops_nb/pipeline.py'),
+                                   'mlops_nb.pipeline._render_later': ('pipeline.html#_render_later', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._reuse': ('pipeline.html#_reuse', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._take_report': ('pipeline.html#_take_report', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline.downstream': ('pipeline.html#downstream', 'mlops_nb/pipeline.py'),

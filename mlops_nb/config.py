@@ -62,7 +62,7 @@ class Settings:
         where = e.filename
         if not where:
             full = [str(p) for p in (self.runs, self.store, self.lineage.parent, self.registry.parent) if disk_full(p)]
-            where = " and ".join(dict.fromkeys(full)) or None
+            where = os.path.commonpath(full) if len(full) > 1 and os.path.commonpath(full) != "/" else " and ".join(dict.fromkeys(full)) or None
         cause = e.strerror or str(e) or type(e).__name__
         return f"{where}: {cause}" if where else cause
 

@@ -180,11 +180,11 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     lin.record_run(rec)
     echo(f"run {run_id}  ({'reproducing ' + reproduces if reproduces else profile + ' profile'})  {run_dir}")
     outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
-    kernels, closing, kenv = {}, [], {**os.environ, "TMPDIR": str(tmp)}
+    kernels, closing, renders, kenv = {}, [], [], {**os.environ, "TMPDIR": str(tmp)}
     def kernel(j):                      # stage j's kernel, started now unless it already is
         if j < len(STAGES) and j not in kernels:
-            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=notebook_imports(s.pipelines/STAGES[j].notebook),
-                                log=run_dir/"kernels.log")
+            warm = notebook_imports(s.pipelines/STAGES[j].notebook) + ["matplotlib.pyplot"]   # the reports' plots import it late
+            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warm, log=run_dir/"kernels.log")
         return kernels.get(j)
     def close(j, now=False):            # in the background: a stage never waits for the last one's kernel to stop
         if (k := kernels.pop(j, None)) is not None:
@@ -221,9 +221,9 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             write_json(run_dir/"run.json", rec)
             echo(f"[{i}/{len(STAGES)}] {st.name:<9} running ...")
             t0 = time.perf_counter()
-            from papermill.exceptions import PapermillExecutionError
             k = kernel(i - 1)
             kernel(i)                           # the next stage's kernel starts (and imports) while this one runs
+            from papermill.exceptions import PapermillExecutionError     # imported while the kernels start
             try:
                 execute(nb_in, nb_out, k, {**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
                         run_dir, progress_bar=progress)
@@ -244,8 +244,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             finally: close(i - 1)
             res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
             for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
-            srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2),
-                        outputs=res["outputs"], html=render_html(nb_out).name)
+            srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2), outputs=res["outputs"])
+            renders.append((srec, _render_later(nb_out)))                # the HTML is made while the next stage runs
             if res.get("wandb"): srec["wandb"] = res["wandb"]
             lin.record_execution(run_id, st.name, "succeeded", inputs, res["outputs"], metrics=res["metrics"],
                                  **{**common, "ended": srec["ended"]})
@@ -270,22 +270,39 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
         raise
     finally:
         for j in list(kernels): close(j, now=True)
-        for t in closing: t.join(30)
-        shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            if (run_dir/"kernels.log").stat().st_size == 0: (run_dir/"kernels.log").unlink()   # kept only when a kernel spoke
-        rec["ended"], rec["seconds"] = now(), round(time.perf_counter() - t_run, 2)
         try:
-            write_json(run_dir/"run.json", rec)
-            lin.record_run(rec)
-        except Exception as e:           # never hide the error that ended the run behind one from recording it
-            if rec["status"] == "succeeded": raise
-            echo(f"warning: the run's end could not be recorded ({s.explain(e) if isinstance(e, OSError) else e}); "
-                 "`mlops-nb runs` will show it interrupted")
-        try: write_reports(s, rec)
-        except Exception as e: echo(f"warning: could not write the HTML report: {s.explain(e) if isinstance(e, OSError) else f'{type(e).__name__}: {e}'}")
-        lin.close()
+            for srec, r in renders:
+                if (html := r.result()) is not None: srec["html"] = html
+            rec["ended"], rec["seconds"] = now(), round(time.perf_counter() - t_run, 2)
+            try:
+                write_json(run_dir/"run.json", rec)
+                lin.record_run(rec)
+            except Exception as e:       # never hide the error that ended the run behind one from recording it
+                if rec["status"] == "succeeded": raise
+                echo(f"warning: the run's end could not be recorded ({s.explain(e) if isinstance(e, OSError) else e}); "
+                     "`mlops-nb runs` will show it interrupted")
+            try: write_reports(s, rec)
+            except Exception as e: echo(f"warning: could not write the HTML report: {s.explain(e) if isinstance(e, OSError) else f'{type(e).__name__}: {e}'}")
+        finally:
+            for t in closing: t.join(30)     # the kernels stop while the reports are written; none outlives the run
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                if (run_dir/"kernels.log").stat().st_size == 0: (run_dir/"kernels.log").unlink()   # kept only when a kernel spoke
+            lin.close()
     return rec
+
+def _render_later(nb_out):
+    "Render an executed notebook's HTML in a background thread (one core); the future's result is its file name, or None."
+    import concurrent.futures, nbconvert, nbformat   # imported here: two threads importing one package can see it half made
+    from mlops_nb.cores import core_lease
+    from mlops_nb import report
+    def work():
+        try:
+            with core_lease(1, what="rendering a notebook"): return render_html(nb_out).name
+        except Exception: return None              # the report links the notebook instead
+    fut = concurrent.futures.Future()
+    threading.Thread(target=lambda: fut.set_result(work()), daemon=True).start()
+    return fut
 
 def render_html(nb_path):
     from mlops_nb.report import render_notebook
