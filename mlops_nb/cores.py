@@ -4,15 +4,16 @@
 
 # %% ../nbs/05_cores.ipynb #c002
 from __future__ import annotations
-import contextlib, fcntl, os, sys, tempfile, time, warnings
+import contextlib, fcntl, os, sys, tempfile, threading, time, warnings
 from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['machine_cores', 'lock_dir', 'waited', 'core_lease']
+__all__ = ['HELD_BY', 'machine_cores', 'lock_dir', 'waited', 'core_lease']
 
 # %% ../nbs/05_cores.ipynb #c003
-_held = 0                                    # leases this process holds (they nest: a prediction inside a trial)
+_local = threading.local()                   # leases this thread holds (they nest: a prediction inside a trial)
+HELD_BY = "MLOPS_NB_CORE_LEASE_HELD"         # set while held: a child process (a DDP worker) runs on its parent's lease
 _waited = 0.0                                # seconds this process has waited for cores
 
 def machine_cores() -> int:
@@ -47,18 +48,25 @@ def waited() -> float:
 
 
 # %% ../nbs/05_cores.ipynb #c004
+_count = [0]                                 # leases held by all threads of this process
+_count_lock = threading.Lock()
+
+def _holders_left() -> int:
+    with _count_lock: _count[0] -= 1; return _count[0]
+
 @contextlib.contextmanager
 def core_lease(threads: int | None = None,   # cores the body keeps busy (default: torch's thread count)
                what: str = "compute",         # what the cores are for, said when waiting is long
                echo=None,                     # called with one line when the wait was longer than `say_after`
                say_after: float = 1.0):
     "Hold `threads` of the machine's cores while the body runs; waits while other runs hold them all."
-    global _held, _waited
-    if _held or os.environ.get("MLOPS_NB_CORE_LEASE", "on").lower() in ("off", "0", "false", "no") \
-            or os.environ.get("MLOPS_NB_CORE_LEASE_HELD"):         # nested, turned off, or a parent process holds it
-        _held += 1
+    global _waited
+    depth = getattr(_local, "held", 0)
+    if depth or os.environ.get("MLOPS_NB_CORE_LEASE", "on").lower() in ("off", "0", "false", "no") \
+            or os.environ.get(HELD_BY) == str(os.getppid()):       # nested, turned off, or the parent process holds it
+        _local.held = depth + 1
         try: yield
-        finally: _held -= 1
+        finally: _local.held = depth
         return
     d = lock_dir()
     if d is None:
@@ -84,11 +92,12 @@ def core_lease(threads: int | None = None,   # cores the body keeps busy (defaul
     wait = time.perf_counter() - t0
     _waited += wait
     if echo and wait > say_after: echo(f"waited {wait:.1f} s for cores (another run was using them) before {what}")
-    _held += 1
-    os.environ["MLOPS_NB_CORE_LEASE_HELD"] = str(os.getpid())    # processes started inside (DDP workers) are covered
+    _local.held = 1
+    with _count_lock: _count[0] += 1
+    os.environ[HELD_BY] = str(os.getpid())   # processes started inside (DDP workers) are covered
     try: yield
     finally:
-        _held -= 1
-        os.environ.pop("MLOPS_NB_CORE_LEASE_HELD", None)
+        _local.held = 0
+        if not _holders_left(): os.environ.pop(HELD_BY, None)
         for fd in held: os.close(fd)        # closing releases the cores
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import ast, json, os, threading
 from pathlib import Path
-from .cores import core_lease
+from .cores import core_lease, HELD_BY
 
 
 # %% auto #0
@@ -55,7 +55,8 @@ class Kernel:
                 km = _async_client_manager(self.kernel_name)
                 out = open(self.log, "ab") if self.log else None
                 try:
-                    km.start_kernel(cwd=self.cwd, env=self.env if self.env is not None else dict(os.environ),
+                    env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
+                    km.start_kernel(cwd=self.cwd, env=env,           # its leases are its own, not this thread's
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"], **({"stdout": out, "stderr": out} if out else {}))
                 finally:
                     if out: out.close()            # the kernel has its own copy

@@ -15,18 +15,23 @@ def _plt():
     return plt
 
 def image_grid(images, titles=(), ncols: int = 8, size: float = 1.2, title: str = ""):
-    "A figure showing `images` (N,C,H,W or N,H,W uint8) in a grid, each with an optional title."
+    "A figure showing `images` (N,C,H,W or N,H,W uint8) in a grid, each with an optional title above it."
     plt = _plt()
     images = np.asarray(images)
-    n = max(len(images), 1); ncols = min(ncols, n); nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols*size, nrows*size*1.15), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= len(images): continue
-        im = images[i]
-        if im.ndim == 3: im = im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0)
-        ax.imshow(im, cmap="gray_r" if im.ndim == 2 else None, interpolation="nearest")
-        if i < len(titles): ax.set_title(str(titles[i]), fontsize=7)
+    if images.ndim == 4: images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    n = len(images); ncols = max(1, min(ncols, n or 1)); nrows = -(-max(n, 1) // ncols)
+    fig, ax = plt.subplots(figsize=(ncols*size, nrows*size*1.15))
+    ax.axis("off")
+    if n:                                  # one image of tiles (one axes, not one per image: many times faster to draw)
+        gray, (h, w) = images.ndim == 3, images.shape[1:3]
+        pad, top = max(1, w // 8), (max(3, h // 3) if len(titles) else 0)
+        th, tw = h + pad + top, w + pad
+        canvas = np.full((nrows*th, ncols*tw, *images.shape[3:]), 0 if gray else 255, np.uint8)   # white either way
+        for i, im in enumerate(images):
+            r, c = divmod(i, ncols)
+            canvas[r*th + top: r*th + top + h, c*tw: c*tw + w] = im
+            if i < len(titles): ax.text(c*tw + w/2, r*th + top - 0.5, str(titles[i]), ha="center", va="bottom", fontsize=7)
+        ax.imshow(canvas, cmap="gray_r" if gray else None, interpolation="nearest", vmin=0, vmax=255)
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
