@@ -6,14 +6,14 @@
 from __future__ import annotations
 import argparse, sys
 from .config import SettingsError, load_settings
-from .commands import common, pipeline as _pipeline, runs as _runs, registry as _registry
+from .commands import common, pipeline as _pipeline, runs as _runs, registry as _registry, serve as _serve
 
 
 # %% auto #0
 __all__ = ['GROUPS', 'parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #c004
-GROUPS = [_pipeline, _runs, _registry]      # each adds its subcommands; the top-level help lists them in this order
+GROUPS = [_pipeline, _runs, _registry, _serve]      # each adds its subcommands; the top-level help lists them in this order
 
 def parser() -> argparse.ArgumentParser:
     "The `mlops-nb` parser, assembled from the command groups."

@@ -23,7 +23,8 @@ def machine_cores() -> int:
 
 def lock_dir() -> Path | None:
     "The machine-wide pool (a lock file per core), made when missing; None when it cannot be (leases are then skipped, with a warning)."
-    d = Path(os.environ.get("MLOPS_NB_LOCK_DIR") or Path(tempfile.gettempdir())/"mlops-nb-cores")
+    # not $TMPDIR: a run gives its kernels a TMPDIR of their own, and the pool must be the machine's
+    d = Path(os.environ.get("MLOPS_NB_LOCK_DIR") or (Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir()))/"mlops-nb-cores")
     try:
         if not d.is_dir():
             d.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import ast, json, os, threading
 from pathlib import Path
-from .cores import core_lease, HELD_BY
+from .cores import HELD_BY
 
 
 # %% auto #0
@@ -34,16 +34,22 @@ def warm_code(modules) -> str:
 
 
 # %% ../nbs/40d_kernels.ipynb #c005
+def _lowest_priority():
+    "In the child before exec: the lowest CPU priority (nice 19)."
+    os.nice(19)
+
 def _async_client_manager(kernel_name: str):
     "A KernelManager whose clients are asynchronous, as nbclient needs, while starting and stopping stay synchronous."
     from jupyter_client import KernelManager
     return KernelManager(kernel_name=kernel_name, client_class="jupyter_client.asynchronous.AsyncKernelClient")
 
 class Kernel:
-    "A kernel for one stage, started in a background thread in `cwd` with `env`, the `warm` modules imported."
-    def __init__(self, kernel_name: str, cwd, env: dict | None = None, warm=(), start_timeout: float = 60, log=None):
+    "A kernel for one stage, started in a background thread in `cwd` with `env`, the `warm` modules imported. "
+    "`background`: started ahead of its turn, at the lowest CPU priority, so it only uses cores nothing else wants."
+    def __init__(self, kernel_name: str, cwd, env: dict | None = None, warm=(), start_timeout: float = 60, log=None,
+                 background: bool = False):
         self.kernel_name, self.cwd, self.env, self.warm, self.start_timeout = kernel_name, str(cwd), env, list(warm), start_timeout
-        self.log = log                         # the kernel process's own stdout and stderr go here (default: inherited)
+        self.log, self.background = log, background   # log: the kernel process's own stdout and stderr (default: inherited)
         self.km, self.error, self._closed = None, None, False
         import jupyter_client, jupyter_client.asynchronous   # here, not in the thread: two threads importing it can deadlock
         self._thread = threading.Thread(target=self._start, name=f"kernel-{kernel_name}", daemon=True)
@@ -51,37 +57,44 @@ class Kernel:
 
     def _start(self):
         try:
-            with core_lease(1, what="starting a kernel"):
-                km = _async_client_manager(self.kernel_name)
-                out = open(self.log, "ab") if self.log else None
-                try:
-                    env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
-                    km.start_kernel(cwd=self.cwd, env=env,           # its leases are its own, not this thread's
-                                    extra_arguments=["--IPKernelApp.log_level=ERROR"], **({"stdout": out, "stderr": out} if out else {}))
-                finally:
-                    if out: out.close()            # the kernel has its own copy
-                self.km = km
-                if self._closed: return
-                from jupyter_client import BlockingKernelClient
-                kc = BlockingKernelClient()
-                kc.load_connection_info(km.get_connection_info())
-                kc.start_channels()
-                try:
-                    kc.wait_for_ready(timeout=self.start_timeout)
-                    if self.warm:
-                        mid = kc.execute(warm_code(self.warm), silent=True, store_history=False)
-                        while kc.get_shell_msg(timeout=max(120, self.start_timeout))["parent_header"].get("msg_id") != mid: pass
-                finally: kc.stop_channels()
+            km = _async_client_manager(self.kernel_name)
+            out = open(self.log, "ab") if self.log else None
+            try:
+                env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
+                km.start_kernel(cwd=self.cwd, env=env,           # its core leases are its own, not this process's
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                **({"stdout": out, "stderr": out} if out else {}),
+                                **({"preexec_fn": _lowest_priority} if self.background else {}))
+            finally:
+                if out: out.close()            # the kernel has its own copy
+            self.km = km
+            if self._closed: return
+            from jupyter_client import BlockingKernelClient
+            kc = BlockingKernelClient()
+            kc.load_connection_info(km.get_connection_info())
+            kc.start_channels()
+            try:
+                kc.wait_for_ready(timeout=self.start_timeout)
+                if self.warm:
+                    mid = kc.execute(warm_code(self.warm), silent=True, store_history=False)
+                    while kc.get_shell_msg(timeout=max(120, self.start_timeout))["parent_header"].get("msg_id") != mid: pass
+            finally: kc.stop_channels()
         except BaseException as e: self.error = e
 
     def ready(self, timeout: float | None = None):
-        "The started kernel's manager; raises what stopped it from starting (`NoSuchKernel`, a timeout, a dead kernel)."
+        "The started kernel's manager, back at normal priority; raises what stopped it from starting "
+        "(`NoSuchKernel`, a timeout, a dead kernel)."
         self._thread.join(timeout)
         if self._thread.is_alive(): raise TimeoutError(f"kernel {self.kernel_name!r} did not start within {timeout} s")
         if self.error is not None: raise self.error
         if not self.km.is_alive():
             from nbclient.exceptions import DeadKernelError
             raise DeadKernelError(f"kernel {self.kernel_name!r} died before its stage started")
+        if self.background:
+            pid = getattr(self.km.provisioner, "pid", None)
+            try: os.setpriority(os.PRIO_PROCESS, pid, 0)   # its turn: normal priority (needs root; else it stays low)
+            except (OSError, TypeError): pass
+            self.background = False
         return self.km
 
     def shutdown(self, now: bool = False):

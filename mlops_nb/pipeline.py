@@ -28,10 +28,11 @@ class StageSpec:
     notebook: str                      # file in the pipelines folder
     inputs: dict = field(default_factory=dict)   # input name -> "stage.output"
     raw: str = ""                      # the parameter naming raw data outside the store: its fingerprint joins the cache key
+    heavy: bool = False                # keeps every core busy: the runner does nothing beside it (no kernel started ahead)
 
 STAGES = (
     StageSpec("ingest", "ingest.ipynb", raw="source"),
-    StageSpec("train", "train.ipynb", {"dataset": "ingest.dataset"}),
+    StageSpec("train", "train.ipynb", {"dataset": "ingest.dataset"}, heavy=True),
     StageSpec("evaluate", "evaluate.ipynb", {"dataset": "ingest.dataset", "model": "train.model"}),
     StageSpec("package", "package.ipynb", {"dataset": "ingest.dataset", "manifest": "ingest.manifest", "model": "train.model",
                                            "metrics": "evaluate.metrics"}),
@@ -180,11 +181,13 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     lin.record_run(rec)
     echo(f"run {run_id}  ({'reproducing ' + reproduces if reproduces else profile + ' profile'})  {run_dir}")
     outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
-    kernels, closing, renders, kenv = {}, [], [], {**os.environ, "TMPDIR": str(tmp)}
-    def kernel(j):                      # stage j's kernel, started now unless it already is
+    from mlops_nb.cores import lock_dir
+    kenv = {**os.environ, "TMPDIR": str(tmp), **({"MLOPS_NB_LOCK_DIR": str(ld)} if (ld := lock_dir()) else {})}   # one pool
+    kernels, closing, renders, pending = {}, [], [], []
+    def kernel(j, ahead=False):         # stage j's kernel, started now unless it already is
         if j < len(STAGES) and j not in kernels:
             warm = notebook_imports(s.pipelines/STAGES[j].notebook) + ["matplotlib.pyplot"]   # the reports' plots import it late
-            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warm, log=run_dir/"kernels.log")
+            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warm, log=run_dir/"kernels.log", background=ahead)
         return kernels.get(j)
     def close(j, now=False):            # in the background: a stage never waits for the last one's kernel to stop
         if (k := kernels.pop(j, None)) is not None:
@@ -222,7 +225,10 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             echo(f"[{i}/{len(STAGES)}] {st.name:<9} running ...")
             t0 = time.perf_counter()
             k = kernel(i - 1)
-            kernel(i)                           # the next stage's kernel starts (and imports) while this one runs
+            if not st.heavy:
+                kernel(i, ahead=True)           # the next stage's kernel starts (and imports) while this one runs
+                for srec_, r in pending: renders.append((srec_, _render_later(r)))   # and the HTML of those before
+                pending.clear()
             from papermill.exceptions import PapermillExecutionError     # imported while the kernels start
             try:
                 execute(nb_in, nb_out, k, {**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
@@ -245,7 +251,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
             for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
             srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2), outputs=res["outputs"])
-            renders.append((srec, _render_later(nb_out)))                # the HTML is made while the next stage runs
+            pending.append((srec, nb_out))      # its HTML is made while the next stage runs (unless that one is heavy)
             if res.get("wandb"): srec["wandb"] = res["wandb"]
             lin.record_execution(run_id, st.name, "succeeded", inputs, res["outputs"], metrics=res["metrics"],
                                  **{**common, "ended": srec["ended"]})
@@ -271,6 +277,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     finally:
         for j in list(kernels): close(j, now=True)
         try:
+            renders += [(srec_, _render_later(r)) for srec_, r in pending]
             for srec, r in renders:
                 if (html := r.result()) is not None: srec["html"] = html
             rec["ended"], rec["seconds"] = now(), round(time.perf_counter() - t_run, 2)
@@ -292,13 +299,14 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     return rec
 
 def _render_later(nb_out):
-    "Render an executed notebook's HTML in a background thread (one core); the future's result is its file name, or None."
+    "Render an executed notebook's HTML in a background thread at the lowest CPU priority; the future's result is its "
+    "file name, or None."
     import concurrent.futures, nbconvert, nbformat   # imported here: two threads importing one package can see it half made
-    from mlops_nb.cores import core_lease
     from mlops_nb import report
     def work():
         try:
-            with core_lease(1, what="rendering a notebook"): return render_html(nb_out).name
+            with contextlib.suppress(OSError): os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
+            return render_html(nb_out).name
         except Exception: return None              # the report links the notebook instead
     fut = concurrent.futures.Future()
     threading.Thread(target=lambda: fut.set_result(work()), daemon=True).start()

@@ -185,7 +185,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_behind(tmp_path):
     assert rec["status"] == "interrupted" and rec["stages"][1]["status"] == "interrupted", rec
     gone = psutil.wait_procs(kernels, timeout=15)[1]
     assert not gone, f"kernels still running: {gone}"
-    left = [p.name for p in tmp.iterdir() if p.name != "mlops-nb-cores"]     # the machine's core pool stays, by design
+    left = [p.name for p in tmp.iterdir()]             # and the machine's core pool is not here: TMPDIR is not machine-wide
     assert left == [], left
 
 
