@@ -65,9 +65,13 @@ def _kernels(pid):
     return ks
 
 
-def _oldest_kernel(pid):
-    "The oldest live kernel process under `pid` (None if none)."
-    return min(_kernels(pid), key=lambda c: c.create_time(), default=None)
+def _busiest_kernel(pid):
+    "The live kernel process under `pid` that has used the most CPU (None if none)."
+    import psutil
+    def cpu(c):
+        try: return sum(c.cpu_times()[:2])
+        except psutil.Error: return -1
+    return max(_kernels(pid), key=cpu, default=None)
 
 
 def test_dead_kernel_fails_the_stage_cleanly(tmp_path):
@@ -82,10 +86,10 @@ def test_dead_kernel_fails_the_stage_cleanly(tmp_path):
         while time.time() < deadline and kernel is None:
             found = list((tmp_path / "runs").glob("*/run.json"))
             if found and json.loads(found[0].read_text())["stages"][1]["status"] == "running":
-                kernel = _oldest_kernel(proc.pid)   # train's: the next stage's kernel, started ahead, is younger
+                time.sleep(4)                       # inside the training cell; ingest's kernel has stopped by now
+                kernel = _busiest_kernel(proc.pid)  # train's: it is the one computing
             time.sleep(0.2)
         assert kernel is not None, "train's kernel never started"
-        time.sleep(4)
         kernel.kill()
         out, err = proc.communicate(timeout=120)
     finally:
