@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_cli.ipynb #c002
 from __future__ import annotations
-import argparse, errno, sqlite3, sys
+import argparse, sys
 from .config import SettingsError, load_settings
 from .commands import common, pipeline as _pipeline, runs as _runs, registry as _registry, serve as _serve
 
@@ -47,9 +47,6 @@ def main(argv=None) -> int:
             MissingArtifact, DbError) as e:
         common.err(f"mlops-nb {a.cmd}: error: {e}")
         return 2
-    except sqlite3.Error as e:                    # a database write failed mid-command: a full disk, most often
-        full = s.explain(OSError(errno.ENOSPC, "No space left on device")) if s is not None and "full" in str(e) else ""
-        common.err(f"mlops-nb {a.cmd}: error: a database write failed: {e}" + (f" ({full})" if ":" in full else "")); return 2
     except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
         common.gone(sys.stdout); return 0
     except OSError as e:                          # a full disk, a path that cannot be written: one line naming it

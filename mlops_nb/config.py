@@ -59,12 +59,15 @@ class Settings:
     def explain(self, e: OSError) -> str:
         "One line for an OS error: the path it names, or, when it names none (a full disk seen while writing a "
         "stream), the workbook folders whose disk is full; then the cause."
-        where = e.filename
-        if not where:
-            full = [str(p) for p in (self.runs, self.store, self.lineage.parent, self.registry.parent) if disk_full(p)]
-            where = os.path.commonpath(full) if len(full) > 1 and os.path.commonpath(full) != "/" else " and ".join(dict.fromkeys(full)) or None
+        where = e.filename or self.full_disk()
         cause = e.strerror or str(e) or type(e).__name__
         return f"{where}: {cause}" if where else cause
+
+    def full_disk(self) -> str | None:
+        "The workbook folders (runs, store, databases) on a disk that is full, named as one path where they share one."
+        full = [str(p) for p in (self.runs, self.store, self.lineage.parent, self.registry.parent) if disk_full(p)]
+        if len(full) > 1 and os.path.commonpath(full) != "/": return os.path.commonpath(full)
+        return " and ".join(dict.fromkeys(full)) or None
 
 def disk_full(path, below: int = 1 << 20) -> bool:
     "Whether the disk holding `path` (or its nearest existing parent) has less than `below` bytes free."

@@ -4,16 +4,21 @@
 
 # %% ../nbs/01a_db.ipynb #c002
 from __future__ import annotations
-import shutil, sqlite3
-from contextlib import contextmanager
+import sqlite3
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from .config import disk_full
 
 # %% auto #0
 __all__ = ['DbError', 'connect', 'cause', 'transaction', 'create']
 
 # %% ../nbs/01a_db.ipynb #c004
 class DbError(RuntimeError):
-    "A database file cannot be opened or read: the message names the file and the cause."
+    "A database file cannot be opened, read or written: the message names the file and the cause."
+
+class _Connection(sqlite3.Connection):
+    "A connection that knows its file, so that a write the disk refuses can name it."
+    path: Path | None = None
 
 def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
     "Open (creating its folder) an SQLite database in WAL mode, rows as `sqlite3.Row`, autocommit outside `transaction`; "
@@ -21,7 +26,8 @@ def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, factory=_Connection)
+        db.path = path
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL"); db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         db.execute("PRAGMA foreign_keys=ON")
@@ -33,19 +39,23 @@ def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
 def cause(e: BaseException, path) -> str:
     "What went wrong with `path`: the error's own words, and a full disk named as such (SQLite says only 'disk I/O error')."
     why = getattr(e, "strerror", None) or str(e)
-    try:
-        if shutil.disk_usage(Path(path).parent).free < (1 << 20) and "No space left" not in why:
-            why += "; No space left on device (its disk is full)"
-    except OSError: pass
+    if "No space left" not in why and disk_full(Path(path).parent): why += "; No space left on device (its disk is full)"
     return why
 
 @contextmanager
 def transaction(db: sqlite3.Connection):
-    "One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error."
-    db.execute("BEGIN IMMEDIATE")
-    try: yield db
-    except BaseException: db.execute("ROLLBACK"); raise
-    else: db.execute("COMMIT")
+    "One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a write the database refuses "
+    "(a full disk, an I/O error) raises `DbError` naming the file."
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try: yield db
+        except BaseException:
+            with suppress(sqlite3.Error): db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.OperationalError as e:
+        where = getattr(db, "path", None) or "in memory"
+        raise DbError(f"the database {where} cannot be written: {cause(e, where)}") from None
 
 def create(db: sqlite3.Connection, schema: str):
     "Run a schema of `;`-separated statements (CREATE ... IF NOT EXISTS) in one transaction."

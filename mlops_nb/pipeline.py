@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_pipeline.ipynb #c002
 from __future__ import annotations
-import contextlib, hashlib, json, os, platform, secrets, shutil, sqlite3, subprocess, sys, tempfile, threading, time
+import contextlib, hashlib, json, os, platform, secrets, shutil, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import Settings, load_settings, apply_env
@@ -113,7 +113,7 @@ def reap(s: Settings, lin: Lineage | None = None) -> list:
             write_json(rj, rec)
             lin = lin or lineage_for(s)                      # opened only when there is something to mark
             lin.record_run(rec)
-        except (OSError, sqlite3.Error, DbError): continue      # a full disk: readers still read; marked next time
+        except (OSError, DbError): continue      # a full disk: readers still read; marked next time
         if rec.get("tmp") and Path(rec["tmp"]).name.startswith(f"mlops-nb-{rec['run_id']}-"):
             shutil.rmtree(rec["tmp"], ignore_errors=True)      # its kernels' temporary files
         done.append(rec["run_id"])
@@ -183,7 +183,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
     from mlops_nb.cores import lock_dir
     kenv = {**os.environ, "TMPDIR": str(tmp), **({"MLOPS_NB_LOCK_DIR": str(ld)} if (ld := lock_dir()) else {})}   # one pool
-    kernels, closing, renders, pending = {}, [], [], []
+    kernels, closing, renders, pending, renderer = {}, [], [], [], None
     def kernel(j, ahead=False):         # stage j's kernel, started now unless it already is
         if j < len(STAGES) and j not in kernels:
             warm = notebook_imports(s.pipelines/STAGES[j].notebook) + ["matplotlib.pyplot"]   # the reports' plots import it late
@@ -227,7 +227,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             k = kernel(i - 1)
             if not st.heavy:
                 kernel(i, ahead=True)           # the next stage's kernel starts (and imports) while this one runs
-                for srec_, r in pending: renders.append((srec_, _render_later(r)))   # and the HTML of those before
+                renderer = renderer or _renderer()                                    # and the HTML of those before
+                renders += [(srec_, renderer.submit(_render_quietly, r)) for srec_, r in pending]
                 pending.clear()
             from papermill.exceptions import PapermillExecutionError     # imported while the kernels start
             try:
@@ -236,8 +237,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             except Exception as e:     # the code raised (PapermillExecutionError), or the kernel died or never started
                 if isinstance(e, PapermillExecutionError): err, cell = f"{e.ename}: {e.evalue}", e.exec_count
                 else: err, cell = _kernel_error(e, s.kernel), None
-                if "No space left on device" in err and (full := s.explain(OSError(28, "full")).rsplit(": ", 1)[0]) != "full":
-                    err += f" (the disk holding {full} is full)"
+                if "No space left on device" in err and (full := s.full_disk()): err += f" (the disk holding {full} is full)"
                 srec.update(status="failed", ended=now(), seconds=round(time.perf_counter() - t0, 2), error=err, failed_cell=cell)
                 rec.update(status="failed", error={"stage": st.name, "message": err})
                 try: srec["html"] = render_html(nb_out).name
@@ -277,9 +277,11 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     finally:
         for j in list(kernels): close(j, now=True)
         try:
-            renders += [(srec_, _render_later(r)) for srec_, r in pending]
+            if pending: renderer = renderer or _renderer()
+            renders += [(srec_, renderer.submit(_render_quietly, r)) for srec_, r in pending]
             for srec, r in renders:
                 if (html := r.result()) is not None: srec["html"] = html
+            if renderer: renderer.shutdown()
             rec["ended"], rec["seconds"] = now(), round(time.perf_counter() - t_run, 2)
             try:
                 write_json(run_dir/"run.json", rec)
@@ -298,19 +300,18 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             lin.close()
     return rec
 
-def _render_later(nb_out):
-    "Render an executed notebook's HTML in a background thread at the lowest CPU priority; the future's result is its "
-    "file name, or None."
+def _renderer():
+    "One background thread, at the lowest CPU priority, that renders stage HTML while the next stage runs."
     import concurrent.futures, nbconvert, nbformat   # imported here: two threads importing one package can see it half made
     from mlops_nb import report
-    def work():
-        try:
-            with contextlib.suppress(OSError): os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
-            return render_html(nb_out).name
-        except Exception: return None              # the report links the notebook instead
-    fut = concurrent.futures.Future()
-    threading.Thread(target=lambda: fut.set_result(work()), daemon=True).start()
-    return fut
+    def lowest():
+        with contextlib.suppress(OSError): os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render", initializer=lowest)
+
+def _render_quietly(nb_out) -> str | None:
+    "The rendered HTML's file name, or None when it could not be made (the report links the notebook instead)."
+    try: return render_html(nb_out).name
+    except Exception: return None
 
 def render_html(nb_path):
     from mlops_nb.report import render_notebook

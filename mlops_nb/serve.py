@@ -4,12 +4,12 @@
 
 # %% ../nbs/20_serve.ipynb #c002
 from __future__ import annotations
-import gc, os, sys, time, uuid
+import gc, os, uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request           # at module level: the routes' annotations are resolved here
+from starlette.responses import Response
 from .bundle import read_bundle, ort_session
 
 
@@ -99,7 +99,6 @@ _TENSOR = {"type": "object", "properties": {"name": {"type": "string"}, "shape":
 def _body(schema): return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 def _json(obj, status: int = 200, rid: str | None = None):
-    from starlette.responses import Response
     return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, {"x-request-id": rid} if rid else None,
                     media_type="application/json")
 
