@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env',
-           'scratch_settings', 'seed_everything']
+__all__ = ['SERVE_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode',
+           'apply_env', 'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -29,6 +29,18 @@ def find_settings(start=None) -> Path:
                         "or set MLOPS_NB_SETTINGS")
 
 # %% ../nbs/00_config.ipynb #c005
+SERVE_DEFAULTS = dict(
+    max_batch=1024,            # most rows (or images) one request may carry
+    max_body=16 << 20,         # largest request body, bytes
+    max_pixels=4_000_000,      # largest uploaded image, pixels (width x height), checked before it is decoded
+    flush_ms=50,               # the prediction log's writer commits at least this often
+    retention_days=90,         # predictions older than this are deleted from the log (0 keeps everything)
+    api_key_env="MLOPS_NB_API_KEY",  # environment variable holding the API key (read when the service starts)
+    api_key="",                # or the key itself (the environment variable wins)
+    protect_predict=False,     # require the key on prediction routes too (feedback and admin routes always need it when set)
+    cors_origins="",           # comma-separated origins allowed by CORS; empty: no CORS headers
+)
+
 @dataclass
 class Settings:
     "The workbook's settings, with every path absolute."
@@ -40,6 +52,7 @@ class Settings:
     wandb_data_dir: Path       # WANDB_DATA_DIR
     lineage: Path | None = None  # lineage database (default: lineage.db beside the store)
     registry: Path | None = None  # model registry database (default: registry.db beside the store)
+    predictions: Path | None = None  # prediction log database (default: predictions.db beside the store)
     wandb_project: str = "mlops_nb"
     wandb_entity: str = ""
     wandb_mode: str = "offline"
@@ -48,6 +61,7 @@ class Settings:
     metric_tolerance: float = 1e-4  # reproduce: largest metric difference still "equal within tolerance"
     profiles: dict = field(default_factory=dict)  # name -> {key: python value}
     gates: dict = field(default_factory=lambda: dict(min_accuracy=0.95, max_recall_gap=0.10, significance=0.05))
+    serve: dict = field(default_factory=lambda: dict(SERVE_DEFAULTS))  # the [serve] section, typed
 
     @property
     def root(self) -> Path: return self.path.parent
@@ -55,6 +69,7 @@ class Settings:
     def __post_init__(self):
         if self.lineage is None: self.lineage = self.store.parent/"lineage.db"
         if self.registry is None: self.registry = self.store.parent/"registry.db"
+        if self.predictions is None: self.predictions = self.store.parent/"predictions.db"
 
     def explain(self, e: OSError) -> str:
         "One line for an OS error: the path it names, or, when it names none (a full disk seen while writing a "
@@ -111,12 +126,22 @@ def load_settings(path=None) -> Settings:
         v = get("gates", k, default)
         try: gates[k] = float(v)
         except ValueError: raise SettingsError(f"{path}: [gates] {k} = {v!r}; expected a number") from None
+    serve = {}
+    for k, default in SERVE_DEFAULTS.items():
+        v = get("serve", k, str(default))
+        try: serve[k] = v if isinstance(default, str) else (v.lower() in ("1", "true", "yes", "on")) if isinstance(default, bool) else int(v)
+        except ValueError: raise SettingsError(f"{path}: [serve] {k} = {v!r}; expected a whole number") from None
+        if isinstance(default, bool) and v.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise SettingsError(f"{path}: [serve] {k} = {v!r}; expected true or false")
+        if isinstance(default, int) and not isinstance(default, bool) and serve[k] < (0 if k == "retention_days" else 1):
+            raise SettingsError(f"{path}: [serve] {k} = {v!r}; out of range")
     profiles = {sec.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{sec}] {k}") for k, v in cp.items(sec)}
                 for sec in cp.sections() if sec.startswith("profile:")}
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),
                     wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"),
                     lineage=rel("lineage") if cp.has_option("paths", "lineage") else None, metric_tolerance=tol,
-                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates,
+                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve,
+                    predictions=rel("predictions") if cp.has_option("paths", "predictions") else None,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
                     wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),
                     profiles=profiles)
@@ -135,14 +160,14 @@ def apply_env(s: Settings) -> dict:
     return env
 
 # %% ../nbs/00_config.ipynb #c009
-_SCRATCH_PATHS = ("runs", "store", "lineage", "registry", "wandb_dir", "wandb_data_dir")
+_SCRATCH_PATHS = ("runs", "store", "lineage", "registry", "predictions", "wandb_dir", "wandb_data_dir")
 
 def scratch_settings(root, base=None) -> Path:
     "Write `root/settings.ini`: `base`'s settings (default: this workbook's) with every data path inside `root`."
     base, root = Path(base) if base else find_settings(), Path(root)
     cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
     cp.read(base)
-    for key in _SCRATCH_PATHS: cp["paths"][key] = str(root/(key + ".db" if key in ("lineage", "registry") else key))
+    for key in _SCRATCH_PATHS: cp["paths"][key] = str(root/(key + ".db" if key in ("lineage", "registry", "predictions") else key))
     cp["paths"]["pipelines"] = str((base.parent/cp["paths"].get("pipelines", "nbs/pipelines")).resolve())
     root.mkdir(parents=True, exist_ok=True)
     with open(root/"settings.ini", "w") as f: cp.write(f)

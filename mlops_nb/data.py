@@ -11,8 +11,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['SPLITS', 'IMAGE_EXTS', 'MAX_PIXELS', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits', 'DataValidationError',
-           'prepare_image', 'read_imagefolder', 'stratified_split', 'make_manifest', 'IngestResult', 'ingest',
-           'source_fingerprint', 'plot_class_balance', 'plot_samples']
+           'prepare_image', 'decode_image', 'read_imagefolder', 'stratified_split', 'make_manifest', 'IngestResult',
+           'ingest', 'source_fingerprint', 'plot_class_balance', 'plot_samples']
 
 # %% ../nbs/10_data.ipynb #c004
 SPLITS = ("train", "val", "test")
@@ -100,12 +100,17 @@ def _kind(m) -> str:
 
 def _read_image(path: Path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
     "Decode, convert and resize one image; returns `(array (C,H,W), sha256 of the file, None)` or `(None, sha256 or None, reason)`."
-    from PIL import Image, UnidentifiedImageError
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)                # a FIFO named a.png must not block the read
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode): return None, None, f"not a regular file ({_kind(st.st_mode)})"
         data = f.read()
+    return decode_image(data, size, mode, max_pixels)
+
+def decode_image(data: bytes, size: int, mode: str, max_pixels: int = MAX_PIXELS):
+    "An image file's bytes as the model sees them (`prepare_image`); returns `(array (C,H,W), sha256 of the bytes, None)` "
+    "or `(None, sha256, reason)`. The pixel limit is checked on the header, before decoding."
+    from PIL import Image, UnidentifiedImageError
     digest = hashlib.sha256(data).hexdigest()
     if not data.startswith(_MAGIC): return None, digest, "not an image file (no PNG or JPEG signature)"
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # our own limit below, checked on the header before decoding
