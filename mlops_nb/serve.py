@@ -4,23 +4,24 @@
 
 # %% ../nbs/20_serve.ipynb #c002
 from __future__ import annotations
-import gc, os, uuid
+import gc, hmac, os, shutil, tempfile, time, uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request           # at module level: the routes' annotations are resolved here
 from starlette.responses import Response
 from .bundle import read_bundle, ort_session
+from .inputs import (BadInput, to_batch, check_size, parse_json, oip_input, oip_outputs, parse_tags, images,
+                             feedback_items, request_id)
+from .predlog import PredictionLog, open_log, known
+from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['BadInput', 'pick', 'ServedModel', 'to_batch', 'oip_input', 'oip_outputs', 'create_app', 'serve', 'app_from_env']
+__all__ = ['pick', 'ServedModel', 'api_key_from', 'create_app', 'serve', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c004
-class BadInput(ValueError):
-    "A request the service refuses: `status` is the HTTP status (4xx); the message names the problem."
-    def __init__(self, msg: str, status: int = 400): super().__init__(msg); self.status = status
-
 def pick(reg, ref: str | None = None) -> dict:
     "The registry version to serve for `ref` (see above)."
     from mlops_nb.registry import RegistryError
@@ -68,111 +69,114 @@ class ServedModel:
                 "signature": self.signature, "run_id": self.run_id}
 
 
-# %% ../nbs/20_serve.ipynb #c006
-def to_batch(rows, shape, max_batch: int, what: str = "inputs") -> np.ndarray:
-    "JSON rows -> uint8 array (N, *shape), or `BadInput` naming the problem."
-    if not isinstance(rows, list): raise BadInput(f"{what} must be a list of rows, got {type(rows).__name__}")
-    if not rows: raise BadInput(f"{what} is empty: send at least one row")
-    if len(rows) > max_batch: raise BadInput(f"{what} has {len(rows)} rows; at most {max_batch} per request", 413)
-    try: a = np.asarray(rows, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise BadInput(f"{what}: every row must be numbers of the same shape {list(shape)} (or flat, {int(np.prod(shape))} values)") from None
-    n = int(np.prod(shape))
-    if a.shape[1:] != tuple(shape) and a.shape[1:] != (n,):
-        raise BadInput(f"{what}: each row must have shape {list(shape)} (or be flat, {n} values); got {list(a.shape[1:])}")
-    return _pixels(a.reshape(len(rows), *shape), what)
-
-def _pixels(a: np.ndarray, what: str) -> np.ndarray:
-    if not np.isfinite(a).all(): raise BadInput(f"{what}: values must be finite numbers (got NaN or infinity)")
-    if ((a < 0) | (a > 255)).any(): raise BadInput(f"{what}: pixel values must be in 0..255 (got {a.min():g}..{a.max():g})")
-    if (a != np.floor(a)).any(): raise BadInput(f"{what}: pixel values must be whole numbers (uint8)")
-    return a.astype(np.uint8)
-
-
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
         "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}}
 _ROWS = {"type": "array", "items": {"type": "array"}, "description": "images in the model's signature: C x H x W uint8, nested or flat"}
 _TENSOR = {"type": "object", "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
            "datatype": {"type": "string"}, "data": {"type": "array"}, "parameters": {"type": "object"}}}
+_FEEDBACK = {"type": "object", "required": ["request_id", "label"], "properties": {
+    "request_id": {"type": "string"}, "label": {"type": "string"}, "row": {"type": "integer", "default": 0}}}
+_HEADERS = [{"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "kept and echoed; one is made when absent"},
+            {"name": "X-Tags", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "key=value pairs, comma-separated (camera=3,site=north): logged with the predictions"}]
 
-def _body(schema): return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def _body(schema, ct: str = "application/json"):
+    return {"requestBody": {"required": True, "content": {ct: {"schema": schema}}}, "parameters": _HEADERS}
 
-def _json(obj, status: int = 200, rid: str | None = None):
-    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, {"x-request-id": rid} if rid else None,
-                    media_type="application/json")
+def _json(obj, status: int = 200, rid: str | None = None, headers: dict | None = None):
+    h = {**({"x-request-id": rid} if rid else {}), **(headers or {})}
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, h or None, media_type="application/json")
 
-async def _read(request, max_body: int):
-    "The request's JSON object, or `BadInput` (size, content type, malformed JSON)."
-    ct = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ct not in ("application/json", ""): raise BadInput(f"content type {ct!r}: send application/json", 415)
-    n = request.headers.get("content-length")
-    if n and n.isdigit() and int(n) > max_body: raise BadInput(f"body of {n} bytes is over the limit of {max_body}", 413)
-    raw = await request.body()
-    if len(raw) > max_body: raise BadInput(f"body of {len(raw)} bytes is over the limit of {max_body}", 413)
-    try: obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as e: raise BadInput(f"malformed JSON: {e}") from None
-    if not isinstance(obj, dict): raise BadInput(f"the body must be a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-# %% ../nbs/20_serve.ipynb #c011
-_OUTPUTS = ("probabilities", "label")
-
-def oip_input(body: dict, shape, max_batch: int) -> np.ndarray:
-    "The `image` tensor of an OIP inference request as uint8 (N, *shape), or `BadInput`."
-    ins = body.get("inputs")
-    if not isinstance(ins, list) or not ins: raise BadInput("inputs: give one tensor, named 'image'")
-    if len(ins) != 1 or not isinstance(ins[0], dict) or ins[0].get("name") != "image":
-        names = [i.get("name") if isinstance(i, dict) else i for i in ins]
-        raise BadInput(f"inputs {names}: the model takes exactly one input, 'image'")
-    t = ins[0]
-    if t.get("datatype") != "UINT8": raise BadInput(f"input 'image': datatype {t.get('datatype')!r}; the model takes UINT8")
-    sh = t.get("shape")
-    if not (isinstance(sh, list) and len(sh) == 1 + len(shape) and all(isinstance(d, int) and d >= 0 for d in sh)
-            and list(sh[1:]) == list(shape)):
-        raise BadInput(f"input 'image': shape {sh}; the model takes [N, {', '.join(map(str, shape))}]")
-    if sh[0] == 0: raise BadInput("input 'image': the batch is empty")
-    if sh[0] > max_batch: raise BadInput(f"input 'image': {sh[0]} rows; at most {max_batch} per request", 413)
-    try: a = np.asarray(t.get("data"), dtype=np.float64).ravel()
-    except (ValueError, TypeError): raise BadInput("input 'image': data must be numbers (flat, or nested as the shape)") from None
-    if a.size != int(np.prod(sh)): raise BadInput(f"input 'image': {a.size} values for shape {sh} (needs {int(np.prod(sh))})")
-    return _pixels(a.reshape(sh), "input 'image'")
-
-def oip_outputs(body: dict) -> list:
-    "The output names an OIP request asks for (all when it names none), or `BadInput`."
-    outs = body.get("outputs")
-    if outs is None: return list(_OUTPUTS)
-    if not isinstance(outs, list): raise BadInput("outputs must be a list of {\"name\": ...}")
-    names = [o.get("name") if isinstance(o, dict) else o for o in outs]
-    bad = [n for n in names if n not in _OUTPUTS]
-    if bad: raise BadInput(f"unknown outputs {bad}: the model gives {list(_OUTPUTS)}")
-    return names or list(_OUTPUTS)
+def api_key_from(opts: dict) -> str | None:
+    "The API key in force: the environment variable named by `api_key_env`, else `api_key` (None: no key)."
+    return os.environ.get(opts.get("api_key_env") or "MLOPS_NB_API_KEY") or opts.get("api_key") or None
 
 
 # %% ../nbs/20_serve.ipynb #c010
-def create_app(m: ServedModel, max_batch: int = 1024, max_body: int = 16 << 20):
-    "The FastAPI app serving `m`: our routes under /v1 and the Open Inference Protocol under /v2."
+def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None):
+    "The FastAPI app serving `m` (our routes under /v1, the Open Inference Protocol under /v2, /metrics); `opts` are "
+    "`[serve]` settings, `log` receives every prediction (closed when the app shuts down), `api_key` guards feedback."
+    import asyncio
+    from contextlib import asynccontextmanager
     from starlette.exceptions import HTTPException
     from mlops_nb import __version__
-    app = FastAPI(title="mlops_nb prediction service", version=__version__,
-                  description=f"Serves {m.name}@{m.version} ({m.digest}). Errors are `{{\"error\": \"...\"}}`.")
-    labels, K = np.array(m.labels, dtype=object), len(m.labels)
+    from mlops_nb.config import SERVE_DEFAULTS
+    o = {**SERVE_DEFAULTS, **(opts or {})}
+    max_batch, max_body, protect = o["max_batch"], o["max_body"], bool(o["protect_predict"])
+    labels, K, ident = np.array(m.labels, dtype=object), len(m.labels), (m.name, m.version, m.digest)
+    tel = Telemetry(ident, m.labels); tel.log = log
+    recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests; a reader of the log
     meta = {"name": m.name, "versions": [str(m.version)], "platform": "onnxruntime_onnx",
             "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, *m.shape]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, K]},
                         {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
 
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        if log is not None: log.close()                 # drains the queue: nothing acknowledged is lost at a clean stop
+        for c in db: c.close()
+
+    app = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan,
+                  description=f"Serves {m.name}@{m.version} ({m.digest}). Errors are `{{\"error\": \"...\"}}`.")
+    if o["cors_origins"].strip():
+        from starlette.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=[x.strip() for x in o["cors_origins"].split(",") if x.strip()],
+                           allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
+
+    def refuse(request, status: int, msg: str):
+        "Answer a refusal: counted, logged with its reason, `{\"error\": ...}`."
+        r = request.scope.get("route")
+        route = r.path if r is not None else "unmatched"
+        tel.rejected(route, status)
+        tel.request(route, status, time.perf_counter() - request.scope.get("t0", time.perf_counter()))
+        rid = request.headers.get("x-request-id")
+        rid = rid if rid and len(rid) <= 128 else None
+        if log is not None:
+            try: tags = parse_tags(request.headers.get("x-tags"))
+            except BadInput: tags = {}
+            log.rejected(route, status, msg, rid, tags)
+        extra = {"www-authenticate": "Bearer"} if status == 401 else None
+        return _json({"error": msg}, status, rid, extra)
+
     @app.exception_handler(BadInput)
-    async def bad_input(request, e: BadInput): return _json({"error": str(e)}, e.status, request.headers.get("x-request-id"))
+    async def bad_input(request, e: BadInput): return refuse(request, e.status, str(e))
 
     @app.exception_handler(HTTPException)
-    async def http_error(request, e: HTTPException): return _json({"error": str(e.detail)}, e.status_code)
+    async def http_error(request, e: HTTPException): return refuse(request, e.status_code, str(e.detail))
+
+    def start(request, guarded: bool) -> float:
+        "Note the request's start; refuse it (401) when it needs the API key and lacks it."
+        t0 = request.scope["t0"] = time.perf_counter()
+        if guarded and api_key:
+            h = request.headers
+            auth = h.get("authorization", "")
+            got = h.get("x-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
+            if not hmac.compare_digest(got.encode(), api_key.encode()):
+                raise BadInput("missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`", 401)
+        return t0
+
+    def score(route: str, t0: float, rid: str, x, tags: dict, digests=None):
+        "Predict, log, count: (probabilities, class indices, labels)."
+        p = m.predict(x)
+        k = p.argmax(1)
+        lab = labels[k]
+        if log is not None: log.add(rid, ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, input_digests=digests)
+        recent[rid] = len(x)
+        if len(recent) > 100_000: recent.popitem(last=False)
+        tel.predicted(k)
+        return p, k, lab
+
+    def done(route: str, t0: float, obj, rid: str | None = None):
+        tel.request(route, 200, time.perf_counter() - t0)
+        return _json(obj, rid=rid)
 
     def check_model(name: str, version: str | None = None):
-        if name != m.name: raise BadInput(f"unknown model {name!r}: this service serves {m.name!r}", 404)
+        if name != m.name: raise BadInput(f"unknown model {name[:80]!r}: this service serves {m.name!r}", 404)
         if version is not None and version != str(m.version):
-            raise BadInput(f"unknown version {version!r} of {name!r}: this service serves version {m.version}", 404)
+            raise BadInput(f"unknown version {version[:80]!r} of {name!r}: this service serves version {m.version}", 404)
 
     @app.get("/healthz", summary="liveness")
     async def healthz(): return _json({"live": True})
@@ -180,19 +184,70 @@ def create_app(m: ServedModel, max_batch: int = 1024, max_body: int = 16 << 20):
     @app.get("/readyz", summary="readiness: the model is loaded and verified")
     async def readyz(): return _json({"ready": True, "model": f"{m.name}@{m.version}"})
 
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
+    async def metrics():
+        body, ct = tel.render()
+        return Response(body, media_type=ct)
+
     @app.get("/v1/model", summary="the served model: name, version, digest, signature, labels, lineage run")
     async def model(): return _json(m.info())
 
-    @app.post("/v1/predict", summary="predict rows", responses={400: _ERR, 413: _ERR, 415: _ERR},
+    @app.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR},
               openapi_extra=_body({"type": "object", "required": ["inputs"], "properties": {"inputs": _ROWS}}))
     async def predict(request: Request):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        body = await _read(request, max_body)
-        x = to_batch(body.get("inputs"), m.shape, max_batch)
-        p = m.predict(x)
-        k = p.argmax(1)
-        return _json({"request_id": rid, "model": {"name": m.name, "version": m.version, "digest": m.digest},
-                      "predictions": [{"label": labels[j], "probabilities": p[i]} for i, j in enumerate(k)]}, rid=rid)
+        t0 = start(request, protect)
+        h = request.headers
+        rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
+        check_size(h, max_body)
+        x = to_batch(parse_json(await request.body(), h.get("content-type"), max_body).get("inputs"), m.shape, max_batch)
+        p, k, lab = score("/v1/predict", t0, rid, x, tags)
+        return done("/v1/predict", t0, {"request_id": rid, "model": {"name": m.name, "version": m.version, "digest": m.digest},
+                    "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid)
+
+    @app.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
+              responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body(
+                  {"type": "object", "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
+                  "multipart/form-data"))
+    async def predict_image(request: Request):
+        t0 = start(request, protect)
+        h = request.headers
+        rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
+        ct = h.get("content-type", "")
+        if not ct.lower().startswith("multipart/form-data"):
+            raise BadInput(f"content type {ct.split(';')[0]!r}: send multipart/form-data with one or more image files", 415)
+        check_size(h, max_body)
+        try: form = await request.form(max_files=max_batch, max_fields=max_batch, max_part_size=max_body)
+        except HTTPException as e: raise BadInput(f"multipart body: {e.detail}", 413 if "many" in str(e.detail) else 400) from None
+        try:
+            files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
+        finally: await form.close()
+        if sum(len(b) for _, b in files) > max_body: raise BadInput(f"uploads over the limit of {max_body} bytes", 413)
+        x, digests, names = images(files, m.shape, max_batch, o["max_pixels"])
+        p, k, lab = score("/v1/predict/image", t0, rid, x, tags, digests)
+        return done("/v1/predict/image", t0, {"request_id": rid, "model": {"name": m.name, "version": m.version, "digest": m.digest},
+                    "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid)
+
+    @app.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
+              responses={400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR},
+              openapi_extra=_body({"oneOf": [_FEEDBACK, {"type": "array", "items": _FEEDBACK}]}))
+    async def feedback(request: Request):
+        t0 = start(request, True)
+        check_size(request.headers, max_body)
+        items = feedback_items(parse_json(await request.body(), request.headers.get("content-type"), max_body, lists=True),
+                               m.labels, max_batch)
+        if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
+        if not db: db.append(open_log(log.path))
+        def missing(): return [(r, row) for r, row, _ in items if row >= max(recent.get(r, 0), known(db[0], r))]
+        if miss := missing():
+            await asyncio.sleep(3 * o["flush_ms"] / 1000)       # another worker's prediction may still be in its queue
+            miss = missing()
+        if miss:
+            r, row = miss[0]
+            raise BadInput(f"unknown request_id {r[:128]!r}" + (f" (or it had no row {row})" if row else "") +
+                           ": send feedback for a request this service answered", 404)
+        for r, row, label in items: log.feedback(r, row, label)
+        tel.feedback(len(items))
+        return done("/v1/feedback", t0, {"accepted": len(items)})
 
     @app.get("/v2", summary="OIP server metadata")
     async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": []})
@@ -215,56 +270,67 @@ def create_app(m: ServedModel, max_batch: int = 1024, max_body: int = 16 << 20):
     @app.get("/v2/models/{name}/versions/{version}/ready", summary="OIP model ready, one version", responses={404: _ERR})
     async def model_ready_v(name: str, version: str): check_model(name, version); return _json({"name": name, "ready": True})
 
-    infer_doc = dict(responses={400: _ERR, 404: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body({
+    infer_doc = dict(responses={400: _ERR, 401: _ERR, 404: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body({
         "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
         "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))
 
-    async def infer(request, name, version=None):
+    async def infer(request, route, name, version=None):
+        t0 = start(request, protect)
         check_model(name, version)
-        body = await _read(request, max_body)
-        rid = str(body["id"]) if body.get("id") is not None else request.headers.get("x-request-id") or uuid.uuid4().hex
+        h = request.headers
+        check_size(h, max_body)
+        body = parse_json(await request.body(), h.get("content-type"), max_body)
+        rid = request_id(str(body["id"]) if body.get("id") is not None else h.get("x-request-id"))
+        tags = parse_tags(h.get("x-tags"), body.get("parameters"))
         x = oip_input(body, m.shape, max_batch)
         want = oip_outputs(body)
-        p = m.predict(x)
+        p, k, lab = score(route, t0, rid, x, tags)
         out = []
-        for o in want:
-            if o == "probabilities": out.append({"name": o, "datatype": "FP32", "shape": list(p.shape), "data": p.ravel()})
-            else: out.append({"name": o, "datatype": "BYTES", "shape": [len(p)], "data": labels[p.argmax(1)].tolist()})
-        res = {"model_name": m.name, "model_version": str(m.version), "id": rid, "outputs": out}
-        return _json(res, rid=rid)
+        for n in want:
+            if n == "probabilities": out.append({"name": n, "datatype": "FP32", "shape": list(p.shape), "data": p.ravel()})
+            else: out.append({"name": n, "datatype": "BYTES", "shape": [len(p)], "data": lab.tolist()})
+        return done(route, t0, {"model_name": m.name, "model_version": str(m.version), "id": rid, "outputs": out}, rid)
 
     @app.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
-    async def infer_any(name: str, request: Request): return await infer(request, name)
+    async def infer_any(name: str, request: Request): return await infer(request, "/v2/models/{name}/infer", name)
 
     @app.post("/v2/models/{name}/versions/{version}/infer", summary="OIP inference, one version", **infer_doc)
-    async def infer_v(name: str, version: str, request: Request): return await infer(request, name, version)
+    async def infer_v(name: str, version: str, request: Request):
+        return await infer(request, "/v2/models/{name}/versions/{version}/infer", name, version)
 
+    app.state.telemetry, app.state.log = tel, log
     return app
 
 
 # %% ../nbs/20_serve.ipynb #c013
 def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, threads: int = 1,
-          max_batch: int = 1024, echo=print):
-    "Serve the chosen version until stopped (Ctrl-C or SIGTERM)."
+          echo=print):
+    "Serve the chosen version until stopped (Ctrl-C or SIGTERM), logging every prediction to the workbook's log."
     import uvicorn
     m = ServedModel.load(s, ref, threads)            # refused here, with one line, when the bundle is missing or tampered
+    key = api_key_from(s.serve)
+    log = PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"]) if workers == 1 else None
     echo(f"serving {m.name}@{m.version} ({m.digest[:19]}) on http://{host}:{port}  (docs: /docs; Ctrl-C stops)")
+    echo(f"predictions logged to {s.predictions}; " + ("an API key guards feedback" + (" and predictions" if s.serve["protect_predict"] else "")
+                                                        if key else "no API key set: feedback is open"))
     opts = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
     if workers > 1:
+        mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
         os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=f"{m.name}@{m.version}",
-                          MLOPS_NB_SERVE_THREADS=str(threads), MLOPS_NB_SERVE_MAX_BATCH=str(max_batch))
-        uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
+                          MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
+        try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
+        finally: shutil.rmtree(mp, ignore_errors=True)
         return
-    app = create_app(m, max_batch)
+    app = create_app(m, s.serve, log, key)
     gc.collect(); gc.freeze()
     uvicorn.run(app, **opts)
 
 def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."
     from mlops_nb.config import load_settings
-    e = os.environ
-    m = ServedModel.load(load_settings(), e["MLOPS_NB_SERVE_MODEL"], int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
-    app = create_app(m, int(e.get("MLOPS_NB_SERVE_MAX_BATCH", "1024")))
+    e, s = os.environ, load_settings()
+    m = ServedModel.load(s, e["MLOPS_NB_SERVE_MODEL"], int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
+    app = create_app(m, s.serve, PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"]), api_key_from(s.serve))
     gc.collect(); gc.freeze()
     return app
 

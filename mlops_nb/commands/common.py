@@ -8,7 +8,7 @@ import os, sys
 
 
 # %% auto #0
-__all__ = ['err', 'gone', 'run_id', 'report_path', 'split_ref']
+__all__ = ['err', 'gone', 'run_id', 'report_path', 'split_ref', 'table']
 
 # %% ../../nbs/51_commands.ipynb #c003
 def err(*a):
@@ -36,4 +36,10 @@ def split_ref(ref: str) -> tuple[str, int]:
     name, _, v = ref.partition("@")
     if not name or not v.isdigit(): raise ValueError(f"{ref!r}: give NAME@VERSION, e.g. digits-cnn@3")
     return name, int(v)
+
+
+def table(rows):
+    "Print rows of strings as aligned columns, the first row the header."
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows: print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
 

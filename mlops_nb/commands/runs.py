@@ -5,7 +5,7 @@
 # %% ../../nbs/53_cmd_runs.ipynb #c002
 from __future__ import annotations
 import json
-from .common import err, report_path, run_id
+from .common import err, report_path, run_id, table
 
 
 # %% auto #0
@@ -47,8 +47,7 @@ def cmd_runs(a, s):
         rows.append([r["run_id"], r["status"], str(r.get("profile", "")), f"{secs:.1f}" if secs is not None else "-",
                      f"{len(r['stages'])}" + (f" ({cached} cached)" if cached else ""),
                      *[f"{m[k]:.4f}" if isinstance(m.get(k), float) else "-" for k in keys]])
-    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows: print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+    table(rows)
     return 0
 
 def cmd_show(a, s):
