@@ -28,12 +28,13 @@ run: install  ## run the pipeline on the bundled digits (PROFILE=default)
 
 test: install sysdeps check-sync nbtest pytest  ## the whole test suite (what CI runs)
 
-# Debian packages the tests need: headless Chromium and its driver for the report test
-sysdeps:  ## install the system packages the tests use (chromium, chromium-driver)
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium and chromedriver present"; \
+# Debian packages the tests need: headless Chromium and its driver for the report test, wrk for the service's load bench
+SYSDEPS := chromium chromium-driver wrk
+sysdeps:  ## install the system packages the tests use (chromium, chromium-driver, wrk)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v wrk >/dev/null; then echo "chromium, chromedriver and wrk present"; \
 	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
-	  && echo "installed chromium and chromium-driver"; fi
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(SYSDEPS) >/dev/null \
+	  && echo "installed $(SYSDEPS)"; fi
 
 check-sync: install  ## nbdev-clean and nbdev-export must leave git status as it was
 	@before=$$(git status --porcelain); \
@@ -66,7 +67,7 @@ lab: install  ## JupyterLab on the notebooks
 
 BENCHES := $(sort $(wildcard bench/*.py))
 
-bench: install  ## every benchmark under bench/ (make help lists them)
+bench: install sysdeps  ## every benchmark under bench/ (make help lists them)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
 
 clean:  ## remove runs, the artifact store, W&B files and the venv

@@ -4,39 +4,49 @@
 
 # %% ../nbs/20b_inputs.ipynb #c002
 from __future__ import annotations
-import re, uuid
+import math, os, re
 import numpy as np
 import orjson
 
 
 # %% auto #0
-__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'pixels', 'check_size', 'parse_json', 'oip_input', 'oip_outputs',
-           'parse_tags', 'request_id', 'images', 'feedback_items']
+__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'pixels', 'check_size', 'parse_json', 'whole_numbers', 'oip_input',
+           'oip_outputs', 'parse_tags', 'request_id', 'images', 'feedback_items']
 
 # %% ../nbs/20b_inputs.ipynb #c004
 class BadInput(ValueError):
     "A request the service refuses: `status` is the HTTP status (4xx); the message names the problem."
     def __init__(self, msg: str, status: int = 400): super().__init__(msg); self.status = status
 
-def to_batch(rows, shape, max_batch: int, what: str = "inputs") -> np.ndarray:
-    "JSON rows -> uint8 array (N, *shape), or `BadInput` naming the problem."
+def to_batch(rows, shape, max_batch: int, what: str = "inputs", ints: bool = False) -> np.ndarray:
+    "JSON rows -> uint8 array (N, *shape), or `BadInput` naming the problem. `ints`: the JSON held no fractions or "
+    "exponents (no '.', 'e' or 'E' anywhere in the body), so numpy may convert straight to uint8, refusing out-of-range values."
     if not isinstance(rows, list): raise BadInput(f"{what} must be a list of rows, got {type(rows).__name__}")
     if not rows: raise BadInput(f"{what} is empty: send at least one row")
     if len(rows) > max_batch: raise BadInput(f"{what} has {len(rows)} rows; at most {max_batch} per request", 413)
+    if ints:                                                      # 1.5 us instead of 7 for a row of 64
+        try: u = np.array(rows, dtype=np.uint8)
+        except (OverflowError, ValueError, TypeError): pass       # the general path below names the problem
+        else:
+            if u.shape[1:] == tuple(shape): return u
+            if u.shape[1:] == (math.prod(shape),): return u.reshape(len(rows), *shape)
     try: a = np.asarray(rows, dtype=np.float64)
     except (ValueError, TypeError):
-        raise BadInput(f"{what}: every row must be numbers of the same shape {list(shape)} (or flat, {int(np.prod(shape))} values)") from None
-    n = int(np.prod(shape))
+        raise BadInput(f"{what}: every row must be numbers of the same shape {list(shape)} (or flat, {math.prod(shape)} values)") from None
+    n = math.prod(shape)
     if a.shape[1:] != tuple(shape) and a.shape[1:] != (n,):
         raise BadInput(f"{what}: each row must have shape {list(shape)} (or be flat, {n} values); got {list(a.shape[1:])}")
     return pixels(a.reshape(len(rows), *shape), what)
 
 def pixels(a: np.ndarray, what: str) -> np.ndarray:
     "A float array as uint8 pixels, or `BadInput` when a value is not a whole number in 0..255."
-    if not np.isfinite(a).all(): raise BadInput(f"{what}: values must be finite numbers (got NaN or infinity)")
-    if ((a < 0) | (a > 255)).any(): raise BadInput(f"{what}: pixel values must be in 0..255 (got {a.min():g}..{a.max():g})")
-    if (a != np.floor(a)).any(): raise BadInput(f"{what}: pixel values must be whole numbers (uint8)")
-    return a.astype(np.uint8)
+    lo, hi = a.min(), a.max()                                     # NaN makes both comparisons below false
+    if not (lo >= 0 and hi <= 255):
+        if not np.isfinite(a).all(): raise BadInput(f"{what}: values must be finite numbers (got null, NaN or infinity)")
+        raise BadInput(f"{what}: pixel values must be in 0..255 (got {lo:g}..{hi:g})")
+    u = a.astype(np.uint8)
+    if not np.array_equal(u, a): raise BadInput(f"{what}: pixel values must be whole numbers (uint8)")
+    return u
 
 
 # %% ../nbs/20b_inputs.ipynb #c007
@@ -59,6 +69,10 @@ def parse_json(raw: bytes, content_type: str | None, max_body: int, lists: bool 
     return obj
 
 
+def whole_numbers(raw: bytes) -> bool:
+    "Whether every number in a JSON body is an integer: no '.', 'e' or 'E' anywhere in it (a quick, safe test)."
+    return b"." not in raw and b"e" not in raw and b"E" not in raw
+
 # %% ../nbs/20b_inputs.ipynb #c010
 OUTPUTS = ("probabilities", "label")
 
@@ -77,9 +91,13 @@ def oip_input(body: dict, shape, max_batch: int) -> np.ndarray:
         raise BadInput(f"input 'image': shape {sh}; the model takes [N, {', '.join(map(str, shape))}]")
     if sh[0] == 0: raise BadInput("input 'image': the batch is empty")
     if sh[0] > max_batch: raise BadInput(f"input 'image': {sh[0]} rows; at most {max_batch} per request", 413)
-    try: a = np.asarray(t.get("data"), dtype=np.float64).ravel()
+    data, n = t.get("data"), math.prod(sh)
+    if isinstance(data, list) and len(data) == n and all(type(v) is int for v in data):    # flat whole numbers: straight to uint8
+        try: return np.array(data, dtype=np.uint8).reshape(sh)
+        except OverflowError: pass                                # the general path below names the problem
+    try: a = np.asarray(data, dtype=np.float64).ravel()
     except (ValueError, TypeError): raise BadInput("input 'image': data must be numbers (flat, or nested as the shape)") from None
-    if a.size != int(np.prod(sh)): raise BadInput(f"input 'image': {a.size} values for shape {sh} (needs {int(np.prod(sh))})")
+    if a.size != math.prod(sh): raise BadInput(f"input 'image': {a.size} values for shape {sh} (needs {math.prod(sh)})")
     return pixels(a.reshape(sh), "input 'image'")
 
 def oip_outputs(body: dict) -> list:
@@ -117,7 +135,7 @@ def parse_tags(header: str | None, params: dict | None = None) -> dict:
 
 def request_id(value: str | None) -> str:
     "The client's request id (at most 128 printable characters), or a new one when it sent none; `BadInput` otherwise."
-    if value is None or value == "": return uuid.uuid4().hex
+    if value is None or value == "": return os.urandom(16).hex()                # as random as uuid4, a third of the time
     if len(value) > 128 or not value.isprintable(): raise BadInput("X-Request-ID: use at most 128 printable characters")
     return value
 

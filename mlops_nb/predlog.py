@@ -82,6 +82,7 @@ class PredictionLog:
 
     def _run(self):
         db = open_log(self.path)
+        db.execute("PRAGMA synchronous=NORMAL")         # WAL + NORMAL: no fsync per commit; a crash loses nothing, a power cut the last commits
         pruned = 0.0
         while True:
             self._wake.wait(self.flush_s); self._wake.clear()

@@ -13,13 +13,13 @@ from fastapi import FastAPI, Request           # at module level: the routes' an
 from starlette.responses import Response
 from .bundle import read_bundle, ort_session
 from .inputs import (BadInput, to_batch, check_size, parse_json, oip_input, oip_outputs, parse_tags, images,
-                             feedback_items, request_id)
+                             feedback_items, request_id, whole_numbers)
 from .predlog import PredictionLog, open_log, known
 from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['pick', 'ServedModel', 'api_key_from', 'create_app', 'serve', 'app_from_env']
+__all__ = ['pick', 'with_head', 'ServedModel', 'Batcher', 'api_key_from', 'Service', 'create_app', 'serve', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c004
 def pick(reg, ref: str | None = None) -> dict:
@@ -36,9 +36,24 @@ def pick(reg, ref: str | None = None) -> dict:
         if a in al: return reg.version(ref, al[a])
     return reg.versions(ref)[-1]
 
+def with_head(onnx_model: bytes) -> bytes:
+    "The bundle's model (logits) with softmax and argmax added to its graph, so one session call gives `probabilities` "
+    "(N, K) and `class_index` (N,): about 8 us a call less than doing both in numpy."
+    import onnx
+    from onnx import TensorProto, helper
+    mp = onnx.load_from_string(onnx_model)
+    g = mp.graph
+    logits, k = g.output[0].name, g.output[0].type.tensor_type.shape.dim[1]
+    g.node.extend([helper.make_node("Softmax", [logits], ["probabilities"], axis=-1),
+                   helper.make_node("ArgMax", ["probabilities"], ["class_index"], axis=1, keepdims=0)])
+    del g.output[:]
+    g.output.extend([helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k.dim_value or "K"]),
+                     helper.make_tensor_value_info("class_index", TensorProto.INT64, ["N"])])
+    return mp.SerializeToString()
+
 @dataclass
 class ServedModel:
-    "A verified bundle ready to predict: `predict(x)` gives class probabilities for uint8 images (N, C, H, W)."
+    "A verified bundle ready to predict: `scores(x)` gives class probabilities and indices for uint8 images (N, C, H, W)."
     name: str
     version: int
     digest: str
@@ -56,18 +71,54 @@ class ServedModel:
         v = pick(reg, ref)
         b = read_bundle(reg.verify(v["name"], v["version"], v["bundle"]))
         shape = tuple(int(d) for d in b.signature["inputs"][0]["shape"][1:])
-        return cls(v["name"], v["version"], v["bundle"], list(b.labels), shape, b.signature, v["run_id"], ort_session(b.onnx, threads))
+        return cls(v["name"], v["version"], v["bundle"], list(b.labels), shape, b.signature, v["run_id"],
+                   ort_session(with_head(b.onnx), threads))
+
+    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        "Class probabilities (N, K) float32 and the predicted class indices (N,) for uint8 images (N, *shape)."
+        return tuple(self.sess.run(None, {"image": x}))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         "Class probabilities (N, K) float32 for uint8 images shaped (N, *shape)."
-        z = self.sess.run(None, {"image": x})[0]
-        z = np.exp(z - z.max(1, keepdims=True))
-        return (z / z.sum(1, keepdims=True)).astype(np.float32)
+        return self.sess.run(["probabilities"], {"image": x})[0]
 
     def info(self) -> dict:
         return {"name": self.name, "version": self.version, "digest": self.digest, "labels": self.labels,
                 "signature": self.signature, "run_id": self.run_id}
 
+
+class Batcher:
+    "Dynamic batching with no added wait: requests that reach the model in the same turn of the event loop are run "
+    "as one batch (one session call, one softmax), up to `max_rows` rows; `await batcher(x)` gives that request's "
+    "(probabilities, class indices)."
+    def __init__(self, m: ServedModel, max_rows: int = 1024, telemetry=None):
+        self.m, self.max_rows, self.pending, self.rows, self.handle, self.tel = m, max_rows, [], 0, None, telemetry
+        self.batches = self.requests = 0                  # how well it batches: requests / batches
+
+    def __call__(self, x: np.ndarray):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        f = loop.create_future()
+        self.pending.append((x, f)); self.rows += len(x)
+        if self.rows >= self.max_rows:
+            if self.handle: self.handle.cancel()
+            self.run()
+        elif self.handle is None: self.handle = loop.call_soon(self.run)
+        return f
+
+    def run(self):
+        batch, self.pending, self.rows, self.handle = self.pending, [], 0, None
+        self.batches += 1; self.requests += len(batch)
+        if self.tel is not None: self.tel.batched(len(batch))
+        try: p, k = self.m.scores(batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch]))
+        except Exception as e:
+            for _, f in batch: f.set_exception(e)
+            return
+        i = 0
+        for x, f in batch:
+            n = len(x)
+            if not f.cancelled(): f.set_result((p[i:i + n], k[i:i + n]))
+            i += n
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -94,9 +145,37 @@ def api_key_from(opts: dict) -> str | None:
     return os.environ.get(opts.get("api_key_env") or "MLOPS_NB_API_KEY") or opts.get("api_key") or None
 
 
+async def _receive(receive, max_body: int) -> bytes:
+    "The whole request body from ASGI `receive`, or `BadInput` (413) as soon as it passes `max_body` bytes."
+    parts, n = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect": raise BadInput("the client went away before sending the whole body")
+        b = msg.get("body", b"")
+        n += len(b)
+        if n > max_body: raise BadInput(f"body of over {max_body} bytes is over the limit of {max_body}", 413)
+        parts.append(b)
+        if not msg.get("more_body"): return b"".join(parts)
+
+async def _send(send, status: int, payload: bytes, headers: dict):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *((k.encode(), v.encode("latin-1")) for k, v in headers.items())]})
+    await send({"type": "http.response.body", "body": payload})
+
+@dataclass
+class Service:
+    "The service as one ASGI app: the fast path in front of the documented FastAPI app (`api`), its metrics and log."
+    asgi: object
+    api: FastAPI
+    telemetry: object
+    log: object
+    async def __call__(self, scope, receive, send): await self.asgi(scope, receive, send)
+
+
 # %% ../nbs/20_serve.ipynb #c010
 def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None):
-    "The FastAPI app serving `m` (our routes under /v1, the Open Inference Protocol under /v2, /metrics); `opts` are "
+    "The ASGI app serving `m` (our routes under /v1, the Open Inference Protocol under /v2, /metrics); `opts` are "
     "`[serve]` settings, `log` receives every prediction (closed when the app shuts down), `api_key` guards feedback."
     import asyncio
     from contextlib import asynccontextmanager
@@ -107,11 +186,79 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
     max_batch, max_body, protect = o["max_batch"], o["max_body"], bool(o["protect_predict"])
     labels, K, ident = np.array(m.labels, dtype=object), len(m.labels), (m.name, m.version, m.digest)
     tel = Telemetry(ident, m.labels); tel.log = log
+    batcher = Batcher(m, max_batch, tel)
     recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests; a reader of the log
+    model_obj = {"name": m.name, "version": m.version, "digest": m.digest}
     meta = {"name": m.name, "versions": [str(m.version)], "platform": "onnxruntime_onnx",
             "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, *m.shape]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, K]},
                         {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
+
+    def refuse(route: str, h, t0: float, status: int, msg: str):
+        "A refusal, counted and logged with its reason: (status, JSON bytes, headers)."
+        tel.rejected(route, status); tel.request(route, status, time.perf_counter() - t0)
+        rid = h.get("x-request-id")
+        rid = rid if rid and len(rid) <= 128 and rid.isprintable() else None
+        if log is not None:
+            try: tags = parse_tags(h.get("x-tags"))
+            except BadInput: tags = {}
+            log.rejected(route, status, msg, rid, tags)
+        hdr = {"www-authenticate": "Bearer"} if status == 401 else {}
+        if rid: hdr["x-request-id"] = rid
+        return status, orjson.dumps({"error": msg}), hdr
+
+    def guard(h, needed: bool):
+        "Refuse (401) a request that needs the API key and lacks it; constant-time comparison."
+        if needed and api_key:
+            auth = h.get("authorization", "")
+            got = h.get("x-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
+            if not hmac.compare_digest(got.encode(), api_key.encode()):
+                raise BadInput("missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`", 401)
+
+    async def score(route: str, t0: float, rid: str, x, tags: dict, digests=None):
+        "Predict (batched with the requests that arrived together), log, count: (probabilities, labels)."
+        p, k = await batcher(x)
+        lab = labels[k]
+        if log is not None: log.add(rid, ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, input_digests=digests)
+        recent[rid] = len(x)
+        if len(recent) > 100_000: recent.popitem(last=False)
+        tel.predicted(k)
+        return p, lab
+
+    # The hot routes as plain functions of (headers, body): the fast ASGI path below and the documented routes share them.
+    async def predict_rows(h, body: bytes, t0: float):
+        guard(h, protect)
+        rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
+        x = to_batch(parse_json(body, h.get("content-type"), max_body).get("inputs"), m.shape, max_batch, ints=whole_numbers(body))
+        p, lab = await score("/v1/predict", t0, rid, x, tags)
+        return {"request_id": rid, "model": model_obj,
+                "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid
+
+    async def infer(route: str, h, body: bytes, t0: float):
+        guard(h, protect)
+        body = parse_json(body, h.get("content-type"), max_body)
+        rid = request_id(str(body["id"]) if body.get("id") is not None else h.get("x-request-id"))
+        tags = parse_tags(h.get("x-tags"), body.get("parameters"))
+        x = oip_input(body, m.shape, max_batch)
+        want = oip_outputs(body)
+        p, lab = await score(route, t0, rid, x, tags)
+        out = []
+        for n in want:
+            if n == "probabilities": out.append({"name": n, "datatype": "FP32", "shape": list(p.shape), "data": p.ravel()})
+            else: out.append({"name": n, "datatype": "BYTES", "shape": [len(p)], "data": lab.tolist()})
+        return {"model_name": m.name, "model_version": str(m.version), "id": rid, "outputs": out}, rid
+
+    async def answer(route: str, h, t0: float, fn, *args):
+        "Run a route function: (status, JSON bytes, headers), a refusal when it raises `BadInput`."
+        try: obj, rid = await fn(*args)
+        except BadInput as e: return refuse(route, h, t0, e.status, str(e))
+        tel.request(route, 200, time.perf_counter() - t0)
+        return 200, orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), {"x-request-id": rid} if rid else {}
+
+    def check_model(name: str, version: str | None = None):
+        if name != m.name: raise BadInput(f"unknown model {name[:80]!r}: this service serves {m.name!r}", 404)
+        if version is not None and version != str(m.version):
+            raise BadInput(f"unknown version {version[:80]!r} of {name!r}: this service serves version {m.version}", 404)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -119,98 +266,55 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
         if log is not None: log.close()                 # drains the queue: nothing acknowledged is lost at a clean stop
         for c in db: c.close()
 
-    app = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan,
+    api = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan,
                   description=f"Serves {m.name}@{m.version} ({m.digest}). Errors are `{{\"error\": \"...\"}}`.")
-    if o["cors_origins"].strip():
-        from starlette.middleware.cors import CORSMiddleware
-        app.add_middleware(CORSMiddleware, allow_origins=[x.strip() for x in o["cors_origins"].split(",") if x.strip()],
-                           allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
 
-    def refuse(request, status: int, msg: str):
-        "Answer a refusal: counted, logged with its reason, `{\"error\": ...}`."
+    def respond(status, payload, hdr): return Response(payload, status, hdr, media_type="application/json")
+
+    def route_of(request):
         r = request.scope.get("route")
-        route = r.path if r is not None else "unmatched"
-        tel.rejected(route, status)
-        tel.request(route, status, time.perf_counter() - request.scope.get("t0", time.perf_counter()))
-        rid = request.headers.get("x-request-id")
-        rid = rid if rid and len(rid) <= 128 else None
-        if log is not None:
-            try: tags = parse_tags(request.headers.get("x-tags"))
-            except BadInput: tags = {}
-            log.rejected(route, status, msg, rid, tags)
-        extra = {"www-authenticate": "Bearer"} if status == 401 else None
-        return _json({"error": msg}, status, rid, extra)
+        return r.path if r is not None else "unmatched"
 
-    @app.exception_handler(BadInput)
-    async def bad_input(request, e: BadInput): return refuse(request, e.status, str(e))
+    @api.exception_handler(BadInput)
+    async def bad_input(request, e: BadInput):
+        return respond(*refuse(route_of(request), request.headers, request.scope.get("t0", time.perf_counter()), e.status, str(e)))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request, e: HTTPException): return refuse(request, e.status_code, str(e.detail))
+    @api.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):
+        return respond(*refuse(route_of(request), request.headers, time.perf_counter(), e.status_code, str(e.detail)))
 
-    def start(request, guarded: bool) -> float:
-        "Note the request's start; refuse it (401) when it needs the API key and lacks it."
-        t0 = request.scope["t0"] = time.perf_counter()
-        if guarded and api_key:
-            h = request.headers
-            auth = h.get("authorization", "")
-            got = h.get("x-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
-            if not hmac.compare_digest(got.encode(), api_key.encode()):
-                raise BadInput("missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`", 401)
+    def start(request) -> float:
+        request.scope["t0"] = t0 = time.perf_counter()
         return t0
 
-    def score(route: str, t0: float, rid: str, x, tags: dict, digests=None):
-        "Predict, log, count: (probabilities, class indices, labels)."
-        p = m.predict(x)
-        k = p.argmax(1)
-        lab = labels[k]
-        if log is not None: log.add(rid, ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, input_digests=digests)
-        recent[rid] = len(x)
-        if len(recent) > 100_000: recent.popitem(last=False)
-        tel.predicted(k)
-        return p, k, lab
-
-    def done(route: str, t0: float, obj, rid: str | None = None):
-        tel.request(route, 200, time.perf_counter() - t0)
-        return _json(obj, rid=rid)
-
-    def check_model(name: str, version: str | None = None):
-        if name != m.name: raise BadInput(f"unknown model {name[:80]!r}: this service serves {m.name!r}", 404)
-        if version is not None and version != str(m.version):
-            raise BadInput(f"unknown version {version[:80]!r} of {name!r}: this service serves version {m.version}", 404)
-
-    @app.get("/healthz", summary="liveness")
+    @api.get("/healthz", summary="liveness")
     async def healthz(): return _json({"live": True})
 
-    @app.get("/readyz", summary="readiness: the model is loaded and verified")
+    @api.get("/readyz", summary="readiness: the model is loaded and verified")
     async def readyz(): return _json({"ready": True, "model": f"{m.name}@{m.version}"})
 
-    @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
+    @api.get("/metrics", summary="Prometheus metrics (text exposition format)")
     async def metrics():
         body, ct = tel.render()
         return Response(body, media_type=ct)
 
-    @app.get("/v1/model", summary="the served model: name, version, digest, signature, labels, lineage run")
+    @api.get("/v1/model", summary="the served model: name, version, digest, signature, labels, lineage run")
     async def model(): return _json(m.info())
 
-    @app.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR},
+    @api.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR},
               openapi_extra=_body({"type": "object", "required": ["inputs"], "properties": {"inputs": _ROWS}}))
     async def predict(request: Request):
-        t0 = start(request, protect)
-        h = request.headers
-        rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
-        check_size(h, max_body)
-        x = to_batch(parse_json(await request.body(), h.get("content-type"), max_body).get("inputs"), m.shape, max_batch)
-        p, k, lab = score("/v1/predict", t0, rid, x, tags)
-        return done("/v1/predict", t0, {"request_id": rid, "model": {"name": m.name, "version": m.version, "digest": m.digest},
-                    "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid)
+        t0 = start(request)
+        check_size(request.headers, max_body)
+        return respond(*await answer("/v1/predict", request.headers, t0, predict_rows, request.headers, await request.body(), t0))
 
-    @app.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
+    @api.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
               responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body(
                   {"type": "object", "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
                   "multipart/form-data"))
     async def predict_image(request: Request):
-        t0 = start(request, protect)
-        h = request.headers
+        t0, h = start(request), request.headers
+        guard(h, protect)
         rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
         ct = h.get("content-type", "")
         if not ct.lower().startswith("multipart/form-data"):
@@ -223,18 +327,19 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
         finally: await form.close()
         if sum(len(b) for _, b in files) > max_body: raise BadInput(f"uploads over the limit of {max_body} bytes", 413)
         x, digests, names = images(files, m.shape, max_batch, o["max_pixels"])
-        p, k, lab = score("/v1/predict/image", t0, rid, x, tags, digests)
-        return done("/v1/predict/image", t0, {"request_id": rid, "model": {"name": m.name, "version": m.version, "digest": m.digest},
-                    "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid)
+        p, lab = await score("/v1/predict/image", t0, rid, x, tags, digests)
+        tel.request("/v1/predict/image", 200, time.perf_counter() - t0)
+        return _json({"request_id": rid, "model": model_obj,
+                      "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid=rid)
 
-    @app.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
+    @api.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
               responses={400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR},
               openapi_extra=_body({"oneOf": [_FEEDBACK, {"type": "array", "items": _FEEDBACK}]}))
     async def feedback(request: Request):
-        t0 = start(request, True)
-        check_size(request.headers, max_body)
-        items = feedback_items(parse_json(await request.body(), request.headers.get("content-type"), max_body, lists=True),
-                               m.labels, max_batch)
+        t0, h = start(request), request.headers
+        guard(h, True)
+        check_size(h, max_body)
+        items = feedback_items(parse_json(await request.body(), h.get("content-type"), max_body, lists=True), m.labels, max_batch)
         if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
         if not db: db.append(open_log(log.path))
         def missing(): return [(r, row) for r, row, _ in items if row >= max(recent.get(r, 0), known(db[0], r))]
@@ -246,60 +351,76 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
             raise BadInput(f"unknown request_id {r[:128]!r}" + (f" (or it had no row {row})" if row else "") +
                            ": send feedback for a request this service answered", 404)
         for r, row, label in items: log.feedback(r, row, label)
-        tel.feedback(len(items))
-        return done("/v1/feedback", t0, {"accepted": len(items)})
+        tel.feedback(len(items)); tel.request("/v1/feedback", 200, time.perf_counter() - t0)
+        return _json({"accepted": len(items)})
 
-    @app.get("/v2", summary="OIP server metadata")
+    @api.get("/v2", summary="OIP server metadata")
     async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": []})
 
-    @app.get("/v2/health/live", summary="OIP server live")
+    @api.get("/v2/health/live", summary="OIP server live")
     async def live(): return _json({"live": True})
 
-    @app.get("/v2/health/ready", summary="OIP server ready")
+    @api.get("/v2/health/ready", summary="OIP server ready")
     async def ready(): return _json({"ready": True})
 
-    @app.get("/v2/models/{name}", summary="OIP model metadata", responses={404: _ERR})
+    @api.get("/v2/models/{name}", summary="OIP model metadata", responses={404: _ERR})
     async def model_meta(name: str): check_model(name); return _json(meta)
 
-    @app.get("/v2/models/{name}/versions/{version}", summary="OIP model metadata, one version", responses={404: _ERR})
+    @api.get("/v2/models/{name}/versions/{version}", summary="OIP model metadata, one version", responses={404: _ERR})
     async def model_meta_v(name: str, version: str): check_model(name, version); return _json(meta)
 
-    @app.get("/v2/models/{name}/ready", summary="OIP model ready", responses={404: _ERR})
+    @api.get("/v2/models/{name}/ready", summary="OIP model ready", responses={404: _ERR})
     async def model_ready(name: str): check_model(name); return _json({"name": name, "ready": True})
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", summary="OIP model ready, one version", responses={404: _ERR})
+    @api.get("/v2/models/{name}/versions/{version}/ready", summary="OIP model ready, one version", responses={404: _ERR})
     async def model_ready_v(name: str, version: str): check_model(name, version); return _json({"name": name, "ready": True})
 
     infer_doc = dict(responses={400: _ERR, 401: _ERR, 404: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body({
         "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
         "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))
 
-    async def infer(request, route, name, version=None):
-        t0 = start(request, protect)
+    async def infer_route(request, route, name, version=None):
+        t0 = start(request)
         check_model(name, version)
-        h = request.headers
-        check_size(h, max_body)
-        body = parse_json(await request.body(), h.get("content-type"), max_body)
-        rid = request_id(str(body["id"]) if body.get("id") is not None else h.get("x-request-id"))
-        tags = parse_tags(h.get("x-tags"), body.get("parameters"))
-        x = oip_input(body, m.shape, max_batch)
-        want = oip_outputs(body)
-        p, k, lab = score(route, t0, rid, x, tags)
-        out = []
-        for n in want:
-            if n == "probabilities": out.append({"name": n, "datatype": "FP32", "shape": list(p.shape), "data": p.ravel()})
-            else: out.append({"name": n, "datatype": "BYTES", "shape": [len(p)], "data": lab.tolist()})
-        return done(route, t0, {"model_name": m.name, "model_version": str(m.version), "id": rid, "outputs": out}, rid)
+        check_size(request.headers, max_body)
+        return respond(*await answer(route, request.headers, t0, infer, route, request.headers, await request.body(), t0))
 
-    @app.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
-    async def infer_any(name: str, request: Request): return await infer(request, "/v2/models/{name}/infer", name)
+    @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
+    async def infer_any(name: str, request: Request): return await infer_route(request, "/v2/models/{name}/infer", name)
 
-    @app.post("/v2/models/{name}/versions/{version}/infer", summary="OIP inference, one version", **infer_doc)
+    @api.post("/v2/models/{name}/versions/{version}/infer", summary="OIP inference, one version", **infer_doc)
     async def infer_v(name: str, version: str, request: Request):
-        return await infer(request, "/v2/models/{name}/versions/{version}/infer", name, version)
+        return await infer_route(request, "/v2/models/{name}/versions/{version}/infer", name, version)
 
-    app.state.telemetry, app.state.log = tel, log
-    return app
+    # The fast path: the hot routes of this model answered straight from ASGI, without FastAPI's per-request machinery
+    # (about 4x the throughput here); everything else, and every other name, goes to the documented app above.
+    iv = "/v2/models/{name}/versions/{version}/infer"
+    fast = {("POST", "/v1/predict"): ("/v1/predict", predict_rows),
+            ("POST", f"/v2/models/{m.name}/infer"): ("/v2/models/{name}/infer", lambda h, b, t0: infer("/v2/models/{name}/infer", h, b, t0)),
+            ("POST", f"/v2/models/{m.name}/versions/{m.version}/infer"): (iv, lambda h, b, t0: infer(iv, h, b, t0))}
+    constant = {("GET", p): orjson.dumps(v) for p, v in (("/healthz", {"live": True}), ("/v2/health/live", {"live": True}),
+                ("/readyz", {"ready": True, "model": f"{m.name}@{m.version}"}), ("/v2/health/ready", {"ready": True}))}
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            key = (scope["method"], scope["path"])
+            if key in constant: return await _send(send, 200, constant[key], {})
+            if key in fast:
+                t0 = time.perf_counter()
+                route, fn = fast[key]
+                h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                try:
+                    check_size(h, max_body)
+                    body = await _receive(receive, max_body)
+                except BadInput as e: return await _send(send, *refuse(route, h, t0, e.status, str(e)))
+                return await _send(send, *await answer(route, h, t0, fn, h, body, t0))
+        await api(scope, receive, send)
+
+    if o["cors_origins"].strip():
+        from starlette.middleware.cors import CORSMiddleware
+        app = CORSMiddleware(app, allow_origins=[x.strip() for x in o["cors_origins"].split(",") if x.strip()],
+                             allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
+    return Service(app, api, tel, log)
 
 
 # %% ../nbs/20_serve.ipynb #c013

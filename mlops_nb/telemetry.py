@@ -27,6 +27,8 @@ class Telemetry:
         pred = Counter("mlops_nb_predictions", "images scored, by predicted class", ["model", "version", "label"], registry=r)
         self._pred = [pred.labels(model[0], str(model[1]), str(l)) for l in labels]
         self._rej = Counter("mlops_nb_rejected", "requests refused", ["route", "reason"], registry=r)
+        self._batch = Histogram("mlops_nb_batch_requests", "requests the dynamic batcher ran together in one model call",
+                                buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
         self._fb = Counter("mlops_nb_feedback", "true labels received", registry=r)
         self._depth = Gauge("mlops_nb_log_queue_depth", "prediction log items waiting", registry=r, multiprocess_mode="livesum")
         self._written = Counter("mlops_nb_log_rows_written", "prediction log rows committed", registry=r)
@@ -51,6 +53,8 @@ class Telemetry:
     def predicted(self, classes):
         "Count predictions by class index."
         for k in classes: self._pred[k].inc()
+
+    def batched(self, requests: int): self._batch.observe(requests)
 
     def rejected(self, route: str, status: int):
         self._rej.labels(route, REASONS.get(status, str(status))).inc()

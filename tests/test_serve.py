@@ -247,3 +247,17 @@ def test_predictions_command_shows_and_exports_the_log(served, tmp_path):
     assert pds.dataset(tmp_path / "pq", partitioning="hive").count_rows() == len(rows)
     p = cli("predictions", "--since", "yesterday", settings=settings)
     assert p.returncode == 2 and "not a time" in p.stderr
+
+
+def test_the_load_bench_runs(smoke, tmp_path):
+    "A quick smoke of bench/serve.py (1 s wrk runs): every figure measured, the service answered without errors."
+    settings, _, _ = smoke
+    out = tmp_path / "bench.json"
+    p = subprocess.run([str(BIN / "python"), str(Path(__file__).parents[1] / "bench" / "serve.py"), "--quick", "--settings",
+                        str(settings), "--json", str(out)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "WANDB_MODE": "disabled"})
+    assert p.returncode == 0, p.stderr + p.stdout
+    r = json.loads(out.read_text())
+    for k in ("floor_rps", "predict_rps", "infer_rps", "batch512_rps", "bare1_rows_s", "bare512_rows_s"): assert r[k] > 0, k
+    assert 0 < r["start_s"] < 30 and r["predict_p99"] >= r["predict_p50"] > 0
+    assert "req/s" in p.stdout
