@@ -66,7 +66,8 @@ from mlflow.types.schema import Schema, TensorSpec
 sig = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, {", ".join(map(str, shape))}), "image")]))
 mlflow.onnx.save_model(onnx.load({str(src)!r}), {str(path)!r}, signature=sig)
 """], check=True, capture_output=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"file://{tmp}/mlruns"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"file://{tmp}/mlruns",       # mlflow runs `uvicorn` from the PATH
+           "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.Popen([str(Path(python).parent / "mlflow"), "models", "serve", "-m", str(path), "-p", str(port),
                              "-h", "127.0.0.1", "--env-manager", "local", "-w", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
