@@ -10,8 +10,8 @@ import orjson
 
 
 # %% auto #0
-__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'pixels', 'check_size', 'parse_json', 'whole_numbers', 'oip_input',
-           'oip_outputs', 'parse_tags', 'request_id', 'images', 'feedback_items']
+__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'pixels', 'check_size', 'parse_json', 'whole_numbers', 'oip_body',
+           'oip_input', 'oip_outputs', 'oip_tensor', 'parse_tags', 'request_id', 'images', 'feedback_items']
 
 # %% ../nbs/20b_inputs.ipynb #c004
 class BadInput(ValueError):
@@ -76,8 +76,16 @@ def whole_numbers(raw: bytes) -> bool:
 # %% ../nbs/20b_inputs.ipynb #c010
 OUTPUTS = ("probabilities", "label")
 
-def oip_input(body: dict, shape, max_batch: int) -> np.ndarray:
-    "The `image` tensor of an OIP inference request as uint8 (N, *shape), or `BadInput`."
+def oip_body(raw: bytes, headers, max_body: int) -> tuple[dict, bytes]:
+    "An OIP request body as (JSON object, binary tensor bytes after it); the binary part is empty without the extension."
+    n = headers.get("inference-header-content-length")
+    if n is None: return parse_json(raw, headers.get("content-type"), max_body), b""
+    if not n.isdigit() or int(n) > len(raw):
+        raise BadInput(f"Inference-Header-Content-Length {n[:20]!r}: give the JSON header's length in bytes (at most the body's {len(raw)})")
+    return parse_json(raw[:int(n)], None, max_body), raw[int(n):]
+
+def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"") -> np.ndarray:
+    "The `image` tensor of an OIP inference request as uint8 (N, *shape), from JSON `data` or binary bytes, or `BadInput`."
     ins = body.get("inputs")
     if not isinstance(ins, list) or not ins: raise BadInput("inputs: give one tensor, named 'image'")
     if len(ins) != 1 or not isinstance(ins[0], dict) or ins[0].get("name") != "image":
@@ -91,7 +99,14 @@ def oip_input(body: dict, shape, max_batch: int) -> np.ndarray:
         raise BadInput(f"input 'image': shape {sh}; the model takes [N, {', '.join(map(str, shape))}]")
     if sh[0] == 0: raise BadInput("input 'image': the batch is empty")
     if sh[0] > max_batch: raise BadInput(f"input 'image': {sh[0]} rows; at most {max_batch} per request", 413)
-    data, n = t.get("data"), math.prod(sh)
+    n = math.prod(sh)
+    size = (t.get("parameters") or {}).get("binary_data_size") if isinstance(t.get("parameters"), dict) else None
+    if size is not None:
+        if size != n or len(binary) != n:
+            raise BadInput(f"input 'image': binary_data_size {size} with {len(binary)} bytes after the JSON; shape {sh} needs {n}")
+        return np.frombuffer(binary, np.uint8).reshape(sh)
+    if binary: raise BadInput(f"{len(binary)} bytes after the JSON, but no input has binary_data_size")
+    data = t.get("data")
     if isinstance(data, list) and len(data) == n and all(type(v) is int for v in data):    # flat whole numbers: straight to uint8
         try: return np.array(data, dtype=np.uint8).reshape(sh)
         except OverflowError: pass                                # the general path below names the problem
@@ -100,15 +115,29 @@ def oip_input(body: dict, shape, max_batch: int) -> np.ndarray:
     if a.size != math.prod(sh): raise BadInput(f"input 'image': {a.size} values for shape {sh} (needs {math.prod(sh)})")
     return pixels(a.reshape(sh), "input 'image'")
 
-def oip_outputs(body: dict) -> list:
-    "The output names an OIP request asks for (all when it names none), or `BadInput`."
-    outs = body.get("outputs")
-    if outs is None: return list(OUTPUTS)
+def oip_outputs(body: dict) -> list[tuple[str, bool]]:
+    "The outputs an OIP request asks for (all when it names none) as (name, as binary data), or `BadInput`."
+    outs, params = body.get("outputs"), body.get("parameters")
+    every = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
+    if outs is None: return [(n, every) for n in OUTPUTS]
     if not isinstance(outs, list): raise BadInput("outputs must be a list of {\"name\": ...}")
     names = [o.get("name") if isinstance(o, dict) else o for o in outs]
     bad = [n for n in names if n not in OUTPUTS]
     if bad: raise BadInput(f"unknown outputs {bad}: the model gives {list(OUTPUTS)}")
-    return names or list(OUTPUTS)
+    if not outs: return [(n, every) for n in OUTPUTS]
+    return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", every))) for o in outs]
+
+def oip_tensor(name: str, a, binary: bool) -> tuple[dict, bytes]:
+    "An output tensor: FP32 probabilities or BYTES labels, as JSON data or (binary extension) raw bytes to append."
+    if a.dtype == object:
+        t, data = {"name": name, "datatype": "BYTES", "shape": [len(a)]}, a.tolist()
+        raw = b"".join(len(s).to_bytes(4, "little") + s for s in (str(v).encode() for v in data)) if binary else b""
+    else:
+        t, data = {"name": name, "datatype": "FP32", "shape": list(a.shape)}, a.ravel()
+        raw = a.astype("<f4").tobytes() if binary else b""
+    if binary: t["parameters"] = {"binary_data_size": len(raw)}
+    else: t["data"] = data
+    return t, raw
 
 
 # %% ../nbs/20b_inputs.ipynb #c012
@@ -125,7 +154,7 @@ def parse_tags(header: str | None, params: dict | None = None) -> dict:
         tags[k.strip()] = v.strip()
     if params is not None and not isinstance(params, dict): raise BadInput("parameters must be a JSON object")
     for k, v in (params or {}).items():
-        if isinstance(v, (str, int, float, bool)): tags[k] = str(v)
+        if isinstance(v, (str, int, float, bool)) and not k.startswith("binary_data"): tags[k] = str(v)
     for k, v in tags.items():
         if not _KEY.fullmatch(k): raise BadInput(f"tag key {k[:80]!r}: use 1-64 letters, digits, '_', '.', '-'")
         if len(v) > 256: raise BadInput(f"tag {k!r}: the value is {len(v)} characters; at most 256")

@@ -12,7 +12,7 @@ import orjson
 from fastapi import FastAPI, Request           # at module level: the routes' annotations are resolved here
 from starlette.responses import Response
 from .bundle import read_bundle, ort_session
-from .inputs import (BadInput, to_batch, check_size, parse_json, oip_input, oip_outputs, parse_tags, images,
+from .inputs import (BadInput, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
                              feedback_items, request_id, whole_numbers)
 from .predlog import PredictionLog, open_log, known
 from .telemetry import Telemetry
@@ -158,8 +158,9 @@ async def _receive(receive, max_body: int) -> bytes:
         if not msg.get("more_body"): return b"".join(parts)
 
 async def _send(send, status: int, payload: bytes, headers: dict):
+    ct = headers.pop("content-type", "application/json")
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                "headers": [(b"content-type", ct.encode()), (b"content-length", str(len(payload)).encode()),
                             *((k.encode(), v.encode("latin-1")) for k, v in headers.items())]})
     await send({"type": "http.response.body", "body": payload})
 
@@ -232,28 +233,28 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
         x = to_batch(parse_json(body, h.get("content-type"), max_body).get("inputs"), m.shape, max_batch, ints=whole_numbers(body))
         p, lab = await score("/v1/predict", t0, rid, x, tags)
         return {"request_id": rid, "model": model_obj,
-                "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid
+                "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid, b""
 
     async def infer(route: str, h, body: bytes, t0: float):
         guard(h, protect)
-        body = parse_json(body, h.get("content-type"), max_body)
+        body, blob = oip_body(body, h, max_body)
         rid = request_id(str(body["id"]) if body.get("id") is not None else h.get("x-request-id"))
         tags = parse_tags(h.get("x-tags"), body.get("parameters"))
-        x = oip_input(body, m.shape, max_batch)
+        x = oip_input(body, m.shape, max_batch, blob)
         want = oip_outputs(body)
         p, lab = await score(route, t0, rid, x, tags)
-        out = []
-        for n in want:
-            if n == "probabilities": out.append({"name": n, "datatype": "FP32", "shape": list(p.shape), "data": p.ravel()})
-            else: out.append({"name": n, "datatype": "BYTES", "shape": [len(p)], "data": lab.tolist()})
-        return {"model_name": m.name, "model_version": str(m.version), "id": rid, "outputs": out}, rid
+        out, tail = zip(*(oip_tensor(n, p if n == "probabilities" else lab, binary) for n, binary in want))
+        return {"model_name": m.name, "model_version": str(m.version), "id": rid, "outputs": list(out)}, rid, b"".join(tail)
 
     async def answer(route: str, h, t0: float, fn, *args):
         "Run a route function: (status, JSON bytes, headers), a refusal when it raises `BadInput`."
-        try: obj, rid = await fn(*args)
+        try: obj, rid, tail = await fn(*args)
         except BadInput as e: return refuse(route, h, t0, e.status, str(e))
         tel.request(route, 200, time.perf_counter() - t0)
-        return 200, orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), {"x-request-id": rid} if rid else {}
+        head = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+        if not tail: return 200, head, {"x-request-id": rid}
+        return 200, head + tail, {"x-request-id": rid, "content-type": "application/octet-stream",   # binary tensor data extension
+                                  "inference-header-content-length": str(len(head))}
 
     def check_model(name: str, version: str | None = None):
         if name != m.name: raise BadInput(f"unknown model {name[:80]!r}: this service serves {m.name!r}", 404)
@@ -355,7 +356,7 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
         return _json({"accepted": len(items)})
 
     @api.get("/v2", summary="OIP server metadata")
-    async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": []})
+    async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": ["binary_tensor_data"]})
 
     @api.get("/v2/health/live", summary="OIP server live")
     async def live(): return _json({"live": True})

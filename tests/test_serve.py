@@ -116,6 +116,14 @@ def test_open_inference_protocol_with_tritonclient(served):
     assert [l.decode() if isinstance(l, bytes) else l for l in r.as_numpy("label")] == [b.labels[i] for i in want.argmax(1)]
     with pytest.raises(Exception, match="unknown model"):
         c.infer("no-such-model", [inp], outputs=outs)
+    # tritonclient's defaults: the binary tensor data extension both ways
+    inp = tc.InferInput("image", list(x.shape), "UINT8"); inp.set_data_from_numpy(x)
+    r = c.infer("digits-cnn", [inp], outputs=[tc.InferRequestedOutput("probabilities"), tc.InferRequestedOutput("label")])
+    assert np.allclose(r.as_numpy("probabilities"), want, atol=1e-5)
+    assert [l.decode() for l in r.as_numpy("label")] == [b.labels[i] for i in want.argmax(1)]
+    r = c.infer("digits-cnn", [inp])                                   # no outputs named: all of them
+    assert np.allclose(r.as_numpy("probabilities"), want, atol=1e-5)
+    assert "binary_tensor_data" in c.get_server_metadata()["extensions"]
     # OIP request parameters and an X-Tags header are logged as tags
     c.infer("digits-cnn", [inp], outputs=outs, request_id="oip-8", parameters={"camera": "5"}, headers={"X-Tags": "site=north"})
     from mlops_nb.config import load_settings
