@@ -96,7 +96,7 @@ def main():
     if a.quick: a.repeat, a.seconds = 1, 1
     if not shutil.which("wrk"): raise SystemExit("wrk is not installed: `make sysdeps` (Debian package wrk)")
     from mlops_nb.config import load_settings
-    from mlops_nb.serve import ServedModel
+    from mlops_nb.served import ServedModel
     s = load_settings(a.settings)
     m = ServedModel.load(s, a.model)
     ref = f"{m.name}@{m.version}"

@@ -6,12 +6,12 @@
 from __future__ import annotations
 import gc, hmac, os, shutil, tempfile, time, uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request           # at module level: the routes' annotations are resolved here
 from starlette.responses import Response
-from .bundle import read_bundle, ort_session
+from .served import ServedModel, Batcher
 from .inputs import (BadInput, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
                              feedback_items, request_id, whole_numbers)
 from .predlog import PredictionLog, open_log, known
@@ -19,106 +19,7 @@ from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['pick', 'with_head', 'ServedModel', 'Batcher', 'api_key_from', 'Service', 'create_app', 'serve', 'app_from_env']
-
-# %% ../nbs/20_serve.ipynb #c004
-def pick(reg, ref: str | None = None) -> dict:
-    "The registry version to serve for `ref` (see above)."
-    from mlops_nb.registry import RegistryError
-    if ref and "@" in ref: return reg.get(ref)
-    if not ref:
-        names = [m["name"] for m in reg.models()]
-        if not names: raise RegistryError("no model is registered yet: `mlops-nb run` registers one")
-        if len(names) > 1: raise RegistryError(f"several models are registered ({', '.join(names)}): give --model NAME[@ALIAS]")
-        ref = names[0]
-    al = reg.aliases(ref)
-    for a in ("production", "staging"):
-        if a in al: return reg.version(ref, al[a])
-    return reg.versions(ref)[-1]
-
-def with_head(onnx_model: bytes) -> bytes:
-    "The bundle's model (logits) with softmax and argmax added to its graph, so one session call gives `probabilities` "
-    "(N, K) and `class_index` (N,): about 8 us a call less than doing both in numpy."
-    import onnx
-    from onnx import TensorProto, helper
-    mp = onnx.load_from_string(onnx_model)
-    g = mp.graph
-    logits, k = g.output[0].name, g.output[0].type.tensor_type.shape.dim[1]
-    g.node.extend([helper.make_node("Softmax", [logits], ["probabilities"], axis=-1),
-                   helper.make_node("ArgMax", ["probabilities"], ["class_index"], axis=1, keepdims=0)])
-    del g.output[:]
-    g.output.extend([helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k.dim_value or "K"]),
-                     helper.make_tensor_value_info("class_index", TensorProto.INT64, ["N"])])
-    return mp.SerializeToString()
-
-@dataclass
-class ServedModel:
-    "A verified bundle ready to predict: `scores(x)` gives class probabilities and indices for uint8 images (N, C, H, W)."
-    name: str
-    version: int
-    digest: str
-    labels: list
-    shape: tuple                         # (C, H, W)
-    signature: dict
-    run_id: str
-    sess: object = field(repr=False)
-
-    @classmethod
-    def load(cls, s, ref: str | None = None, threads: int = 1) -> "ServedModel":
-        "Resolve `ref` in the workbook's registry, verify the bundle (refused when missing or tampered), open a session."
-        from mlops_nb.registry import registry_for
-        reg = registry_for(s)
-        v = pick(reg, ref)
-        b = read_bundle(reg.verify(v["name"], v["version"], v["bundle"]))
-        shape = tuple(int(d) for d in b.signature["inputs"][0]["shape"][1:])
-        return cls(v["name"], v["version"], v["bundle"], list(b.labels), shape, b.signature, v["run_id"],
-                   ort_session(with_head(b.onnx), threads))
-
-    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        "Class probabilities (N, K) float32 and the predicted class indices (N,) for uint8 images (N, *shape)."
-        return tuple(self.sess.run(None, {"image": x}))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        "Class probabilities (N, K) float32 for uint8 images shaped (N, *shape)."
-        return self.sess.run(["probabilities"], {"image": x})[0]
-
-    def info(self) -> dict:
-        return {"name": self.name, "version": self.version, "digest": self.digest, "labels": self.labels,
-                "signature": self.signature, "run_id": self.run_id}
-
-
-class Batcher:
-    "Dynamic batching with no added wait: requests that reach the model in the same turn of the event loop are run "
-    "as one batch (one session call, one softmax), up to `max_rows` rows; `await batcher(x)` gives that request's "
-    "(probabilities, class indices)."
-    def __init__(self, m: ServedModel, max_rows: int = 1024, telemetry=None):
-        self.m, self.max_rows, self.pending, self.rows, self.handle, self.tel = m, max_rows, [], 0, None, telemetry
-        self.batches = self.requests = 0                  # how well it batches: requests / batches
-
-    def __call__(self, x: np.ndarray):
-        import asyncio
-        loop = asyncio.get_running_loop()
-        f = loop.create_future()
-        self.pending.append((x, f)); self.rows += len(x)
-        if self.rows >= self.max_rows:
-            if self.handle: self.handle.cancel()
-            self.run()
-        elif self.handle is None: self.handle = loop.call_soon(self.run)
-        return f
-
-    def run(self):
-        batch, self.pending, self.rows, self.handle = self.pending, [], 0, None
-        self.batches += 1; self.requests += len(batch)
-        if self.tel is not None: self.tel.batched(len(batch))
-        try: p, k = self.m.scores(batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch]))
-        except Exception as e:
-            for _, f in batch: f.set_exception(e)
-            return
-        i = 0
-        for x, f in batch:
-            n = len(x)
-            if not f.cancelled(): f.set_result((p[i:i + n], k[i:i + n]))
-            i += n
+__all__ = ['api_key_from', 'Service', 'create_app', 'serve', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",

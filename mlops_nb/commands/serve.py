@@ -126,7 +126,7 @@ def score_paths(m, paths, batch_size: int = 256, progress: bool = True):
 def cmd_predict(a, s):
     "`mlops-nb predict`: score inputs offline, write CSV or Parquet."
     import csv, sys
-    from mlops_nb.serve import ServedModel
+    from mlops_nb.served import ServedModel
     if "@" not in a.model: raise ValueError(f"{a.model!r}: give NAME@ALIAS or NAME@VERSION (e.g. digits-cnn@production)")
     if a.batch_size < 1: raise ValueError(f"--batch-size {a.batch_size}: out of range")
     if a.out and not a.out.endswith((".csv", ".parquet")): raise ValueError(f"--out {a.out}: name a .csv or .parquet file")
