@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode',
-           'apply_env', 'scratch_settings', 'seed_everything']
+__all__ = ['SERVE_DEFAULTS', 'APPTEST_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings',
+           'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -41,6 +41,15 @@ SERVE_DEFAULTS = dict(
     cors_origins="",           # comma-separated origins allowed by CORS; empty: no CORS headers
 )
 
+APPTEST_DEFAULTS = dict(
+    concurrency=4,             # load test: clients sending at once
+    seconds=5,                 # load test: how long
+    p99_ms=50.0,               # gate: the load test's p99 latency must stay under this
+    max_error_rate=0.0,        # gate: share of load-test requests that may fail
+    uploads=32,                # test images replayed as PNG uploads through /v1/predict/image
+    tolerance=1e-5,            # gate: largest |probability difference| between the service and the bundle offline
+)
+
 @dataclass
 class Settings:
     "The workbook's settings, with every path absolute."
@@ -62,6 +71,7 @@ class Settings:
     profiles: dict = field(default_factory=dict)  # name -> {key: python value}
     gates: dict = field(default_factory=lambda: dict(min_accuracy=0.95, max_recall_gap=0.10, significance=0.05))
     serve: dict = field(default_factory=lambda: dict(SERVE_DEFAULTS))  # the [serve] section, typed
+    apptest: dict = field(default_factory=lambda: dict(APPTEST_DEFAULTS))  # the [apptest] section, typed
 
     @property
     def root(self) -> Path: return self.path.parent
@@ -100,6 +110,24 @@ def _literal(v, where):
     except (ValueError, SyntaxError) as e:
         raise SettingsError(f"{where}: {v!r} is not a Python literal (quote strings: \"text\")") from e
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_ZERO_OK = ("retention_days", "max_error_rate")
+
+def _typed(get, path, sec: str, defaults: dict) -> dict:
+    "A settings section's values, each of its default's type (bool, whole number >= 1, number >= 0, text), or `SettingsError`."
+    out = {}
+    for k, default in defaults.items():
+        v = get(sec, k, str(default))
+        if isinstance(default, bool):
+            if v.lower() not in _BOOLS: raise SettingsError(f"{path}: [{sec}] {k} = {v!r}; expected true or false")
+            out[k] = _BOOLS[v.lower()]
+        elif isinstance(default, (int, float)):
+            try: out[k] = type(default)(v)
+            except ValueError: raise SettingsError(f"{path}: [{sec}] {k} = {v!r}; expected a {'whole ' if isinstance(default, int) else ''}number") from None
+            if out[k] < (0 if k in _ZERO_OK or isinstance(default, float) else 1): raise SettingsError(f"{path}: [{sec}] {k} = {v!r}; out of range")
+        else: out[k] = v
+    return out
+
 def load_settings(path=None) -> Settings:
     "Read `settings.ini` (found with `find_settings` when `path` is None)."
     path = Path(path).resolve() if path else find_settings()
@@ -126,21 +154,13 @@ def load_settings(path=None) -> Settings:
         v = get("gates", k, default)
         try: gates[k] = float(v)
         except ValueError: raise SettingsError(f"{path}: [gates] {k} = {v!r}; expected a number") from None
-    serve = {}
-    for k, default in SERVE_DEFAULTS.items():
-        v = get("serve", k, str(default))
-        try: serve[k] = v if isinstance(default, str) else (v.lower() in ("1", "true", "yes", "on")) if isinstance(default, bool) else int(v)
-        except ValueError: raise SettingsError(f"{path}: [serve] {k} = {v!r}; expected a whole number") from None
-        if isinstance(default, bool) and v.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise SettingsError(f"{path}: [serve] {k} = {v!r}; expected true or false")
-        if isinstance(default, int) and not isinstance(default, bool) and serve[k] < (0 if k == "retention_days" else 1):
-            raise SettingsError(f"{path}: [serve] {k} = {v!r}; out of range")
+    serve, apptest = _typed(get, path, "serve", SERVE_DEFAULTS), _typed(get, path, "apptest", APPTEST_DEFAULTS)
     profiles = {sec.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{sec}] {k}") for k, v in cp.items(sec)}
                 for sec in cp.sections() if sec.startswith("profile:")}
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),
                     wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"),
                     lineage=rel("lineage") if cp.has_option("paths", "lineage") else None, metric_tolerance=tol,
-                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve,
+                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest,
                     predictions=rel("predictions") if cp.has_option("paths", "predictions") else None,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
                     wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),

@@ -41,7 +41,7 @@ def test_gates_promotion_history_rollback(two_versions):
     p = cli("registry", "promote", "digits-cnn@2", "--to", "production", settings=settings)
     assert p.returncode == 1 and "application test: application test not run yet" in p.stderr
     for v in (1, 2):
-        assert cli("registry", "apptest", f"digits-cnn@{v}", "passed", "--detail", "replay ok", settings=settings).returncode == 0
+        assert cli("registry", "apptest", f"digits-cnn@{v}", "passed", "--why", "replayed by hand", settings=settings).returncode == 0
     p = cli("registry", "promote", "digits-cnn@2", "--to", "production", "--why", "first release", settings=settings)
     assert p.returncode == 0, p.stderr
     assert "no current production version" in p.stdout and "digits-cnn@production: v- -> v2" in p.stdout

@@ -45,10 +45,12 @@ def add_commands(sub):
     x.add_argument("--to", type=int, metavar="N", help="roll back to version N (one the alias held before the current one)")
     x.add_argument("--why", default="", help="the reason, written to the history")
     x.set_defaults(func=cmd_rollback)
-    x = rs.add_parser("apptest", help="record an application-test result for a version",
-                      description="Record whether NAME@VERSION passed its application test (the production gate reads it).")
+    x = rs.add_parser("apptest", help="override a version's application-test verdict by hand (recorded, with --why)",
+                      description="Set NAME@VERSION's application-test verdict by hand, as an explicit override: the verdict "
+                                  "normally comes from `mlops-nb apptest`. The override, its reason and who made it are "
+                                  "recorded on the version, where the production gate and `registry show` read them.")
     x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("result", choices=["passed", "failed"])
-    x.add_argument("--detail", default="", help="what was tested")
+    x.add_argument("--why", required=True, help="why the test's own verdict is overridden (recorded)")
     x.set_defaults(func=cmd_apptest)
 
 
@@ -69,7 +71,8 @@ def _print_version(v, aliases, reg) -> bool:
           f"  created  {v['created']} by {v['created_by']}")
     print(f"  metrics  test/accuracy {m.get('test/accuracy')}  test/recall_gap {m.get('test/recall_gap')}")
     print(f"  parity   {'passed' if v['parity_passed'] else 'not passed'}   application test "
-          f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run') }")
+          f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run (mlops-nb apptest)') }")
+    if v.get("apptest_detail"): print(f"  apptest  {v['apptest_detail']}")
     return ok
 
 def cmd_ls(a, s):
@@ -122,9 +125,11 @@ def cmd_rollback(a, s):
     return 0
 
 def cmd_apptest(a, s):
-    "`registry apptest`: record an application-test result."
+    "`registry apptest`: override an application-test verdict by hand, recorded with its reason and author."
+    import getpass
     name, v = split_ref(a.ref)
-    _registry(s).record_apptest(name, v, a.result == "passed", a.detail)
-    print(f"{name}@{v}: application test {a.result}")
+    if not a.why.strip(): raise ValueError("--why: say why the application test's own verdict is overridden")
+    _registry(s).record_apptest(name, v, a.result == "passed", f"{a.result} by hand (override by {getpass.getuser()}): {a.why.strip()}")
+    print(f"{name}@{v}: application test {a.result} (override, recorded)")
     return 0
 
