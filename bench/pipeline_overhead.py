@@ -46,6 +46,9 @@ reg = registry_for(s)
 name = p["register"]["model_name"] or model_name_for(r.manifest["source"])
 v = reg.register(name, b, ev.metrics, "plain", parity_passed=True)
 reg.set_alias(name, p["register"]["alias"], v, why="plain")
+from mlops_nb.apptest import run_apptest, record
+rep = run_apptest(s, f"{name}@{v}", work/"apptest", p["apptest"], log=lambda *a: None)
+record(s, rep)
 print(json.dumps({"test/accuracy": ev.metrics["test/accuracy"], "train/weights": res.trials[res.best]["weights"]}))
 '''
 
@@ -80,7 +83,8 @@ def main():
               flush=True)
     mn, mp = statistics.median(nb_times), statistics.median(py_times)
     print(f"\nprofile {a.profile}, W&B {a.wandb}, median of {a.repeat}:")
-    print(f"  mlops-nb run (papermill, 5 kernels, HTML reports): {mn:.2f} s")
+    from mlops_nb.pipeline import STAGES
+    print(f"  mlops-nb run (papermill, {len(STAGES)} kernels, HTML reports): {mn:.2f} s")
     print(f"  same stage functions, one plain process:           {mp:.2f} s")
     print(f"  ratio: {mn/mp:.2f}  (goal <= 1.3)")
 

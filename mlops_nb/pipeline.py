@@ -29,6 +29,7 @@ class StageSpec:
     inputs: dict = field(default_factory=dict)   # input name -> "stage.output"
     raw: str = ""                      # the parameter naming raw data outside the store: its fingerprint joins the cache key
     heavy: bool = False                # keeps every core busy: the runner does nothing beside it (no kernel started ahead)
+    measures: bool = False             # measures the running system (latency): its outputs and metrics are not reproducible
 
 STAGES = (
     StageSpec("ingest", "ingest.ipynb", raw="source"),
@@ -37,6 +38,7 @@ STAGES = (
     StageSpec("package", "package.ipynb", {"dataset": "ingest.dataset", "manifest": "ingest.manifest", "model": "train.model",
                                            "metrics": "evaluate.metrics"}),
     StageSpec("register", "register.ipynb", {"bundle": "package.bundle"}),
+    StageSpec("apptest", "apptest.ipynb", {"registration": "register.registration"}, measures=True),
 )
 
 def downstream(names, stages=STAGES) -> set:
@@ -174,7 +176,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     rec = {"run_id": run_id, "status": "running", "profile": profile, "started": now(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
            "env": {k: v for k, v in env.items() if k != "packages"}, "runner": _me(), "run_dir": str(run_dir), "tmp": str(tmp),
-           "stages": [{"name": st.name, "status": "pending"} for st in STAGES], "metrics": {}}
+           "stages": [{"name": st.name, "status": "pending", **({"measures": True} if st.measures else {})} for st in STAGES],
+           "metrics": {}}
     if reproduces: rec["reproduces"] = reproduces
     write_json(run_dir/"env.json", env)
     write_json(run_dir/"run.json", rec)

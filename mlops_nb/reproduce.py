@@ -39,7 +39,9 @@ def compare_runs(orig: dict, new: dict, tol: float = 1e-4) -> Verdict:
     if new.get("status") != "succeeded":
         return Verdict("differs", [f"the reproduction {new.get('status')}: {(new.get('error') or {}).get('message', '')}"], warn)
     nst = {s["name"]: s for s in new["stages"]}
+    measured = {s["name"] for s in orig["stages"] if s.get("measures")}     # latency and the like: measured again, not compared
     for s in orig["stages"]:
+        if s["name"] in measured: continue
         for k, d in (s.get("outputs") or {}).items():
             d2 = (nst.get(s["name"], {}).get("outputs") or {}).get(k)
             if d2 != d:
@@ -49,6 +51,7 @@ def compare_runs(orig: dict, new: dict, tol: float = 1e-4) -> Verdict:
     om, nm = orig.get("metrics") or {}, new.get("metrics") or {}
     worst = None
     for k in sorted(set(om) | set(nm)):
+        if k.split("/", 1)[0] in measured: continue
         a, b = om.get(k), nm.get(k)
         if a == b: continue
         if _num(a) and _num(b):
@@ -60,6 +63,7 @@ def compare_runs(orig: dict, new: dict, tol: float = 1e-4) -> Verdict:
             diffs.append(f"metric {k}: {a} -> {b}")          # a digest: follows the outputs, judged by them
         else:
             hard = True; diffs.append(f"metric {k}: {a!r} -> {b!r}")
+    if measured: warn.append(f"measured again, not compared: {', '.join(sorted(measured))} (figures of the running system, not reproducible)")
     if not diffs: return Verdict("identical", [], warn)
     if hard: return Verdict("differs", diffs, warn)
     return Verdict("equal within tolerance", diffs + [f"largest metric difference {worst or 0:.3g} (tolerance {tol:g})"], warn)

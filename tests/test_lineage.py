@@ -47,9 +47,9 @@ def test_force_stage_reexecutes_it_and_its_dependents(wb):
     settings, _ = wb
     p = cli("run", "--profile", "smoke", "--force-stage", "train", settings=settings)
     assert p.returncode == 0, p.stderr
-    assert _executed(run_record(settings, p)) == ["train", "evaluate", "package", "register"]
+    assert _executed(run_record(settings, p)) == ["train", "evaluate", "package", "register", "apptest"]
     p = cli("run", "--profile", "smoke", "--force", settings=settings)
-    assert _executed(run_record(settings, p)) == ["ingest", "train", "evaluate", "package", "register"]
+    assert _executed(run_record(settings, p)) == ["ingest", "train", "evaluate", "package", "register", "apptest"]
     p = cli("run", "--profile", "smoke", "--force-stage", "trian", settings=settings)
     assert p.returncode == 2 and "unknown stage" in p.stderr
 
@@ -108,8 +108,8 @@ def test_lineage_database_records_every_execution(wb):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rows = db.execute("SELECT stage, status, cached, code_digest, env_digest, git_commit FROM executions WHERE run_id=? ORDER BY id",
                       (first["run_id"],)).fetchall()
-    assert [r[0] for r in rows] == ["ingest", "train", "evaluate", "package", "register"]
+    assert [r[0] for r in rows] == ["ingest", "train", "evaluate", "package", "register", "apptest"]
     assert all(r[1] == "succeeded" and r[2] == 0 and r[3].startswith("sha256:") and r[4] == first["env_digest"] for r in rows)
     n_art = db.execute("SELECT COUNT(*) FROM artifacts a JOIN executions e ON e.id = a.execution_id WHERE e.run_id=?",
                        (first["run_id"],)).fetchone()[0]
-    assert n_art == 2 + (1 + 1) + (2 + 1) + (4 + 1) + (1 + 1)        # ingest out 2; train 1/1; evaluate 2/1; package 4/1; register 1/1
+    assert n_art == 2 + (1 + 1) + (2 + 1) + (4 + 1) + (1 + 1) + (1 + 1)   # ingest out 2; train 1/1; evaluate 2/1; package 4/1; register 1/1; apptest 1/1

@@ -16,10 +16,10 @@ def offline(tmp_path_factory):
 def test_wandb_offline_run_written(offline):
     root, settings, rec = offline
     runs = sorted((root / "wandb_dir" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 5                                            # one W&B run per stage execution
+    assert len(runs) == 6                                            # one W&B run per stage execution
     blob = b"".join(list(r.glob("*.wandb"))[0].read_bytes() for r in runs)
     assert rec["run_id"].encode() in blob                            # group = pipeline run id
-    for stage in ("ingest", "train", "evaluate", "package", "register"):
+    for stage in ("ingest", "train", "evaluate", "package", "register", "apptest"):
         assert stage.encode() in blob                                # job_type
     assert rec["stages"][0]["outputs"]["dataset"].encode() in blob   # input digests in config
     assert {s["wandb"]["id"] for s in rec["stages"]} == {r.name.rsplit("-", 1)[1] for r in runs}
@@ -33,10 +33,10 @@ def test_sync_dry_run_lists_the_edges(offline):
     assert p.returncode == 0, p.stderr
     ds = rec["stages"][0]["outputs"]["dataset"].replace(":", "-")
     model = rec["stages"][1]["outputs"]["model"].replace(":", "-")
-    assert p.stdout.count("wandb sync ") == 5
+    assert p.stdout.count("wandb sync ") == 6
     assert f"mlops_nb/ingest-dataset:{ds}  (input dataset)" in p.stdout
     assert f"mlops_nb/train-model:{model}  (input model)" in p.stdout
-    assert p.stdout.count("use_artifact") == 1 + 2 + 4 + 1          # train, evaluate, package, register inputs
+    assert p.stdout.count("use_artifact") == 1 + 2 + 4 + 1 + 1      # train, evaluate, package, register, apptest inputs
     bundle = rec["stages"][3]["outputs"]["bundle"].replace(":", "-")
     assert f"link_artifact <entity>/mlops_nb/package-bundle:{bundle} -> <entity>/model-registry/digits-cnn alias staging" in p.stdout
 
