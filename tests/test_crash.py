@@ -35,7 +35,7 @@ def test_kill_9_mid_stage(tmp_path):
         assert any(l.startswith(rec["run_id"]) and "interrupted" in l for l in p.stdout.splitlines()), p.stdout
         rec = json.loads(rj.read_text())
         assert rec["status"] == "interrupted"
-        assert [s["status"] for s in rec["stages"]] == ["succeeded", "interrupted", "pending", "pending", "pending"]
+        assert [s["status"] for s in rec["stages"]] == ["succeeded", "interrupted", "pending", "pending", "pending", "pending"]
         db = sqlite3.connect(tmp_path / "lineage.db")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("SELECT status FROM runs WHERE run_id=?", (rec["run_id"],)).fetchone()[0] == "interrupted"
@@ -99,7 +99,7 @@ def test_dead_kernel_fails_the_stage_cleanly(tmp_path):
     assert "failed: stage train failed: the kernel died" in last and "02_train.ipynb" in last and "Traceback" not in err
     rec = json.loads(found[0].read_text())
     assert rec["status"] == "failed" and rec["error"]["stage"] == "train"
-    assert [s["status"] for s in rec["stages"]] == ["succeeded", "failed", "pending", "pending", "pending"]
+    assert [s["status"] for s in rec["stages"]] == ["succeeded", "failed", "pending", "pending", "pending", "pending"]
     db = sqlite3.connect(tmp_path / "lineage.db")
     assert db.execute("SELECT status FROM executions WHERE run_id=? AND stage='train'", (rec["run_id"],)).fetchone()[0] == "failed"
     assert db.execute("SELECT status FROM runs WHERE run_id=?", (rec["run_id"],)).fetchone()[0] == "failed"
@@ -182,7 +182,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_behind(tmp_path):
     finally:
         if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, (proc.returncode, err)
-    after = err.split("[2/5] train     running ...\n", 1)[1]
+    after = err.split("[2/6] train     running ...\n", 1)[1]
     assert "Traceback" not in err and len(after.strip().splitlines()) == 1, err
     assert "interrupted" in after
     rec = json.loads(rj.read_text())

@@ -38,10 +38,14 @@ def test_round_trip(two_versions):
 
 def test_gates_promotion_history_rollback(two_versions):
     settings, ra, rb = two_versions
+    p = cli("registry", "show", "digits-cnn@2", settings=settings)
+    assert "application test passed" in p.stdout and "replay exact on every route" in p.stdout    # the pipeline's apptest stage
+    p = cli("registry", "apptest", "digits-cnn@2", "failed", settings=settings)
+    assert p.returncode == 2 and "--why" in p.stderr                                 # an override needs its reason
+    assert cli("registry", "apptest", "digits-cnn@2", "failed", "--why", "drill", settings=settings).returncode == 0
     p = cli("registry", "promote", "digits-cnn@2", "--to", "production", settings=settings)
-    assert p.returncode == 1 and "application test: application test not run yet" in p.stderr
-    for v in (1, 2):
-        assert cli("registry", "apptest", f"digits-cnn@{v}", "passed", "--why", "replayed by hand", settings=settings).returncode == 0
+    assert p.returncode == 1 and "application test: application test failed: failed by hand (override by" in p.stderr
+    assert cli("registry", "apptest", "digits-cnn@2", "passed", "--why", "drill over", settings=settings).returncode == 0
     p = cli("registry", "promote", "digits-cnn@2", "--to", "production", "--why", "first release", settings=settings)
     assert p.returncode == 0, p.stderr
     assert "no current production version" in p.stdout and "digits-cnn@production: v- -> v2" in p.stdout

@@ -108,7 +108,7 @@ def test_hostile_names_render_as_text_and_run_nothing(hostile, browser, tmp_path
     settings, rec = hostile
     run_dir = settings.parent / "runs" / rec["run_id"]
     pages = sorted(run_dir.glob("0*.html")) + [run_dir / "index.html", settings.parent / "runs" / "index.html"]
-    assert len(pages) == 7
+    assert len(pages) == 8                                                      # six stages, the run, the runs
     for page in pages:
         check_page(browser, page, tmp_path / f"{page.stem}.png")                  # no console error: nothing was blocked either
         assert _pwned(browser) == [None, 0], page
