@@ -237,8 +237,8 @@ def summary(rep: dict) -> str:
                 f"{ld['rps']:.0f} req/s, {ld['errors']} errors")
     return "FAILED: " + "; ".join(f"{c['check']}: {c['detail']}" for c in rep["checks"] if not c["passed"])
 
-def record(s, rep: dict):
-    "Write the verdict onto the registry version (the production gate reads it)."
+def record(s, rep: dict, report: str = ""):
+    "Write the verdict onto the registry version (the production gate reads it), naming where its `report` is."
     from mlops_nb.registry import registry_for
-    registry_for(s).record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep))
+    registry_for(s).record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep) + (f"; report: {report}" if report else ""))
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from .config import Settings, load_settings, apply_env
 from .tracking import write_json, now
-from .store import Store, IntegrityError, MissingArtifact
+from .store import Store, IntegrityError, MissingArtifact, sha256_bytes
 from .lineage import Lineage
 from .db import DbError
 from .cache import cache_key, code_digest
@@ -253,7 +253,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             finally: close(i - 1)
             res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
             for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
-            srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2), outputs=res["outputs"])
+            srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2), outputs=res["outputs"],
+                        notebook_digest=sha256_bytes(nb_out.read_bytes()))   # the executed notebook: the report a reviewer signs off
             pending.append((srec, nb_out))      # its HTML is made while the next stage runs (unless that one is heavy)
             if res.get("wandb"): srec["wandb"] = res["wandb"]
             lin.record_execution(run_id, st.name, "succeeded", inputs, res["outputs"], metrics=res["metrics"],

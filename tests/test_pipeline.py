@@ -1,5 +1,5 @@
 """The pipeline end to end through `mlops-nb run`: every stage notebook executed by papermill."""
-import json, os, subprocess, sys
+import hashlib, json, os, subprocess, sys
 from pathlib import Path
 import nbformat
 import pytest
@@ -25,6 +25,7 @@ def test_smoke_run_record(smoke):
         for d in list(s["inputs"].values()) + list(s["outputs"].values()):
             assert store.path(d).is_file()            # present, and its content matches its digest
         nb = nbformat.read(run_dir / f"{i:02d}_{s['name']}.ipynb", as_version=4)
+        assert s["notebook_digest"] == "sha256:" + hashlib.sha256((run_dir / s["notebook"]).read_bytes()).hexdigest()
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert nb.metadata.papermill["parameters"]["run_dir"] == str(run_dir)
         assert (run_dir / f"{i:02d}_{s['name']}.html").stat().st_size > 10_000

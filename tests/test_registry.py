@@ -40,6 +40,7 @@ def test_gates_promotion_history_rollback(two_versions):
     settings, ra, rb = two_versions
     p = cli("registry", "show", "digits-cnn@2", settings=settings)
     assert "application test passed" in p.stdout and "replay exact on every route" in p.stdout    # the pipeline's apptest stage
+    assert f"report: run {rb['run_id']}, stage apptest" in p.stdout
     p = cli("registry", "apptest", "digits-cnn@2", "failed", settings=settings)
     assert p.returncode == 2 and "--why" in p.stderr                                 # an override needs its reason
     assert cli("registry", "apptest", "digits-cnn@2", "failed", "--why", "drill", settings=settings).returncode == 0
