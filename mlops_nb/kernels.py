@@ -70,7 +70,9 @@ class Kernel:
             self.km = km
             if self._closed: return
             from jupyter_client import BlockingKernelClient
-            kc = BlockingKernelClient()
+            kc = BlockingKernelClient(parent=km)   # the manager tells whether the process lives; without it the client asks the
+                                                   # heartbeat, which has not beaten yet while a loaded machine starts the kernel
+                                                   # ("Kernel died before replying to kernel_info" for a kernel that was starting)
             kc.load_connection_info(km.get_connection_info())
             kc.start_channels()
             try:
