@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, sys
 from .config import SettingsError, load_settings
-from .commands import common, pipeline as _pipeline, runs as _runs, registry as _registry, serve as _serve
+from . import cmd_common as common, cmd_pipeline as _pipeline, cmd_runs as _runs, cmd_registry as _registry, cmd_serve as _serve
 
 
 # %% auto #0
