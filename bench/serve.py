@@ -12,15 +12,11 @@ one run, each figure --repeat times (medians):
 
     python bench/serve.py [--model NAME@ALIAS] [--repeat 3] [--seconds 5] [--connections 4] [--quick]
 """
-import argparse, configparser, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 import numpy as np
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
 def wait_ready(url, p, timeout=60.0) -> float:
@@ -97,6 +93,7 @@ def main():
     if not shutil.which("wrk"): raise SystemExit("wrk is not installed: `make sysdeps` (Debian package wrk)")
     from mlops_nb.config import load_settings
     from mlops_nb.served import ServedModel
+    from mlops_nb.apptest import free_port, test_settings
     s = load_settings(a.settings)
     m = ServedModel.load(s, a.model)
     ref = f"{m.name}@{m.version}"
@@ -106,13 +103,7 @@ def main():
     oip = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, *m.shape], "data": x1.ravel().tolist()}]})
     res = {k: [] for k in ("floor", "predict", "infer", "batch512", "bare1", "bare512", "start_s", "mlflow")}
     with tempfile.TemporaryDirectory() as tmp:
-        cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
-        cp.read(s.path)
-        for k in ("runs", "store", "lineage", "registry", "pipelines", "wandb_dir", "wandb_data_dir"):
-            cp["paths"][k] = str(getattr(s, k))
-        cp["paths"]["predictions"] = f"{tmp}/predictions.db"
-        with open(f"{tmp}/settings.ini", "w") as f: cp.write(f)
-        env = {**os.environ, "MLOPS_NB_SETTINGS": f"{tmp}/settings.ini", "WANDB_MODE": "disabled"}
+        env = {**os.environ, "MLOPS_NB_SETTINGS": str(test_settings(s, tmp)), "WANDB_MODE": "disabled"}   # its own log
         for r in range(a.repeat):
             port = free_port(); url = f"http://127.0.0.1:{port}"
             p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", ref, "--port", str(port)], env=env,
