@@ -337,6 +337,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mlops_nb.serve.api_key_from': ('serve.html#api_key_from', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve.app_from_env': ('serve.html#app_from_env', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve.create_app': ('serve.html#create_app', 'mlops_nb/serve.py'),
+                                'mlops_nb.serve.log_for': ('serve.html#log_for', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve.serve': ('serve.html#serve', 'mlops_nb/serve.py')},
             'mlops_nb.served': { 'mlops_nb.served.Batcher': ('served.html#batcher', 'mlops_nb/served.py'),
                                  'mlops_nb.served.Batcher.__call__': ('served.html#batcher.__call__', 'mlops_nb/served.py'),

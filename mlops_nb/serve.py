@@ -19,7 +19,7 @@ from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['api_key_from', 'Service', 'create_app', 'serve', 'app_from_env']
+__all__ = ['api_key_from', 'Service', 'create_app', 'serve', 'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -332,7 +332,7 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     import uvicorn
     m = ServedModel.load(s, ref, threads)            # refused here, with one line, when the bundle is missing or tampered
     key = api_key_from(s.serve)
-    log = PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"]) if workers == 1 else None
+    log = log_for(s) if workers == 1 else None         # with workers, each opens its own
     echo(f"serving {m.name}@{m.version} ({m.digest[:19]}) on http://{host}:{port}  (docs: /docs; Ctrl-C stops)")
     echo(f"predictions logged to {s.predictions}; " + ("an API key guards feedback" + (" and predictions" if s.serve["protect_predict"] else "")
                                                         if key else "no API key set: feedback is open"))
@@ -348,12 +348,16 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     gc.collect(); gc.freeze()
     uvicorn.run(app, **opts)
 
+def log_for(s) -> PredictionLog:
+    "The workbook's prediction log writer, as `[paths] predictions` and `[serve]` say."
+    return PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"])
+
 def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."
     from mlops_nb.config import load_settings
     e, s = os.environ, load_settings()
     m = ServedModel.load(s, e["MLOPS_NB_SERVE_MODEL"], int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
-    app = create_app(m, s.serve, PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"]), api_key_from(s.serve))
+    app = create_app(m, s.serve, log_for(s), api_key_from(s.serve))
     gc.collect(); gc.freeze()
     return app
 
