@@ -237,8 +237,10 @@ def summary(rep: dict) -> str:
                 f"{ld['rps']:.0f} req/s, {ld['errors']} errors")
     return "FAILED: " + "; ".join(f"{c['check']}: {c['detail']}" for c in rep["checks"] if not c["passed"])
 
-def record(s, rep: dict, report: str = ""):
-    "Write the verdict onto the registry version (the production gate reads it), naming where its `report` is."
+def record(s, rep: dict, report: dict | None = None):
+    "Write the verdict onto the registry version (the production gate reads it), naming where its QA `report` is: "
+    "`{'run': RUN_ID, 'stage': 'apptest'}` (the executed stage notebook) or `{'path': FILE}`; `approve` signs that report."
     from mlops_nb.registry import registry_for
-    registry_for(s).record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep) + (f"; report: {report}" if report else ""))
+    where = (f"run {report['run']}, stage {report['stage']}" if "run" in report else report["path"]) if report else ""
+    registry_for(s).record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep) + (f"; report: {where}" if where else ""), report)
 

@@ -6,14 +6,15 @@
 from __future__ import annotations
 import argparse, sys
 from .config import SettingsError, load_settings
-from . import cmd_common as common, cmd_pipeline as _pipeline, cmd_runs as _runs, cmd_registry as _registry, cmd_serve as _serve
+from . import (cmd_common as common, cmd_pipeline as _pipeline, cmd_runs as _runs, cmd_registry as _registry,
+                      cmd_release as _release, cmd_serve as _serve)
 
 
 # %% auto #0
 __all__ = ['GROUPS', 'parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #c004
-GROUPS = [_pipeline, _runs, _registry, _serve]      # each adds its subcommands; the top-level help lists them in this order
+GROUPS = [_pipeline, _runs, _registry, _release, _serve]      # each adds its subcommands; the top-level help lists them in this order
 
 def parser() -> argparse.ArgumentParser:
     "The `mlops-nb` parser, assembled from the command groups."

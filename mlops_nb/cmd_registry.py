@@ -73,6 +73,11 @@ def _print_version(v, aliases, reg) -> bool:
     print(f"  parity   {'passed' if v['parity_passed'] else 'not passed'}   application test "
           f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run (mlops-nb apptest)') }")
     if v.get("apptest_detail"): print(f"  apptest  {v['apptest_detail']}")
+    if v["apptest_passed"] == 1:
+        ap, problem = reg.approval(v["name"], v["version"])
+        print(f"  approval {'approved by ' + ap['who'] + ' at ' + ap['at'] + ': ' + ap['why'] if ap else problem}")
+    routes = reg.routes(v["name"])
+    if routes["canary"] == v["version"]: print(f"  traffic  canary: {routes['percent']:g}% of requests")
     return ok
 
 def cmd_ls(a, s):
@@ -102,7 +107,7 @@ def cmd_history(a, s):
         for k, v in state.items(): print(f"{a.name}@{k} -> v{v}  (at {a.at})")
         return 0
     for h in reg.history(a.name, alias=a.alias):
-        print(f"{h['at']}  {h['alias']:<11} v{h['from_version'] or '-'} -> v{h['to_version']}  by {h['who']}"
+        print(f"{h['at']}  {h['alias']:<11} v{h['from_version'] or '-'} -> {'v' + str(h['to_version']) if h['to_version'] else '- (ended)'}  by {h['who']}"
               f"{'  FORCED' if h['forced'] else ''}  {h['why'] or ''}")
     return 0
 

@@ -176,7 +176,7 @@ def cmd_apptest(a, s):
     folder = s.runs/"apptest"/f"{v['name']}-v{v['version']}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     rep = run_apptest(s, a.model, folder, opts, log=err)
     (folder/"report.json").write_text(json.dumps(rep, indent=2))
-    if not a.no_record: record(s, rep, str(folder/"report.json"))
+    if not a.no_record: record(s, rep, {"path": str(folder/"report.json")})
     if a.json: print(json.dumps(rep, indent=2))
     else:
         for c in rep["checks"]: print(f"{'ok  ' if c['passed'] else 'FAIL'}  {c['check']}: {c['detail']}")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'APPTEST_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings',
-           'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
+__all__ = ['SERVE_DEFAULTS', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full',
+           'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -39,6 +39,15 @@ SERVE_DEFAULTS = dict(
     api_key="",                # or the key itself (the environment variable wins)
     protect_predict=False,     # require the key on prediction routes too (feedback and admin routes always need it when set)
     cors_origins="",           # comma-separated origins allowed by CORS; empty: no CORS headers
+    follow_ms=500,             # a service following an alias checks the registry this often for a release, canary or shadow
+    shadow_queue=10000,        # shadow requests waiting beyond this are dropped (counted), never queued on the primary's path
+)
+
+GATE_DEFAULTS = dict(
+    min_accuracy=0.95,         # test accuracy at least this
+    max_recall_gap=0.10,       # largest gap between two classes' recall
+    significance=0.05,         # champion/challenger: McNemar's exact test level
+    require_approval=False,    # production needs a reviewer's `mlops-nb approve` of the version's QA report
 )
 
 APPTEST_DEFAULTS = dict(
@@ -69,7 +78,7 @@ class Settings:
     kernel: str = "python3"
     metric_tolerance: float = 1e-4  # reproduce: largest metric difference still "equal within tolerance"
     profiles: dict = field(default_factory=dict)  # name -> {key: python value}
-    gates: dict = field(default_factory=lambda: dict(min_accuracy=0.95, max_recall_gap=0.10, significance=0.05))
+    gates: dict = field(default_factory=lambda: dict(GATE_DEFAULTS))  # the [gates] section, typed
     serve: dict = field(default_factory=lambda: dict(SERVE_DEFAULTS))  # the [serve] section, typed
     apptest: dict = field(default_factory=lambda: dict(APPTEST_DEFAULTS))  # the [apptest] section, typed
 
@@ -149,12 +158,8 @@ def load_settings(path=None) -> Settings:
     tol = get("reproduce", "metric_tolerance", "1e-4")
     try: tol = float(tol); assert tol >= 0
     except (ValueError, AssertionError): raise SettingsError(f"{path}: [reproduce] metric_tolerance = {tol!r}; expected a number >= 0") from None
-    gates = {}
-    for k, default in (("min_accuracy", "0.95"), ("max_recall_gap", "0.10"), ("significance", "0.05")):
-        v = get("gates", k, default)
-        try: gates[k] = float(v)
-        except ValueError: raise SettingsError(f"{path}: [gates] {k} = {v!r}; expected a number") from None
     serve, apptest = _typed(get, path, "serve", SERVE_DEFAULTS), _typed(get, path, "apptest", APPTEST_DEFAULTS)
+    gates = _typed(get, path, "gates", GATE_DEFAULTS)
     profiles = {sec.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{sec}] {k}") for k, v in cp.items(sec)}
                 for sec in cp.sections() if sec.startswith("profile:")}
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),

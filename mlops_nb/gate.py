@@ -64,9 +64,13 @@ def production_gate(reg, name: str, version: int, gates: dict, champion: int | N
     checks.append({"check": "application test", "passed": v["apptest_passed"] == 1,
                    "detail": "application test " + {1: "passed", 0: "failed"}.get(v["apptest_passed"], "not run yet") +
                              (f": {v['apptest_detail']}" if v.get("apptest_detail") else "")})
+    if gates.get("require_approval"):
+        a, problem = reg.approval(name, version)
+        checks.append({"check": "approval", "passed": a is not None,
+                       "detail": f"QA report approved by {a['who']} at {a['at']}: {a['why']}" if a else problem})
     return checks
 
 def gates_of(s) -> dict:
-    "The production gate's thresholds from the settings."
-    return {"min_accuracy": s.gates["min_accuracy"], "max_recall_gap": s.gates["max_recall_gap"], "significance": s.gates["significance"]}
+    "The production gate's settings (`[gates]`: thresholds, significance, whether approval is required)."
+    return dict(s.gates)
 

@@ -16,13 +16,14 @@ from .db import connect, create, transaction
 
 # %% auto #0
 __all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for', 'Registry', 'held',
-           'registry_for']
+           'ReportUnusable', 'registry_for']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
   name TEXT NOT NULL, version INTEGER NOT NULL, bundle TEXT NOT NULL, metrics TEXT, run_id TEXT, created TEXT NOT NULL,
   created_by TEXT, parity_passed INTEGER, apptest_passed INTEGER, apptest_detail TEXT, signature TEXT, labels TEXT,
+  apptest_report TEXT,
   PRIMARY KEY (name, version), UNIQUE (name, bundle));
 CREATE TABLE IF NOT EXISTS aliases (
   name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (name, alias));
@@ -30,6 +31,15 @@ CREATE TABLE IF NOT EXISTS alias_history (
   id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, alias TEXT NOT NULL, from_version INTEGER,
   to_version INTEGER, at TEXT NOT NULL, who TEXT, why TEXT, forced INTEGER NOT NULL DEFAULT 0, gate TEXT,
   action TEXT, CHECK (from_version IS NULL OR from_version != to_version));
+CREATE TABLE IF NOT EXISTS approvals (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL, bundle TEXT NOT NULL,
+  report TEXT NOT NULL, report_digest TEXT NOT NULL, at TEXT NOT NULL, who TEXT, why TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS traffic (
+  name TEXT PRIMARY KEY, canary_percent REAL NOT NULL CHECK (canary_percent > 0 AND canary_percent < 100));
+CREATE TRIGGER IF NOT EXISTS approvals_append_only BEFORE UPDATE ON approvals
+  BEGIN SELECT RAISE(ABORT, 'approvals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS approvals_no_delete BEFORE DELETE ON approvals
+  BEGIN SELECT RAISE(ABORT, 'approvals are append-only'); END;
 CREATE TABLE IF NOT EXISTS wandb_synced (
   name TEXT PRIMARY KEY, history_id INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS alias_history_append_only BEFORE UPDATE ON alias_history
@@ -39,7 +49,7 @@ CREATE TRIGGER IF NOT EXISTS alias_history_no_delete BEFORE DELETE ON alias_hist
 """
 # columns added since the first registries were written: (table, column, declaration)
 _ADDED = (("versions", "signature", "TEXT"), ("versions", "labels", "TEXT"),
-          ("alias_history", "action", "TEXT"))   # NULL: a row written before actions were recorded
+          ("alias_history", "action", "TEXT"), ("versions", "apptest_report", "TEXT"))   # NULL: a row written before actions were recorded
 
 class RegistryError(LookupError):
     "Unknown model, version or alias; a malformed reference; or a move the registry refuses."
@@ -76,8 +86,8 @@ def model_name_for(source: str) -> str:
 # %% ../nbs/15_registry.ipynb #c005
 class Registry:
     "Model versions and aliases in SQLite, bundles in the artifact store."
-    def __init__(self, path, store: Store):
-        self.path, self.store = Path(path), store
+    def __init__(self, path, store: Store, runs=None):
+        self.path, self.store, self.runs = Path(path), store, Path(runs) if runs else None   # runs: where QA reports of runs live
         self.db = connect(self.path)
         create(self.db, SCHEMA)
         with self.tx() as c:                                    # registries written before a column existed
@@ -143,11 +153,13 @@ class Registry:
                             f"labels {json.loads(olabels)} vs this bundle's inputs {shape(sig)}, labels {json.loads(labels)}); "
                             f"it is another model: register it under another name, e.g. -p register.model_name={suggest}")
 
-    def record_apptest(self, name: str, version: int, passed: bool, detail: str = ""):
-        "Record an application-test result for a version (the deploy stage writes this; the production gate reads it)."
+    def record_apptest(self, name: str, version: int, passed: bool, detail: str = "", report: dict | None = None):
+        "Record an application-test result for a version (the deploy stage writes this; the production gate reads it), "
+        "with where its QA `report` is: `{'run': RUN_ID, 'stage': 'apptest'}` or `{'path': FILE}` (None: no report, an override)."
         self.version(name, version)
         with self.tx() as c:
-            c.execute("UPDATE versions SET apptest_passed=?, apptest_detail=? WHERE name=? AND version=?", (int(passed), detail, name, version))
+            c.execute("UPDATE versions SET apptest_passed=?, apptest_detail=?, apptest_report=? WHERE name=? AND version=?",
+                      (int(passed), detail, json.dumps(report, sort_keys=True) if report else None, name, version))
 
 
 # %% ../nbs/15_registry.ipynb #c007
@@ -217,7 +229,7 @@ def _move(self: Registry, c, name, alias, old, new, why="", forced=False, gate=N
 
 @patch
 def set_alias(self: Registry, name: str, alias: str, version: int, why: str = "", forced: bool = False, gate=None,
-              expect=_ANY) -> dict:
+              expect=_ANY, action: str = "set") -> dict:
     "Point `alias` at `version` (its bundle verified) and append the change to the history, in one transaction. "
     "A move to the version it already holds writes nothing; with `expect`, a move from any other version raises `_Moved`."
     check_name("alias", alias)
@@ -227,7 +239,7 @@ def set_alias(self: Registry, name: str, alias: str, version: int, why: str = ""
         old = r[0] if r else None
         if expect is not _ANY and old != expect: raise _Moved(old)
         if old == version: return {"name": name, "alias": alias, "from": old, "to": version, "changed": False}
-        return self._move(c, name, alias, old, version, why, forced, gate)
+        return self._move(c, name, alias, old, version, why, forced, gate, action)
 
 @patch
 def history(self: Registry, name: str, at: str | None = None, alias: str | None = None):
@@ -238,8 +250,21 @@ def history(self: Registry, name: str, at: str | None = None, alias: str | None 
     if at is None: return rows
     t, state = parse_time(at), {}
     for r in rows:
-        if r["at"] <= t: state[r["alias"]] = r["to_version"]
+        if r["at"] <= t:
+            if r["to_version"] is None: state.pop(r["alias"], None)     # the alias was removed (a canary or shadow ended)
+            else: state[r["alias"]] = r["to_version"]
     return state
+
+@patch
+def unset_alias(self: Registry, name: str, alias: str, why: str = "", action: str = "unset") -> dict:
+    "Remove `alias` (a canary or shadow that ended); the history records it as a move to no version."
+    with self.tx() as c:
+        r = c.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+        if r is None: return {"name": name, "alias": alias, "from": None, "to": None, "changed": False}
+        c.execute("DELETE FROM aliases WHERE name=? AND alias=?", (name, alias))
+        c.execute("INSERT INTO alias_history (name, alias, from_version, to_version, at, who, why, action) VALUES (?,?,?,?,?,?,?,?)",
+                  (name, alias, r[0], None, now_iso(), who(), why, action))
+    return {"name": name, "alias": alias, "from": r[0], "to": None, "changed": True}
 
 def _is_rollback(r) -> bool:
     return r["action"] == "rollback" or (r["action"] is None and (r["why"] or "").startswith("rollback from v")
@@ -250,7 +275,7 @@ def held(rows) -> list:
     "the one before it is where `rollback` goes."
     stack = []
     for r in rows:
-        if r["from_version"] == r["to_version"]: continue        # no-op rows of old registries
+        if r["from_version"] == r["to_version"] or r["to_version"] is None: continue    # no-op rows of old registries; removals
         if _is_rollback(r) and r["to_version"] in stack[:-1]:
             del stack[len(stack) - 1 - stack[-2::-1].index(r["to_version"]):]    # back to its latest holding below the top
         elif not stack or stack[-1] != r["to_version"]: stack.append(r["to_version"])
@@ -306,10 +331,104 @@ def promote(self: Registry, name: str, version: int, alias: str, gates: dict, wh
     raise RegistryError(f"{name}@{alias} kept moving while the gate ran (20 attempts); try again")
 
 
+# %% ../nbs/15_registry.ipynb #c011c
+class ReportUnusable(RegistryError):
+    "A version's QA report is missing, or is no longer the report that was approved."
+
+@patch
+def qa_report(self: Registry, name: str, version: int) -> dict:
+    "The QA report of a version's application test: `{ref, path, digest}` (the file's sha256), or `ReportUnusable`."
+    from mlops_nb.store import sha256_bytes
+    v = self.version(name, version)
+    if not v["apptest_report"]:
+        raise ReportUnusable(f"{name}@{version} has no application-test report to approve" +
+                             (" (its verdict was set by hand)" if v["apptest_passed"] is not None else "") +
+                             f": run `mlops-nb apptest {name}@{version}` first")
+    ref = json.loads(v["apptest_report"])
+    if "run" in ref:
+        if self.runs is None: raise ReportUnusable("this registry was opened without the workbook's runs folder")
+        path = self.runs/ref["run"]/f"{ref.get('stage', 'apptest')}.ipynb"
+    else: path = Path(ref["path"])
+    if not path.is_file(): raise ReportUnusable(f"{name}@{version}: its QA report {path} is missing")
+    return {"ref": ref, "path": path, "digest": sha256_bytes(path.read_bytes())}
+
+@patch
+def approve(self: Registry, name: str, version: int, why: str) -> dict:
+    "Record a reviewer's approval of `name@version`'s QA report, tied to its bundle digest and the report's digest."
+    if not why.strip(): raise RegistryError("an approval needs --why: what the reviewer checked")
+    v = self.version(name, version)
+    self.verify(name, version, v["bundle"])
+    if v["apptest_passed"] != 1:
+        raise RegistryError(f"{name}@{version}: its application test " + ("failed" if v["apptest_passed"] == 0 else "has not run") +
+                            "; only a version whose test passed can be approved")
+    rep = self.qa_report(name, version)
+    row = (name, int(version), v["bundle"], json.dumps(rep["ref"], sort_keys=True), rep["digest"], now_iso(), who(), why.strip())
+    with self.tx() as c:
+        i = c.execute("INSERT INTO approvals (name, version, bundle, report, report_digest, at, who, why) VALUES (?,?,?,?,?,?,?,?)", row).lastrowid
+    return {"id": i, **dict(zip(("name", "version", "bundle", "report", "report_digest", "at", "who", "why"), row)), "path": str(rep["path"])}
+
+@patch
+def approvals(self: Registry, name: str, version: int | None = None) -> list:
+    "Every approval of `name` (of one version), oldest first."
+    q, a = "SELECT * FROM approvals WHERE name=?", [name]
+    if version is not None: q += " AND version=?"; a.append(int(version))
+    return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
+
+@patch
+def approval(self: Registry, name: str, version: int) -> tuple:
+    "`(approval, problem)`: the latest approval that still holds (same bundle, same report, report unchanged), or None "
+    "and why none holds."
+    v, rows = self.version(name, version), self.approvals(name, version)
+    if not rows: return None, f"{name}@{version} is not approved: `mlops-nb approve {name}@{version} --why ...` after reading its QA report"
+    try: rep = self.qa_report(name, version)
+    except ReportUnusable as e: return None, str(e)
+    ref = json.dumps(rep["ref"], sort_keys=True)
+    for r in reversed(rows):
+        if r["bundle"] != v["bundle"] or r["report"] != ref: continue
+        if r["report_digest"] != rep["digest"]:
+            return None, f"its QA report {rep['path']} changed after {r['who']} approved it at {r['at']}: approve it again"
+        return r, ""
+    return None, (f"{name}@{version} was approved for another QA report (the application test ran again since): "
+                  f"approve the current one ({rep['path']})")
+
+@patch
+def routes(self: Registry, name: str) -> dict:
+    "Which versions answer `name`'s requests: `{production, canary, percent, shadow}` (None where there is none)."
+    al = self.aliases(name)
+    r = self.db.execute("SELECT canary_percent FROM traffic WHERE name=?", (name,)).fetchone()
+    canary = al.get("canary") if r else None
+    return {"production": al.get("production"), "canary": canary, "percent": r[0] if canary else 0.0, "shadow": al.get("shadow")}
+
+@patch
+def set_canary(self: Registry, name: str, version: int, percent: float, why: str = "", gate=None, forced=False) -> dict:
+    "Send `percent` of `name`'s requests (0 < percent < 100) to `version`, as the `canary` alias."
+    if not 0 < float(percent) < 100: raise RegistryError(f"--canary {percent}: give a share of requests between 0 and 100 (exclusive)")
+    self.verify(name, version)
+    with self.tx() as c:
+        r = c.execute("SELECT version FROM aliases WHERE name=? AND alias='canary'", (name,)).fetchone()
+        p = c.execute("SELECT canary_percent FROM traffic WHERE name=?", (name,)).fetchone()
+        old, oldp = (r[0] if r else None), (p[0] if p else None)
+        c.execute("INSERT INTO traffic VALUES (?,?) ON CONFLICT(name) DO UPDATE SET canary_percent=excluded.canary_percent", (name, float(percent)))
+        if old == version and oldp == float(percent): return {"name": name, "alias": "canary", "from": old, "to": version, "changed": False}
+        why = f"{float(percent):g}% of requests" + (f" (was {oldp:g}%)" if old == version and oldp else "") + (f": {why}" if why else "")
+        if old == version:
+            c.execute("INSERT INTO alias_history (name, alias, from_version, to_version, at, who, why, forced, gate, action) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, "canary", None, version, now_iso(), who(), why, int(forced),
+                                                       json.dumps(gate) if gate else None, "canary"))
+            return {"name": name, "alias": "canary", "from": old, "to": version, "changed": True}
+        return self._move(c, name, "canary", old, version, why, forced, gate, action="canary")
+
+@patch
+def end_canary(self: Registry, name: str, why: str = "") -> dict:
+    "Stop the canary: every request goes to production again."
+    with self.tx() as c: c.execute("DELETE FROM traffic WHERE name=?", (name,))
+    return self.unset_alias(name, "canary", why, action="canary-end")
+
+
 # %% ../nbs/15_registry.ipynb #c012
 def registry_for(s) -> Registry:
     "The workbook's registry (settings `[paths] registry`)."
-    return Registry(s.registry, Store(s.store))
+    return Registry(s.registry, Store(s.store), s.runs)
 
 
 @patch
