@@ -53,11 +53,14 @@ def add_commands(sub):
     x.add_argument("--no-record", action="store_true", help="do not record the verdict on the registry version")
     x.set_defaults(func=cmd_apptest)
 
-    x = sub.add_parser("predictions", help="show the prediction log, or export it as Parquet",
+    x = sub.add_parser("predictions", help="show the prediction log, compare the versions in it, or export it as Parquet",
                        description="The service's prediction log (settings.ini [paths] predictions): the newest predictions "
-                                   "with their true labels once feedback arrived, or `export --parquet DIR` for engines "
-                                   "past one machine (DuckDB, Spark), one folder a day.")
-    x.add_argument("action", nargs="?", choices=["show", "export"], default="show", help="show (default) or export")
+                                   "with their true labels once feedback arrived; `compare NAME`: per version and role "
+                                   "(primary, canary, shadow) the count, a shadow's agreement with the answer given, accuracy "
+                                   "where labels arrived, latency; `export --parquet DIR` for engines past one machine "
+                                   "(DuckDB, Spark), one folder a day.")
+    x.add_argument("action", nargs="?", choices=["show", "compare", "export"], default="show", help="show (default), compare or export")
+    x.add_argument("name", nargs="?", metavar="NAME", help="compare: the model")
     x.add_argument("--since", metavar="WHEN", help="from this time: 2026-11-25, 2026-11-25T08:00 (UTC), or an age: 30m, 6h, 2d")
     x.add_argument("--until", metavar="WHEN", help="before this time (same forms)")
     x.add_argument("--limit", type=int, default=20, help="rows to show (default: %(default)s; 0: all)")
@@ -198,6 +201,19 @@ def cmd_predictions(a, s):
         days = predlog.export_parquet(s.predictions, a.parquet, since, until)
         err(f"wrote {len(days)} day(s) to {a.parquet}" + (f": {days[0].name} .. {days[-1].name}" if days else " (no predictions in that window)"))
         return 0
+    if a.action == "compare":
+        if not a.name: raise ValueError("compare needs the model's NAME, e.g. `mlops-nb predictions compare digits-cnn`")
+        rows = predlog.compare(s.predictions, a.name, since, until)
+        if a.json:
+            for r in rows: print(json.dumps(r))
+            return 0
+        if not rows: print(f"no predictions of {a.name} in that window"); return 0
+        pct = lambda v: "-" if v is None else f"{v:.1%}"
+        table([["version", "role", "predictions", "agreement", "accuracy", "labelled", "p50 ms", "p99 ms"]] +
+              [[f"v{r['version']}", r["role"], str(r["predictions"]), pct(r["agreement"]), pct(r["accuracy"]), str(r["labelled"]),
+                f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"] for r in rows])
+        return 0
+    if a.name: raise ValueError(f"{a.name!r}: only `compare` takes a model name")
     if a.limit < 0: raise ValueError(f"--limit {a.limit}: out of range")
     rows = predlog.predictions(s.predictions, since, until, a.limit or None)
     if a.json:

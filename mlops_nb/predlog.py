@@ -14,7 +14,7 @@ from .db import connect, create, transaction, DbError
 
 
 # %% auto #0
-__all__ = ['SCHEMA', 'open_log', 'PredictionLog', 'parse_time', 'iso', 'predictions', 'known', 'rejected', 'counts',
+__all__ = ['SCHEMA', 'open_log', 'PredictionLog', 'parse_time', 'iso', 'predictions', 'known', 'rejected', 'counts', 'compare',
            'export_parquet']
 
 # %% ../nbs/20a_predlog.ipynb #c004
@@ -145,7 +145,7 @@ _LABELLED = """
 SELECT p.rowid AS pid, p.*, (
   SELECT f.label FROM feedback f WHERE f.request_id = p.request_id AND f.row = p.row AND f.ts >= p.ts
      AND NOT EXISTS (SELECT 1 FROM predictions q WHERE q.request_id = p.request_id AND q.row = p.row
-                     AND q.ts > p.ts AND q.ts <= f.ts)
+                     AND q.ts > p.ts AND q.ts <= f.ts AND (q.role = 'shadow') = (p.role = 'shadow'))
   ORDER BY f.ts DESC LIMIT 1) AS true_label
 FROM predictions p"""
 
@@ -203,6 +203,35 @@ def counts(path) -> dict:
     try: return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("predictions", "feedback", "rejected")}
     finally: db.close()
 
+
+_COMPARE = """
+SELECT p.version, p.role, p.label, p.latency_ms, (
+  SELECT q.label FROM predictions q WHERE q.request_id = p.request_id AND q.row = p.row AND q.model = p.model
+     AND q.role != 'shadow' AND q.ts <= p.ts ORDER BY q.ts DESC LIMIT 1) AS answered, (
+  SELECT f.label FROM feedback f WHERE f.request_id = p.request_id AND f.row = p.row AND f.ts >= p.ts
+  ORDER BY f.ts DESC LIMIT 1) AS true_label
+FROM predictions p WHERE p.model = ? AND p.ts >= ? AND p.ts < ?"""
+
+def compare(path, name: str, since=None, until=None) -> list[dict]:
+    "Per version and role of model `name`: predictions, agreement with the answer the client got (a shadow's with the "
+    "version that answered the same request), accuracy where labels arrived, latency p50/p99 (a shadow's: queue + model)."
+    db = open_log(path)
+    try: rows = db.execute(_COMPARE, (name, _since(since), _since(until) if until is not None else float("inf"))).fetchall()
+    finally: db.close()
+    groups = {}
+    for r in rows: groups.setdefault((r["version"], r["role"]), []).append(r)
+    out = []
+    for (v, role), g in sorted(groups.items(), key=lambda kv: (kv[0][0], ["primary", "canary", "shadow"].index(kv[0][1])
+                                                                if kv[0][1] in ("primary", "canary", "shadow") else 3)):
+        lat = np.array([r["latency_ms"] for r in g])
+        both = [r for r in g if r["answered"] is not None]
+        lab = [r for r in g if r["true_label"] is not None]
+        out.append({"version": v, "role": role, "predictions": len(g),
+                    "agreement": None if role != "shadow" or not both else sum(r["label"] == r["answered"] for r in both) / len(both),
+                    "compared": len(both) if role == "shadow" else 0, "labelled": len(lab),
+                    "accuracy": sum(r["label"] == r["true_label"] for r in lab) / len(lab) if lab else None,
+                    "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))})
+    return out
 
 # %% ../nbs/20a_predlog.ipynb #c014
 def export_parquet(path, out, since=None, until=None) -> list[Path]:

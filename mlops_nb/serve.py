@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_serve.ipynb #c002
 from __future__ import annotations
-import gc, hmac, os, shutil, tempfile, time, uuid
+import gc, hmac, os, shutil, sys, tempfile, time, uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 import numpy as np
@@ -12,6 +12,7 @@ import orjson
 from fastapi import FastAPI, Request           # at module level: the routes' annotations are resolved here
 from starlette.responses import Response
 from .served import ServedModel, Batcher
+from .traffic import Routes, Variant, Traffic, Shadow, Follower
 from .inputs import (BadInput, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
                              feedback_items, request_id, whole_numbers)
 from .predlog import PredictionLog, open_log, known
@@ -19,7 +20,7 @@ from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['api_key_from', 'Service', 'create_app', 'serve', 'log_for', 'app_from_env']
+__all__ = ['api_key_from', 'Service', 'create_app', 'serve', 'routes_for', 'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -76,25 +77,49 @@ class Service:
 
 
 # %% ../nbs/20_serve.ipynb #c010
-def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None):
-    "The ASGI app serving `m` (our routes under /v1, the Open Inference Protocol under /v2, /metrics); `opts` are "
-    "`[serve]` settings, `log` receives every prediction (closed when the app shuts down), `api_key` guards feedback."
-    import asyncio
+def create_app(m: ServedModel | Routes, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None,
+               follow: Follower | None = None):
+    "The ASGI app serving `m` (one model, or `Routes`: a primary with a canary and a shadow) with our routes under /v1, "
+    "the Open Inference Protocol under /v2, /metrics; `opts` are `[serve]` settings, `log` receives every prediction "
+    "(closed when the app shuts down), `api_key` guards feedback; with `follow`, the app follows the registry and swaps."
+    import asyncio, threading
+    from types import SimpleNamespace
     from contextlib import asynccontextmanager
     from starlette.exceptions import HTTPException
     from mlops_nb import __version__
     from mlops_nb.config import SERVE_DEFAULTS
     o = {**SERVE_DEFAULTS, **(opts or {})}
     max_batch, max_body, protect = o["max_batch"], o["max_body"], bool(o["protect_predict"])
-    labels, K, ident = np.array(m.labels, dtype=object), len(m.labels), (m.name, m.version, m.digest)
-    tel = Telemetry(ident, m.labels); tel.log = log
-    batcher = Batcher(m, max_batch, tel)
+    routes = m if isinstance(m, Routes) else Routes(m)
+    m = routes.primary                      # name, input shape and labels: the same for every version of a model
+    K = len(m.labels)
+    tel = Telemetry((m.name, m.version, m.digest), m.labels); tel.log = log
     recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests; a reader of the log
-    model_obj = {"name": m.name, "version": m.version, "digest": m.digest}
-    meta = {"name": m.name, "versions": [str(m.version)], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, *m.shape]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, K]},
-                        {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
+
+    def traffic(r: Routes, old: Traffic | None = None) -> Traffic:
+        "The `Traffic` for routes `r`, reusing the old one's variants and shadow where they are the same version."
+        def variant(sm, role):
+            if sm is None: return None
+            for v in ((old.primary, old.canary) if old else ()):
+                if v is not None and v.m is sm and v.role == role: return v
+            return Variant(sm, role, Batcher(sm, max_batch, tel))
+        keep = old is not None and old.shadow is not None and old.shadow.m is r.shadow
+        shadow = old.shadow if keep else Shadow(r.shadow, log, o["shadow_queue"], max_batch, tel) if r.shadow else None
+        return Traffic(variant(r.primary, "primary"), variant(r.canary, "canary"), r.percent, shadow)
+
+    st = SimpleNamespace(T=traffic(routes), ready=b"")     # replaced whole by a swap; each request reads it once
+    def serving():
+        T = st.T
+        st.ready = orjson.dumps({"ready": True, "model": f"{m.name}@{T.primary.m.version}", "traffic": T.describe()})
+        tel.serving(T)
+    serving()
+
+    def meta():
+        T = st.T
+        return {"name": m.name, "versions": [str(v.m.version) for v in (T.primary, T.canary) if v], "platform": "onnxruntime_onnx",
+                "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, *m.shape]}],
+                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, K]},
+                            {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
 
     def refuse(route: str, h, t0: float, status: int, msg: str):
         "A refusal, counted and logged with its reason: (status, JSON bytes, headers)."
@@ -117,35 +142,39 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
             if not hmac.compare_digest(got.encode(), api_key.encode()):
                 raise BadInput("missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`", 401)
 
-    async def score(route: str, t0: float, rid: str, x, tags: dict, digests=None):
-        "Predict (batched with the requests that arrived together), log, count: (probabilities, labels)."
-        p, k = await batcher(x)
-        lab = labels[k]
-        if log is not None: log.add(rid, ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, input_digests=digests)
+    async def score(route: str, t0: float, rid: str, x, tags: dict, digests=None, v: Variant | None = None):
+        "Predict with the version the traffic picks for `rid` (or `v`), batched with the requests that arrived together; "
+        "log it with its role; hand it to the shadow; count: (probabilities, labels, the variant that answered)."
+        T = st.T
+        v = v or T.pick(rid)
+        p, k = await v.batcher(x)
+        lab = v.labels[k]
+        if log is not None: log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests)
+        if T.shadow is not None: T.shadow.submit(rid, x, route, tags)
         recent[rid] = len(x)
         if len(recent) > 100_000: recent.popitem(last=False)
-        tel.predicted(k)
-        return p, lab
+        tel.predicted(v.m.version, k)
+        return p, lab, v
 
     # The hot routes as plain functions of (headers, body): the fast ASGI path below and the documented routes share them.
     async def predict_rows(h, body: bytes, t0: float):
         guard(h, protect)
         rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
         x = to_batch(parse_json(body, h.get("content-type"), max_body).get("inputs"), m.shape, max_batch, ints=whole_numbers(body))
-        p, lab = await score("/v1/predict", t0, rid, x, tags)
-        return {"request_id": rid, "model": model_obj,
+        p, lab, v = await score("/v1/predict", t0, rid, x, tags)
+        return {"request_id": rid, "model": v.obj,
                 "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid, b""
 
-    async def infer(route: str, h, body: bytes, t0: float):
+    async def infer(route: str, h, body: bytes, t0: float, v: Variant | None = None):
         guard(h, protect)
         body, blob = oip_body(body, h, max_body)
         rid = request_id(str(body["id"]) if body.get("id") is not None else h.get("x-request-id"))
         tags = parse_tags(h.get("x-tags"), body.get("parameters"))
         x = oip_input(body, m.shape, max_batch, blob)
         want = oip_outputs(body)
-        p, lab = await score(route, t0, rid, x, tags)
+        p, lab, v = await score(route, t0, rid, x, tags, v=v)
         out, tail = zip(*(oip_tensor(n, p if n == "probabilities" else lab, binary) for n, binary in want))
-        return {"model_name": m.name, "model_version": str(m.version), "id": rid, "outputs": list(out)}, rid, b"".join(tail)
+        return {"model_name": m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, rid, b"".join(tail)
 
     async def answer(route: str, h, t0: float, fn, *args):
         "Run a route function: (status, JSON bytes, headers), a refusal when it raises `BadInput`."
@@ -157,19 +186,61 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
         return 200, head + tail, {"x-request-id": rid, "content-type": "application/octet-stream",   # binary tensor data extension
                                   "inference-header-content-length": str(len(head))}
 
-    def check_model(name: str, version: str | None = None):
+    def check_model(name: str, version: str | None = None) -> Variant | None:
+        "The variant a request for `name` (and `version`) goes to (None: the traffic decides), or 404."
         if name != m.name: raise BadInput(f"unknown model {name[:80]!r}: this service serves {m.name!r}", 404)
-        if version is not None and version != str(m.version):
-            raise BadInput(f"unknown version {version[:80]!r} of {name!r}: this service serves version {m.version}", 404)
+        if version is None: return None
+        v = st.T.by_version(version)
+        if v is None:
+            raise BadInput(f"unknown version {version[:80]!r} of {name!r}: this service serves version "
+                           f"{' and '.join(meta()['versions'])}", 404)
+        return v
+
+    async def swap(new: Traffic) -> Traffic:
+        "Put `new` in force (on the event loop: one assignment between two requests); the old traffic is returned."
+        old, st.T = st.T, new
+        serving()
+        return old
+
+    def following(loop, stop: threading.Event):
+        "The follower's thread: poll the registry, load and warm up what changed, swap, retire the old shadow."
+        while not stop.wait(o["follow_ms"] / 1000):
+            t0 = time.perf_counter()
+            try: r = follow.poll()
+            except Exception as e:
+                tel.swap_failed()
+                print(f"mlops-nb serve: not swapping, still serving {m.name}@{st.T.primary.m.version}: {type(e).__name__}: {e}",
+                      file=sys.stderr, flush=True)
+                continue
+            if r is None: continue
+            new = traffic(r, st.T)
+            try: old = asyncio.run_coroutine_threadsafe(swap(new), loop).result()
+            except Exception: return                            # the loop is gone: the service is stopping
+            tel.swapped(time.perf_counter() - t0)
+            if old.shadow is not None and old.shadow is not new.shadow: old.shadow.close()
+            d = new.describe()
+            print(f"mlops-nb serve: now serving {m.name}@{d['primary']}" +
+                  (f", canary v{d['canary']['version']} on {d['canary']['percent']:g}% of requests" if d["canary"] else "") +
+                  (f", shadow v{d['shadow']}" if d["shadow"] else "") + f" (loaded, verified and swapped in {time.perf_counter() - t0:.3f} s)",
+                  file=sys.stderr, flush=True)
 
     @asynccontextmanager
     async def lifespan(app):
+        stop = threading.Event()
+        t = None
+        if follow is not None:
+            t = threading.Thread(target=following, args=(asyncio.get_running_loop(), stop), name="follow-registry", daemon=True)
+            t.start()
         yield
+        stop.set()
+        if t is not None: t.join(30); follow.close()
+        if st.T.shadow is not None: st.T.shadow.close()    # its queued requests are scored and logged first
         if log is not None: log.close()                 # drains the queue: nothing acknowledged is lost at a clean stop
         for c in db: c.close()
 
     api = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan,
-                  description=f"Serves {m.name}@{m.version} ({m.digest}). Errors are `{{\"error\": \"...\"}}`.")
+                  description=f"Serves {m.name}" + (f"@{m.version} ({m.digest})" if follow is None else
+                              " at the versions its registry releases (`GET /v1/model` says which)") + ". Errors are `{\"error\": \"...\"}`.")
 
     def respond(status, payload, hdr): return Response(payload, status, hdr, media_type="application/json")
 
@@ -193,7 +264,7 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
     async def healthz(): return _json({"live": True})
 
     @api.get("/readyz", summary="readiness: the model is loaded and verified")
-    async def readyz(): return _json({"ready": True, "model": f"{m.name}@{m.version}"})
+    async def readyz(): return Response(st.ready, media_type="application/json")
 
     @api.get("/metrics", summary="Prometheus metrics (text exposition format)")
     async def metrics():
@@ -201,7 +272,7 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
         return Response(body, media_type=ct)
 
     @api.get("/v1/model", summary="the served model: name, version, digest, signature, labels, lineage run")
-    async def model(): return _json(m.info())
+    async def model(): return _json({**st.T.primary.m.info(), "traffic": st.T.describe()})
 
     @api.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR},
               openapi_extra=_body({"type": "object", "required": ["inputs"], "properties": {"inputs": _ROWS}}))
@@ -229,9 +300,9 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
         finally: await form.close()
         if sum(len(b) for _, b in files) > max_body: raise BadInput(f"uploads over the limit of {max_body} bytes", 413)
         x, digests, names = images(files, m.shape, max_batch, o["max_pixels"])
-        p, lab = await score("/v1/predict/image", t0, rid, x, tags, digests)
+        p, lab, v = await score("/v1/predict/image", t0, rid, x, tags, digests)
         tel.request("/v1/predict/image", 200, time.perf_counter() - t0)
-        return _json({"request_id": rid, "model": model_obj,
+        return _json({"request_id": rid, "model": v.obj,
                       "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid=rid)
 
     @api.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
@@ -266,10 +337,10 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
     async def ready(): return _json({"ready": True})
 
     @api.get("/v2/models/{name}", summary="OIP model metadata", responses={404: _ERR})
-    async def model_meta(name: str): check_model(name); return _json(meta)
+    async def model_meta(name: str): check_model(name); return _json(meta())
 
     @api.get("/v2/models/{name}/versions/{version}", summary="OIP model metadata, one version", responses={404: _ERR})
-    async def model_meta_v(name: str, version: str): check_model(name, version); return _json(meta)
+    async def model_meta_v(name: str, version: str): check_model(name, version); return _json(meta())
 
     @api.get("/v2/models/{name}/ready", summary="OIP model ready", responses={404: _ERR})
     async def model_ready(name: str): check_model(name); return _json({"name": name, "ready": True})
@@ -283,9 +354,9 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
 
     async def infer_route(request, route, name, version=None):
         t0 = start(request)
-        check_model(name, version)
+        v = check_model(name, version)
         check_size(request.headers, max_body)
-        return respond(*await answer(route, request.headers, t0, infer, route, request.headers, await request.body(), t0))
+        return respond(*await answer(route, request.headers, t0, infer, route, request.headers, await request.body(), t0, v))
 
     @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
     async def infer_any(name: str, request: Request): return await infer_route(request, "/v2/models/{name}/infer", name)
@@ -296,20 +367,24 @@ def create_app(m: ServedModel, opts: dict | None = None, log: PredictionLog | No
 
     # The fast path: the hot routes of this model answered straight from ASGI, without FastAPI's per-request machinery
     # (about 4x the throughput here); everything else, and every other name, goes to the documented app above.
-    iv = "/v2/models/{name}/versions/{version}/infer"
+    iv, versions = "/v2/models/{name}/versions/{version}/infer", f"/v2/models/{m.name}/versions/"
     fast = {("POST", "/v1/predict"): ("/v1/predict", predict_rows),
-            ("POST", f"/v2/models/{m.name}/infer"): ("/v2/models/{name}/infer", lambda h, b, t0: infer("/v2/models/{name}/infer", h, b, t0)),
-            ("POST", f"/v2/models/{m.name}/versions/{m.version}/infer"): (iv, lambda h, b, t0: infer(iv, h, b, t0))}
+            ("POST", f"/v2/models/{m.name}/infer"): ("/v2/models/{name}/infer", lambda h, b, t0: infer("/v2/models/{name}/infer", h, b, t0))}
     constant = {("GET", p): orjson.dumps(v) for p, v in (("/healthz", {"live": True}), ("/v2/health/live", {"live": True}),
-                ("/readyz", {"ready": True, "model": f"{m.name}@{m.version}"}), ("/v2/health/ready", {"ready": True}))}
+                ("/v2/health/ready", {"ready": True}))}
 
     async def app(scope, receive, send):
         if scope["type"] == "http":
-            key = (scope["method"], scope["path"])
+            key = (scope["method"], path := scope["path"])
             if key in constant: return await _send(send, 200, constant[key], {})
-            if key in fast:
+            if key == ("GET", "/readyz"): return await _send(send, 200, st.ready, {})
+            hit = fast.get(key)
+            if hit is None and key[0] == "POST" and path.startswith(versions) and path.endswith("/infer") and \
+                    (v := st.T.by_version(path[len(versions):-6])) is not None:     # a version this service serves now
+                hit = (iv, lambda h, b, t0, v=v: infer(iv, h, b, t0, v))
+            if hit is not None:
                 t0 = time.perf_counter()
-                route, fn = fast[key]
+                route, fn = hit
                 h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                 try:
                     check_size(h, max_body)
@@ -330,23 +405,43 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
           echo=print):
     "Serve the chosen version until stopped (Ctrl-C or SIGTERM), logging every prediction to the workbook's log."
     import uvicorn
-    m = ServedModel.load(s, ref, threads)            # refused here, with one line, when the bundle is missing or tampered
-    key = api_key_from(s.serve)
+    r, follow = routes_for(s, ref, threads)         # refused here, with one line, when a bundle is missing or tampered
+    m, key = r.primary, api_key_from(s.serve)
     log = log_for(s) if workers == 1 else None         # with workers, each opens its own
     echo(f"serving {m.name}@{m.version} ({m.digest[:19]}) on http://{host}:{port}  (docs: /docs; Ctrl-C stops)")
+    echo(f"following the registry: a release, canary or shadow of {m.name} is swapped in without a restart" if follow else
+         f"pinned to version {m.version} (serve an alias, e.g. --model {m.name}@production, to follow releases)")
+    if r.canary: echo(f"canary: {m.name}@{r.canary.version} answers {r.percent:g}% of requests")
+    if r.shadow: echo(f"shadow: {m.name}@{r.shadow.version} scores every request (logged, never returned)")
     echo(f"predictions logged to {s.predictions}; " + ("an API key guards feedback" + (" and predictions" if s.serve["protect_predict"] else "")
                                                         if key else "no API key set: feedback is open"))
     opts = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
     if workers > 1:
         mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
-        os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=f"{m.name}@{m.version}",
+        os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref if follow is None else (ref or m.name),
                           MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
         try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
         finally: shutil.rmtree(mp, ignore_errors=True)
         return
-    app = create_app(m, s.serve, log, key)
+    app = create_app(r, s.serve, log, key, follow)
     gc.collect(); gc.freeze()
     uvicorn.run(app, **opts)
+
+def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
+    "What to serve for `ref`, loaded and verified: `(Routes, Follower)`. `NAME@VERSION` pins that version (no follower); "
+    "`NAME@ALIAS`, `NAME` or nothing follow the registry (production, else staging, else the latest; canary and shadow)."
+    name, _, sel = (ref or "").partition("@")
+    if sel.isdigit(): return Routes(ServedModel.load(s, ref, threads)), None
+    from mlops_nb.registry import registry_for
+    from mlops_nb.served import pick
+    if not name:
+        reg = registry_for(s)
+        try: name = pick(reg, None)["name"]
+        finally: reg.close()
+    f = Follower(s, name, sel or None, threads)
+    try: r = f.poll()
+    finally: f.close()                              # this thread's registry connection; the follower's thread opens its own
+    return r, f
 
 def log_for(s) -> PredictionLog:
     "The workbook's prediction log writer, as `[paths] predictions` and `[serve]` say."
@@ -356,8 +451,8 @@ def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."
     from mlops_nb.config import load_settings
     e, s = os.environ, load_settings()
-    m = ServedModel.load(s, e["MLOPS_NB_SERVE_MODEL"], int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
-    app = create_app(m, s.serve, log_for(s), api_key_from(s.serve))
+    r, follow = routes_for(s, e["MLOPS_NB_SERVE_MODEL"] or None, int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
+    app = create_app(r, s.serve, log_for(s), api_key_from(s.serve), follow)
     gc.collect(); gc.freeze()
     return app
 

@@ -59,7 +59,12 @@ class ServedModel:
         "Resolve `ref` in the workbook's registry, verify the bundle (refused when missing or tampered), open a session."
         from mlops_nb.registry import registry_for
         reg = registry_for(s)
-        v = pick(reg, ref)
+        try: return cls.of(reg, pick(reg, ref), threads)
+        finally: reg.close()
+
+    @classmethod
+    def of(cls, reg, v: dict, threads: int = 1) -> "ServedModel":
+        "The registry version `v` (a row of `reg`), its bundle verified, ready to predict."
         b = read_bundle(reg.verify(v["name"], v["version"], v["bundle"]))
         shape = tuple(int(d) for d in b.signature["inputs"][0]["shape"][1:])
         return cls(v["name"], v["version"], v["bundle"], list(b.labels), shape, b.signature, v["run_id"],
@@ -72,6 +77,11 @@ class ServedModel:
     def predict(self, x: np.ndarray) -> np.ndarray:
         "Class probabilities (N, K) float32 for uint8 images shaped (N, *shape)."
         return self.sess.run(["probabilities"], {"image": x})[0]
+
+    def warm_up(self, sizes=(1, 1, 1, 8, 8)):
+        "Run a few zero batches, so the first requests after a swap do not pay ONNX Runtime's first-call allocations."
+        for n in sizes: self.scores(np.zeros((n, *self.shape), np.uint8))
+        return self
 
     def info(self) -> dict:
         return {"name": self.name, "version": self.version, "digest": self.digest, "labels": self.labels,

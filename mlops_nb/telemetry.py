@@ -24,8 +24,8 @@ class Telemetry:
         r = self.registry = CollectorRegistry()
         self._req = Counter("mlops_nb_requests", "requests answered", ["route", "status"], registry=r)
         self._lat = Histogram("mlops_nb_request_duration_seconds", "request latency", ["route"], buckets=_BUCKETS, registry=r)
-        pred = Counter("mlops_nb_predictions", "images scored, by predicted class", ["model", "version", "label"], registry=r)
-        self._pred = [pred.labels(model[0], str(model[1]), str(l)) for l in labels]
+        self._predc = Counter("mlops_nb_predictions", "images scored, by predicted class", ["model", "version", "label"], registry=r)
+        self._name, self._labels, self._pred = model[0], [str(l) for l in labels], {}     # version -> its children by class
         self._rej = Counter("mlops_nb_rejected", "requests refused", ["route", "reason"], registry=r)
         self._batch = Histogram("mlops_nb_batch_requests", "requests the dynamic batcher ran together in one model call",
                                 buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
@@ -33,8 +33,13 @@ class Telemetry:
         self._depth = Gauge("mlops_nb_log_queue_depth", "prediction log items waiting", registry=r, multiprocess_mode="livesum")
         self._written = Counter("mlops_nb_log_rows_written", "prediction log rows committed", registry=r)
         self._failures = Counter("mlops_nb_log_write_failures", "prediction log batches refused (kept, retried)", registry=r)
-        Gauge("mlops_nb_model_info", "the model served", ["name", "version", "digest"], registry=r,
-              multiprocess_mode="max").labels(model[0], str(model[1]), model[2]).set(1)
+        self._info = Gauge("mlops_nb_model_info", "the versions served: 1 while serving in that role, 0 after", ["name", "version", "digest", "role"],
+                           registry=r, multiprocess_mode="max")
+        self._served = set()
+        self._swaps = Histogram("mlops_nb_swap_seconds", "a release seen to its versions serving: load, verify, warm up, swap",
+                                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self._swap_fail = Counter("mlops_nb_swap_failures", "releases that could not be loaded (the service kept serving)", registry=r)
+        self._shadow_drop = Counter("mlops_nb_shadow_dropped", "requests the shadow skipped because it fell behind", registry=r)
         self._cpu = Gauge("mlops_nb_process_cpu_seconds", "CPU time of this worker", ["pid"], registry=r, multiprocess_mode="liveall")
         self._rss = Gauge("mlops_nb_process_resident_memory_bytes", "resident memory of this worker", ["pid"], registry=r,
                           multiprocess_mode="liveall")
@@ -50,9 +55,23 @@ class Telemetry:
         if c is None: c = self._children[k] = (self._req.labels(route, str(status)), self._lat.labels(route))
         c[0].inc(); c[1].observe(seconds)
 
-    def predicted(self, classes):
-        "Count predictions by class index."
-        for k in classes: self._pred[k].inc()
+    def predicted(self, version, classes):
+        "Count predictions of `version` by class index."
+        c = self._pred.get(version)
+        if c is None: c = self._pred[version] = [self._predc.labels(self._name, str(version), l) for l in self._labels]
+        for k in classes: c[k].inc()
+
+    def serving(self, traffic):
+        "Mark the versions `traffic` serves now, in their roles (1), and those it no longer serves (0)."
+        now = {(str(v.m.version), v.m.digest, role) for role, v in (("primary", traffic.primary), ("canary", traffic.canary),
+                                                                    ("shadow", traffic.shadow)) if v is not None}
+        for ver, dig, role in self._served - now: self._info.labels(self._name, ver, dig, role).set(0)
+        for ver, dig, role in now: self._info.labels(self._name, ver, dig, role).set(1)
+        self._served = now
+
+    def swapped(self, seconds: float): self._swaps.observe(seconds)
+    def swap_failed(self): self._swap_fail.inc()
+    def shadow_dropped(self): self._shadow_drop.inc()
 
     def batched(self, requests: int): self._batch.observe(requests)
 
