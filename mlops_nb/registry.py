@@ -347,7 +347,11 @@ def qa_report(self: Registry, name: str, version: int) -> dict:
     ref = json.loads(v["apptest_report"])
     if "run" in ref:
         if self.runs is None: raise ReportUnusable("this registry was opened without the workbook's runs folder")
-        path = self.runs/ref["run"]/f"{ref.get('stage', 'apptest')}.ipynb"
+        try: stages = json.loads((self.runs/ref["run"]/"run.json").read_text())["stages"]
+        except (OSError, ValueError, KeyError): raise ReportUnusable(f"{name}@{version}: the record of run {ref['run']} is missing") from None
+        st = next((x for x in stages if x["name"] == ref.get("stage", "apptest") and x.get("notebook")), None)
+        if st is None: raise ReportUnusable(f"{name}@{version}: run {ref['run']} has no executed {ref.get('stage', 'apptest')} stage")
+        path = self.runs/ref["run"]/st["notebook"]
     else: path = Path(ref["path"])
     if not path.is_file(): raise ReportUnusable(f"{name}@{version}: its QA report {path} is missing")
     return {"ref": ref, "path": path, "digest": sha256_bytes(path.read_bytes())}

@@ -204,6 +204,10 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
 
     def following(loop, stop: threading.Event):
         "The follower's thread: poll the registry, load and warm up what changed, swap, retire the old shadow."
+        try: follow_until(loop, stop)
+        finally: follow.close()                           # its registry connection belongs to this thread
+
+    def follow_until(loop, stop: threading.Event):
         while not stop.wait(o["follow_ms"] / 1000):
             t0 = time.perf_counter()
             try: r = follow.poll()
@@ -233,7 +237,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             t.start()
         yield
         stop.set()
-        if t is not None: t.join(30); follow.close()
+        if t is not None: t.join(30)
         if st.T.shadow is not None: st.T.shadow.close()    # its queued requests are scored and logged first
         if log is not None: log.close()                 # drains the queue: nothing acknowledged is lost at a clean stop
         for c in db: c.close()
