@@ -131,10 +131,13 @@ def cmd_rollback(a, s):
 
 def cmd_apptest(a, s):
     "`registry apptest`: override an application-test verdict by hand, recorded with its reason and author."
-    import getpass
+    import getpass, json
     name, v = split_ref(a.ref)
     if not a.why.strip(): raise ValueError("--why: say why the application test's own verdict is overridden")
-    _registry(s).record_apptest(name, v, a.result == "passed", f"{a.result} by hand (override by {getpass.getuser()}): {a.why.strip()}")
+    reg = _registry(s)
+    ref = reg.version(name, v)["apptest_report"]            # the report stays the test's: a reviewer still approves that report
+    reg.record_apptest(name, v, a.result == "passed", f"{a.result} by hand (override by {getpass.getuser()}): {a.why.strip()}",
+                       json.loads(ref) if ref else None)
     print(f"{name}@{v}: application test {a.result} (override, recorded)")
     return 0
 

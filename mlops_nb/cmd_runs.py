@@ -9,7 +9,7 @@ from .cmd_common import err, report_path, run_id, table
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_runs', 'cmd_show', 'cmd_lineage', 'cmd_report', 'cmd_sync']
+__all__ = ['add_commands', 'cmd_runs', 'cmd_show', 'markdown_summary', 'cmd_lineage', 'cmd_report', 'cmd_sync']
 
 # %% ../nbs/53_cmd_runs.ipynb #c003
 def add_commands(sub):
@@ -18,6 +18,8 @@ def add_commands(sub):
     x.set_defaults(func=cmd_runs, reads_runs=True)
     x = sub.add_parser("show", help="show one run", description="One run: stages (cached or executed), artifacts, metrics, report.")
     x.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
+    x.add_argument("--markdown", action="store_true", help="a summary in Markdown (stages, metrics, the registered version's "
+                   "production gate): what CI writes to the job summary")
     x.set_defaults(func=cmd_show, reads_runs=True)
     x = sub.add_parser("lineage", help="ancestry of a run or artifact",
                        description="The ancestry tree of a run's outputs or of one artifact, down to the raw data.")
@@ -55,6 +57,7 @@ def cmd_show(a, s):
     from mlops_nb.reproduce import load_run
     from mlops_nb.report import run_seconds
     r = load_run(s, run_id(s, a.run_id))
+    if a.markdown: print(markdown_summary(s, r)); return 0
     secs = run_seconds(r)
     g = r.get("git") or {}
     print(f"run {r['run_id']}  {r['status']}  profile {r.get('profile')}  {f'{secs:.1f}s' if secs is not None else ''}")
@@ -72,6 +75,32 @@ def cmd_show(a, s):
     for k, v in (r.get("metrics") or {}).items(): print(f"  {k:<22} {v}")
     print(f"\nreport {report_path(s, r)}")
     return 0
+
+def markdown_summary(s, r) -> str:
+    "A run as Markdown for a CI job summary: status, stages, metrics, and the production gate of the version it registered "
+    "(thresholds, parity, champion/challenger, application test, approval). Every value is escaped: it reaches HTML."
+    import html
+    from mlops_nb.report import run_seconds
+    e = lambda v: html.escape(str(v)).replace("|", "\\|")
+    secs = run_seconds(r)
+    out = [f"### mlops-nb run `{e(r['run_id'])}`: {e(r['status'])}" + (f" in {secs:.1f} s" if secs is not None else ""), ""]
+    if r.get("error"): out += [f"**error** in {e(r['error'].get('stage') or 'the run')}: {e(r['error']['message'][:500])}", ""]
+    out += ["| stage | status | seconds |", "|---|---|---|"]
+    out += [f"| {e(st['name'])} | {e(st['status'])}{' (cached)' if st.get('cached') else ''} | {e(st.get('seconds') or '')} |" for st in r["stages"]]
+    out += ["", "| metric | value |", "|---|---|"] + [f"| {e(k)} | {e(v)} |" for k, v in (r.get("metrics") or {}).items()]
+    reg_out = next((st.get("outputs") or {} for st in r["stages"] if st["name"] == "register"), {})
+    if reg_out.get("registration"):
+        from mlops_nb.store import Store
+        from mlops_nb.registry import registry_for
+        from mlops_nb.gate import gates_of
+        g = json.loads(Store(s.store).read_bytes(reg_out["registration"]))
+        if g.get("version") is not None:
+            checks = registry_for(s).production_gate(g["name"], g["version"], gates_of(s))
+            ok = all(c["passed"] for c in checks)
+            out += ["", f"**{e(g['name'])}@{g['version']}**: production gate " + ("passes" if ok else "does not pass yet"), "",
+                    "| check | passed | detail |", "|---|---|---|"]
+            out += [f"| {e(c['check'])} | {'yes' if c['passed'] else '**no**'} | {e(c['detail'])} |" for c in checks]
+    return "\n".join(out)
 
 def cmd_lineage(a, s):
     "`mlops-nb lineage`: the ancestry tree of a run or an artifact."

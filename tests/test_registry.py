@@ -47,6 +47,9 @@ def test_gates_promotion_history_rollback(two_versions):
     p = cli("registry", "promote", "digits-cnn@2", "--to", "production", settings=settings)
     assert p.returncode == 1 and "application test: application test failed: failed by hand (override by" in p.stderr
     assert cli("registry", "apptest", "digits-cnn@2", "passed", "--why", "drill over", settings=settings).returncode == 0
+    p = cli("registry", "promote", "digits-cnn@2", "--to", "production", settings=settings)
+    assert p.returncode == 1 and "approval: digits-cnn@2 is not approved" in p.stderr       # settings.ini: require_approval = true
+    assert cli("approve", "digits-cnn@2", "--why", "QA read the report", settings=settings).returncode == 0
     p = cli("registry", "promote", "digits-cnn@2", "--to", "production", "--why", "first release", settings=settings)
     assert p.returncode == 0, p.stderr
     assert "no current production version" in p.stdout and "digits-cnn@production: v- -> v2" in p.stdout
@@ -112,7 +115,10 @@ def variants(reg, rec, n, tag):
     for i in range(n):
         m = {k: rec["metrics"][k] for k in ("test/accuracy", "test/recall_gap")}
         v = reg.register("m", variant_bundle(reg.store, base, f"{tag}{i}"), m, run_id=rec["run_id"])
-        reg.record_apptest("m", v, True, "test")
+        report = reg.path.parent / f"report-{tag}{i}.json"
+        report.write_text("{}")
+        reg.record_apptest("m", v, True, "test", {"path": str(report)})
+        reg.approve("m", v, "test")                           # settings.ini requires a reviewer's approval for production
         out.append(v)
     return out
 

@@ -164,3 +164,25 @@ def http_text(url) -> str:
     import urllib.request
     with urllib.request.urlopen(url, timeout=30) as r: return r.read().decode()
 
+
+
+def test_export_for_triton_and_kserve(smoke, tmp_path):
+    import yaml
+    import onnxruntime as ort
+    settings, _, _ = smoke
+    p = cli("export", "digits-cnn@staging", "--to", str(tmp_path / "repo"), "--format", "kserve",
+            "--storage-uri", "s3://models/park", settings=settings)
+    assert p.returncode == 0, p.stderr
+    files = p.stdout.split()
+    assert [Path(f).name for f in files] == ["model.onnx", "config.pbtxt", "inferenceservice.yaml"]
+    from mlops_nb.export import check_triton_config
+    cfg = check_triton_config(files[1])                                   # tritonclient's ModelConfig protobuf
+    assert cfg["backend"] == "onnxruntime" and [o["name"] for o in cfg["output"]] == ["probabilities", "label"]
+    isvc = yaml.safe_load(Path(files[2]).read_text())
+    model = isvc["spec"]["predictor"]["model"]
+    assert (isvc["kind"], model["protocolVersion"], model["storageUri"]) == ("InferenceService", "v2", "s3://models/park")
+    x = np.zeros((2, 1, 8, 8), np.uint8)
+    probs, labels = ort.InferenceSession(files[0]).run(["probabilities", "label"], {"image": x})
+    assert probs.shape == (2, 10) and len(labels) == 2 and all(isinstance(l, str) for l in labels)
+    p = cli("export", "digits-cnn@staging", "--to", str(tmp_path / "x"), "--format", "docker", settings=settings)
+    assert p.returncode == 2 and "invalid choice" in p.stderr

@@ -1,0 +1,175 @@
+"""Releasing to a running service: swap time, requests failed during swaps (must be 0), p99 with and without a shadow, the apptest's load figures.
+
+Uses the workbook's registered model (run `make run` first, or pass --settings). Works on a scratch registry of its
+own (sharing the workbook's artifact store): version A is the model, version B the same network in another bundle,
+so both cost the same to run. Starts `mlops-nb serve` following production (its own prediction log), then:
+  - swaps: while wrk drives /v1/predict (4 connections), production moves A -> B -> A ... --swaps times; a client
+    beside it notes the version of every answer. Reported: the service's own swap time (load, verify, warm up,
+    swap: its `mlops_nb_swap_seconds`), the time from the registry write to the first answer of the new version
+    (includes waiting for the next poll, [serve] follow_ms), and wrk's failed requests (non-2xx and socket errors);
+  - shadow: wrk on /v1/predict with no shadow and with B as shadow, alternately, --repeat times (medians);
+  - the application test's load figures (`mlops-nb apptest --no-record`).
+
+    python bench/release.py [--repeat 3] [--seconds 5] [--swaps 6] [--quick]
+"""
+import argparse, configparser, json, os, re, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve import BIN, wait_ready   # noqa: E402  (bench/serve.py: the same start-up wait)
+
+
+def wrk(url, seconds, connections, body, tmp) -> dict:
+    "req/s, p50/p99 ms and failed requests (non-2xx, socket errors) of one wrk run posting `body`."
+    lua = Path(tmp) / "post.lua"
+    lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[' + body + ']==]\n')
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua), url],
+                         capture_output=True, text=True, check=True).stdout
+    ms = lambda v, u: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
+    pct = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": pct["50"], "p99": pct["99"],
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)), "failed": failed}
+
+
+def post(url, body):
+    req = urllib.request.Request(url, body.encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r: return json.loads(r.read())
+
+
+def scratch(s, tmp) -> Path:
+    "Settings like the workbook's with a registry and prediction log under `tmp` (the store stays shared)."
+    cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
+    cp.read(s.path)
+    for k, v in (("store", s.store), ("runs", s.runs), ("pipelines", s.pipelines), ("wandb_dir", s.wandb_dir),
+                 ("wandb_data_dir", s.wandb_data_dir), ("lineage", s.lineage)): cp["paths"][k] = str(v)
+    cp["paths"]["registry"], cp["paths"]["predictions"] = str(Path(tmp) / "registry.db"), str(Path(tmp) / "predictions.db")
+    with open(Path(tmp) / "settings.ini", "w") as f: cp.write(f)
+    return Path(tmp) / "settings.ini"
+
+
+def variant(store, digest, tag) -> str:
+    "The same bundle with another model card: another version of the same network."
+    import io, zipfile
+    src, out = zipfile.ZipFile(io.BytesIO(store.read_bytes(digest))), io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for i in src.infolist(): z.writestr(i, src.read(i) + (f"\n\n{tag}\n".encode() if i.filename == "MODEL_CARD.md" else b""))
+    return store.put_bytes(out.getvalue(), f"{tag}.zip")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--settings", help="the workbook's settings.ini (default: found as mlops-nb finds it)")
+    ap.add_argument("--model", help="registry reference of the model (default: what `mlops-nb serve` picks)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each shadow figure (default: %(default)s)")
+    ap.add_argument("--seconds", type=float, default=5, help="seconds per wrk run (default: %(default)s)")
+    ap.add_argument("--swaps", type=int, default=6, help="production moves under load (default: %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="1 s runs, one repeat, two swaps, a 1 s apptest: a smoke test of this script")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    a = ap.parse_args()
+    if a.quick: a.repeat, a.seconds, a.swaps = 1, 1, 2
+    from mlops_nb.config import load_settings
+    from mlops_nb.registry import Registry, registry_for
+    from mlops_nb.served import pick
+    from mlops_nb.apptest import free_port
+    from mlops_nb.store import Store
+    s = load_settings(a.settings)
+    src = pick(registry_for(s), a.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = scratch(s, tmp)
+        s2 = load_settings(settings)
+        reg = Registry(s2.registry, Store(s2.store), s2.runs)
+        name = src["name"]
+        va = reg.register(name, src["bundle"], src["metrics"], src["run_id"])
+        vb = reg.register(name, variant(reg.store, src["bundle"], "bench-release-b"), src["metrics"], src["run_id"])
+        reg.set_alias(name, "production", va, "bench")
+        env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+        port = free_port(); url = f"http://127.0.0.1:{port}"
+        p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        res = {"plain": [], "shadow": []}
+        try:
+            wait_ready(url + "/readyz", p)
+            info = json.loads(urllib.request.urlopen(url + "/v1/model", timeout=30).read())
+            shape = info["signature"]["inputs"][0]["shape"][1:]
+            body = json.dumps({"inputs": [[0] * int(__import__("math").prod(shape))]})
+            wrk(url + "/v1/predict", 1, 4, body, tmp)                                                 # warm-up
+
+            # swaps under load
+            seen, stop = [], threading.Event()
+            def watch():
+                while not stop.is_set():
+                    try: seen.append((time.perf_counter(), post(url + "/v1/predict", body)["model"]["version"]))
+                    except Exception as e: seen.append((time.perf_counter(), repr(e)))
+                    time.sleep(0.002)
+            gap = max(1.5, (a.seconds * 2) / max(1, a.swaps))
+            load = {}
+            t = threading.Thread(target=lambda: load.update(wrk(url + "/v1/predict", gap * (a.swaps + 1), 4, body, tmp)))
+            w = threading.Thread(target=watch)
+            t.start(); w.start()
+            time.sleep(gap / 2)
+            to_first, target = [], va
+            for i in range(a.swaps):
+                target = vb if target == va else va
+                t0 = time.perf_counter()
+                reg.set_alias(name, "production", target, f"bench swap {i}")
+                while not any(tt > t0 and v == target for tt, v in seen[-20:]):
+                    if time.perf_counter() - t0 > 30: raise SystemExit(f"v{target} never answered after the release")
+                    time.sleep(0.001)
+                to_first.append(time.perf_counter() - t0)
+                time.sleep(max(0.0, gap - (time.perf_counter() - t0)))
+            t.join(); stop.set(); w.join()
+            metrics = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+            swap_sum = float(re.search(r"^mlops_nb_swap_seconds_sum ([\d.e+-]+)", metrics, re.M).group(1))
+            swap_n = float(re.search(r"^mlops_nb_swap_seconds_count ([\d.e+-]+)", metrics, re.M).group(1))
+            watcher_errors = [v for _, v in seen if not isinstance(v, int)]
+
+            # p99 with and without a shadow, alternately
+            for r in range(a.repeat):
+                for mode in ("plain", "shadow"):
+                    if mode == "shadow": reg.set_alias(name, "shadow", vb if target == va else va, "bench", action="shadow")
+                    else: reg.unset_alias(name, "shadow", "bench", "shadow-end")
+                    want = None if mode == "plain" else (vb if target == va else va)
+                    deadline = time.time() + 30
+                    while json.loads(urllib.request.urlopen(url + "/v1/model", timeout=30).read())["traffic"]["shadow"] != want:
+                        if time.time() > deadline: raise SystemExit("the shadow never changed")
+                        time.sleep(0.05)
+                    res[mode].append(wrk(url + "/v1/predict", a.seconds, 4, body, tmp))
+            reg.unset_alias(name, "shadow", "bench", "shadow-end")
+            shadow_dropped = re.search(r"^mlops_nb_shadow_dropped_total ([\d.e+-]+)", urllib.request.urlopen(url + "/metrics").read().decode(), re.M)
+        finally:
+            p.terminate(); p.wait(60)
+
+        # the application test's load figures (its own service, its own log)
+        q = subprocess.run([str(BIN / "mlops-nb"), "apptest", f"{name}@{va}", "--no-record", "--json",
+                            "--seconds", str(1 if a.quick else a.seconds)], env=env, capture_output=True, text=True)
+        apptest = json.loads(q.stdout)["load"] if q.stdout.strip() else {"error": q.stderr.strip()[-300:]}
+
+    med = lambda k, f: statistics.median(r[f] for r in res[k])
+    out = {"model": f"{name} (v{va} and v{vb}: one network, two bundles)", "swaps": a.swaps,
+           "swap_seconds_mean_service": swap_sum / swap_n if swap_n else None,
+           "release_to_first_answer_s": {"median": statistics.median(to_first), "max": max(to_first)},
+           "requests_during_swaps": load["requests"], "failed_during_swaps": load["failed"] + len(watcher_errors),
+           "plain": {f: med("plain", f) for f in ("rps", "p50", "p99")}, "shadow": {f: med("shadow", f) for f in ("rps", "p50", "p99")},
+           "shadow_dropped": float(shadow_dropped.group(1)) if shadow_dropped else 0.0, "apptest_load": apptest,
+           "repeat": a.repeat, "seconds": a.seconds}
+    print(f"{out['model']}, one worker, logging on, wrk -c4:")
+    print(f"  swaps under load: {a.swaps}; the service's swap (load, verify, warm up, swap) {out['swap_seconds_mean_service'] * 1000:.1f} ms "
+          f"on average; release to first answer of the new version: median {out['release_to_first_answer_s']['median']:.3f} s, "
+          f"max {out['release_to_first_answer_s']['max']:.3f} s (includes the wait for the next poll)")
+    print(f"  requests during the swaps: {out['requests_during_swaps']}, failed: {out['failed_during_swaps']}")
+    print(f"  /v1/predict without a shadow: {out['plain']['rps']:.0f} req/s, p50 {out['plain']['p50']:.2f} ms, p99 {out['plain']['p99']:.2f} ms")
+    print(f"  /v1/predict with a shadow:    {out['shadow']['rps']:.0f} req/s, p50 {out['shadow']['p50']:.2f} ms, p99 {out['shadow']['p99']:.2f} ms "
+          f"(p99 x{out['shadow']['p99'] / out['plain']['p99']:.2f}; shadow requests dropped: {out['shadow_dropped']:.0f})  median of {a.repeat}")
+    if "rps" in apptest:
+        print(f"  apptest load ({apptest['concurrency']} clients, {apptest['seconds']:g} s): {apptest['rps']:.0f} req/s, "
+              f"p50 {apptest['p50_ms']:.2f} ms, p95 {apptest['p95_ms']:.2f} ms, p99 {apptest['p99_ms']:.2f} ms, {apptest['errors']} errors")
+    else: print(f"  apptest: {apptest}")
+    if a.json: Path(a.json).write_text(json.dumps(out, indent=2))
+    if out["failed_during_swaps"]: raise SystemExit(f"{out['failed_during_swaps']} requests failed during the swaps")
+
+
+if __name__ == "__main__":
+    main()
