@@ -37,6 +37,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlops_nb.cmd_common': { 'mlops_nb.cmd_common.err': ('commands.html#err', 'mlops_nb/cmd_common.py'),
                                      'mlops_nb.cmd_common.gone': ('commands.html#gone', 'mlops_nb/cmd_common.py'),
                                      'mlops_nb.cmd_common.report_path': ('commands.html#report_path', 'mlops_nb/cmd_common.py'),
+                                     'mlops_nb.cmd_common.require_train': ('commands.html#require_train', 'mlops_nb/cmd_common.py'),
                                      'mlops_nb.cmd_common.run_id': ('commands.html#run_id', 'mlops_nb/cmd_common.py'),
                                      'mlops_nb.cmd_common.split_ref': ('commands.html#split_ref', 'mlops_nb/cmd_common.py'),
                                      'mlops_nb.cmd_common.table': ('commands.html#table', 'mlops_nb/cmd_common.py')},

@@ -11,7 +11,7 @@ from . import (cmd_common as common, cmd_pipeline as _pipeline, cmd_runs as _run
 
 
 # %% auto #0
-__all__ = ['GROUPS', 'parser', 'main']
+__all__ = ['GROUPS', 'TRAIN_MODULES', 'parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #c004
 GROUPS = [_pipeline, _runs, _registry, _release, _serve]      # each adds its subcommands; the top-level help lists them in this order
@@ -29,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 # %% ../nbs/50_cli.ipynb #c005
+# the top-level modules of the `train` extra: a serving-only install lacks them
+TRAIN_MODULES = {"torch", "lightning", "pytorch_lightning", "torchmetrics", "sklearn", "scipy", "matplotlib", "papermill",
+                 "nbformat", "nbconvert", "nbclient", "ipykernel", "jupyter_client", "wandb", "onnxscript"}
+
 def main(argv=None) -> int:
     "Entry point of `mlops-nb`: parse, run the command, turn a failure into one line on stderr and an exit status."
     a = parser().parse_args(argv)
@@ -47,6 +51,11 @@ def main(argv=None) -> int:
     except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError, BundleUnusable, IntegrityError,
             MissingArtifact, DbError) as e:
         common.err(f"mlops-nb {a.cmd}: error: {e}")
+        return 2
+    except ModuleNotFoundError as e:              # a serving-only install (`pip install mlops_nb`) running a workbook command
+        if (e.name or "").split(".")[0] not in TRAIN_MODULES: raise
+        common.err(f"mlops-nb {a.cmd}: error: {e.name} is not installed: `mlops-nb {a.cmd}` needs the workbook's training "
+                   "stack: pip install 'mlops_nb[train]'")
         return 2
     except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
         common.gone(sys.stdout); return 0

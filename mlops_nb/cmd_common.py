@@ -8,7 +8,7 @@ import os, sys
 
 
 # %% auto #0
-__all__ = ['err', 'gone', 'run_id', 'report_path', 'split_ref', 'table']
+__all__ = ['err', 'gone', 'run_id', 'report_path', 'require_train', 'split_ref', 'table']
 
 # %% ../nbs/51_commands.ipynb #c003
 def err(*a):
@@ -30,6 +30,12 @@ def run_id(s, ref: str) -> str:
     raise ValueError(f"{ref!r} matches {'no run' if not hits else 'several runs: ' + ', '.join(hits[:10])} (see `mlops-nb runs`)")
 
 def report_path(s, rec): "Where a run's HTML report is."; return s.runs/rec["run_id"]/"index.html"
+
+def require_train():
+    "Refuse, before anything is written, a workbook command on a serving-only install (no `train` extra)."
+    import importlib.util
+    for m in ("torch", "papermill", "jupyter_client", "ipykernel", "sklearn"):
+        if importlib.util.find_spec(m) is None: raise ModuleNotFoundError(f"No module named {m!r}", name=m)
 
 def split_ref(ref: str) -> tuple[str, int]:
     "NAME@VERSION -> (name, version); anything else is refused naming the form it needs."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/52_cmd_pipeline.ipynb #c002
 from __future__ import annotations
-from .cmd_common import err, report_path, run_id
+from .cmd_common import err, report_path, require_train, run_id
 
 
 # %% auto #0
@@ -42,6 +42,7 @@ def add_commands(sub):
 # %% ../nbs/52_cmd_pipeline.ipynb #c004
 def cmd_run(a, s):
     "`mlops-nb run`: the run id and report path on stdout, progress on stderr; 1 when a stage failed."
+    require_train()
     from mlops_nb.pipeline import run, RunFailed
     echo = (lambda *x, **k: None) if a.quiet else err
     try: rec = run(a.profile, a.param, settings=s, echo=echo, force=a.force, force_stages=a.force_stage)
@@ -72,6 +73,7 @@ def cmd_params(a, s):
 
 def cmd_reproduce(a, s):
     "`mlops-nb reproduce`: 0 when the new run matches the original, 1 when it differs."
+    require_train()
     from mlops_nb.reproduce import reproduce
     v, new = reproduce(run_id(s, a.run_id), s, echo=err)
     print(v)

@@ -13,14 +13,14 @@ __all__ = ['add_commands', 'cmd_approve', 'cmd_release', 'cmd_rollback', 'cmd_ex
 # %% ../nbs/56_cmd_release.ipynb #c003
 def add_commands(sub):
     "Add `approve`, `release` and `rollback` to the top-level parser's subcommands."
-    x = sub.add_parser("approve", help="sign off a version's QA report (required for production when [gates] require_approval)",
+    x = sub.add_parser("approve", help="sign off a version's QA report (the application test)",
                        description="Record your approval of NAME@VERSION's QA report (the executed application-test notebook of "
                                    "its run, or the report.json of `mlops-nb apptest`) in the registry's append-only history: "
                                    "who, when, why, the bundle's digest and the report's digest. The approval holds only for "
                                    "that bundle and that report: a new application test needs a new approval.")
     x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--why", required=True, help="what you checked (recorded)")
     x.set_defaults(func=cmd_approve, reads_runs=True)
-    x = sub.add_parser("release", help="move production (or a canary, or a shadow) to a version, through the gate",
+    x = sub.add_parser("release", help="production, a canary or a shadow to a version (gated)",
                        description="Run every production gate (thresholds, parity, champion/challenger, application test, "
                                    "approval when required) and point `production` at NAME@VERSION; services serving the "
                                    "model's aliases swap to it without dropping a request. --canary PERCENT sends that share "
@@ -34,7 +34,7 @@ def add_commands(sub):
     x.add_argument("--why", default="", help="the reason, written to the alias history")
     x.add_argument("--force", action="store_true", help="override a failed gate (needs --why; recorded as forced)")
     x.set_defaults(func=cmd_release, reads_runs=True)
-    x = sub.add_parser("rollback", help="end the canary, else move production back to the version before",
+    x = sub.add_parser("rollback", help="end the canary, else production back one version",
                        description="With a canary running: end it (every request goes to production again). Otherwise point "
                                    "production back at the version that held it before (repeated: further back; --to N: any "
                                    "earlier holder). --shadow ends the shadow. No gate runs; the target's bundle is verified.")
@@ -43,7 +43,7 @@ def add_commands(sub):
     x.add_argument("--shadow", action="store_true", help="end the shadow instead")
     x.add_argument("--why", default="", help="the reason, written to the alias history")
     x.set_defaults(func=cmd_rollback, reads_runs=True)
-    x = sub.add_parser("export", help="write a version as a Triton model repository (and a KServe InferenceService)",
+    x = sub.add_parser("export", help="a version as a Triton repository or KServe service",
                        description="Write NAME@VERSION (or @ALIAS) for serving beyond one machine over the same protocol: "
                                    "DIR/NAME/VERSION/model.onnx (the network with its head: probabilities and label, as "
                                    "`mlops-nb serve` answers) and DIR/NAME/config.pbtxt for Triton; with --format kserve also "

@@ -53,7 +53,7 @@ def add_commands(sub):
     x.add_argument("--no-record", action="store_true", help="do not record the verdict on the registry version")
     x.set_defaults(func=cmd_apptest)
 
-    x = sub.add_parser("predictions", help="show the prediction log, compare the versions in it, or export it as Parquet",
+    x = sub.add_parser("predictions", help="the prediction log: show, compare versions, export",
                        description="The service's prediction log (settings.ini [paths] predictions): the newest predictions "
                                    "with their true labels once feedback arrived; `compare NAME`: per version and role "
                                    "(primary, canary, shadow) the count, a shadow's agreement with the answer given, accuracy "
