@@ -54,6 +54,7 @@ class Shadow:
         self.ident, self.labels = (m.name, m.version, m.digest), np.array(m.labels, dtype=object)
         self.q, self.wake, self.stopping = deque(), threading.Event(), False
         self.scored = self.dropped = self.failed = 0
+        self.gather_s = 0.005
         self._t = threading.Thread(target=self._run, name=f"shadow-v{m.version}", daemon=True)
         self._t.start()
 
@@ -68,6 +69,7 @@ class Shadow:
     def _run(self):
         while True:
             self.wake.wait(); self.wake.clear()
+            if not self.stopping: time.sleep(self.gather_s)     # gather: fewer, larger batches hold the GIL less often
             while self.q:
                 batch, rows = [], 0
                 while self.q and rows < self.max_rows:
