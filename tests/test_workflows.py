@@ -26,7 +26,7 @@ def test_the_commands_the_workflows_call_exist():
 
 def test_the_job_summary_of_a_run(smoke):
     settings, _, rec = smoke
-    p = cli("show", rec["run_id"][:12], "--markdown", settings=settings)
+    p = cli("show", rec["run_id"], "--markdown", settings=settings)
     assert p.returncode == 0, p.stderr
     md = p.stdout
     assert md.startswith(f"### mlops-nb run `{rec['run_id']}`: succeeded")
