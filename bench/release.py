@@ -12,26 +12,11 @@ so both cost the same to run. Starts `mlops-nb serve` following production (its 
 
     python bench/release.py [--repeat 3] [--seconds 5] [--swaps 6] [--quick]
 """
-import argparse, configparser, json, os, re, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, configparser, json, math, os, re, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve import BIN, wait_ready   # noqa: E402  (bench/serve.py: the same start-up wait)
-
-
-def wrk(url, seconds, connections, body, tmp) -> dict:
-    "req/s, p50/p99 ms and failed requests (non-2xx, socket errors) of one wrk run posting `body`."
-    lua = Path(tmp) / "post.lua"
-    lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[' + body + ']==]\n')
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua), url],
-                         capture_output=True, text=True, check=True).stdout
-    ms = lambda v, u: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
-    pct = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    failed = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": pct["50"], "p99": pct["99"],
-            "requests": int(re.search(r"(\d+) requests in", out).group(1)), "failed": failed}
+from serve import BIN, wait_ready, wrk   # noqa: E402  (bench/serve.py: the same start-up wait and wrk runner)
 
 
 def post(url, body):
@@ -94,7 +79,7 @@ def main():
             wait_ready(url + "/readyz", p)
             info = json.loads(urllib.request.urlopen(url + "/v1/model", timeout=30).read())
             shape = info["signature"]["inputs"][0]["shape"][1:]
-            body = json.dumps({"inputs": [[0] * int(__import__("math").prod(shape))]})
+            body = json.dumps({"inputs": [[0] * int(math.prod(shape))]})
             wrk(url + "/v1/predict", 1, 4, body, tmp)                                                 # warm-up
 
             # swaps under load
@@ -106,7 +91,7 @@ def main():
                     time.sleep(0.002)
             gap = max(1.5, (a.seconds * 2) / max(1, a.swaps))
             load = {}
-            t = threading.Thread(target=lambda: load.update(wrk(url + "/v1/predict", gap * (a.swaps + 1), 4, body, tmp)))
+            t = threading.Thread(target=lambda: load.update(wrk(url + "/v1/predict", gap * (a.swaps + 1), 4, body, tmp, allow_errors=True)))
             w = threading.Thread(target=watch)
             t.start(); w.start()
             time.sleep(gap / 2)
@@ -136,7 +121,7 @@ def main():
                     while json.loads(urllib.request.urlopen(url + "/v1/model", timeout=30).read())["traffic"]["shadow"] != want:
                         if time.time() > deadline: raise SystemExit("the shadow never changed")
                         time.sleep(0.05)
-                    res[mode].append(wrk(url + "/v1/predict", a.seconds, 4, body, tmp))
+                    res[mode].append(wrk(url + "/v1/predict", a.seconds, 4, body, tmp, allow_errors=True))
             reg.unset_alias(name, "shadow", "bench", "shadow-end")
             shadow_dropped = re.search(r"^mlops_nb_shadow_dropped_total ([\d.e+-]+)", urllib.request.urlopen(url + "/metrics").read().decode(), re.M)
         finally:

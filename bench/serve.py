@@ -30,18 +30,23 @@ def wait_ready(url, p, timeout=60.0) -> float:
     raise SystemExit(f"{url} never became ready")
 
 
-def wrk(url, seconds, connections, body=None, script_dir=None) -> dict:
-    "req/s, p50 and p99 ms from one wrk run (a POST of `body` when given); refuses a run with non-2xx answers."
+def wrk(url, seconds, connections, body=None, script_dir=None, allow_errors=False) -> dict:
+    "req/s, p50 and p99 ms, requests and failed requests (non-2xx, socket errors) from one wrk run (a POST of `body` "
+    "when given); a run with failures is refused unless `allow_errors` (then they are counted)."
     args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
     if body is not None:
         lua = Path(script_dir) / "post.lua"
         lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[' + body + ']==]\n')
         args[1:1] = ["-s", str(lua)]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out or "Socket errors" in out: raise SystemExit(f"wrk saw errors:\n{out}")
+    if not allow_errors and ("Non-2xx" in out or "Socket errors" in out): raise SystemExit(f"wrk saw errors:\n{out}")
     ms = lambda v, u: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
     pct = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": pct["50"], "p99": pct["99"]}
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": pct["50"], "p99": pct["99"],
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "failed": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)}
 
 
 def bare(sess, x, seconds) -> float:

@@ -6,12 +6,13 @@
 from __future__ import annotations
 import argparse, sys
 from .config import SettingsError, load_settings
+from .cmd_common import TRAIN_MODULES
 from . import (cmd_common as common, cmd_pipeline as _pipeline, cmd_runs as _runs, cmd_registry as _registry,
                       cmd_release as _release, cmd_serve as _serve)
 
 
 # %% auto #0
-__all__ = ['GROUPS', 'TRAIN_MODULES', 'parser', 'main']
+__all__ = ['GROUPS', 'parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #c004
 GROUPS = [_pipeline, _runs, _registry, _release, _serve]      # each adds its subcommands; the top-level help lists them in this order
@@ -29,10 +30,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 # %% ../nbs/50_cli.ipynb #c005
-# the top-level modules of the `train` extra: a serving-only install lacks them
-TRAIN_MODULES = {"torch", "lightning", "pytorch_lightning", "torchmetrics", "sklearn", "scipy", "matplotlib", "papermill",
-                 "nbformat", "nbconvert", "nbclient", "ipykernel", "jupyter_client", "wandb", "onnxscript"}
-
 def main(argv=None) -> int:
     "Entry point of `mlops-nb`: parse, run the command, turn a failure into one line on stderr and an exit status."
     a = parser().parse_args(argv)

@@ -8,7 +8,7 @@ import os, sys
 
 
 # %% auto #0
-__all__ = ['err', 'gone', 'run_id', 'report_path', 'require_train', 'split_ref', 'table']
+__all__ = ['TRAIN_MODULES', 'err', 'gone', 'run_id', 'report_path', 'require_train', 'print_checks', 'split_ref', 'table']
 
 # %% ../nbs/51_commands.ipynb #c003
 def err(*a):
@@ -31,11 +31,19 @@ def run_id(s, ref: str) -> str:
 
 def report_path(s, rec): "Where a run's HTML report is."; return s.runs/rec["run_id"]/"index.html"
 
+# the top-level modules of the `train` extra: a serving-only install lacks them
+TRAIN_MODULES = {"torch", "pytorch_lightning", "torchmetrics", "sklearn", "scipy", "matplotlib", "papermill", "nbformat",
+                 "nbconvert", "nbclient", "ipykernel", "jupyter_client", "wandb", "onnxscript"}
+
 def require_train():
     "Refuse, before anything is written, a workbook command on a serving-only install (no `train` extra)."
     import importlib.util
-    for m in ("torch", "papermill", "jupyter_client", "ipykernel", "sklearn"):
+    for m in sorted(TRAIN_MODULES):
         if importlib.util.find_spec(m) is None: raise ModuleNotFoundError(f"No module named {m!r}", name=m)
+
+def print_checks(checks):
+    "A gate's checks, one line each: ok or FAIL, the check, its numbers."
+    for c in checks: print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
 
 def split_ref(ref: str) -> tuple[str, int]:
     "NAME@VERSION -> (name, version); anything else is refused naming the form it needs."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/54_cmd_registry.ipynb #c002
 from __future__ import annotations
-from .cmd_common import err, split_ref
+from .cmd_common import err, print_checks, split_ref
 
 
 # %% auto #0
@@ -118,7 +118,7 @@ def cmd_promote(a, s):
     name, v = split_ref(a.ref)
     try: r = _registry(s).promote(name, v, a.to, gates_of(s), a.why, a.force)
     except GateFailed as e: err(str(e)); return 1
-    for ch in r["checks"]: print(f"  {'ok  ' if ch['passed'] else 'FAIL'} {ch['check']}: {ch['detail']}")
+    print_checks(r["checks"])
     if not r["changed"]: print(f"{name}@{a.to} is already v{v}: nothing changed"); return 0
     print(f"{name}@{a.to}: v{r['from'] or '-'} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
     return 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/56_cmd_release.ipynb #c002
 from __future__ import annotations
-from .cmd_common import err, split_ref
+from .cmd_common import err, print_checks, split_ref
 
 
 # %% auto #0
@@ -75,9 +75,9 @@ def cmd_release(a, s):
     name, v = split_ref(a.ref)
     try: r = release(registry_for(s), name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
     except GateFailed as e:
-        for ch in e.checks: print(f"  {'ok  ' if ch['passed'] else 'FAIL'} {ch['check']}: {ch['detail']}")
+        print_checks(e.checks)
         err(f"mlops-nb release: {e}"); return 1
-    for ch in r["checks"]: print(f"  {'ok  ' if ch['passed'] else 'FAIL'} {ch['check']}: {ch['detail']}")
+    print_checks(r["checks"])
     for line in describe(r, name): print(line)
     if a.force and any(not ch["passed"] for ch in r["checks"]): print("  (forced: recorded in the alias history with the gate's report)")
     return 0

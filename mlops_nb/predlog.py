@@ -218,11 +218,10 @@ def compare(path, name: str, since=None, until=None) -> list[dict]:
     db = open_log(path)
     try: rows = db.execute(_COMPARE, (name, _since(since), _since(until) if until is not None else float("inf"))).fetchall()
     finally: db.close()
-    groups = {}
+    groups, order = {}, {"primary": 0, "canary": 1, "shadow": 2}
     for r in rows: groups.setdefault((r["version"], r["role"]), []).append(r)
     out = []
-    for (v, role), g in sorted(groups.items(), key=lambda kv: (kv[0][0], ["primary", "canary", "shadow"].index(kv[0][1])
-                                                                if kv[0][1] in ("primary", "canary", "shadow") else 3)):
+    for (v, role), g in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 3))):
         lat = np.array([r["latency_ms"] for r in g])
         both = [r for r in g if r["answered"] is not None]
         lab = [r for r in g if r["true_label"] is not None]

@@ -16,7 +16,7 @@ from .db import connect, create, transaction
 
 # %% auto #0
 __all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for', 'Registry', 'held',
-           'ReportUnusable', 'registry_for']
+           'ReportUnusable', 'canary_percent', 'registry_for']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
@@ -311,6 +311,19 @@ def production_gate(self: Registry, name: str, version: int, gates: dict, champi
     return _production_gate(self, name, version, gates, self.aliases(name).get("production") if champion is _ANY else champion)
 
 @patch
+def judge(self: Registry, name: str, version: int, gates: dict, champion, force: bool = False, why: str = "",
+          refused: str = "cannot be promoted to production") -> list:
+    "The production gate's checks of `name@version` against `champion`; `GateFailed` when one fails (unless `force`, "
+    "which needs `why`)."
+    checks = self.production_gate(name, version, gates, champion=champion)
+    failed = [c for c in checks if not c["passed"]]
+    if failed and not force:
+        raise GateFailed(f"{name}@{version} {refused}; failed checks:\n" +
+                         "\n".join(f"  {c['check']}: {c['detail']}" for c in failed), checks)
+    if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
+    return checks
+
+@patch
 def promote(self: Registry, name: str, version: int, alias: str, gates: dict, why: str = "", force: bool = False) -> dict:
     "Point `alias` at `version` (its bundle verified); to `production` only through the gate (or `force` with a reason). "
     "The gate judges the production version it replaces: if production moves while the gate runs, it is judged again."
@@ -319,14 +332,10 @@ def promote(self: Registry, name: str, version: int, alias: str, gates: dict, wh
     for _ in range(20):
         cur = self.aliases(name).get(alias)
         if cur == version: return {"name": name, "alias": alias, "from": cur, "to": version, "changed": False, "checks": []}
-        checks = self.production_gate(name, version, gates, champion=cur) if alias == "production" else []
-        failed = [c for c in checks if not c["passed"]]
-        if failed and not force:
-            raise GateFailed(f"{name}@{version} cannot be promoted to production; failed checks:\n" +
-                             "\n".join(f"  {c['check']}: {c['detail']}" for c in failed), checks)
-        if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
+        checks = self.judge(name, version, gates, cur, force, why) if alias == "production" else []
         gate = {"champion": cur, "checks": checks} if checks else None
-        try: return {**self.set_alias(name, alias, version, why, forced=bool(failed), gate=gate, expect=cur), "checks": checks}
+        forced = any(not c["passed"] for c in checks)
+        try: return {**self.set_alias(name, alias, version, why, forced=forced, gate=gate, expect=cur), "checks": checks}
         except _Moved: continue                                 # someone moved the alias meanwhile: judge again
     raise RegistryError(f"{name}@{alias} kept moving while the gate ran (20 attempts); try again")
 
@@ -403,10 +412,15 @@ def routes(self: Registry, name: str) -> dict:
     canary = al.get("canary") if r else None
     return {"production": al.get("production"), "canary": canary, "percent": r[0] if canary else 0.0, "shadow": al.get("shadow")}
 
+def canary_percent(percent) -> float:
+    "A canary's share of requests, checked: 0 < percent < 100."
+    if not 0 < float(percent) < 100: raise RegistryError(f"--canary {percent}: give a share of requests between 0 and 100 (exclusive)")
+    return float(percent)
+
 @patch
 def set_canary(self: Registry, name: str, version: int, percent: float, why: str = "", gate=None, forced=False) -> dict:
     "Send `percent` of `name`'s requests (0 < percent < 100) to `version`, as the `canary` alias."
-    if not 0 < float(percent) < 100: raise RegistryError(f"--canary {percent}: give a share of requests between 0 and 100 (exclusive)")
+    percent = canary_percent(percent)
     self.verify(name, version)
     with self.tx() as c:
         r = c.execute("SELECT version FROM aliases WHERE name=? AND alias='canary'", (name,)).fetchone()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_release.ipynb #c002
 from __future__ import annotations
-from .registry import Registry, GateFailed, RegistryError
+from .registry import Registry, RegistryError, canary_percent
 
 
 # %% auto #0
@@ -15,23 +15,18 @@ def release(reg: Registry, name: str, version: int, gates: dict, why: str = "", 
             canary: float | None = None, shadow: bool = False) -> dict:
     "Release `name@version` to production, as a canary answering `canary` percent of requests, or as a shadow; "
     "returns `{action, moves, checks}` (each move as the registry reports it). `GateFailed` when the gate refuses."
-    reg.verify(name, version)
     if shadow:
         if canary is not None: raise RegistryError("--shadow and --canary: a version is one or the other")
         m = reg.set_alias(name, "shadow", version, why, action="shadow")
         return {"action": "shadow", "moves": [m], "checks": []}
     if canary is not None:
-        if not 0 < float(canary) < 100: raise RegistryError(f"--canary {canary}: give a share of requests between 0 and 100 (exclusive)")
+        canary = canary_percent(canary)                    # checked before the gate runs, which takes a while
         prod = reg.aliases(name).get("production")
         if prod is None: raise RegistryError(f"{name} has no production version to share traffic with: release one first")
         if prod == version: raise RegistryError(f"{name}@{version} is production already: a canary must be another version")
-        checks = reg.production_gate(name, version, gates, champion=prod)
-        failed = [c for c in checks if not c["passed"]]
-        if failed and not force:
-            raise GateFailed(f"{name}@{version} cannot take canary traffic (it answers real requests); failed checks:\n" +
-                             "\n".join(f"  {c['check']}: {c['detail']}" for c in failed), checks)
-        if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
-        m = reg.set_canary(name, version, canary, why, gate={"champion": prod, "checks": checks}, forced=bool(failed))
+        checks = reg.judge(name, version, gates, prod, force, why, "cannot take canary traffic (it answers real requests)")
+        m = reg.set_canary(name, version, canary, why, gate={"champion": prod, "checks": checks},
+                           forced=any(not c["passed"] for c in checks))
         return {"action": "canary", "moves": [m], "checks": checks}
     r = reg.promote(name, version, "production", gates, why, force)
     moves, routes = [r], reg.routes(name)

@@ -422,7 +422,7 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     opts = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
     if workers > 1:
         mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
-        os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref if follow is None else (ref or m.name),
+        os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
                           MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
         try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
         finally: shutil.rmtree(mp, ignore_errors=True)
@@ -436,13 +436,7 @@ def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
     "`NAME@ALIAS`, `NAME` or nothing follow the registry (production, else staging, else the latest; canary and shadow)."
     name, _, sel = (ref or "").partition("@")
     if sel.isdigit(): return Routes(ServedModel.load(s, ref, threads)), None
-    from mlops_nb.registry import registry_for
-    from mlops_nb.served import pick
-    if not name:
-        reg = registry_for(s)
-        try: name = pick(reg, None)["name"]
-        finally: reg.close()
-    f = Follower(s, name, sel or None, threads)
+    f = Follower(s, name or None, sel or None, threads)
     try: r = f.poll()
     finally: f.close()                              # this thread's registry connection; the follower's thread opens its own
     return r, f

@@ -122,10 +122,11 @@ class Traffic:
 
 # %% ../nbs/20e_traffic.ipynb #c007
 class Follower:
-    "Follows a model's routes in the registry: `routes()` reads them now; `poll()` gives the new `Routes` (its models "
+    "Follows a model's routes in the registry: `want()` reads them now; `poll()` gives the new `Routes` (its models "
     "loaded, verified and warmed up; unchanged ones reused) when they changed since the last call, else None. "
-    "`alias` None follows production, else staging, else the latest version, as `mlops-nb serve` picks."
-    def __init__(self, s, name: str, alias: str | None = None, threads: int = 1):
+    "`alias` None follows production, else staging, else the latest version, as `mlops-nb serve` picks; `name` None: "
+    "the registry's only model."
+    def __init__(self, s, name: str | None = None, alias: str | None = None, threads: int = 1):
         self.s, self.name, self.alias, self.threads = s, name, alias, threads
         self.reg, self.current, self.failed = None, None, None     # the registry (opened in the thread that polls)
 
@@ -133,6 +134,7 @@ class Follower:
         "(primary, canary, percent, shadow) versions the registry says now."
         from mlops_nb.registry import registry_for
         if self.reg is None: self.reg = registry_for(self.s)
+        if self.name is None: self.name = pick(self.reg, None)["name"]
         r = self.reg.routes(self.name)
         if self.alias is None: primary = pick(self.reg, self.name)["version"]
         elif self.current is None: primary = self.reg.get(f"{self.name}@{self.alias}")["version"]   # unknown alias: refused at start
