@@ -17,6 +17,8 @@ def release(reg: Registry, name: str, version: int, gates: dict, why: str = "", 
     "returns `{action, moves, checks}` (each move as the registry reports it). `GateFailed` when the gate refuses."
     if shadow:
         if canary is not None: raise RegistryError("--shadow and --canary: a version is one or the other")
+        if reg.aliases(name).get("production") == version:
+            raise RegistryError(f"{name}@{version} is production already: a shadow is another version scored beside it")
         m = reg.set_alias(name, "shadow", version, why, action="shadow")
         return {"action": "shadow", "moves": [m], "checks": []}
     if canary is not None:
