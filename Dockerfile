@@ -6,6 +6,10 @@
 # The prediction log is written where settings.ini [paths] predictions says: keep it on a writable volume.
 ARG BASE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE}
+# Offline builds (no index reachable): mount a folder of wheels and point pip at it, e.g.
+#   podman build --network none --volume "$PWD/wheels:/wheels:ro" --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels .
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install sysdeps run test check-sync nbtest pytest lab bench docs export readme clean
+.PHONY: help install sysdeps sysdeps-container run test test-slow check-sync nbtest pytest lab bench docs export readme clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -66,6 +66,17 @@ lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 BENCHES := $(sort $(wildcard bench/*.py))
+
+# Debian packages the slow container test uses: podman with runc as its runtime, debootstrap for the image's base
+CONTAINER_DEPS := podman runc debootstrap
+sysdeps-container:  ## install podman, runc and debootstrap (the slow container test)
+	@if command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null; then echo "podman, runc and debootstrap present"; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(CONTAINER_DEPS) >/dev/null \
+	  && echo "installed $(CONTAINER_DEPS)"; fi
+
+test-slow: install sysdeps sysdeps-container  ## the slow tests (minutes each): the serving image built and run with podman
+	$(BIN)/python -m pytest tests -m slow --durations=12
 
 bench: install sysdeps  ## every benchmark under bench/ (make help lists them)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
