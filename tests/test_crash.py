@@ -199,6 +199,7 @@ def _tmpfs(path: Path, size: str) -> bool:
                                                 capture_output=True).returncode == 0
 
 
+@pytest.mark.slow                                    # two minutes together: `make test-slow`, keeping `make test` near 15 minutes
 @pytest.mark.parametrize("left_mb", [0, 1])
 def test_full_disk(tmp_path, left_mb):
     "A workbook on a disk that fills up: a run fails with one line naming the path and the cause; earlier runs stay "
