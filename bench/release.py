@@ -7,7 +7,9 @@ so both cost the same to run. Starts `mlops-nb serve` following production (its 
     beside it notes the version of every answer. Reported: the service's own swap time (load, verify, warm up,
     swap: its `mlops_nb_swap_seconds`), the time from the registry write to the first answer of the new version
     (includes waiting for the next poll, [serve] follow_ms), and wrk's failed requests (non-2xx and socket errors);
-  - shadow: wrk on /v1/predict with no shadow and with B as shadow, alternately, --repeat times (medians);
+  - shadow: wrk on /v1/predict with no shadow and with B as shadow, alternately, --repeat times (medians), at
+    saturation (4 connections, no pause) and paced below it (4 connections, each pausing 1 ms before each request):
+    the shadow runs in its own process at nice 19, so where the primary needs both cores it yields and drops (counted);
   - the application test's load figures (`mlops-nb apptest --no-record`).
 
     python bench/release.py [--repeat 3] [--seconds 5] [--swaps 6] [--quick]
@@ -74,7 +76,10 @@ def main():
         port = free_port(); url = f"http://127.0.0.1:{port}"
         p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        res = {"plain": [], "shadow": []}
+        res = {"plain": [], "shadow": [], "plain_paced": [], "shadow_paced": []}
+        dropped = {"shadow": [], "shadow_paced": []}
+        drops = lambda: float((re.search(r"^mlops_nb_shadow_dropped_total ([\d.e+-]+)", urllib.request.urlopen(url + "/metrics", timeout=30)
+                                         .read().decode(), re.M) or [0, 0])[1])
         try:
             wait_ready(url + "/readyz", p)
             info = json.loads(urllib.request.urlopen(url + "/v1/model", timeout=30).read())
@@ -121,9 +126,11 @@ def main():
                     while json.loads(urllib.request.urlopen(url + "/v1/model", timeout=30).read())["traffic"]["shadow"] != want:
                         if time.time() > deadline: raise SystemExit("the shadow never changed")
                         time.sleep(0.05)
-                    res[mode].append(wrk(url + "/v1/predict", a.seconds, 4, body, tmp, allow_errors=True))
+                    for key, pause in ((mode, 0), (mode + "_paced", 1)):
+                        d0 = drops()
+                        res[key].append(wrk(url + "/v1/predict", a.seconds, 4, body, tmp, allow_errors=True, pause_ms=pause))
+                        if key in dropped: dropped[key].append((drops() - d0) / max(1, res[key][-1]["requests"]))
             reg.unset_alias(name, "shadow", "bench", "shadow-end")
-            shadow_dropped = re.search(r"^mlops_nb_shadow_dropped_total ([\d.e+-]+)", urllib.request.urlopen(url + "/metrics").read().decode(), re.M)
         finally:
             p.terminate(); p.wait(60)
 
@@ -137,17 +144,20 @@ def main():
            "swap_seconds_mean_service": swap_sum / swap_n if swap_n else None,
            "release_to_first_answer_s": {"median": statistics.median(to_first), "max": max(to_first)},
            "requests_during_swaps": load["requests"], "failed_during_swaps": load["failed"] + len(watcher_errors),
-           "plain": {f: med("plain", f) for f in ("rps", "p50", "p99")}, "shadow": {f: med("shadow", f) for f in ("rps", "p50", "p99")},
-           "shadow_dropped": float(shadow_dropped.group(1)) if shadow_dropped else 0.0, "apptest_load": apptest,
+           **{k: {f: med(k, f) for f in ("rps", "p50", "p99")} for k in res},
+           "shadow_dropped_share": {k: statistics.median(v) for k, v in dropped.items()}, "apptest_load": apptest,
            "repeat": a.repeat, "seconds": a.seconds}
     print(f"{out['model']}, one worker, logging on, wrk -c4:")
     print(f"  swaps under load: {a.swaps}; the service's swap (load, verify, warm up, swap) {out['swap_seconds_mean_service'] * 1000:.1f} ms "
           f"on average; release to first answer of the new version: median {out['release_to_first_answer_s']['median']:.3f} s, "
           f"max {out['release_to_first_answer_s']['max']:.3f} s (includes the wait for the next poll)")
     print(f"  requests during the swaps: {out['requests_during_swaps']}, failed: {out['failed_during_swaps']}")
-    print(f"  /v1/predict without a shadow: {out['plain']['rps']:.0f} req/s, p50 {out['plain']['p50']:.2f} ms, p99 {out['plain']['p99']:.2f} ms")
-    print(f"  /v1/predict with a shadow:    {out['shadow']['rps']:.0f} req/s, p50 {out['shadow']['p50']:.2f} ms, p99 {out['shadow']['p99']:.2f} ms "
-          f"(p99 x{out['shadow']['p99'] / out['plain']['p99']:.2f}; shadow requests dropped: {out['shadow_dropped']:.0f})  median of {a.repeat}")
+    for sfx, what in (("", "saturated (no pause)"), ("_paced", "paced (1 ms pause per request and connection)")):
+        pl, sh = out["plain" + sfx], out["shadow" + sfx]
+        print(f"  /v1/predict {what}, median of {a.repeat}:")
+        print(f"    without a shadow: {pl['rps']:.0f} req/s, p50 {pl['p50']:.2f} ms, p99 {pl['p99']:.2f} ms")
+        print(f"    with a shadow:    {sh['rps']:.0f} req/s, p50 {sh['p50']:.2f} ms, p99 {sh['p99']:.2f} ms (p99 x{sh['p99'] / pl['p99']:.2f}, "
+              f"req/s x{sh['rps'] / pl['rps']:.2f}; shadow dropped {out['shadow_dropped_share']['shadow' + sfx]:.1%} of requests)")
     if "rps" in apptest:
         print(f"  apptest load ({apptest['concurrency']} clients, {apptest['seconds']:g} s): {apptest['rps']:.0f} req/s, "
               f"p50 {apptest['p50_ms']:.2f} ms, p95 {apptest['p95_ms']:.2f} ms, p99 {apptest['p99_ms']:.2f} ms, {apptest['errors']} errors")

@@ -30,13 +30,15 @@ def wait_ready(url, p, timeout=60.0) -> float:
     raise SystemExit(f"{url} never became ready")
 
 
-def wrk(url, seconds, connections, body=None, script_dir=None, allow_errors=False) -> dict:
+def wrk(url, seconds, connections, body=None, script_dir=None, allow_errors=False, pause_ms: int = 0) -> dict:
     "req/s, p50 and p99 ms, requests and failed requests (non-2xx, socket errors) from one wrk run (a POST of `body` "
-    "when given); a run with failures is refused unless `allow_errors` (then they are counted)."
+    "when given); a run with failures is refused unless `allow_errors` (then they are counted). `pause_ms`: each "
+    "connection waits that long before each request (a paced load, below saturation)."
     args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
-    if body is not None:
-        lua = Path(script_dir) / "post.lua"
-        lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[' + body + ']==]\n')
+    if body is not None or pause_ms:
+        lua = Path(script_dir) / f"wrk-{pause_ms}.lua"
+        code = "" if body is None else 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[' + body + ']==]\n'
+        lua.write_text(code + (f"function delay() return {int(pause_ms)} end\n" if pause_ms else ""))
         args[1:1] = ["-s", str(lua)]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     if not allow_errors and ("Non-2xx" in out or "Socket errors" in out): raise SystemExit(f"wrk saw errors:\n{out}")

@@ -53,6 +53,7 @@ class ServedModel:
     signature: dict
     run_id: str
     sess: object = field(repr=False)
+    model: bytes = field(default=b"", repr=False)   # the graph the session runs (a shadow's process opens its own)
 
     @classmethod
     def load(cls, s, ref: str | None = None, threads: int = 1) -> "ServedModel":
@@ -67,8 +68,8 @@ class ServedModel:
         "The registry version `v` (a row of `reg`), its bundle verified, ready to predict."
         b = read_bundle(reg.verify(v["name"], v["version"], v["bundle"]))
         shape = tuple(int(d) for d in b.signature["inputs"][0]["shape"][1:])
-        return cls(v["name"], v["version"], v["bundle"], list(b.labels), shape, b.signature, v["run_id"],
-                   ort_session(with_head(b.onnx), threads))
+        g = with_head(b.onnx)
+        return cls(v["name"], v["version"], v["bundle"], list(b.labels), shape, b.signature, v["run_id"], ort_session(g, threads), g)
 
     def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         "Class probabilities (N, K) float32 and the predicted class indices (N,) for uint8 images (N, *shape)."

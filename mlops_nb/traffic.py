@@ -4,7 +4,7 @@
 
 # %% ../nbs/20e_traffic.ipynb #c003
 from __future__ import annotations
-import hashlib, sys, threading, time
+import hashlib, os, pickle, signal, subprocess, sys, threading, time
 from collections import deque
 from dataclasses import dataclass, field
 import numpy as np
@@ -12,7 +12,7 @@ from .served import ServedModel, Batcher, pick
 
 
 # %% auto #0
-__all__ = ['bucket', 'Routes', 'Variant', 'Shadow', 'Traffic', 'Follower']
+__all__ = ['bucket', 'Routes', 'Variant', 'Shadow', 'shadow_worker', 'Traffic', 'Follower']
 
 # %% ../nbs/20e_traffic.ipynb #c004
 def bucket(rid: str) -> float:
@@ -47,50 +47,104 @@ class Variant:
 
 # %% ../nbs/20e_traffic.ipynb #c005
 class Shadow:
-    "Scores requests with another version off the critical path: a thread takes what queued, runs it as one batch, "
-    "and logs each request's answer with role `shadow`. `submit` only appends to a queue (or drops, counted, when full)."
-    def __init__(self, m: ServedModel, log, max_queue: int = 10000, max_rows: int = 1024, telemetry=None):
+    "Scores requests with another version off the critical path, in a process of its own at the lowest CPU priority "
+    "(nice 19): the service's process only queues a request (`submit`), and a thread of it ships what queued, every "
+    "few milliseconds, as one batch over a pipe. The shadow's process scores the batch and logs each request's answer "
+    "with role `shadow` in the same prediction log. When the service needs the CPU the shadow waits, its pipe fills, and "
+    "past `max_queue` waiting requests new ones are dropped (counted: `dropped`, `/metrics`) rather than slowing the "
+    "primary; the same once the shadow's process died."
+    gather_s = 0.005
+
+    def __init__(self, m: ServedModel, log, max_queue: int = 10000, max_rows: int = 1024, telemetry=None, nice: int = 19):
         self.m, self.log, self.max_queue, self.max_rows, self.tel = m, log, max_queue, max_rows, telemetry
-        self.ident, self.labels = (m.name, m.version, m.digest), np.array(m.labels, dtype=object)
-        self.q, self.wake, self.stopping = deque(), threading.Event(), False
-        self.scored = self.dropped = self.failed = 0
-        self.gather_s = 0.005
+        self.q, self.wake, self.stopping, self.dead = deque(), threading.Event(), False, None
+        self.sent = self.dropped = self.inflight = 0
+        self.result = None                          # what the shadow's process reports when it ends: scored, failed, nice
+        self.proc = subprocess.Popen([sys.executable, "-c", "from mlops_nb.traffic import shadow_worker; shadow_worker()"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.spec = {"model": m.model, "threads": 1, "labels": list(m.labels), "ident": (m.name, m.version, m.digest),
+                     "log": None if log is None else str(log.path), "flush_ms": 50 if log is None else log.flush_s * 1000,
+                     "nice": nice}
         self._t = threading.Thread(target=self._run, name=f"shadow-v{m.version}", daemon=True)
         self._t.start()
 
     def submit(self, rid: str, x: np.ndarray, route: str, tags: dict):
-        if len(self.q) >= self.max_queue:
+        if self.dead is not None or len(self.q) >= self.max_queue:
             self.dropped += 1
             if self.tel is not None: self.tel.shadow_dropped()
             return
-        self.q.append((rid, x, route, tags, time.time(), time.perf_counter()))
+        self.q.append((rid, x, route, tags, time.time(), time.monotonic()))
         self.wake.set()
 
+    def _send(self, msg):
+        self.proc.stdin.write(pickle.dumps(msg, protocol=5)); self.proc.stdin.flush()
+
     def _run(self):
-        while True:
-            self.wake.wait(); self.wake.clear()
-            if not self.stopping: time.sleep(self.gather_s)     # gather: fewer, larger batches hold the GIL less often
-            while self.q:
-                batch, rows = [], 0
-                while self.q and rows < self.max_rows:
-                    batch.append(self.q.popleft()); rows += len(batch[-1][1])
-                try: p, k = self.m.scores(batch[0][1] if len(batch) == 1 else np.concatenate([b[1] for b in batch]))
-                except Exception as e:                        # a shadow never takes the service down
-                    self.failed += len(batch); print(f"shadow v{self.m.version}: {type(e).__name__}: {e}", file=sys.stderr)
-                    continue
-                done, i = time.perf_counter(), 0
-                for rid, x, route, tags, ts, t0 in batch:
-                    n = len(x)
-                    if self.log is not None:
-                        self.log.add(rid, self.ident, x, p[i:i + n], self.labels[k[i:i + n]], (done - t0) * 1000, route, tags,
-                                     role="shadow", ts=ts)
-                    i += n
-                self.scored += len(batch)
-            if self.stopping: return
+        try:
+            self._send(self.spec)
+            while True:
+                self.wake.wait(); self.wake.clear()
+                if not self.stopping: time.sleep(self.gather_s)     # gather: a few large batches, not many small ones
+                while self.q:
+                    batch, rows = [], 0
+                    while self.q and rows < self.max_rows:
+                        batch.append(self.q.popleft()); rows += len(batch[-1][1])
+                    x = batch[0][1] if len(batch) == 1 else np.concatenate([b[1] for b in batch])
+                    self.inflight = len(batch)
+                    self._send(([(rid, len(xi), route, tags, ts, t0) for rid, xi, route, tags, ts, t0 in batch], x))
+                    self.sent, self.inflight = self.sent + len(batch), 0
+                if self.stopping: break
+            self._send(None)
+            self.result = pickle.load(self.proc.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:   # the shadow's process died: go on without it
+            self.dead = f"{type(e).__name__}: {e}"
+            n = self.inflight + len(self.q); self.q.clear(); self.dropped += n
+            if self.tel is not None:
+                for _ in range(n): self.tel.shadow_dropped()
+            print(f"shadow v{self.m.version}: its process ended ({self.dead}); the service goes on without a shadow", file=sys.stderr)
+        finally:
+            for f in (self.proc.stdin, self.proc.stdout):
+                try: f.close()
+                except OSError: pass
 
     def close(self, timeout: float = 30.0):
-        "Score what is queued, then stop."
+        "Score and log what is queued, then stop the shadow's process."
         self.stopping = True; self.wake.set(); self._t.join(timeout)
+        try: self.proc.wait(max(1.0, timeout / 3))
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+
+
+def shadow_worker():
+    "The shadow's process: reads the model, then batches, from stdin (pickles from its own service), scores each batch "
+    "and logs it; on the end message (or stdin closed) it flushes the log and writes what it did to stdout."
+    signal.signal(signal.SIGINT, signal.SIG_IGN)            # Ctrl-C stops the service, which then ends its shadow
+    inp, out, sys.stdout = sys.stdin.buffer, sys.stdout.buffer, sys.stderr
+    spec = pickle.load(inp)
+    try: nice = os.nice(spec["nice"])
+    except OSError: nice = os.nice(0)
+    from mlops_nb.bundle import ort_session
+    from mlops_nb.predlog import PredictionLog
+    sess, labels, ident = ort_session(spec["model"], spec["threads"]), np.array(spec["labels"], dtype=object), tuple(spec["ident"])
+    log = PredictionLog(spec["log"], spec["flush_ms"]) if spec["log"] else None
+    scored = failed = 0
+    while True:
+        try: msg = pickle.load(inp)
+        except EOFError: msg = None
+        if msg is None: break
+        meta, x = msg
+        try: p, k = sess.run(None, {"image": x})
+        except Exception as e:                              # a bad batch is counted, never ends the shadow
+            failed += len(meta); print(f"shadow v{ident[1]}: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        done, i = time.monotonic(), 0
+        for rid, n, route, tags, ts, t0 in meta:
+            if log is not None:
+                log.add(rid, ident, x[i:i + n], p[i:i + n], labels[k[i:i + n]], (done - t0) * 1000, route, tags, role="shadow", ts=ts)
+            i += n
+        scored += len(meta)
+    if log is not None: log.close()
+    out.write(pickle.dumps({"scored": scored, "failed": failed, "nice": nice,
+                            "written": 0 if log is None else log.written}, protocol=5)); out.flush()
 
 
 # %% ../nbs/20e_traffic.ipynb #c006
