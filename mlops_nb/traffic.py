@@ -143,8 +143,9 @@ def shadow_worker():
             i += n
         scored += len(meta)
     if log is not None: log.close()
-    out.write(pickle.dumps({"scored": scored, "failed": failed, "nice": nice,
-                            "written": 0 if log is None else log.written}, protocol=5)); out.flush()
+    try: out.write(pickle.dumps({"scored": scored, "failed": failed, "nice": nice,
+                                 "written": 0 if log is None else log.written}, protocol=5)); out.flush()
+    except BrokenPipeError: pass                              # the service was gone already (killed): nobody to tell
 
 
 # %% ../nbs/20e_traffic.ipynb #c006
