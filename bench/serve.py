@@ -8,7 +8,8 @@ one run, each figure --repeat times (medians):
   - POST /v1/predict with 512 rows per request, as rows/s, against bare `session.run` at batch 512;
   - bare `session.run` rows/s at batch 1 and 512, in this process;
   - process start to ready (`mlops-nb serve` until /readyz answers);
-  - `mlflow models serve` on the same ONNX model, when MLflow is installed (pip install -e ".[bench]").
+  - `mlflow models serve` on the same ONNX model, when an interpreter with MLflow is given (--mlflow-python: a venv of
+    its own, `pip install mlflow==3.17.2 onnxruntime onnx`, since MLflow needs pyarrow<26) or this one imports it.
 
     python bench/serve.py [--model NAME@ALIAS] [--repeat 3] [--seconds 5] [--connections 4] [--quick]
 """
@@ -150,7 +151,7 @@ def main():
     print(f"  batch 512 through HTTP: {out['batch512_rows_s']:.0f} rows/s = {out['batch512_rows_s'] / out['bare512_rows_s']:.0%} of bare")
     print(f"  /v1/predict vs the floor: {out['predict_rps'] / out['floor_rps']:.0%}; start to ready {out['start_s']:.2f} s")
     if res["mlflow"]: print(f"  /v1/predict vs MLflow: {out['predict_rps'] / out['mlflow_rps']:.1f}x")
-    elif not a.quick: print("  MLflow not installed: pip install -e '.[bench]', or pass --mlflow-python, to compare")
+    elif not a.quick: print("  MLflow not found: pass --mlflow-python (a venv with mlflow==3.17.2, onnx, onnxruntime) to compare")
     if a.json: Path(a.json).write_text(json.dumps(out, indent=2))
 
 

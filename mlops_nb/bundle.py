@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['BUNDLE_FILES', 'ort_session', 'ort_logits', 'BundleUnusable', 'write_bundle', 'Bundle', 'read_bundle']
+__all__ = ['BUNDLE_FILES', 'MONITORING', 'ort_session', 'ort_logits', 'BundleUnusable', 'write_bundle', 'Bundle', 'read_bundle']
 
 # %% ../nbs/14a_bundle.ipynb #c004
 def ort_session(model, threads: int = 2):
@@ -40,17 +40,19 @@ def _preprocess_spec(shape):
             "resize": "bilinear", "dtype": "uint8", "layout": "CHW",
             "normalize": "x / 127.5 - 1, inside the ONNX graph (mlops_nb.model.preprocess)"}
 
-def write_bundle(path, onnx_path, shape, labels, metrics: dict, lineage: dict, card: str) -> Path:
-    "Write the bundle zip (byte-reproducible)."
+MONITORING = "monitoring/"     # optional files under this folder: the monitoring reference (`mlops_nb.reference`)
+
+def write_bundle(path, onnx_path, shape, labels, metrics: dict, lineage: dict, card: str, monitoring: dict | None = None) -> Path:
+    "Write the bundle zip (byte-reproducible); `monitoring` maps file names to bytes, stored under `monitoring/`."
     files = {"model.onnx": Path(onnx_path).read_bytes(),
              "signature.json": json.dumps(_signature(shape, len(labels)), indent=2),
              "preprocess.json": json.dumps(_preprocess_spec(shape), indent=2),
              "labels.json": json.dumps(list(labels)), "metrics.json": json.dumps(metrics, indent=2, sort_keys=True),
              "lineage.json": json.dumps(lineage, indent=2, sort_keys=True), "MODEL_CARD.md": card}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for k in BUNDLE_FILES:
+        for k, data in [*((k, files[k]) for k in BUNDLE_FILES), *((MONITORING + k, v) for k, v in sorted((monitoring or {}).items()))]:
             zi = zipfile.ZipInfo(k, date_time=(1980, 1, 1, 0, 0, 0)); zi.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(zi, files[k])
+            zf.writestr(zi, data)
     return Path(path)
 
 @dataclass
@@ -63,6 +65,7 @@ class Bundle:
     metrics: dict
     lineage: dict
     card: str
+    monitoring: dict = field(default_factory=dict, repr=False)    # file name -> bytes: the monitoring reference, when packaged with one
     _sess: object = field(default=None, repr=False)
 
     def session(self, threads: int = 2):
@@ -82,5 +85,6 @@ def read_bundle(path) -> Bundle:
         missing = set(BUNDLE_FILES) - set(zf.namelist())
         if missing: raise ValueError(f"{path} is not a model bundle: missing {sorted(missing)}")
         j = lambda k: json.loads(zf.read(k))
+        mon = {k[len(MONITORING):]: zf.read(k) for k in zf.namelist() if k.startswith(MONITORING)}
         return Bundle(zf.read("model.onnx"), j("signature.json"), j("preprocess.json"), j("labels.json"), j("metrics.json"),
-                      j("lineage.json"), zf.read("MODEL_CARD.md").decode())
+                      j("lineage.json"), zf.read("MODEL_CARD.md").decode(), mon)

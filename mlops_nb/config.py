@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full',
-           'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
+__all__ = ['SERVE_DEFAULTS', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'SettingsError', 'find_settings',
+           'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -41,6 +41,7 @@ SERVE_DEFAULTS = dict(
     cors_origins="",           # comma-separated origins allowed by CORS; empty: no CORS headers
     follow_ms=500,             # a service following an alias checks the registry this often for a release, canary or shadow
     shadow_queue=10000,        # shadow requests waiting beyond this are dropped (counted), never queued on the primary's path
+    client_time=False,         # log the time a client sends in X-Request-Time (a trusted simulator back-dating traffic)
 )
 
 GATE_DEFAULTS = dict(
@@ -57,6 +58,18 @@ APPTEST_DEFAULTS = dict(
     max_error_rate=0.0,        # gate: share of load-test requests that may fail
     uploads=32,                # test images replayed as PNG uploads through /v1/predict/image
     tolerance=1e-5,            # gate: largest |probability difference| between the service and the bundle offline
+)
+
+MONITOR_DEFAULTS = dict(
+    window="7d",               # mlops-nb monitor without --since: this far back from now
+    alpha=0.05,                # drift tests: significance after the Benjamini-Hochberg correction across features
+    max_drifted_share=0.25,    # input drift is flagged when more than this share of features drifted
+    max_psi=0.2,               # prediction drift (PSI of the predicted class distribution) is flagged above this
+    min_labels=30,             # accuracy and per-class figures are judged only on at least this many labels
+    min_accuracy=0.9,          # realized accuracy (where labels arrived) must reach this
+    max_accuracy_drop=0.05,    # estimated accuracy (label-free) may fall at most this below the reference's
+    max_error_rate=0.01,       # share of requests the service refused
+    p99_ms=50.0,               # the logged p99 latency must stay under this
 )
 
 @dataclass
@@ -81,6 +94,7 @@ class Settings:
     gates: dict = field(default_factory=lambda: dict(GATE_DEFAULTS))  # the [gates] section, typed
     serve: dict = field(default_factory=lambda: dict(SERVE_DEFAULTS))  # the [serve] section, typed
     apptest: dict = field(default_factory=lambda: dict(APPTEST_DEFAULTS))  # the [apptest] section, typed
+    monitor: dict = field(default_factory=lambda: dict(MONITOR_DEFAULTS))  # the [monitor] section, typed
 
     @property
     def root(self) -> Path: return self.path.parent
@@ -159,13 +173,14 @@ def load_settings(path=None) -> Settings:
     try: tol = float(tol); assert tol >= 0
     except (ValueError, AssertionError): raise SettingsError(f"{path}: [reproduce] metric_tolerance = {tol!r}; expected a number >= 0") from None
     serve, apptest = _typed(get, path, "serve", SERVE_DEFAULTS), _typed(get, path, "apptest", APPTEST_DEFAULTS)
+    monitor = _typed(get, path, "monitor", MONITOR_DEFAULTS)
     gates = _typed(get, path, "gates", GATE_DEFAULTS)
     profiles = {sec.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{sec}] {k}") for k, v in cp.items(sec)}
                 for sec in cp.sections() if sec.startswith("profile:")}
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),
                     wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"),
                     lineage=rel("lineage") if cp.has_option("paths", "lineage") else None, metric_tolerance=tol,
-                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest,
+                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest, monitor=monitor,
                     predictions=rel("predictions") if cp.has_option("paths", "predictions") else None,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
                     wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),

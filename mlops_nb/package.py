@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from .cores import core_lease
 from .bundle import ort_session, ort_logits, write_bundle
+from . import reference
 
 # %% auto #0
 __all__ = ['PixelModel', 'export_onnx', 'torch_logits', 'ParityError', 'parity', 'latency', 'model_card', 'PackageResult',
@@ -133,15 +134,19 @@ class PackageResult:
     parity: dict         # parity figures
     latency: list        # ORT vs torch latency rows
     card: str
+    reference: object = None  # the monitoring reference packed into the bundle (`mlops_nb.reference.MonitoringReference`)
 
 def package(ds, net: nn.Module, classes, metrics: dict, lineage: dict, out_dir, tol: float = 1e-4, threads: int = 2,
             measure_latency: bool = True) -> PackageResult:
-    "Export, gate on parity over the test split, measure latency, write the bundle into `out_dir`."
+    "Export, gate on parity over the test split, measure latency, compute the monitoring reference on the validation "
+    "split, write the bundle into `out_dir`."
     out_dir = Path(out_dir)
     onnx_path = export_onnx(net, ds.shape, out_dir/"model.onnx")
     x, _ = ds.part("test")
     par = parity(net, onnx_path, x, tol, threads)
     lat = latency(net, onnx_path, x, threads=threads) if measure_latency else []
     card = model_card(classes, metrics, lineage, ds.shape, par)
-    path = write_bundle(out_dir/"bundle.zip", onnx_path, ds.shape, classes, metrics, lineage, card)
-    return PackageResult(path, par, lat, card)
+    xv, yv = ds.part("val")                          # the monitoring reference: on data the model was not trained on
+    mon = reference.build(xv, yv, ort_logits(ort_session(onnx_path, threads), xv), list(classes))
+    path = write_bundle(out_dir/"bundle.zip", onnx_path, ds.shape, classes, metrics, lineage, card, mon.files())
+    return PackageResult(path, par, lat, card, mon)

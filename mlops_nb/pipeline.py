@@ -17,8 +17,8 @@ from .params import ParamError, describe_params, resolve_params, notebook_params
 from .kernels import Kernel, execute, notebook_imports
 
 # %% auto #0
-__all__ = ['STAGES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap',
-           'RunFailed', 'run', 'render_html', 'write_reports']
+__all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id',
+           'lineage_for', 'reap', 'RunFailed', 'run', 'render_html', 'write_reports']
 
 # %% ../nbs/40_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class StageSpec:
     raw: str = ""                      # the parameter naming raw data outside the store: its fingerprint joins the cache key
     heavy: bool = False                # keeps every core busy: the runner does nothing beside it (no kernel started ahead)
     measures: bool = False             # measures the running system (latency): its outputs and metrics are not reproducible
+    cache: bool = True                 # False: always executed (what it reads, e.g. the prediction log, changes under it)
 
 STAGES = (
     StageSpec("ingest", "ingest.ipynb", raw="source"),
@@ -40,6 +41,9 @@ STAGES = (
     StageSpec("register", "register.ipynb", {"bundle": "package.bundle"}),
     StageSpec("apptest", "apptest.ipynb", {"registration": "register.registration"}, measures=True),
 )
+
+MONITOR = (StageSpec("monitor", "monitor.ipynb", measures=True, cache=False),)
+PIPELINES = {"build": STAGES, "monitor": MONITOR}   # a run executes one of these; run.json names it (`pipeline`)
 
 def downstream(names, stages=STAGES) -> set:
     "The named stages and every stage that depends on them."
@@ -154,17 +158,21 @@ def _take_report(s, hit, srec, run_dir, nb_out):
     if nb_out.with_suffix(".html").is_file(): srec["html"] = nb_out.with_suffix(".html").name
 
 def run(profile: str = "default", overrides=(), settings: Settings | None = None, echo=print, progress: bool | None = None,
-        force: bool = False, force_stages=(), params: dict | None = None, reproduces: str | None = None) -> dict:
-    "Execute the pipeline; returns the run record (also `runs/<run-id>/run.json`). Raises `RunFailed`, `ParamError`."
+        force: bool = False, force_stages=(), params: dict | None = None, reproduces: str | None = None,
+        pipeline: str = "build") -> dict:
+    "Execute a pipeline (`PIPELINES`: build, monitor); returns the run record (also `runs/<run-id>/run.json`). Raises "
+    "`RunFailed`, `ParamError`. The monitor pipeline's parameters come from `overrides` (its profile is `monitor`)."
     s = settings or load_settings()
-    spec = stage_params(s)
+    if pipeline not in PIPELINES: raise ValueError(f"unknown pipeline {pipeline!r}; the pipelines are {sorted(PIPELINES)}")
+    STAGES = PIPELINES[pipeline]
+    spec = stage_params(s, STAGES)
     if params is not None:   # recorded per-stage parameters (reproduce): checked like a profile
         params = resolve_params(spec, {f"{st}.{k}": v for st, ps in params.items() for k, v in ps.items()})
     else:
-        if profile not in s.profiles:
+        if pipeline == "build" and profile not in s.profiles:
             raise ParamError(f"unknown profile {profile!r}; settings.ini defines: {', '.join(sorted(s.profiles))}")
-        params = resolve_params(spec, s.profiles[profile], overrides)
-    forced = {st.name for st in STAGES} if force else downstream(force_stages)
+        params = resolve_params(spec, s.profiles.get(profile, {}) if pipeline == "build" else {}, overrides)
+    forced = {st.name for st in STAGES} if force else downstream(force_stages, STAGES)
     apply_env(s)
     lin, store = lineage_for(s), Store(s.store)
     reap(s, lin)
@@ -173,7 +181,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     run_dir.mkdir(parents=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{run_id}-"))     # the kernels' TMPDIR: removed however the run ends
     env = env_info(s)
-    rec = {"run_id": run_id, "status": "running", "profile": profile, "started": now(), "ended": None,
+    rec = {"run_id": run_id, "status": "running", "pipeline": pipeline, "profile": profile, "started": now(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
            "env": {k: v for k, v in env.items() if k != "packages"}, "runner": _me(), "run_dir": str(run_dir), "tmp": str(tmp),
            "stages": [{"name": st.name, "status": "pending", **({"measures": True} if st.measures else {})} for st in STAGES],
@@ -182,7 +190,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     write_json(run_dir/"env.json", env)
     write_json(run_dir/"run.json", rec)
     lin.record_run(rec)
-    echo(f"run {run_id}  ({'reproducing ' + reproduces if reproduces else profile + ' profile'})  {run_dir}")
+    echo(f"run {run_id}  ({'reproducing ' + reproduces if reproduces else profile + ' profile' if pipeline == 'build' else pipeline})  {run_dir}")
     outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
     from mlops_nb.cores import lock_dir
     kenv = {**os.environ, "TMPDIR": str(tmp), **({"MLOPS_NB_LOCK_DIR": str(ld)} if (ld := lock_dir()) else {})}   # one pool
@@ -211,7 +219,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             # a reproduction is a check, not a source for the cache: its register stage does not register
             common = dict(cache_key=None if reproduces else key, params=params[st.name], code_digest=code, env_digest=env["digest"],
                           git_commit=rec["git"]["commit"], started=srec["started"], notebook=nb_out.name)
-            hit = None if st.name in forced else _reuse(s, store, lin, key, echo)
+            hit = None if st.name in forced or not st.cache else _reuse(s, store, lin, key, echo)
             if hit is not None:
                 close(i - 1, now=True)          # started ahead for nothing
                 _take_report(s, hit, srec, run_dir, nb_out)

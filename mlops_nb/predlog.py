@@ -15,7 +15,7 @@ from .db import connect, create, transaction, DbError
 
 # %% auto #0
 __all__ = ['SCHEMA', 'open_log', 'PredictionLog', 'parse_time', 'iso', 'predictions', 'known', 'rejected', 'counts', 'compare',
-           'export_parquet']
+           'chunks', 'export_parquet']
 
 # %% ../nbs/20a_predlog.ipynb #c004
 SCHEMA = """
@@ -190,12 +190,14 @@ def known(db, rid: str) -> int:
     r = db.execute("SELECT MAX(row) FROM predictions WHERE request_id = ?", (rid,)).fetchone()[0]
     return 0 if r is None else r + 1
 
-def rejected(path, since=None, limit: int | None = None) -> list[dict]:
-    "Refused requests, newest first."
+def rejected(path, since=None, limit: int | None = None, until=None) -> list[dict]:
+    "Refused requests in [since, until), newest first (`ts`: epoch seconds, `time`: the same in RFC 3339)."
     db = open_log(path)
-    try: rows = db.execute("SELECT * FROM rejected WHERE ts >= ? ORDER BY ts DESC LIMIT ?", (_since(since), -1 if limit is None else limit)).fetchall()
+    try: rows = db.execute("SELECT * FROM rejected WHERE ts >= ? AND ts < ? ORDER BY ts DESC LIMIT ?",
+                           (_since(since), _since(until) if until is not None else float("inf"), -1 if limit is None else limit)).fetchall()
     finally: db.close()
-    return [{**{k: r[k] for k in ("route", "status", "reason", "request_id")}, "time": iso(r["ts"]), "tags": orjson.loads(r["tags"])} for r in rows]
+    return [{**{k: r[k] for k in ("route", "status", "reason", "request_id", "ts")}, "time": iso(r["ts"]), "tags": orjson.loads(r["tags"])}
+            for r in rows]
 
 def counts(path) -> dict:
     "Rows in each table."
@@ -231,6 +233,41 @@ def compare(path, name: str, since=None, until=None) -> list[dict]:
                     "accuracy": sum(r["label"] == r["true_label"] for r in lab) / len(lab) if lab else None,
                     "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))})
     return out
+
+# %% ../nbs/20a_predlog.ipynb #c010b
+_COLUMNS = """
+SELECT q.pid, q.request_id, q.row, q.ts, q.version, q.role, q.tags, q.input, q.input_shape, q.probabilities, q.label,
+       q.latency_ms, fb.label AS true_label, fb.ts AS label_ts
+FROM (SELECT p.rowid AS pid, p.*, (
+        SELECT f.rowid FROM feedback f WHERE f.request_id = p.request_id AND f.row = p.row AND f.ts >= p.ts
+           AND NOT EXISTS (SELECT 1 FROM predictions o WHERE o.request_id = p.request_id AND o.row = p.row
+                           AND o.ts > p.ts AND o.ts <= f.ts AND (o.role = 'shadow') = (p.role = 'shadow'))
+        ORDER BY f.ts DESC LIMIT 1) AS fid
+      FROM predictions p WHERE p.model = ? AND p.ts >= ? AND p.ts < ? AND p.role IN ({roles}) ORDER BY p.ts) q
+LEFT JOIN feedback fb ON fb.rowid = q.fid"""
+
+def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary")):
+    "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows: dicts of "
+    "numpy arrays `ts`, `version`, `role`, `tags` (JSON text), `x` (inputs, N x shape), `p` (probabilities), `label`, "
+    "`true_label` and `label_ts` (None where no label arrived), `latency_ms`, `request_id`. Memory stays that of one chunk."
+    db = open_log(path)
+    try:
+        cur = db.execute(_COLUMNS.format(roles=", ".join("?" * len(roles))),
+                         (name, _since(since), _since(until) if until is not None else float("inf"), *roles))
+        while rows := cur.fetchmany(size):
+            col = lambda k: [r[k] for r in rows]
+            shapes = set(col("input_shape"))
+            if len(shapes) > 1: raise ValueError(f"the log holds inputs of several shapes for {name}: {sorted(shapes)}")
+            shape = orjson.loads(shapes.pop())
+            x = np.frombuffer(b"".join(col("input")), np.uint8).reshape(len(rows), *shape)
+            probs = col("probabilities")
+            p = np.frombuffer(b"".join(probs), np.float32).reshape(len(rows), len(probs[0]) // 4)
+            yield {"ts": np.array(col("ts")), "version": np.array(col("version")), "role": np.array(col("role")),
+                   "tags": np.array(col("tags")), "x": x, "p": p, "label": np.array(col("label")),
+                   "true_label": np.array(col("true_label"), dtype=object), "label_ts": np.array(col("label_ts"), dtype=object),
+                   "latency_ms": np.array(col("latency_ms")), "request_id": np.array(col("request_id"))}
+    finally: db.close()
+
 
 # %% ../nbs/20a_predlog.ipynb #c014
 def export_parquet(path, out, since=None, until=None) -> list[Path]:

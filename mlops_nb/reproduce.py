@@ -82,6 +82,7 @@ def reproduce(run_id: str, settings: Settings | None = None, echo=print) -> tupl
     orig = load_run(s, run_id)
     if orig.get("status") != "succeeded":
         raise ValueError(f"run {run_id} has status {orig.get('status')!r}; only a succeeded run can be reproduced")
-    try: new = run(orig.get("profile", "default"), settings=s, echo=echo, params=orig["params"], force=True, reproduces=run_id)
+    try: new = run(orig.get("profile", "default"), settings=s, echo=echo, params=orig["params"], force=True, reproduces=run_id,
+                    pipeline=orig.get("pipeline", "build"))
     except RunFailed as e: new = e.record
     return compare_runs(orig, new, s.metric_tolerance), new

@@ -15,12 +15,12 @@ from .served import ServedModel, Batcher
 from .traffic import Routes, Variant, Traffic, Shadow, Follower
 from .inputs import (BadInput, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
                              feedback_items, request_id, whole_numbers)
-from .predlog import PredictionLog, open_log, known
+from .predlog import PredictionLog, open_log, known, parse_time, iso
 from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['api_key_from', 'Service', 'create_app', 'serve', 'routes_for', 'log_for', 'app_from_env']
+__all__ = ['request_time', 'api_key_from', 'Service', 'create_app', 'serve', 'routes_for', 'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -33,7 +33,10 @@ _FEEDBACK = {"type": "object", "required": ["request_id", "label"], "properties"
 _HEADERS = [{"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
              "description": "kept and echoed; one is made when absent"},
             {"name": "X-Tags", "in": "header", "required": False, "schema": {"type": "string"},
-             "description": "key=value pairs, comma-separated (camera=3,site=north): logged with the predictions"}]
+             "description": "key=value pairs, comma-separated (camera=3,site=north): logged with the predictions"},
+            {"name": "X-Request-Time", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "the time to log (RFC 3339 or epoch seconds) instead of the time of arrival: honoured only when "
+                            "[serve] client_time = true (and, with an API key set, only with the key), then echoed"}]
 
 def _body(schema, ct: str = "application/json"):
     return {"requestBody": {"required": True, "content": {ct: {"schema": schema}}}, "parameters": _HEADERS}
@@ -41,6 +44,21 @@ def _body(schema, ct: str = "application/json"):
 def _json(obj, status: int = 200, rid: str | None = None, headers: dict | None = None):
     h = {**({"x-request-id": rid} if rid else {}), **(headers or {})}
     return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, h or None, media_type="application/json")
+
+def request_time(value: str) -> float:
+    "Unix seconds from an `X-Request-Time` value: RFC 3339 (`2026-11-25T08:00:00Z`; UTC when it names no zone) or epoch "
+    "seconds; `BadInput` otherwise."
+    try: t = float(value)
+    except ValueError:
+        try: t = parse_time(value)
+        except ValueError: t = float("nan")
+    if not 0 < t < 1e11:                                      # NaN and infinity fail this too
+        raise BadInput(f"X-Request-Time: {value[:64]!r} is not a time: give RFC 3339 (2026-11-25T08:00:00Z) or epoch seconds")
+    return t
+
+def _stamp(rid: str, ts: float | None) -> dict:
+    "A response's headers: the request id, and the time logged when the client set it."
+    return {"x-request-id": rid} if ts is None else {"x-request-id": rid, "x-request-time": iso(ts)}
 
 def api_key_from(opts: dict) -> str | None:
     "The API key in force: the environment variable named by `api_key_env`, else `api_key` (None: no key)."
@@ -90,6 +108,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     from mlops_nb.config import SERVE_DEFAULTS
     o = {**SERVE_DEFAULTS, **(opts or {})}
     max_batch, max_body, protect = o["max_batch"], o["max_body"], bool(o["protect_predict"])
+    client_time = bool(o["client_time"])
     routes = m if isinstance(m, Routes) else Routes(m)
     m = routes.primary                      # name, input shape and labels: the same for every version of a model
     K = len(m.labels)
@@ -142,15 +161,22 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             if not hmac.compare_digest(got.encode(), api_key.encode()):
                 raise BadInput("missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`", 401)
 
-    async def score(route: str, t0: float, rid: str, x, tags: dict, digests=None, v: Variant | None = None):
+    def when(h) -> float | None:
+        "The time to log: the client's `X-Request-Time` when `client_time` is on (with an API key set, only from a request "
+        "carrying it: 401 otherwise); None (the log's own clock) when it is off or the header is absent."
+        if not client_time or (v := h.get("x-request-time")) is None: return None
+        guard(h, True)
+        return request_time(v)
+
+    async def score(route: str, t0: float, rid: str, x, tags: dict, digests=None, v: Variant | None = None, ts: float | None = None):
         "Predict with the version the traffic picks for `rid` (or `v`), batched with the requests that arrived together; "
         "log it with its role; hand it to the shadow; count: (probabilities, labels, the variant that answered)."
         T = st.T
         v = v or T.pick(rid)
         p, k = await v.batcher(x)
         lab = v.labels[k]
-        if log is not None: log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests)
-        if T.shadow is not None: T.shadow.submit(rid, x, route, tags)
+        if log is not None: log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests, ts)
+        if T.shadow is not None: T.shadow.submit(rid, x, route, tags, ts)
         recent[rid] = len(x)
         if len(recent) > 100_000: recent.popitem(last=False)
         tel.predicted(v.m.version, k)
@@ -159,31 +185,31 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     # The hot routes as plain functions of (headers, body): the fast ASGI path below and the documented routes share them.
     async def predict_rows(h, body: bytes, t0: float):
         guard(h, protect)
-        rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
+        rid, tags, ts = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags")), when(h)
         x = to_batch(parse_json(body, h.get("content-type"), max_body).get("inputs"), m.shape, max_batch, ints=whole_numbers(body))
-        p, lab, v = await score("/v1/predict", t0, rid, x, tags)
+        p, lab, v = await score("/v1/predict", t0, rid, x, tags, ts=ts)
         return {"request_id": rid, "model": v.obj,
-                "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid, b""
+                "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, _stamp(rid, ts), b""
 
     async def infer(route: str, h, body: bytes, t0: float, v: Variant | None = None):
         guard(h, protect)
         body, blob = oip_body(body, h, max_body)
         rid = request_id(str(body["id"]) if body.get("id") is not None else h.get("x-request-id"))
-        tags = parse_tags(h.get("x-tags"), body.get("parameters"))
+        tags, ts = parse_tags(h.get("x-tags"), body.get("parameters")), when(h)
         x = oip_input(body, m.shape, max_batch, blob)
         want = oip_outputs(body)
-        p, lab, v = await score(route, t0, rid, x, tags, v=v)
+        p, lab, v = await score(route, t0, rid, x, tags, v=v, ts=ts)
         out, tail = zip(*(oip_tensor(n, p if n == "probabilities" else lab, binary) for n, binary in want))
-        return {"model_name": m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, rid, b"".join(tail)
+        return {"model_name": m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, _stamp(rid, ts), b"".join(tail)
 
     async def answer(route: str, h, t0: float, fn, *args):
         "Run a route function: (status, JSON bytes, headers), a refusal when it raises `BadInput`."
-        try: obj, rid, tail = await fn(*args)
+        try: obj, hdr, tail = await fn(*args)
         except BadInput as e: return refuse(route, h, t0, e.status, str(e))
         tel.request(route, 200, time.perf_counter() - t0)
         head = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-        if not tail: return 200, head, {"x-request-id": rid}
-        return 200, head + tail, {"x-request-id": rid, "content-type": "application/octet-stream",   # binary tensor data extension
+        if not tail: return 200, head, hdr
+        return 200, head + tail, {**hdr, "content-type": "application/octet-stream",   # binary tensor data extension
                                   "inference-header-content-length": str(len(head))}
 
     def check_model(name: str, version: str | None = None) -> Variant | None:
@@ -292,7 +318,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def predict_image(request: Request):
         t0, h = start(request), request.headers
         guard(h, protect)
-        rid, tags = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags"))
+        rid, tags, ts = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags")), when(h)
         ct = h.get("content-type", "")
         if not ct.lower().startswith("multipart/form-data"):
             raise BadInput(f"content type {ct.split(';')[0]!r}: send multipart/form-data with one or more image files", 415)
@@ -304,10 +330,11 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         finally: await form.close()
         if sum(len(b) for _, b in files) > max_body: raise BadInput(f"uploads over the limit of {max_body} bytes", 413)
         x, digests, names = images(files, m.shape, max_batch, o["max_pixels"])
-        p, lab, v = await score("/v1/predict/image", t0, rid, x, tags, digests)
+        p, lab, v = await score("/v1/predict/image", t0, rid, x, tags, digests, ts=ts)
         tel.request("/v1/predict/image", 200, time.perf_counter() - t0)
         return _json({"request_id": rid, "model": v.obj,
-                      "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, rid=rid)
+                      "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]},
+                     headers=_stamp(rid, ts))
 
     @api.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
               responses={400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR},
@@ -315,6 +342,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def feedback(request: Request):
         t0, h = start(request), request.headers
         guard(h, True)
+        ts = when(h)
         check_size(h, max_body)
         items = feedback_items(parse_json(await request.body(), h.get("content-type"), max_body, lists=True), m.labels, max_batch)
         if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
@@ -327,9 +355,9 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             r, row = miss[0]
             raise BadInput(f"unknown request_id {r[:128]!r}" + (f" (or it had no row {row})" if row else "") +
                            ": send feedback for a request this service answered", 404)
-        for r, row, label in items: log.feedback(r, row, label)
+        for r, row, label in items: log.feedback(r, row, label, ts=ts)
         tel.feedback(len(items)); tel.request("/v1/feedback", 200, time.perf_counter() - t0)
-        return _json({"accepted": len(items)})
+        return _json({"accepted": len(items)}, headers=None if ts is None else {"x-request-time": iso(ts)})
 
     @api.get("/v2", summary="OIP server metadata")
     async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": ["binary_tensor_data"]})

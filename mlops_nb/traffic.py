@@ -68,12 +68,13 @@ class Shadow:
         self._t = threading.Thread(target=self._run, name=f"shadow-v{m.version}", daemon=True)
         self._t.start()
 
-    def submit(self, rid: str, x: np.ndarray, route: str, tags: dict):
+    def submit(self, rid: str, x: np.ndarray, route: str, tags: dict, ts: float | None = None):
+        "Queue a request the primary answered (`ts`: the time its row was logged with, default now)."
         if self.dead is not None or len(self.q) >= self.max_queue:
             self.dropped += 1
             if self.tel is not None: self.tel.shadow_dropped()
             return
-        self.q.append((rid, x, route, tags, time.time(), time.monotonic()))
+        self.q.append((rid, x, route, tags, ts or time.time(), time.monotonic()))
         self.wake.set()
 
     def _send(self, msg):

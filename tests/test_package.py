@@ -44,7 +44,9 @@ def test_bundle_from_the_smoke_run(smoke):
     assert 0 <= rec["metrics"]["package/parity_max_abs_diff"] <= 1e-4
     store = Store(settings.parent / "store")
     path = store.path(st["package"]["outputs"]["bundle"])
-    assert sorted(zipfile.ZipFile(path).namelist()) == sorted(BUNDLE_FILES)
+    from mlops_nb.bundle import MONITORING
+    from mlops_nb.reference import FILES
+    assert sorted(zipfile.ZipFile(path).namelist()) == sorted([*BUNDLE_FILES, *(MONITORING + f for f in FILES)])
     b = read_bundle(path)
     assert b.signature["inputs"][0] == {"name": "image", "shape": ["batch", 1, 8, 8], "dtype": "uint8", "range": [0, 255], "layout": "NCHW"}
     assert b.preprocess["function"] == "mlops_nb.data.prepare_image" and b.preprocess["image_size"] == 8
