@@ -45,7 +45,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple:
     if n == 0: return (None, None)
     p, d = k / n, 1 + z * z / n
     c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
+    return (max(0.0, min(p, c - h)), min(1.0, max(p, c + h)))        # it holds k/n (also where rounding says otherwise)
 
 
 # %% ../nbs/30_monitor.ipynb #c006

@@ -98,7 +98,7 @@ def plot_timeline(ev: dict):
     acc = [(i, w["accuracy"]) for i, w in enumerate(ws) if w["accuracy"]]
     if acc:
         ax[0, 1].errorbar([i for i, _ in acc], [a["value"] for _, a in acc], fmt="o-",
-                          yerr=[[a["value"] - a["low"] for _, a in acc], [a["high"] - a["value"] for _, a in acc]], label="realized (labels)")
+                          yerr=[[max(0, a["value"] - a["low"]) for _, a in acc], [max(0, a["high"] - a["value"]) for _, a in acc]], label="realized (labels)")
     est = [(i, w["estimated_accuracy"]) for i, w in enumerate(ws) if w["estimated_accuracy"] is not None]
     if est: ax[0, 1].plot([i for i, _ in est], [e for _, e in est], "s--", label="estimated (no labels)")
     ax[0, 1].set_title("accuracy", fontsize=10); ax[0, 1].legend(fontsize=8)
@@ -124,7 +124,7 @@ def plot_per_class(f: dict):
     got = [(i, r) for i, r in enumerate(per) if r["recall"] is not None]
     if got:
         ax.errorbar([i - 0.1 for i, _ in got], [r["recall"] for _, r in got], fmt="o", label="realized (labels)",
-                    yerr=[[r["recall"] - r["recall_low"] for _, r in got], [r["recall_high"] - r["recall"] for _, r in got]])
+                    yerr=[[max(0, r["recall"] - r["recall_low"]) for _, r in got], [max(0, r["recall_high"] - r["recall"]) for _, r in got]])
     exp = [(i, r["expected_recall"]) for i, r in enumerate(per) if r["expected_recall"] is not None]
     if exp: ax.plot([i + 0.1 for i, _ in exp], [e for _, e in exp], "s", label="expected (no labels)")
     ax.set_xticks(x, [r["class"] for r in per]); ax.set_ylim(0, 1.05); ax.set_title("recall by class", fontsize=10); ax.legend(fontsize=8)
