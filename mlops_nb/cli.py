@@ -8,14 +8,14 @@ import argparse, sys
 from .config import SettingsError, load_settings
 from .cmd_common import TRAIN_MODULES
 from . import (cmd_common as common, cmd_pipeline as _pipeline, cmd_runs as _runs, cmd_registry as _registry,
-                      cmd_release as _release, cmd_serve as _serve, cmd_monitor as _monitor, cmd_simulate as _simulate)
+                      cmd_release as _release, cmd_serve as _serve, cmd_monitor as _monitor, cmd_govern as _govern, cmd_simulate as _simulate)
 
 
 # %% auto #0
 __all__ = ['GROUPS', 'parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #c004
-GROUPS = [_pipeline, _runs, _registry, _release, _serve, _monitor, _simulate]      # each adds its subcommands; the top-level help lists them in this order
+GROUPS = [_pipeline, _runs, _registry, _release, _serve, _monitor, _govern, _simulate]      # each adds its subcommands; the top-level help lists them in this order
 
 def parser() -> argparse.ArgumentParser:
     "The `mlops-nb` parser, assembled from the command groups."

@@ -9,12 +9,12 @@ from .cmd_common import err, require_train
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_monitor']
+__all__ = ['add_commands', 'cmd_monitor', 'cmd_alerts']
 
 # %% ../nbs/57_cmd_monitor.ipynb #c003
 def add_commands(sub):
     "Add `monitor` to the top-level parser's subcommands."
-    m = sub.add_parser("monitor", help="the monitoring report: drift, performance, telemetry from the prediction log",
+    m = sub.add_parser("monitor", help="drift, performance, telemetry from the prediction log",
                        description="Execute the monitoring notebook (nbs/pipelines/monitor.ipynb) with papermill as a run "
                                    "of its own under runs/ (lineage, a W&B run, an HTML report): integrity, input and "
                                    "prediction drift against the bundle's monitoring reference, accuracy where labels "
@@ -30,6 +30,14 @@ def add_commands(sub):
     m.add_argument("--strict", action="store_true", help="exit 1 when a check alerted (for a scheduled job)")
     m.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
     m.set_defaults(func=cmd_monitor)
+    al = sub.add_parser("alerts", help="the alert log: what monitoring raised, where it went",
+                        description="List the alert log (the governance database, append-only), newest first: when, the "
+                                    "model version, severity, the check, its value against the threshold, the run and report, "
+                                    "and each delivery (report, webhook, W&B).")
+    al.add_argument("--since", default=None, metavar="T", help="only alerts since T (an RFC 3339 time or an age: 7d, 12h)")
+    al.add_argument("--model", default=None, metavar="NAME", help="only this model's alerts")
+    al.add_argument("--json", action="store_true", help="print them as JSON")
+    al.set_defaults(func=cmd_alerts)
 
 def cmd_monitor(a, s):
     "`mlops-nb monitor`: run id and report on stdout, the verdict on stderr; 1 when the run failed (or, with --strict, alerted)."
@@ -58,9 +66,29 @@ def cmd_monitor(a, s):
     st = rec["stages"][0]
     out = json.loads(Store(s.store).read_bytes(st["outputs"]["monitor"]))
     if not a.quiet:
+        from mlops_nb.govern import alerts
         t = out["total"]
         err(f"{out['model']}@{out['version']}: {t['rows']} predictions, {t['labels']['labelled']} labelled: {out['status']}")
         for c in t["checks"]: err(f"  {c['status']:<5} {c['check']}: {c['detail']}")
+        raised = [x for x in alerts(s.governance, model=out["model"]) if x["run_id"] == rec["run_id"]]
+        if raised: err(f"{len(raised)} alert(s) raised (`mlops-nb alerts`): " + ", ".join(f"{x['check_name']} ({x['severity']})" for x in raised))
+        elif out["status"] == "ALERT": err("no new alert: the failed checks alerted within [govern] cooldown already")
     print(rec["run_id"]); print(s.runs/rec["run_id"]/st.get("html", st["notebook"]))
     return 1 if a.strict and out["status"] == "ALERT" else 0
+
+
+def cmd_alerts(a, s):
+    "`mlops-nb alerts`: the alert log, newest first."
+    from mlops_nb.govern import alerts
+    from mlops_nb.predlog import parse_time
+    rows = alerts(s.governance, parse_time(a.since) if a.since else None, a.model)
+    if a.json: print(json.dumps(rows, indent=1)); return 0
+    if not rows: print("no alerts" + (f" since {a.since}" if a.since else "") + (f" for {a.model}" if a.model else "")); return 0
+    for r in rows:
+        dl = ", ".join(f"{d['channel']}{'' if d['ok'] else ' FAILED: ' + d['detail']}" for d in r["deliveries"]) or "not delivered"
+        val = "" if r["value"] is None else f" {r['value']:.4g}" + ("" if r["threshold"] is None else f" (limit {r['threshold']:.4g})")
+        print(f"{r['time'][:19]}  {r['severity']:<8} {r['model']}@{r['version']}  {r['check_name']}{val}")
+        print(f"    {r['detail']}")
+        print(f"    run {r['run_id']}  {r['report'] or ''}  delivered: {dl}")
+    return 0
 

@@ -14,7 +14,7 @@ __all__ = ['add_commands', 'cmd_run', 'cmd_params', 'cmd_reproduce']
 def add_commands(sub):
     "Add `run`, `params` and `reproduce` to the top-level parser's subcommands."
     from mlops_nb.pipeline import STAGES                     # the stage list in the help follows the stage graph
-    r = sub.add_parser("run", help=f"run the pipeline ({' -> '.join(st.name for st in STAGES)}) with papermill",
+    r = sub.add_parser("run", help=f"run the pipeline ({STAGES[0].name} to {STAGES[-1].name}) with papermill",
                        description="Run the pipeline; every stage notebook is executed into runs/<run-id>/, "
                                    "unless an identical execution is in the cache.")
     r.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
@@ -26,7 +26,7 @@ def add_commands(sub):
                    help="re-execute this stage and every stage after it that depends on it (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
     r.set_defaults(func=cmd_run)
-    pp = sub.add_parser("params", help="list the pipeline's parameters: type, constraint, default, help",
+    pp = sub.add_parser("params", help="the pipeline's parameters: type, constraint, default",
                         description="List every parameter the stage notebooks declare, with the values a profile gives.")
     pp.add_argument("--profile", default=None, help="also show this profile's values")
     pp.set_defaults(func=cmd_params)

@@ -13,7 +13,7 @@ __all__ = ['add_commands', 'cmd_serve', 'score_paths', 'cmd_predict', 'cmd_appte
 # %% ../nbs/55_cmd_serve.ipynb #c003
 def add_commands(sub):
     "Add `serve`, `predict`, `apptest` and `predictions` to the top-level parser's subcommands."
-    x = sub.add_parser("serve", help="serve a registered model over HTTP (our routes and the Open Inference Protocol)",
+    x = sub.add_parser("serve", help="serve a registered model over HTTP (also OIP)",
                        description="Serve a registered version with FastAPI on uvicorn: POST /v1/predict, /v1/predict/image, "
                                    "/v1/feedback, GET /v1/model, /metrics, /healthz, /readyz, and the Open Inference Protocol "
                                    "under /v2 (tritonclient, KServe and MLServer clients work against it). The bundle is "
@@ -28,7 +28,7 @@ def add_commands(sub):
     x.add_argument("--max-batch", type=int, help="most rows one request may carry (default: settings.ini [serve] max_batch)")
     x.set_defaults(func=cmd_serve)
 
-    x = sub.add_parser("predict", help="score images or rows offline with a registered model (batch jobs)",
+    x = sub.add_parser("predict", help="score images or rows offline (batch jobs)",
                        description="Score image files, folders of them (searched recursively) or .npy files of rows with "
                                    "the same verified bundle and preprocessing as the service. Writes one row per input: "
                                    "its path, digest, label and class probabilities; an unreadable image gets its reason "
@@ -39,7 +39,7 @@ def add_commands(sub):
     x.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call (default: %(default)s)")
     x.set_defaults(func=cmd_predict)
 
-    x = sub.add_parser("apptest", help="test a registered version as an application: replay, error contract, load; records the verdict",
+    x = sub.add_parser("apptest", help="test a version as an application; records the verdict",
                        description="Start the version's service as a user would (mlops-nb serve --model NAME@VERSION, on a free "
                                    "loopback port, its prediction log apart), replay the test split through /v1/predict, the Open "
                                    "Inference Protocol and PNG uploads (labels must equal the bundle's offline predictions), probe "

@@ -30,6 +30,8 @@ def add_commands(sub):
     x.add_argument("--drift", choices=DRIFTS, default="none", metavar="KIND",
                    help="what goes wrong with the rows: none (default), noise (gaussian), blur, rotate (by S x 90 degrees), "
                         "invert (negatives), brightness, class-shift (the mix of classes changes, the images do not)")
+    x.add_argument("--only-class", action="append", default=[], metavar="CLASS",
+                   help="apply the drift only to the pictures of this class (repeatable): a shift that hurts one class")
     x.add_argument("--severity", type=float, default=0.5, metavar="S", help="the drift's strength, 0 (none) to 1 (default: %(default)s)")
     x.add_argument("--feedback-rate", type=float, default=0.5, metavar="R",
                    help="share of rows whose true label is sent to /v1/feedback, 0 to 1 (default: %(default)s)")
@@ -67,7 +69,7 @@ def cmd_simulate(a, s):
     from mlops_nb.simulate import simulate, describe
     tags = tags_from(a.tag)
     r = simulate(s, a.url, a.n, a.drift, a.severity, a.feedback_rate, a.feedback_delay, a.days, tags, a.batch, a.concurrency,
-                 a.seed, a.api_key, progress=not a.quiet)
+                 a.seed, a.api_key, progress=not a.quiet, only=a.only_class or None)
     print(json.dumps(r, indent=1) if a.json else "\n".join(describe(r)), flush=True)
     if r["client_time"] is False:
         err(f"mlops-nb simulate: note: the service logged the time each request arrived, not the --days times: set [serve] "

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'SettingsError', 'find_settings',
-           'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
+__all__ = ['SERVE_DEFAULTS', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'GOVERN_DEFAULTS', 'SettingsError',
+           'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings',
+           'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -70,6 +71,15 @@ MONITOR_DEFAULTS = dict(
     max_accuracy_drop=0.05,    # estimated accuracy (label-free) may fall at most this below the reference's
     max_error_rate=0.01,       # share of requests the service refused
     p99_ms=50.0,               # the logged p99 latency must stay under this
+    min_class_labels=20,       # bias: a class or tag slice enters a gap only with at least this many labels
+    max_recall_gap=0.2,        # bias: the largest minus the smallest per-class recall (alerts only when the intervals part)
+    max_slice_gap=0.2,         # bias: the largest accuracy gap between values of one tag (e.g. cameras), the same rule
+)
+
+GOVERN_DEFAULTS = dict(
+    cooldown="1d",             # an alert that keeps firing is raised again only after this long
+    webhook="",                # POST every alert (JSON) to this URL; empty: none
+    retrain="off",             # on a drift or performance alert: off | approve (retrain, stop for a reviewer) | auto (through the gates)
 )
 
 @dataclass
@@ -84,6 +94,7 @@ class Settings:
     lineage: Path | None = None  # lineage database (default: lineage.db beside the store)
     registry: Path | None = None  # model registry database (default: registry.db beside the store)
     predictions: Path | None = None  # prediction log database (default: predictions.db beside the store)
+    governance: Path | None = None   # alerts and the audit log (default: governance.db beside the store)
     wandb_project: str = "mlops_nb"
     wandb_entity: str = ""
     wandb_mode: str = "offline"
@@ -95,6 +106,7 @@ class Settings:
     serve: dict = field(default_factory=lambda: dict(SERVE_DEFAULTS))  # the [serve] section, typed
     apptest: dict = field(default_factory=lambda: dict(APPTEST_DEFAULTS))  # the [apptest] section, typed
     monitor: dict = field(default_factory=lambda: dict(MONITOR_DEFAULTS))  # the [monitor] section, typed
+    govern: dict = field(default_factory=lambda: dict(GOVERN_DEFAULTS))  # the [govern] section, typed
 
     @property
     def root(self) -> Path: return self.path.parent
@@ -103,6 +115,7 @@ class Settings:
         if self.lineage is None: self.lineage = self.store.parent/"lineage.db"
         if self.registry is None: self.registry = self.store.parent/"registry.db"
         if self.predictions is None: self.predictions = self.store.parent/"predictions.db"
+        if self.governance is None: self.governance = self.store.parent/"governance.db"
 
     def explain(self, e: OSError) -> str:
         "One line for an OS error: the path it names, or, when it names none (a full disk seen while writing a "
@@ -174,14 +187,18 @@ def load_settings(path=None) -> Settings:
     except (ValueError, AssertionError): raise SettingsError(f"{path}: [reproduce] metric_tolerance = {tol!r}; expected a number >= 0") from None
     serve, apptest = _typed(get, path, "serve", SERVE_DEFAULTS), _typed(get, path, "apptest", APPTEST_DEFAULTS)
     monitor = _typed(get, path, "monitor", MONITOR_DEFAULTS)
+    govern = _typed(get, path, "govern", GOVERN_DEFAULTS)
+    if govern["retrain"] not in ("off", "approve", "auto"):
+        raise SettingsError(f"{path} [govern] retrain = {govern['retrain']!r}: use off, approve or auto")
     gates = _typed(get, path, "gates", GATE_DEFAULTS)
     profiles = {sec.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{sec}] {k}") for k, v in cp.items(sec)}
                 for sec in cp.sections() if sec.startswith("profile:")}
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),
                     wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"),
                     lineage=rel("lineage") if cp.has_option("paths", "lineage") else None, metric_tolerance=tol,
-                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest, monitor=monitor,
+                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest, monitor=monitor, govern=govern,
                     predictions=rel("predictions") if cp.has_option("paths", "predictions") else None,
+                    governance=rel("governance") if cp.has_option("paths", "governance") else None,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
                     wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),
                     profiles=profiles)
@@ -200,14 +217,14 @@ def apply_env(s: Settings) -> dict:
     return env
 
 # %% ../nbs/00_config.ipynb #c009
-_SCRATCH_PATHS = ("runs", "store", "lineage", "registry", "predictions", "wandb_dir", "wandb_data_dir")
+_SCRATCH_PATHS = ("runs", "store", "lineage", "registry", "predictions", "governance", "wandb_dir", "wandb_data_dir")
 
 def scratch_settings(root, base=None) -> Path:
     "Write `root/settings.ini`: `base`'s settings (default: this workbook's) with every data path inside `root`."
     base, root = Path(base) if base else find_settings(), Path(root)
     cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
     cp.read(base)
-    for key in _SCRATCH_PATHS: cp["paths"][key] = str(root/(key + ".db" if key in ("lineage", "registry", "predictions") else key))
+    for key in _SCRATCH_PATHS: cp["paths"][key] = str(root/(key + ".db" if key in ("lineage", "registry", "predictions", "governance") else key))
     cp["paths"]["pipelines"] = str((base.parent/cp["paths"].get("pipelines", "nbs/pipelines")).resolve())
     root.mkdir(parents=True, exist_ok=True)
     with open(root/"settings.ini", "w") as f: cp.write(f)

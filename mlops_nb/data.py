@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['SPLITS', 'IMAGE_EXTS', 'MAX_PIXELS', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits', 'DataValidationError',
-           'prepare_image', 'decode_image', 'read_imagefolder', 'stratified_split', 'make_manifest', 'IngestResult',
-           'ingest', 'source_fingerprint', 'plot_class_balance', 'plot_samples']
+__all__ = ['SPLITS', 'IMAGE_EXTS', 'MAX_PIXELS', 'PRODUCTION', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits',
+           'DataValidationError', 'prepare_image', 'decode_image', 'read_imagefolder', 'stratified_split',
+           'make_manifest', 'IngestResult', 'read_production', 'ingest', 'source_fingerprint', 'plot_class_balance',
+           'plot_samples']
 
 # %% ../nbs/10_data.ipynb #c004
 SPLITS = ("train", "val", "test")
@@ -214,13 +215,35 @@ class IngestResult:
     manifest: dict
     skipped: list = field(default_factory=list)   # (path, reason)
 
+PRODUCTION = "+predictions:"      # `SOURCE+predictions:NAME`: SOURCE plus model NAME's labelled production predictions
+
+def read_production(log, name: str, classes, shape) -> tuple:
+    "The labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback names "
+    "one of `classes`): images (N, *shape), class indices, and what was taken (ids `request_id/row`, first and last time)."
+    from mlops_nb.predlog import chunks
+    if log is None or not Path(log).is_file(): raise ValueError(f"source predictions:{name}: no prediction log at {log}")
+    idx, xs, ys, ids, ts = {str(c): i for i, c in enumerate(classes)}, [], [], [], []
+    for c in chunks(log, name):
+        keep = np.array([t is not None and str(t) in idx for t in c["true_label"]], bool)
+        if not keep.any(): continue
+        if tuple(c["x"].shape[1:]) != tuple(shape):
+            raise ValueError(f"source predictions:{name}: logged inputs have shape {list(c['x'].shape[1:])}, the data {list(shape)}")
+        xs.append(c["x"][keep]); ys.append([idx[str(t)] for t in c["true_label"][keep]]); ts.append(c["ts"][keep])
+        ids += [f"{r}/{w}" for r, w in zip(c["request_id"][keep], c["row"][keep])]
+    if not xs: raise ValueError(f"source predictions:{name}: no labelled predictions of {name} in {log} (send feedback first)")
+    t = np.concatenate(ts)
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), {"model": name, "rows": len(ids), "first": float(t.min()),
+            "last": float(t.max()), "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
+
 def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str = "L", min_per_class: int = 5,
            skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
-           max_pixels: int = MAX_PIXELS) -> IngestResult:
-    "Read `source` ('digits' or 'imagefolder:<path>'), validate, split and save it under `out_dir`."
+           max_pixels: int = MAX_PIXELS, log=None) -> IngestResult:
+    "Read `source` ('digits' or 'imagefolder:<path>', either followed by '+predictions:NAME' to add model NAME's "
+    "labelled production predictions from the prediction log `log`), validate, split and save it under `out_dir`."
     from mlops_nb.store import sha256_bytes
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
-    skipped = []
+    skipped, base, _, prod = [], *source.partition(PRODUCTION)
+    source_all, source = source, base
     if source == "digits":
         x, y, classes = read_digits()
         if mode != "L" or image_size not in (0, 8):
@@ -229,18 +252,31 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
     elif source.startswith("imagefolder:"):
         x, y, classes, skipped = read_imagefolder(source.split(":", 1)[1], image_size or 32, mode, min_per_class, skip_bad, max_pixels)
     else:
-        raise ValueError(f"source={source!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>'")
+        raise ValueError(f"source={source!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>', optionally "
+                         "followed by '+predictions:<model>'")
+    taken = None
+    if prod:                                       # the labelled production data, after the original rows
+        px, py, taken = read_production(log, prod, classes, x.shape[1:])
+        x, y = np.concatenate([x, px]), np.concatenate([y, py])
     ds = Dataset(x=x, y=y, split=stratified_split(y, val_frac, test_frac, seed), classes=classes)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = save_dataset(ds, Path(out_dir)/"dataset.npz")
-    man = make_manifest(ds, source, sha256_bytes(path.read_bytes()))
+    man = make_manifest(ds, source_all, sha256_bytes(path.read_bytes()))
     man["skipped"] = [list(p) for p in skipped]
+    if taken is not None: man["production"] = taken                # which predictions (request/row) it took
     return IngestResult(ds, path, man, skipped)
 
-def source_fingerprint(source: str) -> str:
+def source_fingerprint(source: str, log=None) -> str:
     "A cheap digest of what `source` would read now: for an image folder, every entry's path, type, size and modification "
     "time (as make and DVC judge a file unchanged), so the stage cache sees a changed folder; for `digits`, the source name."
     h = hashlib.sha256(source.encode())
+    if PRODUCTION in source and log is not None and Path(log).is_file():   # new labels, new data: how far the log has come
+        from mlops_nb.predlog import open_log
+        db = open_log(log)
+        try: h.update(repr(tuple(db.execute("SELECT (SELECT MAX(rowid) FROM predictions), (SELECT MAX(rowid) FROM feedback), "
+                                            "(SELECT COUNT(*) FROM feedback)").fetchone())).encode())
+        finally: db.close()
+        source = source.partition(PRODUCTION)[0]
     if source.startswith("imagefolder:"):
         root = Path(source.split(":", 1)[1]).expanduser()
         for dirpath, dirs, files in os.walk(root, followlinks=False):

@@ -14,7 +14,7 @@ from .reference import MonitoringReference, features, properties, calibrated
 
 # %% auto #0
 __all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'duration', 'quantile', 'wilson', 'Window', 'MonitorReport', 'monitor',
-           'figures', 'checks', 'service_metrics']
+           'figures', 'gap', 'bias', 'checks', 'service_metrics']
 
 # %% ../nbs/30_monitor.ipynb #c004
 def duration(text: str) -> float:
@@ -66,7 +66,7 @@ class Window:
         self.ecm = np.zeros((k, k))                      # every row: the expected confusion from calibrated probabilities
         self.est = self.est_labelled = 0.0               # sums of calibrated top probabilities (all rows; labelled rows)
         self.lat, self.delay = np.zeros(len(LAT_EDGES) + 1, np.int64), np.zeros(len(DELAY_EDGES) + 1, np.int64)
-        self.slices = {}                                 # "key=value" -> counters (rows, labelled, correct, est, pred)
+        self.slices = {}                                 # "key=value" -> counters (rows, labelled, correct, est, pred, conf)
         self.refused = Counter()                         # reason -> requests the service refused
 
     def add(self, c: dict):
@@ -93,12 +93,15 @@ class Window:
         for u, text in enumerate(tags):
             m = inv == u
             for key, val in json.loads(text).items():
-                sl = self.slices.setdefault(f"{key}={val}", {"rows": 0, "labelled": 0, "correct": 0, "est": 0.0,
-                                                             "pred": np.zeros(self.k, np.int64)})
+                sl = self.slices.get(f"{key}={val}") or self.slices.setdefault(f"{key}={val}", self._slice())
                 hm = has & m
                 sl["rows"] += int(m.sum()); sl["labelled"] += int(hm.sum()); sl["correct"] += int((true[hm] == pred[hm]).sum())
                 sl["est"] += float(conf[m].sum()); sl["pred"] += np.bincount(pred[m], minlength=self.k)
+                sl["conf"].add(p[m].max(axis=1, keepdims=True))           # the slice's confidence against the reference's
         return self
+
+    def _slice(self) -> dict:
+        return {"rows": 0, "labelled": 0, "correct": 0, "est": 0.0, "pred": np.zeros(self.k, np.int64), "conf": self.ref.confidence.window()}
 
     def merge(self, o: "Window") -> "Window":
         "The window covering both (the same version's reference): every summary added, nothing re-read."
@@ -109,8 +112,8 @@ class Window:
         w.drift = {d: self.drift[d].merge(o.drift[d]) for d in DRIFTS}
         for src in (self.slices, o.slices):
             for key, sl in src.items():
-                t = w.slices.setdefault(key, {"rows": 0, "labelled": 0, "correct": 0, "est": 0.0, "pred": np.zeros(self.k, np.int64)})
-                for f in t: t[f] = t[f] + sl[f]
+                t = w.slices.setdefault(key, self._slice())
+                for f in t: t[f] = t[f].merge(sl[f]) if f == "conf" else t[f] + sl[f]
         w.refused = self.refused + o.refused
         return w
 
@@ -224,38 +227,82 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5) -> dict:
     f["estimated_accuracy"] = w.est / w.rows
     f["estimated_accuracy_labelled"] = _ratio(w.est_labelled, n)
     f["reference"] = {"accuracy": info["accuracy"], "estimated_accuracy": info["estimated_accuracy"]}
-    f["slices"] = [{"slice": key, "rows": sl["rows"], "labelled": sl["labelled"], "accuracy": _ratio(sl["correct"], sl["labelled"]),
-                    "estimated_accuracy": sl["est"] / sl["rows"], "psi": float(chi2_counts(ref_pred, sl["pred"])["psi"])}
-                   for key, sl in sorted(w.slices.items())]
+    def one(key, sl):
+        c = sl["conf"].result(alpha=alpha)
+        return {"slice": key, "rows": sl["rows"], "labelled": sl["labelled"], "accuracy": _ratio(sl["correct"], sl["labelled"]),
+                "estimated_accuracy": sl["est"] / sl["rows"], "psi": float(chi2_counts(ref_pred, sl["pred"])["psi"]),
+                "confidence_ks": float(c["stat"][0]), "confidence_p": float(c["p_adj"][0]), "confidence_drifted": bool(c["drifted"][0])}
+    f["slices"] = [one(key, sl) for key, sl in sorted(w.slices.items())]
     return f
 
+def gap(sides: list, min_n: int) -> dict | None:
+    "The largest gap in a rate between `sides` (dicts: name, k successes, n trials) having at least `min_n` trials: the "
+    "two sides with their rates, counts and Wilson 95% intervals, and `significant` when the intervals do not overlap. "
+    "None when fewer than two sides have enough trials."
+    ok = [s for s in sides if s["n"] >= min_n]
+    if len(ok) < 2: return None
+    lo, hi = min(ok, key=lambda s: s["k"] / s["n"]), max(ok, key=lambda s: s["k"] / s["n"])
+    (ll, lh), (hl, hh) = wilson(lo["k"], lo["n"]), wilson(hi["k"], hi["n"])
+    return {"gap": hi["k"] / hi["n"] - lo["k"] / lo["n"], "significant": lh < hl, "sides": len(ok),
+            "low": {"name": lo["name"], "rate": lo["k"] / lo["n"], "n": lo["n"], "ci": [ll, lh]},
+            "high": {"name": hi["name"], "rate": hi["k"] / hi["n"], "n": hi["n"], "ci": [hl, hh]}}
+
+def bias(f: dict, min_n: int) -> dict:
+    "The per-class recall gap and, per tag key, the accuracy gap between its values (`gap`), from a window's figures."
+    classes = gap([{"name": r["class"], "k": round(r["recall"] * r["support"]) if r["support"] else 0, "n": r["support"]}
+                   for r in f["per_class"]], min_n)
+    keys = {}
+    for sl in f["slices"]:
+        k, _, v = sl["slice"].partition("=")
+        keys.setdefault(k, []).append({"name": sl["slice"], "k": round((sl["accuracy"] or 0) * sl["labelled"]), "n": sl["labelled"]})
+    slices = {k: g for k, sides in keys.items() if (g := gap(sides, min_n)) is not None}
+    return {"min_labels": min_n, "recall_gap": classes, "slice_gaps": slices}
+
 def checks(f: dict, m: dict) -> list[dict]:
-    "A window's figures against the `[monitor]` thresholds `m`: one row a check, status `ok`, `ALERT` or `n/a`."
+    "A window's figures against the `[monitor]` thresholds `m`: one row a check, status `ok`, `ALERT` or `n/a`, with the "
+    "metric, its value and the threshold it was judged against (what an alert records)."
     out = []
-    def add(name, ok, detail): out.append({"check": name, "status": "n/a" if ok is None else "ok" if ok else "ALERT", "detail": detail})
+    def add(name, ok, detail, metric=None, value=None, threshold=None):
+        out.append({"check": name, "status": "n/a" if ok is None else "ok" if ok else "ALERT", "detail": detail,
+                    "metric": metric, "value": value, "threshold": threshold})
     if f["rows"] == 0:
-        add("traffic", None, "no predictions of this version in the window")
+        add("traffic", None, "no predictions of this version in the window", "rows", 0)
         return out
     for part, what in (("features", "input drift"), ("properties", "image properties"), ("outputs", "output drift")):
         d = f["drift"][part]
         top = [n for n, dr in zip(d["names"], d["drifted"]) if dr][:5]
         add(what, d["share"] <= m["max_drifted_share"], f"{d['share']:.0%} of {len(d['names'])} drifted (at most "
-            f"{m['max_drifted_share']:.0%})" + (f": {', '.join(top)}{' ...' if sum(d['drifted']) > 5 else ''}" if top else ""))
+            f"{m['max_drifted_share']:.0%})" + (f": {', '.join(top)}{' ...' if sum(d['drifted']) > 5 else ''}" if top else ""),
+            f"{part}_drifted_share", d["share"], m["max_drifted_share"])
     p = f["prediction"]
-    add("prediction drift", p["psi"] <= m["max_psi"], f"PSI {p['psi']:.3f} (at most {m['max_psi']:g}); chi-square p {p['chi2_p']:.2g}")
+    add("prediction drift", p["psi"] <= m["max_psi"], f"PSI {p['psi']:.3f} (at most {m['max_psi']:g}); chi-square p {p['chi2_p']:.2g}",
+        "prediction_psi", p["psi"], m["max_psi"])
     a, n = f["accuracy"], f["labels"]["labelled"]
-    if n < m["min_labels"]: add("accuracy", None, f"{n} labels: fewer than {m['min_labels']}, not judged")
+    if n < m["min_labels"]: add("accuracy", None, f"{n} labels: fewer than {m['min_labels']}, not judged", "labels", n, m["min_labels"])
     else: add("accuracy", a["value"] >= m["min_accuracy"], f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] on {n} labels "
-              f"(at least {m['min_accuracy']:g})")
+              f"(at least {m['min_accuracy']:g})", "accuracy", a["value"], m["min_accuracy"])
     est, ref = f["estimated_accuracy"], f["reference"]["estimated_accuracy"]
     moved = f["drift"]["features"]["share"] > m["max_drifted_share"]
     add("estimated accuracy", est >= ref - m["max_accuracy_drop"], f"{est:.3f} without labels (reference {ref:.3f}, "
         f"at most {m['max_accuracy_drop']:g} below)" + ("; the inputs drifted, so this overstates accuracy: trust labels"
-                                                         if moved else ""))
+                                                         if moved else ""), "estimated_accuracy", est, ref - m["max_accuracy_drop"])
+    b = f.get("bias") or bias(f, m["min_class_labels"])
+    g = b["recall_gap"]
+    if g is None: add("recall gap", None, f"fewer than two classes with {m['min_class_labels']} labels: not judged")
+    else:
+        side = lambda s: f"{s['name']} {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] on {s['n']}"
+        add("recall gap", not (g["gap"] > m["max_recall_gap"] and g["significant"]),
+            f"{g['gap']:.3f} (at most {m['max_recall_gap']:g}): lowest class {side(g['low'])}, highest {side(g['high'])}"
+            + ("" if g["significant"] else "; the intervals overlap: not significant"), f"recall_gap:{g['low']['name']}", g["gap"], m["max_recall_gap"])
+    for key, g in sorted(b["slice_gaps"].items()):
+        side = lambda s: f"{s['name']} {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] on {s['n']}"
+        add(f"slice gap ({key})", not (g["gap"] > m["max_slice_gap"] and g["significant"]),
+            f"{g['gap']:.3f} (at most {m['max_slice_gap']:g}): {side(g['low'])} against {side(g['high'])}"
+            + ("" if g["significant"] else "; the intervals overlap: not significant"), f"slice_gap:{g['low']['name']}", g["gap"], m["max_slice_gap"])
     add("refused requests", (f["error_rate"] or 0) <= m["max_error_rate"], f"{f['refused_total']} refused "
-        f"({(f['error_rate'] or 0):.2%}; at most {m['max_error_rate']:.2%})")
+        f"({(f['error_rate'] or 0):.2%}; at most {m['max_error_rate']:.2%})", "error_rate", f["error_rate"] or 0.0, m["max_error_rate"])
     p99 = f["latency"]["p99_ms"]
-    add("latency", p99 is not None and p99 <= m["p99_ms"], f"p99 at most {p99:.3g} ms (limit {m['p99_ms']:g} ms)")
+    add("latency", p99 is not None and p99 <= m["p99_ms"], f"p99 at most {p99:.3g} ms (limit {m['p99_ms']:g} ms)", "p99_ms", p99, m["p99_ms"])
     return out
 
 

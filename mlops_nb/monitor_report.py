@@ -6,7 +6,7 @@
 from __future__ import annotations
 import html
 import numpy as np
-from .monitor import MonitorReport, figures, checks
+from .monitor import MonitorReport, figures, checks, bias
 from .plots import _plt, md_table, md_code, md_escape, bar_chart
 from .predlog import iso
 
@@ -18,7 +18,10 @@ __all__ = ['evaluate', 'status', 'verdict_md', 'daily_md', 'drift_md', 'per_clas
 # %% ../nbs/30b_monitor_report.ipynb #c003
 def evaluate(rep: MonitorReport, m: dict) -> dict:
     "Figures and checks of the whole period and of each window: {'total': {...}, 'windows': [...]}, each with `checks`."
-    one = lambda w: (lambda f: {**f, "checks": checks(f, m)})(figures(w, m["alpha"]))
+    def one(w):
+        f = figures(w, m["alpha"])
+        if f["rows"]: f["bias"] = bias(f, m["min_class_labels"])       # the recall and slice gaps, with their intervals
+        return {**f, "checks": checks(f, m)}
     return {"total": one(rep.total), "windows": [one(w) for w in rep.windows] if rep.every else []}
 
 def status(chk: list) -> str:
@@ -65,7 +68,10 @@ def per_class_md(f: dict) -> str:
                     ["class", "support", "precision", "recall", "recall 95%", "f1", "expected_recall"])
 
 def slices_md(f: dict) -> str:
-    return md_table(f["slices"], ["slice", "rows", "labelled", "accuracy", "estimated_accuracy", "psi"])
+    "Per tag value: predictions, labels, accuracy realized and estimated, prediction PSI, the confidence's drift (KS)."
+    rows = [{**r, "confidence drift": f"KS {r['confidence_ks']:.3f}, p {r['confidence_p']:.2g}" + (" (drifted)" if r["confidence_drifted"] else "")}
+            for r in f["slices"]]
+    return md_table(rows, ["slice", "rows", "labelled", "accuracy", "estimated_accuracy", "psi", "confidence drift"])
 
 
 # %% ../nbs/30b_monitor_report.ipynb #c004

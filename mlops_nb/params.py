@@ -71,7 +71,9 @@ def notebook_params(stage: str, nb_path) -> dict:
 
 # %% ../nbs/40c_params.ipynb #c005
 def _source(v):
-    "digits, or imagefolder:<an existing folder>."
+    "digits, or imagefolder:<an existing folder>; either may add `+predictions:<model name>` (its labelled production data)."
+    v, _, prod = v.partition("+predictions:")
+    if _ and not _NAME.fullmatch(prod): raise ValueError(f"'+predictions:{prod}' does not name a model (letters, digits, . _ -)")
     if v == "digits": return
     if not v.startswith("imagefolder:"): raise ValueError("accepts 'digits' or 'imagefolder:<folder of class folders>'")
     root = Path(v.split(":", 1)[1]).expanduser()

@@ -212,7 +212,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             raw = {}
             if st.raw:                  # raw data can change under the same parameters: its fingerprint is part of the key
                 from mlops_nb.data import source_fingerprint
-                raw = {f"raw:{st.raw}": source_fingerprint(params[st.name][st.raw])}
+                raw = {f"raw:{st.raw}": source_fingerprint(params[st.name][st.raw], s.predictions)}
             key = cache_key(st.name, code, params[st.name], {**inputs, **raw}, env["digest"])
             srec.update(status="running", cached=False, started=now(), ended=None, notebook=nb_out.name,
                         inputs=inputs, outputs={}, cache_key=key, code_digest=code, **({"raw": raw} if raw else {}))

@@ -249,7 +249,7 @@ LEFT JOIN feedback fb ON fb.rowid = q.fid"""
 def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary")):
     "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows: dicts of "
     "numpy arrays `ts`, `version`, `role`, `tags` (JSON text), `x` (inputs, N x shape), `p` (probabilities), `label`, "
-    "`true_label` and `label_ts` (None where no label arrived), `latency_ms`, `request_id`. Memory stays that of one chunk."
+    "`true_label` and `label_ts` (None where no label arrived), `latency_ms`, `request_id` and `row`. Memory stays that of one chunk."
     db = open_log(path)
     try:
         cur = db.execute(_COLUMNS.format(roles=", ".join("?" * len(roles))),
@@ -265,7 +265,8 @@ def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("
             yield {"ts": np.array(col("ts")), "version": np.array(col("version")), "role": np.array(col("role")),
                    "tags": np.array(col("tags")), "x": x, "p": p, "label": np.array(col("label")),
                    "true_label": np.array(col("true_label"), dtype=object), "label_ts": np.array(col("label_ts"), dtype=object),
-                   "latency_ms": np.array(col("latency_ms")), "request_id": np.array(col("request_id"))}
+                   "latency_ms": np.array(col("latency_ms")), "request_id": np.array(col("request_id")),
+                   "row": np.array(col("row"))}
     finally: db.close()
 
 

@@ -77,7 +77,9 @@ def who() -> str:
     except Exception: return "unknown"
 
 def model_name_for(source: str) -> str:
-    "The default model name for a data source: `digits` -> `digits-cnn`, `imagefolder:/data/pets` -> `pets-cnn`."
+    "The default model name for a data source: `digits` -> `digits-cnn`, `imagefolder:/data/pets` -> `pets-cnn`; the "
+    "same with labelled production data added (`digits+predictions:digits-cnn` -> `digits-cnn`: a retrain of that model)."
+    source = source.partition("+predictions:")[0]
     base = source.split(":", 1)[1].rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] if ":" in source else source
     base = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-._")
     return f"{base or 'images'}-cnn"[:100]
@@ -366,8 +368,9 @@ def qa_report(self: Registry, name: str, version: int) -> dict:
     return {"ref": ref, "path": path, "digest": sha256_bytes(path.read_bytes())}
 
 @patch
-def approve(self: Registry, name: str, version: int, why: str) -> dict:
-    "Record a reviewer's approval of `name@version`'s QA report, tied to its bundle digest and the report's digest."
+def approve(self: Registry, name: str, version: int, why: str, by: str | None = None) -> dict:
+    "Record a reviewer's approval of `name@version`'s QA report, tied to its bundle digest and the report's digest "
+    "(`by`: who approves, default the user; a policy approving by itself names itself)."
     if not why.strip(): raise RegistryError("an approval needs --why: what the reviewer checked")
     v = self.version(name, version)
     self.verify(name, version, v["bundle"])
@@ -375,7 +378,7 @@ def approve(self: Registry, name: str, version: int, why: str) -> dict:
         raise RegistryError(f"{name}@{version}: its application test " + ("failed" if v["apptest_passed"] == 0 else "has not run") +
                             "; only a version whose test passed can be approved")
     rep = self.qa_report(name, version)
-    row = (name, int(version), v["bundle"], json.dumps(rep["ref"], sort_keys=True), rep["digest"], now_iso(), who(), why.strip())
+    row = (name, int(version), v["bundle"], json.dumps(rep["ref"], sort_keys=True), rep["digest"], now_iso(), by or who(), why.strip())
     with self.tx() as c:
         i = c.execute("INSERT INTO approvals (name, version, bundle, report, report_digest, at, who, why) VALUES (?,?,?,?,?,?,?,?)", row).lastrowid
     return {"id": i, **dict(zip(("name", "version", "bundle", "report", "report_digest", "at", "who", "why"), row)), "path": str(rep["path"])}

@@ -297,7 +297,8 @@ def simulate(s,                          # the workbook's settings: its registry
              concurrency: int = 4,       # connections
              seed: int = 0,              # sampling, drift, feedback choice and times
              api_key: str | None = None, # default: the key in force for this workbook's service ([serve] api_key_env, api_key)
-             progress: bool = True) -> dict:
+             progress: bool = True,
+             only: list | None = None) -> dict: # class names: an input drift changes only their pictures (a shift that hurts them)
     "Send `n` rows of the served model's held-out test split, drifted by `drift`, to the service at `url`, with feedback "
     "for a share of them; returns the summary (`describe` turns it into lines)."
     check_drift(drift, severity)
@@ -312,7 +313,14 @@ def simulate(s,                          # the workbook's settings: its registry
     x, y, classes, ref = held_out(s, info, cl.url)
     seeds = [int(v) for v in np.random.SeedSequence(seed).generate_state(4)]
     x, y = sample(x, y, n, seeds[0])
-    x, y = apply_drift(drift, x, y, severity, seeds[1])
+    if only:
+        if unknown := sorted(set(map(str, only)) - set(map(str, classes))):
+            raise ValueError(f"--only-class {', '.join(unknown)}: not a class of {ref} (its classes: {', '.join(map(str, classes))})")
+        if drift == "class-shift": raise ValueError("--only-class applies an input drift to some classes; class-shift changes the classes themselves")
+        pick = np.isin(y, [list(map(str, classes)).index(str(c)) for c in only])
+        xd, _ = apply_drift(drift, x[pick], y[pick], severity, seeds[1])
+        x = x.copy(); x[pick] = xd
+    else: x, y = apply_drift(drift, x, y, severity, seeds[1])
     truth = [classes[k] for k in y]
     if unknown := sorted(set(truth) - set(info["labels"])):
         raise ValueError(f"{ref}: its dataset's classes {unknown[:5]} are not among the model's labels {info['labels'][:10]}")
@@ -321,6 +329,7 @@ def simulate(s,                          # the workbook's settings: its registry
     r = send(cl, x, truth, batch, concurrency, feedback_rate, feedback_delay, times, tags, seeds[3], progress)
     got = [(a, t) for a, t in zip(r["answered"], truth) if a is not None]
     return {"url": cl.url, "model": ref, "digest": info["digest"], "drift": drift, "severity": severity if drift != "none" else 0.0,
+            "only": [str(c) for c in only] if only else None,
             "seed": seed, "requests": r["requests"], "sent": r["sent"], "rows": n, "batch": batch, "failed": r["failed"],
             "errors": r["errors"], "first_error": r["first_error"], "aborted": r["aborted"],
             "answered_rows": len(got), "feedback": r["feedback"], "feedback_failed": r["feedback_failed"],
@@ -332,7 +341,8 @@ def simulate(s,                          # the workbook's settings: its registry
 
 def describe(r: dict) -> list[str]:
     "A simulation's summary as lines for a terminal."
-    d = "clean (no drift)" if r["drift"] == "none" else f"drift {r['drift']} at severity {r['severity']:g}"
+    d = "clean (no drift)" if r["drift"] == "none" else f"drift {r['drift']} at severity {r['severity']:g}" + (
+        f" on class {', '.join(r['only'])} only" if r.get("only") else "")
     out = [f"simulated {r['requests']} requests ({r['rows']} rows, {r['batch']} a request) to {r['url']}, serving {r['model']}: {d}",
            f"  answered  {r['sent'] - r['failed']} of {r['requests']} requests" +
            (f" ({r['sent']} sent before it stopped)" if r["sent"] < r["requests"] else "") + (f"; failed {r['failed']}: " + ", ".join(

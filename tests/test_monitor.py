@@ -30,7 +30,8 @@ def model(smoke):
 
 
 THRESHOLDS = {"alpha": 0.05, "max_drifted_share": 0.25, "max_psi": 0.2, "min_labels": 30, "min_accuracy": 0.8,
-              "max_accuracy_drop": 0.05, "max_error_rate": 0.01, "p99_ms": 50.0}
+              "max_accuracy_drop": 0.05, "max_error_rate": 0.01, "p99_ms": 50.0,
+              "min_class_labels": 20, "max_recall_gap": 0.2, "max_slice_gap": 0.2}
 
 
 def judged(b, mref, x, y):
@@ -75,7 +76,7 @@ def monitoring_workbook(smoke, tmp: Path) -> Path:
     cp.read(settings)
     for k in ("store", "runs", "pipelines", "wandb_dir", "wandb_data_dir", "lineage", "registry"):
         if cp.has_option("paths", k): cp["paths"][k] = str((settings.parent / cp["paths"][k]).resolve())
-    cp["paths"]["predictions"] = str(tmp / "predictions.db")
+    cp["paths"]["predictions"], cp["paths"]["governance"] = str(tmp / "predictions.db"), str(tmp / "governance.db")
     cp["serve"]["client_time"] = "true"
     with open(tmp / "settings.ini", "w") as f: cp.write(f)
     return tmp / "settings.ini"
@@ -128,7 +129,18 @@ def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path):
     sl = {s["slice"]: s for s in t["slices"]}
     assert sl["camera=north"]["rows"] == n and sl["camera=south"]["rows"] == 300
     assert sl["camera=south"]["accuracy"] < sl["camera=north"]["accuracy"] - 0.3 and sl["camera=south"]["psi"] > 0.2
-    assert "camera=south" in (Path(daily["run"]["run_dir"]) / "01_monitor.html").read_text()
+    assert sl["camera=south"]["confidence_drifted"] and not sl["camera=north"]["confidence_drifted"], sl
+    html = (Path(daily["run"]["run_dir"]) / "01_monitor.html").read_text()
+    assert "camera=south" in html and "alert(s) raised" in html
+    # the failed checks became alerts, on record with the run that raised them; the same verdict again: no new alert
+    raised = json.loads(cli("alerts", "--json", settings=own).stdout)
+    assert {"input drift", "output drift"} <= {a["check_name"] for a in raised}, raised
+    assert all(a["run_id"] == daily["run"]["run_id"] and a["deliveries"][0]["channel"] == "report" for a in raised)
+    assert "alert(s) raised" in daily["stderr"]
+    again = monitored(own, "--model", ref, "--since", "3d", "--every", "1d")
+    assert again["status"] == "ALERT" and "no new alert" in again["stderr"]
+    assert len(json.loads(cli("alerts", "--json", settings=own).stdout)) == len(raised)
+    assert "input drift" in cli("alerts", settings=own).stdout
 
 
 def test_strict_exits_1_on_an_alert_and_an_empty_window_says_so(model, smoke, tmp_path):
