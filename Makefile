@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
-	@echo "  benchmarks (make bench):"; for b in $(sort $(wildcard bench/*.py)); do \
+	@echo "  benchmarks (make bench):"; for b in $(BENCHES); do \
 	  printf "    %-26s %s\n" "$$b" "$$(sed -n 's/^"""\(.*\)/\1/p;T;q' $$b | sed 's/"""$$//')"; done
 
 $(STAMP): pyproject.toml
@@ -65,7 +65,8 @@ docs: install  ## the documentation site in _docs/: a page per notebook, every e
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-BENCHES := $(sort $(wildcard bench/*.py))
+# the benchmark scripts; bench/table.py is not one: it runs them and writes BENCHMARKS.md
+BENCHES := $(sort $(filter-out bench/table.py,$(wildcard bench/*.py)))
 
 # Debian packages the slow container test uses: podman with runc as its runtime, debootstrap for the image's base
 CONTAINER_DEPS := podman runc debootstrap
@@ -78,8 +79,8 @@ sysdeps-container:  ## install podman, runc and debootstrap (the slow container 
 test-slow: install sysdeps sysdeps-container  ## the slow tests: the serving image built and run with podman, a full disk
 	$(BIN)/python -m pytest tests -m slow --durations=12
 
-bench: install sysdeps  ## every benchmark under bench/ (make help lists them)
-	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
+bench: install sysdeps  ## run every benchmark under bench/ and rewrite BENCHMARKS.md (slow; BENCH_ARGS=--quick for a smoke)
+	$(BIN)/python bench/table.py $(BENCH_ARGS)
 
 clean:  ## remove runs, the artifact store, W&B files and the venv
 	rm -rf runs/2* .mlops wandb $(VENV) _docs _proc .pytest_cache

@@ -4,7 +4,7 @@ Each run gets its own throw-away workbook and --force, so nothing is cached. On 
 each run's training uses T threads, two runs share the cores: a slowdown of about 2x (each gets half the
 cores) is proportional; far more means they fight (threads oversubscribed, OpenMP spin-waiting).
 
-    python bench/concurrent_runs.py [--profile default] [--repeat 2] [--timeout 900]
+    python bench/concurrent_runs.py [--profile default] [--repeat 2] [--timeout 900] [--quick] [--json FILE]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -41,10 +41,14 @@ def side_by_side(n: int, profile: str, timeout: float):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
+    ap.add_argument("--profile", help="run profile from settings.ini (default: default; smoke with --quick)")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of (one alone, two side by side) (default: %(default)s)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds a round may take before it is killed (default: %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="the smoke profile, one round: a smoke test of this script")
+    ap.add_argument("--json", help="also write the medians to this JSON file")
     a = ap.parse_args()
+    if a.quick: a.repeat = 1
+    a.profile = a.profile or ("smoke" if a.quick else "default")
     alone, two = [], []
     for i in range(a.repeat):
         alone += side_by_side(1, a.profile, a.timeout)
@@ -58,6 +62,10 @@ def main():
     print(f"  one run alone:            wall {aw:7.1f} s   train stage {at:7.1f} s")
     print(f"  each of two side by side: wall {tw:7.1f} s   train stage {tt:7.1f} s")
     print(f"  slowdown: wall {tw/aw:.2f}x   train {tt/at:.2f}x   (two runs sharing the cores: about 2x is proportional)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"profile": a.profile, "repeat": a.repeat, "quick": a.quick, "cores": os.cpu_count(),
+                                            "alone_wall_s": aw, "alone_train_s": at, "two_wall_s": tw, "two_train_s": tt,
+                                            "slowdown_wall": tw / aw, "slowdown_train": tt / at}, indent=2))
 
 
 if __name__ == "__main__":

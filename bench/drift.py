@@ -138,7 +138,8 @@ def main():
     full = res["ours", a.rows][0]
     feats = sorted({0, a.features // 4, a.features // 2, a.features - 1})
     worst = scipy_check(a, full, feats)
-    out = {"rows": a.rows, "features": a.features, "ref_rows": a.ref_rows, "chunk": a.chunk, "repeat": a.repeat,
+    out = {"rows": a.rows, "features": a.features, "ref_rows": a.ref_rows, "chunk": a.chunk, "repeat": a.repeat, "quick": a.quick,
+           "evidently_python": a.evidently_python,
            "scipy_max_abs_diff": worst, "scipy_features": feats, "drifted_share": full["share"], "ours_raw_p_lt_05": full["raw"]}
     for w in ("ours", "evidently"):
         for n in sizes:

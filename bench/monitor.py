@@ -116,7 +116,7 @@ def main():
     mref = MonitoringReference.from_files(b.monitoring)
     if mref is None: raise SystemExit(f"{v['name']}@{v['version']} has no monitoring reference: run the pipeline again")
     ref = f"{v['name']}@{v['version']}"
-    out = {"model": ref, "rows": a.rows, "repeat": a.repeat}
+    out = {"model": ref, "rows": a.rows, "repeat": a.repeat, "quick": a.quick}
     with tempfile.TemporaryDirectory() as tmp:
         settings = scratch(s, tmp)
         s2 = load_settings(settings)

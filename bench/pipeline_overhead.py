@@ -4,7 +4,7 @@ Both sides start a fresh process (so both pay their imports), use the same profi
 to a throw-away workbook; they alternate, and the medians of --repeat runs are compared. W&B is disabled on
 both sides unless --wandb says otherwise: this measures what papermill, kernels and reports add.
 
-    python bench/pipeline_overhead.py [--profile default] [--repeat 3] [--wandb disabled]
+    python bench/pipeline_overhead.py [--profile default] [--repeat 3] [--wandb disabled] [--quick] [--json FILE]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -66,10 +66,14 @@ def timed(cmd, env):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
+    ap.add_argument("--profile", help="run profile from settings.ini (default: default; smoke with --quick)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side (default: %(default)s)")
     ap.add_argument("--wandb", default="disabled", choices=["disabled", "offline"], help="W&B mode for both sides")
+    ap.add_argument("--quick", action="store_true", help="the smoke profile, one run of each side: a smoke test of this script")
+    ap.add_argument("--json", help="also write the medians to this JSON file")
     a = ap.parse_args()
+    if a.quick: a.repeat = 1
+    a.profile = a.profile or ("smoke" if a.quick else "default")
     nb_times, py_times = [], []
     for i in range(a.repeat):
         with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +91,10 @@ def main():
     print(f"  mlops-nb run (papermill, {len(STAGES)} kernels, HTML reports): {mn:.2f} s")
     print(f"  same stage functions, one plain process:           {mp:.2f} s")
     print(f"  ratio: {mn/mp:.2f}  (goal <= 1.3)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"profile": a.profile, "repeat": a.repeat, "wandb": a.wandb, "quick": a.quick,
+                                            "stages": len(STAGES), "mlops_nb_s": mn, "plain_s": mp, "ratio": mn / mp, "goal": 1.3,
+                                            "mlops_nb_runs_s": nb_times, "plain_runs_s": py_times}, indent=2))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ def main():
            "requests_during_swaps": load["requests"], "failed_during_swaps": load["failed"] + len(watcher_errors),
            **{k: {f: med(k, f) for f in ("rps", "p50", "p99")} for k in res},
            "shadow_dropped_share": {k: statistics.median(v) for k, v in dropped.items()}, "apptest_load": apptest,
-           "repeat": a.repeat, "seconds": a.seconds}
+           "repeat": a.repeat, "seconds": a.seconds, "quick": a.quick, "apptest_p99_limit_ms": s.apptest.get("p99_ms"),
+           "follow_ms": s.serve.get("follow_ms")}
     print(f"{out['model']}, one worker, logging on, wrk -c4:")
     print(f"  swaps under load: {a.swaps}; the service's swap (load, verify, warm up, swap) {out['swap_seconds_mean_service'] * 1000:.1f} ms "
           f"on average; release to first answer of the new version: median {out['release_to_first_answer_s']['median']:.3f} s, "

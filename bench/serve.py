@@ -138,7 +138,8 @@ def main():
                 for r in range(a.repeat): res["mlflow"].append(wrk(f"http://127.0.0.1:{port}/invocations", a.seconds, a.connections, body, tmp))
             finally: p.terminate(); p.wait(60)
     med = lambda k, f=None: statistics.median(v[f] if f else v for v in res[k]) if res[k] else None
-    out = {"model": ref, "repeat": a.repeat, "seconds": a.seconds, "connections": a.connections,
+    out = {"model": ref, "repeat": a.repeat, "seconds": a.seconds, "connections": a.connections, "quick": a.quick,
+           "mlflow_python": a.mlflow_python,
            **{f"{k}_{f}": med(k, f) for k in ("floor", "predict", "infer", "batch512", "mlflow") for f in ("rps", "p50", "p99") if res[k]},
            "bare1_rows_s": med("bare1"), "bare512_rows_s": med("bare512"), "start_s": med("start_s")}
     out["batch512_rows_s"] = out["batch512_rps"] * 512

@@ -26,6 +26,7 @@ def test_settings(s, folder) -> Path:
     cp.read(s.path)
     for k in ("runs", "store", "lineage", "registry", "pipelines", "wandb_dir", "wandb_data_dir"): cp["paths"][k] = str(getattr(s, k))
     cp["paths"]["predictions"] = str(Path(folder)/"predictions.db")
+    if cp.has_section("serve"): cp["serve"]["api_key"] = ""     # no key in the test service, nor in this copy under runs/
     Path(folder).mkdir(parents=True, exist_ok=True)
     with open(Path(folder)/"settings.ini", "w") as f: cp.write(f)
     return Path(folder)/"settings.ini"
@@ -35,7 +36,8 @@ def service(s, ref: str, folder, timeout: float = 60.0):
     "Run `mlops-nb serve --model REF` as a user would, on a free loopback port, until the block ends; yields its base URL."
     port = free_port()
     env = {**os.environ, "MLOPS_NB_SETTINGS": str(test_settings(s, folder))}
-    env.pop("MLOPS_NB_API_KEY", None)                        # the test environment has no key: its probes expect open routes
+    for k in {"MLOPS_NB_API_KEY", s.serve.get("api_key_env") or "MLOPS_NB_API_KEY"}:
+        env.pop(k, None)                                     # the test environment has no key: its probes expect open routes
     log = open(Path(folder)/"service.log", "w")
     p = subprocess.Popen([str(Path(sys.executable).parent/"mlops-nb"), "serve", "--model", ref, "--port", str(port)],
                          env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)

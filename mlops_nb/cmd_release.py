@@ -75,7 +75,9 @@ def cmd_release(a, s):
     name, v = split_ref(a.ref)
     try: r = release(registry_for(s), name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
     except GateFailed as e:
+        from mlops_nb.govern import record
         print_checks(e.checks)
+        record(s, "release refused", str(e), name, v, {"checks": e.checks, "canary": a.canary, "shadow": a.shadow})   # on the audit trail
         err(f"mlops-nb release: {e}"); return 1
     print_checks(r["checks"])
     for line in describe(r, name): print(line)

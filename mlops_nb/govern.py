@@ -188,6 +188,7 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
     if dry_run: return {**p, "outcome": "dry-run"}
     if not p["triggers"]: return {**p, "outcome": "nothing"}
     name, why = p["model"], "; ".join(f"{c['check']}: {c['detail']}" for c in p["triggers"])
+    short = ", ".join(c["check"] for c in p["triggers"])                  # what approvals and releases cite (the detail is in the trail)
     alerted = [a["id"] for a in alerts(s.governance, model=name) if a["run_id"] == p["report"]]
     if p["policy"] == "off":
         record(s, "retrain skipped", f"[govern] retrain = off; failed: {why}", name, p["version"], {"monitor_run": p["report"], "alerts": alerted})
@@ -206,16 +207,15 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
         echo(f"the retrained bundle is {name}@{v}, the version already monitored: nothing to release")
         return {**out, "outcome": "unchanged"}
     if p["policy"] == "approve":
-        record(s, "awaiting approval", f"{name}@{v} retrained after: {why}", name, v, {"run": rec["run_id"]})
+        record(s, "awaiting approval", f"{name}@{v} retrained after monitoring run {p['report']}: {short}", name, v, {"run": rec["run_id"]})
         echo(f"{name}@{v} is registered and application-tested. A reviewer reads its QA report, then:\n"
              f"  mlops-nb approve {name}@{v} --why '...'\n  mlops-nb release {name}@{v} --why 'retrained after: {p['triggers'][0]['check']}'")
         return {**out, "outcome": "awaiting-approval"}
     reg = registry_for(s)
     try:
         if gates_of(s).get("require_approval"):
-            a = reg.approve(name, v, f"automatic: [govern] retrain = auto after monitoring run {p['report']} ({why})", by=POLICY)
-            record(s, "approved", a["why"], name, v, {"approval": a["id"], "report": a["path"]}, by=POLICY)
-        try: r = release(reg, name, v, gates_of(s), why=f"retrained after monitoring run {p['report']}: {why}")
+            reg.approve(name, v, f"automatic: [govern] retrain = auto after monitoring run {p['report']} ({short})", by=POLICY)
+        try: r = release(reg, name, v, gates_of(s), why=f"retrained after monitoring run {p['report']}: {short}")
         except GateFailed as e:
             record(s, "release refused", str(e), name, v, {"checks": e.checks, "run": rec["run_id"]}, by=POLICY)
             echo(str(e)); echo(f"production stays {name}@{p['version']}")

@@ -158,6 +158,7 @@ def parse_tags(header: str | None, params: dict | None = None) -> dict:
     for k, v in tags.items():
         if not _KEY.fullmatch(k): raise BadInput(f"tag key {k[:80]!r}: use 1-64 letters, digits, '_', '.', '-'")
         if len(v) > 256: raise BadInput(f"tag {k!r}: the value is {len(v)} characters; at most 256")
+        if not v.isprintable(): raise BadInput(f"tag {k!r}: the value has control characters; use printable text")
     if len(tags) > MAX_TAGS: raise BadInput(f"{len(tags)} tags; at most {MAX_TAGS}")
     return tags
 

@@ -144,12 +144,13 @@ def plot_slices(f: dict, top: int = 20):
                      [r["slice"] for r in sl], title="accuracy by slice (0: no labels yet)", ylabel="accuracy")
 
 def html_summary(rep: MonitorReport, ev: dict) -> str:
-    "A small standalone HTML page of the verdict and each window (every value escaped), for the W&B artifact."
+    "A small standalone HTML page of the verdict and each window (every value escaped, under a CSP that runs no script), for the W&B artifact."
+    from mlops_nb.report import csp_meta
     e = lambda v: html.escape(str(v))
     t = ev["total"]
     rows = "".join(f"<tr><td>{e(c['check'])}</td><td class='{e(c['status'])}'>{e(c['status'])}</td><td>{e(c['detail'])}</td></tr>" for c in t["checks"])
     days = "".join(f"<tr><td>{e(w['start'])}</td><td>{w['rows']}</td><td>{e(status(w['checks']))}</td></tr>" for w in ev["windows"])
-    return (f"<!doctype html><meta charset='utf-8'><title>monitor {e(rep.model)}@{e(rep.version)}</title>"
+    return (f"<!doctype html><meta charset='utf-8'>{csp_meta()}<title>monitor {e(rep.model)}@{e(rep.version)}</title>"
             "<style>body{font:14px sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}.ALERT{color:#b00;font-weight:bold}</style>"
             f"<h1>{e(rep.model)}@{e(rep.version)}: {e(status(t['checks']))}</h1><p>{e(iso(rep.since))} to {e(iso(rep.until))}: "
             f"{t['rows']} predictions, {t['labels']['labelled']} labelled</p><table><tr><th>check</th><th>status</th><th>detail</th></tr>{rows}</table>"

@@ -309,7 +309,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def predict(request: Request):
         t0 = start(request)
         check_size(request.headers, max_body)
-        return respond(*await answer("/v1/predict", request.headers, t0, predict_rows, request.headers, await request.body(), t0))
+        return respond(*await answer("/v1/predict", request.headers, t0, predict_rows, request.headers,
+                                     await _receive(request.receive, max_body), t0))
 
     @api.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
               responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body(
@@ -323,7 +324,9 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         if not ct.lower().startswith("multipart/form-data"):
             raise BadInput(f"content type {ct.split(';')[0]!r}: send multipart/form-data with one or more image files", 415)
         check_size(h, max_body)
-        try: form = await request.form(max_files=max_batch, max_fields=max_batch, max_part_size=max_body)
+        raw = await _receive(request.receive, max_body)        # bounded as it arrives, even chunked (no declared length)
+        async def replay(): return {"type": "http.request", "body": raw, "more_body": False}
+        try: form = await Request(request.scope, replay).form(max_files=max_batch, max_fields=max_batch, max_part_size=max_body)
         except HTTPException as e: raise BadInput(f"multipart body: {e.detail}", 413 if "many" in str(e.detail) else 400) from None
         try:
             files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
@@ -344,7 +347,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         guard(h, True)
         ts = when(h)
         check_size(h, max_body)
-        items = feedback_items(parse_json(await request.body(), h.get("content-type"), max_body, lists=True), m.labels, max_batch)
+        body = await _receive(request.receive, max_body)
+        items = feedback_items(parse_json(body, h.get("content-type"), max_body, lists=True), m.labels, max_batch)
         if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
         if not db: db.append(open_log(log.path))
         def missing(): return [(r, row) for r, row, _ in items if row >= max(recent.get(r, 0), known(db[0], r))]
@@ -388,7 +392,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         t0 = start(request)
         v = check_model(name, version)
         check_size(request.headers, max_body)
-        return respond(*await answer(route, request.headers, t0, infer, route, request.headers, await request.body(), t0, v))
+        return respond(*await answer(route, request.headers, t0, infer, route, request.headers,
+                                     await _receive(request.receive, max_body), t0, v))
 
     @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
     async def infer_any(name: str, request: Request): return await infer_route(request, "/v2/models/{name}/infer", name)

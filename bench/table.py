@@ -1,0 +1,379 @@
+"""Not a benchmark: runs every script in bench/ and rewrites BENCHMARKS.md from their figures (what `make bench` runs).
+
+Each script runs in turn as a subprocess with `--json` into a folder (`--quick` passed through when given; the
+workbook's settings passed as `--settings` to the scripts that take one, which need a registered model: when the
+workbook has none, a smoke-profile pipeline is run first in a scratch workbook and that one is passed instead). A
+script that fails gives a row "failed: <its last line>" and the exit status is 1 at the end. BENCHMARKS.md gets the
+date, the machine, and one table: figure | value | compared with | ratio | command.
+
+    python bench/table.py [--quick] [--only NAME] [--save-json DIR] [--from-json DIR] [--out BENCHMARKS.md]
+"""
+import argparse, datetime, json, os, platform, shlex, shutil, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+META = "_run.json"          # in a JSON folder: the machine, the date and how the scripts were run
+SOAK = ("soak: hours under steady load (memory, p99 and errors over time)", "not yet measured (no soak bench yet)", "—", "—", "—")
+
+
+# ---------------------------------------------------------------- formatting
+
+def num(x, d=0) -> str: return "—" if x is None else f"{x:,.{d}f}"
+def sec(x) -> str: return "—" if x is None else (f"{x:.2f} s" if x < 100 else f"{x:,.0f} s")
+def ms(x) -> str: return "—" if x is None else f"{x:.2f} ms"
+def times(x, d=2) -> str: return "—" if x is None else f"{x:.{d}f}x"
+def pct(x) -> str: return "—" if x is None else f"{x:.0%}"
+def div(a, b): return a / b if a is not None and b else None
+
+
+def command(name: str, d: dict, params, extra=()) -> str:
+    "The command line that measures `d`: `--quick` for a quick run, else the parameters it ran with, made explicit."
+    args = ["--quick"] if d.get("quick") else [x for flag, key in params if d.get(key) is not None for x in (flag, f"{d[key]:g}"
+                                                                                                            if isinstance(d[key], float) else str(d[key]))]
+    return shlex.join(["python", f"bench/{name}.py", *args, *extra])
+
+
+# ---------------------------------------------------------------- rows of each script: (figure, value, compared with, ratio)
+
+def rows_pipeline_overhead(d):
+    return [(f"pipeline overhead: cold `mlops-nb run`, profile {d['profile']} ({d['stages']} stages, papermill kernels, reports)",
+             sec(d["mlops_nb_s"]), f"the same stage functions in one plain Python process: {sec(d['plain_s'])}",
+             f"{times(d['mlops_nb_s'] / d['plain_s'])} (goal ≤ {d.get('goal', 1.3)}x)")]
+
+
+def rows_cached_rerun(d):
+    goal = d.get("goal_s", 1.0)
+    return [(f"cached re-run, nothing changed (profile {d['profile']}; no kernel started)", sec(d["cached_median_s"]),
+             f"the {goal:g} s aim (cold run {sec(d['cold_s'])})", f"{times(d['cached_median_s'] / goal)} of the aim")]
+
+
+def rows_concurrent_runs(d):
+    return [(f"concurrent runs: each of two `mlops-nb run` side by side (profile {d['profile']}, {d['cores']} cores), wall",
+             f"{sec(d['two_wall_s'])} (train stage {sec(d['two_train_s'])})",
+             f"one run alone: {sec(d['alone_wall_s'])} (train stage {sec(d['alone_train_s'])})",
+             f"{times(div(d['two_wall_s'], d['alone_wall_s']))} (train {times(div(d['two_train_s'], d['alone_train_s']))}; 2x is proportional)")]
+
+
+def rows_onnx_latency(d):
+    return [(f"ONNX Runtime latency, batch {b['batch']} ({d['threads']} threads)", ms(b["ort_ms"]), f"torch eager: {ms(b['torch_ms'])}",
+             f"{times(b['ort_speedup'], 1)} faster") for b in d["batches"]]
+
+
+def rows_serve(d):
+    floor = f"GET /healthz (the HTTP floor, same server): {num(d['floor_rps'])} req/s, p99 {ms(d['floor_p99'])}"
+    out = []
+    for k, what in (("predict", "POST /v1/predict"), ("infer", "POST OIP /v2/models/NAME/infer")):
+        out += [(f"{what}, one row: throughput (one worker, logging on, {d['connections']} connections)",
+                 f"{num(d[k + '_rps'])} req/s (p50 {ms(d[k + '_p50'])})", floor, f"{pct(div(d[k + '_rps'], d['floor_rps']))} of the floor"),
+                (f"{what}, one row: p99", ms(d[k + "_p99"]), floor, f"{times(div(d[k + '_p99'], d['floor_p99']))} the floor's p99")]
+    out.append(("bare `session.run`, batch 512 (no HTTP)", f"{num(d['bare512_rows_s'])} rows/s",
+                f"bare `session.run`, batch 1: {num(d['bare1_rows_s'])} rows/s", times(div(d["bare512_rows_s"], d["bare1_rows_s"]), 1)))
+    out.append(("POST /v1/predict, 512 rows a request (1 connection)",
+                f"{num(d['batch512_rows_s'])} rows/s ({num(d['batch512_rps'])} req/s, p99 {ms(d['batch512_p99'])})",
+                f"bare `session.run` at batch 512: {num(d['bare512_rows_s'])} rows/s",
+                f"{pct(div(d['batch512_rows_s'], d['bare512_rows_s']))} of bare"))
+    if d.get("mlflow_rps") is not None:
+        out.append(("POST /v1/predict, one row, against MLflow", f"{num(d['predict_rps'])} req/s, p99 {ms(d['predict_p99'])}",
+                    f"`mlflow models serve`, same ONNX model: {num(d['mlflow_rps'])} req/s, p99 {ms(d['mlflow_p99'])}",
+                    f"{times(div(d['predict_rps'], d['mlflow_rps']), 1)} the req/s"))
+    else:
+        out.append(("POST /v1/predict, one row, against MLflow", "not measured (pass --mlflow-python)", "`mlflow models serve`", "—"))
+    out.append(("`mlops-nb serve`: process start to ready (/readyz)", sec(d["start_s"]), "—", "—"))
+    return out
+
+
+def rows_release(d):
+    out = [(f"swap time: the service's load, verify, warm up and swap (mean of {d['swaps']} swaps under load)",
+            ms(None if d.get("swap_seconds_mean_service") is None else d["swap_seconds_mean_service"] * 1000), "—", "—"),
+           ("release to first answer of the new version (registry write to answer)",
+            f"{sec(d['release_to_first_answer_s']['median'])} median, {sec(d['release_to_first_answer_s']['max'])} max",
+            f"the service's poll, [serve] follow_ms: {d['follow_ms']} ms" if d.get("follow_ms") is not None else "—", "—"),
+           ("requests failed during the swaps", f"{d['failed_during_swaps']:,} of {d['requests_during_swaps']:,}", "must be 0",
+            pct(div(d["failed_during_swaps"], d["requests_during_swaps"])))]
+    for sfx, what in (("", "saturated (no pause)"), ("_paced", "paced (1 ms pause per request and connection)")):
+        pl, sh = d["plain" + sfx], d["shadow" + sfx]
+        drop = d.get("shadow_dropped_share", {}).get("shadow" + sfx)
+        out.append((f"shadow cost, {what}: /v1/predict p99 with a shadow",
+                    f"{ms(sh['p99'])} ({num(sh['rps'])} req/s; the shadow dropped {pct(drop)} of requests)",
+                    f"without a shadow: {ms(pl['p99'])} ({num(pl['rps'])} req/s)", f"{times(div(sh['p99'], pl['p99']))} the p99"))
+    ld = d.get("apptest_load") or {}
+    if "rps" in ld:
+        lim = d.get("apptest_p99_limit_ms")
+        out.append((f"load test: `mlops-nb apptest` ({ld['concurrency']} clients, {ld['seconds']:g} s, single rows), p99",
+                    f"{ms(ld['p99_ms'])} ({num(ld['rps'])} req/s, p50 {ms(ld['p50_ms'])}, {ld['errors']} errors)",
+                    f"[apptest] p99_ms limit: {ms(lim)}" if lim is not None else "—", f"{pct(div(ld['p99_ms'], lim))} of the limit" if lim else "—"))
+    else:
+        out.append(("load test: `mlops-nb apptest`", f"failed: {one_line(str(ld.get('error', ld)))}", "—", "—"))
+    return out
+
+
+def rows_drift(d):
+    n, q = d["rows"], d["rows"] // 4
+    what = f"drift over {n:,} rows x {d['features']} features (KS+PSI+BH, chunked)"
+    t, m = d.get(f"ours_{n}_seconds"), d.get(f"ours_{n}_peak_mb")
+    mq = d.get(f"ours_{q}_peak_mb")
+    if d.get(f"evidently_{n}_seconds") is not None:
+        ev_t, ev_m = d[f"evidently_{n}_seconds"], d[f"evidently_{n}_peak_mb"]
+        return [(f"{what}: time", sec(t), f"Evidently DataDriftPreset(method='ks'): {sec(ev_t)}", f"{times(div(ev_t, t), 1)} faster"),
+                (f"{what}: peak memory", f"{num(m)} MB ({num(mq)} MB at {q:,} rows)", f"Evidently: {num(ev_m)} MB",
+                 f"{times(div(ev_m, m), 1)} less")]
+    nm = "not measured (pass --evidently-python)"
+    return [(f"{what}: time", sec(t), f"Evidently: {nm}", "—"),
+            (f"{what}: peak memory", f"{num(m)} MB ({num(mq)} MB at {q:,} rows)", f"Evidently: {nm}", "—")]
+
+
+def rows_monitor(d):
+    day, qu = d["library"]["day"], d["library"]["quarter"]
+    rate = lambda r: div(r["rows"], r["seconds"])
+    clean = [abs(r["error"]) for r in d["estimate"] if r["severity"] == 0 or r["drift"] == "class-shift"]
+    allerr = [abs(r["error"]) for r in d["estimate"]]
+    return [(f"monitor: `mlops-nb monitor --every 1d` over a day of {d['rows']:,} predictions (papermill run, report included)",
+             sec(d["cli_s"]), f"`monitor()` + `evaluate()` alone over the day: {sec(day['seconds'])}",
+             f"{times(div(d['cli_s'], day['seconds']))} the library's time"),
+            (f"monitor: `monitor()` + `evaluate()` throughput over the day ({day['rows']:,} rows)", f"{num(rate(day))} rows/s",
+             f"over a quarter of the day ({qu['rows']:,} rows): {num(rate(qu))} rows/s", times(div(rate(day), rate(qu)))),
+            ("monitor: peak memory over the day", f"{num(day['peak_mb'])} MB",
+             f"over a quarter of the day: {num(qu['peak_mb'])} MB", f"{times(div(day['peak_mb'], qu['peak_mb']))} (flat is 1.00x)"),
+            ("label-free accuracy estimate (CBPE): median |error| without input drift (clean, class-shift)",
+             num(statistics.median(clean), 3) if clean else "—",
+             f"all simulated drifts and severities: median {num(statistics.median(allerr), 3)}, max {num(max(allerr), 3)}" if allerr else "—",
+             "—")]
+
+
+# name: (what it measures, rows, parameters made explicit in the command, flags passing a comparison's interpreter)
+SPECS = {
+    "pipeline_overhead": ("pipeline overhead vs plain Python", rows_pipeline_overhead, [("--profile", "profile"), ("--repeat", "repeat")]),
+    "cached_rerun": ("cached re-run", rows_cached_rerun, [("--profile", "profile"), ("--repeat", "repeat")]),
+    "concurrent_runs": ("concurrent runs", rows_concurrent_runs, [("--profile", "profile"), ("--repeat", "repeat")]),
+    "onnx_latency": ("ONNX Runtime vs torch eager latency", rows_onnx_latency, [("--repeat", "repeat")]),
+    "serve": ("service throughput and p99, bare session, MLflow, start to ready", rows_serve,
+              [("--repeat", "repeat"), ("--seconds", "seconds"), ("--connections", "connections"), ("--mlflow-python", "mlflow_python")]),
+    "release": ("swap time, failed during swaps, shadow cost, load test", rows_release,
+                [("--repeat", "repeat"), ("--seconds", "seconds"), ("--swaps", "swaps")]),
+    "drift": ("drift vs Evidently", rows_drift, [("--rows", "rows"), ("--features", "features"), ("--repeat", "repeat"),
+                                                 ("--evidently-python", "evidently_python")]),
+    "monitor": ("monitor over a day of predictions, label-free estimate", rows_monitor, [("--rows", "rows"), ("--repeat", "repeat")]),
+}
+COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python"}
+
+
+def one_line(text: str) -> str:
+    "The last non-empty line of `text`, shortened, safe in a table cell."
+    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    s = lines[-1] if lines else "no output"
+    return s[:200] + "…" if len(s) > 200 else s
+
+
+def rows_of(name: str, d: dict | None, failed: str | None, cmd: str | None) -> list:
+    "The table rows of script `name` from its figures `d` (None when it wrote none) and its failure (None when it passed)."
+    title, fn, params = SPECS.get(name, (name, None, []))
+    if d is not None and cmd is None:
+        cmd = command(name, d, [p for p in params if p[0] not in COMPARATORS],
+                      [x for flag, key in params if flag in COMPARATORS and d.get(key) for x in (flag, d[key])])
+    cmd = f"`{cmd or f'python bench/{name}.py'}`"
+    out = []
+    if d is not None:
+        if fn is None: out.append((f"bench/{name}.py", "measured, but bench/table.py has no rows for it", "—", "—"))
+        else:
+            try: out += fn(d)
+            except (KeyError, TypeError, IndexError, ValueError, ZeroDivisionError) as e:
+                out.append((title, f"failed: its JSON lacks a figure ({type(e).__name__}: {one_line(str(e))})", "—", "—"))
+                failed = failed or "unreadable JSON"
+    if failed is not None: out.append((title, f"failed: {failed}", "—", "—"))
+    if not out: out.append((title, "not run", "—", "—"))
+    return [(*r, cmd) for r in out]
+
+
+# ---------------------------------------------------------------- the machine
+
+def machine() -> dict:
+    from importlib.metadata import version, PackageNotFoundError
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): pass
+    mem = None
+    try: mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal:"))) / 2**20
+    except (OSError, StopIteration): pass
+    osname = platform.platform()
+    try:
+        rel = dict(l.rstrip("\n").split("=", 1) for l in open("/etc/os-release") if "=" in l)
+        osname = f"{rel.get('PRETTY_NAME', '').strip(chr(34))}, Linux {platform.release()}"
+    except OSError: pass
+    def v(p):
+        try: return version(p)
+        except PackageNotFoundError: return "not installed"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        commit = commit + (" (uncommitted changes)" if dirty else "") if commit else None
+    except OSError: commit = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "memory_gib": mem, "os": osname,
+            "python": platform.python_version(), "packages": {p: v(p) for p in ("torch", "onnxruntime", "uvicorn", "numpy")},
+            "commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def markdown(meta: dict, rows: list) -> str:
+    m = meta["machine"]
+    cores = f"{m['cores']} cores" + (f" ({m['usable_cores']} usable by this process)" if m.get("usable_cores") not in (None, m["cores"]) else "")
+    pk = ", ".join(f"{p} {v}" for p, v in m["packages"].items())
+    lines = ["# Benchmarks", "",
+             "<!-- generated by `make bench` (python bench/table.py): do not edit by hand; run it again instead -->",
+             f"Generated by `make bench` (`python bench/table.py`) on {m['date']}: do not edit by hand. "
+             + ("Each figure is from one run of its script (--quick)." if meta.get("quick") else
+                "Each figure is the median of several runs (the script's --repeat), measured side by side in one run of its script."), ""]
+    if meta.get("quick"):
+        lines += ["> **WARNING: QUICK FIGURES (`--quick`).** Every script ran its smallest smoke-sized setting (one repeat, "
+                  "1 s load runs, 20,000 rows instead of 1,000,000, the smoke profile). These numbers only show that the benchmarks "
+                  "run; they are NOT measurements. Run `make bench` for the real table.", ""]
+    lines += ["**Machine:** " + f"{m['cpu']}, {cores}, " + (f"{m['memory_gib']:.1f} GiB memory, " if m.get("memory_gib") else "")
+              + f"{m['os']}, Python {m['python']}; {pk}" + (f"; commit {m['commit']}" if m.get("commit") else "") + ".", ""]
+    for note in meta.get("notes", []): lines += [f"**Note:** {note}", ""]
+    lines += ["| figure | value | compared with | ratio | command |", "|---|---|---|---|---|"]
+    cell = lambda c: str(c).replace("\n", " ").replace("|", "\\|")          # a pipe would end the cell, even in a code span
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- running the scripts
+
+def ordered(names) -> list:
+    "`names` in the table's order: SPECS' order, then any script it does not know, by name."
+    return sorted(set(names), key=lambda n: (list(SPECS).index(n) if n in SPECS else len(SPECS), n))
+
+
+def scripts(only=None) -> list:
+    names = ordered(p.stem for p in HERE.glob("*.py") if p.name != "table.py")
+    if only:
+        unknown = [n for n in only if n not in names]
+        if unknown: raise SystemExit(f"no bench script {', '.join(unknown)} (there are: {', '.join(names)})")
+        names = [n for n in names if n in only]
+    return names
+
+
+def takes(name: str, flag: str) -> bool: return f'"{flag}"' in (HERE / f"{name}.py").read_text()
+
+
+def model_settings(given, work: Path, notes: list, users: list):
+    "The settings file to pass as --settings: `given`, or the workbook's, when it has a registered model; else a scratch "
+    "workbook's, where a smoke-profile pipeline run has registered one. Returns (path or None, failure or None)."
+    try:
+        from mlops_nb.config import load_settings
+        from mlops_nb.registry import registry_for
+        from mlops_nb.served import pick
+        s = load_settings(given)
+        if s.registry is None or not Path(s.registry).exists(): raise LookupError(f"no registry at {s.registry}")
+        pick(registry_for(s), None)
+        return (str(given) if given else None), None
+    except Exception as e:
+        why = one_line(str(e)) or type(e).__name__
+    from mlops_nb.config import scratch_settings
+    scratch = scratch_settings(work / "workbook", Path(given) if given else REPO / "settings.ini")
+    print(f"== the workbook has no model to benchmark ({why}): a smoke-profile pipeline run in a scratch workbook first", flush=True)
+    t = time.perf_counter()
+    p = subprocess.run([str(Path(sys.executable).parent / "mlops-nb"), "run", "-q", "--profile", "smoke"], cwd=REPO,
+                       env={**os.environ, "MLOPS_NB_SETTINGS": str(scratch), "WANDB_MODE": "disabled"},
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode: return None, f"no registered model, and the smoke pipeline run failed: {one_line(p.stderr or p.stdout)}"
+    notes.append(f"the workbook had no registered model ({why}), so the scripts that need one ({', '.join(users)}) measured a smoke-profile model (1 epoch, 8 channels) from a scratch workbook, trained in "
+                 f"{time.perf_counter() - t:.0f} s before them. Run `make run` first for figures of the default model.")
+    return str(scratch), None
+
+
+def run_all(a, out_dir: Path) -> int:
+    with tempfile.TemporaryDirectory() as work: return _run_all(a, out_dir, Path(work))
+
+
+def _run_all(a, out_dir: Path, work: Path) -> int:
+    names = scripts(a.only)
+    meta = {"machine": machine(), "quick": a.quick, "notes": [], "commands": {}, "failed": {}, "seconds": {}}
+    need_model = [n for n in names if takes(n, "--settings")]
+    settings, no_model = (model_settings(a.settings, work, meta["notes"], need_model) if need_model else (None, None))
+    for n in names:
+        cmd = [sys.executable, str(HERE / f"{n}.py"), *(["--quick"] if a.quick else [])]
+        if n in need_model and settings: cmd += ["--settings", settings]
+        for flag, key in COMPARATORS.items():
+            if getattr(a, key) and takes(n, flag): cmd += [flag, getattr(a, key)]
+        shown = shlex.join(["python", f"bench/{n}.py", *cmd[2:]])
+        meta["commands"][n] = shown
+        print(f"== {shown}", flush=True)
+        (out_dir / f"{n}.json").unlink(missing_ok=True)
+        if n in need_model and no_model:
+            meta["failed"][n] = no_model; print(f"   failed: {no_model}", flush=True); continue
+        t = time.perf_counter()
+        with tempfile.TemporaryFile("w+") as err:
+            try:
+                p = subprocess.run([*cmd, "--json", str(out_dir / f"{n}.json")], cwd=REPO, stderr=err, stdin=subprocess.DEVNULL,
+                                   text=True, timeout=a.timeout)
+                rc = p.returncode
+            except subprocess.TimeoutExpired: rc = None
+            err.seek(0); text = err.read()
+        meta["seconds"][n] = time.perf_counter() - t
+        if rc != 0:
+            meta["failed"][n] = f"timed out after {a.timeout:g} s" if rc is None else one_line(text)
+            sys.stderr.write(text[-3000:])
+            print(f"   failed ({meta['seconds'][n]:.0f} s): {meta['failed'][n]}", flush=True)
+        else: print(f"   ({meta['seconds'][n]:.0f} s)", flush=True)
+    (out_dir / META).write_text(json.dumps(meta, indent=2))
+    return len(meta["failed"])
+
+
+def build(json_dir: Path, only=None) -> tuple[str, int]:
+    "BENCHMARKS.md's text from the JSON files in `json_dir`, and the number of scripts that failed or gave no figures."
+    meta = json.loads((json_dir / META).read_text()) if (json_dir / META).exists() else {}
+    if "machine" not in meta:
+        meta["machine"] = machine()
+        meta.setdefault("notes", []).append("rebuilt from saved JSON without a record of the machine: the machine above is the one that built the table")
+    rows, bad = [], 0
+    names = ordered(only or {*SPECS, *(p.stem for p in json_dir.glob("*.json") if p.name != META)})
+    for n in names:
+        f = json_dir / f"{n}.json"
+        d = json.loads(f.read_text()) if f.exists() else None
+        failed = meta.get("failed", {}).get(n)
+        if (json_dir / f"{n}.failed").exists(): failed = one_line((json_dir / f"{n}.failed").read_text())
+        if d is None and failed is None and meta.get("commands") and n not in meta["commands"]: continue   # not asked for (--only)
+        r = rows_of(n, d, failed, None if d is not None else meta.get("commands", {}).get(n))
+        bad += failed is not None or d is None or any(str(x[1]).startswith("failed:") for x in r)
+        rows += r
+    if "quick" not in meta: meta["quick"] = any(json.loads(p.read_text()).get("quick") for p in json_dir.glob("*.json") if p.name != META)
+    if not only and not meta.get("only"): rows.append(SOAK)
+    rows.sort(key=lambda r: r[0].startswith(("load test", "soak")))          # stable: the load-test and soak figures last
+    return markdown(meta, rows), bad
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="pass --quick to every script: smoke-sized figures, said loudly in the table")
+    ap.add_argument("--only", action="append", metavar="NAME", help="run only bench/NAME.py (repeatable); the table goes to stdout unless --out")
+    ap.add_argument("--from-json", metavar="DIR", help="run nothing: rebuild the table from the JSON files in DIR (NAME.json, _run.json)")
+    ap.add_argument("--save-json", metavar="DIR", help="keep the scripts' JSON files (and _run.json) in DIR, for --from-json")
+    ap.add_argument("--out", help="where to write the table (default: BENCHMARKS.md; stdout with --only); - for stdout")
+    ap.add_argument("--settings", help="the workbook's settings.ini for the scripts that take --settings (default: found as mlops-nb finds it)")
+    ap.add_argument("--mlflow-python", help="passed to the scripts that take it (bench/serve.py): a Python with MLflow")
+    ap.add_argument("--evidently-python", help="passed to the scripts that take it (bench/drift.py): a Python with Evidently")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds a script may run before it counts as failed (default: %(default)s)")
+    a = ap.parse_args()
+    out = a.out or ("-" if a.only else str(REPO / "BENCHMARKS.md"))
+    t0 = time.perf_counter()
+    if a.from_json:
+        text, bad = build(Path(a.from_json), a.only)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(a.save_json) if a.save_json else Path(tmp)
+            d.mkdir(parents=True, exist_ok=True)
+            bad = run_all(a, d)
+            if a.only:
+                m = json.loads((d / META).read_text()); m["only"] = a.only; (d / META).write_text(json.dumps(m, indent=2))
+            text, bad2 = build(d, a.only)
+            bad = max(bad, bad2)
+    if out == "-": sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+        print(f"wrote {out}" + ("" if a.from_json else f" in {time.perf_counter() - t0:.0f} s"))
+    if bad: raise SystemExit(f"{bad} benchmark script(s) failed or gave no figures: see the table")
+
+
+if __name__ == "__main__":
+    main()

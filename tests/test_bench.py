@@ -1,0 +1,186 @@
+"""bench/table.py builds BENCHMARKS.md's table from the scripts' JSON (hand-made here: the real benches are too slow for
+`make test`; tests/test_serve.py and tests/test_drift.py smoke two of them), and every bench script takes --json and --quick."""
+import importlib.util, json, re, subprocess, sys
+from pathlib import Path
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TABLE = BENCH / "table.py"
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.name != "table.py")
+
+FIGURES = {
+    "pipeline_overhead": {"profile": "default", "repeat": 3, "wandb": "disabled", "quick": False, "stages": 6,
+                          "mlops_nb_s": 31.6, "plain_s": 23.4, "ratio": 31.6 / 23.4, "goal": 1.3},
+    "cached_rerun": {"profile": "default", "repeat": 5, "quick": False, "cold_s": 31.0, "cached_median_s": 0.5,
+                     "cached_min_s": 0.48, "cached_max_s": 0.55, "goal_s": 1.0},
+    "concurrent_runs": {"profile": "default", "repeat": 2, "quick": False, "cores": 2, "alone_wall_s": 25.0, "alone_train_s": 10.0,
+                        "two_wall_s": 49.1, "two_train_s": 21.0, "slowdown_wall": 49.1 / 25.0, "slowdown_train": 2.1},
+    "onnx_latency": {"model": "digits-cnn@3", "threads": 2, "repeat": 5, "quick": False, "budget_s": 3.0,
+                     "batches": [{"batch": 1, "torch_ms": 0.2, "ort_ms": 0.05, "ort_speedup": 4.0},
+                                 {"batch": 32, "torch_ms": 1.0, "ort_ms": 0.5, "ort_speedup": 2.0},
+                                 {"batch": 512, "torch_ms": 9.0, "ort_ms": 6.0, "ort_speedup": 1.5}]},
+    "serve": {"model": "digits-cnn@3", "repeat": 3, "seconds": 5, "connections": 4, "quick": False, "mlflow_python": "/tmp/mlv/bin/python",
+              "floor_rps": 29373.0, "floor_p50": 0.10, "floor_p99": 0.36, "predict_rps": 6268.0, "predict_p50": 0.58, "predict_p99": 2.03,
+              "infer_rps": 6098.0, "infer_p50": 0.60, "infer_p99": 1.95, "batch512_rps": 165.0, "batch512_p50": 5.48, "batch512_p99": 11.95,
+              "mlflow_rps": 998.0, "mlflow_p50": 3.65, "mlflow_p99": 46.56, "bare1_rows_s": 20000.0, "bare512_rows_s": 160000.0,
+              "start_s": 0.6, "batch512_rows_s": 165.0 * 512},
+    "release": {"model": "digits-cnn (v1 and v2: one network, two bundles)", "swaps": 6, "swap_seconds_mean_service": 0.0123,
+                "release_to_first_answer_s": {"median": 0.31, "max": 0.52}, "requests_during_swaps": 40000, "failed_during_swaps": 0,
+                "plain": {"rps": 6000.0, "p50": 0.6, "p99": 2.0}, "shadow": {"rps": 5400.0, "p50": 0.7, "p99": 2.34},
+                "plain_paced": {"rps": 3000.0, "p50": 0.5, "p99": 1.0}, "shadow_paced": {"rps": 2900.0, "p50": 0.5, "p99": 1.05},
+                "shadow_dropped_share": {"shadow": 0.25, "shadow_paced": 0.0},
+                "apptest_load": {"requests": 9000, "errors": 0, "rps": 1800.0, "p50_ms": 1.5, "p95_ms": 3.0, "p99_ms": 5.0,
+                                 "concurrency": 4, "seconds": 5.0},
+                "repeat": 3, "seconds": 5, "quick": False, "apptest_p99_limit_ms": 50, "follow_ms": 500},
+    "drift": {"rows": 1000000, "features": 64, "ref_rows": 5000, "chunk": 50000, "repeat": 3, "quick": False, "evidently_python": None,
+              "ours_250000_seconds": 1.0, "ours_250000_peak_mb": 300.0, "ours_250000_base_mb": 280.0,
+              "ours_1000000_seconds": 4.0, "ours_1000000_peak_mb": 301.0, "ours_1000000_base_mb": 280.0},
+    "monitor": {"model": "digits-cnn@3", "rows": 1000000, "repeat": 3, "quick": False, "write_s": 200.0, "log_mb": 900.0, "cli_s": 60.0,
+                "library": {"quarter": {"rows": 250000, "seconds": 10.0, "peak_mb": 400.0},
+                            "day": {"rows": 1000000, "seconds": 40.0, "peak_mb": 410.0}},
+                "estimate": [{"drift": "class-shift", "severity": 1.0, "error": -0.01}, {"drift": "noise", "severity": 0.0, "error": 0.02},
+                             {"drift": "noise", "severity": 1.0, "error": -0.30}, {"drift": "blur", "severity": 0.0, "error": 0.03}]},
+}
+
+
+def table(tmp_path, figures, meta=None, *args):
+    "Write the JSON files, run table.py --from-json on them: (process, {figure: (value, compared with, ratio, command)}, text)."
+    d = tmp_path / "json"; d.mkdir(exist_ok=True)
+    for name, f in figures.items(): (d / f"{name}.json").write_text(json.dumps(f))
+    if meta is not None: (d / "_run.json").write_text(json.dumps(meta))
+    out = tmp_path / "BENCHMARKS.md"
+    p = subprocess.run([sys.executable, str(TABLE), "--from-json", str(d), "--out", str(out), *args], capture_output=True, text=True,
+                       timeout=60)
+    text = out.read_text()
+    lines = text.splitlines()
+    head = lines.index("| figure | value | compared with | ratio | command |")
+    assert lines[head + 1] == "|---|---|---|---|---|"
+    rows = {}
+    for line in lines[head + 2:]:
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]   # as markdown splits a row
+        assert len(cells) == 5, line
+        assert cells[0] not in rows, f"two rows named {cells[0]}"
+        rows[cells[0]] = tuple(cells[1:])
+    return p, rows, text
+
+
+def row(rows, start):
+    hits = [k for k in rows if k.startswith(start)]
+    assert len(hits) == 1, (start, hits, list(rows))
+    return rows[hits[0]]
+
+
+MACHINE = {"cpu": "Test CPU 3000", "cores": 2, "usable_cores": 2, "memory_gib": 7.8, "os": "Debian GNU/Linux 13, Linux 6.1",
+           "python": "3.13.1", "packages": {"torch": "2.13.0", "onnxruntime": "1.24.0", "uvicorn": "0.40.0", "numpy": "2.4.0"},
+           "commit": "abc1234", "date": "2026-11-25 10:00 UTC"}
+
+
+def test_every_row_from_the_figures(tmp_path):
+    p, rows, text = table(tmp_path, FIGURES, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert "generated by `make bench`" in text.lower() and "do not edit by hand" in text and "2026-11-25 10:00 UTC" in text
+    assert "Test CPU 3000, 2 cores, 7.8 GiB memory, Debian GNU/Linux 13" in text and "torch 2.13.0, onnxruntime 1.24.0" in text
+    assert "uvicorn 0.40.0, numpy 2.4.0" in text and "Python 3.13.1" in text and "QUICK" not in text
+
+    v, c, r, cmd = row(rows, "pipeline overhead")
+    assert (v, r, cmd) == ("31.60 s", "1.35x (goal ≤ 1.3x)", "`python bench/pipeline_overhead.py --profile default --repeat 3`")
+    assert "plain Python process: 23.40 s" in c
+    assert row(rows, "cached re-run") == ("0.50 s", "the 1 s aim (cold run 31.00 s)", "0.50x of the aim",
+                                         "`python bench/cached_rerun.py --profile default --repeat 5`")
+    v, c, r, cmd = row(rows, "concurrent runs")
+    assert v == "49.10 s (train stage 21.00 s)" and c == "one run alone: 25.00 s (train stage 10.00 s)"
+    assert r.startswith("1.96x (train 2.10x") and cmd == "`python bench/concurrent_runs.py --profile default --repeat 2`"
+    for b, ort, torch_, x in ((1, "0.05 ms", "0.20 ms", "4.0x"), (32, "0.50 ms", "1.00 ms", "2.0x"), (512, "6.00 ms", "9.00 ms", "1.5x")):
+        assert row(rows, f"ONNX Runtime latency, batch {b} ") == (ort, f"torch eager: {torch_}", f"{x} faster", "`python bench/onnx_latency.py --repeat 5`")
+
+    serve = "`python bench/serve.py --repeat 3 --seconds 5 --connections 4 --mlflow-python /tmp/mlv/bin/python`"
+    floor = "GET /healthz (the HTTP floor, same server): 29,373 req/s, p99 0.36 ms"
+    assert row(rows, "POST /v1/predict, one row: throughput") == ("6,268 req/s (p50 0.58 ms)", floor, "21% of the floor", serve)
+    assert row(rows, "POST /v1/predict, one row: p99") == ("2.03 ms", floor, "5.64x the floor's p99", serve)
+    assert row(rows, "POST OIP /v2/models/NAME/infer, one row: throughput") == ("6,098 req/s (p50 0.60 ms)", floor, "21% of the floor", serve)
+    assert row(rows, "POST OIP /v2/models/NAME/infer, one row: p99") == ("1.95 ms", floor, "5.42x the floor's p99", serve)
+    assert row(rows, "bare `session.run`, batch 512") == ("160,000 rows/s", "bare `session.run`, batch 1: 20,000 rows/s", "8.0x", serve)
+    assert row(rows, "POST /v1/predict, 512 rows") == ("84,480 rows/s (165 req/s, p99 11.95 ms)",
+                                                      "bare `session.run` at batch 512: 160,000 rows/s", "53% of bare", serve)
+    assert row(rows, "POST /v1/predict, one row, against MLflow") == (
+        "6,268 req/s, p99 2.03 ms", "`mlflow models serve`, same ONNX model: 998 req/s, p99 46.56 ms", "6.3x the req/s", serve)
+    assert row(rows, "`mlops-nb serve`: process start to ready")[:3] == ("0.60 s", "—", "—")
+
+    rel = "`python bench/release.py --repeat 3 --seconds 5 --swaps 6`"
+    assert row(rows, "swap time") == ("12.30 ms", "—", "—", rel)
+    assert row(rows, "release to first answer") == ("0.31 s median, 0.52 s max", "the service's poll, [serve] follow_ms: 500 ms", "—", rel)
+    assert row(rows, "requests failed during the swaps") == ("0 of 40,000", "must be 0", "0%", rel)
+    assert row(rows, "shadow cost, saturated") == ("2.34 ms (5,400 req/s; the shadow dropped 25% of requests)",
+                                                  "without a shadow: 2.00 ms (6,000 req/s)", "1.17x the p99", rel)
+    assert row(rows, "shadow cost, paced") == ("1.05 ms (2,900 req/s; the shadow dropped 0% of requests)",
+                                              "without a shadow: 1.00 ms (3,000 req/s)", "1.05x the p99", rel)
+    assert row(rows, "load test") == ("5.00 ms (1,800 req/s, p50 1.50 ms, 0 errors)", "[apptest] p99_ms limit: 50.00 ms", "10% of the limit", rel)
+
+    drift = "`python bench/drift.py --rows 1000000 --features 64 --repeat 3`"
+    assert row(rows, "drift over 1,000,000 rows x 64 features (KS+PSI+BH, chunked): time") == (
+        "4.00 s", "Evidently: not measured (pass --evidently-python)", "—", drift)
+    assert row(rows, "drift over 1,000,000 rows x 64 features (KS+PSI+BH, chunked): peak memory") == (
+        "301 MB (300 MB at 250,000 rows)", "Evidently: not measured (pass --evidently-python)", "—", drift)
+
+    mon = "`python bench/monitor.py --rows 1000000 --repeat 3`"
+    assert row(rows, "monitor: `mlops-nb monitor --every 1d`") == ("60.00 s", "`monitor()` + `evaluate()` alone over the day: 40.00 s",
+                                                                  "1.50x the library's time", mon)
+    assert row(rows, "monitor: `monitor()` + `evaluate()` throughput") == ("25,000 rows/s", "over a quarter of the day (250,000 rows): 25,000 rows/s",
+                                                                          "1.00x", mon)
+    assert row(rows, "monitor: peak memory") == ("410 MB", "over a quarter of the day: 400 MB", "1.02x (flat is 1.00x)", mon)
+    v, c, r, cmd = row(rows, "label-free accuracy estimate (CBPE): median |error| without input drift")
+    assert (v, r, cmd) == ("0.020", "—", mon)                  # median of 0.01, 0.02, 0.03: severity 0 or class-shift
+    assert c == "all simulated drifts and severities: median 0.025, max 0.300"
+    assert row(rows, "soak")[0].startswith("not yet measured")
+    assert not any(v.startswith("failed") or v == "not run" for v, *_ in rows.values())
+    order = [next(i for i, k in enumerate(rows) if k.startswith(s)) for s in
+             ("pipeline overhead", "cached re-run", "concurrent runs", "ONNX Runtime", "POST /v1/predict", "swap time", "drift over",
+              "monitor:", "label-free", "load test", "soak")]
+    assert order == sorted(order) and order[-1] == len(rows) - 1          # the issue's order; load test and soak last
+
+
+def test_evidently_measured_and_a_quick_run(tmp_path):
+    d = {**FIGURES["drift"], "evidently_python": "/tmp/ev/bin/python", "evidently_1000000_seconds": 40.0, "evidently_1000000_peak_mb": 6020.0,
+         "evidently_250000_seconds": 10.0, "evidently_250000_peak_mb": 1800.0}
+    p, rows, _ = table(tmp_path, {"drift": d}, {"machine": MACHINE, "notes": [], "failed": {}})
+    cmd = "`python bench/drift.py --rows 1000000 --features 64 --repeat 3 --evidently-python /tmp/ev/bin/python`"
+    assert row(rows, "drift over 1,000,000 rows x 64 features (KS+PSI+BH, chunked): time") == (
+        "4.00 s", "Evidently DataDriftPreset(method='ks'): 40.00 s", "10.0x faster", cmd)
+    assert row(rows, "drift over 1,000,000 rows x 64 features (KS+PSI+BH, chunked): peak memory")[1:3] == ("Evidently: 6,020 MB", "20.0x less")
+    assert p.returncode == 1 and row(rows, "pipeline overhead")[0] == "not run"         # the other scripts gave no figures
+
+    quick = {n: {**f, "quick": True, "profile": "smoke"} if "profile" in f else {**f, "quick": True} for n, f in FIGURES.items()}
+    p, rows, text = table(tmp_path, quick, {"machine": MACHINE, "quick": True, "notes": ["a scratch workbook"], "failed": {}})
+    assert p.returncode == 0, p.stderr
+    assert "WARNING: QUICK FIGURES" in text and "NOT measurements" in text and "**Note:** a scratch workbook" in text
+    assert row(rows, "pipeline overhead")[3] == "`python bench/pipeline_overhead.py --quick`"
+    assert row(rows, "swap time")[3] == "`python bench/release.py --quick`"
+    assert row(rows, "POST /v1/predict, one row: p99")[3] == "`python bench/serve.py --quick --mlflow-python /tmp/mlv/bin/python`"
+
+
+def test_a_failed_script_shows_as_failed(tmp_path):
+    figures = {k: v for k, v in FIGURES.items() if k != "release"}
+    meta = {"machine": MACHINE, "quick": False, "notes": [], "failed": {"release": "SystemExit: v2 never answered after the release"},
+            "commands": {n: f"python bench/{n}.py" for n in FIGURES}}
+    p, rows, _ = table(tmp_path, figures, meta)
+    assert p.returncode == 1 and "1 benchmark script(s) failed" in p.stderr
+    failed = [(k, v) for k, v in rows.items() if v[0].startswith("failed")]
+    assert failed == [("swap time, failed during swaps, shadow cost, load test",
+                       ("failed: SystemExit: v2 never answered after the release", "—", "—", "`python bench/release.py`"))]
+    assert row(rows, "pipeline overhead")[0] == "31.60 s"                                  # the others are still there
+
+
+def test_every_script_has_rows():
+    spec = importlib.util.spec_from_file_location("bench_table", TABLE)
+    t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)
+    assert sorted(t.SPECS) == SCRIPTS == sorted(FIGURES)
+
+
+def test_every_bench_script_takes_json_and_quick():
+    ps = {n: subprocess.Popen([sys.executable, str(BENCH / f"{n}.py"), "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for n in [*SCRIPTS, "table"]}
+    for n, p in ps.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, (n, err)
+        if n != "table": assert "--json" in out and "--quick" in out, n
+        else: assert all(f in out for f in ("--quick", "--only", "--from-json", "--save-json")), out
