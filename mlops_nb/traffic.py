@@ -48,14 +48,15 @@ class Variant:
 # %% ../nbs/20e_traffic.ipynb #c005
 class Shadow:
     "Scores requests with another version off the critical path, in a process of its own at the lowest CPU priority "
-    "(nice 19): the service's process only queues a request (`submit`), and a thread of it ships what queued, every "
+    "(nice 19 and, on Linux, SCHED_IDLE): the service's process only queues a request (`submit`), and a thread of it ships what queued, every "
     "few milliseconds, as one batch over a pipe. The shadow's process scores the batch and logs each request's answer "
     "with role `shadow` in the same prediction log. When the service needs the CPU the shadow waits, its pipe fills, and "
     "past `max_queue` waiting requests new ones are dropped (counted: `dropped`, `/metrics`) rather than slowing the "
     "primary; the same once the shadow's process died."
     gather_s = 0.005
 
-    def __init__(self, m: ServedModel, log, max_queue: int = 10000, max_rows: int = 1024, telemetry=None, nice: int = 19):
+    def __init__(self, m: ServedModel, log, max_queue: int = 10000, max_rows: int = 1024, telemetry=None, nice: int = 19,
+                 idle: bool = True):   # also the SCHED_IDLE policy (Linux): the shadow runs only on CPU time nobody else wants
         self.m, self.log, self.max_queue, self.max_rows, self.tel = m, log, max_queue, max_rows, telemetry
         self.q, self.wake, self.stopping, self.dead = deque(), threading.Event(), False, None
         self.sent = self.dropped = self.inflight = 0
@@ -64,7 +65,7 @@ class Shadow:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.spec = {"model": m.model, "threads": 1, "labels": list(m.labels), "ident": (m.name, m.version, m.digest),
                      "log": None if log is None else str(log.path), "flush_ms": 50 if log is None else log.flush_s * 1000,
-                     "nice": nice}
+                     "nice": nice, "idle": idle}
         self._t = threading.Thread(target=self._run, name=f"shadow-v{m.version}", daemon=True)
         self._t.start()
 
@@ -123,6 +124,10 @@ def shadow_worker():
     spec = pickle.load(inp)
     try: nice = os.nice(spec["nice"])
     except OSError: nice = os.nice(0)
+    policy = "nice"
+    if spec.get("idle", True) and hasattr(os, "SCHED_IDLE"):   # Linux: run only when no other task wants the CPU
+        try: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)); policy = "idle"
+        except OSError: pass
     from mlops_nb.bundle import ort_session
     from mlops_nb.predlog import PredictionLog
     sess, labels, ident = ort_session(spec["model"], spec["threads"]), np.array(spec["labels"], dtype=object), tuple(spec["ident"])
@@ -144,7 +149,7 @@ def shadow_worker():
             i += n
         scored += len(meta)
     if log is not None: log.close()
-    try: out.write(pickle.dumps({"scored": scored, "failed": failed, "nice": nice,
+    try: out.write(pickle.dumps({"scored": scored, "failed": failed, "nice": nice, "policy": policy,
                                  "written": 0 if log is None else log.written}, protocol=5)); out.flush()
     except BrokenPipeError: pass                              # the service was gone already (killed): nobody to tell
 
