@@ -76,7 +76,7 @@ sysdeps-container:  ## install podman, runc and debootstrap (the slow container 
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(CONTAINER_DEPS) >/dev/null \
 	  && echo "installed $(CONTAINER_DEPS)"; fi
 
-test-slow: install sysdeps sysdeps-container  ## the slow tests: the serving image built and run with podman, a full disk
+test-slow: install sysdeps sysdeps-container  ## the slow tests: the serving image built and run with podman, a full disk, the docs site
 	$(BIN)/python -m pytest tests -m slow --durations=12
 
 bench: install sysdeps  ## run every benchmark under bench/ and rewrite BENCHMARKS.md (slow; BENCH_ARGS=--quick for a smoke)

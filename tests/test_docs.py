@@ -1,6 +1,7 @@
 """`make docs`: the documentation site builds offline, with a page per module showing every exported function."""
 import importlib, inspect, re, subprocess, sys
 from pathlib import Path
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -12,6 +13,7 @@ def modules():
         if m: yield ".".join(py.relative_to(REPO).with_suffix("").parts), m[1]
 
 
+@pytest.mark.slow                 # about 70 s: in `make test-slow`, keeping `make test` near 15 minutes
 def test_docs_site(tmp_path):
     out = tmp_path / "site"
     p = subprocess.run([sys.executable, str(REPO / "nbs" / "_docs.py"), "--out", str(out)], cwd=REPO,
