@@ -203,7 +203,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'mlops_nb.gate.mcnemar': ('gate.html#mcnemar', 'mlops_nb/gate.py'),
                                'mlops_nb.gate.production_gate': ('gate.html#production_gate', 'mlops_nb/gate.py')},
             'mlops_nb.govern': { 'mlops_nb.govern._post': ('govern.html#_post', 'mlops_nb/govern.py'),
-                                 'mlops_nb.govern._t': ('govern.html#_t', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.alerts': ('govern.html#alerts', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.alerts_md': ('govern.html#alerts_md', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.audit': ('govern.html#audit', 'mlops_nb/govern.py'),

@@ -227,10 +227,6 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
 
 
 # %% ../nbs/32_govern.ipynb #c012
-def _t(iso_text) -> float:
-    from datetime import datetime
-    return datetime.fromisoformat(str(iso_text).replace("Z", "+00:00")).timestamp()
-
 def audit(s, name: str | None = None) -> list[dict]:
     "Every governance event (of model `name`), oldest first: `{time, ts, who, action, model, version, why, refs}`."
     from mlops_nb.registry import registry_for
@@ -240,20 +236,20 @@ def audit(s, name: str | None = None) -> list[dict]:
         names = [name] if name else [m["name"] for m in reg.models()]
         for n in names:
             for v in reg.versions(n):
-                ev.append({"ts": _t(v["created"]), "who": v["created_by"] or "", "action": "registered", "model": n, "version": v["version"],
+                ev.append({"ts": parse_time(v["created"]), "who": v["created_by"] or "", "action": "registered", "model": n, "version": v["version"],
                            "why": f"from run {v['run_id']}", "refs": {"run": v["run_id"], "bundle": v["bundle"]}})
                 if v["apptest_passed"] is not None:
-                    ev.append({"ts": _t(v["created"]) + 1e-3, "who": "", "action": "application test " + ("passed" if v["apptest_passed"] else "failed"),
+                    ev.append({"ts": parse_time(v["created"]) + 1e-3, "who": "", "action": "application test " + ("passed" if v["apptest_passed"] else "failed"),
                                "model": n, "version": v["version"], "why": v["apptest_detail"] or "",
                                "refs": json.loads(v["apptest_report"]) if v["apptest_report"] else {}})
             for h in reg.history(n):
                 gate = json.loads(h["gate"]) if h["gate"] else None
-                ev.append({"ts": _t(h["at"]), "who": h["who"] or "", "action": f"{h['action'] or 'set'} {h['alias']}" + (" (forced)" if h["forced"] else ""),
+                ev.append({"ts": parse_time(h["at"]), "who": h["who"] or "", "action": f"{h['action'] or 'set'} {h['alias']}" + (" (forced)" if h["forced"] else ""),
                            "model": n, "version": h["to_version"], "why": h["why"] or "",
                            "refs": {"from": h["from_version"], "to": h["to_version"],
                                     **({"gate": [f"{c['check']}: {'passed' if c['passed'] else 'FAILED'}" for c in gate["checks"]]} if gate else {})}})
             for a in reg.approvals(n):
-                ev.append({"ts": _t(a["at"]), "who": a["who"] or "", "action": "approved", "model": n, "version": a["version"], "why": a["why"],
+                ev.append({"ts": parse_time(a["at"]), "who": a["who"] or "", "action": "approved", "model": n, "version": a["version"], "why": a["why"],
                            "refs": {"report": json.loads(a["report"]), "report_digest": a["report_digest"]}})
     finally: reg.close()
     for a in alerts(s.governance, model=name):
@@ -285,13 +281,13 @@ def lineage(s, name: str, version: int) -> dict:
     ingest = next((x for x in run.get("stages", []) if x["name"] == "ingest"), None)
     manifest = json.loads(Store(s.store).read_bytes(ingest["outputs"]["manifest"])) if ingest and ingest.get("outputs", {}).get("manifest") else {}
     prod = manifest.get("production")
-    started = [e for e in audit(s, name) if e["action"] == "retrained" and e["version"] == version]
-    why = None
-    if started:
-        db = open_govern(s.governance)
-        try: r = db.execute("SELECT * FROM audit WHERE id = ?", (started[-1]["refs"]["started"],)).fetchone()
-        finally: db.close()
-        if r is not None: why = {"why": r["why"], **json.loads(r["refs"])}
+    db = open_govern(s.governance)                    # the retrain that made it, and the "retrain started" row saying why
+    try:
+        done = db.execute("SELECT refs FROM audit WHERE action = 'retrained' AND model = ? AND version = ? ORDER BY id DESC LIMIT 1",
+                          (name, version)).fetchone()
+        r = db.execute("SELECT * FROM audit WHERE id = ?", (json.loads(done["refs"])["started"],)).fetchone() if done else None
+    finally: db.close()
+    why = None if r is None else {"why": r["why"], **json.loads(r["refs"])}
     served = [c for c in compare(s.predictions, name) if c["version"] == version] if s.predictions and s.predictions.is_file() else []
     return {"model": name, "version": version, "bundle": v["bundle"], "created": v["created"],
             "data": {"dataset": b.lineage.get("dataset"), "source": manifest.get("source"), "rows": manifest.get("n"),
