@@ -146,7 +146,7 @@ def plan(s, model: str | None = None) -> dict:
     "and for a retrain the parameters of the new run (the production version's, with the production data added)."
     from mlops_nb.registry import registry_for
     rec, fig = latest_monitor(s, model)
-    if rec is None: return {"report": None, "triggers": [], "policy": s.govern["retrain"], "steps": ["no monitoring run yet: run `mlops-nb monitor`"]}
+    if rec is None: return {"report": None, "triggers": [], "policy": s.govern["retrain"], "steps": [f"no monitoring run{' of ' + model if model else ''} yet: run `mlops-nb monitor`"]}
     triggers = [c for c in fig["total"]["checks"] if c["status"] == "ALERT" and (c["check"] in RETRAIN_ON or c["check"].startswith("slice gap"))]
     p = {"report": rec["run_id"], "model": fig["model"], "version": fig["version"], "triggers": triggers, "policy": s.govern["retrain"], "steps": []}
     if not triggers:
