@@ -8,7 +8,7 @@ import contextlib, hashlib, json, os, platform, secrets, shutil, subprocess, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import Settings, load_settings, apply_env
-from .tracking import write_json, now
+from .tracking import write_json, now, wandb_unreachable
 from .store import Store, IntegrityError, MissingArtifact, sha256_bytes
 from .lineage import Lineage
 from .db import DbError
@@ -18,7 +18,7 @@ from .kernels import Kernel, execute, notebook_imports
 
 # %% auto #0
 __all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id',
-           'lineage_for', 'reap', 'RunFailed', 'run', 'render_html', 'write_reports']
+           'lineage_for', 'reap', 'RunFailed', 'wandb_fallback', 'run', 'render_html', 'write_reports']
 
 # %% ../nbs/40_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -157,6 +157,13 @@ def _take_report(s, hit, srec, run_dir, nb_out):
         if src.with_suffix(ext).is_file(): shutil.copyfile(src.with_suffix(ext), nb_out.with_suffix(ext))
     if nb_out.with_suffix(".html").is_file(): srec["html"] = nb_out.with_suffix(".html").name
 
+def wandb_fallback() -> str | None:
+    "With W&B `online` and no usable server, switch this run to `offline` with one warning; returns why (None if no switch)."
+    if os.environ.get("WANDB_MODE") != "online" or not (why := wandb_unreachable()): return None
+    print(f"warning: W&B is set to online but {why}: this run logs to W&B offline; `mlops-nb sync` uploads it later", file=sys.stderr)
+    os.environ["WANDB_MODE"] = "offline"
+    return why
+
 def run(profile: str = "default", overrides=(), settings: Settings | None = None, echo=print, progress: bool | None = None,
         force: bool = False, force_stages=(), params: dict | None = None, reproduces: str | None = None,
         pipeline: str = "build") -> dict:
@@ -174,6 +181,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
         params = resolve_params(spec, s.profiles.get(profile, {}) if pipeline == "build" else {}, overrides)
     forced = {st.name for st in STAGES} if force else downstream(force_stages, STAGES)
     apply_env(s)
+    fallback = wandb_fallback()
     lin, store = lineage_for(s), Store(s.store)
     reap(s, lin)
     run_id = new_run_id()
@@ -187,6 +195,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
            "stages": [{"name": st.name, "status": "pending", **({"measures": True} if st.measures else {})} for st in STAGES],
            "metrics": {}}
     if reproduces: rec["reproduces"] = reproduces
+    if fallback: rec["wandb_fallback"] = fallback
     write_json(run_dir/"env.json", env)
     write_json(run_dir/"run.json", rec)
     lin.record_run(rec)

@@ -4,12 +4,11 @@
 
 # %% ../nbs/42_sync.ipynb #c002
 from __future__ import annotations
-import json, os, socket, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
-from urllib.parse import urlparse
 from .config import Settings, load_settings, apply_env
 from .lineage import Lineage
-from .tracking import artifact_alias, write_json
+from .tracking import artifact_alias, write_json, wandb_unreachable
 
 # %% auto #0
 __all__ = ['SyncError', 'sync_plan', 'link_plan', 'format_plan', 'server_check', 'sync']
@@ -61,16 +60,9 @@ def format_plan(plan: list, links=()) -> str:
     return "\n".join(lines) or "nothing to sync (no offline W&B runs recorded)"
 
 # %% ../nbs/42_sync.ipynb #c005
-def server_check(timeout: float = 3.0) -> str:
-    "The W&B server URL, if it answers a TCP connection and an API key is set; else `SyncError` saying why."
-    import wandb
-    url = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
-    u = urlparse(url)
-    try: socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout).close()
-    except OSError as e: raise SyncError(f"the W&B server {url} is not reachable ({e}); nothing was synced") from None
-    if not (os.environ.get("WANDB_API_KEY") or wandb.Api(timeout=int(timeout) + 1).api_key):
-        raise SyncError(f"no W&B API key (run `wandb login` or set WANDB_API_KEY); nothing was synced")
-    return url
+def server_check(timeout: float = 3.0):
+    "Raise `SyncError` saying why, unless the W&B server answers and an API key is set (`wandb_unreachable`)."
+    if why := wandb_unreachable(timeout): raise SyncError(f"{why}; nothing was synced")
 
 def sync(s: Settings | None = None, run_id: str | None = None, echo=print) -> int:
     "Upload offline runs and back-fill their used artifacts; returns how many W&B runs were synced."

@@ -11,7 +11,7 @@ from .store import Store, file_mode
 
 # %% auto #0
 __all__ = ['BY_HAND', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'now', 'typed_params',
-           'Stage']
+           'Stage', 'wandb_unreachable']
 
 # %% ../nbs/03_tracking.ipynb #c004
 def write_text(path, text: str) -> Path:
@@ -189,3 +189,17 @@ class Stage:
         if self.wandb is None: return False
         from pytorch_lightning.loggers import WandbLogger
         return WandbLogger(experiment=self.wandb, prefix=prefix, log_model=False)
+
+# %% ../nbs/03_tracking.ipynb #e4ef7b80
+def wandb_unreachable(timeout: float = 3.0) -> str | None:
+    "Why the W&B server cannot be used now (it does not answer a TCP connection, or no API key is set); None if it can."
+    from urllib.parse import urlparse
+    import socket
+    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    u = urlparse(url)
+    try: socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout).close()
+    except (OSError, TypeError) as e: return f"the W&B server {url} is not reachable ({e})"
+    if os.environ.get("WANDB_API_KEY"): return None
+    import wandb
+    if not wandb.Api(timeout=int(timeout) + 1).api_key: return "no W&B API key (run `wandb login` or set WANDB_API_KEY)"
+    return None

@@ -1,4 +1,5 @@
-"""`mlops-nb sync`: the edges a dry run would add, and a clean refusal when no W&B server is reachable."""
+"""W&B: a run set to online with no server logs offline (one warning, nothing lost); `mlops-nb sync`: the edges a dry run
+would add, and a clean refusal when no W&B server is reachable."""
 import json
 import pytest
 from conftest import cli, make_workbook, run_record, variant_bundle
@@ -8,9 +9,15 @@ from conftest import cli, make_workbook, run_record, variant_bundle
 def offline(tmp_path_factory):
     root = tmp_path_factory.mktemp("wandbwb")
     settings = make_workbook(root)
-    p = cli("run", "--profile", "smoke", settings=settings, env={"WANDB_MODE": "offline"})
+    # W&B set to online, and no server: the run falls back to offline with one warning, and loses nothing
+    p = cli("run", "--profile", "smoke", settings=settings,
+            env={"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40})
     assert p.returncode == 0, p.stderr
-    return root, settings, run_record(settings, p)
+    warned = [l for l in p.stderr.splitlines() if "W&B" in l]
+    assert len(warned) == 1 and "http://127.0.0.1:9 is not reachable" in warned[0] and "offline" in warned[0], p.stderr
+    rec = run_record(settings, p)
+    assert "not reachable" in rec["wandb_fallback"] and {s["wandb"]["mode"] for s in rec["stages"]} == {"offline"}
+    return root, settings, rec
 
 
 def test_wandb_offline_run_written(offline):
