@@ -12,7 +12,7 @@ from .monitor import duration
 
 # %% auto #0
 __all__ = ['SCHEMA', 'CRITICAL', 'RETRAIN_ON', 'POLICY', 'severity', 'open_govern', 'raise_alerts', 'alerts', 'alerts_md',
-           'record', 'latest_monitor', 'plan', 'govern', 'audit', 'lineage']
+           'record', 'latest_monitor', 'plan', 'unfinished_retrains', 'govern', 'audit', 'lineage']
 
 # %% ../nbs/32_govern.ipynb #c004
 SCHEMA = """
@@ -175,10 +175,20 @@ def plan(s, model: str | None = None) -> dict:
 
 
 # %% ../nbs/32_govern.ipynb #c010
+def unfinished_retrains(s, name: str) -> list[dict]:
+    "The `retrain started` audit entries of `name` with no outcome after them (retrained, failed or interrupted)."
+    db = open_govern(s.governance)
+    try:
+        rows = db.execute("SELECT id, version, refs FROM audit WHERE model=? AND action='retrain started'", (name,)).fetchall()
+        ended = {json.loads(r).get("started") for (r,) in db.execute(
+            "SELECT refs FROM audit WHERE model=? AND action IN ('retrained', 'retrain failed', 'retrain interrupted')", (name,))}
+    finally: db.close()
+    return [{"id": i, "version": v, "runner": json.loads(r).get("runner")} for i, v, r in rows if i not in ended]
+
 def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> dict:
     "Act on the newest monitoring run as `[govern] retrain` says (see above); returns the plan with what happened "
     "(`outcome`: nothing, dry-run, off, awaiting-approval, released, refused, unchanged)."
-    from mlops_nb.pipeline import run, RunFailed
+    from mlops_nb.pipeline import run, RunFailed, _me, _alive
     from mlops_nb.registry import registry_for, GateFailed
     from mlops_nb.release import release
     from mlops_nb.gate import gates_of
@@ -193,8 +203,14 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
     if p["policy"] == "off":
         record(s, "retrain skipped", f"[govern] retrain = off; failed: {why}", name, p["version"], {"monitor_run": p["report"], "alerts": alerted})
         return {**p, "outcome": "off"}
+    for e in unfinished_retrains(s, name):
+        if e["runner"] and _alive(e["runner"]): raise RuntimeError(f"another govern is retraining {name} (pid {e['runner']['pid']}, audit entry {e['id']}): "
+                                                   "wait for it to finish")
+        record(s, "retrain interrupted", f"the retrain started in audit entry {e['id']} never finished (its process died); retraining again",
+               name, e["version"], {"started": e["id"]})
+        echo(f"the retrain started in audit entry {e['id']} was interrupted; retraining again (its completed stages are reused)")
     started = record(s, "retrain started", why, name, p["version"], {"monitor_run": p["report"], "alerts": alerted, "from_run": p["from_run"],
-                                                                      "source": p["params"]["ingest"]["source"]})
+                                                                      "source": p["params"]["ingest"]["source"], "runner": _me()})
     try: rec = run("retrain", settings=s, echo=echo, params=p["params"])
     except RunFailed as e:
         record(s, "retrain failed", str(e).splitlines()[0], name, p["version"], {"run": e.record["run_id"], "started": started})

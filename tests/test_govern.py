@@ -32,6 +32,40 @@ def figures(settings, p) -> dict:
     return json.loads(Store(load_settings(settings).store).read_bytes(rec["stages"][0]["outputs"]["monitor"]))
 
 
+def kill_in(settings: Path, args: list, stage: str, after: float = 1.0) -> dict:
+    "Start `mlops-nb ARGS`, kill -9 it `after` seconds into the stage `stage` of the run it starts; the killed run's record."
+    import os, signal, subprocess, time
+    from conftest import BIN
+    runs = Path(settings).parent / "runs"
+    before = {p.parent.name for p in runs.glob("*/run.json")}
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([str(BIN / "mlops-nb"), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, rec = time.time() + 300, None
+        while time.time() < deadline and proc.poll() is None:
+            new = [p for p in runs.glob("*/run.json") if p.parent.name not in before]
+            if new and any(st["name"] == stage and st["status"] == "running" for st in json.loads(new[0].read_text())["stages"]):
+                rec = json.loads(new[0].read_text()); break
+            time.sleep(0.05)
+        assert rec is not None, f"{args} never ran its {stage} stage"
+        time.sleep(after)
+        os.kill(proc.pid, signal.SIGKILL); proc.wait(30)
+    finally:
+        try: os.killpg(proc.pid, signal.SIGKILL)           # its kernels, if still there
+        except ProcessLookupError: pass
+    return json.loads((runs / rec["run_id"] / "run.json").read_text())
+
+
+def intact(settings: Path):
+    "The workbook's databases pass integrity_check."
+    import sqlite3
+    for db in ("lineage.db", "registry.db", "governance.db", "predictions.db"):
+        c = sqlite3.connect(Path(settings).parent / db)
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok", db
+        c.close()
+
+
 def test_the_closed_loop(tmp_path_factory):
     settings = make_workbook(tmp_path_factory.mktemp("loop"))
     configure(settings, serve__client_time="true", serve__follow_ms="100", gates__min_accuracy="0.5", gates__max_recall_gap="1",
@@ -45,6 +79,8 @@ def test_the_closed_loop(tmp_path_factory):
     try:
         sim = cli("simulate", "--url", url, "--n", "179", "--days", "1", "--feedback-rate", "1", settings=settings)
         assert sim.returncode == 0, sim.stderr
+        killed = kill_in(settings, ["monitor", "--since", "2d"], "monitor", after=0.5)     # kill -9 of monitor: the next one runs
+        assert cli("show", killed["run_id"], settings=settings).stdout.split()[2] == "interrupted"
         clean = figures(settings, cli("monitor", "--since", "2d", settings=settings))
         assert clean["status"] == "ok", [c for c in clean["total"]["checks"] if c["status"] != "ok"]
 
@@ -70,10 +106,19 @@ def test_the_closed_loop(tmp_path_factory):
         assert "would: retrain" in dry.stderr and "'digits+predictions:digits-cnn'" in dry.stderr
         assert "latest v1" in cli("registry", "ls", settings=settings).stdout                 # nothing registered
 
-        # approve: retrain on the original data plus the labelled production predictions, then stop for a reviewer
+        # approve: retrain on the original data plus the labelled production predictions, then stop for a reviewer;
+        # a govern killed (kill -9) mid-retrain first: the next one says so, retrains reusing what it completed
+        killed = kill_in(settings, ["govern"], "train", after=1.0)
+        assert [st["status"] for st in killed["stages"]][:2] == ["succeeded", "running"]
+        intact(settings)
+        assert "latest v1" in cli("registry", "ls", settings=settings).stdout and "production->v1" in cli("registry", "ls", settings=settings).stdout
         g = cli("govern", settings=settings, timeout=900)
         assert g.returncode == 0 and g.stdout.split() == ["awaiting-approval", "digits-cnn@2"], (g.stdout, g.stderr)
-        assert "mlops-nb approve digits-cnn@2" in g.stderr
+        assert "mlops-nb approve digits-cnn@2" in g.stderr and "was interrupted; retraining again" in g.stderr
+        import re
+        rid = re.search(r"^run (\S+)  \(retrain profile\)", g.stderr, re.M).group(1)
+        resumed = json.loads((settings.parent / "runs" / rid / "run.json").read_text())
+        assert resumed["stages"][0]["cached_from"] == killed["run_id"]
 
         # auto, and a gate the new model cannot meet: refused, production stays (the run is the cache's: same data)
         configure(settings, govern__retrain="auto", gates__min_accuracy="0.999")
@@ -97,9 +142,10 @@ def test_the_closed_loop(tmp_path_factory):
 
     trail = cli("audit", "digits-cnn", "--json", settings=settings)
     acts = [e["action"] for e in json.loads(trail.stdout)]
-    for a in ("alert (critical)", "retrain skipped", "retrain started", "retrained", "awaiting approval", "release refused",
-              "approved", "released", "set production"):
+    for a in ("alert (critical)", "retrain skipped", "retrain started", "retrain interrupted", "retrained", "awaiting approval",
+              "release refused", "approved", "released", "set production"):
         assert a in acts, (a, acts)
+    assert acts.count("retrain started") == 4 and acts.count("retrain interrupted") == 1     # killed, approve, refused, released
     assert acts.index("retrain started") < acts.index("retrained") < acts.index("release refused") < acts.index("released")
     lin = json.loads(cli("audit", "digits-cnn@2", "--json", settings=settings).stdout)
     assert lin["data"]["source"] == "digits+predictions:digits-cnn" and lin["data"]["production_predictions"]["rows"] == 979
