@@ -142,6 +142,14 @@ def test_every_read_verifies_the_bundle(two_versions, tmp_path):
         assert p.returncode == 2 and p.stdout == "", (args, p.stdout)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr                # one line ...
         assert "m@2" in p.stderr and str(obj2) in p.stderr and "corrupt" in p.stderr   # ... naming model, version, file
+    import numpy as np
+    np.save(rows := tmp_path / "rows.npy", np.zeros((2, 1, 8, 8), np.uint8))
+    for args in (["predict", "m@2", str(rows)], ["apptest", "m@2"], ["approve", "m@2", "--why", "QA"], ["release", "m@2", "--why", "go"],
+                 ["export", "m@2", "--to", str(tmp_path / "out")], ["serve", "--model", "m@2", "--port", "1"]):
+        p = cli(*args, settings=st, timeout=120)                                 # every other command that reads a bundle
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+        assert "m@2" in p.stderr and str(obj2) in p.stderr and "corrupt" in p.stderr, (args, p.stderr)
+    assert not (tmp_path / "out").exists()
     p = cli("registry", "show", "m", settings=st)                                # the list flags it, and says so in its exit code
     assert p.returncode == 1 and "MISSING OR CORRUPT" in p.stdout and "(verified)" in p.stdout
     obj1.unlink()                                                                # a deleted bundle
