@@ -14,7 +14,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 META = "_run.json"          # in a JSON folder: the machine, the date and how the scripts were run
-SOAK = ("soak: hours under steady load (memory, p99 and errors over time)", "not yet measured (no soak bench yet)", "—", "—", "—")
 
 
 # ---------------------------------------------------------------- formatting
@@ -83,6 +82,18 @@ def rows_serve(d):
     return out
 
 
+def rows_crash_loss(d):
+    what = f"`kill -9` of the service under load ({d['clients']} clients, {d['seconds']:g} s, one worker, flush_ms {d['flush_ms']})"
+    return [(f"crash loss: {what}, acknowledged predictions missing from the log",
+             f"{num(d['lost'])} of {num(d['acked'])} ({d['lost_share']:.3%})",
+             f"the bound: those acknowledged within one flush interval ({d['flush_ms']} ms) plus one commit", "—"),
+            (f"crash loss: {what}, the oldest lost acknowledgment, before the kill",
+             f"{ms(d['max_lost_age_ms'])} (worst of {d['repeat']}: {ms(d['worst_lost_age_ms'])})",
+             f"the flush interval: {ms(d['flush_ms'])}", f"{times(div(d['worst_lost_age_ms'], d['flush_ms']))} the interval (worst)"),
+            (f"crash loss: the log after each kill", f"`PRAGMA integrity_check` ok in {d['integrity_ok']} of {d['repeat']} runs",
+             "must be all", pct(div(d["integrity_ok"], d["repeat"])))]
+
+
 def rows_release(d):
     out = [(f"swap time: the service's load, verify, warm up and swap (mean of {d['swaps']} swaps under load)",
             ms(None if d.get("swap_seconds_mean_service") is None else d["swap_seconds_mean_service"] * 1000), "—", "—"),
@@ -106,6 +117,17 @@ def rows_release(d):
     else:
         out.append(("load test: `mlops-nb apptest`", f"failed: {one_line(str(ld.get('error', ld)))}", "—", "—"))
     return out
+
+
+def rows_soak(d):
+    what = f"soak: {d['seconds']:g} s of /v1/predict (wrk -c{d['connections']}, one worker, logging on), two releases and a rollback during it"
+    return [(f"{what}: failed requests", f"{d['failed']:,} of {d['requests']:,}", "must be 0", pct(div(d["failed"], d["requests"]))),
+            (f"{what}: p99", f"{ms(d['p99'])} ({num(d['rps'])} req/s, p50 {ms(d['p50'])})", "the 3 ms aim", f"{pct(div(d['p99'], 3.0))} of the aim"),
+            (f"{what}: resident memory after the {d['warm_up_s']:g} s warm-up and at the end",
+             f"{d['rss_warm_mb']:,.1f} MB -> {d['rss_end_mb']:,.1f} MB ({d['rss_growth']:+.1%}; max {d['rss_max_mb']:,.1f} MB)",
+             "growth under 10%", f"{pct(div(abs(d['rss_growth']), 0.10))} of the limit"),
+            (f"{what}: rows in the prediction log", f"{d['logged']:,}", f"requests the service answered: {d['answered']:,}",
+             f"{times(div(d['logged'], d['answered']), 4)}")]
 
 
 def rows_drift(d):
@@ -149,11 +171,14 @@ SPECS = {
     "onnx_latency": ("ONNX Runtime vs torch eager latency", rows_onnx_latency, [("--repeat", "repeat")]),
     "serve": ("service throughput and p99, bare session, MLflow, start to ready", rows_serve,
               [("--repeat", "repeat"), ("--seconds", "seconds"), ("--connections", "connections"), ("--mlflow-python", "mlflow_python")]),
+    "crash_loss": ("crash loss under kill -9", rows_crash_loss,
+                   [("--repeat", "repeat"), ("--seconds", "seconds"), ("--clients", "clients"), ("--flush-ms", "flush_ms")]),
     "release": ("swap time, failed during swaps, shadow cost, load test", rows_release,
                 [("--repeat", "repeat"), ("--seconds", "seconds"), ("--swaps", "swaps")]),
     "drift": ("drift vs Evidently", rows_drift, [("--rows", "rows"), ("--features", "features"), ("--repeat", "repeat"),
                                                  ("--evidently-python", "evidently_python")]),
     "monitor": ("monitor over a day of predictions, label-free estimate", rows_monitor, [("--rows", "rows"), ("--repeat", "repeat")]),
+    "soak": ("the service held under load, releases and a rollback during it", rows_soak, [("--seconds", "seconds"), ("--connections", "connections")]),
 }
 COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python"}
 
@@ -338,7 +363,6 @@ def build(json_dir: Path, only=None) -> tuple[str, int]:
         bad += failed is not None or d is None or any(str(x[1]).startswith("failed:") for x in r)
         rows += r
     if "quick" not in meta: meta["quick"] = any(json.loads(p.read_text()).get("quick") for p in json_dir.glob("*.json") if p.name != META)
-    if not only and not meta.get("only"): rows.append(SOAK)
     rows.sort(key=lambda r: r[0].startswith(("load test", "soak")))          # stable: the load-test and soak figures last
     return markdown(meta, rows), bad
 

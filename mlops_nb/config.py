@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'GOVERN_DEFAULTS', 'SettingsError',
-           'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env', 'scratch_settings',
-           'seed_everything']
+__all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'GOVERN_DEFAULTS',
+           'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env',
+           'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -43,7 +43,10 @@ SERVE_DEFAULTS = dict(
     follow_ms=500,             # a service following an alias checks the registry this often for a release, canary or shadow
     shadow_queue=10000,        # shadow requests waiting beyond this are dropped (counted), never queued on the primary's path
     client_time=False,         # log the time a client sends in X-Request-Time (a trusted simulator back-dating traffic)
+    log_failure="keep",        # the prediction log cannot be written: keep answering (rows held, then dropped, all counted) | refuse (503)
+    log_backlog_rows=100_000,  # most log rows waiting in memory (queued, or held while writes fail); beyond: the newest dropped, counted
 )
+LOG_FAILURE = ("keep", "refuse")
 
 GATE_DEFAULTS = dict(
     min_accuracy=0.95,         # test accuracy at least this
@@ -188,6 +191,8 @@ def load_settings(path=None) -> Settings:
     serve, apptest = _typed(get, path, "serve", SERVE_DEFAULTS), _typed(get, path, "apptest", APPTEST_DEFAULTS)
     monitor = _typed(get, path, "monitor", MONITOR_DEFAULTS)
     govern = _typed(get, path, "govern", GOVERN_DEFAULTS)
+    if serve["log_failure"] not in LOG_FAILURE:
+        raise SettingsError(f"{path} [serve] log_failure = {serve['log_failure']!r}: use keep or refuse")
     if govern["retrain"] not in ("off", "approve", "auto"):
         raise SettingsError(f"{path} [govern] retrain = {govern['retrain']!r}: use off, approve or auto")
     gates = _typed(get, path, "gates", GATE_DEFAULTS)

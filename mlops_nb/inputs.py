@@ -53,7 +53,7 @@ def pixels(a: np.ndarray, what: str) -> np.ndarray:
 def check_size(headers, max_body: int):
     "`BadInput` (413) when the declared body is over `max_body` bytes."
     n = headers.get("content-length")
-    if n and n.isdigit() and int(n) > max_body: raise BadInput(f"body of {n} bytes is over the limit of {max_body}", 413)
+    if n and n.isascii() and n.isdigit() and int(n) > max_body: raise BadInput(f"body of {n} bytes is over the limit of {max_body}", 413)
 
 def parse_json(raw: bytes, content_type: str | None, max_body: int, lists: bool = False):
     "A request body as a JSON object (or a list of objects when `lists`), or `BadInput` (size, content type, malformed JSON)."
@@ -80,7 +80,7 @@ def oip_body(raw: bytes, headers, max_body: int) -> tuple[dict, bytes]:
     "An OIP request body as (JSON object, binary tensor bytes after it); the binary part is empty without the extension."
     n = headers.get("inference-header-content-length")
     if n is None: return parse_json(raw, headers.get("content-type"), max_body), b""
-    if not n.isdigit() or int(n) > len(raw):
+    if not (n.isascii() and n.isdigit()) or int(n) > len(raw):        # isdigit alone passes '²', which int() refuses
         raise BadInput(f"Inference-Header-Content-Length {n[:20]!r}: give the JSON header's length in bytes (at most the body's {len(raw)})")
     return parse_json(raw[:int(n)], None, max_body), raw[int(n):]
 
@@ -94,7 +94,7 @@ def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"") -> np.ndar
     t = ins[0]
     if t.get("datatype") != "UINT8": raise BadInput(f"input 'image': datatype {t.get('datatype')!r}; the model takes UINT8")
     sh = t.get("shape")
-    if not (isinstance(sh, list) and len(sh) == 1 + len(shape) and all(isinstance(d, int) and d >= 0 for d in sh)
+    if not (isinstance(sh, list) and len(sh) == 1 + len(shape) and all(type(d) is int and d >= 0 for d in sh)
             and list(sh[1:]) == list(shape)):
         raise BadInput(f"input 'image': shape {sh}; the model takes [N, {', '.join(map(str, shape))}]")
     if sh[0] == 0: raise BadInput("input 'image': the batch is empty")
@@ -120,11 +120,13 @@ def oip_outputs(body: dict) -> list[tuple[str, bool]]:
     outs, params = body.get("outputs"), body.get("parameters")
     every = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
     if outs is None: return [(n, every) for n in OUTPUTS]
-    if not isinstance(outs, list): raise BadInput("outputs must be a list of {\"name\": ...}")
-    names = [o.get("name") if isinstance(o, dict) else o for o in outs]
-    bad = [n for n in names if n not in OUTPUTS]
+    if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
+        raise BadInput("outputs must be a list of {\"name\": ...} objects")
+    bad = [o.get("name") for o in outs if o.get("name") not in OUTPUTS]
     if bad: raise BadInput(f"unknown outputs {bad}: the model gives {list(OUTPUTS)}")
     if not outs: return [(n, every) for n in OUTPUTS]
+    if bad := [o["name"] for o in outs if not isinstance(o.get("parameters") or {}, dict)]:
+        raise BadInput(f"output {bad[0]!r}: parameters must be a JSON object")
     return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", every))) for o in outs]
 
 def oip_tensor(name: str, a, binary: bool) -> tuple[dict, bytes]:
@@ -144,10 +146,15 @@ def oip_tensor(name: str, a, binary: bool) -> tuple[dict, bytes]:
 _KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TAGS = 32
 
+def _utf8(value: str) -> str:
+    "A header value as the client wrote it: servers hand headers over decoded as latin-1, clients send UTF-8."
+    try: return value.encode("latin-1").decode("utf-8")
+    except UnicodeError: return value                          # not UTF-8: keep the latin-1 reading
+
 def parse_tags(header: str | None, params: dict | None = None) -> dict:
     "Tags from an `X-Tags` header (`k=v,k=v`) and an OIP request's `parameters` (plain values only), or `BadInput`."
     tags = {}
-    for part in (header or "").split(","):
+    for part in _utf8(header or "").split(","):
         if not part.strip(): continue
         k, eq, v = part.partition("=")
         if not eq: raise BadInput(f"X-Tags: {part.strip()[:80]!r} is not key=value (e.g. X-Tags: camera=3,site=north)")
@@ -163,10 +170,13 @@ def parse_tags(header: str | None, params: dict | None = None) -> dict:
     return tags
 
 
-def request_id(value: str | None) -> str:
-    "The client's request id (at most 128 printable characters), or a new one when it sent none; `BadInput` otherwise."
+def request_id(value: str | None, what: str = "X-Request-ID") -> str:
+    "The client's request id (at most 128 printable characters), or a new one when it sent none; `BadInput` otherwise. "
+    "`what` names where it came from: the header (ASCII or latin-1, as a header can echo it) or an OIP request's `id` (any text)."
     if value is None or value == "": return os.urandom(16).hex()                # as random as uuid4, a third of the time
-    if len(value) > 128 or not value.isprintable(): raise BadInput("X-Request-ID: use at most 128 printable characters")
+    if len(value) > 128 or not value.isprintable():
+        raise BadInput(f"{what}: use at most 128 printable characters" + ("" if value.isascii() or what != "X-Request-ID" else
+                                                                          " (ASCII: a header carries no UTF-8 here)"))
     return value
 
 # %% ../nbs/20b_inputs.ipynb #c015
@@ -196,6 +206,8 @@ def feedback_items(body, labels, max_items: int) -> list[tuple[str, int, str]]:
         where = f"feedback[{i}]" if isinstance(body, list) else "feedback"
         rid, label, row = f.get("request_id"), f.get("label"), f.get("row", 0)
         if not isinstance(rid, str) or not rid: raise BadInput(f"{where}: request_id must be a non-empty string")
+        if len(rid) > 128 or not rid.isprintable():             # no request the service answered has such an id
+            raise BadInput(f"{where}: request_id must be at most 128 printable characters (as X-Request-ID)")
         if isinstance(label, int) and not isinstance(label, bool): label = str(label)
         if not isinstance(label, str): raise BadInput(f"{where}: label must be a string (one of the model's classes)")
         if label not in known: raise BadInput(f"{where}: unknown label {label[:80]!r}; the model's classes are {list(labels)}", 422)

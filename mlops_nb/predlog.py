@@ -4,7 +4,7 @@
 
 # %% ../nbs/20a_predlog.ipynb #c002
 from __future__ import annotations
-import hashlib, sys, threading, time
+import hashlib, os, sqlite3, sys, threading, time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,8 +14,8 @@ from .db import connect, create, transaction, DbError
 
 
 # %% auto #0
-__all__ = ['SCHEMA', 'open_log', 'PredictionLog', 'parse_time', 'iso', 'predictions', 'known', 'rejected', 'counts', 'compare',
-           'chunks', 'export_parquet']
+__all__ = ['SCHEMA', 'REASONS', 'TABLES', 'open_log', 'failure_reason', 'PredictionLog', 'parse_time', 'iso', 'predictions',
+           'known', 'rejected', 'counts', 'compare', 'chunks', 'export_parquet']
 
 # %% ../nbs/20a_predlog.ipynb #c004
 SCHEMA = """
@@ -34,42 +34,96 @@ CREATE TABLE IF NOT EXISTS rejected (
 CREATE INDEX IF NOT EXISTS rejected_ts ON rejected(ts)
 """
 
-def open_log(path):
-    "The prediction log database at `path`, created (schema included) when missing."
-    db = connect(path)
+def open_log(path, timeout: float = 60.0):
+    "The prediction log database at `path`, created (schema included) when missing; `timeout`: seconds to wait for a lock."
+    db = connect(path, timeout)
     create(db, SCHEMA)
     return db
 
 
 # %% ../nbs/20a_predlog.ipynb #c006
+REASONS = ("full", "locked", "corrupt", "readonly", "io", "error")     # why a write of the log failed (`failure_reason`)
+TABLES = ("predictions", "feedback", "rejected")
+_MAGIC = b"SQLite format 3\x00"                                       # the first 16 bytes of every SQLite database
+
+def failure_reason(e: BaseException) -> str:
+    "What kind of failure a write of the log met, from SQLite's error code: `full` (the disk, or SQLite's page limit), "
+    "`locked` (another connection held the write lock past the wait), `corrupt` (not a database, or a damaged one), "
+    "`readonly`, `io`, or `error`."
+    import errno
+    while isinstance(e, DbError) and e.__context__ is not None: e = e.__context__     # the sqlite3 or OS error it wraps
+    if isinstance(e, OSError):
+        return {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EACCES: "readonly", errno.EPERM: "readonly",
+                errno.EROFS: "readonly"}.get(e.errno, "io")
+    name, text = getattr(e, "sqlite_errorname", "") or "", str(e).lower()
+    if name.startswith("SQLITE_FULL") or "is full" in text: return "full"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in text: return "locked"
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text: return "corrupt"
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN")) or "readonly" in text: return "readonly"
+    if name.startswith("SQLITE_IOERR") or "i/o error" in text: return "io"
+    return "error"
+
 class PredictionLog:
-    "Batched background writer of the prediction log at `path`: `add`, `feedback`, `rejected` return at once."
-    def __init__(self, path, flush_ms: int = 50, retention_days: int = 0):
-        self.path, self.flush_s, self.retention_days = Path(path), flush_ms / 1000, retention_days
+    "Batched background writer of the prediction log at `path`: `add`, `feedback`, `rejected` return at once. At most "
+    "`backlog_rows` rows wait to be committed (queued, or held for a retry while the database refuses them); beyond that "
+    "the newest are dropped and counted (`dropped`), and `add` returns False."
+    lock_wait_s = 1.0       # a write lock held elsewhere longer than this fails a write (reason `locked`): counted, kept, retried
+    chunk_rows = 5000       # rows per transaction when a backlog is written
+
+    def __init__(self, path, flush_ms: int = 50, retention_days: int = 0, backlog_rows: int = 100_000):
+        self.path, self.flush_s, self.retention_days, self.backlog_rows = Path(path), flush_ms / 1000, retention_days, backlog_rows
         open_log(self.path).close()                     # a path that cannot be used fails here, before the service starts
-        self._q, self._wake, self._closing = deque(), threading.Event(), False
-        self.written, self.failures, self.last_error = 0, 0, None       # rows committed; batches refused (and kept)
+        self._q, self._wake, self._closing, self._lock = deque(), threading.Event(), False, threading.Lock()
+        self._pending, self._fd, self._ident, self._suspect = 0, None, None, 0   # rows accepted, not yet committed
+        self.written, self.failures = 0, 0              # prediction rows committed; write attempts the database refused
+        self.failed = dict.fromkeys(REASONS, 0)         # those attempts by reason
+        self.dropped = dict.fromkeys(TABLES, 0)         # rows not taken because the backlog was full, by table
+        self.problem = self.last_error = None           # why the latest write failed (None again once one succeeds); the last failure
+        self.moved_aside = []                           # corrupt files moved aside (NAME.corrupt-TIME)
         self._t = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._t.start()
 
+    def _accept(self, n: int, table: str) -> bool:
+        "Count `n` rows into the backlog, or drop them (counted) when it would pass `backlog_rows`; a request larger than "
+        "the whole backlog is taken only when nothing waits."
+        with self._lock:
+            if self._pending and self._pending + n > self.backlog_rows:
+                self.dropped[table] += n; return False
+            self._pending += n
+        return True
+
     def add(self, rid: str, model: tuple, x: np.ndarray, p: np.ndarray, labels, latency_ms: float, route: str,
-            tags: dict | None = None, role: str = "primary", input_digests=None, ts: float | None = None):
-        "Record a request's predictions: `model` is (name, version, digest), `x` its inputs (N, ...), `p` (N, K)."
+            tags: dict | None = None, role: str = "primary", input_digests=None, ts: float | None = None) -> bool:
+        "Record a request's predictions: `model` is (name, version, digest), `x` its inputs (N, ...), `p` (N, K). False: "
+        "dropped, the backlog being full."
+        if not self._accept(len(x), "predictions"): return False
         self._q.append(("p", (rid, ts or time.time(), model, x, p, labels, latency_ms, route, tags or {}, role, input_digests)))
+        return True
 
-    def feedback(self, rid: str, row: int, label: str, source: str = "api", ts: float | None = None):
-        "Record the true label of row `row` of request `rid`."
+    def feedback(self, rid: str, row: int, label: str, source: str = "api", ts: float | None = None) -> bool:
+        "Record the true label of row `row` of request `rid` (False: dropped, the backlog being full)."
+        if not self._accept(1, "feedback"): return False
         self._q.append(("f", (rid, row, ts or time.time(), label, source)))
+        return True
 
-    def rejected(self, route: str, status: int, reason: str, rid: str | None = None, tags: dict | None = None):
-        "Record a refused request and why."
+    def rejected(self, route: str, status: int, reason: str, rid: str | None = None, tags: dict | None = None) -> bool:
+        "Record a refused request and why (False: dropped, the backlog being full)."
+        if not self._accept(1, "rejected"): return False
         self._q.append(("r", (time.time(), route, status, reason, rid, orjson.dumps(tags or {}).decode())))
+        return True
 
     @property
-    def depth(self) -> int: return len(self._q)
+    def depth(self) -> int:
+        "Rows waiting to be committed: queued, or held for a retry (at most about `backlog_rows`)."
+        return self._pending
+
+    def health(self) -> dict | None:
+        "None while writes succeed; else the problem, the rows waiting and the rows dropped so far (what /readyz shows)."
+        why = self.problem
+        return None if why is None else {"problem": why, "waiting_rows": self._pending, "dropped_rows": sum(self.dropped.values())}
 
     def flush(self, timeout: float = 10.0) -> bool:
-        "Wait until everything added so far is committed; False when that took over `timeout` seconds."
+        "Wait until everything added so far is committed; False when that took over `timeout` seconds (writes failing meanwhile)."
         done = threading.Event()
         self._q.append(("sync", done)); self._wake.set()
         return done.wait(timeout)
@@ -78,45 +132,134 @@ class PredictionLog:
         "Drain the queue and stop the thread (the service calls this when it shuts down)."
         self._closing = True; self._wake.set()
         self._t.join(timeout)
-        if self._q and self.last_error: print(f"prediction log: {len(self._q)} item(s) not written: {self.last_error}", file=sys.stderr)
+        if self._pending and self.last_error:
+            print(f"prediction log: {self._pending} row(s) not written: {self.last_error}", file=sys.stderr, flush=True)
 
     def _run(self):
-        db = open_log(self.path)
-        db.execute("PRAGMA synchronous=NORMAL")         # WAL + NORMAL: no fsync per commit; a crash loses nothing, a power cut the last commits
-        pruned = 0.0
+        db, held, waiting = None, {"p": [], "f": [], "r": []}, []
+        pruned, backoff = 0.0, 0.0
         while True:
-            self._wake.wait(self.flush_s); self._wake.clear()
+            self._wake.wait(backoff or self.flush_s); self._wake.clear()
             closing = self._closing
-            if self.retention_days and time.time() - pruned > 3600: pruned = time.time(); self._prune(db)
-            items = [self._q.popleft() for _ in range(len(self._q))]
-            syncs = [it[1] for it in items if it[0] == "sync"]
-            try: self._write(db, [it for it in items if it[0] != "sync"])
-            except DbError as e:
-                self.failures += 1; self.last_error = str(e)
-                self._q.extendleft(reversed([it for it in items if it[0] != "sync"]))    # kept, retried next round
+            for kind, a in [self._q.popleft() for _ in range(len(self._q))]:
+                if kind == "sync": waiting.append(a)
+                elif kind == "p":
+                    try: held["p"].extend(_rows(*a))
+                    except Exception as e:                  # rows that cannot be built (never seen): dropped, said once
+                        self._drop(len(a[3]), "predictions", f"{type(e).__name__}: {e}")
+                else: held[kind].append(a)
+            try:
+                if held["p"] or held["f"] or held["r"]:
+                    db = self._ready(db)
+                    self._write(db, held)
+                if self.retention_days and time.time() - pruned > 3600:
+                    db = self._ready(db); self._prune(db); pruned = time.time()
+                if self.problem is not None:
+                    print(f"prediction log: writing again to {self.path} (rows dropped while it could not: "
+                          f"{sum(self.dropped.values())})", file=sys.stderr, flush=True)
+                self.problem, backoff, self._suspect = None, 0.0, 0
+            except Exception as e:
+                why = failure_reason(e)
+                msg = str(e) if isinstance(e, DbError) else f"the database {self.path} cannot be written: {type(e).__name__}: {e}"
+                if self.problem is None:
+                    print(f"prediction log: {msg} (reason: {why}); keeping up to {self.backlog_rows} rows and retrying",
+                          file=sys.stderr, flush=True)
+                self.failures += 1; self.failed[why] += 1; self.problem = self.last_error = msg
+                if why != "locked":                          # reopened next round (moved aside when it fails as corrupt again)
+                    db = self._close(db); self._suspect += why == "corrupt"
+                backoff = min(1.0, max(4 * self.flush_s, 2 * backoff))
                 if closing: break
-                time.sleep(min(1.0, self.flush_s * 4))
-            for s in syncs: s.set()
-            if closing and not self._q: break
-        db.close()
+            if not (held["p"] or held["f"] or held["r"]):
+                for s in waiting: s.set()
+                waiting = []
+            if closing and not self._q and not (held["p"] or held["f"] or held["r"]): break
+        self._close(db)
 
-    def _write(self, db, items):
-        P, F, R = [], [], []
-        for kind, a in items:
-            if kind == "p": P.extend(_rows(*a))
-            elif kind == "f": F.append(a)
-            else: R.append(a)
-        if not (P or F or R): return
-        with transaction(db) as c:
-            if P: c.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", P)
-            if F: c.executemany("INSERT INTO feedback VALUES (?,?,?,?,?)", F)
-            if R: c.executemany("INSERT INTO rejected VALUES (?,?,?,?,?,?)", R)
-        self.written += len(P)
+    def _drop(self, n: int, table: str, why: str):
+        with self._lock: self._pending -= n; self.dropped[table] += n
+        print(f"prediction log: {n} row(s) dropped: {why}", file=sys.stderr, flush=True)
 
-    def _prune(self, db):
+    def _open(self):
+        "A connection to the file at `path` (created when missing), and a descriptor of that file for `_changed`; a file "
+        "there whose header is not SQLite's is moved aside first (SQLite could otherwise read it through a stale -wal)."
+        try:
+            with open(self.path, "rb") as f: head = f.read(16)
+        except FileNotFoundError: head = b""
+        if head and head != _MAGIC: self._move_aside("its header is not SQLite's: the file was overwritten or replaced")
+        db = open_log(self.path, self.lock_wait_s)
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")     # WAL + NORMAL: no fsync per commit; a crash loses nothing committed
+            self._fd = os.open(self.path, os.O_RDONLY)
+            st = os.fstat(self._fd); self._ident = (st.st_dev, st.st_ino)
+        except BaseException: self._close(db); raise
+        return db
+
+    def _close(self, db):
+        if db is not None:
+            try: db.close()
+            except sqlite3.Error: pass
+        if self._fd is not None: os.close(self._fd); self._fd = None
+        return None
+
+    def _changed(self) -> str | None:
+        "Whether the file at `path` is still the database this writer opened: None, or removed, replaced, or corrupt (its "
+        "header is no longer SQLite's: overwritten). A stat and a 16-byte read, before each commit."
+        try: st = os.stat(self.path)
+        except FileNotFoundError: return "removed"
+        if (st.st_dev, st.st_ino) != self._ident: return "replaced"
+        head = os.pread(self._fd, 16, 0)
+        return None if head == _MAGIC or not head else "corrupt"
+
+    def _ready(self, db):
+        "The writer's connection, to the file now at `path`: reopened when that file was removed or replaced; a new log "
+        "started when the file there is not a database, or failed as corrupt twice (the old file moved aside)."
+        if db is not None:
+            why = self._changed()
+            if why is None: return db
+            db = self._close(db)                        # a corrupt file is moved aside by `_open`
+            if why != "corrupt": print(f"prediction log: {self.path} was {why} while the service ran; writing to the file now at that path",
+                                       file=sys.stderr, flush=True)
+        elif self._suspect >= 2 and self.path.exists():
+            self._move_aside(self.problem or "writes failed as corrupt twice")
+        try: return self._open()
+        except DbError as e:
+            if failure_reason(e) != "corrupt": raise
+            self._move_aside(str(e).rsplit(": ", 1)[-1])
+            return self._open()
+
+    def _move_aside(self, why: str):
+        "Rename the corrupt log (and its -wal and -shm) to `NAME.corrupt-TIME`, say so in one line; the next open starts a new log."
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}")
+        try:
+            for sfx in ("", "-wal", "-shm"):
+                if os.path.lexists(f"{self.path}{sfx}"): os.replace(f"{self.path}{sfx}", f"{aside}{sfx}")
+        except OSError as e: raise DbError(f"the corrupt database {self.path} cannot be moved aside: {e.strerror or e}") from e
+        self.moved_aside.append(aside); self._suspect = 0
+        self.failures += 1; self.failed["corrupt"] += 1               # counted as a failure of the log, reason corrupt
+        print(f"prediction log: {self.path} is corrupt ({why}); moved it to {aside.name} and started a new log "
+              f"(the old rows stay in that file; `sqlite3 {aside.name} .recover` may save them)", file=sys.stderr, flush=True)
+
+    def _write(self, db, held: dict):
+        "Commit the held rows in transactions of at most `chunk_rows`; what commits leaves `held`, what fails stays."
+        while held["p"] or held["f"] or held["r"]:
+            room, take = self.chunk_rows, {}
+            for k in ("p", "f", "r"): take[k] = held[k][:room]; room -= len(take[k])
+            with transaction(db) as c:
+                if take["p"]: c.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", take["p"])
+                if take["f"]: c.executemany("INSERT INTO feedback VALUES (?,?,?,?,?)", take["f"])
+                if take["r"]: c.executemany("INSERT INTO rejected VALUES (?,?,?,?,?,?)", take["r"])
+            for k in ("p", "f", "r"): del held[k][:len(take[k])]
+            with self._lock: self._pending -= len(take["p"]) + len(take["f"]) + len(take["r"])
+            self.written += len(take["p"])
+
+    def _prune(self, db, batch: int = 10_000):
+        "Delete rows older than `retention_days`, `batch` rows a transaction (the write lock is never held long)."
         cut = time.time() - self.retention_days * 86400
-        with transaction(db) as c:
-            for t in ("predictions", "feedback", "rejected"): c.execute(f"DELETE FROM {t} WHERE ts < ?", (cut,))
+        for t in TABLES:
+            while True:
+                with transaction(db) as c:
+                    n = c.execute(f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE ts < ? LIMIT ?)", (cut, batch)).rowcount
+                if n < batch: break
 
 _SHAPES = {}
 

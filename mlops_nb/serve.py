@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_serve.ipynb #c002
 from __future__ import annotations
-import gc, hmac, os, shutil, sys, tempfile, time, uuid
+import gc, hmac, math, os, shutil, sys, tempfile, time, uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 import numpy as np
@@ -25,15 +25,24 @@ __all__ = ['request_time', 'api_key_from', 'Service', 'create_app', 'serve', 'ro
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
         "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}}
-_ROWS = {"type": "array", "items": {"type": "array"}, "description": "images in the model's signature: C x H x W uint8, nested or flat"}
+_LOG = {**_ERR, "description": "the prediction log cannot be written and [serve] log_failure = refuse: the body names the problem"}
+def _rows(shape, max_batch: int) -> dict:
+    "The schema of `inputs`: 1 to `max_batch` images in the model's signature, C x H x W uint8, all nested or all flat."
+    px, nested = {"type": "integer", "minimum": 0, "maximum": 255}, None
+    for d in reversed(shape): nested = {"type": "array", "minItems": d, "maxItems": d, "items": nested or px}
+    flat = {"type": "array", "minItems": math.prod(shape), "maxItems": math.prod(shape), "items": px}
+    return {"oneOf": [{"type": "array", "minItems": 1, "maxItems": max_batch, "items": row} for row in (nested, flat)],
+            "description": f"images in the model's signature: {' x '.join(map(str, shape))} (C x H x W) uint8, all nested or all flat"}
 _TENSOR = {"type": "object", "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
            "datatype": {"type": "string"}, "data": {"type": "array"}, "parameters": {"type": "object"}}}
-_FEEDBACK = {"type": "object", "required": ["request_id", "label"], "properties": {
-    "request_id": {"type": "string"}, "label": {"type": "string"}, "row": {"type": "integer", "default": 0}}}
-_HEADERS = [{"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
+def _feedback(labels) -> dict:
+    return {"type": "object", "required": ["request_id", "label"], "properties": {
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 128}, "label": {"type": "string", "enum": list(labels)},
+        "row": {"type": "integer", "minimum": 0, "default": 0}}}
+_HEADERS = [{"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 128},
              "description": "kept and echoed; one is made when absent"},
             {"name": "X-Tags", "in": "header", "required": False, "schema": {"type": "string"},
-             "description": "key=value pairs, comma-separated (camera=3,site=north): logged with the predictions"},
+             "description": "key=value pairs, comma-separated (camera=3,site=north; values printable, UTF-8): logged with the predictions"},
             {"name": "X-Request-Time", "in": "header", "required": False, "schema": {"type": "string"},
              "description": "the time to log (RFC 3339 or epoch seconds) instead of the time of arrival: honoured only when "
                             "[serve] client_time = true (and, with an API key set, only with the key), then echoed"}]
@@ -104,11 +113,15 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     from types import SimpleNamespace
     from contextlib import asynccontextmanager
     from starlette.exceptions import HTTPException
+    from starlette.responses import PlainTextResponse
+    from fastapi import Path
     from mlops_nb import __version__
     from mlops_nb.config import SERVE_DEFAULTS
+    from python_multipart.multipart import parse_options_header
     o = {**SERVE_DEFAULTS, **(opts or {})}
     max_batch, max_body, protect = o["max_batch"], o["max_body"], bool(o["protect_predict"])
     client_time = bool(o["client_time"])
+    refusing = log is not None and o["log_failure"] == "refuse"     # no answer that the log cannot record
     routes = m if isinstance(m, Routes) else Routes(m)
     m = routes.primary                      # name, input shape and labels: the same for every version of a model
     K = len(m.labels)
@@ -150,6 +163,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             except BadInput: tags = {}
             log.rejected(route, status, msg, rid, tags)
         hdr = {"www-authenticate": "Bearer"} if status == 401 else {}
+        if status == 413: hdr["connection"] = "close"        # the server would otherwise read (and discard) the rest of the body
         if rid: hdr["x-request-id"] = rid
         return status, orjson.dumps({"error": msg}), hdr
 
@@ -168,14 +182,28 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         guard(h, True)
         return request_time(v)
 
+    def log_down():
+        "With `[serve] log_failure = refuse`: refuse (503) while the prediction log's latest write failed, naming why."
+        if refusing and log.problem is not None:
+            raise BadInput(f"the prediction log cannot record this request, so it is refused ([serve] log_failure = refuse): {log.problem}", 503)
+
+    def readiness() -> tuple:
+        "/readyz: (status, body): the model; while the prediction log fails, its problem too (503 with log_failure = refuse)."
+        h = None if log is None else log.health()
+        if h is None: return 200, st.ready
+        return 503 if refusing else 200, st.ready[:-1] + b',"log":' + orjson.dumps(h) + b"}"
+
     async def score(route: str, t0: float, rid: str, x, tags: dict, digests=None, v: Variant | None = None, ts: float | None = None):
         "Predict with the version the traffic picks for `rid` (or `v`), batched with the requests that arrived together; "
         "log it with its role; hand it to the shadow; count: (probabilities, labels, the variant that answered)."
+        log_down()
         T = st.T
         v = v or T.pick(rid)
         p, k = await v.batcher(x)
         lab = v.labels[k]
-        if log is not None: log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests, ts)
+        if log is not None and not log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests, ts) \
+                and refusing: raise BadInput(f"the prediction log already holds [serve] log_backlog_rows = {log.backlog_rows} rows "
+                                             "waiting: this prediction cannot be logged, so it is refused ([serve] log_failure = refuse)", 503)
         if T.shadow is not None: T.shadow.submit(rid, x, route, tags, ts)
         recent[rid] = len(x)
         if len(recent) > 100_000: recent.popitem(last=False)
@@ -194,13 +222,15 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def infer(route: str, h, body: bytes, t0: float, v: Variant | None = None):
         guard(h, protect)
         body, blob = oip_body(body, h, max_body)
-        rid = request_id(str(body["id"]) if body.get("id") is not None else h.get("x-request-id"))
+        rid = request_id(str(body["id"]), "id") if body.get("id") is not None else request_id(h.get("x-request-id"))
         tags, ts = parse_tags(h.get("x-tags"), body.get("parameters")), when(h)
         x = oip_input(body, m.shape, max_batch, blob)
         want = oip_outputs(body)
         p, lab, v = await score(route, t0, rid, x, tags, v=v, ts=ts)
         out, tail = zip(*(oip_tensor(n, p if n == "probabilities" else lab, binary) for n, binary in want))
-        return {"model_name": m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, _stamp(rid, ts), b"".join(tail)
+        hdr = _stamp(rid, ts)
+        if body.get("id") is not None and not rid.isascii(): del hdr["x-request-id"]   # a header is latin-1: the id is in the JSON
+        return {"model_name": m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, hdr, b"".join(tail)
 
     async def answer(route: str, h, t0: float, fn, *args):
         "Run a route function: (status, JSON bytes, headers), a refusal when it raises `BadInput`."
@@ -293,10 +323,10 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     @api.get("/healthz", summary="liveness")
     async def healthz(): return _json({"live": True})
 
-    @api.get("/readyz", summary="readiness: the model is loaded and verified")
-    async def readyz(): return Response(st.ready, media_type="application/json")
+    @api.get("/readyz", summary="readiness: the model is loaded and verified", responses={503: _LOG})
+    async def readyz(): return Response(*reversed(readiness()), media_type="application/json")
 
-    @api.get("/metrics", summary="Prometheus metrics (text exposition format)")
+    @api.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse)
     async def metrics():
         body, ct = tel.render()
         return Response(body, media_type=ct)
@@ -304,8 +334,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     @api.get("/v1/model", summary="the served model: name, version, digest, signature, labels, lineage run")
     async def model(): return _json({**st.T.primary.m.info(), "traffic": st.T.describe()})
 
-    @api.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR},
-              openapi_extra=_body({"type": "object", "required": ["inputs"], "properties": {"inputs": _ROWS}}))
+    @api.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR, 503: _LOG},
+              openapi_extra=_body({"type": "object", "required": ["inputs"], "properties": {"inputs": _rows(m.shape, max_batch)}}))
     async def predict(request: Request):
         t0 = start(request)
         check_size(request.headers, max_body)
@@ -313,7 +343,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                                      await _receive(request.receive, max_body), t0))
 
     @api.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
-              responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body(
+              responses={400: _ERR, 401: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body(
                   {"type": "object", "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
                   "multipart/form-data"))
     async def predict_image(request: Request):
@@ -321,10 +351,13 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         guard(h, protect)
         rid, tags, ts = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags")), when(h)
         ct = h.get("content-type", "")
-        if not ct.lower().startswith("multipart/form-data"):
-            raise BadInput(f"content type {ct.split(';')[0]!r}: send multipart/form-data with one or more image files", 415)
+        if ct.split(";")[0].strip().lower() != "multipart/form-data":
+            raise BadInput(f"content type {ct.split(';')[0][:80]!r}: send multipart/form-data with one or more image files", 415)
         check_size(h, max_body)
         raw = await _receive(request.receive, max_body)        # bounded as it arrives, even chunked (no declared length)
+        b = parse_options_header(ct)[1].get(b"boundary")
+        if b and b"--" + b + b"--" not in raw:                 # python-multipart takes a cut-off body as it is: name the problem
+            raise BadInput(f"multipart body of {len(raw)} bytes is truncated or malformed: no closing boundary --{b[:70].decode('latin-1')}--")
         async def replay(): return {"type": "http.request", "body": raw, "more_body": False}
         try: form = await Request(request.scope, replay).form(max_files=max_batch, max_fields=max_batch, max_part_size=max_body)
         except HTTPException as e: raise BadInput(f"multipart body: {e.detail}", 413 if "many" in str(e.detail) else 400) from None
@@ -340,8 +373,9 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                      headers=_stamp(rid, ts))
 
     @api.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
-              responses={400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR},
-              openapi_extra=_body({"oneOf": [_FEEDBACK, {"type": "array", "items": _FEEDBACK}]}))
+              responses={400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR, 503: _LOG},
+              openapi_extra=_body({"oneOf": [_feedback(m.labels), {"type": "array", "minItems": 1, "maxItems": max_batch,
+                                                                    "items": _feedback(m.labels)}]}))
     async def feedback(request: Request):
         t0, h = start(request), request.headers
         guard(h, True)
@@ -350,6 +384,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         body = await _receive(request.receive, max_body)
         items = feedback_items(parse_json(body, h.get("content-type"), max_body, lists=True), m.labels, max_batch)
         if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
+        log_down()
         if not db: db.append(open_log(log.path))
         def missing(): return [(r, row) for r, row, _ in items if row >= max(recent.get(r, 0), known(db[0], r))]
         if miss := missing():
@@ -363,6 +398,9 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         tel.feedback(len(items)); tel.request("/v1/feedback", 200, time.perf_counter() - t0)
         return _json({"accepted": len(items)}, headers=None if ts is None else {"x-request-time": iso(ts)})
 
+    NAME = Path(description="the served model's name (any other: 404)", json_schema_extra={"enum": [m.name]})
+    VERSION = Path(description="a version this service serves now (`GET /v2/models/{name}` lists them; any other: 404)")
+
     @api.get("/v2", summary="OIP server metadata")
     async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": ["binary_tensor_data"]})
 
@@ -373,18 +411,18 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def ready(): return _json({"ready": True})
 
     @api.get("/v2/models/{name}", summary="OIP model metadata", responses={404: _ERR})
-    async def model_meta(name: str): check_model(name); return _json(meta())
+    async def model_meta(name: str = NAME): check_model(name); return _json(meta())
 
     @api.get("/v2/models/{name}/versions/{version}", summary="OIP model metadata, one version", responses={404: _ERR})
-    async def model_meta_v(name: str, version: str): check_model(name, version); return _json(meta())
+    async def model_meta_v(name: str = NAME, version: str = VERSION): check_model(name, version); return _json(meta())
 
     @api.get("/v2/models/{name}/ready", summary="OIP model ready", responses={404: _ERR})
-    async def model_ready(name: str): check_model(name); return _json({"name": name, "ready": True})
+    async def model_ready(name: str = NAME): check_model(name); return _json({"name": name, "ready": True})
 
     @api.get("/v2/models/{name}/versions/{version}/ready", summary="OIP model ready, one version", responses={404: _ERR})
-    async def model_ready_v(name: str, version: str): check_model(name, version); return _json({"name": name, "ready": True})
+    async def model_ready_v(name: str = NAME, version: str = VERSION): check_model(name, version); return _json({"name": name, "ready": True})
 
-    infer_doc = dict(responses={400: _ERR, 401: _ERR, 404: _ERR, 413: _ERR, 415: _ERR}, openapi_extra=_body({
+    infer_doc = dict(responses={400: _ERR, 401: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
         "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
         "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))
 
@@ -396,10 +434,10 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                                      await _receive(request.receive, max_body), t0, v))
 
     @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
-    async def infer_any(name: str, request: Request): return await infer_route(request, "/v2/models/{name}/infer", name)
+    async def infer_any(request: Request, name: str = NAME): return await infer_route(request, "/v2/models/{name}/infer", name)
 
     @api.post("/v2/models/{name}/versions/{version}/infer", summary="OIP inference, one version", **infer_doc)
-    async def infer_v(name: str, version: str, request: Request):
+    async def infer_v(request: Request, name: str = NAME, version: str = VERSION):
         return await infer_route(request, "/v2/models/{name}/versions/{version}/infer", name, version)
 
     # The fast path: the hot routes of this model answered straight from ASGI, without FastAPI's per-request machinery
@@ -414,7 +452,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         if scope["type"] == "http":
             key = (scope["method"], path := scope["path"])
             if key in constant: return await _send(send, 200, constant[key], {})
-            if key == ("GET", "/readyz"): return await _send(send, 200, st.ready, {})
+            if key == ("GET", "/readyz"): return await _send(send, *readiness(), {})
             hit = fast.get(key)
             if hit is None and key[0] == "POST" and path.startswith(versions) and path.endswith("/infer") and \
                     (v := st.T.by_version(path[len(versions):-6])) is not None:     # a version this service serves now
@@ -476,7 +514,7 @@ def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
 
 def log_for(s) -> PredictionLog:
     "The workbook's prediction log writer, as `[paths] predictions` and `[serve]` say."
-    return PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"])
+    return PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"], s.serve["log_backlog_rows"])
 
 def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."

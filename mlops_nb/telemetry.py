@@ -12,7 +12,7 @@ __all__ = ['REASONS', 'Telemetry']
 
 # %% ../nbs/20c_telemetry.ipynb #c003
 REASONS = {400: "invalid", 401: "unauthorized", 404: "not_found", 405: "method", 413: "too_large", 415: "content_type",
-           422: "unknown_label"}
+           422: "unknown_label", 503: "log_unavailable"}
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 class Telemetry:
@@ -30,9 +30,15 @@ class Telemetry:
         self._batch = Histogram("mlops_nb_batch_requests", "requests the dynamic batcher ran together in one model call",
                                 buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
         self._fb = Counter("mlops_nb_feedback", "true labels received", registry=r)
-        self._depth = Gauge("mlops_nb_log_queue_depth", "prediction log items waiting", registry=r, multiprocess_mode="livesum")
-        self._written = Counter("mlops_nb_log_rows_written", "prediction log rows committed", registry=r)
-        self._failures = Counter("mlops_nb_log_write_failures", "prediction log batches refused (kept, retried)", registry=r)
+        self._depth = Gauge("mlops_nb_log_queue_depth", "prediction log rows waiting to be committed (queued, or held while writes fail)",
+                            registry=r, multiprocess_mode="livesum")
+        self._written = Counter("mlops_nb_log_rows_written", "prediction rows committed to the log", registry=r)
+        self._failures = Counter("mlops_nb_log_write_failures", "prediction log writes the database refused (rows kept, retried) and corrupt files moved aside, by reason",
+                                 ["reason"], registry=r)
+        self._dropped = Counter("mlops_nb_log_dropped_rows", "log rows dropped because [serve] log_backlog_rows were already waiting, by table",
+                                ["table"], registry=r)
+        self._degraded = Gauge("mlops_nb_log_degraded", "1 while the prediction log's latest write failed", registry=r,
+                               multiprocess_mode="livemax")
         self._info = Gauge("mlops_nb_model_info", "the versions served: 1 while serving in that role, 0 after", ["name", "version", "digest", "role"],
                            registry=r, multiprocess_mode="max")
         self._served = set()
@@ -43,7 +49,7 @@ class Telemetry:
         self._cpu = Gauge("mlops_nb_process_cpu_seconds", "CPU time of this worker", ["pid"], registry=r, multiprocess_mode="liveall")
         self._rss = Gauge("mlops_nb_process_resident_memory_bytes", "resident memory of this worker", ["pid"], registry=r,
                           multiprocess_mode="liveall")
-        self._children, self._seen = {}, (0, 0)
+        self._children, self._seen = {}, {}
         self.log = None                                         # a PredictionLog whose writer the gauges follow
         self.tick()
         threading.Thread(target=self._loop, args=(every_s,), name="telemetry", daemon=True).start()
@@ -87,9 +93,11 @@ class Telemetry:
         t = p.cpu_times()
         self._cpu.labels(pid).set(t.user + t.system); self._rss.labels(pid).set(p.memory_info().rss)
         if self.log is not None:
-            self._depth.set(self.log.depth)
-            w, f = self.log.written, self.log.failures
-            self._written.inc(w - self._seen[0]); self._failures.inc(f - self._seen[1]); self._seen = (w, f)
+            g = self.log
+            self._depth.set(g.depth); self._degraded.set(g.problem is not None)
+            for key, n, c in (("written", g.written, self._written), *((("failed", k), n, self._failures.labels(k)) for k, n in dict(g.failed).items()),
+                              *((("dropped", k), n, self._dropped.labels(k)) for k, n in dict(g.dropped).items())):
+                if n != self._seen.get(key, 0): c.inc(n - self._seen.get(key, 0)); self._seen[key] = n
 
     def _loop(self, every_s):
         while True:
