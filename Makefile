@@ -47,7 +47,7 @@ nbtest: install  ## run the library notebooks (nbdev-test)
 	WANDB_MODE=disabled $(BIN)/nbdev-test --n-workers 2
 
 pytest: install sysdeps  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B
-	$(BIN)/python -m pytest tests --durations=12
+	$(BIN)/python -m pytest tests --durations=25
 
 export: install  ## notebooks -> mlops_nb/ and README.md
 	$(BIN)/nbdev-export && $(MAKE) -s readme
