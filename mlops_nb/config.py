@@ -103,6 +103,7 @@ class Settings:
     wandb_mode: str = "offline"
     torch_threads: int = 2
     kernel: str = "python3"
+    fork_kernels: bool = True                 # [run] fork_kernels: stage kernels forked from one process that imported their modules
     metric_tolerance: float = 1e-4  # reproduce: largest metric difference still "equal within tolerance"
     profiles: dict = field(default_factory=dict)  # name -> {key: python value}
     gates: dict = field(default_factory=lambda: dict(GATE_DEFAULTS))  # the [gates] section, typed
@@ -206,6 +207,7 @@ def load_settings(path=None) -> Settings:
                     governance=rel("governance") if cp.has_option("paths", "governance") else None,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
                     wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),
+                    fork_kernels=_typed(get, path, "run", {"fork_kernels": True})["fork_kernels"],
                     profiles=profiles)
 
 # %% ../nbs/00_config.ipynb #c007

@@ -4,13 +4,13 @@
 
 # %% ../nbs/40d_kernels.ipynb #c002
 from __future__ import annotations
-import ast, json, os, threading
+import ast, json, os, sys, threading
 from pathlib import Path
 from .cores import HELD_BY
 
 
 # %% auto #0
-__all__ = ['notebook_imports', 'warm_code', 'Kernel', 'execute']
+__all__ = ['notebook_imports', 'warm_code', 'Kernel', 'execute', 'ZygoteError', 'zygote_main', 'Zygote']
 
 # %% ../nbs/40d_kernels.ipynb #c003
 def notebook_imports(nb_path) -> list[str]:
@@ -38,18 +38,30 @@ def _lowest_priority():
     "In the child before exec: the lowest CPU priority (nice 19)."
     os.nice(19)
 
-def _async_client_manager(kernel_name: str):
-    "A KernelManager whose clients are asynchronous, as nbclient needs, while starting and stopping stay synchronous."
+def _async_client_manager(kernel_name: str, zygote: Zygote | None = None, log=None, background: bool = False):
+    "A KernelManager whose clients are asynchronous, as nbclient needs, while starting and stopping stay synchronous; "
+    "with a `zygote`, it forks the kernel from it when the kernel spec runs this Python's ipykernel (else starts it)."
     from jupyter_client import KernelManager
-    return KernelManager(kernel_name=kernel_name, client_class="jupyter_client.asynchronous.AsyncKernelClient")
+    class ForkingKernelManager(KernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if not (zygote and kernel_cmd[0] == sys.executable and "ipykernel_launcher" in kernel_cmd and "-f" in kernel_cmd):
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            try: pid = zygote.fork(kernel_cmd[kernel_cmd.index("-f"):], kw.get("cwd") or os.getcwd(), kw.get("env") or dict(os.environ),
+                                   log, background)
+            except ZygoteError: return await super()._async_launch_kernel(kernel_cmd, **kw)   # started the usual way
+            p = self.provisioner
+            p.process, p.pid, p.pgid, p.cwd = _Forked(pid), pid, pid, kw.get("cwd")   # the child made itself a session leader
+            self._reconcile_connection_info(p.connection_info)
+    return ForkingKernelManager(kernel_name=kernel_name, client_class="jupyter_client.asynchronous.AsyncKernelClient")
 
 class Kernel:
     "A kernel for one stage, started in a background thread in `cwd` with `env`, the `warm` modules imported. "
     "`background`: started ahead of its turn, at the lowest CPU priority, so it only uses cores nothing else wants."
     def __init__(self, kernel_name: str, cwd, env: dict | None = None, warm=(), start_timeout: float = 60, log=None,
-                 background: bool = False):
+                 background: bool = False, zygote: Zygote | None = None):
         self.kernel_name, self.cwd, self.env, self.warm, self.start_timeout = kernel_name, str(cwd), env, list(warm), start_timeout
         self.log, self.background = log, background   # log: the kernel process's own stdout and stderr (default: inherited)
+        self.zygote = zygote                          # forks the kernel with its imports done (else a kernel process starts cold)
         self.km, self.error, self._closed = None, None, False
         import jupyter_client, jupyter_client.asynchronous   # here, not in the thread: two threads importing it can deadlock
         self._thread = threading.Thread(target=self._start, name=f"kernel-{kernel_name}", daemon=True)
@@ -57,7 +69,7 @@ class Kernel:
 
     def _start(self):
         try:
-            km = _async_client_manager(self.kernel_name)
+            km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background)
             out = open(self.log, "ab") if self.log else None
             try:
                 env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
@@ -144,3 +156,110 @@ def _register_engine():
                     except Exception: pass
     papermill_engines.register("mlops-nb", OwnKernelEngine)
 
+
+# %% ../nbs/40d_kernels.ipynb #895df1d3
+class ZygoteError(RuntimeError):
+    "The zygote could not fork a kernel (it failed to start, or died): the kernel is started the usual way."
+
+def zygote_main():
+    "The zygote: import the modules named on the command line, then fork a kernel for each JSON request read from stdin "
+    "(`args`, `cwd`, `env`, `log`, `nice`) and answer its pid on stdout; ends at the end of stdin."
+    import importlib, signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)            # Ctrl-C is the runner's to handle
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")   # as ipykernel sets it
+    for m in sys.argv[1:]:
+        try: importlib.import_module(m)
+        except BaseException: pass                          # the notebook will meet the error itself
+    import ipykernel.kernelapp  # noqa: F401
+    def reap(*_):
+        while True:
+            try: pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError: return
+            if pid == 0: return
+    signal.signal(signal.SIGCHLD, reap)
+    out = os.fdopen(os.dup(1), "w"); os.dup2(2, 1)          # answers on a private copy of stdout; stray prints go to stderr
+    out.write("ready\n"); out.flush()
+    for line in sys.stdin:
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0: _forked_kernel(req, out.fileno())
+        out.write(json.dumps({"pid": pid}) + "\n"); out.flush()
+
+def _forked_kernel(req: dict, answers: int):
+    "In the forked child: become the stage's kernel process (never returns)."
+    import signal, tempfile, traceback
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL); signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.setsid()
+        os.close(answers)
+        fd = os.open(req["log"] or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)
+        fd = os.open(os.devnull, os.O_RDONLY); os.dup2(fd, 0); os.close(fd)
+        os.chdir(req["cwd"])
+        os.environ.clear(); os.environ.update(req["env"])
+        tempfile.tempdir = None                             # TMPDIR is the run's now
+        if req["nice"]: os.nice(19)
+        from ipykernel.kernelapp import IPKernelApp
+        IPKernelApp.launch_instance(argv=[*req["args"], f"--IPKernelApp.parent_handle={os.getppid()}"])
+    except BaseException: traceback.print_exc()
+    finally: os._exit(0)
+
+class _Forked:
+    "A `Popen`-like handle on a kernel the zygote forked: it is not our child, so its exit is seen by polling, its exit "
+    "status is the zygote's to collect (reported as -1), and signals are sent by pid."
+    def __init__(self, pid: int): self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None:
+            import psutil
+            try: gone = psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess: gone = True
+            if gone: self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None):
+        import subprocess, time
+        t0 = time.monotonic()
+        while self.poll() is None:
+            if timeout is not None and time.monotonic() - t0 > timeout: raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig):
+        try: os.kill(self.pid, sig)
+        except ProcessLookupError: pass
+
+    def kill(self): import signal; self.send_signal(signal.SIGKILL)
+    def terminate(self): import signal; self.send_signal(signal.SIGTERM)
+
+class Zygote:
+    "A process that imports `modules` once and forks kernels from itself (`fork`); `close` ends it."
+    def __init__(self, modules, env: dict | None = None, log=None):
+        import subprocess
+        out = open(log, "ab") if log else None
+        try:
+            self.p = subprocess.Popen([sys.executable, "-c", "from mlops_nb.kernels import zygote_main; zygote_main()", *modules],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, env=env, text=True)
+        finally:
+            if out: out.close()
+        self._lock, self._ready = threading.Lock(), None
+
+    def fork(self, args: list, cwd, env: dict, log=None, nice: bool = False) -> int:
+        "The pid of a new kernel process running `ipykernel` with `args`, in `cwd`, with `env`."
+        with self._lock:
+            try:
+                if self._ready is None: self._ready = self.p.stdout.readline().strip() == "ready"
+                if not self._ready: raise ZygoteError("the kernel zygote did not start")
+                self.p.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": dict(env), "log": str(log) if log else None,
+                                               "nice": bool(nice)}) + "\n")
+                self.p.stdin.flush()
+                return json.loads(self.p.stdout.readline())["pid"]
+            except (OSError, ValueError, KeyError) as e: self._ready = False; raise ZygoteError(f"the kernel zygote failed: {e}") from None
+
+    def close(self):
+        "End the zygote (its kernels are shut down by their owners; one left behind ends when its parent does)."
+        try: self.p.stdin.close()
+        except OSError: pass
+        try: self.p.wait(10)
+        except Exception: self.p.kill(); self.p.wait()
+        if self.p.stdout: self.p.stdout.close()

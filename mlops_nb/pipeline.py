@@ -14,7 +14,7 @@ from .lineage import Lineage
 from .db import DbError
 from .cache import cache_key, code_digest
 from .params import ParamError, describe_params, resolve_params, notebook_params
-from .kernels import Kernel, execute, notebook_imports
+from .kernels import Kernel, Zygote, execute, notebook_imports
 
 # %% auto #0
 __all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id',
@@ -203,11 +203,14 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
     from mlops_nb.cores import lock_dir
     kenv = {**os.environ, "TMPDIR": str(tmp), **({"MLOPS_NB_LOCK_DIR": str(ld)} if (ld := lock_dir()) else {})}   # one pool
-    kernels, closing, renders, pending, renderer = {}, [], [], [], None
+    kernels, closing, renders, pending, renderer, zygote = {}, [], [], [], None, []
+    warms = [notebook_imports(s.pipelines/st.notebook) + ["matplotlib.pyplot"] for st in STAGES]   # the reports' plots import it late
     def kernel(j, ahead=False):         # stage j's kernel, started now unless it already is
         if j < len(STAGES) and j not in kernels:
-            warm = notebook_imports(s.pipelines/STAGES[j].notebook) + ["matplotlib.pyplot"]   # the reports' plots import it late
-            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warm, log=run_dir/"kernels.log", background=ahead)
+            if s.fork_kernels and not zygote:       # the first kernel needed: every stage's imports, once, to fork kernels from
+                zygote.append(Zygote(sorted({m for w in warms[j:] for m in w}), env=kenv, log=run_dir/"kernels.log"))
+            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warms[j], log=run_dir/"kernels.log", background=ahead,
+                                zygote=zygote[0] if zygote else None)
         return kernels.get(j)
     def close(j, now=False):            # in the background: a stage never waits for the last one's kernel to stop
         if (k := kernels.pop(j, None)) is not None:
@@ -315,6 +318,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             except Exception as e: echo(f"warning: could not write the HTML report: {s.explain(e) if isinstance(e, OSError) else f'{type(e).__name__}: {e}'}")
         finally:
             for t in closing: t.join(30)     # the kernels stop while the reports are written; none outlives the run
+            for z in zygote: z.close()
             shutil.rmtree(tmp, ignore_errors=True)
             with contextlib.suppress(OSError):
                 if (run_dir/"kernels.log").stat().st_size == 0: (run_dir/"kernels.log").unlink()   # kept only when a kernel spoke

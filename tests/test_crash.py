@@ -89,12 +89,13 @@ def test_kill_9_in_every_stage_then_resume(tmp_path):
 
 
 def _kernels(pid):
-    "The live kernel processes under `pid`."
+    "The live kernel processes under `pid`: started as ipykernel, or forked by the runner's zygote (not the zygote itself)."
     import psutil
     ks = []
     for c in psutil.Process(pid).children(recursive=True):
         try:
-            if c.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(c.cmdline()): ks.append(c)
+            if c.status() == psutil.STATUS_ZOMBIE: continue
+            if "ipykernel" in " ".join(c.cmdline()) or "zygote_main" in " ".join(c.parent().cmdline()): ks.append(c)
         except psutil.Error: pass                     # gone, or a kernel being shut down
     return ks
 
@@ -210,6 +211,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_behind(tmp_path):
         time.sleep(5)                                    # inside the training cell
         kernels = _kernels(proc.pid)
         assert kernels, "no kernel running"
+        kernels = psutil.Process(proc.pid).children(recursive=True)     # and every other process of the run's (its zygote)
         assert any(tmp.glob("mlops-nb-*")), "the run made no temporary folder"
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
