@@ -46,6 +46,31 @@ def variant(store, digest, tag) -> str:
     return store.put_bytes(out.getvalue(), f"{tag}.zip")
 
 
+def scratch_versions(s, src: dict, tmp, tags) -> tuple:
+    "A scratch registry under `tmp` (the workbook's store shared) holding `src`'s bundle and one variant of it per tag, "
+    "production at the first: (settings path, Registry, model name, [versions])."
+    from mlops_nb.config import load_settings
+    from mlops_nb.registry import Registry
+    from mlops_nb.store import Store
+    settings = scratch(s, tmp)
+    s2 = load_settings(settings)
+    reg, name = Registry(s2.registry, Store(s2.store), s2.runs), src["name"]
+    vs = [reg.register(name, b, src["metrics"], src["run_id"])
+          for b in [src["bundle"]] + [variant(reg.store, src["bundle"], t) for t in tags]]
+    reg.set_alias(name, "production", vs[0], "bench")
+    return settings, reg, name, vs
+
+
+def serve_following(settings) -> tuple:
+    "`mlops-nb serve` of the workbook at `settings`, following its production alias, on a free loopback port: (url, process)."
+    from mlops_nb.apptest import free_port
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
+    port = free_port()
+    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    return f"http://127.0.0.1:{port}", p
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--settings", help="the workbook's settings.ini (default: found as mlops-nb finds it)")
@@ -58,24 +83,14 @@ def main():
     a = ap.parse_args()
     if a.quick: a.repeat, a.seconds, a.swaps = 1, 1, 2
     from mlops_nb.config import load_settings
-    from mlops_nb.registry import Registry, registry_for
+    from mlops_nb.registry import registry_for
     from mlops_nb.served import pick
-    from mlops_nb.apptest import free_port
-    from mlops_nb.store import Store
     s = load_settings(a.settings)
     src = pick(registry_for(s), a.model)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = scratch(s, tmp)
-        s2 = load_settings(settings)
-        reg = Registry(s2.registry, Store(s2.store), s2.runs)
-        name = src["name"]
-        va = reg.register(name, src["bundle"], src["metrics"], src["run_id"])
-        vb = reg.register(name, variant(reg.store, src["bundle"], "bench-release-b"), src["metrics"], src["run_id"])
-        reg.set_alias(name, "production", va, "bench")
+        settings, reg, name, (va, vb) = scratch_versions(s, src, tmp, ["bench-release-b"])
         env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
-        port = free_port(); url = f"http://127.0.0.1:{port}"
-        p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        url, p = serve_following(settings)
         res = {"plain": [], "shadow": [], "plain_paced": [], "shadow_paced": []}
         dropped = {"shadow": [], "shadow_paced": []}
         drops = lambda: float((re.search(r"^mlops_nb_shadow_dropped_total ([\d.e+-]+)", urllib.request.urlopen(url + "/metrics", timeout=30)

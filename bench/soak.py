@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve import BIN, wait_ready, wrk    # noqa: E402  (bench/serve.py: the same start-up wait and wrk runner)
-from release import scratch, variant      # noqa: E402  (bench/release.py: scratch registry, one network in another bundle)
+from release import scratch_versions, serve_following   # noqa: E402  (bench/release.py: scratch registry, its service)
 
 
 def rss_mb(pid: int) -> float:
@@ -54,26 +54,15 @@ def main():
     if a.quick: a.seconds = 12
     if a.seconds < 8: ap.error("--seconds must be at least 8 (a warm-up, two releases and a rollback)")
     from mlops_nb.config import load_settings
-    from mlops_nb.registry import Registry, registry_for
+    from mlops_nb.registry import registry_for
     from mlops_nb.release import rollback
     from mlops_nb.served import pick
-    from mlops_nb.apptest import free_port
-    from mlops_nb.store import Store
     s = load_settings(a.settings)
     src = pick(registry_for(s), a.model)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = scratch(s, tmp)
+        settings, reg, name, (va, vb, vc) = scratch_versions(s, src, tmp, ["bench-soak-b", "bench-soak-c"])
         s2 = load_settings(settings)
-        reg = Registry(s2.registry, Store(s2.store), s2.runs)
-        name = src["name"]
-        va = reg.register(name, src["bundle"], src["metrics"], src["run_id"])
-        vb = reg.register(name, variant(reg.store, src["bundle"], "bench-soak-b"), src["metrics"], src["run_id"])
-        vc = reg.register(name, variant(reg.store, src["bundle"], "bench-soak-c"), src["metrics"], src["run_id"])
-        reg.set_alias(name, "production", va, "bench")
-        env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
-        port = free_port(); url = f"http://127.0.0.1:{port}"
-        p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        url, p = serve_following(settings)
         try:
             wait_ready(url + "/readyz", p)
             info = json.loads(urllib.request.urlopen(url + "/v1/model", timeout=30).read())

@@ -238,6 +238,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'mlops_nb.kernels.Kernel.shutdown': ('kernels.html#kernel.shutdown', 'mlops_nb/kernels.py'),
                                   'mlops_nb.kernels.Zygote': ('kernels.html#zygote', 'mlops_nb/kernels.py'),
                                   'mlops_nb.kernels.Zygote.__init__': ('kernels.html#zygote.__init__', 'mlops_nb/kernels.py'),
+                                  'mlops_nb.kernels.Zygote._wait_ready': ('kernels.html#zygote._wait_ready', 'mlops_nb/kernels.py'),
                                   'mlops_nb.kernels.Zygote.close': ('kernels.html#zygote.close', 'mlops_nb/kernels.py'),
                                   'mlops_nb.kernels.Zygote.fork': ('kernels.html#zygote.fork', 'mlops_nb/kernels.py'),
                                   'mlops_nb.kernels.ZygoteError': ('kernels.html#zygoteerror', 'mlops_nb/kernels.py'),

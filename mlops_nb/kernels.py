@@ -242,19 +242,24 @@ class Zygote:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, env=env, text=True)
         finally:
             if out: out.close()
-        self._lock, self._ready = threading.Lock(), None
+        self._lock, self._ok, self.ready = threading.Lock(), False, threading.Event()   # ready: its imports are done (or it failed)
+        threading.Thread(target=self._wait_ready, name="zygote-ready", daemon=True).start()
+
+    def _wait_ready(self):
+        try: self._ok = self.p.stdout.readline().strip() == "ready"
+        except (OSError, ValueError): self._ok = False
+        self.ready.set()
 
     def fork(self, args: list, cwd, env: dict, log=None, nice: bool = False) -> int:
-        "The pid of a new kernel process running `ipykernel` with `args`, in `cwd`, with `env`."
+        "The pid of a new kernel process running `ipykernel` with `args`, in `cwd`, with `env` (waits for the imports first)."
+        if not self.ready.wait(300) or not self._ok: raise ZygoteError("the kernel zygote did not start")
         with self._lock:
             try:
-                if self._ready is None: self._ready = self.p.stdout.readline().strip() == "ready"
-                if not self._ready: raise ZygoteError("the kernel zygote did not start")
                 self.p.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": dict(env), "log": str(log) if log else None,
                                                "nice": bool(nice)}) + "\n")
                 self.p.stdin.flush()
                 return json.loads(self.p.stdout.readline())["pid"]
-            except (OSError, ValueError, KeyError) as e: self._ready = False; raise ZygoteError(f"the kernel zygote failed: {e}") from None
+            except (OSError, ValueError, KeyError) as e: self._ok = False; raise ZygoteError(f"the kernel zygote failed: {e}") from None
 
     def close(self):
         "End the zygote (its kernels are shut down by their owners; one left behind ends when its parent does)."

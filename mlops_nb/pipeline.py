@@ -209,8 +209,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
         if j < len(STAGES) and j not in kernels:
             if s.fork_kernels and not zygote:       # the first kernel needed: every stage's imports, once, to fork kernels from
                 zygote.append(Zygote(sorted({m for w in warms[j:] for m in w}), env=kenv, log=run_dir/"kernels.log"))
-            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warms[j], log=run_dir/"kernels.log", background=ahead,
-                                zygote=zygote[0] if zygote else None)
+            z = zygote[0] if zygote and (ahead or zygote[0].ready.is_set()) else None   # the first starts as usual, not waiting
+            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warms[j], log=run_dir/"kernels.log", background=ahead, zygote=z)
         return kernels.get(j)
     def close(j, now=False):            # in the background: a stage never waits for the last one's kernel to stop
         if (k := kernels.pop(j, None)) is not None:
