@@ -126,7 +126,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     m = routes.primary                      # name, input shape and labels: the same for every version of a model
     K = len(m.labels)
     tel = Telemetry((m.name, m.version, m.digest), m.labels); tel.log = log
-    recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests; a reader of the log
+    recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests (not yet in the log); a reader of the log
 
     def traffic(r: Routes, old: Traffic | None = None) -> Traffic:
         "The `Traffic` for routes `r`, reusing the old one's variants and shadow where they are the same version."
@@ -206,7 +206,9 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                                              "waiting: this prediction cannot be logged, so it is refused ([serve] log_failure = refuse)", 503)
         if T.shadow is not None: T.shadow.submit(rid, x, route, tags, ts)
         recent[rid] = len(x)
-        if len(recent) > 100_000: recent.popitem(last=False)
+        keep = 10_000 if log is None or log.problem is None else log.backlog_rows   # the log commits every few ms; while it
+        for _ in range(2):                                                          # cannot, its backlog is what feedback may name
+            if len(recent) > keep: recent.popitem(last=False)
         tel.predicted(v.m.version, k)
         return p, lab, v
 
@@ -278,6 +280,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             except Exception: return                            # the loop is gone: the service is stopping
             tel.swapped(time.perf_counter() - t0)
             if old.shadow is not None and old.shadow is not new.shadow: old.shadow.close()
+            del old; gc.collect()                                 # the replaced version's session is freed now, not at a rare full collection
             d = new.describe()
             print(f"mlops-nb serve: now serving {m.name}@{d['primary']}" +
                   (f", canary v{d['canary']['version']} on {d['canary']['percent']:g}% of requests" if d["canary"] else "") +
