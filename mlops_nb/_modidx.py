@@ -522,6 +522,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mlops_nb.serve._rows': ('serve.html#_rows', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve._send': ('serve.html#_send', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve._stamp': ('serve.html#_stamp', 'mlops_nb/serve.py'),
+                                'mlops_nb.serve._watch_parent': ('serve.html#_watch_parent', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve.api_key_from': ('serve.html#api_key_from', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve.app_from_env': ('serve.html#app_from_env', 'mlops_nb/serve.py'),
                                 'mlops_nb.serve.create_app': ('serve.html#create_app', 'mlops_nb/serve.py'),

@@ -35,7 +35,7 @@ def test_settings(s, folder) -> Path:
 def service(s, ref: str, folder, timeout: float = 60.0):
     "Run `mlops-nb serve --model REF` as a user would, on a free loopback port, until the block ends; yields its base URL."
     port = free_port()
-    env = {**os.environ, "MLOPS_NB_SETTINGS": str(test_settings(s, folder))}
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(test_settings(s, folder)), "MLOPS_NB_PARENT_PID": str(os.getpid())}   # it ends with us
     for k in {"MLOPS_NB_API_KEY", s.serve.get("api_key_env") or "MLOPS_NB_API_KEY"}:
         env.pop(k, None)                                     # the test environment has no key: its probes expect open routes
     log = open(Path(folder)/"service.log", "w")

@@ -479,10 +479,22 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
 
 
 # %% ../nbs/20_serve.ipynb #c013
+def _watch_parent():
+    "When `$MLOPS_NB_PARENT_PID` names the process that started this service (an application test does), stop as on "
+    "SIGTERM once that process is gone: a test killed with its run (kill -9) leaves no service behind."
+    pid = os.environ.get("MLOPS_NB_PARENT_PID", "")
+    if not pid.isdigit(): return
+    import signal, threading
+    def watch():
+        while os.getppid() == int(pid): time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
 def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, threads: int = 1,
           echo=print):
     "Serve the chosen version until stopped (Ctrl-C or SIGTERM), logging every prediction to the workbook's log."
     import uvicorn
+    _watch_parent()
     r, follow = routes_for(s, ref, threads)         # refused here, with one line, when a bundle is missing or tampered
     m, key = r.primary, api_key_from(s.serve)
     log = log_for(s) if workers == 1 else None         # with workers, each opens its own

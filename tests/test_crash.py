@@ -24,6 +24,18 @@ def _intact(root: Path):
         if obj.is_file(): store.path("sha256:" + obj.name)                         # raises on a torn or changed object
 
 
+def _leftovers(root: Path) -> list:
+    "Live processes working for the workbook under `root` (its settings in their environment): kernels, zygote, services."
+    import psutil
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.status() != psutil.STATUS_ZOMBIE and \
+                    p.environ().get("MLOPS_NB_SETTINGS", "").startswith(str(root)): out.append(p)
+        except psutil.Error: pass
+    return out
+
+
 def test_kill_9_in_every_stage_then_resume(tmp_path):
     "kill -9 of `mlops-nb run` inside each stage in turn; each next run resumes from what the killed one completed."
     settings = make_workbook(tmp_path)
@@ -56,6 +68,9 @@ def test_kill_9_in_every_stage_then_resume(tmp_path):
             try: os.killpg(proc.pid, signal.SIGKILL)            # its orphaned kernel, if still there
             except ProcessLookupError: pass
         runs.append(rec["run_id"])
+        deadline = time.time() + 20                             # nothing of it lives on: not its kernel, nor apptest's service
+        while (left := _leftovers(tmp_path)) and time.time() < deadline: time.sleep(0.2)
+        assert not left, [p.cmdline() for p in left]
         p = cli("show", rec["run_id"], settings=settings)       # any command that reads runs notices the dead runner
         assert p.returncode == 0 and p.stdout.split()[2] == "interrupted", p.stdout
         rec = json.loads(rj.read_text())
