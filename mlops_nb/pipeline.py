@@ -204,9 +204,10 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     from mlops_nb.cores import lock_dir
     kenv = {**os.environ, "TMPDIR": str(tmp), **({"MLOPS_NB_LOCK_DIR": str(ld)} if (ld := lock_dir()) else {})}   # one pool
     kernels, closing, renders, pending, renderer, zygote = {}, [], [], [], None, []
-    warms = [notebook_imports(s.pipelines/st.notebook) + ["matplotlib.pyplot"] for st in STAGES]   # the reports' plots import it late
+    warms = []                          # each stage's imports (the reports' plots import matplotlib.pyplot late): read when a kernel is first needed
     def kernel(j, ahead=False):         # stage j's kernel, started now unless it already is
         if j < len(STAGES) and j not in kernels:
+            if not warms: warms.extend(notebook_imports(s.pipelines/st.notebook) + ["matplotlib.pyplot"] for st in STAGES)
             if s.fork_kernels and not zygote:       # the first kernel needed: every stage's imports, once, to fork kernels from
                 zygote.append(Zygote(sorted({m for w in warms[j:] for m in w}), env=kenv, log=run_dir/"kernels.log"))
             z = zygote[0] if zygote and (ahead or zygote[0].ready.is_set()) else None   # the first starts as usual, not waiting
