@@ -11,22 +11,12 @@ maximum over the runs).
     python bench/crash_loss.py [--model NAME@ALIAS] [--settings FILE] [--repeat 5] [--seconds 3] [--clients 3] [--flush-ms N] [--quick] [--json FILE]
 """
 import argparse, configparser, http.client, json, math, os, random, signal, sqlite3, statistics, subprocess, sys, tempfile, threading, time
-import urllib.request
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parent))
+from serve import BIN, wait_ready   # noqa: E402  (bench/serve.py: the same start-up wait)
+
 MARGIN_S = 0.25             # what the test allows on top of the flush interval (tests/test_faults.py)
-
-
-def wait_ready(url, p, timeout=60.0):
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=5) as r:
-                if r.status == 200: return
-        except OSError: time.sleep(0.05)
-        if p.poll() is not None: raise SystemExit(f"the service stopped: {p.stderr.read()}")
-    raise SystemExit(f"{url} never became ready")
 
 
 def client(url, prefix, row, acks, stop):
@@ -51,7 +41,7 @@ def one_run(settings: Path, ref: str, row: str, seconds: float, clients: int, fl
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     acks, stop, threads = [], threading.Event(), []
     try:
-        wait_ready(url, p)
+        wait_ready(url + "/readyz", p)
         threads = [threading.Thread(target=client, args=(url, f"c{k}-", row, acks, stop)) for k in range(clients)]
         for t in threads: t.start()
         time.sleep(seconds + random.uniform(0, flush_s))          # the kill at a random moment of the writer's cycle

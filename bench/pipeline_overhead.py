@@ -56,8 +56,13 @@ print(json.dumps({"test/accuracy": ev.metrics["test/accuracy"], "train/weights":
 
 
 def workbook(root: Path, fork: bool = True) -> Path:
+    "A throw-away workbook under `root`; `fork` False: its kernels start cold (`[run] fork_kernels = false`)."
     settings = scratch_settings(root, REPO/"settings.ini")
-    if not fork: settings.write_text(settings.read_text().replace("fork_kernels = true", "fork_kernels = false"))
+    if not fork:
+        import configparser
+        cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
+        cp.read(settings); cp["run"]["fork_kernels"] = "false"
+        with open(settings, "w") as f: cp.write(f)
     return settings
 
 
