@@ -135,6 +135,14 @@ def rows_soak(d):
              f"{times(div(d['logged'], d['answered']), 4)}")]
 
 
+def rows_log_ids(d):
+    what = f"prediction log: a commit of {d['chunk']:,} rows once the log holds {d['rows']:,}"
+    return [(f"{what}, the service's request ids (time-ordered, UUIDv7 layout)",
+             f"{ms(d['ordered_last_ms'])} (at the start: {ms(d['ordered_first_ms'])})",
+             f"random ids (uuid4-like): {ms(d['random_last_ms'])} (at the start: {ms(d['random_first_ms'])})",
+             f"{times(div(d['random_last_ms'], d['ordered_last_ms']))} faster")]
+
+
 def rows_drift(d):
     n, q = d["rows"], d["rows"] // 4
     what = f"drift over {n:,} rows x {d['features']} features (KS+PSI+BH, chunked)"
@@ -178,6 +186,8 @@ SPECS = {
               [("--repeat", "repeat"), ("--seconds", "seconds"), ("--connections", "connections"), ("--mlflow-python", "mlflow_python")]),
     "crash_loss": ("crash loss under kill -9", rows_crash_loss,
                    [("--repeat", "repeat"), ("--seconds", "seconds"), ("--clients", "clients"), ("--flush-ms", "flush_ms")]),
+    "log_ids": ("prediction log commits, time-ordered against random request ids", rows_log_ids,
+                [("--rows", "rows"), ("--chunk", "chunk"), ("--repeat", "repeat")]),
     "release": ("swap time, failed during swaps, shadow cost, load test", rows_release,
                 [("--repeat", "repeat"), ("--seconds", "seconds"), ("--swaps", "swaps")]),
     "drift": ("drift vs Evidently", rows_drift, [("--rows", "rows"), ("--features", "features"), ("--repeat", "repeat"),

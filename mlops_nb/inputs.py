@@ -174,7 +174,8 @@ def parse_tags(header: str | None, params: dict | None = None) -> dict:
 def new_request_id() -> str:
     "A new request id: 32 hex digits laid out as a UUIDv7 (RFC 9562), the time in milliseconds first, then 74 random "
     "bits. Ids made later sort later, so the prediction log's request index grows at its end instead of taking every "
-    "insert at a random page (random ids made its writes 3-4x slower by 400,000 rows, and the backlog, held in memory, grew)."
+    "insert at a random page (random ids made each commit about 2.5x slower by 500,000 rows, `bench/log_ids.py`, and the "
+    "rows waiting for it, held in memory, piled up)."
     v = time.time_ns() // 1_000_000 << 80 | int.from_bytes(os.urandom(10), "big")
     return f"{v & ~(0xF << 76 | 0x3 << 62) | 0x7 << 76 | 0x2 << 62:032x}"      # version 7, variant 10
 

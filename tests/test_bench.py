@@ -40,6 +40,8 @@ FIGURES = {
              "rss_max_mb": 137.0, "rss_growth": 0.05, "warm_up_s": 60.0, "answered": 3000004, "logged": 3000004, "integrity": "ok",
              "moves": [[150.0, "release", 2], [300.0, "release", 3], [450.0, "rollback", 2]], "swaps": 3, "production_at_end": 2,
              "served_at_end": [2], "rss_series_mb": [130.0, 136.5]},
+    "log_ids": {"rows": 500000, "chunk": 5000, "repeat": 3, "quick": False, "ordered_first_ms": 40.0, "ordered_last_ms": 35.0,
+                "random_first_ms": 45.0, "random_last_ms": 140.0, "ordered_mb": 200.0, "random_mb": 201.0, "ratio_last": 4.0},
     "drift": {"rows": 1000000, "features": 64, "ref_rows": 5000, "chunk": 50000, "repeat": 3, "quick": False, "evidently_python": None,
               "ours_250000_seconds": 1.0, "ours_250000_peak_mb": 300.0, "ours_250000_base_mb": 280.0,
               "ours_1000000_seconds": 4.0, "ours_1000000_peak_mb": 301.0, "ours_1000000_base_mb": 280.0},
@@ -130,6 +132,9 @@ def test_every_row_from_the_figures(tmp_path):
     assert row(rows, f"{what}: failed requests") == ("0 of 3,000,000", "must be 0", "0%", soak)
     assert row(rows, f"{what}: resident memory") == ("130.0 MB -> 136.5 MB (+5.0%; max 137.0 MB)", "growth under 10%", "50% of the limit", soak)
     assert row(rows, f"{what}: rows in the prediction log") == ("3,000,004", "requests the service answered: 3,000,004", "1.0000x", soak)
+    assert row(rows, "prediction log: a commit of 5,000 rows once the log holds 500,000, the service's request ids") == (
+        "35.00 ms (at the start: 40.00 ms)", "random ids (uuid4-like): 140.00 ms (at the start: 45.00 ms)", "4.00x faster",
+        "`python bench/log_ids.py --rows 500000 --chunk 5000 --repeat 3`")
     drift = "`python bench/drift.py --rows 1000000 --features 64 --repeat 3`"
     assert row(rows, "drift over 1,000,000 rows x 64 features (KS+PSI+BH, chunked): time") == (
         "4.00 s", "Evidently: not measured (pass --evidently-python)", "—", drift)
