@@ -28,7 +28,7 @@ class StageSpec:
     notebook: str                      # file in the pipelines folder
     inputs: dict = field(default_factory=dict)   # input name -> "stage.output"
     raw: str = ""                      # the parameter naming raw data outside the store: its fingerprint joins the cache key
-    heavy: bool = False                # keeps every core busy: the runner does nothing beside it (no kernel started ahead)
+    heavy: bool = False                # keeps every core busy: the runner does nothing beside it (no HTML made; no kernel started ahead, unless one forked)
     measures: bool = False             # measures the running system (latency): its outputs and metrics are not reproducible
     cache: bool = True                 # False: always executed (what it reads, e.g. the prediction log, changes under it)
 
@@ -208,10 +208,11 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     def kernel(j, ahead=False):         # stage j's kernel, started now unless it already is
         if j < len(STAGES) and j not in kernels:
             if not warms: warms.extend(notebook_imports(s.pipelines/st.notebook) + ["matplotlib.pyplot"] for st in STAGES)
-            if s.fork_kernels and not zygote:       # the first kernel needed: every stage's imports, once, to fork kernels from
-                zygote.append(Zygote(sorted({m for w in warms[j:] for m in w}), env=kenv, log=run_dir/"kernels.log"))
-            z = zygote[0] if zygote and (ahead or zygote[0].ready.is_set()) else None   # the first starts as usual, not waiting
-            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warms[j], log=run_dir/"kernels.log", background=ahead, zygote=z)
+            if s.fork_kernels and not zygote:       # the first kernel needed: every stage's imports, once, in stage order, to fork kernels from
+                zygote.append(Zygote(list(dict.fromkeys(m for w in warms[j:] for m in w)), env=kenv, log=run_dir/"kernels.log"))
+            z = zygote[0] if zygote else None
+            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warms[j], log=run_dir/"kernels.log", background=ahead, zygote=z,
+                                after=kernels.get(j - 1) if ahead else None)
         return kernels.get(j)
     def close(j, now=False):            # in the background: a stage never waits for the last one's kernel to stop
         if (k := kernels.pop(j, None)) is not None:
@@ -249,8 +250,9 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             echo(f"[{i}/{len(STAGES)}] {st.name:<9} running ...")
             t0 = time.perf_counter()
             k = kernel(i - 1)
-            if not st.heavy:
+            if not st.heavy or zygote:          # beside a heavy stage, only a kernel forked from the zygote (next to no CPU)
                 kernel(i, ahead=True)           # the next stage's kernel starts (and imports) while this one runs
+            if not st.heavy:
                 renderer = renderer or _renderer()                                    # and the HTML of those before
                 renders += [(srec_, renderer.submit(_render_quietly, r)) for srec_, r in pending]
                 pending.clear()
