@@ -31,13 +31,16 @@ class StageSpec:
     heavy: bool = False                # keeps every core busy: the runner does nothing beside it (no HTML made; no kernel started ahead, unless one forked)
     measures: bool = False             # measures the running system (latency): its outputs and metrics are not reproducible
     cache: bool = True                 # False: always executed (what it reads, e.g. the prediction log, changes under it)
+    late: tuple = ()                   # modules its library calls import on first use: its kernel imports them before its turn
 
 STAGES = (
     StageSpec("ingest", "ingest.ipynb", raw="source"),
     StageSpec("train", "train.ipynb", {"dataset": "ingest.dataset"}, heavy=True),
-    StageSpec("evaluate", "evaluate.ipynb", {"dataset": "ingest.dataset", "model": "train.model"}),
+    StageSpec("evaluate", "evaluate.ipynb", {"dataset": "ingest.dataset", "model": "train.model"}, late=("sklearn.metrics",)),
     StageSpec("package", "package.ipynb", {"dataset": "ingest.dataset", "manifest": "ingest.manifest", "model": "train.model",
-                                           "metrics": "evaluate.metrics"}),
+                                           "metrics": "evaluate.metrics"},
+              late=("onnxruntime", "onnxscript", "torch.onnx._internal.exporter._compat", "onnxscript.function_libs.torch_lib.ops",
+                    "torch.export._trace", "torch.fx.experimental.validator")),   # the ONNX exporter's: 1.7 s of imports
     StageSpec("register", "register.ipynb", {"bundle": "package.bundle"}),
     StageSpec("apptest", "apptest.ipynb", {"registration": "register.registration"}, measures=True),
 )
@@ -204,10 +207,10 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     from mlops_nb.cores import lock_dir
     kenv = {**os.environ, "TMPDIR": str(tmp), **({"MLOPS_NB_LOCK_DIR": str(ld)} if (ld := lock_dir()) else {})}   # one pool
     kernels, closing, renders, pending, renderer, zygote = {}, [], [], [], None, []
-    warms = []                          # each stage's imports (the reports' plots import matplotlib.pyplot late): read when a kernel is first needed
+    warms = []                          # each stage's imports (and what it imports late: the plots matplotlib.pyplot, `late`): read when a kernel is first needed
     def kernel(j, ahead=False):         # stage j's kernel, started now unless it already is
         if j < len(STAGES) and j not in kernels:
-            if not warms: warms.extend(notebook_imports(s.pipelines/st.notebook) + ["matplotlib.pyplot"] for st in STAGES)
+            if not warms: warms.extend(notebook_imports(s.pipelines/st.notebook) + ["matplotlib.pyplot", *st.late] for st in STAGES)
             if s.fork_kernels and not zygote:       # the first kernel needed: every stage's imports, once, in stage order, to fork kernels from
                 zygote.append(Zygote(list(dict.fromkeys(m for w in warms[j:] for m in w)), env=kenv, log=run_dir/"kernels.log"))
             z = zygote[0] if zygote else None
