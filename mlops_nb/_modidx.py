@@ -366,6 +366,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mlops_nb.pipeline._kernel_error': ('pipeline.html#_kernel_error', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._last_sign_of_life': ('pipeline.html#_last_sign_of_life', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._me': ('pipeline.html#_me', 'mlops_nb/pipeline.py'),
+                                   'mlops_nb.pipeline._name_version': ('pipeline.html#_name_version', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._render_quietly': ('pipeline.html#_render_quietly', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._renderer': ('pipeline.html#_renderer', 'mlops_nb/pipeline.py'),
                                    'mlops_nb.pipeline._reuse': ('pipeline.html#_reuse', 'mlops_nb/pipeline.py'),

@@ -4,18 +4,19 @@
 
 # %% ../nbs/40a_cache.ipynb #c002
 from __future__ import annotations
-import ast, hashlib, json
+import ast, functools, hashlib, json
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['notebook_code', 'code_modules', 'code_digest', 'cache_key']
 
 # %% ../nbs/40a_cache.ipynb #c004
-def _imports(src: str, pkg: str) -> set:
-    "Names of `pkg` submodules imported anywhere in `src`."
+@functools.lru_cache(maxsize=512)
+def _imports(src: str, pkg: str) -> frozenset:
+    "Names of `pkg` submodules imported anywhere in `src` (remembered by content: a run's six stages share most modules)."
     out = set()
     try: tree = ast.parse(src)
-    except SyntaxError: return out
+    except SyntaxError: return frozenset()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out |= {a.name.split(".")[1] for a in node.names if a.name.startswith(pkg + ".")}
@@ -24,7 +25,7 @@ def _imports(src: str, pkg: str) -> set:
             elif node.module.startswith(pkg + "."): out.add(node.module.split(".")[1])
         elif isinstance(node, ast.ImportFrom) and node.level == 1:   # nbdev exports `from .config import ...`
             out |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-    return out
+    return frozenset(out)
 
 def notebook_code(nb_path) -> str:
     "The code cells of a notebook, joined (outputs and metadata do not change what runs)."
@@ -36,7 +37,7 @@ def code_modules(nb_path, pkg_dir=None) -> list:
     "The `mlops_nb` modules a stage notebook imports, directly or through other modules, sorted."
     import mlops_nb
     pkg_dir = Path(pkg_dir or Path(mlops_nb.__file__).parent)
-    todo, seen = _imports(notebook_code(nb_path), "mlops_nb"), set()
+    todo, seen = set(_imports(notebook_code(nb_path), "mlops_nb")), set()
     while todo:
         m = todo.pop()
         f = pkg_dir/f"{m}.py"
