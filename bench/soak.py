@@ -7,7 +7,7 @@ wrk (4 connections) for --seconds. A quarter of the way in production moves A ->
 quarters it is rolled back (C -> B). Reported:
   - requests, failed requests (wrk's non-2xx and socket errors: must be 0), req/s, p50, p99;
   - the service's resident memory (its process and children), sampled every second: at the end of the warm-up (the
-    first 10% of the run, at least 20 s, at most half of it: the service's bounded caches, such as the last 100,000
+    first 10% of the run, at least 20 s, at most half of it: the service's bounded caches, such as the last 10,000
     request ids, fill first) and at the end, and the growth between them (aim: under 10%);
   - the service's answered /v1/predict requests (its /metrics) against the rows in its prediction log after a clean
     stop (SIGTERM): they must be equal;

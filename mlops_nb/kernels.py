@@ -71,16 +71,17 @@ class Kernel:
     def _start(self):
         try:
             if self.after is not None: self.after.launched.wait(self.start_timeout)
-            km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background, self.warm)
-            out = open(self.log, "ab") if self.log else None
+            out = None
             try:
+                km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background, self.warm)
+                out = open(self.log, "ab") if self.log else None
                 env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
                 km.start_kernel(cwd=self.cwd, env=env,           # its core leases are its own, not this process's
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
                                 **({"stdout": out, "stderr": out} if out else {}),
                                 **({"preexec_fn": _lowest_priority} if self.background else {}))
             finally:
-                self.launched.set()
+                self.launched.set()            # launched, or failed to: the kernel after it goes on
                 if out: out.close()            # the kernel has its own copy
             self.km = km
             if self._closed: return
@@ -97,7 +98,6 @@ class Kernel:
                     while kc.get_shell_msg(timeout=max(120, self.start_timeout))["parent_header"].get("msg_id") != mid: pass
             finally: kc.stop_channels()
         except BaseException as e: self.error = e
-        finally: self.launched.set()           # failed or not: the kernel after it goes on
 
     def ready(self, timeout: float | None = None):
         "The started kernel's manager, back at normal priority; raises what stopped it from starting "
