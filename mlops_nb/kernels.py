@@ -38,7 +38,7 @@ def _lowest_priority():
     "In the child before exec: the lowest CPU priority (nice 19)."
     os.nice(19)
 
-def _async_client_manager(kernel_name: str, zygote: Zygote | None = None, log=None, background: bool = False, needs=()):
+def _async_client_manager(kernel_name: str, zygote: "Zygote | None" = None, log=None, background: bool = False, needs=()):
     "A KernelManager whose clients are asynchronous, as nbclient needs, while starting and stopping stay synchronous; "
     "with a `zygote`, it forks the kernel from it when the kernel spec runs this Python's ipykernel (else starts it)."
     from jupyter_client import KernelManager
@@ -59,7 +59,7 @@ class Kernel:
     "`background`: started ahead of its turn, at the lowest CPU priority, so it only uses cores nothing else wants; "
     "`after`: a kernel launched first (the running stage's: a zygote forks one kernel at a time, that one comes first)."
     def __init__(self, kernel_name: str, cwd, env: dict | None = None, warm=(), start_timeout: float = 60, log=None,
-                 background: bool = False, zygote: Zygote | None = None, after: Kernel | None = None):
+                 background: bool = False, zygote: "Zygote | None" = None, after: "Kernel | None" = None):
         self.kernel_name, self.cwd, self.env, self.warm, self.start_timeout = kernel_name, str(cwd), env, list(warm), start_timeout
         self.log, self.background = log, background   # log: the kernel process's own stdout and stderr (default: inherited)
         self.zygote = zygote                          # forks the kernel with its imports done (else a kernel process starts cold)
