@@ -385,6 +385,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlops_nb.plots': { 'mlops_nb.plots._plt': ('plots.html#_plt', 'mlops_nb/plots.py'),
                                 'mlops_nb.plots.bar_chart': ('plots.html#bar_chart', 'mlops_nb/plots.py'),
                                 'mlops_nb.plots.image_grid': ('plots.html#image_grid', 'mlops_nb/plots.py'),
+                                'mlops_nb.plots.laid_out': ('plots.html#laid_out', 'mlops_nb/plots.py'),
+                                'mlops_nb.plots.literal': ('plots.html#literal', 'mlops_nb/plots.py'),
                                 'mlops_nb.plots.md_code': ('plots.html#md_code', 'mlops_nb/plots.py'),
                                 'mlops_nb.plots.md_escape': ('plots.html#md_escape', 'mlops_nb/plots.py'),
                                 'mlops_nb.plots.md_table': ('plots.html#md_table', 'mlops_nb/plots.py')},

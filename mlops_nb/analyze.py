@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import numpy as np
 from .monitor import wilson, gap
-from .plots import _plt, image_grid, md_table
+from .plots import _plt, image_grid, md_table, laid_out
 
 
 # %% auto #0
@@ -243,8 +243,7 @@ def plot_occlusion(x: np.ndarray, maps: np.ndarray, titles=(), ncols: int = 8, s
         if i < len(titles): ax[2 * r, c].set_title(str(titles[i]), fontsize=7)
         ax[2 * r + 1, c].imshow(im, interpolation="nearest", vmin=0, vmax=255, alpha=0.4, **kw)
         ax[2 * r + 1, c].imshow(maps[i], cmap="bwr", vmin=-lim, vmax=lim, alpha=0.7, interpolation="nearest")
-    fig.tight_layout()
-    return fig
+    return laid_out(fig, "occlusion maps")
 
 def plot_reliability(table: list[dict]):
     "Accuracy against mean confidence per bucket of `errors_by_confidence`, with 95% intervals and row counts (calibrated: on the diagonal)."
@@ -258,8 +257,7 @@ def plot_reliability(table: list[dict]):
         for r in t: ax.annotate(str(r["rows"]), (r["confidence"], r["accuracy"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.set_xlabel("mean confidence"); ax.set_ylabel("accuracy"); ax.set_xlim(0, 1.02); ax.set_ylim(0, 1.05)
     ax.set_title("reliability (numbers: rows)", fontsize=10); ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return laid_out(fig, "reliability")
 
 def plot_confused(x: np.ndarray, pairs: list[dict], labels=None, per: int = 4):
     "Example images of each pair of `confused_pairs` (its `rows` index `x`), one row a pair, titled true->predicted (count); "

@@ -67,8 +67,8 @@ def plot_confusion(ev: Evaluation):
                                  color="white" if cm[i, j] > cm.max()/2 else "black")
     ax.set_xticks(range(n), ev.classes); ax.set_yticks(range(n), ev.classes)
     ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title("confusion matrix (test)")
-    fig.tight_layout()
-    return fig
+    from mlops_nb.plots import laid_out
+    return laid_out(fig, "confusion matrix")                 # class names drawn as written, never as math text
 
 def plot_mistakes(ev: Evaluation, ds: Dataset, k: int = 16, split: str = "test"):
     "The most confident mistakes, titled `true -> predicted (confidence)`."

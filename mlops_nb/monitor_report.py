@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import numpy as np
 from .monitor import MonitorReport, figures, checks, bias
-from .plots import _plt, md_table, md_code, md_escape, bar_chart
+from .plots import _plt, md_table, md_code, md_escape, bar_chart, laid_out, literal
 from .predlog import iso
 
 
@@ -86,7 +86,7 @@ def plot_pixel_drift(f: dict, shape):
         im = ax.imshow(stat[k].reshape(side, -1), vmin=0, vmax=max(0.05, float(stat.max())), cmap="magma")
         ax.set_title(f"KS statistic{'' if c == 1 else f', channel {k}'}", fontsize=9); ax.axis("off")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    return fig
+    return literal(fig)
 
 def plot_classes(f: dict, labels):
     "The predicted class shares: the reference's (validation) beside the window's."
@@ -119,8 +119,7 @@ def plot_timeline(ev: dict):
         if pts: ax[1, 1].plot([i for i, _ in pts], [v for _, v in pts], mk, label=q[:3])
     ax[1, 1].set_title("latency (ms, from the log)", fontsize=10); ax[1, 1].legend(fontsize=8)
     for a in ax[1]: a.set_xticks(x, ticks, rotation=45 if len(ws) > 8 else 0, fontsize=8)
-    fig.tight_layout()
-    return fig
+    return laid_out(fig, "monitoring timeline")
 
 def plot_per_class(f: dict):
     "Recall per class: realized where labels arrived (with its 95% interval) beside the recall expected without labels."
@@ -134,8 +133,7 @@ def plot_per_class(f: dict):
     exp = [(i, r["expected_recall"]) for i, r in enumerate(per) if r["expected_recall"] is not None]
     if exp: ax.plot([i + 0.1 for i, _ in exp], [e for _, e in exp], "s", label="expected (no labels)")
     ax.set_xticks(x, [r["class"] for r in per]); ax.set_ylim(0, 1.05); ax.set_title("recall by class", fontsize=10); ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return laid_out(fig, "recall by class")
 
 def plot_slices(f: dict, top: int = 20):
     "Per tag value (the busiest `top`): predictions, and accuracy realized and estimated."

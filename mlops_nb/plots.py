@@ -7,12 +7,42 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['image_grid', 'bar_chart', 'md_escape', 'md_code', 'md_table']
+__all__ = ['literal', 'laid_out', 'image_grid', 'bar_chart', 'md_escape', 'md_code', 'md_table']
 
 # %% ../nbs/04_plots.ipynb #c003
 def _plt():
     import matplotlib.pyplot as plt
     return plt
+
+def literal(fig):
+    "`fig` with every text drawn as written: no title, label, legend or tick label of user strings (class names, "
+    "tags) is read as math text (`$...$`). Tick labels a number formatter wrote (a log axis's powers) keep theirs."
+    from matplotlib.text import Text
+    from matplotlib.ticker import FixedFormatter, FuncFormatter         # what `set_xticks(x, labels)` leaves
+    keep = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            ticks = axis.get_major_ticks(len(axis.get_majorticklocs()))        # made now: set below, not made later at draw
+            if not isinstance(axis.get_major_formatter(), (FixedFormatter, FuncFormatter)):
+                keep.update(id(t) for tk in ticks + axis.get_minor_ticks() for t in (tk.label1, tk.label2))
+                keep.add(id(axis.offsetText))
+    for t in fig.findobj(Text):
+        if id(t) not in keep: t.set_parse_math(False)
+    return fig
+
+def laid_out(fig, what: str = ""):
+    "`literal(fig)`, laid out tight; where matplotlib cannot draw a text, a `ValueError` naming the figure and the text."
+    literal(fig)
+    try: fig.tight_layout()
+    except Exception as e:
+        from matplotlib.text import Text
+        def fails(t):
+            try: t.get_window_extent(); return False
+            except Exception: return True
+        bad = [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text() and fails(t)]
+        raise ValueError(f"cannot draw the figure {what!r}: matplotlib fails on the text(s) "
+                         f"{', '.join(map(repr, bad)) or '(none found)'}: {str(e).strip()}") from e
+    return fig
 
 def image_grid(images, titles=(), ncols: int = 8, size: float = 1.2, title: str = ""):
     "A figure showing `images` (N,C,H,W or N,H,W uint8) in a grid, each with an optional title above it."
@@ -33,8 +63,7 @@ def image_grid(images, titles=(), ncols: int = 8, size: float = 1.2, title: str 
             if i < len(titles): ax.text(c*tw + w/2, r*th + top - 0.5, str(titles[i]), ha="center", va="bottom", fontsize=7)
         ax.imshow(canvas, cmap="gray_r" if gray else None, interpolation="nearest", vmin=0, vmax=255)
     if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return laid_out(fig, title or "image grid")
 
 def bar_chart(groups: dict, labels, title: str = "", ylabel: str = "count"):
     "Grouped bars: `groups` maps a series name to one value per label."
@@ -49,8 +78,7 @@ def bar_chart(groups: dict, labels, title: str = "", ylabel: str = "count"):
     ax.set_ylabel(ylabel)
     if title: ax.set_title(title)
     if len(groups) > 1: ax.legend()
-    fig.tight_layout()
-    return fig
+    return laid_out(fig, title or "bar chart")
 
 _MD_ESC = {c: f"&#{ord(c)};" for c in "&<>\"'\\`*_[]|~$#"}
 
