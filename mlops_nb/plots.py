@@ -65,20 +65,37 @@ def image_grid(images, titles=(), ncols: int = 8, size: float = 1.2, title: str 
     if title: fig.suptitle(title)
     return laid_out(fig, title or "image grid")
 
+def _overlap(texts, gap: float = 4) -> bool:
+    "Whether any two of the (drawn) `texts` come closer than `gap` pixels or one leaves its figure."
+    bb = [t.get_window_extent().padded(gap / 2) for t in texts if t.get_visible() and t.get_text()]
+    fig = texts[0].get_figure(root=True).bbox if texts else None
+    return any(a.overlaps(b) for i, a in enumerate(bb) for b in bb[i+1:]) or any(b.x0 < fig.x0 or b.x1 > fig.x1 for b in bb)
+
 def bar_chart(groups: dict, labels, title: str = "", ylabel: str = "count"):
-    "Grouped bars: `groups` maps a series name to one value per label."
+    "Grouped bars: `groups` maps a series name to one value per label; the legend beside the bars, never over them; "
+    "the labels smaller, then upright, then smaller still while they would overlap."
     plt = _plt()
     labels = [str(l) for l in labels]
     x, k = np.arange(len(labels)), max(len(groups), 1)
     w = 0.8 / k
-    fig, ax = plt.subplots(figsize=(max(4, 0.5*len(labels)*k), 3))
+    wide = max(len(l) for l in labels) if labels else 1
+    fig, ax = plt.subplots(figsize=(min(11, max(4, 0.5*len(labels)*k, 0.11*wide*len(labels)) + (1.5 if k > 1 else 0)), 3))
     for j, (name, vals) in enumerate(groups.items()):
         ax.bar(x + (j - (k-1)/2)*w, vals, w, label=str(name))
-    ax.set_xticks(x, labels, rotation=45 if len(labels) > 12 else 0)
+    ax.set_xticks(x, labels)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_ylabel(ylabel)
     if title: ax.set_title(title)
-    if len(groups) > 1: ax.legend()
-    return laid_out(fig, title or "bar chart")
+    if len(groups) > 1: ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8, frameon=False)
+    laid_out(fig, title or "bar chart")
+    for turn in ({"fontsize": 8}, {"rotation": 90}, {"fontsize": 6}):  # upright labels' boxes part where aslant ones' cannot
+        if not _overlap(ax.get_xticklabels()): break
+        for t in ax.get_xticklabels(): t.set(**turn)
+        if "rotation" in turn:                                     # the bars keep their height above upright labels
+            tall = max(t.get_window_extent().height for t in ax.get_xticklabels()) / fig.dpi
+            fig.set_size_inches(fig.get_size_inches()[0], 2.6 + tall)
+        laid_out(fig, title or "bar chart")
+    return fig
 
 _MD_ESC = {c: f"&#{ord(c)};" for c in "&<>\"'\\`*_[]|~$#"}
 

@@ -90,3 +90,50 @@ def test_a_figure_that_cannot_be_drawn_names_the_text(monkeypatch):
     monkeypatch.setattr(Text, "_get_layout", boom)
     with pytest.raises(ValueError, match=r"images per class.*'cats\u2603'.*no glyph"):
         bar_chart({"train": [1, 2]}, ["dogs", "cats\u2603"], title="images per class and split")
+
+
+# --- layout: labels apart, the legend beside the bars -------------------------------------------------------------------
+
+def boxes(fig, texts):
+    r = fig.canvas.get_renderer()
+    return [t.get_window_extent(r) for t in texts if t.get_visible() and t.get_text()]
+
+
+def assert_apart(fig):
+    "No two tick labels overlap, none leaves the figure, and no legend covers a bar."
+    from matplotlib.patches import Rectangle
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = boxes(fig, ax.get_xticklabels())
+        for i, a in enumerate(ticks):
+            assert fig.bbox.x0 <= a.x0 and a.x1 <= fig.bbox.x1 and a.y0 >= fig.bbox.y0, f"tick label {i} leaves the figure"
+            for j, b in enumerate(ticks[i + 1:], i + 1): assert not a.overlaps(b), f"tick labels {i} and {j} overlap"
+        leg = ax.get_legend()
+        if leg is not None:
+            lb = leg.get_window_extent(fig.canvas.get_renderer())
+            bars = [p.get_window_extent() for p in ax.patches if isinstance(p, Rectangle) and p.get_height()]
+            assert bars and not any(lb.overlaps(b) for b in bars), "the legend covers bars"
+            assert not lb.overlaps(ax.title.get_window_extent()), "the legend covers the title"
+    plt.close(fig)
+
+
+def test_latency_histogram_labels_do_not_overlap():
+    "The QA page's load-test histogram, as the apptest stage draws it."
+    from mlops_nb.apptest import BUCKETS_MS
+    from mlops_nb.plots import bar_chart
+    edges = (0, *BUCKETS_MS, float("inf"))
+    h = {f"<= {hi:g} ms" if hi != float("inf") else f"> {lo:g} ms": 3 * i for i, (lo, hi) in enumerate(zip(edges, edges[1:]))}
+    assert_apart(bar_chart({"requests": list(h.values())}, list(h), title="load test latency", ylabel="requests"))
+
+
+def test_slice_plot_labels_apart_and_legend_beside_the_bars():
+    from mlops_nb.monitor_report import plot_slices
+    sl = [{"slice": f"camera=parking-lot-{i}", "rows": 100 - i, "accuracy": 0.97, "estimated_accuracy": 0.96} for i in range(12)]
+    assert_apart(plot_slices({"slices": sl}))
+    assert_apart(plot_slices({"slices": sl[:3]}))
+
+
+def test_class_balance_labels_apart():
+    from mlops_nb.plots import bar_chart
+    for names in ([str(i) for i in range(10)], [f"a rather long class name {i}" for i in range(15)]):
+        assert_apart(bar_chart({"train": [9] * len(names), "val": [3] * len(names), "test": [3] * len(names)}, names, title="images per class"))
