@@ -68,7 +68,9 @@ def build(out_dir: Path, proc: bool = True) -> list:
         subprocess.run([str(BIN/"nbdev-docs")], cwd=ROOT, check=True)
         return []
     if proc:
-        subprocess.run([str(BIN/"nbdev-proc-nbs"), "--force"], cwd=ROOT, check=True)
+        # nbdev-proc-nbs itself, less its attempt to download and install Quarto (with sudo) when none is on the PATH
+        subprocess.run([sys.executable, "-c", "import sys, nbdev.quarto as q; q._ensure_quarto = lambda: None; "
+                        "sys.argv = ['nbdev-proc-nbs', '--force']; q.nbdev_proc_nbs()"], cwd=ROOT, check=True)
     procd = ROOT/"_proc"
     pages = []                               # (processed notebook, page, title, description)
     for p in sorted(procd.glob("*.ipynb")) + sorted((procd/"pipelines").glob("*.ipynb")):
