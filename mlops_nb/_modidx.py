@@ -503,6 +503,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'mlops_nb.report._page': ('report.html#_page', 'mlops_nb/report.py'),
                                  'mlops_nb.report._plots': ('report.html#_plots', 'mlops_nb/report.py'),
                                  'mlops_nb.report._template_scripts': ('report.html#_template_scripts', 'mlops_nb/report.py'),
+                                 'mlops_nb.report._wbr': ('report.html#_wbr', 'mlops_nb/report.py'),
+                                 'mlops_nb.report.compare_pair': ('report.html#compare_pair', 'mlops_nb/report.py'),
                                  'mlops_nb.report.csp': ('report.html#csp', 'mlops_nb/report.py'),
                                  'mlops_nb.report.csp_meta': ('report.html#csp_meta', 'mlops_nb/report.py'),
                                  'mlops_nb.report.lineage_svg': ('report.html#lineage_svg', 'mlops_nb/report.py'),

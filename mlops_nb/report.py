@@ -11,7 +11,7 @@ from .tracking import write_json, write_text
 
 # %% auto #0
 __all__ = ['KEY_METRICS', 'csp', 'csp_meta', 'render_notebook', 'run_seconds', 'lineage_svg', 'write_run_report', 'load_runs',
-           'write_runs_index']
+           'compare_pair', 'write_runs_index']
 
 # %% ../nbs/41_report.ipynb #c004
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -60,11 +60,12 @@ def render_notebook(nb_path) -> Path:
 # %% ../nbs/41_report.ipynb #c005
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:8px 0;max-width:100%}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+td,p,li{overflow-wrap:anywhere}th{overflow-wrap:break-word}svg{max-width:100%;height:auto}
 th{background:#f4f4f4}th.sort{cursor:pointer}th.sort:after{content:' \\2195';color:#999}code{font-size:12px}
 .st{padding:1px 7px;border-radius:9px;color:#fff;font-size:12px}.succeeded{background:#2e7d32}.failed{background:#c62828}
 .interrupted{background:#ef6c00}.running{background:#1565c0}.pending{background:#9e9e9e}.cached{background:#00838f}
-.plots img{max-width:100%;margin:6px 0;display:block}#runs td{white-space:nowrap}.muted{color:#777}.diff td.changed{background:#fff3cd}
+.plots img{max-width:100%;margin:6px 0;display:block}#runs td:nth-child(-n+2),#runs td:last-child,.diff td:last-child{white-space:nowrap}.muted{color:#777}.diff td.changed{background:#fff3cd}
 """
 
 def _e(v) -> str: return html.escape(str(v), quote=True)
@@ -224,16 +225,29 @@ def load_runs(s: Settings) -> list:
         except (OSError, json.JSONDecodeError): continue
     return out
 
+def _wbr(v) -> str:
+    "`v` escaped, with a line break allowed after each `/`, `_` and `-` (a narrow column breaks names there, not mid-word)."
+    return re.sub(r"([/_-])", r"\1<wbr>", _e(v))
+
+def compare_pair(runs: list) -> tuple | None:
+    "Indices (A, B) into `runs` (newest first) the comparison opens on: the newest run that has an older one of the same "
+    "pipeline (build beside build, monitor beside monitor) and that one; the two newest when no pipeline has two; None below two runs."
+    kind = lambda r: r.get("pipeline") or ("monitor" if r.get("profile") == "monitor" else "build")   # records before `pipeline`
+    for b, rb in enumerate(runs):
+        a = next((a for a in range(b + 1, len(runs)) if kind(runs[a]) == kind(rb)), None)
+        if a is not None: return a, b
+    return (1, 0) if len(runs) > 1 else None
+
 def write_runs_index(s: Settings) -> Path:
     "Write `runs/index.html`."
     runs = load_runs(s)
     head = ["run", "status", "profile", "started", "seconds", *KEY_METRICS, "commit"]
     b = ["<h1>Runs</h1>", f'<p class="muted">{len(runs)} run(s); click a column header to sort.</p>',
-         '<table id="runs"><thead><tr>' + "".join(f'<th class="sort">{_e(h)}</th>' for h in head) + "</tr></thead><tbody>"]
+         '<table id="runs"><thead><tr>' + "".join(f'<th class="sort">{_wbr(h)}</th>' for h in head) + "</tr></thead><tbody>"]
     for r in runs:
         m, secs = r.get("metrics") or {}, run_seconds(r)
         link = f'<a href="{_e(r["run_id"])}/index.html">{_e(r["run_id"])}</a>' if (s.runs/r["run_id"]/"index.html").is_file() else _e(r["run_id"])
-        cells = [link, _badge(r.get("status")), _e(r.get("profile", "")), _e(r.get("started", "")),
+        cells = [link, _badge(r.get("status")), _wbr(r.get("profile", "")), _e(r.get("started", "")).replace("T", "<wbr>T"),
                  f'<span>{secs:.1f}</span>' if secs is not None else ""]
         cells += [_e(_fmt(m[k])) if k in m else "" for k in KEY_METRICS]
         cells.append(f'<code>{_e(str((r.get("git") or {}).get("commit"))[:10])}</code>')
@@ -244,7 +258,8 @@ def write_runs_index(s: Settings) -> Path:
              '<table id="cmp" class="diff"></table>')
     data = json.dumps([{k: r.get(k) for k in ("run_id", "status", "params", "metrics")} for r in runs]).replace("</", "<\\/")
     b.append(f'<script type="application/json" id="data">{data}</script>')
-    pick = 'document.getElementById("rb").selectedIndex = 0; document.getElementById("ra").selectedIndex = 1;' if len(runs) > 1 else ""
+    ab = compare_pair(runs)
+    pick = f'document.getElementById("ra").selectedIndex = {ab[0]}; document.getElementById("rb").selectedIndex = {ab[1]};' if ab else ""
     out = s.runs/"index.html"
     s.runs.mkdir(parents=True, exist_ok=True)
     write_text(out, _page("runs", "".join(b), [x for x in (pick, _INDEX_JS) if x]))

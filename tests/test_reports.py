@@ -145,3 +145,69 @@ def test_csp_blocks_what_escaping_missed(hostile, browser, tmp_path):
     nbformat.write(nb, path)
     browser.get(render_notebook(path).as_uri())
     assert _pwned(browser) == [None, 1]                                          # the element is there; its handler never ran
+
+
+# --- the runs index at a 1280 px window: it fits, and the comparison opens on two runs of one pipeline ------------------
+
+def fake_runs(runs: Path, n_build: int = 3) -> list:
+    "Run records as the pipeline writes them, newest last: smoke build runs with long names and values, then a monitor run."
+    recs = []
+    for i in range(n_build):
+        params = {"ingest": {"source": "imagefolder:/home/someone/datasets/" + "very-long-folder-name-without-any-breaks-" * 3 + str(i),
+                             "image_size": 8}, "train": {"lr": [0.01, 0.003], "epochs": 1}, "evaluate": {"mistakes": 16 - i}}
+        recs.append({"run_id": f"20261201-10000{i}-a{i:03d}", "status": "succeeded", "pipeline": "build",
+                     "profile": "smoke-with-a-long-profile-name", "started": f"2026-12-01T10:00:0{i}Z", "ended": f"2026-12-01T10:01:0{i}Z",
+                     "params": params, "git": {"commit": "0123456789abcdef0123", "dirty": True},
+                     "metrics": {"test/accuracy": 0.91 + i / 100, "test/recall_gap": 0.123456789, "test/macro_f1": 0.9012345,
+                                 "train/best_val_acc": 0.95, "package/onnx_parity_max_abs_diff_between_torch_and_onnx": 1.2e-7},
+                     "stages": [{"name": st, "status": "succeeded", "inputs": {}, "outputs": {"x": "sha256:" + "ab" * 32}}
+                                for st in ("ingest", "train", "evaluate", "package", "register", "apptest", "release")]})
+    recs.append({"run_id": "20261203-100000-cccc", "status": "interrupted", "pipeline": "monitor", "profile": "monitor",
+                 "started": "2026-12-03T10:00:00Z", "ended": None, "params": {"monitor": {"model": "digits-cnn", "since": "7d"}},
+                 "metrics": {"monitor/rows": 5000}, "git": {"commit": "0123456789", "dirty": False},
+                 "stages": [{"name": "monitor", "status": "interrupted", "inputs": {}, "outputs": {}}]})
+    for r in recs:
+        (runs / r["run_id"]).mkdir(parents=True, exist_ok=True)
+        (runs / r["run_id"] / "run.json").write_text(json.dumps(r))
+    return recs
+
+
+@pytest.fixture(scope="module")
+def fake_index(tmp_path_factory):
+    from mlops_nb.config import scratch_settings, load_settings
+    from mlops_nb.report import write_runs_index, write_run_report
+    s = load_settings(scratch_settings(tmp_path_factory.mktemp("index"), Path(__file__).parent.parent / "settings.ini"))
+    recs = fake_runs(s.runs)
+    write_run_report(s, recs[-2])
+    return s, recs, write_runs_index(s)
+
+
+def width_at_1280(d, page: Path, shot: Path) -> int:
+    "The page's document width in a 1280 px wide window (screenshot saved to look at)."
+    d.set_window_size(1280, 1400)
+    d.get(page.as_uri())
+    assert d.execute_script("return window.innerWidth") <= 1280
+    d.save_screenshot(str(shot))
+    return d.execute_script("return document.documentElement.scrollWidth")
+
+
+def test_runs_index_and_run_page_fit_1280px(fake_index, browser, tmp_path):
+    s, recs, index = fake_index
+    assert width_at_1280(browser, index, tmp_path / "index.png") <= 1280
+    assert width_at_1280(browser, s.runs / recs[-2]["run_id"] / "index.html", tmp_path / "run.png") <= 1280
+
+
+def test_compare_opens_on_the_two_newest_runs_of_one_pipeline(fake_index, browser):
+    "The newest run is a monitor run with no other: the comparison opens on the two newest build runs, not build against monitor."
+    from mlops_nb.report import compare_pair, load_runs
+    from selenium.webdriver.common.by import By
+    s, recs, index = fake_index
+    runs = load_runs(s)
+    a, b = compare_pair(runs)
+    assert (runs[a]["run_id"], runs[b]["run_id"]) == (recs[1]["run_id"], recs[2]["run_id"])
+    browser.get(index.as_uri())
+    assert browser.find_element(By.ID, "ra").get_attribute("value") == recs[1]["run_id"]
+    assert browser.find_element(By.ID, "rb").get_attribute("value") == recs[2]["run_id"]
+    cmp = browser.find_element(By.ID, "cmp").text
+    assert "evaluate.mistakes" in cmp and "monitor.model" not in cmp
+    assert compare_pair(runs[:1]) is None and compare_pair([runs[0], runs[1]]) == (1, 0)     # no pair of one pipeline: the two newest
