@@ -68,6 +68,7 @@ def stage_params(s: Settings, stages=STAGES) -> dict:
     return out
 
 # %% ../nbs/40_pipeline.ipynb #c009
+import fcntl
 def git_info(root) -> dict:
     "`{commit, dirty}` of the git checkout at `root` (None when it is not one)."
     def git(*a):
@@ -102,16 +103,62 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-def _me() -> dict:
-    import psutil
-    return {"pid": os.getpid(), "host": platform.node(), "created": psutil.Process().create_time()}
+_held: dict = {}                 # lock file -> fd: the locks this process holds while it runs something (`_me`)
+
+def _drop_held():
+    "In a forked child: close its copies of the parent's lock fds (a flock belongs to the open file, which fork shares), "
+    "so a child that outlives its parent never keeps the parent's run alive."
+    for fd in _held.values():
+        with contextlib.suppress(OSError): os.close(fd)
+    _held.clear()
+
+os.register_at_fork(after_in_child=_drop_held)
+
+def _own_lock() -> Path:
+    "A lock file for a process with no folder of its own to hold one in (govern's `retrain started` record); removed at exit."
+    import atexit
+    d = Path(tempfile.gettempdir())/"mlops-nb-runners"
+    d.mkdir(mode=0o1777, exist_ok=True)
+    p = d/f"{platform.node()}-{os.getpid()}-{secrets.token_hex(4)}.lock"
+    atexit.register(lambda: p.unlink(missing_ok=True) if str(p) in _held else None)
+    return p
+
+def _me(lock=None) -> dict:
+    "Who is at work: pid, host, and the lock file it holds exclusively until `_release` or its death (`lock`: a file in "
+    "the run folder; default, one of the process's own). `_alive` tests that lock: no clock enters into it."
+    if lock is None: lock = next((p for p in _held if Path(p).parent.name == "mlops-nb-runners"), None) or _own_lock()
+    lock = str(lock)
+    if lock not in _held:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)     # close-on-exec: kernels and services never get it
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd); raise RuntimeError(f"{lock} is locked: another process is running this already") from None
+        _held[lock] = fd
+    return {"pid": os.getpid(), "host": platform.node(), "lock": lock}
+
+def _release(runner: dict):
+    "Let go of the lock `_me` took: the work it stood for has ended, and its record says so."
+    if (fd := _held.pop(runner.get("lock"), None)) is not None: os.close(fd)
+
+@contextlib.contextmanager
+def _gone(runner: dict | None):
+    "True, holding the runner's lock for the body, when the process that wrote a record has ended; else False. A lock that "
+    "can be taken says so for certain: the runner holds it while it works and the kernel lets it go when the runner dies. "
+    "No record, or another host: assumed at work. A record from before locks (or a lost lock file): its pid decides."
+    if not runner or runner.get("host") != platform.node(): yield False; return
+    try: fd = os.open(runner["lock"], os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, KeyError, TypeError):
+        import psutil
+        yield not (isinstance(runner.get("pid"), int) and psutil.pid_exists(runner["pid"])); return
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); free = True
+        except BlockingIOError: free = False
+        yield free
+    finally: os.close(fd)                # closing lets go of it
 
 def _alive(runner: dict | None) -> bool:
-    "Is the process that wrote a run still running? (Unknown or other host: assume it is.)"
-    import psutil
-    if not runner or runner.get("host") != platform.node(): return True
-    try: return abs(psutil.Process(runner["pid"]).create_time() - runner["created"]) < 1
-    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError): return False
+    "Is the process that wrote a record (`_me`) still at work? (Unknown or another host: assume it is.)"
+    with _gone(runner) as gone: return not gone
 
 def lineage_for(s: Settings) -> Lineage: return Lineage(s.lineage)
 
@@ -120,23 +167,29 @@ def _last_sign_of_life(run_dir: Path) -> str:
     return now(max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=None))
 
 def reap(s: Settings, lin: Lineage | None = None) -> list:
-    "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids."
+    "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids. "
+    "A run whose runner still holds its lock is never touched."
     done = []
     for rj in sorted(s.runs.glob("*/run.json")):
         try: rec = json.loads(rj.read_text())
         except (OSError, json.JSONDecodeError): continue
-        if rec.get("status") != "running" or _alive(rec.get("runner")): continue
-        rec["status"], rec["ended"] = "interrupted", rec.get("ended") or _last_sign_of_life(rj.parent)
-        for st in rec["stages"]:
-            if st["status"] == "running": st.update(status="interrupted", ended=rec["ended"])
-        try:
-            write_json(rj, rec)
-            lin = lin or lineage_for(s)                      # opened only when there is something to mark
-            lin.record_run(rec)
-        except (OSError, DbError): continue      # a full disk: readers still read; marked next time
-        if rec.get("tmp") and Path(rec["tmp"]).name.startswith(f"mlops-nb-{rec['run_id']}-"):
-            shutil.rmtree(rec["tmp"], ignore_errors=True)      # its kernels' temporary files
-        done.append(rec["run_id"])
+        if rec.get("status") != "running": continue
+        with _gone(rec.get("runner")) as gone:
+            if not gone: continue
+            try: rec = json.loads(rj.read_text())      # again, holding its lock: a run that ended just now has said so
+            except (OSError, json.JSONDecodeError): continue
+            if rec.get("status") != "running": continue
+            rec["status"], rec["ended"] = "interrupted", rec.get("ended") or _last_sign_of_life(rj.parent)
+            for st in rec["stages"]:
+                if st["status"] == "running": st.update(status="interrupted", ended=rec["ended"])
+            try:
+                write_json(rj, rec)
+                lin = lin or lineage_for(s)                      # opened only when there is something to mark
+                lin.record_run(rec)
+            except (OSError, DbError): continue      # a full disk: readers still read; marked next time
+            if rec.get("tmp") and Path(rec["tmp"]).name.startswith(f"mlops-nb-{rec['run_id']}-"):
+                shutil.rmtree(rec["tmp"], ignore_errors=True)      # its kernels' temporary files
+            done.append(rec["run_id"])
     with contextlib.suppress(OSError): Store(s.store).clean_partials()
     return done
 
@@ -201,11 +254,12 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
     run_id = new_run_id()
     run_dir = s.runs/run_id
     run_dir.mkdir(parents=True)
+    me = _me(run_dir/"runner.lock")   # held until its end is recorded: how other commands know it is at work
     tmp = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{run_id}-"))     # the kernels' TMPDIR: removed however the run ends
     env = env_info(s)
     rec = {"run_id": run_id, "status": "running", "pipeline": pipeline, "profile": profile, "started": now(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
-           "env": {k: v for k, v in env.items() if k != "packages"}, "runner": _me(), "run_dir": str(run_dir), "tmp": str(tmp),
+           "env": {k: v for k, v in env.items() if k != "packages"}, "runner": me, "run_dir": str(run_dir), "tmp": str(tmp),
            "stages": [{"name": st.name, "status": "pending", **({"measures": True} if st.measures else {})} for st in STAGES],
            "metrics": {}}
     if reproduces: rec["reproduces"] = reproduces
@@ -340,6 +394,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             with contextlib.suppress(OSError):
                 if (run_dir/"kernels.log").stat().st_size == 0: (run_dir/"kernels.log").unlink()   # kept only when a kernel spoke
             lin.close()
+            _release(me)
     return rec
 
 def _renderer():
