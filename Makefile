@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# the install stamp is named by pyproject.toml's content digest, not dated by its mtime: nbdev-export rewrites the
+# file (same bytes, new mtime) on every check-sync, which made each `make test` reinstall everything
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -14,11 +16,14 @@ help:  ## list the targets
 	@echo "  benchmarks (make bench):"; for b in $(BENCHES); do \
 	  printf "    %-26s %s\n" "$$b" "$$(sed -n 's/^"""\(.*\)/\1/p;T;q' $$b | sed 's/"""$$//')"; done
 
-$(STAMP): pyproject.toml
+$(STAMP):
+	@echo "installing the pinned dependencies into $(VENV) (pyproject.toml changed or first use; a few minutes on a fresh machine)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU build
-	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU build. Not -q: pip says what it collects and installs
+	$(BIN)/python -m pip install -e ".[train,dev]" 2>&1 \
+	  | grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR|error)' ; test $${PIPESTATUS[0]} = 0
+	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies
