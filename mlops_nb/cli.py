@@ -12,7 +12,7 @@ from . import (cmd_common as common, cmd_pipeline as _pipeline, cmd_runs as _run
 
 
 # %% auto #0
-__all__ = ['GROUPS', 'parser', 'main']
+__all__ = ['GROUPS', 'parser', 'Outlives', 'main']
 
 # %% ../nbs/50_cli.ipynb #c004
 GROUPS = [_pipeline, _runs, _registry, _release, _serve, _monitor, _govern, _simulate]      # each adds its subcommands; the top-level help lists them in this order
@@ -29,10 +29,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# %% ../nbs/50_cli.ipynb #c004b
+class Outlives:
+    "A stream that outlives its reader: once that has gone (`mlops-nb run 2>&1 | head -1`), what is written goes to "
+    "/dev/null and the command goes on to its end, so that its exit status still says how it went."
+    def __init__(self, stream): self.stream = stream
+    def _do(self, f, *a):
+        try: return f(*a)
+        except BrokenPipeError: common.gone(self.stream)
+    def write(self, text): self._do(self.stream.write, text); return len(text)
+    def flush(self): self._do(self.stream.flush)
+    def __getattr__(self, name): return getattr(self.stream, name)
+
 # %% ../nbs/50_cli.ipynb #c005
 def main(argv=None) -> int:
-    "Entry point of `mlops-nb`: parse, run the command, turn a failure into one line on stderr and an exit status."
-    a = parser().parse_args(argv)
+    "Entry point of `mlops-nb`: parse, run the command, turn a failure into one line on stderr and an exit status; "
+    "a reader of stdout or stderr that goes away early (`| head`) changes nothing of the work or its exit status."
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Outlives(sys.stdout), Outlives(sys.stderr)
+    try: return _command(parser().parse_args(argv))
+    finally:
+        sys.stdout.flush(); sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
+
+def _command(a) -> int:
+    "Run the parsed command `a`; its exit status."
     from mlops_nb.lineage import LineageError
     from mlops_nb.registry import RegistryError
     from mlops_nb.store import IntegrityError, MissingArtifact
@@ -54,11 +75,8 @@ def main(argv=None) -> int:
         common.err(f"mlops-nb {a.cmd}: error: {e.name} is not installed: `mlops-nb {a.cmd}` needs the workbook's training "
                    "stack: pip install 'mlops_nb[train]'")
         return 2
-    except BrokenPipeError:                       # stdout's reader went away (`| head`): end quietly
-        common.gone(sys.stdout); return 0
     except OSError as e:                          # a full disk, a path that cannot be written: one line naming it
         line = s.explain(e) if s is not None else (f"{e.filename}: " if e.filename else "") + (e.strerror or str(e))
         common.err(f"mlops-nb {a.cmd}: error: {line}"); return 2
     except KeyboardInterrupt:
         common.err(f"mlops-nb {a.cmd}: interrupted"); return 130
-
