@@ -14,7 +14,7 @@ from starlette.responses import Response
 from .served import ServedModel, Batcher
 from .traffic import Routes, Variant, Traffic, Shadow, Follower
 from .inputs import (BadInput, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
-                             feedback_items, request_id, whole_numbers)
+                             feedback_items, request_id)
 from .predlog import PredictionLog, open_log, known, parse_time, iso
 from .telemetry import Telemetry
 
@@ -217,7 +217,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def predict_rows(h, body: bytes, t0: float):
         guard(h, protect)
         rid, tags, ts = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags")), when(h)
-        x = to_batch(parse_json(body, h.get("content-type"), max_body).get("inputs"), m.shape, max_batch, ints=whole_numbers(body))
+        x = to_batch(parse_json(body, h.get("content-type"), max_body).get("inputs"), m.shape, max_batch, raw=body)
         p, lab, v = await score("/v1/predict", t0, rid, x, tags, ts=ts)
         return {"request_id": rid, "model": v.obj,
                 "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, _stamp(rid, ts), b""
@@ -225,7 +225,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def infer(route: str, h, body: bytes, t0: float, v: Variant | None = None):
         guard(h, protect)
         body, blob = oip_body(body, h, max_body)
-        rid = request_id(str(body["id"]), "id") if body.get("id") is not None else request_id(h.get("x-request-id"))
+        rid = request_id(body["id"], "id") if body.get("id") is not None else request_id(h.get("x-request-id"))
         tags, ts = parse_tags(h.get("x-tags"), body.get("parameters")), when(h)
         x = oip_input(body, m.shape, max_batch, blob)
         want = oip_outputs(body)
