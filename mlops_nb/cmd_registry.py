@@ -48,7 +48,8 @@ def add_commands(sub):
     x = rs.add_parser("apptest", help="override a version's application-test verdict by hand (recorded, with --why)",
                       description="Set NAME@VERSION's application-test verdict by hand, as an explicit override: the verdict "
                                   "normally comes from `mlops-nb apptest`. The override, its reason and who made it are "
-                                  "recorded on the version, where the production gate and `registry show` read them.")
+                                  "recorded as a verdict of its own; the production gate and `registry show` read the "
+                                  "latest, and `mlops-nb audit` lists every verdict at its time.")
     x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("result", choices=["passed", "failed"])
     x.add_argument("--why", required=True, help="why the test's own verdict is overridden (recorded)")
     x.set_defaults(func=cmd_apptest)
@@ -72,7 +73,8 @@ def _print_version(v, aliases, reg) -> bool:
     print(f"  metrics  test/accuracy {m.get('test/accuracy')}  test/recall_gap {m.get('test/recall_gap')}")
     print(f"  parity   {'passed' if v['parity_passed'] else 'not passed'}   application test "
           f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run (mlops-nb apptest)') }")
-    if v.get("apptest_detail"): print(f"  apptest  {v['apptest_detail']}")
+    if v.get("apptest_detail") or v.get("apptest_at"):          # the latest verdict; every one is in `mlops-nb audit`
+        print(f"  apptest  {v['apptest_detail'] or ''}  (at {v['apptest_at']}{' by ' + v['apptest_by'] if v['apptest_by'] else ''})")
     if v["apptest_passed"] == 1:
         ap, problem = reg.approval(v["name"], v["version"])
         print(f"  approval {'approved by ' + ap['who'] + ' at ' + ap['at'] + ': ' + ap['why'] if ap else problem}")

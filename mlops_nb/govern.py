@@ -254,10 +254,9 @@ def audit(s, name: str | None = None) -> list[dict]:
             for v in reg.versions(n):
                 ev.append({"ts": parse_time(v["created"]), "who": v["created_by"] or "", "action": "registered", "model": n, "version": v["version"],
                            "why": f"from run {v['run_id']}", "refs": {"run": v["run_id"], "bundle": v["bundle"]}})
-                if v["apptest_passed"] is not None:
-                    ev.append({"ts": parse_time(v["created"]) + 1e-3, "who": "", "action": "application test " + ("passed" if v["apptest_passed"] else "failed"),
-                               "model": n, "version": v["version"], "why": v["apptest_detail"] or "",
-                               "refs": json.loads(v["apptest_report"]) if v["apptest_report"] else {}})
+            for t in reg.apptest_verdicts(n):                   # every verdict, at its own time (an override adds one)
+                ev.append({"ts": parse_time(t["at"]), "who": t["who"] or "", "action": "application test " + ("passed" if t["passed"] else "failed"),
+                           "model": n, "version": t["version"], "why": t["detail"] or "", "refs": json.loads(t["report"]) if t["report"] else {}})
             for h in reg.history(n):
                 gate = json.loads(h["gate"]) if h["gate"] else None
                 ev.append({"ts": parse_time(h["at"]), "who": h["who"] or "", "action": f"{h['action'] or 'set'} {h['alias']}" + (" (forced)" if h["forced"] else ""),
@@ -310,7 +309,7 @@ def lineage(s, name: str, version: int) -> dict:
                      "production_predictions": None if prod is None else {k: prod[k] for k in ("rows", "first", "last", "ids_digest")}},
             "run": {"id": v["run_id"], "git": run.get("git"), "profile": run.get("profile"), "env_digest": run.get("env_digest")},
             "code": {x["name"]: x.get("code_digest") for x in run.get("stages", [])},
-            "application_test": {"passed": v["apptest_passed"], "detail": v["apptest_detail"]},
+            "application_test": {"passed": v["apptest_passed"], "detail": v["apptest_detail"], "at": v["apptest_at"], "by": v["apptest_by"]},
             "gates": [{"at": h["at"], "alias": h["alias"], "who": h["who"], "why": h["why"], "forced": bool(h["forced"]),
                        "checks": json.loads(h["gate"])["checks"] if h["gate"] else []} for h in moves],
             "approval": None if appr is None else {k: appr[k] for k in ("at", "who", "why", "report_digest")},

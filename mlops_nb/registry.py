@@ -40,6 +40,14 @@ CREATE TRIGGER IF NOT EXISTS approvals_append_only BEFORE UPDATE ON approvals
   BEGIN SELECT RAISE(ABORT, 'approvals are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS approvals_no_delete BEFORE DELETE ON approvals
   BEGIN SELECT RAISE(ABORT, 'approvals are append-only'); END;
+CREATE TABLE IF NOT EXISTS apptest_verdicts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL, passed INTEGER NOT NULL,
+  detail TEXT, report TEXT, at TEXT NOT NULL, who TEXT);
+CREATE INDEX IF NOT EXISTS apptest_verdicts_of ON apptest_verdicts(name, version);
+CREATE TRIGGER IF NOT EXISTS apptest_verdicts_append_only BEFORE UPDATE ON apptest_verdicts
+  BEGIN SELECT RAISE(ABORT, 'application test verdicts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS apptest_verdicts_no_delete BEFORE DELETE ON apptest_verdicts
+  BEGIN SELECT RAISE(ABORT, 'application test verdicts are append-only'); END;
 CREATE TABLE IF NOT EXISTS wandb_synced (
   name TEXT PRIMARY KEY, history_id INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS alias_history_append_only BEFORE UPDATE ON alias_history
@@ -50,6 +58,12 @@ CREATE TRIGGER IF NOT EXISTS alias_history_no_delete BEFORE DELETE ON alias_hist
 # columns added since the first registries were written: (table, column, declaration)
 _ADDED = (("versions", "signature", "TEXT"), ("versions", "labels", "TEXT"),
           ("alias_history", "action", "TEXT"), ("versions", "apptest_report", "TEXT"))   # NULL: a row written before actions were recorded
+# registries written before verdicts had their own table kept one per version in `versions`: each becomes a verdict,
+# at the version's registration time (the only time they recorded); `versions.apptest_*` are read and written no more
+_MIGRATE_VERDICTS = """INSERT INTO apptest_verdicts (name, version, passed, detail, report, at, who)
+  SELECT name, version, apptest_passed, apptest_detail, apptest_report, created, NULL FROM versions v
+  WHERE apptest_passed IS NOT NULL AND NOT EXISTS (SELECT 1 FROM apptest_verdicts a WHERE a.name = v.name AND a.version = v.version)
+  ORDER BY name, version"""
 
 class RegistryError(LookupError):
     "Unknown model, version or alias; a malformed reference; or a move the registry refuses."
@@ -96,6 +110,7 @@ class Registry:
             for table, col, decl in _ADDED:
                 if col not in {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}:
                     c.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
+            c.execute(_MIGRATE_VERDICTS)
 
     def tx(self): return transaction(self.db)
 
@@ -155,18 +170,31 @@ class Registry:
                             f"labels {json.loads(olabels)} vs this bundle's inputs {shape(sig)}, labels {json.loads(labels)}); "
                             f"it is another model: register it under another name, e.g. -p register.model_name={suggest}")
 
-    def record_apptest(self, name: str, version: int, passed: bool, detail: str = "", report: dict | None = None):
-        "Record an application-test result for a version (the deploy stage writes this; the production gate reads it), "
-        "with where its QA `report` is: `{'run': RUN_ID, 'stage': 'apptest'}` or `{'path': FILE}` (None: no report, an override)."
+    def record_apptest(self, name: str, version: int, passed: bool, detail: str = "", report: dict | None = None) -> int:
+        "Append an application-test verdict for a version (the deploy stage, or an override by hand; the production gate "
+        "reads the latest), with where its QA `report` is: `{'run': RUN_ID, 'stage': 'apptest'}` or `{'path': FILE}` "
+        "(None: no report). Earlier verdicts stay, each at its own time; returns the verdict's id."
         self.version(name, version)
         with self.tx() as c:
-            c.execute("UPDATE versions SET apptest_passed=?, apptest_detail=?, apptest_report=? WHERE name=? AND version=?",
-                      (int(passed), detail, json.dumps(report, sort_keys=True) if report else None, name, version))
+            return c.execute("INSERT INTO apptest_verdicts (name, version, passed, detail, report, at, who) VALUES (?,?,?,?,?,?,?)",
+                             (name, int(version), int(passed), detail, json.dumps(report, sort_keys=True) if report else None,
+                              now_iso(), who())).lastrowid
+
+    def apptest_verdicts(self, name: str, version: int | None = None) -> list:
+        "Every application-test verdict of `name` (of one version), oldest first: `{id, name, version, passed, detail, report, at, who}`."
+        q, a = "SELECT * FROM apptest_verdicts WHERE name=?", [name]
+        if version is not None: q += " AND version=?"; a.append(int(version))
+        return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
 
 
 # %% ../nbs/15_registry.ipynb #c007
-def _v(r) -> dict:
-    d = dict(r); d["metrics"] = json.loads(d["metrics"] or "{}"); return d
+def _v(db, r) -> dict:
+    "A version row: metrics parsed; `apptest_passed`, `_detail`, `_report`, `_at`, `_by` from its latest verdict (None: none yet)."
+    d = dict(r); d["metrics"] = json.loads(d["metrics"] or "{}")
+    t = db.execute("SELECT * FROM apptest_verdicts WHERE name=? AND version=? ORDER BY id DESC LIMIT 1", (d["name"], d["version"])).fetchone()
+    d.update({f"apptest_{k}": None if t is None else t[c] for k, c in
+              (("passed", "passed"), ("detail", "detail"), ("report", "report"), ("at", "at"), ("by", "who"))})
+    return d
 
 @patch
 def models(self: Registry) -> list:
@@ -179,7 +207,7 @@ def models(self: Registry) -> list:
 
 @patch
 def versions(self: Registry, name: str) -> list:
-    rows = [_v(r) for r in self.db.execute("SELECT * FROM versions WHERE name=? ORDER BY version", (name,))]
+    rows = [_v(self.db, r) for r in self.db.execute("SELECT * FROM versions WHERE name=? ORDER BY version", (name,))]
     if not rows: raise RegistryError(f"no model {name!r} in the registry")
     return rows
 
@@ -187,7 +215,7 @@ def versions(self: Registry, name: str) -> list:
 def version(self: Registry, name: str, version: int) -> dict:
     r = self.db.execute("SELECT * FROM versions WHERE name=? AND version=?", (name, int(version))).fetchone()
     if r is None: raise RegistryError(f"{name}@{version}: no such version (have {[v['version'] for v in self.versions(name)]})")
-    return _v(r)
+    return _v(self.db, r)
 
 @patch
 def aliases(self: Registry, name: str) -> dict:

@@ -1,0 +1,20 @@
+"""Small real model bundles without torch: a one-layer ONNX graph over 1x2x2 uint8 images, three labels."""
+import tempfile
+from pathlib import Path
+
+
+def toy_bundle(store, tag: str, weight: float = 0.01) -> str:
+    "A real, servable bundle (its model card says `tag`, so each tag has its own digest), stored; returns its digest."
+    from onnx import helper, TensorProto
+    from mlops_nb.bundle import write_bundle
+    g = helper.make_graph([helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+                           helper.make_node("Flatten", ["f"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])], "toy",
+                          [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 1, 2, 2])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+                          [helper.make_tensor("w", TensorProto.FLOAT, [4, 3], [weight, 0, -weight] * 4)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
+    d = Path(tempfile.mkdtemp())
+    (d / "model.onnx").write_bytes(m.SerializeToString())
+    b = write_bundle(d / "bundle.zip", d / "model.onnx", (1, 2, 2), ["a", "b", "c"], {"metrics": {"test/accuracy": 0.99, "test/recall_gap": 0.0}},
+                     {"source": "digits"}, f"toy model {tag}\n")
+    return store.put_file(b)
