@@ -85,8 +85,9 @@ def check_size(headers, max_body: int):
 
 def parse_json(raw: bytes, content_type: str | None, max_body: int, lists: bool = False):
     "A request body as a JSON object (or a list of objects when `lists`), or `BadInput` (size, content type, malformed JSON)."
-    ct = (content_type or "application/json").split(";")[0].strip().lower()
-    if ct not in ("application/json", ""): raise BadInput(f"content type {ct!r}: send application/json", 415)
+    ct = (content_type or "").split(";")[0].strip().lower()
+    if ct != "application/json":            # what a page of another site may post unasked: text/plain, a form, a typeless Blob
+        raise BadInput(f"{f'content type {ct[:80]!r}' if ct else 'no content type'}: send Content-Type: application/json", 415)
     if len(raw) > max_body: raise BadInput(f"body of {len(raw)} bytes is over the limit of {max_body}", 413)
     try: obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e: raise BadInput(f"malformed JSON: {e}") from None
@@ -103,10 +104,10 @@ OUTPUTS = ("probabilities", "label")
 def oip_body(raw: bytes, headers, max_body: int) -> tuple[dict, bytes]:
     "An OIP request body as (JSON object, binary tensor bytes after it); the binary part is empty without the extension."
     n = headers.get("inference-header-content-length")
-    if n is None: return parse_json(raw, headers.get("content-type"), max_body), b""
+    if n is None: return parse_json(raw, headers.get("content-type") or "application/json", max_body), b""   # tritonclient sends none
     if not (n.isascii() and n.isdigit()) or int(n) > len(raw):        # isdigit alone passes '²', which int() refuses
         raise BadInput(f"Inference-Header-Content-Length {n[:20]!r}: give the JSON header's length in bytes (at most the body's {len(raw)})")
-    return parse_json(raw[:int(n)], None, max_body), raw[int(n):]
+    return parse_json(raw[:int(n)], "application/json", max_body), raw[int(n):]
 
 def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"") -> np.ndarray:
     "The `image` tensor of an OIP inference request as uint8 (N, *shape), from JSON `data` or binary bytes, or `BadInput`."

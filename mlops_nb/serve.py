@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_serve.ipynb #c002
 from __future__ import annotations
-import gc, hmac, math, os, shutil, sys, tempfile, time, uuid
+import gc, hmac, ipaddress, math, os, shutil, sys, tempfile, time, uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 import numpy as np
@@ -20,7 +20,8 @@ from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['request_time', 'api_key_from', 'Service', 'create_app', 'serve', 'routes_for', 'log_for', 'app_from_env']
+__all__ = ['request_time', 'origin_allowed', 'api_key_from', 'Service', 'create_app', 'serve', 'uvicorn_options', 'routes_for',
+           'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -68,6 +69,17 @@ def request_time(value: str) -> float:
 def _stamp(rid: str, ts: float | None) -> dict:
     "A response's headers: the request id, and the time logged when the client set it."
     return {"x-request-id": rid} if ts is None else {"x-request-id": rid, "x-request-time": iso(ts)}
+
+def origin_allowed(origin: str, host: str, scheme: str, allowed) -> bool:
+    "Whether a request with `Origin: origin` may be answered: a listed origin (`allowed`, from `[serve] cors_origins`; `*` "
+    "lists all), or this service's own page (/docs) reached by its address: an IP or localhost, never a DNS name, which "
+    "another site could point at this address (DNS rebinding)."
+    if origin in allowed or "*" in allowed: return True
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.find("]")]
+    try: ipaddress.ip_address(name)
+    except ValueError:
+        if name != "localhost": return False
+    return origin == f"{scheme}://{host}"
 
 def api_key_from(opts: dict) -> str | None:
     "The API key in force: the environment variable named by `api_key_env`, else `api_key` (None: no key)."
@@ -121,6 +133,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     o = {**SERVE_DEFAULTS, **(opts or {})}
     max_batch, max_body, protect = o["max_batch"], o["max_body"], bool(o["protect_predict"])
     client_time = bool(o["client_time"])
+    origins = {x.strip() for x in o["cors_origins"].split(",") if x.strip()}
     refusing = log is not None and o["log_failure"] == "refuse"     # no answer that the log cannot record
     routes = m if isinstance(m, Routes) else Routes(m)
     p0 = routes.primary                     # name, input shape and labels: the same for every version of a model; not the
@@ -338,7 +351,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     @api.get("/v1/model", summary="the served model: name, version, digest, signature, labels, lineage run")
     async def model(): return _json({**st.T.primary.m.info(), "traffic": st.T.describe()})
 
-    @api.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 413: _ERR, 415: _ERR, 503: _LOG},
+    @api.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 403: _ERR, 413: _ERR, 415: _ERR, 503: _LOG},
               openapi_extra=_body({"type": "object", "required": ["inputs"], "properties": {"inputs": _rows(m.shape, max_batch)}}))
     async def predict(request: Request):
         t0 = start(request)
@@ -347,7 +360,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                                      await _receive(request.receive, max_body), t0))
 
     @api.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
-              responses={400: _ERR, 401: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body(
+              responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body(
                   {"type": "object", "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
                   "multipart/form-data"))
     async def predict_image(request: Request):
@@ -377,7 +390,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                      headers=_stamp(rid, ts))
 
     @api.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
-              responses={400: _ERR, 401: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR, 503: _LOG},
+              responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR, 503: _LOG},
               openapi_extra=_body({"oneOf": [_feedback(m.labels), {"type": "array", "minItems": 1, "maxItems": max_batch,
                                                                     "items": _feedback(m.labels)}]}))
     async def feedback(request: Request):
@@ -426,7 +439,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     @api.get("/v2/models/{name}/versions/{version}/ready", summary="OIP model ready, one version", responses={404: _ERR})
     async def model_ready_v(name: str = NAME, version: str = VERSION): check_model(name, version); return _json({"name": name, "ready": True})
 
-    infer_doc = dict(responses={400: _ERR, 401: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
+    infer_doc = dict(responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
         "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
         "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))
 
@@ -454,6 +467,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
 
     async def app(scope, receive, send):
         if scope["type"] == "http":
+            for k, v in scope["headers"]:
+                if k == b"origin" and (no := foreign(scope, v.decode("latin-1"))): return await _send(send, *no)
             key = (scope["method"], path := scope["path"])
             if key in constant: return await _send(send, 200, constant[key], {})
             if key == ("GET", "/readyz"): return await _send(send, *readiness(), {})
@@ -472,9 +487,22 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                 return await _send(send, *await answer(route, h, t0, fn, h, body, t0))
         await api(scope, receive, send)
 
-    if o["cors_origins"].strip():
+    def foreign(scope, origin: str):
+        "A request from a browser page (it carries `Origin`): None when the origin is allowed (`origin_allowed`), else the "
+        "refusal (403, logged): a page of another site may post a form, text or a typeless Blob here unasked (no preflight)."
+        h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if origin_allowed(origin, h.get("host", ""), scope["scheme"], origins): return None
+        return refuse(route_name(scope), h, time.perf_counter(), 403, f"Origin {origin[:80]!r} is not allowed: a page of another "
+                      "site may not call this service (list its origin in [serve] cors_origins to let it)")
+
+    def route_name(scope) -> str:
+        "The documented route a request is for (as metrics and the log name it), 'unmatched' for none."
+        from starlette.routing import Match
+        return next((r.path for r in api.router.routes if r.matches(scope)[0] != Match.NONE), "unmatched")
+
+    if origins:
         from starlette.middleware.cors import CORSMiddleware
-        app = CORSMiddleware(app, allow_origins=[x.strip() for x in o["cors_origins"].split(",") if x.strip()],
+        app = CORSMiddleware(app, allow_origins=sorted(origins),
                              allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
     return Service(app, api, tel, log)
 
@@ -506,7 +534,7 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     if r.shadow: echo(f"shadow: {m.name}@{r.shadow.version} scores every request (logged, never returned)")
     echo(f"predictions logged to {s.predictions}; " + ("an API key guards feedback" + (" and predictions" if s.serve["protect_predict"] else "")
                                                         if key else "no API key set: feedback is open"))
-    opts = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    opts = uvicorn_options(host, port, s.serve)
     if workers > 1:
         mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
         os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
@@ -518,6 +546,10 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     del r, m                                # the app holds what it serves: a version swapped out is freed
     gc.collect(); gc.freeze()
     uvicorn.run(app, **opts)
+
+def uvicorn_options(host: str, port: int, serve: dict) -> dict:
+    "uvicorn's settings for the service (`serve`: the `[serve]` settings): uvloop, httptools, no access log."
+    return dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
 
 def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
     "What to serve for `ref`, loaded and verified: `(Routes, Follower)`. `NAME@VERSION` pins that version (no follower); "

@@ -76,3 +76,121 @@ def test_an_oip_id_must_be_a_string(client, rid, what):
     assert r.status_code == 400 and r.json()["error"] == f"id: give a string, not {what}", r.text
     assert "{'a'" not in r.text and r.json().get("id") is None
     assert c.post("/v2/models/toy/infer", json=oip([0, 1, 2, 3], id="cam-1")).json()["id"] == "cam-1"
+
+
+# --- item 7: no cross-site writes ---------------------------------------------------------------------------------------
+
+PNG = None
+
+
+def png() -> bytes:
+    import io
+    from PIL import Image
+    b = io.BytesIO(); Image.new("L", (2, 2), 40).save(b, "PNG"); return b.getvalue()
+
+
+def test_a_foreign_origin_is_refused(client):
+    "Origin present and not in [serve] cors_origins: 403 on every route, nothing predicted or fed back."
+    c, db = client
+    assert c.post("/v1/predict", json={"inputs": [[0, 1, 2, 3]]}, headers={"x-request-id": "r1"}).status_code == 200
+    evil = {"origin": "http://127.0.0.1:9"}
+    for route, kw in [("/v1/predict", dict(json={"inputs": [[0, 1, 2, 3]]})), ("/v1/feedback", dict(json={"request_id": "r1", "label": "b"})),
+                      ("/v1/predict/image", dict(files={"image": ("a.png", png(), "image/png")})),
+                      ("/v2/models/toy/infer", dict(json=oip([0, 1, 2, 3]))), ("/v2/models/toy/versions/3/infer", dict(json=oip([0, 1, 2, 3])))]:
+        r = c.post(route, headers=evil, **kw)
+        assert r.status_code == 403 and "Origin 'http://127.0.0.1:9' is not allowed" in r.json()["error"], (route, r.text)
+    assert c.get("/v1/model", headers={"origin": "null"}).status_code == 403
+    # the service's own pages (/docs) may call it: same origin, reached by its address
+    assert c.post("/v1/predict", json={"inputs": [[0, 1, 2, 3]]}, headers={"origin": "http://testserver"}).status_code == 403
+    host = {"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:8000"}
+    assert c.post("/v1/predict", json={"inputs": [[0, 1, 2, 3]]}, headers=host).status_code == 200
+    c.__exit__(None, None, None)                                     # the log commits what it holds
+    assert rows_in(db, "predictions") == 2 and rows_in(db, "feedback") == 0
+    assert rows_in(db, "rejected") == 7
+
+
+def test_listed_origins_pass(toy, tmp_path):
+    from fastapi.testclient import TestClient
+    from mlops_nb.serve import create_app
+    with TestClient(create_app(toy, dict(cors_origins="http://dash.example:3000"))) as c:
+        r = c.post("/v1/predict", json={"inputs": [[0, 1, 2, 3]]}, headers={"origin": "http://dash.example:3000"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://dash.example:3000"
+        assert c.post("/v1/predict", json={"inputs": [[0, 1, 2, 3]]}, headers={"origin": "http://other.example"}).status_code == 403
+
+
+@pytest.mark.parametrize("ct", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_json_routes_need_a_json_content_type(client, ct):
+    c, db = client
+    for route, body in [("/v1/predict", {"inputs": [[0, 1, 2, 3]]}), ("/v1/feedback", {"request_id": "r1", "label": "b"})]:
+        r = c.post(route, content=json.dumps(body), headers={} if ct is None else {"content-type": ct})
+        assert r.status_code == 415 and "send Content-Type: application/json" in r.json()["error"], (route, ct, r.text)
+    r = c.post("/v2/models/toy/infer", content=json.dumps(oip([0, 1, 2, 3])), headers={} if ct is None else {"content-type": ct})
+    assert r.status_code == (200 if ct is None else 415), r.text        # tritonclient sends none: OIP takes a body without one
+
+
+def serve_in_thread(app, **config):
+    "A real uvicorn on a free loopback port, in a thread, as `serve` configures it: (url, stop())."
+    import uvicorn
+    from mlops_nb.serve import uvicorn_options
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, **{**uvicorn_options("127.0.0.1", port, config)}))
+    t = threading.Thread(target=server.run, daemon=True); t.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline and t.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    def stop():
+        server.should_exit = True; t.join(20)
+    return f"http://127.0.0.1:{port}", stop
+
+
+ATTACK = """<!doctype html><html><body><script>
+const url = %(url)r, rows = JSON.stringify({inputs: [[0, 1, 2, 3]]});
+const form = new FormData(); form.append("image", new Blob([new Uint8Array(%(png)s)], {type: "image/png"}), "a.png");
+const posts = [["/v1/predict", new Blob([rows])], ["/v1/feedback", new Blob([JSON.stringify({request_id: "r1", label: "b"})])],
+               ["/v1/predict/image", form], ["/v2/models/toy/infer", new Blob([JSON.stringify(%(oip)s)])],
+               ["/v1/predict", rows]];                               // a string body: text/plain
+Promise.allSettled(posts.map(([p, body]) => fetch(url + p, {method: "POST", mode: "no-cors", body})))
+  .then(rs => { document.title = "done " + rs.map(r => r.status).join(","); });
+</script></body></html>"""
+
+
+def test_a_page_from_another_origin_writes_nothing(toy, tmp_path):
+    "Headless Chromium on a page from a second loopback origin posts no-cors to every writing route: nothing is logged."
+    CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+    assert CHROMIUM and DRIVER, "chromium and chromedriver are needed (make sysdeps installs them)"
+    import http.server, urllib.request
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.serve import create_app
+    db = tmp_path / "predictions.db"
+    url, stop = serve_in_thread(create_app(toy, dict(max_batch=8, max_body=4096), PredictionLog(db, flush_ms=5)))
+    try:
+        req = urllib.request.Request(url + "/v1/predict", json.dumps({"inputs": [[0, 1, 2, 3]]}).encode(),
+                                     {"content-type": "application/json", "x-request-id": "r1"})
+        assert urllib.request.urlopen(req, timeout=10).status == 200      # a prediction the page's feedback could name
+        page = (ATTACK % dict(url=url, png=list(png()), oip=json.dumps(oip([0, 1, 2, 3])))).encode()
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.send_header("content-type", "text/html"); self.end_headers(); self.wfile.write(page)
+            def log_message(self, *a): pass
+        site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        o = webdriver.ChromeOptions(); o.binary_location = CHROMIUM
+        for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"): o.add_argument(a)
+        d = webdriver.Chrome(service=Service(DRIVER), options=o)
+        try:
+            d.get(f"http://127.0.0.1:{site.server_port}/attack.html")
+            deadline = time.time() + 20
+            while not d.title.startswith("done"):
+                assert time.time() < deadline, "the page's requests never settled"
+                time.sleep(0.05)
+        finally:
+            d.quit(); site.shutdown()
+    finally:
+        stop()                                                       # the app's shutdown commits the log
+    assert rows_in(db, "predictions") == 1 and rows_in(db, "feedback") == 0    # only the test's own prediction
+    with sqlite3.connect(db) as c:
+        assert sorted(r[0] for r in c.execute("select status from rejected")) == [403] * 5
