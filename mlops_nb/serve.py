@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_serve.ipynb #c002
 from __future__ import annotations
-import gc, hmac, ipaddress, math, os, shutil, sys, tempfile, time, uuid
+import asyncio, gc, hmac, ipaddress, math, os, shutil, sys, tempfile, time, uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 import numpy as np
@@ -20,8 +20,8 @@ from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['request_time', 'origin_allowed', 'api_key_from', 'Service', 'create_app', 'serve', 'uvicorn_options', 'routes_for',
-           'log_for', 'app_from_env']
+__all__ = ['TIMEOUTS', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'create_app', 'HeadersTimed', 'serve',
+           'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -86,17 +86,26 @@ def api_key_from(opts: dict) -> str | None:
     return os.environ.get(opts.get("api_key_env") or "MLOPS_NB_API_KEY") or opts.get("api_key") or None
 
 
-async def _receive(receive, max_body: int) -> bytes:
-    "The whole request body from ASGI `receive`, or `BadInput` (413) as soon as it passes `max_body` bytes."
+TIMEOUTS = dict(header_timeout_s=10.0,  # a request's headers must all arrive this long after the connection (or the request's first byte)
+                body_timeout_s=30.0)    # its body this long after its headers: else 408 and the connection closed (0: no limit)
+
+async def _receive(receive, max_body: int, timeout: float = 0, declared: str | None = None) -> bytes:
+    "The whole request body from ASGI `receive`, or `BadInput`: 413 as soon as it passes `max_body` bytes, 408 when it has "
+    "not all come `timeout` seconds after the headers (0: no limit; `declared`: its Content-Length, for the message)."
     parts, n = [], 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect": raise BadInput("the client went away before sending the whole body")
-        b = msg.get("body", b"")
-        n += len(b)
-        if n > max_body: raise BadInput(f"body of over {max_body} bytes is over the limit of {max_body}", 413)
-        parts.append(b)
-        if not msg.get("more_body"): return b"".join(parts)
+    try:
+        async with asyncio.timeout(timeout or None):
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect": raise BadInput("the client went away before sending the whole body")
+                b = msg.get("body", b"")
+                n += len(b)
+                if n > max_body: raise BadInput(f"body of over {max_body} bytes is over the limit of {max_body}", 413)
+                parts.append(b)
+                if not msg.get("more_body"): return b"".join(parts)
+    except TimeoutError:
+        raise BadInput(f"the body did not all arrive within [serve] body_timeout_s = {timeout:g} s "
+                       f"({n} of {declared or 'an undeclared number of'} bytes)", 408) from None
 
 async def _send(send, status: int, payload: bytes, headers: dict):
     ct = headers.pop("content-type", "application/json")
@@ -130,8 +139,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     from mlops_nb import __version__
     from mlops_nb.config import SERVE_DEFAULTS
     from python_multipart.multipart import parse_options_header
-    o = {**SERVE_DEFAULTS, **(opts or {})}
-    max_batch, max_body, protect = o["max_batch"], o["max_body"], bool(o["protect_predict"])
+    o = {**TIMEOUTS, **SERVE_DEFAULTS, **(opts or {})}
+    max_batch, max_body, protect, slow = o["max_batch"], o["max_body"], bool(o["protect_predict"]), float(o["body_timeout_s"])
     client_time = bool(o["client_time"])
     origins = {x.strip() for x in o["cors_origins"].split(",") if x.strip()}
     refusing = log is not None and o["log_failure"] == "refuse"     # no answer that the log cannot record
@@ -177,7 +186,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             except BadInput: tags = {}
             log.rejected(route, status, msg, rid, tags)
         hdr = {"www-authenticate": "Bearer"} if status == 401 else {}
-        if status == 413: hdr["connection"] = "close"        # the server would otherwise read (and discard) the rest of the body
+        if status in (408, 413): hdr["connection"] = "close"  # the server would otherwise read (or wait for) the rest of the body
         if rid: hdr["x-request-id"] = rid
         return status, orjson.dumps({"error": msg}), hdr
 
@@ -357,7 +366,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         t0 = start(request)
         check_size(request.headers, max_body)
         return respond(*await answer("/v1/predict", request.headers, t0, predict_rows, request.headers,
-                                     await _receive(request.receive, max_body), t0))
+                                     await _receive(request.receive, max_body, slow, request.headers.get("content-length")), t0))
 
     @api.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
               responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body(
@@ -371,7 +380,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         if ct.split(";")[0].strip().lower() != "multipart/form-data":
             raise BadInput(f"content type {ct.split(';')[0][:80]!r}: send multipart/form-data with one or more image files", 415)
         check_size(h, max_body)
-        raw = await _receive(request.receive, max_body)        # bounded as it arrives, even chunked (no declared length)
+        raw = await _receive(request.receive, max_body, slow, h.get("content-length"))   # bounded as it arrives, even chunked
         b = parse_options_header(ct)[1].get(b"boundary")
         if b and b"--" + b + b"--" not in raw:                 # python-multipart takes a cut-off body as it is: name the problem
             raise BadInput(f"multipart body of {len(raw)} bytes is truncated or malformed: no closing boundary --{b[:70].decode('latin-1')}--")
@@ -398,7 +407,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         guard(h, True)
         ts = when(h)
         check_size(h, max_body)
-        body = await _receive(request.receive, max_body)
+        body = await _receive(request.receive, max_body, slow, h.get("content-length"))
         items = feedback_items(parse_json(body, h.get("content-type"), max_body, lists=True), m.labels, max_batch)
         if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
         log_down()
@@ -448,7 +457,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         v = check_model(name, version)
         check_size(request.headers, max_body)
         return respond(*await answer(route, request.headers, t0, infer, route, request.headers,
-                                     await _receive(request.receive, max_body), t0, v))
+                                     await _receive(request.receive, max_body, slow, request.headers.get("content-length")), t0, v))
 
     @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
     async def infer_any(request: Request, name: str = NAME): return await infer_route(request, "/v2/models/{name}/infer", name)
@@ -482,7 +491,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                 h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                 try:
                     check_size(h, max_body)
-                    body = await _receive(receive, max_body)
+                    body = await _receive(receive, max_body, slow, h.get("content-length"))
                 except BadInput as e: return await _send(send, *refuse(route, h, t0, e.status, str(e)))
                 return await _send(send, *await answer(route, h, t0, fn, h, body, t0))
         await api(scope, receive, send)
@@ -506,6 +515,32 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                              allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
     return Service(app, api, tel, log)
 
+
+# %% ../nbs/20_serve.ipynb #c012b
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+class HeadersTimed(HttpToolsProtocol):
+    "uvicorn's httptools protocol with a header timeout: a request whose headers have not all come `timeout` seconds after "
+    "the connection opened (or after the request's first byte, on a kept-alive connection) is answered 408 and closed."
+    timeout = TIMEOUTS["header_timeout_s"]          # [serve] header_timeout_s, set by `uvicorn_options` (0: no limit)
+    _timer = None
+    def connection_made(self, transport): super().connection_made(transport); self._arm()
+    def on_message_begin(self):
+        super().on_message_begin()
+        if self._timer is None: self._arm()
+    def on_headers_complete(self): self._disarm(); super().on_headers_complete()
+    def connection_lost(self, exc): self._disarm(); super().connection_lost(exc)
+    def _arm(self):
+        if self.timeout: self._timer = self.loop.call_later(self.timeout, self._expired)
+    def _disarm(self):
+        if self._timer is not None: self._timer.cancel(); self._timer = None
+    def _expired(self):
+        self._timer = None
+        if self.transport.is_closing(): return
+        body = orjson.dumps({"error": f"the request's headers did not all arrive within [serve] header_timeout_s = {self.timeout:g} s"})
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
 
 # %% ../nbs/20_serve.ipynb #c013
 def _watch_parent():
@@ -548,8 +583,10 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     uvicorn.run(app, **opts)
 
 def uvicorn_options(host: str, port: int, serve: dict) -> dict:
-    "uvicorn's settings for the service (`serve`: the `[serve]` settings): uvloop, httptools, no access log."
-    return dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    "uvicorn's settings for the service (`serve`: the `[serve]` settings): uvloop, httptools with a header timeout "
+    "(`HeadersTimed`, whose timeout this sets: uvicorn makes one protocol object per connection), no access log."
+    HeadersTimed.timeout = float({**TIMEOUTS, **serve}["header_timeout_s"])
+    return dict(host=host, port=port, loop="uvloop", http=HeadersTimed, access_log=False, log_level="warning")
 
 def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
     "What to serve for `ref`, loaded and verified: `(Routes, Follower)`. `NAME@VERSION` pins that version (no follower); "
@@ -570,6 +607,7 @@ def app_from_env():
     from mlops_nb.config import load_settings
     e, s = os.environ, load_settings()
     r, follow = routes_for(s, e["MLOPS_NB_SERVE_MODEL"] or None, int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
+    uvicorn_options("", 0, s.serve)                 # this worker's header timeout (its protocol class is loaded afresh)
     app = create_app(r, s.serve, log_for(s), api_key_from(s.serve), follow)
     gc.collect(); gc.freeze()
     return app

@@ -194,3 +194,57 @@ def test_a_page_from_another_origin_writes_nothing(toy, tmp_path):
     assert rows_in(db, "predictions") == 1 and rows_in(db, "feedback") == 0    # only the test's own prediction
     with sqlite3.connect(db) as c:
         assert sorted(r[0] for r in c.execute("select status from rejected")) == [403] * 5
+
+
+# --- item 9: bodies and headers that never finish ------------------------------------------------------------------------
+
+def answer_to(port: int, data: bytes, wait: float = 10.0) -> bytes:
+    "Send `data` on a fresh connection to 127.0.0.1 and never more; what the service answers before it closes (b'' when it "
+    "closed without a word), or None when `wait` seconds pass in silence."
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        if data: s.sendall(data)
+        got = b""
+        try:
+            while chunk := s.recv(65536): got += chunk
+        except socket.timeout: return got or None
+        return got
+
+
+@pytest.fixture(scope="module")
+def slow_limits(toy, tmp_path_factory):
+    "A real uvicorn on the toy model, [serve] body_timeout_s and header_timeout_s at half a second: (port, prediction log)."
+    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.serve import create_app
+    db = tmp_path_factory.mktemp("slow") / "predictions.db"
+    opts = dict(max_batch=8, max_body=4096, body_timeout_s=0.5, header_timeout_s=0.5)
+    url, stop = serve_in_thread(create_app(toy, opts, PredictionLog(db, flush_ms=5)), **opts)
+    yield int(url.rsplit(":", 1)[1]), db
+    stop()
+
+
+@pytest.mark.parametrize("route, ct", [("/v1/predict", "application/json"), ("/v1/feedback", "application/json"),
+                                       ("/v2/models/toy/infer", "application/json"), ("/v1/predict/image", "multipart/form-data; boundary=XX")])
+def test_a_body_that_never_finishes_gets_408(slow_limits, route, ct):
+    port, _ = slow_limits
+    got = answer_to(port, f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: 100\r\n\r\n".encode() + b"{" * 10)
+    assert got is not None, "no answer: the service still waits for the body"
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower(), got
+    assert "body_timeout_s" in json.loads(body)["error"] and "10 of 100 bytes" in json.loads(body)["error"], body
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Len"])
+def test_headers_that_never_finish_get_408(slow_limits, sent):
+    port, _ = slow_limits
+    got = answer_to(port, sent)
+    assert got is not None, "no answer: the service still waits for the headers"
+    assert got.startswith(b"HTTP/1.1 408 ") and b"header_timeout_s" in got, got
+
+
+def test_a_keep_alive_connection_gets_the_header_timeout_again(slow_limits):
+    "After one answered request, the next request's headers are timed too (from its first byte)."
+    port, _ = slow_limits
+    body = json.dumps({"inputs": [[0, 1, 2, 3]]}).encode()
+    ok = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    got = answer_to(port, ok + b"GET /healthz HTTP/1.1\r\nHo")
+    assert got is not None and got.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in got, got
