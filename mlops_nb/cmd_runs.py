@@ -39,6 +39,7 @@ def add_commands(sub):
 def cmd_runs(a, s):
     "`mlops-nb runs`: a table of the runs, newest first."
     from mlops_nb.report import load_runs, KEY_METRICS, run_seconds
+    from mlops_nb.data import term_safe                  # a run folder may come from anyone: its names reach a terminal escaped
     runs = load_runs(s)
     if not runs: print("no runs yet: `mlops-nb run` makes one"); return 0
     keys = KEY_METRICS[:3]
@@ -49,30 +50,32 @@ def cmd_runs(a, s):
         rows.append([r["run_id"], r["status"], str(r.get("profile", "")), f"{secs:.1f}" if secs is not None else "-",
                      f"{len(r['stages'])}" + (f" ({cached} cached)" if cached else ""),
                      *[f"{m[k]:.4f}" if isinstance(m.get(k), float) else "-" for k in keys]])
-    table(rows)
+    table([[term_safe(c) for c in row] for row in rows])
     return 0
 
 def cmd_show(a, s):
     "`mlops-nb show`: one run's stages, artifacts and metrics."
     from mlops_nb.reproduce import load_run
     from mlops_nb.report import run_seconds
+    from mlops_nb.data import term_safe as t             # what run.json says reaches the terminal escaped, line by line
     r = load_run(s, run_id(s, a.run_id))
     if a.markdown: print(markdown_summary(s, r)); return 0
     secs = run_seconds(r)
     g = r.get("git") or {}
-    print(f"run {r['run_id']}  {r['status']}  profile {r.get('profile')}  {f'{secs:.1f}s' if secs is not None else ''}")
-    print(f"commit {g.get('commit')}{' (dirty)' if g.get('dirty') else ''}  environment {r.get('env_digest')}")
-    if r.get("reproduces"): print(f"reproduces {r['reproduces']}")
-    if r.get("error"):
-        print(f"error{' in ' + r['error']['stage'] if r['error'].get('stage') else ''}: {r['error']['message']}")
+    print(f"run {t(r['run_id'])}  {t(r['status'])}  profile {t(r.get('profile'))}  {f'{secs:.1f}s' if secs is not None else ''}")
+    print(f"commit {t(g.get('commit'))}{' (dirty)' if g.get('dirty') else ''}  environment {t(r.get('env_digest'))}")
+    if r.get("reproduces"): print(f"reproduces {t(r['reproduces'])}")
+    if r.get("error"):                                   # a message of several lines (a list of problems) keeps them
+        print(f"error{' in ' + t(r['error']['stage']) if r['error'].get('stage') else ''}: "
+              + "\n".join(map(t, str(r['error']['message']).split("\n"))))
     print("\nstages:")
     for st in r["stages"]:
-        how = f"cached from {st.get('cached_from')}" if st.get("cached") else ("executed" if st.get("status") != "pending" else "not run")
-        print(f"  {st['name']:<9} {st['status']:<11} {how}" + (f"  {st.get('seconds')}s" if st.get("seconds") else ""))
-        for k, d in (st.get("inputs") or {}).items(): print(f"      in  {k:<9} {d}")
-        for k, d in (st.get("outputs") or {}).items(): print(f"      out {k:<9} {d}")
+        how = f"cached from {t(st.get('cached_from'))}" if st.get("cached") else ("executed" if st.get("status") != "pending" else "not run")
+        print(f"  {t(st['name']):<9} {t(st['status']):<11} {how}" + (f"  {t(st.get('seconds'))}s" if st.get("seconds") else ""))
+        for k, d in (st.get("inputs") or {}).items(): print(f"      in  {t(k):<9} {t(d)}")
+        for k, d in (st.get("outputs") or {}).items(): print(f"      out {t(k):<9} {t(d)}")
     print("\nmetrics:")
-    for k, v in (r.get("metrics") or {}).items(): print(f"  {k:<22} {v}")
+    for k, v in (r.get("metrics") or {}).items(): print(f"  {t(k):<22} {t(v)}")
     print(f"\nreport {report_path(s, r)}")
     return 0
 

@@ -193,6 +193,7 @@ def cmd_predictions(a, s):
     "`mlops-nb predictions [export]`: the newest logged predictions, or the log as Parquet."
     import json
     from mlops_nb import predlog
+    from mlops_nb.data import term_safe                                        # labels, tags, routes: user strings
     since = predlog.parse_time(a.since) if a.since else None
     until = predlog.parse_time(a.until) if a.until else None
     if not s.predictions.exists(): print(f"no predictions logged yet ({s.predictions}): `mlops-nb serve` logs them"); return 0
@@ -207,11 +208,11 @@ def cmd_predictions(a, s):
         if a.json:
             for r in rows: print(json.dumps(r))
             return 0
-        if not rows: print(f"no predictions of {a.name} in that window"); return 0
+        if not rows: print(f"no predictions of {term_safe(a.name)} in that window"); return 0
         pct = lambda v: "-" if v is None else f"{v:.1%}"
         table([["version", "role", "predictions", "agreement", "accuracy", "labelled", "p50 ms", "p99 ms"]] +
-              [[f"v{r['version']}", r["role"], str(r["predictions"]), pct(r["agreement"]), pct(r["accuracy"]), str(r["labelled"]),
-                f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"] for r in rows])
+              [[f"v{r['version']}", term_safe(r["role"]), str(r["predictions"]), pct(r["agreement"]), pct(r["accuracy"]),
+                str(r["labelled"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"] for r in rows])
         return 0
     if a.name: raise ValueError(f"{a.name!r}: only `compare` takes a model name")
     if a.limit < 0: raise ValueError(f"--limit {a.limit}: out of range")
@@ -221,7 +222,8 @@ def cmd_predictions(a, s):
         return 0
     if not rows: print("no predictions in that window"); return 0
     table([["time", "request", "row", "model", "label", "true", "ms", "route", "tags"]] +
-          [[r["time"], r["request_id"], str(r["row"]), f"{r['model']}@{r['version']}", r["label"], r["true_label"] or "-",
-            f"{r['latency_ms']:.2f}", r["route"], ",".join(f"{k}={v}" for k, v in r["tags"].items())] for r in rows])
+          [[term_safe(v) for v in (r["time"], r["request_id"], str(r["row"]), f"{r['model']}@{r['version']}", r["label"],
+                                   r["true_label"] or "-", f"{r['latency_ms']:.2f}", r["route"],
+                                   ",".join(f"{k}={v}" for k, v in r["tags"].items()))] for r in rows])
     return 0
 

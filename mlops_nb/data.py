@@ -11,9 +11,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['SPLITS', 'IMAGE_EXTS', 'MAX_PIXELS', 'PRODUCTION', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits',
-           'DataValidationError', 'prepare_image', 'decode_image', 'read_imagefolder', 'stratified_split',
-           'make_manifest', 'IngestResult', 'read_production', 'ingest', 'source_fingerprint', 'plot_class_balance',
-           'plot_samples']
+           'term_safe', 'bad_name', 'DataValidationError', 'prepare_image', 'decode_image', 'read_imagefolder',
+           'stratified_split', 'make_manifest', 'IngestResult', 'read_production', 'ingest', 'source_fingerprint',
+           'plot_class_balance', 'plot_samples']
 
 # %% ../nbs/10_data.ipynb #c004
 SPLITS = ("train", "val", "test")
@@ -57,6 +57,23 @@ def read_digits():
     x = np.round(d.images * (255 / 16)).astype(np.uint8)[:, None]
     return x, d.target.astype(np.int64), [str(c) for c in d.target_names]
 
+# %% ../nbs/10_data.ipynb #c007b
+# what a terminal must not be handed raw: C0 (newline, ESC ...), DEL and C1 controls, line and paragraph separators,
+# bidirectional overrides and isolates, and the surrogates that stand for bytes a file name has that are not UTF-8
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+def term_safe(v) -> str:
+    "`v` as text a terminal line may show: every unsafe character (`_UNSAFE`: control characters, newline and ESC "
+    "included) written as its Python escape (`\\n`, `\\x1b`, `\\u202e`), the rest as it is; a name cannot forge a line."
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(v))
+
+def bad_name(name: str) -> str | None:
+    "Why a class folder or file name is refused at ingest (control characters, bytes that are not UTF-8), or None."
+    bad = sorted(set(_UNSAFE.findall(name)))
+    if not bad: return None
+    what = "bytes that are not UTF-8" if all("\ud800" <= c <= "\udfff" for c in bad) else "control characters"
+    return f"its name has {what} ({' '.join(term_safe(c) for c in bad)}): rename it"
+
 # %% ../nbs/10_data.ipynb #c008
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
@@ -66,7 +83,7 @@ class DataValidationError(ValueError):
     "The source has problems; `problems` lists `(path, reason)` for every one."
     def __init__(self, problems, source=""):
         self.problems = list(problems)
-        lines = "\n".join(f"  {p}: {r}" for p, r in self.problems)
+        lines = "\n".join(f"  {term_safe(p)}: {term_safe(r)}" for p, r in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in {source or 'the source'} "
                          f"(fix them, or pass skip_bad=True to skip them):\n{lines}")
 
@@ -145,7 +162,7 @@ def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class:
     def visible(entries):
         for e in sorted(entries):
             if e.name.startswith("."): hidden.append((str(e), "hidden (its name starts with '.'): not read"))
-            elif why := _outside(e, real): problems.append((str(e), why))
+            elif why := bad_name(e.name) or _outside(e, real): problems.append((str(e), why))
             else: yield e
     for p in visible(root.iterdir()):
         if not p.is_dir(): problems.append((str(p), "file outside any class folder")); continue
@@ -178,7 +195,6 @@ def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class:
     x = np.stack([a for c in classes for _, a in kept[c]])
     y = np.array([i for i, c in enumerate(classes) for _ in kept[c]], np.int64)
     return x, y, classes, problems + hidden
-
 
 # %% ../nbs/10_data.ipynb #c010
 def stratified_split(y, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> np.ndarray:

@@ -268,3 +268,23 @@ def test_store_objects_follow_the_umask(tmp_path):
         d = st.put_bytes(b"private", "y.bin")
         assert st._obj(d).stat().st_mode & 0o777 == 0o600                          # a stricter umask is honoured too
     finally: os.umask(old)
+
+
+def test_control_characters_in_names_are_listed_problems(tmp_path):
+    "A class folder named with an ESC sequence, a file whose name carries a newline and a fake listing line: each refused, "
+    "listed like any other problem, and the listing keeps one line per problem (issue 23 item 14)."
+    good_folder(tmp_path)
+    esc = tmp_path / "\x1b[31mred"
+    esc.mkdir()
+    for i in range(8): _img(esc / f"{i}.png", (10, 10), "L", 9 * i)
+    forged = tmp_path / "cat" / "x.png\n  b.png: fine"
+    _img(forged, (10, 10), "L", 3, "PNG")
+    with pytest.raises(DataValidationError) as e:
+        read_imagefolder(tmp_path, 16)
+    assert sorted(p for p, _ in e.value.problems) == sorted([str(esc), str(forged)])
+    assert all("control characters" in r for _, r in e.value.problems)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and not any("\x1b" in l for l in lines), lines             # a heading and one line per problem
+    assert "  " + str(forged).replace("\n", "\\n") + ": its name has control characters (\\n): rename it" in lines
+    x, y, classes, skipped = read_imagefolder(tmp_path, 16, skip_bad=True)
+    assert classes == ["cat", "dog", "fox"] and len(x) == 24 and len(skipped) == 2

@@ -1,0 +1,52 @@
+"""User strings reach a terminal escaped: a name cannot forge a line or send an escape sequence (issue 23 item 14)."""
+from pathlib import Path
+import numpy as np
+from conftest import cli, make_workbook
+from mlops_nb.config import load_settings
+from mlops_nb.predlog import PredictionLog
+
+EVIL = "cat\n2026-01-01  forged  0  x@1  dog\x1b[2J"
+
+
+def test_the_predictions_listing_escapes_labels_and_tags(tmp_path):
+    wb = make_workbook(tmp_path)
+    log = PredictionLog(load_settings(wb).predictions, flush_ms=10)
+    log.add("q1", ("toy", 1, "sha256:aa"), np.zeros((1, 1, 8, 8), np.uint8), np.full((1, 2), 0.5, np.float32), [EVIL], 1.0,
+            "/v1/predict", tags={"camera": "a\x1b]0;title\x07"})
+    log.feedback("q1", 0, "dog\r\nok")
+    log.close()
+    p = cli("predictions", settings=wb)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2, lines                                 # the heading and one row: nothing forged
+    assert not any(c in p.stdout for c in "\x1b\x07\r")
+    assert "cat\\n2026-01-01  forged  0  x@1  dog\\x1b[2J" in lines[1] and "camera=a\\x1b]0;title\\x07" in lines[1]
+    assert "dog\\r\\nok" in lines[1]
+
+
+def _hostile_run(wb) -> str:
+    "A run folder whose record carries control characters in its profile and error (a run folder may come from anyone)."
+    import json
+    rid = "20260101-000000-dead"
+    d = Path(wb).parent / "runs" / rid
+    d.mkdir(parents=True)
+    rec = {"run_id": rid, "status": "failed", "pipeline": "build", "profile": "smoke\x1b[2J\nforged  succeeded",
+           "started": "2026-01-01T00:00:00Z", "ended": "2026-01-01T00:00:01Z", "git": {"commit": "abc", "dirty": False},
+           "params": {}, "env_digest": "sha256:00", "env": {}, "runner": None, "run_dir": str(d), "tmp": "",
+           "stages": [{"name": "ingest", "status": "failed", "cached": False, "seconds": 1.0}], "metrics": {},
+           "error": {"stage": "ingest", "message": "E: 1 problem(s):\n  /x/a\x1b]0;t\x07.png: bad"}}
+    (d / "run.json").write_text(json.dumps(rec))
+    return rid
+
+
+def test_runs_and_show_escape_what_a_run_record_says(tmp_path):
+    wb = make_workbook(tmp_path)
+    rid = _hostile_run(wb)
+    p = cli("runs", settings=wb)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 2 and "\x1b" not in p.stdout and "smoke\\x1b[2J\\nforged" in p.stdout, p.stdout
+    p = cli("show", rid, settings=wb)
+    assert p.returncode == 0, p.stderr
+    assert not any(c in p.stdout for c in "\x1b\x07"), p.stdout
+    assert "profile smoke\\x1b[2J\\nforged  succeeded" in p.stdout
+    assert "\n  /x/a\\x1b]0;t\\x07.png: bad\n" in p.stdout                  # the problem list keeps its lines, escaped
