@@ -46,10 +46,11 @@ def print_checks(checks):
     for c in checks: print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
 
 def split_ref(ref: str) -> tuple[str, int]:
-    "NAME@VERSION -> (name, version); anything else is refused naming the form it needs."
+    "NAME@VERSION -> (name, version); anything else (an alias, a number past any version) is refused naming the form it needs."
+    from mlops_nb.registry import parse_version
     name, _, v = ref.partition("@")
-    if not name or not v.isdigit(): raise ValueError(f"{ref!r}: give NAME@VERSION, e.g. digits-cnn@3")
-    return name, int(v)
+    if not name: raise ValueError(f"{ref!r}: give NAME@VERSION, e.g. digits-cnn@3")
+    return name, parse_version(v, ref, "NAME@VERSION, e.g. digits-cnn@3")
 
 
 def table(rows):

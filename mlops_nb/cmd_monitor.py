@@ -9,7 +9,7 @@ from .cmd_common import err, require_train
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_monitor', 'cmd_alerts']
+__all__ = ['add_commands', 'window_time', 'cmd_monitor', 'cmd_alerts']
 
 # %% ../nbs/57_cmd_monitor.ipynb #c003
 def add_commands(sub):
@@ -39,16 +39,25 @@ def add_commands(sub):
     al.add_argument("--json", action="store_true", help="print them as JSON")
     al.set_defaults(func=cmd_alerts)
 
+def window_time(flag: str, value: str) -> float:
+    "Unix seconds of a `--since`/`--until` value; refused in one line unless it lies between 1970-01-01 and a year from "
+    "now (`--since 99999999d` would start a run that cannot even name its window)."
+    import math, time
+    from mlops_nb.predlog import parse_time
+    t = parse_time(value)
+    if math.isfinite(t) and 0 <= t <= time.time() + 366 * 86400: return t
+    raise ValueError(f"{flag} {value!r} lies {'more than a year ahead' if t > 0 else 'before 1970'}: give a time from "
+                     "1970-01-01 to a year from now, e.g. 7d, 12h or 2026-11-20")
+
 def cmd_monitor(a, s):
     "`mlops-nb monitor`: run id and report on stdout, the verdict on stderr; 1 when the run failed (or, with --strict, alerted)."
     require_train()
     from mlops_nb.monitor import duration
-    from mlops_nb.predlog import parse_time
     from mlops_nb.pipeline import run, RunFailed
     from mlops_nb.store import Store
     if a.every: duration(a.every)                                # bad input is refused before a run starts
-    for t in (a.since, a.until):
-        if t: parse_time(t)
+    for flag, t in (("--since", a.since), ("--until", a.until)):
+        if t: window_time(flag, t)
     from mlops_nb.registry import registry_for
     from mlops_nb.served import pick
     reg = registry_for(s)
@@ -80,8 +89,7 @@ def cmd_monitor(a, s):
 def cmd_alerts(a, s):
     "`mlops-nb alerts`: the alert log, newest first."
     from mlops_nb.govern import alerts
-    from mlops_nb.predlog import parse_time
-    rows = alerts(s.governance, parse_time(a.since) if a.since else None, a.model)
+    rows = alerts(s.governance, window_time("--since", a.since) if a.since else None, a.model)
     if a.json: print(json.dumps(rows, indent=1)); return 0
     if not rows: print("no alerts" + (f" since {a.since}" if a.since else "") + (f" for {a.model}" if a.model else "")); return 0
     for r in rows:

@@ -11,12 +11,12 @@ from fastcore.basics import patch
 from .store import Store, IntegrityError, MissingArtifact
 from .bundle import BundleUnusable
 from .gate import production_gate as _production_gate
-from .params import check_name, check_register_alias
+from .params import check_name, check_register_alias, _NAME
 from .db import connect, create, transaction
 
 # %% auto #0
-__all__ = ['SCHEMA', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for', 'Registry', 'held',
-           'ReportUnusable', 'canary_percent', 'registry_for']
+__all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for',
+           'Registry', 'parse_version', 'held', 'ReportUnusable', 'canary_percent', 'registry_for']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
@@ -183,11 +183,23 @@ class Registry:
     def apptest_verdicts(self, name: str, version: int | None = None) -> list:
         "Every application-test verdict of `name` (of one version), oldest first: `{id, name, version, passed, detail, report, at, who}`."
         q, a = "SELECT * FROM apptest_verdicts WHERE name=?", [name]
-        if version is not None: q += " AND version=?"; a.append(int(version))
+        if version is not None: q += " AND version=?"; a.append(parse_version(version, f"{name}@{version}"))
         return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
 
 
 # %% ../nbs/15_registry.ipynb #c007
+VERSION_MAX = 2**63 - 1                      # SQLite's largest INTEGER
+REF_FORMS = "NAME@VERSION or NAME@ALIAS, e.g. digits-cnn@3 or digits-cnn@production"
+
+def parse_version(v, ref: str | None = None, forms: str = REF_FORMS) -> int:
+    "A version number from `v`, an int or a string of ASCII digits, within 1 .. 2**63 - 1; else `RegistryError` naming "
+    "`ref` (default `v`) and `forms`, what the caller takes."
+    n = v if isinstance(v, int) and not isinstance(v, bool) else int(v) if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) < 20 else None
+    if n is None or not 1 <= n <= VERSION_MAX:
+        raise RegistryError(f"{ref if ref is not None else v!r}: {str(v)[:40]!r} is not a version (a whole number from 1 to "
+                            f"{VERSION_MAX}); give {forms}")
+    return n
+
 def _v(db, r) -> dict:
     "A version row: metrics parsed; `apptest_passed`, `_detail`, `_report`, `_at`, `_by` from its latest verdict (None: none yet)."
     d = dict(r); d["metrics"] = json.loads(d["metrics"] or "{}")
@@ -213,7 +225,7 @@ def versions(self: Registry, name: str) -> list:
 
 @patch
 def version(self: Registry, name: str, version: int) -> dict:
-    r = self.db.execute("SELECT * FROM versions WHERE name=? AND version=?", (name, int(version))).fetchone()
+    r = self.db.execute("SELECT * FROM versions WHERE name=? AND version=?", (name, parse_version(version, f"{name}@{version}"))).fetchone()
     if r is None: raise RegistryError(f"{name}@{version}: no such version (have {[v['version'] for v in self.versions(name)]})")
     return _v(self.db, r)
 
@@ -224,9 +236,10 @@ def aliases(self: Registry, name: str) -> dict:
 @patch
 def get(self: Registry, ref: str) -> dict:
     "A version from `NAME`, `NAME@VERSION` or `NAME@ALIAS` (plain NAME: the latest version)."
-    name, _, sel = ref.partition("@")
-    if not sel: return self.versions(name)[-1]
-    if sel.isdigit(): return self.version(name, int(sel))
+    name, at, sel = ref.partition("@")
+    if not at: return self.versions(name)[-1]
+    if sel.isascii() and sel.isdigit(): return self.version(name, parse_version(sel, ref))    # refused past SQLite's INTEGER
+    if not _NAME.fullmatch(sel): raise RegistryError(f"{ref!r}: {sel!r} is neither a version nor an alias; give {REF_FORMS}")
     self.versions(name)                                        # unknown model: a clear error
     al = self.aliases(name)
     if sel not in al: raise RegistryError(f"{name} has no alias {sel!r} (aliases: {', '.join(f'{k}->v{v}' for k, v in al.items()) or 'none'})")
@@ -415,7 +428,7 @@ def approve(self: Registry, name: str, version: int, why: str, by: str | None = 
 def approvals(self: Registry, name: str, version: int | None = None) -> list:
     "Every approval of `name` (of one version), oldest first."
     q, a = "SELECT * FROM approvals WHERE name=?", [name]
-    if version is not None: q += " AND version=?"; a.append(int(version))
+    if version is not None: q += " AND version=?"; a.append(parse_version(version, f"{name}@{version}"))
     return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
 
 @patch
