@@ -4,12 +4,12 @@
 
 # %% ../nbs/05_cores.ipynb #c002
 from __future__ import annotations
-import contextlib, fcntl, os, sys, tempfile, threading, time, warnings
+import contextlib, fcntl, json, os, re, sys, tempfile, threading, time, warnings
 from pathlib import Path
 
-
 # %% auto #0
-__all__ = ['HELD_BY', 'machine_cores', 'lock_dir', 'waited', 'core_lease']
+__all__ = ['HELD_BY', 'machine_cores', 'lock_dir', 'waited', 'run_of_process', 'holders', 'waits', 'who', 'wait_line', 'relay',
+           'core_lease']
 
 # %% ../nbs/05_cores.ipynb #c003
 _local = threading.local()                   # leases this thread holds (they nest: a prediction inside a trial)
@@ -47,6 +47,87 @@ def waited() -> float:
     "Seconds this process has waited for cores so far."
     return _waited
 
+def run_of_process() -> str | None:
+    "The pipeline run this process works for: `$MLOPS_NB_RUN_ID`, else the run its kernel TMPDIR (`mlops-nb-<run>-...`) names."
+    if r := os.environ.get("MLOPS_NB_RUN_ID"): return r
+    m = re.fullmatch(r"mlops-nb-(\d{8}-\d{6}-[0-9a-f]{4})-.+", Path(os.environ.get("TMPDIR", "")).name)
+    return m.group(1) if m else None
+
+# %% ../nbs/05_cores.ipynb #c003b
+def _put(fd, rec: dict | None):
+    "Say in a lock file who holds it (`rec`), or that nobody does (None)."
+    with contextlib.suppress(OSError): os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(rec).encode() if rec else b"", 0)
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass              # another user's process
+    return True
+
+def _records(paths) -> list:
+    out = []
+    for p in paths:
+        try: rec = json.loads(p.read_bytes() or b"null")
+        except (OSError, ValueError): continue
+        if isinstance(rec, dict) and isinstance(rec.get("pid"), int) and _alive(rec["pid"]): out.append(rec)
+    return out
+
+def holders(d: Path | None = None) -> list:
+    "Who holds cores of the pool now, oldest first: `{pid, run, what, since, cores}` a process."
+    d, by = d or lock_dir(), {}
+    for r in _records(sorted(d.glob("core*")) if d else []): by.setdefault(r["pid"], {**r, "cores": 0})["cores"] += 1
+    return sorted(by.values(), key=lambda r: r["since"])
+
+def waits(run: str | None = None, d: Path | None = None) -> list:
+    "The leases waiting for cores now (of run `run`, when given): `{pid, run, what, since}` each, oldest first."
+    d = d or lock_dir()
+    return sorted((r for r in _records(d.glob("wait-*.json") if d else []) if run is None or r.get("run") == run),
+                  key=lambda r: r["since"])
+
+def who(r: dict) -> str:
+    "A lease's holder or waiter in words: `run RUN (pid PID, WHAT)`."
+    return (f"run {r['run']} " if r.get("run") else "") + f"(pid {r['pid']}, {r.get('what') or 'compute'})"
+
+def wait_line(w: dict, d: Path | None = None) -> str:
+    "What the waiting lease `w` waits for and since when, in one line."
+    now, hs = time.time(), holders(d)
+    held = "; ".join(f"{who(h)} holds {h['cores']} for {now - h['since']:.0f} s" for h in hs if h["pid"] != w["pid"])
+    return f"waiting {now - w['since']:.0f} s for cores before {w.get('what') or 'compute'}: " + (held or "other leases wait ahead")
+
+# %% ../nbs/05_cores.ipynb #c003c
+class _Waiting:
+    "While a lease waits: a record other processes read (`waits`), and `wait_line` to `echo` after `after` s, then every `every` s."
+    def __init__(self, d: Path, me: dict, echo=None, after: float = 1.0, every: float = 30.0):
+        self.path, self.done = d/f"wait-{os.getpid()}-{threading.get_ident()}.json", threading.Event()
+        with contextlib.suppress(OSError): self.path.write_text(json.dumps(me))
+        if echo: threading.Thread(target=self._say, args=(me, d, echo, after, every), daemon=True, name="core-wait").start()
+
+    def _say(self, me, d, echo, after, every):
+        wait = after
+        while not self.done.wait(wait):
+            with contextlib.suppress(Exception): echo(wait_line(me, d))
+            wait = every
+
+    def close(self):
+        self.done.set()
+        with contextlib.suppress(OSError): self.path.unlink()
+
+@contextlib.contextmanager
+def relay(run: str, echo, after: float = 10.0, every: float = 30.0, poll: float = 1.0):
+    "While the body runs, `echo` what run `run`'s leases wait for (`wait_line`): once a wait has lasted `after` s, then "
+    "every `every` s. The runner wraps a stage in it: its kernel's waits reach the terminal, not only the notebook."
+    done, said = threading.Event(), {}
+    def watch():
+        while not done.wait(poll):
+            now = time.time()
+            for w in waits(run):
+                k = (w["pid"], w["since"])
+                if now - w["since"] >= after and now - said.get(k, 0) >= every:
+                    said[k] = now
+                    with contextlib.suppress(Exception): echo(wait_line(w))
+    t = threading.Thread(target=watch, daemon=True, name="core-relay"); t.start()
+    try: yield
+    finally: done.set(); t.join()
 
 # %% ../nbs/05_cores.ipynb #c004
 _count = [0]                                 # leases held by all threads of this process
@@ -55,11 +136,27 @@ _count_lock = threading.Lock()
 def _holders_left() -> int:
     with _count_lock: _count[0] -= 1; return _count[0]
 
+def _take(d: Path, cores: int, want: int, me: dict) -> list:
+    "All or nothing: lock `want` free cores of the pool and say in each who holds it; [] (none kept) when fewer are free."
+    held = []
+    for i in range(cores):
+        if len(held) == want: break
+        fd = _open(d/f"core{i}")
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); held.append(fd)
+        except BlockingIOError: os.close(fd)
+    if len(held) < want:
+        for fd in held: os.close(fd)
+        return []
+    rec = {**me, "since": time.time()}        # held since now
+    for fd in held: _put(fd, rec)
+    return held
+
 @contextlib.contextmanager
 def core_lease(threads: int | None = None,   # cores the body keeps busy (default: torch's thread count)
-               what: str = "compute",         # what the cores are for, said when waiting is long
-               echo=None,                     # called with one line when the wait was longer than `say_after`
-               say_after: float = 1.0):
+               what: str = "compute",         # what the cores are for, said while waiting
+               echo=None,                     # called with a line (`wait_line`: who holds the cores, for how long) while it waits
+               say_after: float = 1.0,        # the first line after this many seconds of waiting
+               say_every: float = 30.0):      # then one every this many seconds
     "Hold `threads` of the machine's cores while the body runs; waits while other runs hold them all."
     global _waited
     depth = getattr(_local, "held", 0)
@@ -74,22 +171,20 @@ def core_lease(threads: int | None = None,   # cores the body keeps busy (defaul
         yield; return
     cores = machine_cores()
     want = min(cores, max(1, threads or _threads()))
-    t0, held = time.perf_counter(), []
+    me = {"pid": os.getpid(), "run": run_of_process(), "what": what, "since": time.time()}
+    t0, held, waiting = time.perf_counter(), [], None
     q = _open(d/"queue")
     try:
-        fcntl.flock(q, fcntl.LOCK_EX)       # one waiter at a time, in the order they came
-        while True:
-            for i in range(cores):          # all or nothing: `want` free cores, else let go and look again
-                if len(held) == want: break
-                fd = _open(d/f"core{i}")
-                try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); held.append(fd)
-                except BlockingIOError: os.close(fd)
-            if len(held) == want: break
-            for fd in held: os.close(fd)
-            held = []
+        try: fcntl.flock(q, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:              # others wait ahead: one waiter at a time, in the order they came
+            waiting = _Waiting(d, me, echo, say_after, say_every)
+            fcntl.flock(q, fcntl.LOCK_EX)
+        while not (held := _take(d, cores, want, me)):
+            waiting = waiting or _Waiting(d, me, echo, say_after, say_every)
             time.sleep(0.02)
     finally:
         os.close(q)                          # closing releases the queue lock
+        if waiting: waiting.close()
     wait = time.perf_counter() - t0
     _waited += wait
     if echo and wait > say_after: echo(f"waited {wait:.1f} s for cores (another run was using them) before {what}")
@@ -100,5 +195,4 @@ def core_lease(threads: int | None = None,   # cores the body keeps busy (defaul
     finally:
         _local.held = 0
         if not _holders_left(): os.environ.pop(HELD_BY, None)
-        for fd in held: os.close(fd)        # closing releases the cores
-
+        for fd in held: _put(fd, None); os.close(fd)     # nobody holds it; closing releases the core

@@ -1,0 +1,31 @@
+"""A lease waiting for cores says which run holds them and for how long (issue 23 item 17)."""
+import os, subprocess, sys, time
+from mlops_nb.cores import machine_cores, relay
+
+HOLD = ("import sys, time\nfrom mlops_nb.cores import core_lease, machine_cores\n"
+        "with core_lease(threads=machine_cores(), what=sys.argv[1], echo=lambda m: print(m, file=sys.stderr, flush=True), "
+        "say_after=0.2, say_every=0.3):\n    print('held', flush=True); time.sleep(60)")
+
+
+def test_a_waiting_lease_names_the_run_that_holds_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_NB_LOCK_DIR", str(tmp_path))
+    start = lambda run, what: subprocess.Popen([sys.executable, "-c", HOLD, what], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True, env={**os.environ, "MLOPS_NB_RUN_ID": run})
+    holder = start("20260101-000000-beef", "a training trial")
+    waiter = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        relayed = []
+        with relay("20260101-000000-cafe", relayed.append, after=0, every=0.3, poll=0.05):
+            waiter = start("20260101-000000-cafe", "the latency check")
+            lines = [waiter.stderr.readline() for _ in range(2)]           # said while it waits, one after the other
+            deadline = time.time() + 30
+            while not relayed and time.time() < deadline: time.sleep(0.05)
+        names = f"run 20260101-000000-beef (pid {holder.pid}, a training trial) holds {machine_cores()} for "
+        for line in lines + relayed[:1]:
+            assert line.startswith("waiting ") and "for cores before the latency check: " in line and names in line, line
+        holder.kill(); holder.wait()
+        assert waiter.stdout.readline().strip() == "held"                   # the holder gone, the waiter has them
+    finally:
+        for p in (holder, waiter):
+            if p: p.kill(); p.wait()
