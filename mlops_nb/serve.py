@@ -20,8 +20,8 @@ from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['TIMEOUTS', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'create_app', 'HeadersTimed', 'serve',
-           'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
+__all__ = ['TIMEOUTS', 'DOCS_CSP', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'create_app', 'offline_docs',
+           'HeadersTimed', 'serve', 'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -324,9 +324,11 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         if log is not None: log.close()                 # drains the queue: nothing acknowledged is lost at a clean stop
         for c in db: c.close()
 
-    api = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan,
+    api = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Serves {m.name}" + (f"@{m.version} ({m.digest})" if follow is None else
                               " at the versions its registry releases (`GET /v1/model` says which)") + ". Errors are `{\"error\": \"...\"}`.")
+
+    offline_docs(api)
 
     def respond(status, payload, hdr): return Response(payload, status, hdr, media_type="application/json")
 
@@ -515,6 +517,42 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                              allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
     return Service(app, api, tel, log)
 
+
+# %% ../nbs/20_serve.ipynb #c010b
+DOCS_CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon.png": "image/png"}
+_INIT = b"""window.ui = SwaggerUIBundle({url: document.documentElement.dataset.openapi, dom_id: "#swagger-ui", validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout", deepLinking: true, showExtensions: true, showCommonExtensions: true});
+"""
+
+def offline_docs(api: FastAPI):
+    "Swagger UI at /docs from the installed `fastapi-offline` package's copy (pinned), not a CDN: blank offline, unpinned, "
+    "without integrity, before. The page and its assets come with a CSP allowing only this service (`DOCS_CSP`; `data:` "
+    "for the stylesheet's icons), so its script is a file too (/docs/init.js), and the validator badge is off."
+    import html
+    from importlib.util import find_spec
+    from pathlib import Path
+    from starlette.responses import FileResponse, HTMLResponse
+    static = Path(find_spec("fastapi_offline").origin).parent / "static"
+    safe = {"content-security-policy": DOCS_CSP, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        root = html.escape(request.scope.get("root_path", "").rstrip("/"))
+        page = (f'<!doctype html><html lang="en" data-openapi="{root}{api.openapi_url}"><head><meta charset="utf-8">'
+                f'<title>{html.escape(api.title)}</title><link rel="stylesheet" href="{root}/docs/swagger-ui.css">'
+                f'<link rel="icon" href="{root}/docs/favicon.png"></head><body><div id="swagger-ui"></div>'
+                f'<script src="{root}/docs/swagger-ui-bundle.js"></script><script src="{root}/docs/init.js"></script></body></html>')
+        return HTMLResponse(page, headers=safe)
+
+    @api.get("/docs/init.js", include_in_schema=False)
+    async def docs_init(): return Response(_INIT, media_type="text/javascript", headers=safe)
+
+    @api.get("/docs/{asset}", include_in_schema=False)
+    async def docs_asset(asset: str):
+        if asset not in _ASSETS: return Response(orjson.dumps({"error": f"no such file {asset[:80]!r} in /docs"}), 404,
+                                                 media_type="application/json")
+        return FileResponse(static / asset, media_type=_ASSETS[asset], headers={**safe, "cache-control": "max-age=86400"})
 
 # %% ../nbs/20_serve.ipynb #c012b
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol

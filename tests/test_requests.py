@@ -248,3 +248,71 @@ def test_a_keep_alive_connection_gets_the_header_timeout_again(slow_limits):
     ok = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     got = answer_to(port, ok + b"GET /healthz HTTP/1.1\r\nHo")
     assert got is not None and got.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in got, got
+
+
+# --- item 10: /docs offline, under a CSP ---------------------------------------------------------------------------------
+
+def test_docs_reference_only_the_service(client):
+    "GET /docs names no URL outside the service, every asset it names is served, and a CSP allows only 'self'."
+    import re
+    c, _ = client
+    r = c.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and not re.search(r"https?:|\*|'unsafe", csp), csp
+    assert not re.search(r"(?i)\b(https?:)?//", r.text), r.text                # nothing from a CDN, nor any other host
+    assets = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css", "init.js"}, assets
+    for a in assets:
+        got = c.get(a)
+        assert got.status_code == 200 and len(got.content) > 100 and got.headers["x-content-type-options"] == "nosniff", a
+    assert "validatorUrl: null" in c.get("/docs/init.js").text                 # no badge fetched from validator.swagger.io
+    assert c.get("/docs/../settings.ini").status_code == 404 and c.get("/docs/core.py").status_code == 404
+    assert c.get("/redoc").status_code == 404                                    # it loaded from a CDN too: gone
+
+
+def test_docs_render_in_a_browser_with_nothing_from_outside(toy):
+    "Headless Chromium opens /docs from a real server: the operations render, every resource came from the service, no CSP error."
+    CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+    assert CHROMIUM and DRIVER, "chromium and chromedriver are needed (make sysdeps installs them)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from mlops_nb.serve import create_app
+    url, stop = serve_in_thread(create_app(toy, {}))
+    o = webdriver.ChromeOptions(); o.binary_location = CHROMIUM
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"): o.add_argument(a)
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(DRIVER), options=o)
+    try:
+        d.get(url + "/docs")
+        deadline = time.time() + 30
+        while not d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"):
+            assert time.time() < deadline, "Swagger UI rendered no operation"
+            time.sleep(0.1)
+        paths = {e.text.replace("\u200b", "") for e in d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/v1/predict", "/v1/feedback", "/v2/models/{name}/infer"} <= paths, paths
+        # "Try it out" posts from the page itself (same origin, by address): answered, not refused as cross-site
+        op = next(e for e in d.find_elements(By.CSS_SELECTOR, ".opblock-post")
+                  if e.find_element(By.CSS_SELECTOR, ".opblock-summary-path").text.replace("\u200b", "") == "/v1/predict")
+        op.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+        wait_for(lambda: op.find_elements(By.CSS_SELECTOR, ".try-out__btn"))[0].click()
+        wait_for(lambda: op.find_elements(By.CSS_SELECTOR, ".execute"))[0].click()
+        status = wait_for(lambda: [e.text for e in op.find_elements(By.CSS_SELECTOR, ".live-responses-table .response-col_status")
+                                   if e.text.isdigit()])
+        assert status == ["200"], status
+        resources = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert resources and all(r.startswith(url + "/") for r in resources), resources
+        errors = [l for l in d.get_log("browser") if l["level"] == "SEVERE"]
+        assert errors == [], errors                                  # a CSP violation is one
+    finally:
+        d.quit(); stop()
+
+
+def wait_for(what, seconds: float = 20):
+    "What `what()` returns once it is truthy (polled), or a failure after `seconds`."
+    deadline = time.time() + seconds
+    while not (got := what()):
+        assert time.time() < deadline, "never happened"
+        time.sleep(0.05)
+    return got
