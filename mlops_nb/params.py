@@ -11,7 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'read_parameters', 'notebook_params',
-           'check_name', 'check_register_alias', 'check_value', 'check_values', 'coerce', 'resolve_params']
+           'check_name', 'check_register_alias', 'check_value', 'check_values', 'example', 'coerce', 'resolve_params',
+           'unknown_param']
 
 # %% ../nbs/40c_params.ipynb #c004
 class ParamError(ValueError):
@@ -147,10 +148,18 @@ def check_values(spec: dict, vals: dict) -> dict:
 
 # %% ../nbs/40c_params.ipynb #c006
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_FORM = {"int": "a whole number", "float": "a number", "bool": "true or false", "list": "a list in brackets",
+         "dict": "a dict in braces", "str": "text"}
+
+def example(p: Param) -> str:
+    "A `-p` option of the right form for `p` (its default, written as one shell word): `-p train.epochs=[1,2]`."
+    v = p.default
+    text = ("true" if v else "false") if isinstance(v, bool) else repr(v).replace(", ", ",").replace(": ", ":")
+    return f"-p {p.stage}.{p.name}={text}"
 
 def coerce(p: Param, value, from_text: bool = False):
-    "`value` as `p`'s type, or a `ParamError` naming the parameter, its type and the value."
-    bad = ParamError(f"parameter {p.stage}.{p.name} is {p.type}; got {value!r}")
+    "`value` as `p`'s type, or a `ParamError` naming the parameter, its type, the value and an example of the right form."
+    bad = ParamError(f"parameter {p.stage}.{p.name} is {p.type}; got {value!r}: write {_FORM[p.type]}, e.g. {example(p)}")
     if from_text and isinstance(value, str):
         if p.type == "str": return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
         if p.type == "bool":
@@ -176,8 +185,20 @@ def resolve_params(spec: dict, profile: dict | None = None, overrides=()) -> dic
     for key, v, text, where in items:
         stage, dot, name = key.rpartition(".")
         targets = [stage] if dot else [st for st, ps in spec.items() if name in ps]
-        if not targets or any(t not in spec or name not in spec[t] for t in targets):
-            raise ParamError(f"unknown parameter {key!r} (from {where}). Valid parameters:\n{describe_params(spec)}")
+        if not targets or any(t not in spec or name not in spec[t] for t in targets): raise unknown_param(spec, key, where)
         for t in targets: vals[t][name] = coerce(spec[t][name], v, text)
     return check_values(spec, vals)
+
+def unknown_param(spec: dict, key: str, where: str = "-p") -> ParamError:
+    "The one-line error for an unknown parameter `key`: the close matches (difflib), else where the list is."
+    import difflib
+    close = lambda w, ws: difflib.get_close_matches(w, list(ws), n=3, cutoff=0.6)
+    stage, dot, name = key.rpartition(".")
+    if dot:                                         # the stage (or one close to it) with a name close to it; the name in another stage
+        near = [(st, n) for st in ([stage] if stage in spec else close(stage, spec)) for n in close(name, spec[st])]
+        near += [(st, name) for st in spec if name in spec[st] and (st, name) not in near]
+    else: near = [(next(st for st in spec if n in spec[st]), n) for n in close(name, {n for ps in spec.values() for n in ps})]
+    said = " or ".join(f"{st + '.' if dot else ''}{n} ({spec[st][n].type})" for st, n in near[:3])
+    return ParamError(f"unknown parameter {key!r} (from {where}): " + (f"did you mean {said}? " if near else "")
+                      + "`mlops-nb params` lists them all")
 

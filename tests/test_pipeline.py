@@ -220,3 +220,17 @@ def test_stages_by_hand_chain_and_say_what_they_used(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "given (inputs parameter)" in (tmp_path / "evaluate.out.ipynb").read_text()
     assert not list((tmp_path / "runs").glob("*/run.json"))                      # no pipeline run was needed, or made
+
+
+def test_unknown_parameter_is_one_line_with_close_matches(workbook):
+    "issue 23 item 15: the README promises one line, not the 27-line table."
+    p = cli("run", "--profile", "smoke", "-p", "train.epochz=3", settings=workbook)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "mlops-nb run: error: unknown parameter 'train.epochz' (from -p): did you mean train.epochs (list)? "
+        "`mlops-nb params` lists them all"], p.stderr
+
+
+def test_a_value_of_the_wrong_form_gets_an_example_of_the_right_one(workbook):
+    p = cli("run", "--profile", "smoke", "-p", "train.epochs=abc", settings=workbook)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "train.epochs is list; got 'abc': write a list in brackets, e.g. -p train.epochs=[" in p.stderr, p.stderr
