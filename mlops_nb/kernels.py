@@ -4,13 +4,13 @@
 
 # %% ../nbs/40d_kernels.ipynb #c002
 from __future__ import annotations
-import ast, json, os, sys, threading
+import ast, contextlib, json, os, re, sys, threading
 from pathlib import Path
 from .cores import HELD_BY
 
 
 # %% auto #0
-__all__ = ['notebook_imports', 'warm_code', 'Kernel', 'execute', 'ZygoteError', 'zygote_main', 'Zygote']
+__all__ = ['notebook_imports', 'warm_code', 'KernelStartError', 'Kernel', 'execute', 'ZygoteError', 'zygote_main', 'Zygote']
 
 # %% ../nbs/40d_kernels.ipynb #c003
 def notebook_imports(nb_path) -> list[str]:
@@ -38,6 +38,22 @@ def _lowest_priority():
     "In the child before exec: the lowest CPU priority (nice 19)."
     os.nice(19)
 
+class KernelStartError(RuntimeError):
+    "A kernel died while it started, every time it was tried; says the cause its log gives (a port taken: a ZMQError)."
+
+def _log_size(log) -> int:
+    try: return os.path.getsize(log) if log else 0
+    except OSError: return 0
+
+def _death_cause(log, since: int) -> str | None:
+    "The last error line the kernel log got after offset `since` (`zmq.error.ZMQError: Address already in use ...`)."
+    if not log: return None
+    try:
+        with open(log, "rb") as f: f.seek(since); text = f.read().decode("utf-8", "replace")
+    except OSError: return None
+    lines = [l.strip() for l in text.splitlines() if re.search(r"(Error|Exception)\b.*:", l)]
+    return lines[-1][:300] if lines else None
+
 def _async_client_manager(kernel_name: str, zygote: "Zygote | None" = None, log=None, background: bool = False, needs=()):
     "A KernelManager whose clients are asynchronous, as nbclient needs, while starting and stopping stay synchronous; "
     "with a `zygote`, it forks the kernel from it when the kernel spec runs this Python's ipykernel (else starts it)."
@@ -64,40 +80,65 @@ class Kernel:
         self.log, self.background = log, background   # log: the kernel process's own stdout and stderr (default: inherited)
         self.zygote = zygote                          # forks the kernel with its imports done (else a kernel process starts cold)
         self.km, self.error, self._closed, self.after, self.launched = None, None, False, after, threading.Event()
+        self.starts = 0                               # kernels launched: more than one when one died while starting
         import jupyter_client, jupyter_client.asynchronous   # here, not in the thread: two threads importing it can deadlock
         self._thread = threading.Thread(target=self._start, name=f"kernel-{kernel_name}", daemon=True)
         self._thread.start()
 
+    attempts = 3       # a kernel that dies while it starts is started again, on fresh ports, this many times in all
+
     def _start(self):
         try:
             if self.after is not None: self.after.launched.wait(self.start_timeout)
-            out = None
-            try:
-                km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background, self.warm)
-                out = open(self.log, "ab") if self.log else None
-                env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
-                km.start_kernel(cwd=self.cwd, env=env,           # its core leases are its own, not this process's
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                                **({"stdout": out, "stderr": out} if out else {}),
-                                **({"preexec_fn": _lowest_priority} if self.background else {}))
-            finally:
-                self.launched.set()            # launched, or failed to: the kernel after it goes on
-                if out: out.close()            # the kernel has its own copy
-            self.km = km
-            if self._closed: return
-            from jupyter_client import BlockingKernelClient
-            kc = BlockingKernelClient(parent=km)   # the manager tells whether the process lives; without it the client asks the
-                                                   # heartbeat, which has not beaten yet while a loaded machine starts the kernel
-                                                   # ("Kernel died before replying to kernel_info" for a kernel that was starting)
-            kc.load_connection_info(km.get_connection_info())
-            kc.start_channels()
-            try:
-                kc.wait_for_ready(timeout=self.start_timeout)
-                if self.warm:
-                    mid = kc.execute(warm_code(self.warm), silent=True, store_history=False)
-                    while kc.get_shell_msg(timeout=max(120, self.start_timeout))["parent_header"].get("msg_id") != mid: pass
-            finally: kc.stop_channels()
+            for attempt in range(1, self.attempts + 1):
+                since = _log_size(self.log)
+                try: return self._launch()
+                except RuntimeError as e:      # jupyter_client's "Kernel died before replying to kernel_info"
+                    if self._closed or self.km is None or self.km.is_alive(): raise
+                    cause = _death_cause(self.log, since)
+                    self._discard()            # its ports and connection file: the next manager picks new ones
+                    if attempt == self.attempts:
+                        raise KernelStartError(f"kernel {self.kernel_name!r} died while starting, {attempt} times; "
+                                               f"the last time: {cause or 'its log says nothing'}"
+                                               + (f" (see {self.log})" if self.log else "")) from e
         except BaseException as e: self.error = e
+        finally: self.launched.set()           # launched, or failed to: the kernel after it goes on
+
+    def _discard(self):
+        km, self.km = self.km, None
+        with contextlib.suppress(Exception): km.cleanup_resources()
+
+    def _launch(self):
+        "One start: a new manager (new ports), the kernel launched, ready, its imports done."
+        out, self.starts = None, self.starts + 1
+        try:
+            km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background, self.warm)
+            out = open(self.log, "ab") if self.log else None
+            env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
+            km.start_kernel(cwd=self.cwd, env=env,           # its core leases are its own, not this process's
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                            **({"stdout": out, "stderr": out} if out else {}),
+                            **({"preexec_fn": _lowest_priority} if self.background else {}))
+        finally:
+            self.launched.set()
+            if out: out.close()                # the kernel has its own copy
+        self.km = km
+        if self._closed: return
+        self._wait_ready(km)
+
+    def _wait_ready(self, km):
+        from jupyter_client import BlockingKernelClient
+        kc = BlockingKernelClient(parent=km)   # the manager tells whether the process lives; without it the client asks the
+                                               # heartbeat, which has not beaten yet while a loaded machine starts the kernel
+                                               # ("Kernel died before replying to kernel_info" for a kernel that was starting)
+        kc.load_connection_info(km.get_connection_info())
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=self.start_timeout)
+            if self.warm:
+                mid = kc.execute(warm_code(self.warm), silent=True, store_history=False)
+                while kc.get_shell_msg(timeout=max(120, self.start_timeout))["parent_header"].get("msg_id") != mid: pass
+        finally: kc.stop_channels()
 
     def ready(self, timeout: float | None = None):
         "The started kernel's manager, back at normal priority; raises what stopped it from starting "
