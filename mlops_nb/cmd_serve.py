@@ -34,7 +34,8 @@ def add_commands(sub):
                                    "its path, digest, label and class probabilities; an unreadable image gets its reason "
                                    "in `error` and the others go on.")
     x.add_argument("model", metavar="NAME@ALIAS|NAME@VERSION", help="the registered version to use")
-    x.add_argument("paths", nargs="+", metavar="PATH", help="image files (PNG, JPEG), folders of them, or .npy arrays (N, C, H, W) uint8")
+    x.add_argument("paths", nargs="+", metavar="PATH", help="image files (PNG, JPEG), folders of them (other files there are skipped, and said), "
+                                                             "or .npy arrays (N, C, H, W), (N, H, W) for one channel, or flat (N, C*H*W)")
     x.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.parquet (default: CSV on stdout)")
     x.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call (default: %(default)s)")
     x.set_defaults(func=cmd_predict)
@@ -81,38 +82,46 @@ def cmd_serve(a, s):
 
 
 # %% ../nbs/55_cmd_serve.ipynb #c005
-def _inputs(paths):
-    "Yield `(path, kind)` for every input: image files (folders searched recursively, sorted) and .npy files."
+def _inputs(paths, skipped=None):
+    "Yield `(path, kind)` for every input: image files (folders searched recursively, sorted) and .npy files; the other "
+    "files found in folders are appended to `skipped`."
     from pathlib import Path
     from mlops_nb.data import IMAGE_EXTS
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            found = [f for f in files if f.suffix.lower() in IMAGE_EXTS]
+            if skipped is not None: skipped += [f for f in files if f.suffix.lower() not in IMAGE_EXTS]
             if not found: raise ValueError(f"{p}: no PNG or JPEG images in this folder")
             yield from ((f, "image") for f in found)
         elif not p.exists(): raise FileNotFoundError(2, "No such file or directory", str(p))
         else: yield p, "npy" if p.suffix.lower() == ".npy" else "image"
 
 def _npy(p, shape):
+    "The rows of a .npy file as the model takes them: (N, *shape), (N, H, W) for a one-channel model, flat (N, C*H*W), "
+    "or one row without its N."
     import numpy as np
     try: a = np.load(p, allow_pickle=False)
     except ValueError as e: raise ValueError(f"{p}: not a .npy array ({e})") from None
-    if a.ndim == len(shape) and len(shape) > 1: a = a[None]
-    if a.shape[1:] != tuple(shape) and a.shape[1:] != (int(np.prod(shape)),):
-        raise ValueError(f"{p}: rows of shape {list(a.shape[1:])}; the model takes {list(shape)} (or flat)")
+    shape = tuple(shape)
+    forms = [shape, (int(np.prod(shape)),)] + ([shape[1:]] if len(shape) == 3 and shape[0] == 1 else [])   # (N, 8, 8) for 1x8x8
+    if a.shape in forms[:1] + forms[2:]: a = a[None]                      # one image
+    if a.ndim < 1 or a.shape[1:] not in forms:
+        raise ValueError(f"{p}: rows of shape {list(a.shape[1:])}; the model takes rows of " + " or ".join(map(str, map(list, forms))))
     if a.dtype != np.uint8:
         from mlops_nb.inputs import pixels, BadInput
         try: a = pixels(a.astype(np.float64), str(p))
         except BadInput as e: raise ValueError(str(e)) from None
     return a.reshape(len(a), *shape)
 
-def score_paths(m, paths, batch_size: int = 256, progress: bool = True):
-    "Rows `{path, digest, label, probabilities, error}` for every input under `paths`, scored by `m` (a `ServedModel`)."
+def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped: list | None = None):
+    "Rows `{path, digest, label, probabilities, error}` for every input under `paths`, scored by `m` (a `ServedModel`); "
+    "files in folders that are not images are appended to `skipped`."
     import hashlib
     import numpy as np
     from tqdm.auto import tqdm
     from mlops_nb.data import decode_image
-    items = list(_inputs(paths))
+    items = list(_inputs(paths, skipped))
     c, h, w = m.shape
     mode = {1: "L", 3: "RGB"}.get(c)
     out, batch = [], []
@@ -148,7 +157,12 @@ def cmd_predict(a, s):
     if a.batch_size < 1: raise ValueError(f"--batch-size {a.batch_size}: out of range")
     if a.out and not a.out.endswith((".csv", ".parquet")): raise ValueError(f"--out {a.out}: name a .csv or .parquet file")
     m = ServedModel.load(s, a.model)
-    rows = score_paths(m, a.paths, a.batch_size)
+    skipped = []
+    rows = score_paths(m, a.paths, a.batch_size, skipped=skipped)
+    if skipped:
+        from mlops_nb.data import term_safe
+        err(f"skipped {len(skipped)} file(s) in the folders given that are not PNG or JPEG images: "
+            + ", ".join(term_safe(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
     bad = sum(r["error"] is not None for r in rows)
     if a.out and a.out.endswith(".parquet"):
         import pyarrow as pa, pyarrow.parquet as pq
