@@ -106,6 +106,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlops_nb.cmd_serve': { 'mlops_nb.cmd_serve._inputs': ('cmd_serve.html#_inputs', 'mlops_nb/cmd_serve.py'),
                                     'mlops_nb.cmd_serve._npy': ('cmd_serve.html#_npy', 'mlops_nb/cmd_serve.py'),
                                     'mlops_nb.cmd_serve.add_commands': ('cmd_serve.html#add_commands', 'mlops_nb/cmd_serve.py'),
+                                    'mlops_nb.cmd_serve.cannot_listen': ('cmd_serve.html#cannot_listen', 'mlops_nb/cmd_serve.py'),
                                     'mlops_nb.cmd_serve.cmd_apptest': ('cmd_serve.html#cmd_apptest', 'mlops_nb/cmd_serve.py'),
                                     'mlops_nb.cmd_serve.cmd_predict': ('cmd_serve.html#cmd_predict', 'mlops_nb/cmd_serve.py'),
                                     'mlops_nb.cmd_serve.cmd_predictions': ('cmd_serve.html#cmd_predictions', 'mlops_nb/cmd_serve.py'),

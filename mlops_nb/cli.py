@@ -22,7 +22,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlops-nb", description="mlops_nb: notebook-driven, reproducible MLOps workbook.",
                                 epilog="`mlops-nb COMMAND --help` for a command's options. Exit status: 0 ok; 1 a stage, "
                                        "gate or reproduction failed; 2 bad input or a path that cannot be used; "
-                                       "3 W&B unreachable; 130 interrupted.")
+                                       "3 W&B unreachable (sync); 4 the service cannot listen (serve: the port is taken); "
+                                       "130 interrupted.")
     p.add_argument("--settings", help="settings file (default: $MLOPS_NB_SETTINGS, else the nearest settings.ini)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for g in GROUPS: g.add_commands(sub)

@@ -8,7 +8,8 @@ from .cmd_common import err, table
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_serve', 'score_paths', 'cmd_predict', 'cmd_apptest', 'cmd_predictions']
+__all__ = ['CANNOT_LISTEN', 'add_commands', 'cannot_listen', 'cmd_serve', 'score_paths', 'cmd_predict', 'cmd_apptest',
+           'cmd_predictions']
 
 # %% ../nbs/55_cmd_serve.ipynb #c003
 def add_commands(sub):
@@ -18,7 +19,8 @@ def add_commands(sub):
                                    "/v1/feedback, GET /v1/model, /metrics, /healthz, /readyz, and the Open Inference Protocol "
                                    "under /v2 (tritonclient, KServe and MLServer clients work against it). The bundle is "
                                    "verified before it listens; every prediction goes to the prediction log. Limits, the API "
-                                   "key and CORS are in settings.ini [serve]. Interactive API docs at /docs.")
+                                   "key and CORS are in settings.ini [serve]. Interactive API docs at /docs. Exit status 4 when it cannot listen "
+                                   "(the port is taken, or the address is not this machine's).")
     x.add_argument("--model", metavar="NAME[@ALIAS|@VERSION]",
                    help="what to serve (default: the only registered model, at production, else staging, else latest)")
     x.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
@@ -69,15 +71,36 @@ def add_commands(sub):
     x.add_argument("--parquet", metavar="DIR", help="export: the folder to write day=YYYY-MM-DD/ partitions into")
     x.set_defaults(func=cmd_predictions)
 
+CANNOT_LISTEN = 4                              # the exit status of `serve` when it cannot listen (`mlops-nb --help` says so)
+
+def cannot_listen(host: str, port: int) -> str | None:
+    "Why nothing could listen on `host:port` now (the port taken, an address not this machine's), or None."
+    import errno, socket
+    if port == 0: return None                          # any free port
+    try:
+        fam, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(fam, socket.SOCK_STREAM) as sk:
+            sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)          # as uvicorn binds
+            sk.bind(addr)
+    except OSError as e:
+        return "the port is taken (another service listens there; --port picks another)" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+    return None
+
 def cmd_serve(a, s):
-    "`mlops-nb serve`: runs until stopped."
+    "`mlops-nb serve`: runs until stopped; `CANNOT_LISTEN` when it cannot listen."
     from mlops_nb.serve import serve
     for k in ("port", "workers", "threads", "max_batch"):
         v = getattr(a, k)
         if v is not None and (v < (0 if k == "port" else 1) or (k == "port" and v > 65535)):
             raise ValueError(f"--{k.replace('_', '-')} {v}: out of range")
     if a.max_batch: s.serve["max_batch"] = a.max_batch
-    serve(s, a.model, a.host, a.port, a.workers, a.threads, echo=err)
+    if why := cannot_listen(a.host, a.port):           # before the model loads and anything says `serving`
+        err(f"mlops-nb serve: error: cannot listen on {a.host}:{a.port}: {why}"); return CANNOT_LISTEN
+    try: serve(s, a.model, a.host, a.port, a.workers, a.threads, echo=err)
+    except SystemExit as e:                            # uvicorn's startup failure (3): the port was taken meanwhile
+        if e.code != 3: raise
+        err(f"mlops-nb serve: error: the service could not start listening on {a.host}:{a.port} (uvicorn's reason above)")
+        return CANNOT_LISTEN
     return 0
 
 

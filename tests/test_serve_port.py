@@ -1,0 +1,23 @@
+"""`serve` on a port that is taken: one line and exit 4, which --help documents; never `serving ... on` (issue 23 item 15)."""
+import socket
+from conftest import cli, make_workbook
+
+
+def test_a_taken_port_exits_4_without_saying_serving(tmp_path):
+    wb = make_workbook(tmp_path)
+    with socket.socket() as other:                      # another service on the port
+        other.bind(("127.0.0.1", 0)); other.listen()
+        port = other.getsockname()[1]
+        p = cli("serve", "--port", str(port), settings=wb, timeout=60)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [f"mlops-nb serve: error: cannot listen on 127.0.0.1:{port}: the port is taken "
+                                             "(another service listens there; --port picks another)"], p.stderr
+    assert "serving" not in p.stderr + p.stdout
+
+
+def test_help_documents_the_exit_statuses_apart():
+    from mlops_nb.cli import parser
+    h = " ".join(parser().format_help().split())
+    assert "3 W&B unreachable (sync); 4 the service cannot listen (serve: the port is taken)" in h
+    serve = next(a for a in parser()._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
+    assert "Exit status 4 when it cannot listen" in " ".join(serve.format_help().split())
