@@ -152,7 +152,8 @@ def _like(prefix): return prefix.replace("\\", "\\\\").replace("%", "\\%").repla
 
 @patch
 def ancestry(self: Lineage, digest: str, name: str = "", run_id: str | None = None, _seen=None) -> dict:
-    "The tree of executions and artifacts that `digest` came from (as made in `run_id`, when given)."
+    "The tree of executions and artifacts that `digest` came from (as made in `run_id`, when given). An execution met "
+    "before (in `_seen`) is not walked again: its step says `shown_above`."
     _seen = set() if _seen is None else _seen
     node = {"artifact": digest, "name": name}
     ex = self.producer(digest, run_id)
@@ -161,31 +162,35 @@ def ancestry(self: Lineage, digest: str, name: str = "", run_id: str | None = No
     if ex["id"] not in _seen:
         _seen.add(ex["id"])
         step["inputs"] = [self.ancestry(d, n, ex["run_id"], _seen) for n, d in ex["inputs"].items()]
-    else: step["inputs"] = []
+    else: step.update(inputs=[], shown_above=True)
     if ex["stage"] == "ingest": step["raw_data"] = (ex["params"] or {}).get("source")
     node["produced_by"] = step
     return node
 
 @patch
 def run_ancestry(self: Lineage, run_id: str) -> list:
-    "Ancestry trees of a run's final outputs (those no later stage of the run consumed)."
-    r = self.run(run_id)
+    "Ancestry trees of a run's final outputs (those no later stage of the run consumed); an execution two outputs share "
+    "is walked once, in the first tree that meets it."
+    r, seen = self.run(run_id), set()
     consumed = {d for e in r["executions"] for d in e["inputs"].values()}
-    return [self.ancestry(d, f"{e['stage']}.{n}", run_id) for e in r["executions"] for n, d in e["outputs"].items() if d not in consumed]
+    return [self.ancestry(d, f"{e['stage']}.{n}", run_id, seen) for e in r["executions"] for n, d in e["outputs"].items()
+            if d not in consumed]
 
 # %% ../nbs/02_lineage.ipynb #c010
 def format_tree(trees: list) -> str:
-    "The ancestry trees as indented text."
+    "The ancestry trees as indented text; an execution shown once is named again, not repeated with its inputs."
+    from mlops_nb.data import term_safe                  # names and the raw data's path reach a terminal
     out = []
     def walk(node, depth):
         pad = "  " * depth
         p = node["produced_by"]
-        label = f"{pad}{node['name'] or 'artifact'}  {node['artifact'][:19]}"
+        label = f"{pad}{term_safe(node['name'] or 'artifact')}  {term_safe(node['artifact'][:19])}"
         if p is None: out.append(label + "  (raw input)"); return
-        params = ", ".join(f"{k}={v!r}" for k, v in (p["params"] or {}).items())
         out.append(label)
-        out.append(f"{pad}  <- {p['stage']} in run {p['run_id']}  commit {str(p['git_commit'])[:10]}  ({params})")
-        if p.get("raw_data"): out.append(f"{pad}     raw data: {p['raw_data']}")
+        if p.get("shown_above"): out.append(f"{pad}  <- {term_safe(p['stage'])} in run {term_safe(p['run_id'])}  (its ancestry is shown above)"); return
+        params = term_safe(", ".join(f"{k}={v!r}" for k, v in (p["params"] or {}).items()))
+        out.append(f"{pad}  <- {term_safe(p['stage'])} in run {term_safe(p['run_id'])}  commit {term_safe(str(p['git_commit'])[:10])}  ({params})")
+        if p.get("raw_data"): out.append(f"{pad}     raw data: {term_safe(p['raw_data'])}")
         for ch in p["inputs"]: walk(ch, depth + 2)
     for t in trees: walk(t, 0)
     return "\n".join(out)
