@@ -99,8 +99,9 @@ def markdown_summary(s, r) -> str:
         g = json.loads(Store(s.store).read_bytes(reg_out["registration"]))
         if g.get("version") is not None:
             checks = registry_for(s).production_gate(g["name"], g["version"], gates_of(s))
-            ok = all(c["passed"] for c in checks)
-            out += ["", f"**{e(g['name'])}@{g['version']}**: production gate " + ("passes" if ok else "does not pass yet"), "",
+            failed = [e(c["check"]) for c in checks if not c["passed"]]
+            out += ["", f"**{e(g['name'])}@{g['version']}**: production gate " +
+                    (f"does not pass yet (not passed: {', '.join(failed)})" if failed else "passes"), "",
                     "| check | passed | detail |", "|---|---|---|"]
             out += [f"| {e(c['check'])} | {'yes' if c['passed'] else '**no**'} | {e(c['detail'])} |" for c in checks]
     return "\n".join(out)
