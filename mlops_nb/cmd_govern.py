@@ -48,6 +48,8 @@ def cmd_govern(a, s):
 
 def cmd_audit(a, s):
     "`mlops-nb audit`: the trail, or a version's lineage."
+    from mlops_nb.data import term_safe
+    say = lambda line: print(term_safe(line))              # why, who, details: user strings, one terminal line each
     from mlops_nb.govern import audit, lineage
     from mlops_nb.registry import registry_for
     if a.ref and "@" in a.ref:
@@ -59,25 +61,25 @@ def cmd_audit(a, s):
         out = lineage(s, name, int(v))
         if a.json: print(json.dumps(out, indent=1, default=str)); return 0
         d, r = out["data"], out["run"]
-        print(f"{name}@{out['version']}  {out['bundle']}  registered {out['created']}")
-        print(f"  data     {d['dataset']}  source {d['source']!r}, {d['rows']} rows" + (
+        say(f"{name}@{out['version']}  {out['bundle']}  registered {out['created']}")
+        say(f"  data     {d['dataset']}  source {d['source']!r}, {d['rows']} rows" + (
               f"; {d['production_predictions']['rows']} labelled production predictions ({d['production_predictions']['ids_digest'][:19]})"
               if d["production_predictions"] else ""))
-        print(f"  run      {r['id']}  commit {(r['git'] or {}).get('commit')}  env {r['env_digest']}")
-        print(f"  apptest  {'passed' if out['application_test']['passed'] else 'not passed'}: {out['application_test']['detail']}")
+        say(f"  run      {r['id']}  commit {(r['git'] or {}).get('commit')}  env {r['env_digest']}")
+        say(f"  apptest  {'passed' if out['application_test']['passed'] else 'not passed'}: {out['application_test']['detail']}")
         for g in out["gates"]:
-            print(f"  {g['alias']:<8} {g['at']} by {g['who']}{' (forced)' if g['forced'] else ''}: {g['why']}")
-            for c in g["checks"]: print(f"             {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
+            say(f"  {g['alias']:<8} {g['at']} by {g['who']}{' (forced)' if g['forced'] else ''}: {g['why']}")
+            for c in g["checks"]: say(f"             {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
         ap = out["approval"]
-        print(f"  approval {ap['at']} by {ap['who']}: {ap['why']}" if ap else f"  approval none: {out['approval_problem']}")
-        if out["caused_by"]: print(f"  cause    monitoring run {out['caused_by'].get('monitor_run')}: {out['caused_by']['why']}")
-        for c in out["served"]: print(f"  served   {c['predictions']} predictions as {c['role']}" + (f", accuracy {c['accuracy']:.3f} on {c['labelled']} labels" if c["accuracy"] is not None else ""))
+        say(f"  approval {ap['at']} by {ap['who']}: {ap['why']}" if ap else f"  approval none: {out['approval_problem']}")
+        if out["caused_by"]: say(f"  cause    monitoring run {out['caused_by'].get('monitor_run')}: {out['caused_by']['why']}")
+        for c in out["served"]: say(f"  served   {c['predictions']} predictions as {c['role']}" + (f", accuracy {c['accuracy']:.3f} on {c['labelled']} labels" if c["accuracy"] is not None else ""))
         return 0
     rows = audit(s, a.ref)
     if a.json: print(json.dumps(rows, indent=1, default=str)); return 0
     if not rows: print("no events"); return 0
     for e in rows:
         v = "" if e["version"] is None else f"@{e['version']}"
-        print(f"{e['time'][:19]}  {e['who'][:24]:<24} {e['action']:<24} {e['model']}{v}  {e['why']}")
+        say(f"{e['time'][:19]}  {e['who'][:24]:<24} {e['action']:<24} {e['model']}{v}  {e['why']}")
     return 0
 

@@ -50,3 +50,16 @@ def test_runs_and_show_escape_what_a_run_record_says(tmp_path):
     assert not any(c in p.stdout for c in "\x1b\x07"), p.stdout
     assert "profile smoke\\x1b[2J\\nforged  succeeded" in p.stdout
     assert "\n  /x/a\\x1b]0;t\\x07.png: bad\n" in p.stdout                  # the problem list keeps its lines, escaped
+
+
+def test_audit_escapes_why_and_who(tmp_path):
+    from mlops_nb.govern import record
+    wb = make_workbook(tmp_path)
+    s = load_settings(wb)
+    from mlops_nb.registry import registry_for
+    registry_for(s).close()                                       # an (empty) registry: audit reads model names from it
+    record(s, "note", "because\x1b[2J\n2026-01-01T00:00:00  root  release  toy@9  forged", by="eve\x1b]0;x\x07")
+    p = cli("audit", settings=wb)
+    assert p.returncode == 0, p.stderr
+    assert not any(c in p.stdout for c in "\x1b\x07"), p.stdout
+    assert len(p.stdout.splitlines()) == 1 and "because\\x1b[2J\\n2026-01-01T00:00:00  root  release" in p.stdout, p.stdout
