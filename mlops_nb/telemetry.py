@@ -4,7 +4,7 @@
 
 # %% ../nbs/20c_telemetry.ipynb #c002
 from __future__ import annotations
-import os, threading, time
+import os, threading
 
 
 # %% auto #0
@@ -52,7 +52,9 @@ class Telemetry:
         self._children, self._seen = {}, {}
         self.log = None                                         # a PredictionLog whose writer the gauges follow
         self.tick()
-        threading.Thread(target=self._loop, args=(every_s,), name="telemetry", daemon=True).start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(every_s,), name="telemetry", daemon=True)
+        self._thread.start()
 
     def request(self, route: str, status: int, seconds: float):
         "Count an answered request and its latency."
@@ -100,10 +102,13 @@ class Telemetry:
                 if n != self._seen.get(key, 0): c.inc(n - self._seen.get(key, 0)); self._seen[key] = n
 
     def _loop(self, every_s):
-        while True:
-            time.sleep(every_s)
+        while not self._stop.wait(every_s):                     # until close (a notebook's namespace may be gone by then)
             try: self.tick()
             except Exception: pass                              # metrics never take the service down
+
+    def close(self, timeout: float = 5):
+        "Stop updating the gauges in the background (a service stopping, an example done)."
+        self._stop.set(); self._thread.join(timeout)
 
     def render(self) -> tuple[bytes, str]:
         "The exposition text (all workers' metrics in multiprocess mode) and its content type."

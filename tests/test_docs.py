@@ -1,5 +1,5 @@
 """`make docs`: the documentation site builds offline, with a page per module showing every exported function."""
-import importlib, inspect, re, subprocess, sys
+import ast, importlib, inspect, re, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -33,3 +33,41 @@ def test_docs_site(tmp_path):
         for n in names:                                            # the signature of each exported function and class
             assert re.search(rf"(def|class) {n}\b", text), f"{name}: no signature of {mod}.{n}"
     assert "core_lease" in pages["cores.html"] and "cores the body keeps busy" in pages["cores.html"]   # docments too
+
+
+def _annotation_names(fn) -> set[str]:
+    "Names an unquoted annotation of `fn`'s parameters or return value uses (a quoted one is never evaluated by show_doc)."
+    a = fn.args
+    anns = [x.annotation for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x and x.annotation]
+    anns += [fn.returns] if fn.returns else []
+    return {n.id for ann in anns if not (isinstance(ann, ast.Constant) and isinstance(ann.value, str))
+            for n in ast.walk(ann) if isinstance(n, ast.Name)}
+
+
+def _bound(node) -> set[str]:
+    "The module-level names a statement binds."
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)): return {(a.asname or a.name).split(".")[0] for a in node.names}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+def test_docs_signatures_resolve_in_notebook_order():
+    "The quick half of `make docs`: nbdev's page for a notebook runs its cells in order and shows each exported "
+    "definition's signature after its cell, so an annotation naming a class defined in a later cell (Kernel's "
+    "`zygote: Zygote | None` did) kills the page with a NameError. Every unquoted annotation must name something "
+    "bound in that cell or an earlier one."
+    import builtins
+    bad = []
+    for py in sorted((REPO / "mlops_nb").rglob("*.py")):
+        src = py.read_text()
+        if "File to edit:" not in src: continue
+        known = set(dir(builtins))
+        for cell in re.split(r"^# %% .*$", src, flags=re.M):           # nbdev marks each exported cell
+            tree = ast.parse(cell)
+            for node in tree.body: known |= _bound(node)
+            for node in tree.body:
+                fns = [node] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else \
+                      [f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"] if isinstance(node, ast.ClassDef) else []
+                bad += [f"{py.name}: {node.name} annotates with {n!r}, defined in a later cell (quote the annotation)"
+                        for f in fns for n in sorted(_annotation_names(f) - known)]
+    assert not bad, "\n".join(bad)
