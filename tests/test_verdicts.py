@@ -1,6 +1,6 @@
 """Application-test verdicts are append-only events: a by-hand verdict adds one at its own time, never replaces the
 pipeline's; the production gate follows the latest; a registry from before verdicts had a table keeps its verdicts."""
-import json, sqlite3
+import json, sqlite3, time
 import pytest
 from conftest import cli, make_workbook
 from toybundle import toy_bundle
@@ -20,6 +20,7 @@ def test_every_verdict_is_its_own_event_and_the_gate_follows_the_latest(tmp_path
     reg = registry_for(s)
     v = reg.register("toy-cnn", toy_bundle(reg.store, "verdicts"))
     report = tmp_path / "report.json"; report.write_text("{}")
+    time.sleep(0.01)        # event times are kept to the millisecond: the verdict's own time must differ from registering's
     reg.record_apptest("toy-cnn", v, True, "replay exact on every route", {"path": str(report)})
     gate = lambda: next(c for c in reg.production_gate("toy-cnn", v, {**s.gates, "require_approval": False}) if c["check"] == "application test")
     assert gate()["passed"]
