@@ -60,7 +60,7 @@ def cmd_monitor(a, s):
         if t: window_time(flag, t)
     from mlops_nb.registry import registry_for
     from mlops_nb.served import pick
-    reg = registry_for(s)
+    reg = registry_for(s, create=False)
     try: pick(reg, a.model or None)                              # an unknown model or version, too
     finally: reg.close()
     if s.predictions is None or not s.predictions.is_file():

@@ -57,8 +57,9 @@ def add_commands(sub):
 
 # %% ../nbs/54_cmd_registry.ipynb #c004
 def _registry(s):
+    "The workbook's registry; none there is refused in one line (a command here never starts an empty one)."
     from mlops_nb.registry import registry_for
-    return registry_for(s)
+    return registry_for(s, create=False)
 
 def _print_version(v, aliases, reg) -> bool:
     "Print one version; False when its bundle is missing or corrupt (said on stderr, one line)."

@@ -155,7 +155,7 @@ def plan(s, model: str | None = None) -> dict:
     if p["policy"] == "off":
         p["steps"].append(f"[govern] retrain = off: {len(triggers)} check(s) failed ({', '.join(c['check'] for c in triggers)}); nothing retrains")
         return p
-    reg = registry_for(s)
+    reg = registry_for(s, create=False)
     try: v = reg.version(fig["model"], fig["version"])
     finally: reg.close()
     src = s.runs / str(v["run_id"]) / "run.json"
@@ -227,7 +227,7 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
         echo(f"{name}@{v} is registered and application-tested. A reviewer reads its QA report, then:\n"
              f"  mlops-nb approve {name}@{v} --why '...'\n  mlops-nb release {name}@{v} --why 'retrained after: {p['triggers'][0]['check']}'")
         return {**out, "outcome": "awaiting-approval"}
-    reg = registry_for(s)
+    reg = registry_for(s, create=False)
     try:
         if gates_of(s).get("require_approval"):
             reg.approve(name, v, f"automatic: [govern] retrain = auto after monitoring run {p['report']} ({short})", by=POLICY)
@@ -246,7 +246,7 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
 def audit(s, name: str | None = None) -> list[dict]:
     "Every governance event (of model `name`), oldest first: `{time, ts, who, action, model, version, why, refs}`."
     from mlops_nb.registry import registry_for
-    reg = registry_for(s)
+    reg = registry_for(s, create=False)
     ev = []
     try:
         names = [name] if name else [m["name"] for m in reg.models()]
@@ -285,7 +285,7 @@ def lineage(s, name: str, version: int) -> dict:
     from mlops_nb.registry import registry_for
     from mlops_nb.predlog import compare
     from mlops_nb.store import Store
-    reg = registry_for(s)
+    reg = registry_for(s, create=False)
     try:
         v = reg.version(name, version)
         b = reg.load(f"{name}@{version}")

@@ -12,7 +12,7 @@ from .store import Store, IntegrityError, MissingArtifact
 from .bundle import BundleUnusable
 from .gate import production_gate as _production_gate
 from .params import check_name, check_register_alias, _NAME
-from .db import connect, create, transaction
+from .db import connect, create as create_schema, transaction
 
 # %% auto #0
 __all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for',
@@ -101,11 +101,15 @@ def model_name_for(source: str) -> str:
 
 # %% ../nbs/15_registry.ipynb #c005
 class Registry:
-    "Model versions and aliases in SQLite, bundles in the artifact store."
-    def __init__(self, path, store: Store, runs=None):
+    "Model versions and aliases in SQLite, bundles in the artifact store; `create=False` refuses a missing file (a "
+    "command that only reads, or a service that follows it) rather than starting an empty registry in its place."
+    def __init__(self, path, store: Store, runs=None, create: bool = True):
         self.path, self.store, self.runs = Path(path), store, Path(runs) if runs else None   # runs: where QA reports of runs live
+        if not create and not (self.path.is_file() and self.path.stat().st_size):        # an empty file is no registry either
+            raise RegistryError(f"no registry at {self.path}: nothing was registered there yet (`mlops-nb run` registers a model), "
+                                "or the file was moved or deleted")
         self.db = connect(self.path)
-        create(self.db, SCHEMA)
+        create_schema(self.db, SCHEMA)
         with self.tx() as c:                                    # registries written before a column existed
             for table, col, decl in _ADDED:
                 if col not in {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}:
@@ -488,9 +492,9 @@ def end_canary(self: Registry, name: str, why: str = "") -> dict:
 
 
 # %% ../nbs/15_registry.ipynb #c012
-def registry_for(s) -> Registry:
-    "The workbook's registry (settings `[paths] registry`)."
-    return Registry(s.registry, Store(s.store), s.runs)
+def registry_for(s, create: bool = True) -> Registry:
+    "The workbook's registry (settings `[paths] registry`); `create=False`: refuse (`RegistryError`) when there is none."
+    return Registry(s.registry, Store(s.store), s.runs, create)
 
 
 @patch

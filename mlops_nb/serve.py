@@ -293,10 +293,12 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             t0 = time.perf_counter()
             try: r = follow.poll()
             except Exception as e:
+                tel.registry_file(follow.reopened, follow.gone)
                 tel.swap_failed()
                 print(f"mlops-nb serve: not swapping, still serving {m.name}@{st.T.primary.m.version}: {type(e).__name__}: {e}",
                       file=sys.stderr, flush=True)
                 continue
+            tel.registry_file(follow.reopened, follow.gone)
             if r is None: continue
             new = traffic(r, st.T)
             try: old = asyncio.run_coroutine_threadsafe(swap(new), loop).result()

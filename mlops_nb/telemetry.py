@@ -45,6 +45,9 @@ class Telemetry:
         self._swaps = Histogram("mlops_nb_swap_seconds", "a release seen to its versions serving: load, verify, warm up, swap",
                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
         self._swap_fail = Counter("mlops_nb_swap_failures", "releases that could not be loaded (the service kept serving)", registry=r)
+        self._reopen = Counter("mlops_nb_registry_reopened", "times the followed registry file was replaced and reopened", registry=r)
+        self._missing = Gauge("mlops_nb_registry_missing", "1 while the followed registry file is missing", registry=r,
+                              multiprocess_mode="livemax")
         self._shadow_drop = Counter("mlops_nb_shadow_dropped", "requests the shadow skipped because it fell behind", registry=r)
         self._cpu = Gauge("mlops_nb_process_cpu_seconds", "CPU time of this worker", ["pid"], registry=r, multiprocess_mode="liveall")
         self._rss = Gauge("mlops_nb_process_resident_memory_bytes", "resident memory of this worker", ["pid"], registry=r,
@@ -80,6 +83,11 @@ class Telemetry:
     def swapped(self, seconds: float): self._swaps.observe(seconds)
     def swap_failed(self): self._swap_fail.inc()
     def shadow_dropped(self): self._shadow_drop.inc()
+
+    def registry_file(self, reopened: int, missing: bool):
+        "Follow a `Follower`: `reopened` in all so far, `missing` now."
+        if reopened > self._seen.get("reopened", 0): self._reopen.inc(reopened - self._seen.get("reopened", 0)); self._seen["reopened"] = reopened
+        self._missing.set(missing)
 
     def batched(self, requests: int): self._batch.observe(requests)
 

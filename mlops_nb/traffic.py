@@ -186,15 +186,42 @@ class Follower:
     "Follows a model's routes in the registry: `want()` reads them now; `poll()` gives the new `Routes` (its models "
     "loaded, verified and warmed up; unchanged ones reused) when they changed since the last call, else None. "
     "`alias` None follows production, else staging, else the latest version, as `mlops-nb serve` picks; `name` None: "
-    "the registry's only model."
-    def __init__(self, s, name: str | None = None, alias: str | None = None, threads: int = 1):
+    "the registry's only model. A registry file replaced (restored from a copy) is reopened, one deleted is waited for "
+    "while the current routes keep serving: both said on stderr, `reopened` counts the reopenings (for `/metrics`)."
+    def __init__(self, s, name: str | None = None, alias: str | None = None, threads: int = 1, echo=None):
         self.s, self.name, self.alias, self.threads = s, name, alias, threads
         self.reg, self.current, self.failed = None, None, None     # the registry (opened in the thread that polls)
+        self.file, self.reopened, self.gone = None, 0, False       # (device, inode, size) seen last; reopenings; missing now
+        self.echo = echo or (lambda m: print(f"mlops-nb serve: {m}", file=sys.stderr, flush=True))
+
+    def _stat(self) -> tuple | None:
+        "(device, inode, size) of the registry file now; None when there is none."
+        try: st = os.stat(self.s.registry)
+        except FileNotFoundError: return None
+        return st.st_dev, st.st_ino, st.st_size
+
+    def _open(self) -> bool:
+        "Open the registry, or reopen it when its file is another one than at the last look (missing then, another inode, "
+        "or shorter: a copy put in its place); False while the file is missing or empty (refused when nothing is served yet)."
+        from mlops_nb.registry import registry_for
+        now, was = self._stat(), self.file
+        if now is None or now[2] == 0:                             # an empty file: a copy only begun, not a registry yet
+            if self.current is None: registry_for(self.s, create=False)              # raises: no registry to start from
+            if not self.gone: self.echo(f"the registry {self.s.registry} is missing; still serving {self.name}@{self.current.primary.version} "
+                                        "and waiting for it to come back")
+            self.gone = True
+            return False
+        replaced = self.gone or was is not None and (now[:2] != was[:2] or now[2] < was[2])
+        self.file, self.gone = now, False
+        if replaced:
+            self.close(); self.reopened += 1
+            self.echo(f"the registry {self.s.registry} was replaced (another file at its path): reopened it")
+        if self.reg is None: self.reg = registry_for(self.s, create=False)
+        return True
 
     def want(self) -> tuple:
-        "(primary, canary, percent, shadow) versions the registry says now."
-        from mlops_nb.registry import registry_for
-        if self.reg is None: self.reg = registry_for(self.s)
+        "(primary, canary, percent, shadow) versions the registry says now (the current ones while its file is missing)."
+        if not self._open(): return self.current.key()
         if self.name is None: self.name = pick(self.reg, None)["name"]
         r = self.reg.routes(self.name)
         if self.alias is None: primary = pick(self.reg, self.name)["version"]
