@@ -158,11 +158,20 @@ def confused_pairs(y, pred, labels, top: int = 5, examples: int = 4) -> list[dic
     return [{"true": str(labels[c // k]), "predicted": str(labels[c % k]), "count": int(cnt[c]), "share": float(cnt[c] / len(wrong)),
              "rows": wrong[pair == c][:examples].tolist()} for c in np.argsort(-cnt, kind="stable")[:top] if cnt[c]]
 
-def confident_mistakes(y, pred, conf, top: int = 8) -> list[int]:
-    "Row indices of the `top` most confident wrong predictions, most confident first."
+def confident_mistakes(y, pred, conf, top: int = 8, x=None) -> list[int]:
+    "Row indices of the `top` most confident wrong predictions, most confident first; given the inputs `x`, one row per "
+    "distinct input (a camera resending a frame, a replayed request: the gallery shows each mistake once)."
     _rows(y=y, pred=pred, conf=conf); y, pred, conf = np.asarray(y), np.asarray(pred), np.asarray(conf, float)
     wrong = np.flatnonzero(y != pred)
-    return wrong[np.argsort(-conf[wrong], kind="stable")][:top].tolist()
+    order = wrong[np.argsort(-conf[wrong], kind="stable")]
+    if x is None: return order[:top].tolist()
+    import hashlib
+    seen, out = set(), []
+    for i in order:
+        d = hashlib.blake2b(np.ascontiguousarray(x[i]).tobytes(), digest_size=16).digest()
+        if d not in seen: seen.add(d); out.append(int(i))
+        if len(out) == top: break
+    return out
 
 
 # %% ../nbs/31_analyze.ipynb #c019

@@ -77,6 +77,7 @@ MONITOR_DEFAULTS = dict(
     min_class_labels=20,       # bias: a class or tag slice enters a gap only with at least this many labels
     max_recall_gap=0.2,        # bias: the largest minus the smallest per-class recall (alerts only when the intervals part)
     max_slice_gap=0.2,         # bias: the largest accuracy gap between values of one tag (e.g. cameras), the same rule
+    min_slice_rows=30,         # a tag slice's prediction PSI is shown only on at least this many predictions
 )
 
 GOVERN_DEFAULTS = dict(

@@ -190,8 +190,9 @@ def _drift(acc, alpha: float) -> dict:
 
 def _ratio(a, b): return float(a / b) if b else None
 
-def figures(w: Window, alpha: float = 0.05, min_support: int = 5) -> dict:
-    "A window's figures, JSON-ready (see the top of this notebook); drift and performance are None where the window is empty."
+def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows: int = 30) -> dict:
+    "A window's figures, JSON-ready (see the top of this notebook); drift and performance are None where the window is empty; "
+    "a slice's prediction PSI is None under `min_slice_rows` predictions (on 1-2 rows it reads 6.8 whatever the model does)."
     from mlops_nb.drift import chi2_counts
     info, k = w.ref.info, w.k
     labels = [str(c) for c in info["labels"]]
@@ -230,7 +231,8 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5) -> dict:
     def one(key, sl):
         c = sl["conf"].result(alpha=alpha)
         return {"slice": key, "rows": sl["rows"], "labelled": sl["labelled"], "accuracy": _ratio(sl["correct"], sl["labelled"]),
-                "estimated_accuracy": sl["est"] / sl["rows"], "psi": float(chi2_counts(ref_pred, sl["pred"])["psi"]),
+                "estimated_accuracy": sl["est"] / sl["rows"],
+                "psi": float(chi2_counts(ref_pred, sl["pred"])["psi"]) if sl["rows"] >= min_slice_rows else None,
                 "confidence_ks": float(c["stat"][0]), "confidence_p": float(c["p_adj"][0]), "confidence_drifted": bool(c["drifted"][0])}
     f["slices"] = [one(key, sl) for key, sl in sorted(w.slices.items())]
     return f

@@ -19,7 +19,7 @@ __all__ = ['evaluate', 'status', 'verdict_md', 'daily_md', 'drift_md', 'per_clas
 def evaluate(rep: MonitorReport, m: dict) -> dict:
     "Figures and checks of the whole period and of each window: {'total': {...}, 'windows': [...]}, each with `checks`."
     def one(w):
-        f = figures(w, m["alpha"])
+        f = figures(w, m["alpha"], min_slice_rows=m.get("min_slice_rows", 30))
         if f["rows"]: f["bias"] = bias(f, m["min_class_labels"])       # the recall and slice gaps, with their intervals
         return {**f, "checks": checks(f, m)}
     return {"total": one(rep.total), "windows": [one(w) for w in rep.windows] if rep.every else []}
@@ -69,7 +69,8 @@ def per_class_md(f: dict) -> str:
 
 def slices_md(f: dict) -> str:
     "Per tag value: predictions, labels, accuracy realized and estimated, prediction PSI, the confidence's drift (KS)."
-    rows = [{**r, "confidence drift": f"KS {r['confidence_ks']:.3f}, p {r['confidence_p']:.2g}" + (" (drifted)" if r["confidence_drifted"] else "")}
+    rows = [{**r, "confidence drift": f"KS {r['confidence_ks']:.3f}, p {r['confidence_p']:.2g}" + (" (drifted)" if r["confidence_drifted"] else ""),
+             "psi": "too few rows" if r["psi"] is None else r["psi"]}
             for r in f["slices"]]
     return md_table(rows, ["slice", "rows", "labelled", "accuracy", "estimated_accuracy", "psi", "confidence drift"])
 
