@@ -84,6 +84,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlops_nb.cmd_registry': { 'mlops_nb.cmd_registry._print_version': ( 'cmd_registry.html#_print_version',
                                                                                  'mlops_nb/cmd_registry.py'),
                                        'mlops_nb.cmd_registry._registry': ('cmd_registry.html#_registry', 'mlops_nb/cmd_registry.py'),
+                                       'mlops_nb.cmd_registry._v': ('cmd_registry.html#_v', 'mlops_nb/cmd_registry.py'),
                                        'mlops_nb.cmd_registry.add_commands': ('cmd_registry.html#add_commands', 'mlops_nb/cmd_registry.py'),
                                        'mlops_nb.cmd_registry.cmd_apptest': ('cmd_registry.html#cmd_apptest', 'mlops_nb/cmd_registry.py'),
                                        'mlops_nb.cmd_registry.cmd_history': ('cmd_registry.html#cmd_history', 'mlops_nb/cmd_registry.py'),

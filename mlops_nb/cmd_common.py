@@ -43,7 +43,8 @@ def require_train():
 
 def print_checks(checks):
     "A gate's checks, one line each: ok or FAIL, the check, its numbers."
-    for c in checks: print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}")
+    from mlops_nb.data import term_safe                  # a check's detail quotes names, labels and reasons users gave
+    for c in checks: print(f"  {'ok  ' if c['passed'] else 'FAIL'} {term_safe(c['check'])}: {term_safe(c['detail'])}")
 
 def split_ref(ref: str) -> tuple[str, int]:
     "NAME@VERSION -> (name, version); anything else (an alias, a number past any version) is refused naming the form it needs."
@@ -54,7 +55,9 @@ def split_ref(ref: str) -> tuple[str, int]:
 
 
 def table(rows):
-    "Print rows of strings as aligned columns, the first row the header."
+    "Print rows of strings as aligned columns, the first row the header; every cell escaped for the terminal (`data.term_safe`)."
+    from mlops_nb.data import term_safe
+    rows = [[term_safe(c) for c in r] for r in rows]
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows: print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
 

@@ -91,12 +91,14 @@ def cmd_alerts(a, s):
     from mlops_nb.govern import alerts
     rows = alerts(s.governance, window_time("--since", a.since) if a.since else None, a.model)
     if a.json: print(json.dumps(rows, indent=1)); return 0
-    if not rows: print("no alerts" + (f" since {a.since}" if a.since else "") + (f" for {a.model}" if a.model else "")); return 0
+    from mlops_nb.data import term_safe                   # details quote tag values and labels; deliveries quote servers
+    say = lambda line: print(term_safe(line))
+    if not rows: say("no alerts" + (f" since {a.since}" if a.since else "") + (f" for {a.model}" if a.model else "")); return 0
     for r in rows:
         dl = ", ".join(f"{d['channel']}{'' if d['ok'] else ' FAILED: ' + d['detail']}" for d in r["deliveries"]) or "not delivered"
         val = "" if r["value"] is None else f" {r['value']:.4g}" + ("" if r["threshold"] is None else f" (limit {r['threshold']:.4g})")
-        print(f"{r['time'][:19]}  {r['severity']:<8} {r['model']}@{r['version']}  {r['check_name']}{val}")
-        print(f"    {r['detail']}")
-        print(f"    run {r['run_id']}  {r['report'] or ''}  delivered: {dl}")
+        say(f"{r['time'][:19]}  {r['severity']:<8} {r['model']}@{r['version']}  {r['check_name']}{val}")
+        say(f"    {r['detail']}")
+        say(f"    run {r['run_id']}  {r['report'] or ''}  delivered: {dl}")
     return 0
 

@@ -61,26 +61,32 @@ def _registry(s):
     from mlops_nb.registry import registry_for
     return registry_for(s, create=False)
 
+def _v(version, none: str = "(none)") -> str:
+    "A version as `v3`; an alias that pointed nowhere before (or ends) as words, not `v-`."
+    return f"v{version}" if version else none
+
 def _print_version(v, aliases, reg) -> bool:
     "Print one version; False when its bundle is missing or corrupt (said on stderr, one line)."
     from mlops_nb.bundle import BundleUnusable
+    from mlops_nb.data import term_safe
     al = ", ".join(a for a, n in aliases.items() if n == v["version"])
     m = v["metrics"]
     try: reg.verify(v["name"], v["version"], v["bundle"]); ok = True
     except BundleUnusable as e: ok = False; err(f"mlops-nb registry show: error: {e}")
-    print(f"{v['name']}@{v['version']}  {('[' + al + ']') if al else ''}")
-    print(f"  bundle   {v['bundle']}  ({'verified' if ok else 'MISSING OR CORRUPT'})\n  run      {v['run_id']}\n"
-          f"  created  {v['created']} by {v['created_by']}")
-    print(f"  metrics  test/accuracy {m.get('test/accuracy')}  test/recall_gap {m.get('test/recall_gap')}")
-    print(f"  parity   {'passed' if v['parity_passed'] else 'not passed'}   application test "
-          f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run (mlops-nb apptest)') }")
+    say = lambda line: print(term_safe(line))          # reasons and names users typed: one terminal line each, escaped
+    say(f"{v['name']}@{v['version']}  {('[' + al + ']') if al else ''}")
+    say(f"  bundle   {v['bundle']}  ({'verified' if ok else 'MISSING OR CORRUPT'})"); say(f"  run      {v['run_id']}")
+    say(f"  created  {v['created']} by {v['created_by']}")
+    say(f"  metrics  test/accuracy {m.get('test/accuracy')}  test/recall_gap {m.get('test/recall_gap')}")
+    say(f"  parity   {'passed' if v['parity_passed'] else 'not passed'}   application test "
+        f"{ {1: 'passed', 0: 'failed'}.get(v['apptest_passed'], 'not run (mlops-nb apptest)') }")
     if v.get("apptest_detail") or v.get("apptest_at"):          # the latest verdict; every one is in `mlops-nb audit`
-        print(f"  apptest  {v['apptest_detail'] or ''}  (at {v['apptest_at']}{' by ' + v['apptest_by'] if v['apptest_by'] else ''})")
+        say(f"  apptest  {v['apptest_detail'] or ''}  (at {v['apptest_at']}{' by ' + v['apptest_by'] if v['apptest_by'] else ''})")
     if v["apptest_passed"] == 1:
         ap, problem = reg.approval(v["name"], v["version"])
-        print(f"  approval {'approved by ' + ap['who'] + ' at ' + ap['at'] + ': ' + ap['why'] if ap else problem}")
+        say(f"  approval {'approved by ' + ap['who'] + ' at ' + ap['at'] + ': ' + ap['why'] if ap else problem}")
     routes = reg.routes(v["name"])
-    if routes["canary"] == v["version"]: print(f"  traffic  canary: {routes['percent']:g}% of requests")
+    if routes["canary"] == v["version"]: say(f"  traffic  canary: {routes['percent']:g}% of requests")
     return ok
 
 def cmd_ls(a, s):
@@ -109,9 +115,10 @@ def cmd_history(a, s):
         if not state: print(f"at {a.at} no alias of {a.name} was set")
         for k, v in state.items(): print(f"{a.name}@{k} -> v{v}  (at {a.at})")
         return 0
+    from mlops_nb.data import term_safe                   # who and why are what users typed
     for h in reg.history(a.name, alias=a.alias):
-        print(f"{h['at']}  {h['alias']:<11} v{h['from_version'] or '-'} -> {'v' + str(h['to_version']) if h['to_version'] else '- (ended)'}  by {h['who']}"
-              f"{'  FORCED' if h['forced'] else ''}  {h['why'] or ''}")
+        print(term_safe(f"{h['at']}  {h['alias']:<11} {_v(h['from_version'])} -> {_v(h['to_version'], '(ended)')}  by {h['who']}"
+                        f"{'  FORCED' if h['forced'] else ''}  {h['why'] or ''}"))
     return 0
 
 def cmd_promote(a, s):
@@ -123,7 +130,7 @@ def cmd_promote(a, s):
     except GateFailed as e: err(str(e)); return 1
     print_checks(r["checks"])
     if not r["changed"]: print(f"{name}@{a.to} is already v{v}: nothing changed"); return 0
-    print(f"{name}@{a.to}: v{r['from'] or '-'} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
+    print(f"{name}@{a.to}: {_v(r['from'])} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
     return 0
 
 def cmd_rollback(a, s):

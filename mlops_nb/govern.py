@@ -58,6 +58,7 @@ def raise_alerts(s, fig: dict, run_id: str | None = None, report: str | None = N
     "Alerts for the failed checks of a monitoring run's figures (`monitor.json`: model, version, since, until, total "
     "checks): each recorded in the alert log, then delivered (echoed, webhook, W&B when online). A check that alerted "
     "for the same model within `[govern] cooldown` is skipped. Returns the alerts raised (dicts, with their deliveries)."
+    from mlops_nb.data import term_safe
     now = time.time() if now is None else now
     cool = duration(s.govern["cooldown"])
     db = open_govern(s.governance)
@@ -79,7 +80,7 @@ def raise_alerts(s, fig: dict, run_id: str | None = None, report: str | None = N
                 with transaction(db): db.execute("INSERT INTO deliveries VALUES (?, ?, ?, ?, ?)", (a["id"], time.time(), channel, int(ok), detail))
                 a["deliveries"].append({"channel": channel, "ok": ok, "detail": detail})
             line = f"ALERT [{a['severity']}] {a['model']}@{a['version']} {a['check_name']}: {a['detail']}"
-            echo(line); delivered("report", True, "printed")
+            echo(term_safe(line)); delivered("report", True, "printed")             # details quote tags and labels
             if s.govern["webhook"]:
                 ok, why = _post(s.govern["webhook"], {**{k: v for k, v in a.items() if k != "deliveries"}, "time": iso(a["ts"])})
                 delivered("webhook", ok, why)

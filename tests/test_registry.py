@@ -52,7 +52,7 @@ def test_gates_promotion_history_rollback(two_versions):
     assert cli("approve", "digits-cnn@2", "--why", "QA read the report", settings=settings).returncode == 0
     p = cli("registry", "promote", "digits-cnn@2", "--to", "production", "--why", "first release", settings=settings)
     assert p.returncode == 0, p.stderr
-    assert "no current production version" in p.stdout and "digits-cnn@production: v- -> v2" in p.stdout
+    assert "no current production version" in p.stdout and "digits-cnn@production: (none) -> v2" in p.stdout
     t_v2 = now_iso()
     time.sleep(0.05)
     # the weaker v1 as challenger: significantly worse by McNemar on the same test split
@@ -75,7 +75,7 @@ def test_gates_promotion_history_rollback(two_versions):
     p = cli("registry", "rollback", "digits-cnn", settings=settings)      # v1 was rolled back: nothing lies below v2
     assert p.returncode == 2 and "no earlier version" in p.stderr
     lines = cli("registry", "history", "digits-cnn", "--alias", "production", settings=settings).stdout.splitlines()
-    assert [l.split()[2:5] for l in lines] == [["v-", "->", "v2"], ["v2", "->", "v1"], ["v1", "->", "v2"]]
+    assert [l.split()[2:5] for l in lines] == [["(none)", "->", "v2"], ["v2", "->", "v1"], ["v1", "->", "v2"]]
     assert "FORCED  drill" in lines[1] and "first release" in lines[0]
 
 

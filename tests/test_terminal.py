@@ -63,3 +63,35 @@ def test_audit_escapes_why_and_who(tmp_path):
     assert p.returncode == 0, p.stderr
     assert not any(c in p.stdout for c in "\x1b\x07"), p.stdout
     assert len(p.stdout.splitlines()) == 1 and "because\\x1b[2J\\n2026-01-01T00:00:00  root  release" in p.stdout, p.stdout
+
+
+def test_registry_show_and_history_escape_reasons(tmp_path):
+    from toybundle import toy_bundle
+    from mlops_nb.registry import registry_for
+    wb = make_workbook(tmp_path)
+    reg = registry_for(load_settings(wb))
+    v = reg.register("toy-cnn", toy_bundle(reg.store, "terminal"))
+    reg.record_apptest("toy-cnn", v, True, EVIL, None)
+    reg.set_alias("toy-cnn", "staging", v, why=EVIL)
+    reg.close()
+    show, hist = cli("registry", "show", "toy-cnn@1", settings=wb), cli("registry", "history", "toy-cnn", settings=wb)
+    assert show.returncode == 0 and hist.returncode == 0, show.stderr + hist.stderr
+    for p, n in ((show, 8), (hist, 1)):
+        assert not any(c in p.stdout for c in "\x1b\x07\r"), p.stdout
+        assert "forged" not in "".join(l for l in p.stdout.splitlines() if "cat\\n2026" not in l), p.stdout    # only inside its line
+        assert len(p.stdout.splitlines()) == n, p.stdout
+    assert "staging     (none) -> v1" in hist.stdout, hist.stdout              # no `v-`
+
+
+def test_alerts_escape_details(tmp_path):
+    from mlops_nb.govern import raise_alerts
+    wb = make_workbook(tmp_path)
+    echoed = []
+    fig = {"model": "toy-cnn", "version": 1, "since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z",
+           "total": {"checks": [{"check": "slice gap (cam\x1b[2J)", "status": "ALERT", "detail": EVIL, "value": 0.5, "threshold": 0.2}]}}
+    raise_alerts(load_settings(wb), fig, echo=echoed.append)
+    assert len(echoed) == 1 and "\x1b" not in echoed[0] and "\n" not in echoed[0], echoed
+    p = cli("alerts", settings=wb)
+    assert p.returncode == 0, p.stderr
+    assert not any(c in p.stdout for c in "\x1b\x07\r") and len(p.stdout.splitlines()) == 3, p.stdout
+    assert "slice gap (cam\\x1b[2J)" in p.stdout and "cat\\n2026-01-01  forged" in p.stdout
