@@ -53,11 +53,10 @@ def cmd_audit(a, s):
     from mlops_nb.govern import audit, lineage
     from mlops_nb.registry import registry_for
     if a.ref and "@" in a.ref:
-        name, _, v = a.ref.partition("@")
-        if not v.isdigit():
-            reg = registry_for(s)
-            try: v = reg.get(a.ref)["version"]
-            finally: reg.close()
+        name = a.ref.partition("@")[0]
+        reg = registry_for(s, create=False)                # NAME@3 or NAME@ALIAS; `@²` or a huge number refused in one line
+        try: v = reg.get(a.ref)["version"]
+        finally: reg.close()
         out = lineage(s, name, int(v))
         if a.json: print(json.dumps(out, indent=1, default=str)); return 0
         d, r = out["data"], out["run"]

@@ -45,6 +45,8 @@ SERVE_DEFAULTS = dict(
     client_time=False,         # log the time a client sends in X-Request-Time (a trusted simulator back-dating traffic)
     log_failure="keep",        # the prediction log cannot be written: keep answering (rows held, then dropped, all counted) | refuse (503)
     log_backlog_rows=100_000,  # most log rows waiting in memory (queued, or held while writes fail); beyond: the newest dropped, counted
+    header_timeout_s=10.0,     # a request's headers must all arrive this long after the connection (or its first byte); 0: no limit
+    body_timeout_s=30.0,       # its body this long after its headers: else 408 and the connection closed; 0: no limit
 )
 LOG_FAILURE = ("keep", "refuse")
 

@@ -61,9 +61,9 @@ def production_gate(reg, name: str, version: int, gates: dict, champion: int | N
     else:
         r = champion_challenger(reg, v, reg.version(name, champion), gates["significance"])
         checks.append({"check": "champion/challenger", "passed": r["passed"], "detail": r["detail"]})
-    checks.append({"check": "application test", "passed": v["apptest_passed"] == 1,
-                   "detail": "application test " + {1: "passed", 0: "failed"}.get(v["apptest_passed"], "not run yet") +
-                             (f": {v['apptest_detail']}" if v.get("apptest_detail") else "")})
+    word, said = {1: "passed", 0: "failed"}.get(v["apptest_passed"], "not run yet"), v.get("apptest_detail") or ""
+    checks.append({"check": "application test", "passed": v["apptest_passed"] == 1,          # a verdict that says its word
+                   "detail": "application test " + (said if said.startswith(word) else word + (f": {said}" if said else ""))})
     if gates.get("require_approval"):
         a, problem = reg.approval(name, version)
         checks.append({"check": "approval", "passed": a is not None,

@@ -86,8 +86,9 @@ def api_key_from(opts: dict) -> str | None:
     return os.environ.get(opts.get("api_key_env") or "MLOPS_NB_API_KEY") or opts.get("api_key") or None
 
 
-TIMEOUTS = dict(header_timeout_s=10.0,  # a request's headers must all arrive this long after the connection (or the request's first byte)
-                body_timeout_s=30.0)    # its body this long after its headers: else 408 and the connection closed (0: no limit)
+# [serve] header_timeout_s and body_timeout_s (`config.SERVE_DEFAULTS`): headers, then the body, must arrive within them
+from .config import SERVE_DEFAULTS
+TIMEOUTS = {k: SERVE_DEFAULTS[k] for k in ("header_timeout_s", "body_timeout_s")}
 
 async def _receive(receive, max_body: int, timeout: float = 0, declared: str | None = None) -> bytes:
     "The whole request body from ASGI `receive`, or `BadInput`: 413 as soon as it passes `max_body` bytes, 408 when it has "

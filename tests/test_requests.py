@@ -316,3 +316,15 @@ def wait_for(what, seconds: float = 20):
         assert time.time() < deadline, "never happened"
         time.sleep(0.05)
     return got
+
+
+def test_timeouts_are_settings(tmp_path):
+    "[serve] header_timeout_s and body_timeout_s in settings.ini reach the service's options (they were ignored)."
+    from conftest import make_workbook
+    from mlops_nb.config import load_settings
+    wb = make_workbook(tmp_path)
+    text = wb.read_text()
+    assert "header_timeout_s = 10" in text and "body_timeout_s = 30" in text      # documented in the workbook's settings
+    wb.write_text(text.replace("header_timeout_s = 10", "header_timeout_s = 2.5").replace("body_timeout_s = 30", "body_timeout_s = 0"))
+    s = load_settings(wb)
+    assert (s.serve["header_timeout_s"], s.serve["body_timeout_s"]) == (2.5, 0.0)

@@ -31,7 +31,7 @@ def test_the_job_summary_of_a_run(smoke):
     md = p.stdout
     assert md.startswith(f"### mlops-nb run `{rec['run_id']}`: succeeded")
     assert "| test/accuracy |" in md and "| apptest | succeeded |" in md
-    assert re.search(r"\| application test \| yes \| application test passed: passed: replay exact", md), md
+    assert re.search(r"\| application test \| yes \| application test passed: replay exact", md), md
     assert "| approval |" in md                                              # settings.ini requires it
     assert re.search(r"production gate does not pass yet \(not passed: [^)]*\bapproval\b[^)]*\)", md), md   # names what fails
     assert "<script" not in md
