@@ -88,6 +88,7 @@ def cannot_listen(host: str, port: int) -> str | None:
 
 def cmd_serve(a, s):
     "`mlops-nb serve`: runs until stopped; `CANNOT_LISTEN` when it cannot listen."
+    import errno
     from mlops_nb.serve import serve
     for k in ("port", "workers", "threads", "max_batch"):
         v = getattr(a, k)
@@ -97,6 +98,9 @@ def cmd_serve(a, s):
     if why := cannot_listen(a.host, a.port):           # before the model loads and anything says `serving`
         err(f"mlops-nb serve: error: cannot listen on {a.host}:{a.port}: {why}"); return CANNOT_LISTEN
     try: serve(s, a.model, a.host, a.port, a.workers, a.threads, echo=err)
+    except OSError as e:                               # the port was taken between the check and the bind
+        if e.errno != errno.EADDRINUSE: raise
+        err(f"mlops-nb serve: error: cannot listen on {a.host}:{a.port}: {e.strerror}"); return CANNOT_LISTEN
     except SystemExit as e:                            # uvicorn's startup failure (3): the port was taken meanwhile
         if e.code != 3: raise
         err(f"mlops-nb serve: error: the service could not start listening on {a.host}:{a.port} (uvicorn's reason above)")

@@ -21,7 +21,7 @@ from .telemetry import Telemetry
 
 # %% auto #0
 __all__ = ['TIMEOUTS', 'DOCS_CSP', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'create_app', 'offline_docs',
-           'HeadersTimed', 'serve', 'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
+           'HeadersTimed', 'serve', 'listening', 'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -602,7 +602,38 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     _watch_parent()
     r, follow = routes_for(s, ref, threads)         # refused here, with one line, when a bundle is missing or tampered
     m, key = r.primary, api_key_from(s.serve)
-    log = log_for(s) if workers == 1 else None         # with workers, each opens its own
+    opts = uvicorn_options(host, port, s.serve)
+    if workers == 1:                                # bound before it says so: "serving on" is true when printed
+        sock = listening(host, port)
+        _say_serving(s, r, follow, key, host, sock.getsockname()[1], echo)
+        app = create_app(r, s.serve, log_for(s), key, follow)
+        del r, m                                    # the app holds what it serves: a version swapped out is freed
+        gc.collect(); gc.freeze()
+        try: uvicorn.Server(uvicorn.Config(app, **opts)).run(sockets=[sock])
+        finally: sock.close()
+        return
+    _say_serving(s, r, follow, key, host, port, echo)   # uvicorn binds for its workers, refusing a taken port itself
+    if workers > 1:
+        mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
+        os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
+                          MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
+        try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
+        finally: shutil.rmtree(mp, ignore_errors=True)
+
+def listening(host: str, port: int):
+    "A socket bound to `host:port` and listening, as uvicorn binds (SO_REUSEADDR); port 0: a free one. OSError when it cannot."
+    import socket
+    fam, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sk = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sk.bind(addr); sk.listen(2048)
+    except OSError: sk.close(); raise
+    return sk
+
+def _say_serving(s, r, follow, key, host: str, port: int, echo):
+    "What the service serves, where, what it follows and how it is guarded: a few lines for the terminal."
+    m = r.primary
     echo(f"serving {m.name}@{m.version} ({m.digest[:19]}) on http://{host}:{port}  (docs: /docs; Ctrl-C stops)")
     echo(f"following the registry: a release, canary or shadow of {m.name} is swapped in without a restart" if follow else
          f"pinned to version {m.version} (serve an alias, e.g. --model {m.name}@production, to follow releases)")
@@ -610,18 +641,6 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     if r.shadow: echo(f"shadow: {m.name}@{r.shadow.version} scores every request (logged, never returned)")
     echo(f"predictions logged to {s.predictions}; " + ("an API key guards feedback" + (" and predictions" if s.serve["protect_predict"] else "")
                                                         if key else "no API key set: feedback is open"))
-    opts = uvicorn_options(host, port, s.serve)
-    if workers > 1:
-        mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
-        os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
-                          MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
-        try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
-        finally: shutil.rmtree(mp, ignore_errors=True)
-        return
-    app = create_app(r, s.serve, log, key, follow)
-    del r, m                                # the app holds what it serves: a version swapped out is freed
-    gc.collect(); gc.freeze()
-    uvicorn.run(app, **opts)
 
 def uvicorn_options(host: str, port: int, serve: dict) -> dict:
     "uvicorn's settings for the service (`serve`: the `[serve]` settings): uvloop, httptools with a header timeout "

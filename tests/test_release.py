@@ -162,7 +162,7 @@ def test_release_swaps_a_running_service_under_load_canary_and_shadow(smoke, tmp
     table = cli("predictions", "compare", "digits-cnn", settings=settings).stdout
     assert table.splitlines()[0].split()[:4] == ["version", "role", "predictions", "agreement"]
     hist = cli("registry", "history", "digits-cnn", settings=settings).stdout
-    assert "canary" in hist and "- (ended)" in hist
+    assert "canary" in hist and "-> (ended)" in hist
     print("swap, from the command to the first response of the new version (s):", [round(t, 2) for t in swaps])
 
 

@@ -21,3 +21,26 @@ def test_help_documents_the_exit_statuses_apart():
     assert "3 W&B unreachable (sync); 4 the service cannot listen (serve: the port is taken)" in h
     serve = next(a for a in parser()._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
     assert "Exit status 4 when it cannot listen" in " ".join(serve.format_help().split())
+
+
+def test_serving_on_is_said_once_the_port_listens(tmp_path):
+    "`serving ... on http://HOST:PORT` comes after the bind: with --port 0 it names the port it got, and that port answers."
+    import os, re, signal, subprocess, time
+    from conftest import BIN
+    from toybundle import toy_bundle
+    from mlops_nb.config import load_settings
+    from mlops_nb.registry import registry_for
+    wb = make_workbook(tmp_path)
+    reg = registry_for(load_settings(wb))
+    reg.register("toy-cnn", toy_bundle(reg.store, "port")); reg.close()
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(wb), "WANDB_MODE": "disabled"}
+    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", "toy-cnn@1", "--port", "0"], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline, line = time.time() + 60, ""
+        while time.time() < deadline and "serving" not in line and p.poll() is None: line = p.stderr.readline()
+        m = re.search(r"serving toy-cnn@1 \(sha256:\w+\) on http://127\.0\.0\.1:(\d+) ", line)
+        assert m and int(m[1]) > 0, line
+        with socket.create_connection(("127.0.0.1", int(m[1])), timeout=5): pass         # listening when it said so
+    finally:
+        os.killpg(p.pid, signal.SIGTERM); p.wait(timeout=30)
