@@ -15,6 +15,7 @@ from .db import DbError
 from .cache import cache_key, code_digest
 from .params import ParamError, describe_params, resolve_params, notebook_params
 from .kernels import Kernel, Zygote, execute, notebook_imports
+from .cores import relay
 
 # %% auto #0
 __all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id',
@@ -326,8 +327,9 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                 pending.clear()
             from papermill.exceptions import PapermillExecutionError     # imported while the kernels start
             try:
-                execute(nb_in, nb_out, k, {**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
-                        run_dir, progress_bar=progress)
+                with relay(run_id, lambda line, n=f"[{i}/{len(STAGES)}] {st.name:<9}": echo(f"{n} {line}")):   # its waits for cores
+                    execute(nb_in, nb_out, k, {**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
+                            run_dir, progress_bar=progress)
             except Exception as e:     # the code raised (PapermillExecutionError), or the kernel died or never started
                 if isinstance(e, PapermillExecutionError): err, cell = f"{e.ename}: {e.evalue}", e.exec_count
                 else: err, cell = _kernel_error(e, s.kernel), None

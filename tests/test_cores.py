@@ -29,3 +29,31 @@ def test_a_waiting_lease_names_the_run_that_holds_the_cores(tmp_path, monkeypatc
     finally:
         for p in (holder, waiter):
             if p: p.kill(); p.wait()
+
+
+def test_the_runner_says_on_the_terminal_what_a_stage_waits_for(tmp_path, monkeypatch):
+    "A run whose stage waits for cores held by another run says so on the terminal, naming the holder (it said nothing for 310 s)."
+    from conftest import BIN, make_workbook
+    monkeypatch.setenv("MLOPS_NB_LOCK_DIR", str(tmp_path / "locks"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, "a training trial"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env={**os.environ, "MLOPS_NB_RUN_ID": "20260101-000000-beef"})
+    run = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = {**os.environ, "MLOPS_NB_SETTINGS": str(make_workbook(tmp_path)), "WANDB_MODE": "disabled"}
+        run = subprocess.Popen([str(BIN / "mlops-nb"), "run", "--profile", "smoke"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        deadline, out = time.time() + 180, []
+        while time.time() < deadline and not any("waiting" in l for l in out):
+            line = run.stdout.readline()
+            if not line: break
+            out.append(line)
+        holder.kill(); holder.wait()                                         # the other run ends: this one goes on
+        rest, _ = run.communicate(timeout=300)
+        said = next((l for l in out if "waiting" in l), "")
+        assert said.startswith("[") and " waiting " in said and "for cores before " in said, out
+        assert "run 20260101-000000-beef" in said and "a training trial" in said, said
+        assert run.returncode == 0, "".join(out) + rest
+    finally:
+        for p in (holder, run):
+            if p and p.poll() is None: p.kill(); p.wait()
