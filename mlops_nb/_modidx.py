@@ -231,6 +231,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlops_nb.govern': { 'mlops_nb.govern._post': ('govern.html#_post', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.alerts': ('govern.html#alerts', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.alerts_md': ('govern.html#alerts_md', 'mlops_nb/govern.py'),
+                                 'mlops_nb.govern.alias_event': ('govern.html#alias_event', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.audit': ('govern.html#audit', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.govern': ('govern.html#govern', 'mlops_nb/govern.py'),
                                  'mlops_nb.govern.latest_monitor': ('govern.html#latest_monitor', 'mlops_nb/govern.py'),

@@ -12,7 +12,7 @@ from .monitor import duration
 
 # %% auto #0
 __all__ = ['SCHEMA', 'CRITICAL', 'RETRAIN_ON', 'POLICY', 'severity', 'open_govern', 'raise_alerts', 'alerts', 'alerts_md',
-           'record', 'latest_monitor', 'plan', 'unfinished_retrains', 'govern', 'audit', 'lineage']
+           'record', 'latest_monitor', 'plan', 'unfinished_retrains', 'govern', 'alias_event', 'audit', 'lineage']
 
 # %% ../nbs/32_govern.ipynb #c004
 SCHEMA = """
@@ -244,6 +244,12 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
 
 
 # %% ../nbs/32_govern.ipynb #c012
+def alias_event(action: str | None, alias: str) -> str:
+    "An alias move as the trail says it: `shadow started`, `canary ended`, `promote production`; never `shadow shadow`."
+    if action == alias: return f"{alias} started"
+    if action == f"{alias}-end": return f"{alias} ended"
+    return f"{action or 'set'} {alias}"
+
 def audit(s, name: str | None = None) -> list[dict]:
     "Every governance event (of model `name`), oldest first: `{time, ts, who, action, model, version, why, refs}`."
     from mlops_nb.registry import registry_for
@@ -260,7 +266,7 @@ def audit(s, name: str | None = None) -> list[dict]:
                            "model": n, "version": t["version"], "why": t["detail"] or "", "refs": json.loads(t["report"]) if t["report"] else {}})
             for h in reg.history(n):
                 gate = json.loads(h["gate"]) if h["gate"] else None
-                ev.append({"ts": parse_time(h["at"]), "who": h["who"] or "", "action": f"{h['action'] or 'set'} {h['alias']}" + (" (forced)" if h["forced"] else ""),
+                ev.append({"ts": parse_time(h["at"]), "who": h["who"] or "", "action": alias_event(h["action"], h["alias"]) + (" (forced)" if h["forced"] else ""),
                            "model": n, "version": h["to_version"], "why": h["why"] or "",
                            "refs": {"from": h["from_version"], "to": h["to_version"],
                                     **({"gate": [f"{c['check']}: {'passed' if c['passed'] else 'FAILED'}" for c in gate["checks"]]} if gate else {})}})

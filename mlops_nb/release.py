@@ -54,7 +54,7 @@ def describe(r: dict, name: str) -> list[str]:
     out = []
     for m in r["moves"]:
         if not m["changed"]: out.append(f"{name}@{m['alias']} is already v{m['to']}: nothing changed"); continue
-        frm, to = f"v{m['from']}" if m["from"] is not None else "-", f"v{m['to']}" if m["to"] is not None else "- (ended)"
+        frm, to = f"v{m['from']}" if m["from"] is not None else "(none)", f"v{m['to']}" if m["to"] is not None else "(ended)"
         out.append(f"{name}@{m['alias']}: {frm} -> {to}")
     return out
 

@@ -104,7 +104,7 @@ def test_release_swaps_a_running_service_under_load_canary_and_shadow(smoke, tmp
     for v in (v1, v2, v3):
         assert cli("approve", f"digits-cnn@{v}", "--why", "QA read", settings=settings).returncode == 0
     p = cli("release", f"digits-cnn@{v1}", "--why", "first release", settings=settings)
-    assert p.returncode == 0 and f"digits-cnn@production: - -> v{v1}" in p.stdout and "ok   approval" in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 0 and f"digits-cnn@production: (none) -> v{v1}" in p.stdout and "ok   approval" in p.stdout, p.stdout + p.stderr
 
     url, proc = start(settings)                                             # follows production
     x = np.zeros((1, 8, 8), np.uint8)
@@ -132,7 +132,7 @@ def test_release_swaps_a_running_service_under_load_canary_and_shadow(smoke, tmp
     # a canary on 30% of requests, by id; a shadow scoring every request
     assert cli("release", f"digits-cnn@{v3}", "--canary", "30", settings=settings).returncode == 0
     p = cli("release", f"digits-cnn@{v2}", "--shadow", settings=settings)
-    assert p.returncode == 0 and f"digits-cnn@shadow: - -> v{v2}" in p.stdout
+    assert p.returncode == 0 and f"digits-cnn@shadow: (none) -> v{v2}" in p.stdout
     deadline = time.time() + 30
     while http("GET", url + "/v1/model")[2]["traffic"] != {"primary": v1, "canary": {"version": v3, "percent": 30.0}, "shadow": v2}:
         assert time.time() < deadline, http("GET", url + "/v1/model")[2]; time.sleep(0.05)
@@ -163,6 +163,9 @@ def test_release_swaps_a_running_service_under_load_canary_and_shadow(smoke, tmp
     assert table.splitlines()[0].split()[:4] == ["version", "role", "predictions", "agreement"]
     hist = cli("registry", "history", "digits-cnn", settings=settings).stdout
     assert "canary" in hist and "-> (ended)" in hist
+    trail = cli("audit", "digits-cnn", settings=settings).stdout           # each move said once: not `shadow shadow`
+    assert "shadow started" in trail and "canary started" in trail and "canary ended" in trail, trail
+    assert not any(w in trail for w in ("shadow shadow", "canary canary", "-end ")), trail
     print("swap, from the command to the first response of the new version (s):", [round(t, 2) for t in swaps])
 
 
