@@ -59,6 +59,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'mlops_nb.cli.Outlives.flush': ('cli.html#outlives.flush', 'mlops_nb/cli.py'),
                               'mlops_nb.cli.Outlives.write': ('cli.html#outlives.write', 'mlops_nb/cli.py'),
                               'mlops_nb.cli._command': ('cli.html#_command', 'mlops_nb/cli.py'),
+                              'mlops_nb.cli._safe': ('cli.html#_safe', 'mlops_nb/cli.py'),
                               'mlops_nb.cli.main': ('cli.html#main', 'mlops_nb/cli.py'),
                               'mlops_nb.cli.parser': ('cli.html#parser', 'mlops_nb/cli.py')},
             'mlops_nb.cmd_common': { 'mlops_nb.cmd_common.err': ('commands.html#err', 'mlops_nb/cmd_common.py'),

@@ -53,6 +53,11 @@ def main(argv=None) -> int:
         sys.stdout.flush(); sys.stderr.flush()
         sys.stdout, sys.stderr = streams
 
+def _safe(message) -> str:
+    "An error for the terminal: each of its lines escaped (`data.term_safe`): a path or name it quotes sends no escape sequence."
+    from mlops_nb.data import term_safe
+    return "\n".join(term_safe(l) for l in str(message).split("\n"))
+
 def _command(a) -> int:
     "Run the parsed command `a`; its exit status."
     from mlops_nb.lineage import LineageError
@@ -69,7 +74,7 @@ def _command(a) -> int:
         return a.func(a, s)
     except (SettingsError, ValueError, FileNotFoundError, LineageError, RegistryError, BundleUnusable, IntegrityError,
             MissingArtifact, DbError) as e:
-        common.err(f"mlops-nb {a.cmd}: error: {e}")
+        common.err(f"mlops-nb {a.cmd}: error: {_safe(e)}")
         return 2
     except ModuleNotFoundError as e:              # a serving-only install (`pip install mlops_nb`) running a workbook command
         if (e.name or "").split(".")[0] not in TRAIN_MODULES: raise
@@ -78,6 +83,6 @@ def _command(a) -> int:
         return 2
     except OSError as e:                          # a full disk, a path that cannot be written: one line naming it
         line = s.explain(e) if s is not None else (f"{e.filename}: " if e.filename else "") + (e.strerror or str(e))
-        common.err(f"mlops-nb {a.cmd}: error: {line}"); return 2
+        common.err(f"mlops-nb {a.cmd}: error: {_safe(line)}"); return 2
     except KeyboardInterrupt:
         common.err(f"mlops-nb {a.cmd}: interrupted"); return 130

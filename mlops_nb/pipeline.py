@@ -16,6 +16,7 @@ from .cache import cache_key, code_digest
 from .params import ParamError, describe_params, resolve_params, notebook_params
 from .kernels import Kernel, Zygote, execute, notebook_imports
 from .cores import relay
+from .data import term_safe
 
 # %% auto #0
 __all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id',
@@ -340,7 +341,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
                 except Exception: pass                     # no notebook was written (the kernel never started)
                 if (wj := run_dir/f"{st.name}.wandb.json").is_file(): srec["wandb"] = json.loads(wj.read_text())   # for `sync`
                 lin.record_execution(run_id, st.name, "failed", inputs, {}, error=err, **{**common, "ended": srec["ended"]})
-                echo(f"[{i}/{len(STAGES)}] {st.name:<9} FAILED  {err.splitlines()[0][:300]}")
+                echo(f"[{i}/{len(STAGES)}] {st.name:<9} FAILED  {term_safe(err.splitlines()[0][:300])}")   # it may quote a name
                 msg = f"stage {st.name} failed: {err}\n  see {nb_out}" if cell is not None else f"stage {st.name} failed: {err} (see {nb_out})"
                 raise RunFailed(msg, rec) from None
             finally: close(i - 1)

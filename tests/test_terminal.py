@@ -95,3 +95,11 @@ def test_alerts_escape_details(tmp_path):
     assert p.returncode == 0, p.stderr
     assert not any(c in p.stdout for c in "\x1b\x07\r") and len(p.stdout.splitlines()) == 3, p.stdout
     assert "slice gap (cam\\x1b[2J)" in p.stdout and "cat\\n2026-01-01  forged" in p.stdout
+
+
+def test_command_errors_escape_what_they_quote(tmp_path):
+    "An error naming a path the user gave (here, a source folder that is not one) prints its escape sequence escaped."
+    wb = make_workbook(tmp_path)
+    p = cli("run", "--profile", "smoke", "-p", "ingest.source=imagefolder:/tmp/no\x1b[2Jpe", settings=wb)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "\x1b" not in p.stderr and "/tmp/no\\x1b[2Jpe is not a folder" in p.stderr, p.stderr
