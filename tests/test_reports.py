@@ -54,6 +54,8 @@ def test_run_page_and_index(smoke, browser, tmp_path):
     html = page.read_text()
     assert "<svg" in html and html.count("data:image/png;base64") >= 3 and rec["stages"][0]["outputs"]["dataset"] in html
     check_page(browser, runs / rec["run_id"] / "03_evaluate.html", tmp_path / "evaluate.png")
+    for st in rec["stages"]:                                   # every stage's page (the QA page too) fits a 1280 px window
+        assert width_at_1280(browser, runs / rec["run_id"] / st["html"], tmp_path / f"{st['name']}.png") <= 1280, st["name"]
 
     links = check_page(browser, runs / "index.html", tmp_path / "index.png")
     assert any(second["run_id"] in l for l in links)
