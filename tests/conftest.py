@@ -1,5 +1,5 @@
 """Shared fixtures: a throw-away workbook (its own settings.ini, runs, store, W&B folders) and a smoke run."""
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from mlops_nb.config import scratch_settings
@@ -48,3 +48,33 @@ def variant_bundle(store, digest: str, tag: str) -> str:
             data = src.read(info)
             z.writestr(info, data + f"\n\nvariant {tag}\n".encode() if info.filename == "MODEL_CARD.md" else data)
     return store.put_bytes(out.getvalue(), f"variant-{tag}.zip")
+
+
+# --- headless Chromium: the reviewer's pages as a browser shows them ---------------------------------------------------
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert CHROMIUM and DRIVER, "chromium and chromedriver are needed (make sysdeps installs them)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    o = webdriver.ChromeOptions()
+    o.binary_location = CHROMIUM
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run", "--window-size=1200,1600"):
+        o.add_argument(a)
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(DRIVER), options=o)
+    yield d
+    d.quit()
+
+
+def width_at_1280(d, page: Path, shot: Path) -> int:
+    "The page's document width in a 1280 px wide window (screenshot saved to look at)."
+    d.set_window_size(1280, 1400)
+    d.get(page.as_uri())
+    assert d.execute_script("return window.innerWidth") <= 1280
+    d.save_screenshot(str(shot))
+    return d.execute_script("return document.documentElement.scrollWidth")

@@ -7,7 +7,7 @@ import configparser, json
 from pathlib import Path
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import cli, width_at_1280
 from test_serve import start, stop
 
 
@@ -96,7 +96,7 @@ def monitored(settings, *args) -> dict:
     return {**fig, "stderr": p.stderr, "run": rec}
 
 
-def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path):
+def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path, browser):
     settings, ref, b, _, x, _ = model
     own = monitoring_workbook(smoke, tmp_path)
     empty = cli("monitor", "--model", ref, settings=own)
@@ -132,6 +132,7 @@ def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path):
     assert sl["camera=south"]["confidence_drifted"] and not sl["camera=north"]["confidence_drifted"], sl
     html = (Path(daily["run"]["run_dir"]) / "01_monitor.html").read_text()
     assert "camera=south" in html and "alert(s) raised" in html
+    assert width_at_1280(browser, Path(daily["run"]["run_dir"]) / "01_monitor.html", tmp_path / "monitor.png") <= 1280
     # the failed checks became alerts, on record with the run that raised them; the same verdict again: no new alert
     raised = json.loads(cli("alerts", "--json", settings=own).stdout)
     assert {"input drift", "output drift"} <= {a["check_name"] for a in raised}, raised

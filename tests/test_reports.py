@@ -1,28 +1,9 @@
 """The reviewer's pages, opened in headless Chromium: no console errors, no broken links, nothing from the network."""
-import json, shutil
+import json
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 import pytest
-from conftest import cli, run_record
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert CHROMIUM and DRIVER, "chromium and chromedriver are needed (make sysdeps installs them)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    o = webdriver.ChromeOptions()
-    o.binary_location = CHROMIUM
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-              "--disable-sync", "--no-first-run", "--window-size=1200,1600"):
-        o.add_argument(a)
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(DRIVER), options=o)
-    yield d
-    d.quit()
-
+from conftest import cli, run_record, width_at_1280
 
 def check_page(d, path: Path, shot: Path):
     "Open a page; return its links. Fails on console errors, broken local links and network resources."
@@ -182,15 +163,6 @@ def fake_index(tmp_path_factory):
     recs = fake_runs(s.runs)
     write_run_report(s, recs[-2])
     return s, recs, write_runs_index(s)
-
-
-def width_at_1280(d, page: Path, shot: Path) -> int:
-    "The page's document width in a 1280 px wide window (screenshot saved to look at)."
-    d.set_window_size(1280, 1400)
-    d.get(page.as_uri())
-    assert d.execute_script("return window.innerWidth") <= 1280
-    d.save_screenshot(str(shot))
-    return d.execute_script("return document.documentElement.scrollWidth")
 
 
 def test_runs_index_and_run_page_fit_1280px(fake_index, browser, tmp_path):
