@@ -61,10 +61,6 @@ def _registry(s):
     from mlops_nb.registry import registry_for
     return registry_for(s, create=False)
 
-def _v(version, none: str = "(none)") -> str:
-    "A version as `v3`; an alias that pointed nowhere before (or ends) as words, not `v-`."
-    return f"v{version}" if version else none
-
 def _print_version(v, aliases, reg) -> bool:
     "Print one version; False when its bundle is missing or corrupt (said on stderr, one line)."
     from mlops_nb.bundle import BundleUnusable
@@ -116,21 +112,22 @@ def cmd_history(a, s):
         for k, v in state.items(): print(f"{a.name}@{k} -> v{v}  (at {a.at})")
         return 0
     from mlops_nb.data import term_safe                   # who and why are what users typed
+    from mlops_nb.registry import version_word
     for h in reg.history(a.name, alias=a.alias):
-        print(term_safe(f"{h['at']}  {h['alias']:<11} {_v(h['from_version'])} -> {_v(h['to_version'], '(ended)')}  by {h['who']}"
+        print(term_safe(f"{h['at']}  {h['alias']:<11} {version_word(h['from_version'])} -> {version_word(h['to_version'], '(ended)')}  by {h['who']}"
                         f"{'  FORCED' if h['forced'] else ''}  {h['why'] or ''}"))
     return 0
 
 def cmd_promote(a, s):
     "`registry promote`: 1 when the gate refused."
-    from mlops_nb.registry import GateFailed
+    from mlops_nb.registry import GateFailed, version_word
     from mlops_nb.gate import gates_of
     name, v = split_ref(a.ref)
     try: r = _registry(s).promote(name, v, a.to, gates_of(s), a.why, a.force)
     except GateFailed as e: err(str(e)); return 1
     print_checks(r["checks"])
     if not r["changed"]: print(f"{name}@{a.to} is already v{v}: nothing changed"); return 0
-    print(f"{name}@{a.to}: {_v(r['from'])} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
+    print(f"{name}@{a.to}: {version_word(r['from'])} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
     return 0
 
 def cmd_rollback(a, s):

@@ -75,13 +75,10 @@ CANNOT_LISTEN = 4                              # the exit status of `serve` when
 
 def cannot_listen(host: str, port: int) -> str | None:
     "Why nothing could listen on `host:port` now (the port taken, an address not this machine's), or None."
-    import errno, socket
+    import errno
+    from mlops_nb.serve import listening
     if port == 0: return None                          # any free port
-    try:
-        fam, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(fam, socket.SOCK_STREAM) as sk:
-            sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)          # as uvicorn binds
-            sk.bind(addr)
+    try: listening(host, port).close()                 # bound as the service binds, then let go
     except OSError as e:
         return "the port is taken (another service listens there; --port picks another)" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
     return None

@@ -16,7 +16,7 @@ from .db import connect, create as create_schema, transaction
 
 # %% auto #0
 __all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for',
-           'Registry', 'parse_version', 'held', 'ReportUnusable', 'canary_percent', 'registry_for']
+           'Registry', 'parse_version', 'version_word', 'held', 'ReportUnusable', 'canary_percent', 'registry_for']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
@@ -261,6 +261,10 @@ def find(self: Registry, name: str, bundle: str):
     "The version of `name` whose bundle is `bundle`, or None."
     r = self.db.execute("SELECT version FROM versions WHERE name=? AND bundle=?", (name, bundle)).fetchone()
     return r[0] if r else None
+
+def version_word(version, none: str = "(none)") -> str:
+    "A version as the terminal says it, `v3`; no version (an alias not set before, or ended) as words, never `v-`."
+    return f"v{version}" if version is not None else none
 
 # %% ../nbs/15_registry.ipynb #c009
 _ANY = object()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_release.ipynb #c002
 from __future__ import annotations
-from .registry import Registry, RegistryError, canary_percent
+from .registry import Registry, RegistryError, canary_percent, version_word
 
 
 # %% auto #0
@@ -54,7 +54,6 @@ def describe(r: dict, name: str) -> list[str]:
     out = []
     for m in r["moves"]:
         if not m["changed"]: out.append(f"{name}@{m['alias']} is already v{m['to']}: nothing changed"); continue
-        frm, to = f"v{m['from']}" if m["from"] is not None else "(none)", f"v{m['to']}" if m["to"] is not None else "(ended)"
-        out.append(f"{name}@{m['alias']}: {frm} -> {to}")
+        out.append(f"{name}@{m['alias']}: {version_word(m['from'])} -> {version_word(m['to'], '(ended)')}")
     return out
 

@@ -613,12 +613,11 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
         finally: sock.close()
         return
     _say_serving(s, r, follow, key, host, port, echo)   # uvicorn binds for its workers, refusing a taken port itself
-    if workers > 1:
-        mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
-        os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
-                          MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
-        try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
-        finally: shutil.rmtree(mp, ignore_errors=True)
+    mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
+    os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
+                      MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
+    try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
+    finally: shutil.rmtree(mp, ignore_errors=True)
 
 def listening(host: str, port: int):
     "A socket bound to `host:port` and listening, as uvicorn binds (SO_REUSEADDR); port 0: a free one. OSError when it cannot."
