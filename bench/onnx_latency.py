@@ -7,6 +7,7 @@ checkpoint it came from, and times both side by side (same thread count) --repea
 """
 import argparse, json, statistics, tempfile
 from pathlib import Path
+import numpy as np
 from mlops_nb.config import load_settings
 from mlops_nb.data import load_dataset
 from mlops_nb.model import load_checkpoint
@@ -30,7 +31,8 @@ def main():
     ref = a.model if a.model and "@" in a.model else f"{v['name']}@{v['version']}"
     b = reg.load(f"{v['name']}@{v['version']}")
     net, _, _ = load_checkpoint(reg.store.path(b.lineage["checkpoint"]))
-    x, _ = load_dataset(reg.store.path(b.lineage["dataset"])).part("test")
+    x, _ = load_dataset(reg.store.path(b.lineage["dataset"]), reg.store).part("test")
+    x = np.asarray(x)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp)/"model.onnx").write_bytes(b.onnx)
         runs = [latency(net, Path(tmp)/"model.onnx", x, budget_s=budget, threads=s.torch_threads) for _ in range(a.repeat)]

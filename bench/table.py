@@ -176,6 +176,56 @@ def rows_monitor(d):
              "—")]
 
 
+def rows_scale(d):
+    aims, cap = d.get("aims", {}), d.get("aims", {}).get("peak_mb", 1536.0)
+    rate = aims.get("ingest_images_s", 300.0)
+    out = []
+    for r in d.get("ingest", []):
+        out.append((f"scale: ingest of {r['n']:,} camera frames of {r['px']} px (every core, into shards)",
+                    f"{sec(r['seconds'])} ({num(r['images_s'])} images/s, peak {num(r['peak_mb'])} MB)",
+                    f"the aims: at least {num(rate)} images/s, peak at most {num(cap)} MB",
+                    f"{pct(div(r['images_s'], rate))} of the rate aim, {pct(div(r['peak_mb'], cap))} of the memory cap"))
+        st = r.get("reingest_stats") or {}
+        shards = f", {st['shards_written']} of {st['shards_written'] + st['shards_reused']} shards rewritten" if "shards_reused" in st else ""
+        out.append((f"scale: re-ingest of {r['n']:,} frames of {r['px']} px after {r['changed']:,} files changed (1%: every 100th file)",
+                    f"{sec(r['reingest_s'])} ({num(r.get('reingest_decoded'))} decoded{shards})", f"the first ingest: {sec(r['seconds'])}",
+                    f"{pct(r['reingest_ratio'])} of it (aim under {pct(aims.get('reingest_ratio', 0.05))})"))
+    for g in d.get("growth", []):
+        out.append((f"scale: ingest growth from {g['from']:,} to {g['to']:,} frames of {g['px']} px ({g['images']:.1f}x the images)",
+                    f"time {times(g['time'])}, peak memory {times(g['memory'])}", f"linear time: {times(g['images'])}; flat memory: 1.00x",
+                    f"{times(div(g['time'], g['images']))} linear"))
+    if t := d.get("train"):
+        out.append((f"scale: training {t['arch']} ({t['epochs']} epoch(s), CPU, random init) on {t['n']:,} frames of {t['px']} px streamed from shards",
+                    f"peak {num(t['peak_mb'])} MB, {num(t['images_s'], 1)} images/s", f"the cap: {num(cap)} MB", f"{pct(div(t['peak_mb'], cap))} of the cap"))
+    base = {(r["n"], r["px"]): r for r in d.get("accuracy", []) if r["arch"] == "convnet"}
+    for r in d.get("accuracy", []):
+        c = base.get((r["n"], r["px"]))
+        out.append((f"scale: test accuracy of {r['arch']}, random init (no pretrained weights can be fetched), {r['n']:,} frames of {r['px']} px, "
+                    f"{r['epochs']} epoch(s)", f"{r['test_acc']:.3f} (trained in {sec(r['seconds'])})",
+                    f"convnet: {c['test_acc']:.3f} in {sec(c['seconds'])}" if c and r["arch"] != "convnet" else "—",
+                    f"{r['test_acc'] - c['test_acc']:+.3f}" if c and r["arch"] != "convnet" else "—"))
+    if s := d.get("scoring"):
+        what = f"{s['images']:,} frames of {s['px']} px, {s['arch']} (untrained), batch {s['batch']}"
+        bare = f"bare `session.run` on the same decoded batches: {num(s['bare_images_s'])} images/s"
+        share = lambda v: f"{pct(v)} of bare (aim at least {pct(aims.get('predict_share', 0.7))})"
+        out.append((f"scale: `mlops-nb predict` of {what}, the whole command", f"{num(s['cli_images_s'])} images/s ({sec(s['cli_s'])})",
+                    bare, share(s["cli_share"])))
+        out.append((f"scale: `score_paths` (predict's decode and score, one process) of {what}",
+                    f"{num(div(s['images'], s['library_s']))} images/s ({sec(s['library_s'])}; decoding alone {sec(s['decode_s'])})",
+                    bare, share(s["library_share"])))
+    return out
+
+
+def rows_gpu(d):
+    what = f"fine-tuning resnet18 on {d['px']} px frames (batch {d['batch']}, AdamW)"
+    cpu = f"the CPU ({d['cpu_name']}, {d['cpu_threads']} threads), precision 32: {num(d['cpu_images_s'], 1)} images/s"
+    if d.get("gpu") is None:
+        return [(f"GPU: {what}", "skipped: no GPU on this machine", cpu, "—")]
+    g = d["gpu"]
+    return [(f"GPU: {what}, precision {p}", f"{num(v, 1)} images/s ({g['name']})" if v is not None else "not supported by this GPU", cpu,
+             f"{times(div(v, d['cpu_images_s']), 1)} the CPU") for p, v in g["images_s"].items()]
+
+
 # name: (what it measures, rows, parameters made explicit in the command, flags passing a comparison's interpreter)
 SPECS = {
     "pipeline_overhead": ("pipeline overhead vs plain Python", rows_pipeline_overhead, [("--profile", "profile"), ("--repeat", "repeat")]),
@@ -193,6 +243,10 @@ SPECS = {
     "drift": ("drift vs Evidently", rows_drift, [("--rows", "rows"), ("--features", "features"), ("--repeat", "repeat"),
                                                  ("--evidently-python", "evidently_python")]),
     "monitor": ("monitor over a day of predictions, label-free estimate", rows_monitor, [("--rows", "rows"), ("--repeat", "repeat")]),
+    "scale": ("camera frames at scale: ingest, re-ingest, training memory, accuracy by architecture, batch scoring", rows_scale,
+              [("--sizes", "sizes_arg"), ("--px", "px_arg"), ("--repeat", "repeat"), ("--acc-sizes", "acc_sizes_arg"), ("--acc-px", "acc_px"),
+               ("--acc-epochs", "acc_epochs"), ("--score-n", "score_n")]),
+    "gpu": ("fine-tuning resnet18, GPU against CPU", rows_gpu, [("--steps", "steps"), ("--cpu-steps", "cpu_steps"), ("--px", "px"), ("--repeat", "repeat")]),
     "soak": ("the service held under load, releases and a rollback during it", rows_soak, [("--seconds", "seconds"), ("--connections", "connections")]),
 }
 COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python"}

@@ -4,15 +4,16 @@
 
 # %% ../nbs/21_apptest.ipynb #c002
 from __future__ import annotations
-import configparser, http.client, io, json, os, socket, subprocess, sys, threading, time
+import configparser, http.client, io, json, math, os, socket, subprocess, sys, threading, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 
 
 # %% auto #0
-__all__ = ['BUCKETS_MS', 'free_port', 'test_settings', 'service', 'request', 'replay_rows', 'replay_oip', 'png', 'replay_uploads',
-           'probes', 'probe', 'load', 'run_apptest', 'summary', 'record']
+__all__ = ['MAX_BODY', 'BINARY_ROW', 'BUCKETS_MS', 'free_port', 'test_settings', 'service', 'request', 'json_row_bytes',
+           'per_request', 'replay_rows', 'oip_request', 'replay_oip', 'png', 'replay_uploads', 'probes', 'probe',
+           'load', 'run_apptest', 'summary', 'record']
 
 # %% ../nbs/21_apptest.ipynb #c004
 def free_port() -> int:
@@ -74,24 +75,47 @@ def _json(status, headers, body, what):
     if status != 200: raise AssertionError(f"{what}: HTTP {status}: {body[:300].decode(errors='replace')}")
     return json.loads(body)
 
-def replay_rows(url: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    "Probabilities (N, K) for `x` through `POST /v1/predict`, `batch` rows a request."
+MAX_BODY = 16 << 20     # [serve] max_body when the settings give none (`config.SERVE_DEFAULTS`)
+BINARY_ROW = 100_000    # a row over this many bytes of JSON is replayed (and load-tested) as OIP binary tensor data
+
+def json_row_bytes(shape) -> int:
+    "The most bytes one row of `shape` takes as JSON: `255, ` a value, and brackets."
+    return 6 * math.prod(shape) + 16
+
+def per_request(row_bytes: int, max_body: int = MAX_BODY, most: int = 64) -> int:
+    "Rows one replay request carries: at most `most`, in a body of at most a quarter of `max_body`; at least one."
+    return max(1, min(most, max_body // 4 // max(row_bytes, 1)))
+
+def replay_rows(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY) -> np.ndarray:
+    "Probabilities (N, K) for `x` through `POST /v1/predict`, at most `batch` rows a request (`per_request`)."
     out, c = [], http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
-    for i in range(0, len(x), batch):
-        r = _json(*request(url, "POST", "/v1/predict", json.dumps({"inputs": x[i:i + batch].tolist()}).encode(),
+    k = per_request(json_row_bytes(x.shape[1:]), max_body, batch)
+    for i in range(0, len(x), k):
+        r = _json(*request(url, "POST", "/v1/predict", json.dumps({"inputs": x[i:i + k].tolist()}).encode(),
                            {"content-type": "application/json", "x-request-id": f"apptest-rows-{i}"}, c), "/v1/predict")
         out += [p["probabilities"] for p in r["predictions"]]
     c.close()
     return np.array(out, np.float32)
 
-def replay_oip(url: str, name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    "Probabilities (N, K) for `x` through the Open Inference Protocol's `/v2/models/NAME/infer`."
+def oip_request(xb: np.ndarray, binary: bool, rid: str | None = None) -> tuple[bytes, dict]:
+    "(body, headers) of an OIP inference request for uint8 rows `xb`, the probabilities asked for as JSON: the tensor as "
+    "JSON `data`, or (`binary`) as binary tensor data after the JSON header (`Inference-Header-Content-Length`)."
+    t = {"name": "image", "datatype": "UINT8", "shape": list(xb.shape)}
+    if binary: t["parameters"] = {"binary_data_size": xb.nbytes}
+    else: t["data"] = xb.ravel().tolist()
+    head = json.dumps({**({"id": rid} if rid else {}), "inputs": [t], "outputs": [{"name": "probabilities"}]}).encode()
+    if not binary: return head, {"content-type": "application/json"}
+    return head + xb.tobytes(), {"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))}
+
+def replay_oip(url: str, name: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY, binary: bool | None = None) -> np.ndarray:
+    "Probabilities (N, K) for `x` through the Open Inference Protocol's `/v2/models/NAME/infer`, as binary tensor data "
+    "(`binary`; None: when a row is over `BINARY_ROW` bytes of JSON) or JSON, at most `batch` rows a request (`per_request`)."
+    binary = json_row_bytes(x.shape[1:]) > BINARY_ROW if binary is None else binary
     out, c = [], http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
-        body = {"id": f"apptest-oip-{i}", "inputs": [{"name": "image", "datatype": "UINT8", "shape": list(xb.shape), "data": xb.ravel().tolist()}],
-                "outputs": [{"name": "probabilities"}]}
-        r = _json(*request(url, "POST", f"/v2/models/{name}/infer", json.dumps(body).encode(), {"content-type": "application/json"}, c), "OIP infer")
+    k = per_request(math.prod(x.shape[1:]) if binary else json_row_bytes(x.shape[1:]), max_body, batch)
+    for i in range(0, len(x), k):
+        body, hdr = oip_request(x[i:i + k], binary, f"apptest-oip-{i}")
+        r = _json(*request(url, "POST", f"/v2/models/{name}/infer", body, hdr, c), "OIP infer")
         t = r["outputs"][0]
         out.append(np.array(t["data"], np.float32).reshape(t["shape"]))
     c.close()
@@ -104,15 +128,24 @@ def png(a: np.ndarray) -> bytes:
     Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).save(b, "PNG")
     return b.getvalue()
 
-def replay_uploads(url: str, x: np.ndarray) -> np.ndarray:
-    "Probabilities (N, K) for `x` encoded as PNG files and uploaded to `POST /v1/predict/image` (one multipart request)."
+def replay_uploads(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY) -> np.ndarray:
+    "Probabilities (N, K) for `x` encoded as PNG files and uploaded to `POST /v1/predict/image`, as few multipart "
+    "requests as hold at most `batch` files and a quarter of `max_body` each (at least one file)."
     import uuid
     sep = uuid.uuid4().hex
     parts = [f'--{sep}\r\nContent-Disposition: form-data; name="image"; filename="test-{i}.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
              + png(a) + b"\r\n" for i, a in enumerate(x)]
-    body = b"".join(parts) + f"--{sep}--\r\n".encode()
-    r = _json(*request(url, "POST", "/v1/predict/image", body, {"content-type": f"multipart/form-data; boundary={sep}"}), "/v1/predict/image")
-    return np.array([p["probabilities"] for p in r["predictions"]], np.float32)
+    out, c, i = [], http.client.HTTPConnection(url.removeprefix("http://"), timeout=60), 0
+    while i < len(parts):
+        j, size = i + 1, len(parts[i])
+        while j < len(parts) and j - i < batch and size + len(parts[j]) <= max_body // 4: size += len(parts[j]); j += 1
+        body = b"".join(parts[i:j]) + f"--{sep}--\r\n".encode()
+        r = _json(*request(url, "POST", "/v1/predict/image", body, {"content-type": f"multipart/form-data; boundary={sep}"}, c),
+                  "/v1/predict/image")
+        out += [p["probabilities"] for p in r["predictions"]]
+        i = j
+    c.close()
+    return np.array(out, np.float32)
 
 
 # %% ../nbs/21_apptest.ipynb #c008
@@ -151,16 +184,20 @@ def probe(url: str, name: str, shape, label: str) -> list[dict]:
 # %% ../nbs/21_apptest.ipynb #c010
 BUCKETS_MS = (0.5, 1, 2, 3, 5, 10, 25, 50, 100, 250, 1000)
 
-def load(url: str, x: np.ndarray, concurrency: int = 4, seconds: float = 5.0) -> dict:
-    "Throughput, latency percentiles (ms), errors and a latency histogram of single-row requests cycling through `x`."
-    bodies = [json.dumps({"inputs": [r.ravel().tolist()]}).encode() for r in x[:256]]
+def load(url: str, x: np.ndarray, concurrency: int = 4, seconds: float = 5.0, name: str | None = None) -> dict:
+    "Throughput, latency percentiles (ms), errors and a latency histogram of single-row requests cycling through `x`: "
+    "JSON to /v1/predict, or, with the model's `name` and rows over `BINARY_ROW` bytes of JSON, binary tensors to OIP."
+    binary = name is not None and json_row_bytes(x.shape[1:]) > BINARY_ROW
+    path = f"/v2/models/{name}/infer" if binary else "/v1/predict"
+    reqs = [oip_request(r[None], True) if binary else (json.dumps({"inputs": [r.ravel().tolist()]}).encode(), {"content-type": "application/json"})
+            for r in x[:256]]                                         # (body, headers) of each single-row request
     lat, errors, stop = [[] for _ in range(concurrency)], [0] * concurrency, time.perf_counter() + seconds
     def client(k):
         c, i = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30), k
         while time.perf_counter() < stop:
             t = time.perf_counter()
             try:
-                c.request("POST", "/v1/predict", bodies[i % len(bodies)], {"content-type": "application/json"})
+                c.request("POST", path, *reqs[i % len(reqs)])
                 r = c.getresponse(); r.read()
                 ok = r.status == 200
             except (OSError, http.client.HTTPException):
@@ -179,7 +216,7 @@ def load(url: str, x: np.ndarray, concurrency: int = 4, seconds: float = 5.0) ->
     edges = (0, *BUCKETS_MS, float("inf"))
     return {"requests": n, "errors": sum(errors), "error_rate": sum(errors) / n if n else 1.0, "rps": n / wall,
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "max_ms": float(ms.max()) if n else float("nan"),
-            "concurrency": concurrency, "seconds": seconds,
+            "concurrency": concurrency, "seconds": seconds, "route": "/v2/models/{name}/infer" if binary else path,
             "histogram": {f"<= {hi:g} ms" if hi != float("inf") else f"> {lo:g} ms": int(((ms > lo) & (ms <= hi)).sum())
                           for lo, hi in zip(edges, edges[1:])}}
 
@@ -196,33 +233,38 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
     v = reg.get(ref)
     m = ServedModel.load(s, f"{v['name']}@{v['version']}")
     x, _ = load_dataset(reg.store.path(reg.load(f"{v['name']}@{v['version']}").lineage["dataset"])).part("test")
+    x = np.asarray(x)                                       # the test split in memory (a sharded dataset's is a lazy view)
     want, want_k = m.scores(x)
-    checks, t0 = [], time.time()
-    def replay_check(what, got, idx):
+    checks, t0, mb = [], time.time(), int(s.serve.get("max_body", MAX_BODY))
+    big = json_row_bytes(m.shape) > BINARY_ROW             # camera-sized rows: all through OIP's binary tensors, a sample as JSON
+    def replay_check(what, got, idx, how=""):
         same = bool(len(got) == len(idx) and (got.argmax(1) == want_k[idx]).all())
         diff = float(np.abs(got - want[idx]).max()) if len(got) == len(idx) else float("inf")
         checks.append({"check": f"replay: {what}", "passed": same and diff <= o["tolerance"], "n": int(len(idx)),
                        "max_abs_diff": diff, "labels_equal": same,
-                       "detail": f"{len(idx)} test images: labels {'all equal' if same else 'DIFFER'}, max |probability difference| {diff:.2g} "
+                       "detail": f"{len(idx)} test images{how}: labels {'all equal' if same else 'DIFFER'}, max |probability difference| {diff:.2g} "
                                  f"(tolerance {o['tolerance']:g})"})
     log(f"application test of {v['name']}@{v['version']}: starting its service")
     with service(s, f"{v['name']}@{v['version']}", folder) as url:
         allx = np.arange(len(x))
-        replay_check("/v1/predict", replay_rows(url, x), allx)
-        replay_check("OIP /infer", replay_oip(url, v["name"], x), allx)
         sample = allx[:min(o["uploads"], len(x))]
-        replay_check("/v1/predict/image (PNG uploads)", replay_uploads(url, x[sample]), sample)
-        log(f"  replayed {len(x)} test images through /v1/predict and OIP, {len(sample)} as uploads")
+        rows = sample if big else allx
+        replay_check("/v1/predict", replay_rows(url, x[rows], max_body=mb), rows,
+                     f" (a sample: a row is up to {json_row_bytes(m.shape) // 1000} KB of JSON)" if big else "")
+        replay_check("OIP /infer", replay_oip(url, v["name"], x, max_body=mb, binary=big), allx, " as binary tensor data" if big else "")
+        replay_check("/v1/predict/image (PNG uploads)", replay_uploads(url, x[sample], max_body=mb), sample)
+        log(f"  replayed {len(x)} test images through OIP{' (binary tensor data)' if big else ''}, {len(rows)} through "
+            f"/v1/predict, {len(sample)} as uploads")
         pr = probe(url, v["name"], m.shape, m.labels[0])
         bad = [p for p in pr if not p["passed"]]
         checks.append({"check": "error contract", "passed": not bad, "probes": pr,
                        "detail": f"{len(pr) - len(bad)} of {len(pr)} bad requests answered as documented" +
                                  "".join(f"; {p['probe']}: got {p['status']}, expected {p['expected']}" for p in bad)})
         log(f"  probed the error contract; load test: {o['concurrency']} clients for {o['seconds']} s")
-        ld = load(url, x, o["concurrency"], o["seconds"])
+        ld = load(url, x, o["concurrency"], o["seconds"], v["name"])
         checks.append({"check": "load: p99", "passed": ld["p99_ms"] <= o["p99_ms"],
                        "detail": f"p99 {ld['p99_ms']:.2f} ms (limit {o['p99_ms']:g}); p50 {ld['p50_ms']:.2f}, p95 {ld['p95_ms']:.2f}; "
-                                 f"{ld['rps']:.0f} req/s at {o['concurrency']} clients"})
+                                 f"{ld['rps']:.0f} req/s at {o['concurrency']} clients on {ld['route']}"})
         checks.append({"check": "load: errors", "passed": ld["error_rate"] <= o["max_error_rate"],
                        "detail": f"{ld['errors']} of {ld['requests']} requests failed (allowed rate {o['max_error_rate']:g})"})
         alive = request(url, "GET", "/readyz")[0] == 200

@@ -20,9 +20,10 @@ def ort_session(model, threads: int = 2):
     o.log_severity_level = 3
     return ort.InferenceSession(str(model) if isinstance(model, Path) else model, o, providers=["CPUExecutionProvider"])
 
-def ort_logits(sess, x, batch_size: int = 512) -> np.ndarray:
-    "Logits from an ONNX Runtime session for uint8 images."
-    return np.concatenate([sess.run(None, {"image": np.ascontiguousarray(x[i:i+batch_size])})[0] for i in range(0, len(x), batch_size)])
+def ort_logits(sess, x, batch_size: int | None = None) -> np.ndarray:
+    "Logits from an ONNX Runtime session for uint8 images (an array or a lazy view), in batches of at most 8 MiB of pixels."
+    bs = batch_size or int(max(1, min(512, (8 << 20) // max(1, int(np.prod(x.shape[1:]))))))   # as mlops_nb.model.batch_rows
+    return np.concatenate([sess.run(None, {"image": np.ascontiguousarray(x[i:i+bs])})[0] for i in range(0, len(x), bs)])
 
 # %% ../nbs/14a_bundle.ipynb #c006
 class BundleUnusable(LookupError):
@@ -35,18 +36,20 @@ def _signature(shape, n_classes):
     return {"inputs": [{"name": "image", "shape": ["batch", *shape], "dtype": "uint8", "range": [0, 255], "layout": "NCHW"}],
             "outputs": [{"name": "logits", "shape": ["batch", n_classes], "dtype": "float32"}]}
 
-def _preprocess_spec(shape):
+def _preprocess_spec(shape, normalize: str | None = None):
     return {"function": "mlops_nb.data.prepare_image", "image_size": shape[1], "mode": "L" if shape[0] == 1 else "RGB",
             "resize": "bilinear", "dtype": "uint8", "layout": "CHW",
-            "normalize": "x / 127.5 - 1, inside the ONNX graph (mlops_nb.model.preprocess)"}
+            "normalize": normalize or "x / 127.5 - 1, inside the ONNX graph (mlops_nb.model.preprocess)"}
 
 MONITORING = "monitoring/"     # optional files under this folder: the monitoring reference (`mlops_nb.reference`)
 
-def write_bundle(path, onnx_path, shape, labels, metrics: dict, lineage: dict, card: str, monitoring: dict | None = None) -> Path:
-    "Write the bundle zip (byte-reproducible); `monitoring` maps file names to bytes, stored under `monitoring/`."
+def write_bundle(path, onnx_path, shape, labels, metrics: dict, lineage: dict, card: str, monitoring: dict | None = None,
+                 normalize: str | None = None) -> Path:
+    "Write the bundle zip (byte-reproducible); `monitoring` maps file names to bytes, stored under `monitoring/`; "
+    "`normalize` says what the graph does to the pixels (preprocess.json)."
     files = {"model.onnx": Path(onnx_path).read_bytes(),
              "signature.json": json.dumps(_signature(shape, len(labels)), indent=2),
-             "preprocess.json": json.dumps(_preprocess_spec(shape), indent=2),
+             "preprocess.json": json.dumps(_preprocess_spec(shape, normalize), indent=2),
              "labels.json": json.dumps(list(labels)), "metrics.json": json.dumps(metrics, indent=2, sort_keys=True),
              "lineage.json": json.dumps(lineage, indent=2, sort_keys=True), "MODEL_CARD.md": card}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:

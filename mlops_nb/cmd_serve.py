@@ -141,13 +141,12 @@ def _npy(p, shape):
 def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped: list | None = None):
     "Rows `{path, digest, label, probabilities, error}` for every input under `paths`, scored by `m` (a `ServedModel`); "
     "files in folders that are not images are appended to `skipped`."
-    import hashlib
     import numpy as np
     from tqdm.auto import tqdm
-    from mlops_nb.data import decode_image
     items = list(_inputs(paths, skipped))
     c, h, w = m.shape
     mode = {1: "L", 3: "RGB"}.get(c)
+    mode = mode if h == w else None                       # images only for a model of square images
     out, batch = [], []
     def flush():
         if not batch: return
@@ -155,7 +154,16 @@ def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped:
         for (r, _), q in zip(batch, p): r.update(label=m.labels[int(q.argmax())], probabilities=q.tolist())
         batch.clear()
     bar = tqdm(total=len(items), unit="input", disable=None if progress else True, file=__import__("sys").stderr)
-    for path, kind in items:
+    ahead = _decode_ahead(items, h, mode, ahead=2 * batch_size)
+    try: _score_items(m, ahead, batch_size, out, batch, flush, bar)
+    finally: ahead.close()
+    flush(); bar.close()
+    return out
+
+def _score_items(m, ahead, batch_size, out, batch, flush, bar):
+    "The loop of `score_paths`: a row in `out` for each input, in order; images and rows scored a batch at a time."
+    import hashlib
+    for path, kind, decoded in ahead:
         if kind == "npy":
             a = _npy(path, m.shape)
             bar.total += len(a) - 1
@@ -164,14 +172,12 @@ def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped:
                 out.append(r); batch.append((r, x)); bar.update()
                 if len(batch) >= batch_size: flush()
             continue
-        if mode is None or h != w: raise ValueError(f"this model takes {list(m.shape)} tensors, not images: give a .npy of rows")
-        x, d, why = decode_image(path.read_bytes(), h, mode)
+        if decoded is None: raise ValueError(f"this model takes {list(m.shape)} tensors, not images: give a .npy of rows")
+        x, d, why = decoded
         r = dict(path=str(path), digest="sha256:" + d, label=None, probabilities=None, error=why)
         out.append(r); bar.update()
         if x is not None: batch.append((r, x))
         if len(batch) >= batch_size: flush()
-    flush(); bar.close()
-    return out
 
 def cmd_predict(a, s):
     "`mlops-nb predict`: score inputs offline, write CSV or Parquet."
@@ -202,6 +208,33 @@ def cmd_predict(a, s):
     err(f"scored {len(rows) - bad} input(s) with {m.name}@{m.version}" + (f"; {bad} unreadable (see the error column)" if bad else "")
         + (f" -> {a.out}" if a.out else ""))
     return 1 if bad and bad == len(rows) else 0
+
+
+# %% ../nbs/55_cmd_serve.ipynb #c005e
+def _decode_ahead(items,              # `(path, kind)` pairs, as `_inputs` yields them
+                  size: int,          # the model's image side
+                  mode: str | None,   # 'L' or 'RGB'; None: the model takes no images (nothing is decoded)
+                  ahead: int = 512,   # images decoded ahead of the one given out
+                  workers: int = 0):  # decoding threads; 0: one per core, at most 4
+    "Yield `(path, kind, decode_image's (pixels, digest, reason) or None)` for `items`, in order, while threads decode the "
+    "next `ahead` images (Pillow and hashlib release the GIL): the next batch decodes while the model scores this one."
+    import collections, os
+    from concurrent.futures import ThreadPoolExecutor
+    from PIL import Image
+    from mlops_nb.data import decode_image
+    job = lambda p: decode_image(p.read_bytes(), size, mode)
+    limit, queue = Image.MAX_IMAGE_PIXELS, collections.deque()    # decode_image swaps Pillow's limit: put it back at the end
+    pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1), thread_name_prefix="decode")
+    try:
+        for path, kind in items:
+            queue.append((path, kind, pool.submit(job, path) if kind == "image" and mode is not None else None))
+            while len(queue) > ahead:
+                p, k, f = queue.popleft(); yield p, k, f and f.result()
+        while queue:
+            p, k, f = queue.popleft(); yield p, k, f and f.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 # %% ../nbs/55_cmd_serve.ipynb #c006c

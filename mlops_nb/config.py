@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'GOVERN_DEFAULTS',
-           'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode', 'apply_env',
-           'scratch_settings', 'seed_everything']
+__all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'TRAIN_DEFAULTS',
+           'GOVERN_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode',
+           'apply_env', 'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -82,6 +82,10 @@ MONITOR_DEFAULTS = dict(
     min_slice_rows=30,         # a tag slice's prediction PSI is shown only on at least this many predictions
 )
 
+TRAIN_DEFAULTS = dict(
+    allow_download=False,      # train.weights=imagenet may download torchvision's weights file when it is not in the torch hub cache
+)
+
 GOVERN_DEFAULTS = dict(
     cooldown="1d",             # an alert that keeps firing is raised again only after this long
     webhook="",                # POST every alert (JSON) to this URL; empty: none
@@ -114,6 +118,7 @@ class Settings:
     apptest: dict = field(default_factory=lambda: dict(APPTEST_DEFAULTS))  # the [apptest] section, typed
     monitor: dict = field(default_factory=lambda: dict(MONITOR_DEFAULTS))  # the [monitor] section, typed
     govern: dict = field(default_factory=lambda: dict(GOVERN_DEFAULTS))  # the [govern] section, typed
+    train: dict = field(default_factory=lambda: dict(TRAIN_DEFAULTS))  # the [train] section, typed
 
     @property
     def root(self) -> Path: return self.path.parent
@@ -195,6 +200,7 @@ def load_settings(path=None) -> Settings:
     serve, apptest = _typed(get, path, "serve", SERVE_DEFAULTS), _typed(get, path, "apptest", APPTEST_DEFAULTS)
     monitor = _typed(get, path, "monitor", MONITOR_DEFAULTS)
     govern = _typed(get, path, "govern", GOVERN_DEFAULTS)
+    train = _typed(get, path, "train", TRAIN_DEFAULTS)
     if serve["log_failure"] not in LOG_FAILURE:
         raise SettingsError(f"{path} [serve] log_failure = {serve['log_failure']!r}: use keep or refuse")
     if govern["retrain"] not in ("off", "approve", "auto"):
@@ -205,7 +211,7 @@ def load_settings(path=None) -> Settings:
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),
                     wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"),
                     lineage=rel("lineage") if cp.has_option("paths", "lineage") else None, metric_tolerance=tol,
-                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest, monitor=monitor, govern=govern,
+                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest, monitor=monitor, govern=govern, train=train,
                     predictions=rel("predictions") if cp.has_option("paths", "predictions") else None,
                     governance=rel("governance") if cp.has_option("paths", "governance") else None,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),

@@ -4,38 +4,42 @@
 
 # %% ../nbs/10_data.ipynb #c002
 from __future__ import annotations
-import hashlib, io, json, os, re, stat, zipfile
+import collections, hashlib, io, json, os, re, stat, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+from .shards import ShardArray, ShardWriter, ShardCache, file_ident, read_header
 
 # %% auto #0
-__all__ = ['SPLITS', 'IMAGE_EXTS', 'MAX_PIXELS', 'PRODUCTION', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits',
+__all__ = ['SPLITS', 'FORMAT', 'IMAGE_EXTS', 'MAX_PIXELS', 'PRODUCTION', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits',
            'term_safe', 'bad_name', 'DataValidationError', 'prepare_image', 'decode_image', 'read_imagefolder',
            'stratified_split', 'make_manifest', 'IngestResult', 'read_production', 'ingest', 'source_fingerprint',
            'plot_class_balance', 'plot_samples']
 
 # %% ../nbs/10_data.ipynb #c004
 SPLITS = ("train", "val", "test")
+FORMAT = "mlops-nb-dataset/2"      # the dataset index's format tag
 
 @dataclass
 class Dataset:
     "Images, labels, split assignment and class names."
-    x: np.ndarray        # (N, C, H, W) uint8
+    x: np.ndarray        # (N, C, H, W) uint8: an ndarray or a lazy `ShardArray`
     y: np.ndarray        # (N,) int64 class index
     split: np.ndarray    # (N,) uint8: 0 train, 1 val, 2 test
     classes: list        # class names, index = label
+    files: dict | None = None   # per row, where known: `path` (relative to the source) and `sha256` of the source file
 
     def part(self, name: str):
-        "`(x, y)` of one split."
+        "`(x, y)` of one split; a `ShardArray` gives a lazy view (nothing is read)."
         m = self.split == SPLITS.index(name)
-        return self.x[m], self.y[m]
+        return (self.x.take(m) if isinstance(self.x, ShardArray) else self.x[m]), self.y[m]
 
     @property
     def shape(self): return tuple(int(v) for v in self.x.shape[1:])
 
-def save_dataset(ds: Dataset, path) -> Path:
-    "Write `ds` as a byte-reproducible `.npz`."
+# %% ../nbs/10_data.ipynb #c004b
+def _save_npz(ds: Dataset, path) -> Path:
+    "The legacy single-file format: a byte-reproducible `.npz` of the whole dataset in memory."
     arrays = dict(x=np.ascontiguousarray(ds.x, np.uint8), y=np.asarray(ds.y, np.int64),
                   split=np.asarray(ds.split, np.uint8), classes=np.asarray([str(c) for c in ds.classes]))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -44,10 +48,71 @@ def save_dataset(ds: Dataset, path) -> Path:
                 np.lib.format.write_array(f, arrays[k], allow_pickle=False)
     return Path(path)
 
-def load_dataset(path) -> Dataset:
-    "Read a dataset written by `save_dataset` (no pickles)."
-    with np.load(path, allow_pickle=False) as z:
-        return Dataset(x=z["x"], y=z["y"], split=z["split"], classes=[str(c) for c in z["classes"]])
+def _in_store(x: ShardArray, store) -> bool:
+    "Whether every shard of `x` is an object of `store` (`<root>/objects/xx/<hex>`)."
+    root = Path(store.root).resolve()
+    return all(Path(p).resolve().parent.parent == root/"objects" for p in x.paths)
+
+def _shard_rows(x, store, shard_mb: float = 64) -> tuple:
+    "`(shards [{digest, rows}], shard of each row, row in it)` for `x`: a ShardArray's own shards when they are in `store`, "
+    "else `x` written into new shards, a batch at a time."
+    if isinstance(x, ShardArray) and _in_store(x, store):
+        phys = np.arange(len(x)) if x.index is None else x.index
+        s = np.searchsorted(x.starts, phys, side="right") - 1
+        return [{"digest": "sha256:" + Path(p).name, "rows": h[0]} for p, h in zip(x.paths, x.headers)], s, phys - x.starts[s]
+    w = ShardWriter(store, x.shape[1:], shard_mb, name="dataset/shard")
+    batches = x.batches(1024) if isinstance(x, ShardArray) else (x[i:i + 1024] for i in range(0, len(x), 1024))
+    at = np.array([w.add(im) for b in batches for im in b], np.int64).reshape(-1, 2); w.close()
+    return w.shards, at[:, 0], at[:, 1]
+
+def _row_files(x) -> dict:
+    "Per-row `path` and `sha256` for images that come from no file: the row number and the digest of its pixels."
+    rows = (x[i:i + 1024] for i in range(0, len(x), 1024))
+    return {"path": [f"row/{i}" for i in range(len(x))], "sha256": [hashlib.sha256(im.tobytes()).hexdigest() for b in rows for im in b]}
+
+def save_dataset(ds: Dataset, path, store=None, shard_mb: float = 64) -> Path:
+    "Write `ds` as a JSON index of shards in `store` (format `FORMAT`); a path ending `.npz` writes the legacy single file."
+    if Path(path).suffix == ".npz": return _save_npz(ds, path)
+    if store is None: raise ValueError("save_dataset: a dataset index needs the store its shards live in (store=...)")
+    shards, shard, row = _shard_rows(ds.x, store, shard_mb)
+    files = ds.files or _row_files(ds.x)
+    index = {"format": FORMAT, "classes": [str(c) for c in ds.classes], "shape": list(ds.shape), "n": len(ds.y), "shards": shards,
+             "rows": {"shard": np.asarray(shard).tolist(), "row": np.asarray(row).tolist(), "label": np.asarray(ds.y).tolist(),
+                      "split": np.asarray(ds.split).tolist(), "path": list(files["path"]), "sha256": list(files["sha256"])}}
+    Path(path).write_text(json.dumps(index, sort_keys=True, separators=(",", ":")))
+    return Path(path)
+
+# %% ../nbs/10_data.ipynb #c004c
+def _store_of(path: Path):
+    "The store a dataset index lives in: the one whose object it is, or a store rooted at its folder."
+    from mlops_nb.store import Store
+    p = Path(path).absolute()
+    if p.parent.parent.name == "objects": return Store(p.parents[2])
+    if (p.parent/"objects").is_dir(): return Store(p.parent)
+    raise ValueError(f"{path}: cannot tell which store holds its shards; pass store=")
+
+def load_dataset(path, store=None) -> Dataset:
+    "Read a dataset written by `save_dataset` (no pickles): its images as a lazy `ShardArray` over shards resolved "
+    "(and each verified once) through `store`, by default the store the index lives in; a legacy `.npz` is read whole."
+    with open(path, "rb") as f: legacy = f.read(2) == b"PK"
+    if legacy:
+        with np.load(path, allow_pickle=False) as z:
+            return Dataset(x=z["x"], y=z["y"], split=z["split"], classes=[str(c) for c in z["classes"]])
+    try: index = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not a dataset index: {e}") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a dataset index (format {index.get('format') if isinstance(index, dict) else None!r}, expected {FORMAT!r})")
+    store = store or _store_of(path)
+    paths = [store.path(s["digest"]) for s in index["shards"]]              # each shard's digest checked, streaming the hash
+    headers = [read_header(p) for p in paths]
+    for s, h in zip(index["shards"], headers):
+        if h[0] != s["rows"] or list(h[1]) != index["shape"]:
+            raise ValueError(f"{path}: shard {s['digest']} holds {h[0]} rows of {list(h[1])}, the index says {s['rows']} of {index['shape']}")
+    r = index["rows"]
+    starts = np.cumsum([0] + [h[0] for h in headers])
+    x = ShardArray(paths, starts[np.asarray(r["shard"], np.int64)] + np.asarray(r["row"], np.int64), headers)
+    return Dataset(x=x, y=np.asarray(r["label"], np.int64), split=np.asarray(r["split"], np.uint8), classes=list(index["classes"]),
+                   files={"path": r["path"], "sha256": r["sha256"]})
 
 # %% ../nbs/10_data.ipynb #c006
 def read_digits():
@@ -143,6 +208,16 @@ def decode_image(data: bytes, size: int, mode: str, max_pixels: int = MAX_PIXELS
         return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {re.sub(r' at 0x[0-9a-fA-F]+', '', str(e))})"
     finally: Image.MAX_IMAGE_PIXELS = limit
 
+def _read_file(path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
+    "`_read_image`, with a file the system cannot read as its reason."
+    try: return _read_image(Path(path), size, mode, max_pixels)
+    except OSError as e: return None, None, f"unreadable ({e.strerror or e})"
+
+def _read_files(paths, size: int, mode: str, max_pixels: int) -> list:
+    "`_read_file` of several files: one task of a decoding worker process."
+    return [_read_file(p, size, mode, max_pixels) for p in paths]
+
+# %% ../nbs/10_data.ipynb #c008b
 def _outside(p: Path, root: Path):
     "Why `p` is refused as a symlink leading out of `root` (None when it stays inside, or is no symlink)."
     if not p.is_symlink(): return None
@@ -150,40 +225,45 @@ def _outside(p: Path, root: Path):
     except (OSError, RuntimeError) as e: return f"broken or looping symlink ({type(e).__name__})"
     return None if target.is_relative_to(root) else f"symlink to {target}, outside the image folder"
 
-def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class: int = 5, skip_bad: bool = False,
-                     max_pixels: int = MAX_PIXELS):
-    "Read `<root>/<class>/*.png|jpg|jpeg`; returns `(x, y, classes, skipped)` or raises `DataValidationError`. "
-    "Hidden (dot) entries are never read and are listed in `skipped`."
+def _scan(root, mode: str) -> tuple:
+    "List `<root>/<class>/*` without reading a file: `(root, events, hidden)`, where `events` in reading order are "
+    "`('problem', path, reason)`, `('class', name, None)` and `('file', class, path)`. Hidden (dot) entries go to `hidden`."
     root = Path(root).expanduser()
     if not root.is_dir(): raise DataValidationError([(str(root), "not a folder")], f"imagefolder:{root}")
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
-    real = root.resolve()
-    problems, hidden, kept, seen = [], [], {}, {}   # kept: class -> [(path, array)]; seen: digest -> [(class, path)]
+    real, events, hidden = root.resolve(), [], []
     def visible(entries):
         for e in sorted(entries):
             if e.name.startswith("."): hidden.append((str(e), "hidden (its name starts with '.'): not read"))
-            elif why := bad_name(e.name) or _outside(e, real): problems.append((str(e), why))
+            elif why := bad_name(e.name) or _outside(e, real): events.append(("problem", str(e), why))
             else: yield e
     for p in visible(root.iterdir()):
-        if not p.is_dir(): problems.append((str(p), "file outside any class folder")); continue
+        if not p.is_dir(): events.append(("problem", str(p), "file outside any class folder")); continue
         files = list(visible(p.iterdir()))
-        if not files: problems.append((str(p), "empty class folder")); continue
-        kept[p.name] = []
+        if not files: events.append(("problem", str(p), "empty class folder")); continue
+        events.append(("class", p.name, None))
         for f in files:
-            if f.is_dir(): problems.append((str(f), "nested folder (classes are one level deep)")); continue
-            if f.suffix.lower() not in IMAGE_EXTS:
-                problems.append((str(f), f"not an image file (extension {f.suffix or 'none'})")); continue
-            try: arr, dig, why = _read_image(f, image_size, mode, max_pixels)
-            except OSError as e: arr, dig, why = None, None, f"unreadable ({e.strerror or e})"
-            if why: problems.append((str(f), why)); continue
-            seen.setdefault(dig, []).append((p.name, f))
-            kept[p.name].append((f, arr))
+            if f.is_dir(): events.append(("problem", str(f), "nested folder (classes are one level deep)"))
+            elif f.suffix.lower() not in IMAGE_EXTS: events.append(("problem", str(f), f"not an image file (extension {f.suffix or 'none'})"))
+            else: events.append(("file", p.name, f))
+    return root, events, hidden
+
+# %% ../nbs/10_data.ipynb #c008c
+def _validate(root: Path, events, read: dict, min_per_class: int, skip_bad: bool) -> tuple:
+    "The files to keep, `{class: [path]}` (a class with too few usable images dropped), and every problem in reading "
+    "order, from `_scan`'s `events` and `read[path] = (sha256, reason)`; raises `DataValidationError` unless `skip_bad`."
+    problems, kept, seen = [], {}, {}         # kept: class -> [path]; seen: digest -> [(class, path)]
+    for kind, a, b in events:
+        if kind == "problem": problems.append((a, b))
+        elif kind == "class": kept[a] = []
+        elif (why := read[b][1]): problems.append((str(b), why))
+        else: seen.setdefault(read[b][0], []).append((a, b)); kept[a].append(b)
     for dig, where in seen.items():
         if len({c for c, _ in where}) > 1:
             classes = sorted({c for c, _ in where})
             for c, f in where:
                 problems.append((str(f), f"same file (sha256 {dig[:12]}) under several classes: {', '.join(classes)}"))
-                kept[c] = [(g, a) for g, a in kept[c] if g != f]
+                kept[c] = [g for g in kept[c] if g != f]
     for c in list(kept):
         if len(kept[c]) < min_per_class:
             problems.append((str(root/c), f"class has {len(kept[c])} usable image(s), fewer than min_per_class={min_per_class}"))
@@ -191,8 +271,17 @@ def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class:
     if problems and not skip_bad: raise DataValidationError(problems, f"imagefolder:{root}")
     if len(kept) < 2: raise DataValidationError(problems + [(str(root), f"{len(kept)} usable class(es); need at least 2")],
                                                 f"imagefolder:{root}")
+    return kept, problems
+
+def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class: int = 5, skip_bad: bool = False,
+                     max_pixels: int = MAX_PIXELS):
+    "Read `<root>/<class>/*.png|jpg|jpeg` into memory; returns `(x, y, classes, skipped)` or raises `DataValidationError`. "
+    "Hidden (dot) entries are never read and are listed in `skipped`. (`ingest` streams the same into shards.)"
+    root, events, hidden = _scan(root, mode)
+    got = {f: _read_file(f, image_size, mode, max_pixels) for kind, _, f in events if kind == "file"}
+    kept, problems = _validate(root, events, {f: (d, why) for f, (_, d, why) in got.items()}, min_per_class, skip_bad)
     classes = sorted(kept)
-    x = np.stack([a for c in classes for _, a in kept[c]])
+    x = np.stack([got[f][0] for c in classes for f in kept[c]])
     y = np.array([i for i, c in enumerate(classes) for _ in kept[c]], np.int64)
     return x, y, classes, problems + hidden
 
@@ -215,72 +304,211 @@ def _digest_arrays(*arrays) -> str:
     for a in arrays: h.update(str(a.dtype).encode()); h.update(str(a.shape).encode()); h.update(np.ascontiguousarray(a).tobytes())
     return "sha256:" + h.hexdigest()
 
+def _split_digest(ds: Dataset, name: str) -> str:
+    "A content digest of one split: of its rows' (source sha256, label) list when the sources are known, else of its pixels and labels."
+    m = ds.split == SPLITS.index(name)
+    if ds.files is None: return _digest_arrays(*ds.part(name))
+    sha = np.asarray(ds.files["sha256"], object)[m]
+    return "sha256:" + hashlib.sha256("".join(f"{s} {int(k)}\n" for s, k in zip(sha, ds.y[m])).encode()).hexdigest()
+
 def make_manifest(ds: Dataset, source: str, version: str = "") -> dict:
     "Class names, counts per split, shape and a content digest per split."
     counts = {s: {c: int(((ds.split == i) & (ds.y == k)).sum()) for k, c in enumerate(ds.classes)} for i, s in enumerate(SPLITS)}
-    digests = {s: _digest_arrays(*ds.part(s)) for s in SPLITS}
+    digests = {s: _split_digest(ds, s) for s in SPLITS}
     return dict(source=source, version=version, classes=list(ds.classes), shape=list(ds.shape), n=int(len(ds.y)),
                 counts=counts, digests=digests)
+
+# %% ../nbs/10_data.ipynb #c011b
+def _decoded(paths: list, size: int, mode: str, max_pixels: int, workers: int, chunk: int = 16):
+    "`_read_file` of every path, in order: in this process for `workers == 1`, else in `workers` processes with a "
+    "few tasks of `chunk` files in flight (memory stays bounded however many files there are)."
+    if workers == 1 or len(paths) <= chunk:
+        for p in paths: yield _read_file(p, size, mode, max_pixels)
+        return
+    import itertools, multiprocessing as mp, threading
+    from concurrent.futures import ProcessPoolExecutor
+    from mlops_nb.cores import core_lease
+    tasks = iter([paths[i:i + chunk] for i in range(0, len(paths), chunk)])
+    workers = min(workers, -(-len(paths) // chunk))
+    methods = mp.get_all_start_methods()        # fork only a process of one thread (a kernel has several: forkserver there)
+    ctx = mp.get_context("fork" if "fork" in methods and threading.active_count() == 1 else "forkserver" if "forkserver" in methods else "spawn")
+    with core_lease(workers, what="decoding images"), ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+        pending = collections.deque(ex.submit(_read_files, t, size, mode, max_pixels) for t in itertools.islice(tasks, 2 * workers))
+        while pending:
+            done = pending.popleft().result()
+            if (t := next(tasks, None)) is not None: pending.append(ex.submit(_read_files, t, size, mode, max_pixels))
+            yield from done
+
+def _rel(f: Path, root: Path) -> str: return f.relative_to(root).as_posix()
+
+def _groups(files: list, root: Path, cap: int) -> list:
+    "Cut `[(class, path)]` into shard groups of at most `cap` files: a new class starts one; a file whose relative path "
+    "hashes onto a boundary (one in cap/2) ends one. Names alone decide, so one changed file moves no other group."
+    groups, cur, every = [], [], max(1, cap // 2)
+    for c, f in files:
+        if cur and (cur[-1][0] != c or len(cur) >= cap): groups.append(cur); cur = []
+        cur.append((c, f))
+        if int(hashlib.sha256(_rel(f, root).encode()).hexdigest()[:12], 16) % every == 0: groups.append(cur); cur = []
+    return groups + [cur] * bool(cur)
+
+# %% ../nbs/10_data.ipynb #c011c
+def _known(cache: ShardCache, f: Path) -> tuple:
+    "`(file_ident, cached)` of a file: what the cache knows of it while it is unchanged (None: read it)."
+    try: st = os.stat(f)
+    except OSError: return None, None
+    if not stat.S_ISREG(st.st_mode): return None, None
+    return file_ident(st), cache.lookup(os.path.abspath(f), file_ident(st))
+
+def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, decoded, stats: dict) -> tuple:
+    "Write each group's usable images as one shard, or reuse the stored shard of the same images: `(read, at)` with "
+    "`read[path] = (sha256, reason)` and `at[path] = (shard number, row)`; the cache learns every file read."
+    read, at, old, learn = {}, {}, {}, []
+    for group in groups:
+        imgs = {}
+        for _, f in group:
+            if hit := known[f][1]: read[f] = (hit[0], hit[3]); continue
+            a, dig, why = next(decoded)
+            read[f], imgs[f] = (dig, why), a
+        good = [f for _, f in group if read[f][1] is None]
+        if not good: continue
+        key = cache.key([read[f][0] for f in good])
+        reused = bool((prev := cache.shard(key)) and prev[1] == len(good))
+        if reused: no = w.reuse(*prev); stats["shards_reused"] += 1
+        else:
+            need = [f for f in good if imgs.get(f) is None]          # unchanged files: their pixels from the old shards, batched
+            imgs.update(zip(need, _old_pixels(old, cache.store, [known[f][1] for f in need])))
+            for f in good: w.add(imgs[f])
+            w.close(); no = len(w.shards) - 1; stats["shards_written"] += 1
+            cache.remember_shard(key, w.shards[no]["digest"], len(good))
+        for r, f in enumerate(good): at[f] = (no, r)
+        for _, f in group:                           # what was read now, and where pixels moved to a new shard
+            (ident, _), (sha, why) = known[f], read[f]
+            if ident is not None and sha is not None and (f in imgs or not reused):
+                learn.append((os.path.abspath(f), ident, sha, *((w.shards[no]["digest"], at[f][1]) if f in at else (None, None)), why))
+        if len(learn) >= 4096: cache.remember(learn); learn = []
+    cache.remember(learn)
+    return read, at
+
+def _old_pixels(old: dict, store, hits: list) -> list:
+    "Cached files' images, read from the shards they are in: rows in order, one read per run of consecutive rows (each "
+    "shard verified once, kept in `old`)."
+    out, by = [None] * len(hits), {}
+    for i, h in enumerate(hits): by.setdefault(h[1], []).append(i)
+    for digest, ii in by.items():
+        if digest not in old: old[digest] = ShardArray([store.path(digest)])
+        rows = np.array([hits[i][2] for i in ii], np.int64)
+        order = np.argsort(rows, kind="stable")
+        for k, img in zip(order, old[digest][rows[order]]): out[ii[k]] = img
+    return out
+
+# %% ../nbs/10_data.ipynb #c011d
+def _folder_rows(root, w: ShardWriter, image_size: int, mode: str, min_per_class: int, skip_bad: bool, max_pixels: int,
+                 workers: int, stats: dict) -> tuple:
+    "Stream an image folder into shards through `w`, decoding only what the cache does not know: `(rows, classes, skipped)`, "
+    "`rows` per kept image `(shard number, row, label, relative path, sha256)`."
+    root, events, hidden = _scan(root, mode)
+    files = [(c, f) for kind, c, f in events if kind == "file"]
+    cache = ShardCache(w.store, {"image_size": image_size, "mode": mode, "max_pixels": max_pixels})
+    try:
+        known = {f: _known(cache, f) for _, f in files}
+        todo = [str(f) for _, f in files if known[f][1] is None]
+        stats.update(files=len(files), decoded=len(todo))
+        read, at = _write_groups(w, cache, _groups(files, root, w.capacity), known,
+                                 _decoded(todo, image_size, mode, max_pixels, workers), stats)
+    finally: cache.close()
+    kept, problems = _validate(root, events, read, min_per_class, skip_bad)
+    classes = sorted(kept)
+    return [(*at[f], k, _rel(f, root), read[f][0]) for k, c in enumerate(classes) for f in kept[c]], classes, problems + hidden
+
+def _digits_rows(w: ShardWriter, image_size: int, mode: str) -> tuple:
+    "The digits through `w` (made `mode` and `image_size` when those differ from 8x8 grey): `(rows, classes)`."
+    from PIL import Image
+    x, y, classes = read_digits()
+    same = mode == "L" and image_size in (0, 8)
+    rows = [(*w.add(im if same else prepare_image(Image.fromarray(im[0]), image_size or 8, mode)), int(k), f"digits/{i}",
+             hashlib.sha256(im.tobytes()).hexdigest()) for i, (im, k) in enumerate(zip(x, y))]
+    w.close()
+    return rows, classes
 
 # %% ../nbs/10_data.ipynb #c012
 @dataclass
 class IngestResult:
-    "What ingest made: the dataset, its file, its manifest, and what was skipped."
+    "What ingest made: the dataset, its index file, its manifest, what was skipped, and how much was read."
     dataset: Dataset
     path: Path
     manifest: dict
     skipped: list = field(default_factory=list)   # (path, reason)
+    stats: dict = field(default_factory=dict)     # files, decoded (read now, not from the cache), shards_written, shards_reused
 
 PRODUCTION = "+predictions:"      # `SOURCE+predictions:NAME`: SOURCE plus model NAME's labelled production predictions
 
-def read_production(log, name: str, classes, shape) -> tuple:
-    "The labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback names "
-    "one of `classes`): images (N, *shape), class indices, and what was taken (ids `request_id/row`, first and last time)."
+def read_production(log, name: str, classes, shape, w: ShardWriter) -> tuple:
+    "Stream the labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback "
+    "names one of `classes`) into shards through `w`, a chunk at a time: `(rows, taken)`, `rows` per image `(shard number, "
+    "row, label, 'predictions/<request id>/<row>', sha256 of its pixels)`, `taken` what was taken (ids, first and last time)."
     from mlops_nb.predlog import chunks
     if log is None or not Path(log).is_file(): raise ValueError(f"source predictions:{name}: no prediction log at {log}")
-    idx, xs, ys, ids, ts = {str(c): i for i, c in enumerate(classes)}, [], [], [], []
+    idx, rows, ids, first, last = {str(c): i for i, c in enumerate(classes)}, [], [], np.inf, -np.inf
     for c in chunks(log, name):
         keep = np.array([t is not None and str(t) in idx for t in c["true_label"]], bool)
         if not keep.any(): continue
         if tuple(c["x"].shape[1:]) != tuple(shape):
             raise ValueError(f"source predictions:{name}: logged inputs have shape {list(c['x'].shape[1:])}, the data {list(shape)}")
-        xs.append(c["x"][keep]); ys.append([idx[str(t)] for t in c["true_label"][keep]]); ts.append(c["ts"][keep])
-        ids += [f"{r}/{w}" for r, w in zip(c["request_id"][keep], c["row"][keep])]
-    if not xs: raise ValueError(f"source predictions:{name}: no labelled predictions of {name} in {log} (send feedback first)")
-    t = np.concatenate(ts)
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), {"model": name, "rows": len(ids), "first": float(t.min()),
-            "last": float(t.max()), "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
+        for im, t, r, k in zip(c["x"][keep], c["true_label"][keep], c["request_id"][keep], c["row"][keep]):
+            rows.append((*w.add(im), idx[str(t)], f"predictions/{r}/{k}", hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()))
+            ids.append(f"{r}/{k}")
+        first, last = min(first, float(c["ts"][keep].min())), max(last, float(c["ts"][keep].max()))
+    w.close()
+    if not rows: raise ValueError(f"source predictions:{name}: no labelled predictions of {name} in {log} (send feedback first)")
+    return rows, {"model": name, "rows": len(ids), "first": first, "last": last,
+                  "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
+
+# %% ../nbs/10_data.ipynb #c012b
+def _dataset(w: ShardWriter, rows: list, classes: list, split) -> Dataset:
+    "The dataset of `rows` `(shard, row, label, path, sha256)` over the shards `w` wrote (those no row uses are left out)."
+    shard = np.array([r[0] for r in rows], np.int64)
+    used = np.unique(shard)
+    paths = [w.store.path(w.shards[s]["digest"], verify=False) for s in used]     # just written or reused: verified when loaded
+    starts = np.cumsum([0] + [w.shards[s]["rows"] for s in used])
+    x = ShardArray(paths, starts[np.searchsorted(used, shard)] + np.array([r[1] for r in rows], np.int64))
+    return Dataset(x=x, y=np.array([r[2] for r in rows], np.int64), split=split, classes=list(classes),
+                   files={"path": [r[3] for r in rows], "sha256": [r[4] for r in rows]})
 
 def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str = "L", min_per_class: int = 5,
            skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
-           max_pixels: int = MAX_PIXELS, log=None) -> IngestResult:
+           max_pixels: int = MAX_PIXELS, log=None,
+           store=None,              # the artifact store the shards go to; default: a store in `out_dir`
+           workers: int = 0,        # processes decoding an image folder; 0: every core
+           shard_mb: float = 64) -> IngestResult:   # the byte budget of one shard, in MiB
     "Read `source` ('digits' or 'imagefolder:<path>', either followed by '+predictions:NAME' to add model NAME's "
-    "labelled production predictions from the prediction log `log`), validate, split and save it under `out_dir`."
-    from mlops_nb.store import sha256_bytes
+    "labelled production predictions from the prediction log `log`), validate and split it, stream its images into "
+    "shards in `store` and write the dataset index under `out_dir`."
+    from mlops_nb.store import Store, sha256_bytes
+    from mlops_nb.cores import machine_cores
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
+    if workers < 0 or shard_mb <= 0: raise ValueError(f"workers={workers}, shard_mb={shard_mb}: workers must be at least 0, shard_mb above 0")
     skipped, base, _, prod = [], *source.partition(PRODUCTION)
-    source_all, source = source, base
-    if source == "digits":
-        x, y, classes = read_digits()
-        if mode != "L" or image_size not in (0, 8):
-            from PIL import Image
-            x = np.stack([prepare_image(Image.fromarray(im[0]), image_size or 8, mode) for im in x])
-    elif source.startswith("imagefolder:"):
-        x, y, classes, skipped = read_imagefolder(source.split(":", 1)[1], image_size or 32, mode, min_per_class, skip_bad, max_pixels)
-    else:
-        raise ValueError(f"source={source!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>', optionally "
+    if base != "digits" and not base.startswith("imagefolder:"):
+        raise ValueError(f"source={base!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>', optionally "
                          "followed by '+predictions:<model>'")
+    store = store or Store(out_dir)
+    size = image_size or (8 if base == "digits" else 32)
+    w = ShardWriter(store, (3 if mode == "RGB" else 1, size, size), shard_mb, name="ingest/shard")
+    stats = dict(files=0, decoded=0, shards_written=0, shards_reused=0)
+    if base == "digits": rows, classes = _digits_rows(w, image_size, mode)
+    else: rows, classes, skipped = _folder_rows(base.split(":", 1)[1], w, size, mode, min_per_class, skip_bad, max_pixels,
+                                                workers or machine_cores(), stats)
     taken = None
     if prod:                                       # the labelled production data, after the original rows
-        px, py, taken = read_production(log, prod, classes, x.shape[1:])
-        x, y = np.concatenate([x, px]), np.concatenate([y, py])
-    ds = Dataset(x=x, y=y, split=stratified_split(y, val_frac, test_frac, seed), classes=classes)
+        more, taken = read_production(log, prod, classes, w.item_shape, w)
+        rows += more
+    ds = _dataset(w, rows, classes, stratified_split([r[2] for r in rows], val_frac, test_frac, seed))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    path = save_dataset(ds, Path(out_dir)/"dataset.npz")
-    man = make_manifest(ds, source_all, sha256_bytes(path.read_bytes()))
+    path = save_dataset(ds, Path(out_dir)/"dataset.json", store)
+    man = make_manifest(ds, source, sha256_bytes(path.read_bytes()))
     man["skipped"] = [list(p) for p in skipped]
     if taken is not None: man["production"] = taken                # which predictions (request/row) it took
-    return IngestResult(ds, path, man, skipped)
+    return IngestResult(ds, path, man, skipped, stats)
 
 def source_fingerprint(source: str, log=None) -> str:
     "A cheap digest of what `source` would read now: for an image folder, every entry's path, type, size and modification "

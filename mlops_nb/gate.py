@@ -24,17 +24,20 @@ def mcnemar(correct_a, correct_b) -> dict:
 def champion_challenger(reg, cand: dict, champ: dict, significance: float = 0.05) -> dict:
     "Compare two versions of the registry `reg` on the candidate's test split."
     from mlops_nb.data import load_dataset
+    import numpy as np
+    from mlops_nb.shards import batches
     cb = reg.load(f"{cand['name']}@{cand['version']}")
     try: pb = reg.load(f"{champ['name']}@{champ['version']}")
     except BundleUnusable as e:
         return {"passed": False, "detail": f"production v{champ['version']} is unverifiable, so nothing can be compared with it: {e}"}
     ds_digest = cb.lineage.get("dataset")
     if not ds_digest: return {"passed": False, "detail": "the candidate's bundle does not record its dataset"}
-    try: x, y = load_dataset(reg.store.path(ds_digest)).part("test")
+    try: x, y = load_dataset(reg.store.path(ds_digest), reg.store).part("test")
     except (MissingArtifact, IntegrityError) as e: return {"passed": False, "detail": f"the candidate's test split is unusable: {e}"}
     if cb.signature["inputs"] != pb.signature["inputs"] or cb.labels != pb.labels:
         return {"passed": False, "detail": f"v{champ['version']} (production) takes other inputs or labels; cannot compare on the same test split"}
-    rc, rp = cb.predict_logits(x).argmax(1) == y, pb.predict_logits(x).argmax(1) == y
+    def right(b): return np.concatenate([b.predict_logits(xb).argmax(1) for xb in batches(x, 1024)] + [np.zeros(0, int)]) == y   # a batch at a time
+    rc, rp = right(cb), right(pb)
     t = mcnemar(rp, rc)
     worse = rc.mean() < rp.mean() and t["p_value"] < significance
     return {"passed": not worse, "candidate_accuracy": float(rc.mean()), "production_accuracy": float(rp.mean()), "n": int(len(y)), **t,

@@ -10,8 +10,8 @@ import orjson
 
 
 # %% auto #0
-__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'number_array', 'pixels', 'check_size', 'parse_json', 'oip_body',
-           'oip_input', 'oip_outputs', 'oip_tensor', 'parse_tags', 'new_request_id', 'request_id', 'images',
+__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'number_array', 'pixels', 'over_limit', 'check_size', 'parse_json',
+           'oip_body', 'oip_input', 'oip_outputs', 'oip_tensor', 'parse_tags', 'new_request_id', 'request_id', 'images',
            'feedback_items']
 
 # %% ../nbs/20b_inputs.ipynb #c004
@@ -78,17 +78,21 @@ def pixels(a: np.ndarray, what: str) -> np.ndarray:
     return u
 
 # %% ../nbs/20b_inputs.ipynb #c007
+def over_limit(what: str, max_body: int) -> BadInput:
+    "The refusal (413) of a body, or uploads, over `max_body` bytes: `what` it was, the limit and the setting that sets it."
+    return BadInput(f"{what} is over the limit of {max_body} bytes ([serve] max_body)", 413)
+
 def check_size(headers, max_body: int):
     "`BadInput` (413) when the declared body is over `max_body` bytes."
     n = headers.get("content-length")
-    if n and n.isascii() and n.isdigit() and int(n) > max_body: raise BadInput(f"body of {n} bytes is over the limit of {max_body}", 413)
+    if n and n.isascii() and n.isdigit() and int(n) > max_body: raise over_limit(f"body of {n} bytes", max_body)
 
 def parse_json(raw: bytes, content_type: str | None, max_body: int, lists: bool = False):
     "A request body as a JSON object (or a list of objects when `lists`), or `BadInput` (size, content type, malformed JSON)."
     ct = (content_type or "").split(";")[0].strip().lower()
     if ct != "application/json":            # what a page of another site may post unasked: text/plain, a form, a typeless Blob
         raise BadInput(f"{f'content type {ct[:80]!r}' if ct else 'no content type'}: send Content-Type: application/json", 415)
-    if len(raw) > max_body: raise BadInput(f"body of {len(raw)} bytes is over the limit of {max_body}", 413)
+    if len(raw) > max_body: raise over_limit(f"body of {len(raw)} bytes", max_body)
     try: obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e: raise BadInput(f"malformed JSON: {e}") from None
     if isinstance(obj, list) and lists:

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 from .cores import core_lease
 from .bundle import ort_session, ort_logits, write_bundle
+from .model import batch_rows
 from . import reference
 
 # %% auto #0
-__all__ = ['PixelModel', 'export_onnx', 'torch_logits', 'ParityError', 'parity', 'latency', 'model_card', 'PackageResult',
-           'package']
+__all__ = ['PixelModel', 'export_onnx', 'torch_logits', 'ParityError', 'parity', 'latency_batches', 'latency', 'model_card',
+           'PackageResult', 'package']
 
 # %% ../nbs/14_package.ipynb #c003
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -26,10 +27,10 @@ warnings.filterwarnings("ignore", module=r"torch\.onnx.*|onnxscript.*")
 
 # %% ../nbs/14_package.ipynb #c005
 class PixelModel(nn.Module):
-    "A network that takes uint8 pixels: `preprocess` (x / 127.5 - 1) followed by the network."
+    "A network that takes uint8 pixels: cast to float (0..255), then the network (which normalises them itself)."
     def __init__(self, net: nn.Module):
         super().__init__(); self.net = net
-    def forward(self, x): return self.net(x.float() / 127.5 - 1.0)
+    def forward(self, x): return self.net(x.float())
 
 def export_onnx(net: nn.Module, shape, path) -> Path:
     "Export `net` for uint8 input of `shape` (C, H, W) with a dynamic batch dimension, weights inline."
@@ -42,10 +43,10 @@ def export_onnx(net: nn.Module, shape, path) -> Path:
     return Path(path)
 
 @torch.no_grad()
-def torch_logits(net: nn.Module, x, batch_size: int = 512) -> np.ndarray:
-    "Logits from the eager torch model for uint8 images."
-    m = PixelModel(net).eval()
-    return np.concatenate([m(torch.as_tensor(x[i:i+batch_size])).numpy() for i in range(0, len(x), batch_size)])
+def torch_logits(net: nn.Module, x, batch_size: int | None = None) -> np.ndarray:
+    "Logits from the eager torch model for uint8 images (an array or a lazy view), in batches sized by bytes."
+    m, bs = PixelModel(net).eval(), batch_size or batch_rows(x.shape[1:])
+    return np.concatenate([m(torch.as_tensor(np.asarray(x[i:i+bs]))).numpy() for i in range(0, len(x), bs)])
 
 # %% ../nbs/14_package.ipynb #c007
 class ParityError(AssertionError):
@@ -65,15 +66,21 @@ def parity(net: nn.Module, onnx_path, x, tol: float = 1e-4, threads: int = 2) ->
     return res
 
 # %% ../nbs/14_package.ipynb #c009
-def latency(net: nn.Module, onnx_path, x, batches=(1, 32, 512), budget_s: float = 1.0, threads: int = 2) -> list:
-    "Median ms per call for torch eager and ONNX Runtime at each batch size."
+def latency_batches(shape, batches=(1, 32, 512), budget: int = 2 << 20) -> tuple:
+    "The batch sizes to time for images of `shape`: each of `batches`, capped at `budget` bytes of pixels."
+    cap = batch_rows(shape, budget)
+    return tuple(sorted({min(b, cap) for b in batches}))
+
+def latency(net: nn.Module, onnx_path, x, batches=None, budget_s: float = 1.0, threads: int = 2) -> list:
+    "Median ms per call for torch eager and ONNX Runtime at each batch size (default: `latency_batches`)."
     sess, m = ort_session(Path(onnx_path), threads), PixelModel(net).eval()
+    batches = batches or latency_batches(x.shape[1:])
     with core_lease(threads, what="the latency check"):       # figures taken while another run computes mean little
         return [_latency_at(b, x, m, sess, budget_s / len(batches)) for b in batches]
 
 def _latency_at(b, x, m, sess, budget_s):
     "Median ms per call of torch (`m`) and ORT (`sess`) at batch size `b`, within about `budget_s`."
-    xb = np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))
+    xb = np.ascontiguousarray(np.resize(np.asarray(x[:b]), (b, *x.shape[1:])))   # reads at most b rows of a lazy view
     tb = torch.as_tensor(xb)
     def t_torch():
         with torch.no_grad(): m(tb)
@@ -87,8 +94,15 @@ def _latency_at(b, x, m, sess, budget_s):
         med[name] = float(np.median(ts))
     return {"batch": b, **med, "ort_speedup": med["torch_ms"] / med["ort_ms"]}
 
-
 # %% ../nbs/14_package.ipynb #c011
+def _made_of(lineage: dict) -> str:
+    "The architecture, where its weights started, and where it trained, as the model card says it."
+    from mlops_nb.plots import md_code as code
+    arch, w, dev = lineage.get("arch", "convnet"), lineage.get("weights"), lineage.get("trained_on")
+    start = f"fine-tuned from the weights file {code(w)}" if w else "trained from random initialisation (no pretrained weights)"
+    return (f"Architecture {code(arch)}{' (torchvision)' if arch != 'convnet' else ''}, {start}"
+            + (f"; trained on {dev}." if dev else "."))
+
 def model_card(labels, metrics: dict, lineage: dict, shape, parity_res: dict) -> str:
     "The model card: intended use, data, metrics, per-class gaps, limitations, how it was made."
     from mlops_nb.plots import md_escape as e, md_code as code
@@ -120,6 +134,7 @@ says how unevenly the model serves the classes. Test figures come from {m.get('t
 below a few points are within noise. The model has seen only the training split of the dataset above.
 
 ## How it was made
+{_made_of(lineage)}
 Checkpoint {code(lineage.get('checkpoint'))}, trained by `mlops_nb.train.search` (grid or random search, Lightning); exported
 to ONNX by torch's dynamo exporter; ONNX Runtime agrees with torch on the test split to {parity_res['max_abs_diff']:.2g}
 (max |logit difference|, tolerance {parity_res['tolerance']:g}). The run, commit, parameters and environment that made
@@ -139,7 +154,7 @@ class PackageResult:
 def package(ds, net: nn.Module, classes, metrics: dict, lineage: dict, out_dir, tol: float = 1e-4, threads: int = 2,
             measure_latency: bool = True) -> PackageResult:
     "Export, gate on parity over the test split, measure latency, compute the monitoring reference on the validation "
-    "split, write the bundle into `out_dir`."
+    "split, write the bundle into `out_dir`. The splits may be lazy views of shards: everything reads them in batches."
     out_dir = Path(out_dir)
     onnx_path = export_onnx(net, ds.shape, out_dir/"model.onnx")
     x, _ = ds.part("test")
@@ -148,5 +163,6 @@ def package(ds, net: nn.Module, classes, metrics: dict, lineage: dict, out_dir, 
     card = model_card(classes, metrics, lineage, ds.shape, par)
     xv, yv = ds.part("val")                          # the monitoring reference: on data the model was not trained on
     mon = reference.build(xv, yv, ort_logits(ort_session(onnx_path, threads), xv), list(classes))
-    path = write_bundle(out_dir/"bundle.zip", onnx_path, ds.shape, classes, metrics, lineage, card, mon.files())
+    norm = getattr(getattr(net, "norm", None), "describe", lambda: None)()
+    path = write_bundle(out_dir/"bundle.zip", onnx_path, ds.shape, classes, metrics, lineage, card, mon.files(), normalize=norm)
     return PackageResult(path, par, lat, card, mon)

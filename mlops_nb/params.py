@@ -101,7 +101,12 @@ def _model_name(v):
 
 def _register_alias(v): check_register_alias(v)
 
-NAMED = {"source": _source, "model name": _model_name, "register alias": _register_alias}
+def _weights(v):
+    "none, imagenet, or the path of an existing file (whether imagenet's file is at hand is checked with the settings, before the run)."
+    if v in ("none", "imagenet"): return
+    if not Path(v).expanduser().is_file(): raise ValueError(f"{v} is no file (accepts none, imagenet or the path of a weights file)")
+
+NAMED = {"source": _source, "model name": _model_name, "register alias": _register_alias, "weights": _weights}
 
 _OPS = {"above": lambda a, b: a > b, "at least": lambda a, b: a >= b, "below": lambda a, b: a < b, "at most": lambda a, b: a <= b}
 

@@ -19,8 +19,9 @@ from .cores import relay
 from .data import term_safe
 
 # %% auto #0
-__all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'git_info', 'env_info', 'new_run_id',
-           'lineage_for', 'reap', 'RunFailed', 'wandb_fallback', 'run', 'render_html', 'write_reports']
+__all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'input_shape', 'check_registered_shape',
+           'check_weights', 'raw_fingerprint', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap', 'RunFailed',
+           'wandb_fallback', 'run', 'render_html', 'write_reports']
 
 # %% ../nbs/40_pipeline.ipynb #c004
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class StageSpec:
     name: str
     notebook: str                      # file in the pipelines folder
     inputs: dict = field(default_factory=dict)   # input name -> "stage.output"
-    raw: str = ""                      # the parameter naming raw data outside the store: its fingerprint joins the cache key
+    raw: str = ""                      # the parameter naming raw data outside the store (`raw_fingerprint`): it joins the cache key
     heavy: bool = False                # keeps every core busy: the runner does nothing beside it (no HTML made; no kernel started ahead, unless one forked)
     measures: bool = False             # measures the running system (latency): its outputs and metrics are not reproducible
     cache: bool = True                 # False: always executed (what it reads, e.g. the prediction log, changes under it)
@@ -37,7 +38,7 @@ class StageSpec:
 
 STAGES = (
     StageSpec("ingest", "ingest.ipynb", raw="source"),
-    StageSpec("train", "train.ipynb", {"dataset": "ingest.dataset"}, heavy=True),
+    StageSpec("train", "train.ipynb", {"dataset": "ingest.dataset"}, raw="weights", heavy=True),
     StageSpec("evaluate", "evaluate.ipynb", {"dataset": "ingest.dataset", "model": "train.model"}, late=("sklearn.metrics",)),
     StageSpec("package", "package.ipynb", {"dataset": "ingest.dataset", "manifest": "ingest.manifest", "model": "train.model",
                                            "metrics": "evaluate.metrics"},
@@ -68,6 +69,63 @@ def stage_params(s: Settings, stages=STAGES) -> dict:
         if not nb.is_file(): raise FileNotFoundError(f"stage {st.name}: notebook {nb} not found (settings: [paths] pipelines)")
         out[st.name] = notebook_params(st.name, nb)
     return out
+
+# %% ../nbs/40_pipeline.ipynb #c006b
+def input_shape(ingest: dict) -> tuple:
+    "The `(C, H, W)` images that these ingest parameters give, hence the bundle's inputs (as `mlops_nb.data.ingest` makes them)."
+    base = ingest.get("source", "digits").partition("+predictions:")[0]       # production rows take the source's shape
+    side = ingest.get("image_size") or (8 if base == "digits" else 32)
+    return (3 if ingest.get("mode", "L") == "RGB" else 1, side, side)
+
+def _free_name(reg, name: str, shape: tuple) -> str:
+    "A model name for `shape` beside `name`: `name-CxHxW` (or `-2`, `-3`, ...), new or already of that shape."
+    base = f"{name[:80]}-{'x'.join(map(str, shape))}"
+    return next(n for n in [base, *(f"{base}-{i}" for i in range(2, 1000))] if reg.input_shape(n) in (None, shape))
+
+def check_registered_shape(s: Settings, params: dict):
+    "Refuse (`ParamError`, one line) parameters whose bundle the register stage would refuse: its model name already holds "
+    "versions of another input shape. A missing registry is not created (nothing is registered there yet)."
+    from mlops_nb.registry import RegistryError, model_name_for, registry_for
+    if not {"ingest", "register"} <= set(params): return
+    ing, name = params["ingest"], params["register"]["model_name"] or model_name_for(params["ingest"]["source"])
+    try: reg = registry_for(s, create=False)
+    except RegistryError: return                                             # no registry yet: anything registers
+    try:
+        have, want = reg.input_shape(name), input_shape(ing)
+        if have in (None, want): return
+        new = _free_name(reg, name, want)
+    finally: reg.close()
+    fmt = lambda t: "x".join(map(str, t))
+    whence = "register.model_name" if params["register"]["model_name"] else f"the name ingest.source {ing['source']!r} gives"
+    c, h, w = have
+    back = (" -p ".join(f"ingest.{k}={v}" for k, v, cur in (("image_size", h, ing.get("image_size") or want[1]),
+                                                               ("mode", "RGB" if c == 3 else "L", ing.get("mode", "L"))) if v != cur)
+            if h == w and c in (1, 3) else None)
+    raise ParamError(f"model {name} ({whence}) is registered with inputs {fmt(have)}, but these parameters give {fmt(want)} "
+                     f"(ingest.image_size={ing.get('image_size')}, ingest.mode={ing.get('mode', 'L')}), and its register stage "
+                     f"would refuse the bundle: register a new model with -p register.model_name={new}"
+                     + (f", or keep {fmt(have)} with -p {back}" if back else f" (no ingest parameters give {fmt(have)})"))
+
+
+# %% ../nbs/40_pipeline.ipynb #c006d
+def check_weights(s: Settings, params: dict):
+    "Refuse (`ParamError`, one line) a `train.weights` that cannot be had: imagenet's file missing from the torch hub cache "
+    "(unless `[train] allow_download`), an architecture without ImageNet weights. Nothing is fetched here."
+    from mlops_nb.weights import WeightsError, weights_file
+    if "train" not in params: return
+    t = params["train"]
+    try: weights_file(t["arch"], t["weights"], s.train["allow_download"], fetch=False)
+    except WeightsError as e: raise ParamError(f"parameter train.{e}") from None
+
+def raw_fingerprint(s: Settings, st: StageSpec, p: dict) -> str:
+    "What a stage's raw input outside the store is now: an image folder's listing (`source_fingerprint`), a weights "
+    "file's sha256 (fetched first when imagenet's may be downloaded), 'none' for random initialisation."
+    if st.raw == "weights":
+        from mlops_nb.weights import file_digest, weights_file
+        f = weights_file(p["arch"], p["weights"], s.train["allow_download"])
+        return file_digest(f) if f else "none"
+    from mlops_nb.data import source_fingerprint
+    return source_fingerprint(p[st.raw], s.predictions)
 
 # %% ../nbs/40_pipeline.ipynb #c009
 import fcntl
@@ -248,6 +306,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
         if pipeline == "build" and profile not in s.profiles:
             raise ParamError(f"unknown profile {profile!r}; settings.ini defines: {', '.join(sorted(s.profiles))}")
         params = resolve_params(spec, s.profiles.get(profile, {}) if pipeline == "build" else {}, overrides)
+    if not reproduces: check_registered_shape(s, params)    # a reproduction registers nothing
+    check_weights(s, params)
     forced = {st.name for st in STAGES} if force else downstream(force_stages, STAGES)
     apply_env(s)
     fallback = wandb_fallback()
@@ -295,8 +355,7 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             code = code_digest(nb_in)
             raw = {}
             if st.raw:                  # raw data can change under the same parameters: its fingerprint is part of the key
-                from mlops_nb.data import source_fingerprint
-                raw = {f"raw:{st.raw}": source_fingerprint(params[st.name][st.raw], s.predictions)}
+                raw = {f"raw:{st.raw}": raw_fingerprint(s, st, params[st.name])}
             key = cache_key(st.name, code, params[st.name], {**inputs, **raw}, env["digest"])
             srec.update(status="running", cached=False, started=now(), ended=None, notebook=nb_out.name,
                         inputs=inputs, outputs={}, cache_key=key, code_digest=code, **({"raw": raw} if raw else {}))

@@ -100,8 +100,15 @@ class MonitoringReference:
         return cls(json.loads(files["monitoring.json"]), *(Reference.from_bytes(files[f"{k}.npz"])
                                                            for k in ("features", "properties", "outputs", "confidence")))
 
+def _in_batches(x, budget: int = 8 << 20) -> tuple:
+    "`features(x)` and `properties(x)`, computed a batch of at most `budget` bytes of pixels at a time."
+    bs = max(1, budget // max(1, int(np.prod(x.shape[1:]))))
+    parts = [(features(b), properties(b)) for b in (np.asarray(x[i:i + bs]) for i in range(0, len(x), bs))]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+
 def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_rows: int = 5000, seed: int = 0) -> MonitoringReference:
-    "The monitoring reference from validation images `x` (N, C, H, W) uint8, their labels `y` and the model's `logits`."
+    "The monitoring reference from validation images `x` (N, C, H, W) uint8 (an array, or a lazy view read in batches), "
+    "their labels `y` and the model's `logits`."
     if len(x) == 0: raise ValueError("no validation rows: the monitoring reference needs the validation split")
     if not (len(x) == len(y) == len(logits)): raise ValueError(f"rows differ: {len(x)} images, {len(y)} labels, {len(logits)} logits")
     k = len(labels)
@@ -114,6 +121,7 @@ def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_ro
             "accuracy": float((pred == y).mean()), "calibration": {"method": "temperature", "temperature": t,
             "ece_before": ece(p, y), "ece_after": ece(pc, y)}, "estimated_accuracy": float(pc.max(axis=1).mean())}
     build_ = lambda v, names: Reference.build(np.asarray(v, np.float32), names=names, max_rows=max_rows, seed=seed)
-    return MonitoringReference(info, build_(features(x), feature_names(x.shape[1:])), build_(properties(x), property_names(x.shape[1:])),
+    feats, props = _in_batches(x)
+    return MonitoringReference(info, build_(feats, feature_names(x.shape[1:])), build_(props, property_names(x.shape[1:])),
                                build_(p, [str(c) for c in labels]), build_(p.max(axis=1, keepdims=True), ["confidence"]))
 

@@ -16,7 +16,8 @@ from .db import connect, create as create_schema, transaction
 
 # %% auto #0
 __all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for',
-           'Registry', 'parse_version', 'version_word', 'held', 'ReportUnusable', 'canary_percent', 'registry_for']
+           'signature_shape', 'Registry', 'parse_version', 'version_word', 'held', 'ReportUnusable', 'canary_percent',
+           'registry_for']
 
 # %% ../nbs/15_registry.ipynb #c004
 SCHEMA = """
@@ -100,6 +101,10 @@ def model_name_for(source: str) -> str:
 
 
 # %% ../nbs/15_registry.ipynb #c005
+def signature_shape(sig: str) -> tuple:
+    "The `(C, H, W)` of a bundle's input signature, as the registry records it (JSON of its `inputs`)."
+    return tuple(json.loads(sig)[0]["shape"][1:])
+
 class Registry:
     "Model versions and aliases in SQLite, bundles in the artifact store; `create=False` refuses a missing file (a "
     "command that only reads, or a service that follows it) rather than starting an empty registry in its place."
@@ -157,6 +162,11 @@ class Registry:
         ob = read_bundle(self.verify(name, row["version"], row["bundle"]))
         return json.dumps(ob.signature["inputs"], sort_keys=True), json.dumps(ob.labels)
 
+    def input_shape(self, name: str) -> tuple | None:
+        "The `(C, H, W)` images the latest version of `name` takes (every version of a name takes the same); None: no version."
+        last = self.db.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+        return None if last is None else signature_shape(self._kind(self.db, name, last)[0])
+
     def _fits(self, c, name, sig, labels) -> bool:
         "Can a bundle of this signature and label set be a version of `name` (new, or of the same kind)?"
         last = c.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
@@ -166,7 +176,7 @@ class Registry:
         "Refuse a bundle whose inputs or labels differ from the model's latest version: it is another model."
         osig, olabels = self._kind(c, name, last)
         if (osig, olabels) == (sig, labels): return
-        shape = lambda s: "x".join(map(str, json.loads(s)[0]["shape"][1:]))
+        shape = lambda s: "x".join(map(str, signature_shape(s)))
         base = f"{name}-{shape(sig)}-{len(json.loads(labels))}cls"
         tries = ([model_name_for(source)] if source else []) + [base] + [f"{base}-{i}" for i in range(2, 100)]
         suggest = next(t for t in tries if t != name and self._fits(c, t, sig, labels))   # a name that will be accepted

@@ -13,15 +13,16 @@ from fastapi import FastAPI, Request           # at module level: the routes' an
 from starlette.responses import Response
 from .served import ServedModel, Batcher
 from .traffic import Routes, Variant, Traffic, Shadow, Follower
-from .inputs import (BadInput, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
+from .inputs import (BadInput, over_limit, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
                              feedback_items, request_id)
 from .predlog import PredictionLog, open_log, known, parse_time, iso
 from .telemetry import Telemetry
 
 
 # %% auto #0
-__all__ = ['TIMEOUTS', 'DOCS_CSP', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'create_app', 'offline_docs',
-           'HeadersTimed', 'serve', 'listening', 'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
+__all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused',
+           'create_app', 'offline_docs', 'HeadersTimed', 'serve', 'listening', 'uvicorn_options', 'routes_for',
+           'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -101,7 +102,7 @@ async def _receive(receive, max_body: int, timeout: float = 0, declared: str | N
                 if msg["type"] == "http.disconnect": raise BadInput("the client went away before sending the whole body")
                 b = msg.get("body", b"")
                 n += len(b)
-                if n > max_body: raise BadInput(f"body of over {max_body} bytes is over the limit of {max_body}", 413)
+                if n > max_body: raise over_limit(f"body of {n} bytes{' and more' if msg.get('more_body') else ''}", max_body)
                 parts.append(b)
                 if not msg.get("more_body"): return b"".join(parts)
     except TimeoutError:
@@ -123,6 +124,56 @@ class Service:
     telemetry: object
     log: object
     async def __call__(self, scope, receive, send): await self.asgi(scope, receive, send)
+
+
+# %% ../nbs/20_serve.ipynb #c009e
+DRAIN = 3       # a refused body is read (and discarded) up to this many times [serve] max_body in all, then the connection closed
+
+def _rest(scope, got: int) -> int | None:
+    "Bytes of the request's body still to come after `got`: None when it is chunked (unknown); 0 when none will come "
+    "(no body, or the client waits for `100 Continue` before sending it)."
+    h = dict(scope["headers"])
+    if got == 0 and h.get(b"expect", b"").lower() == b"100-continue": return 0
+    n = h.get(b"content-length", b"")
+    if n.isdigit(): return max(int(n) - got, 0)
+    return None if b"chunked" in h.get(b"transfer-encoding", b"").lower() else 0
+
+async def _discard(receive, limit: int, timeout: float = 0) -> int:
+    "Read and throw away the rest of a request's body, at most `limit` bytes and `timeout` seconds (0: no limit): bytes read."
+    n = 0
+    try:
+        async with asyncio.timeout(timeout or None):
+            while n <= limit:
+                msg = await receive()
+                if msg["type"] != "http.request": break
+                n += len(msg.get("body", b""))
+                if not msg.get("more_body"): break
+    except TimeoutError: pass
+    return n
+
+def drain_refused(app, most: int, timeout: float = 0):
+    "ASGI `app` whose 413, sent while the request's body is still coming, is sent whole, then the rest of the body read "
+    "and discarded (up to `most` bytes of body in all, within `timeout` seconds: `_discard`), then the response finished "
+    "(and the connection closed): a client that writes its whole body before reading reads the 413, not a reset."
+    async def drained(scope, receive, send):
+        if scope["type"] != "http": return await app(scope, receive, send)
+        got, done, refused = 0, False, False
+        async def recv():
+            nonlocal got, done
+            msg = await receive()
+            got += len(msg.get("body", b""))
+            done = done or not msg.get("more_body")           # the last part, or http.disconnect
+            return msg
+        async def snd(msg):
+            nonlocal refused
+            if msg["type"] == "http.response.start": refused = msg["status"] == 413
+            elif refused and not done and not msg.get("more_body") and (rest := _rest(scope, got)) != 0 and got + (rest or 0) <= most:
+                await send({**msg, "more_body": True})          # the whole answer first: a client reading as it sends has it now
+                await _discard(receive, most - got, timeout)
+                msg = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(msg)
+        await app(scope, recv, snd)
+    return drained
 
 
 # %% ../nbs/20_serve.ipynb #c010
@@ -187,7 +238,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             except BadInput: tags = {}
             log.rejected(route, status, msg, rid, tags)
         hdr = {"www-authenticate": "Bearer"} if status == 401 else {}
-        if status in (408, 413): hdr["connection"] = "close"  # the server would otherwise read (or wait for) the rest of the body
+        if status in (408, 413): hdr["connection"] = "close"  # the rest of the body is read only as far as `drain_refused` allows
         if rid: hdr["x-request-id"] = rid
         return status, orjson.dumps({"error": msg}), hdr
 
@@ -395,7 +446,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         try:
             files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
         finally: await form.close()
-        if sum(len(b) for _, b in files) > max_body: raise BadInput(f"uploads over the limit of {max_body} bytes", 413)
+        if sum(len(b) for _, b in files) > max_body: raise over_limit("the uploads' size", max_body)
         x, digests, names = images(files, m.shape, max_batch, o["max_pixels"])
         p, lab, v = await score("/v1/predict/image", t0, rid, x, tags, digests, ts=ts)
         tel.request("/v1/predict/image", 200, time.perf_counter() - t0)
@@ -514,6 +565,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         from starlette.routing import Match
         return next((r.path for r in api.router.routes if r.matches(scope)[0] != Match.NONE), "unmatched")
 
+    app = drain_refused(app, DRAIN * max_body, slow)
     if origins:
         from starlette.middleware.cors import CORSMiddleware
         app = CORSMiddleware(app, allow_origins=sorted(origins),

@@ -278,9 +278,9 @@ def held_out(s, info: dict, url: str = "the service") -> tuple:
                              "(--settings FILE or MLOPS_NB_SETTINGS)")
         ref = f"{info['name']}@{v}"
         b = reg.load(ref)
-        ds = load_dataset(reg.store.path(b.lineage["dataset"]))
+        ds = load_dataset(reg.store.path(b.lineage["dataset"]), reg.store)
     finally: reg.close()
-    x, y = ds.part("test")
+    x, y = ds.part("test")                      # lazy: `sample` reads only the rows it sends
     if not len(y): raise ValueError(f"{ref}: its dataset has no test rows to send")
     return x, y, list(ds.classes), ref
 

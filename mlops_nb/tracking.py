@@ -10,8 +10,8 @@ from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
 
 # %% auto #0
-__all__ = ['BY_HAND', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'now', 'typed_params',
-           'Stage', 'wandb_unreachable']
+__all__ = ['BY_HAND', 'WANDB_COPY_MAX', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'now',
+           'typed_params', 'Stage', 'wandb_unreachable']
 
 # %% ../nbs/03_tracking.ipynb #c004
 def write_text(path, text: str) -> Path:
@@ -77,6 +77,8 @@ def typed_params(stage: str, params: dict, inputs, s: Settings) -> tuple:
             for k, v in params.items()}, inputs
 
 # %% ../nbs/03_tracking.ipynb #c005
+WANDB_COPY_MAX = 1 << 20    # bytes: a larger output is recorded in W&B by reference to its store object, not copied
+
 class Stage:
     "Context manager for one stage execution: inputs, outputs, metrics and the W&B run."
     def __init__(self, name: str,              # stage name: the W&B job_type
@@ -165,16 +167,32 @@ class Stage:
         print(f"input {name}: {self.inputs[name]}  ({self.sources.get(name, 'given')})")
         return self.store.path(self.inputs[name])
 
-    def output(self, name: str, path, kind: str = "file", metadata: dict | None = None) -> str:
-        "Move a finished file into the store as output `name`; returns its digest. `metadata` goes to the W&B artifact."
+    def output(self, name: str, path, kind: str = "file",
+               metadata: dict | None = None,    # goes to the W&B artifact
+               refs: dict | None = None) -> str: # other store objects that belong to it (a dataset's shards): entry name -> digest
+        "Move a finished file into the store as output `name`; returns its digest. W&B gets an artifact of it and its `refs`."
+        refs = dict(refs or {})
+        if Path(path).name in refs: raise ValueError(f"output {name}: refs name {Path(path).name!r}, the output's own file")
+        for k, dg in refs.items():                      # each must already be in the store: referenced, never copied
+            if not isinstance(k, str) or not k: raise ValueError(f"output {name}: refs maps entry names to digests; got {k!r}")
+            self.store.path(dg, verify=False)           # a malformed digest: ValueError; one not in the store: MissingArtifact
         d = self.store.put_file(path, name=f"{self.name}/{name}{Path(path).suffix}")
         self.outputs[name] = d
-        if self.wandb is not None:
-            import wandb
-            art = wandb.Artifact(f"{self.name}-{name}", type=kind, metadata={"digest": d, "run_id": self.run_id, **(metadata or {})})
-            art.add_file(str(self.store.path(d, verify=False)), name=Path(path).name)
-            self.wandb.log_artifact(art, aliases=[artifact_alias(d)])
+        if self.wandb is not None: self._log_artifact(name, kind, {Path(path).name: d, **refs}, metadata)
         return d
+
+    def _log_artifact(self, name: str, kind: str, entries: dict, metadata: dict | None):
+        "Log `entries` (entry name -> digest; the output's own file first) as one W&B artifact: a file up to `WANDB_COPY_MAX` "
+        "copied in (W&B shows it once synced), larger ones and every ref by reference to the store object (no second copy)."
+        import wandb
+        d = next(iter(entries.values()))
+        art = wandb.Artifact(f"{self.name}-{name}", type=kind, metadata={"digest": d, "digests": entries, "run_id": self.run_id,
+                                                                        **(metadata or {})})
+        for i, (entry, dg) in enumerate(entries.items()):
+            p = self.store.path(dg, verify=False)
+            if i == 0 and p.stat().st_size <= WANDB_COPY_MAX: art.add_file(str(p), name=entry)
+            else: art.add_reference(p.resolve().as_uri(), name=entry)   # md5 read in place: an unchanged object, the same entry
+        self.wandb.log_artifact(art, aliases=[artifact_alias(d)])
 
     def log(self, metrics: dict):
         "Record scalar metrics (they go into run.json and W&B's summary)."

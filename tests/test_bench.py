@@ -50,6 +50,25 @@ FIGURES = {
                             "day": {"rows": 1000000, "seconds": 40.0, "peak_mb": 410.0}},
                 "estimate": [{"drift": "class-shift", "severity": 1.0, "error": -0.01}, {"drift": "noise", "severity": 0.0, "error": 0.02},
                              {"drift": "noise", "severity": 1.0, "error": -0.30}, {"drift": "blur", "severity": 0.0, "error": 0.03}]},
+    "scale": {"quick": False, "repeat": 3, "sizes": [3000, 100000], "px": [128], "sizes_arg": "3000,100000", "px_arg": "128",
+              "acc_sizes_arg": "3000", "acc_px": 96, "acc_epochs": 5, "score_n": 10000, "skipped": [], "cores": 2, "load_before": 0.1,
+              "aims": {"peak_mb": 1536.0, "ingest_images_s": 300.0, "reingest_ratio": 0.05, "predict_share": 0.7},
+              "ingest": [{"n": 3000, "px": 128, "seconds": 6.0, "images_s": 500.0, "peak_mb": 300.0, "changed": 30, "reingest_s": 0.12,
+                          "reingest_ratio": 0.02, "reingest_decoded": 30, "reingest_peak_mb": 150.0},
+                         {"n": 100000, "px": 128, "seconds": 210.0, "images_s": 476.0, "peak_mb": 330.0, "changed": 1000, "reingest_s": 6.3,
+                          "reingest_ratio": 0.03, "reingest_decoded": 1000, "reingest_peak_mb": 200.0,
+                          "reingest_stats": {"files": 100000, "decoded": 1000, "shards_written": 75, "shards_reused": 0}}],
+              "growth": [{"px": 128, "from": 3000, "to": 100000, "images": 100000 / 3000, "time": 35.0, "memory": 1.1}],
+              "train": {"arch": "mobilenet_v3_small", "epochs": 1, "seconds": 800.0, "images_s": 100.0, "peak_mb": 900.0,
+                        "train_images": 80000, "device": "Test CPU 3000", "n": 100000, "px": 128},
+              "accuracy": [{"arch": "convnet", "n": 3000, "px": 96, "epochs": 5, "test_acc": 0.8, "val_acc": 0.8, "seconds": 20.0},
+                           {"arch": "resnet18", "n": 3000, "px": 96, "epochs": 5, "test_acc": 0.9, "val_acc": 0.9, "seconds": 200.0}],
+              "scoring": {"arch": "mobilenet_v3_small", "px": 128, "images": 10000, "rows_written": 10000, "batch": 256, "bare_s": 8.0,
+                          "decode_s": 2.0, "library_s": 10.0, "cli_s": 12.5, "bare_images_s": 1250.0, "cli_images_s": 800.0,
+                          "library_share": 0.8, "cli_share": 0.64, "peak_mb": 400.0}},
+    "gpu": {"quick": False, "frames": 512, "px": 128, "batch": 64, "steps": 30, "cpu_steps": 5, "repeat": 3, "arch": "resnet18",
+            "cpu_threads": 2, "cpu_name": "Test CPU 3000", "cpu_images_s": 20.0,
+            "gpu": {"name": "NVIDIA H100", "cuda": "12.8", "images_s": {"32": 2000.0, "bf16-mixed": 4000.0, "16-mixed": 3900.0}}},
 }
 
 
@@ -202,3 +221,27 @@ def test_every_bench_script_takes_json_and_quick():
         assert p.returncode == 0, (n, err)
         if n != "table": assert "--json" in out and "--quick" in out, n
         else: assert all(f in out for f in ("--quick", "--only", "--from-json", "--save-json")), out
+
+
+def test_scale_and_gpu_rows(tmp_path):
+    p, rows, _ = table(tmp_path, {n: FIGURES[n] for n in ("scale", "gpu")}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
+    cmd = "`python bench/scale.py --sizes 3000,100000 --px 128 --repeat 3 --acc-sizes 3000 --acc-px 96 --acc-epochs 5 --score-n 10000`"
+    assert row(rows, "scale: ingest of 100,000 camera frames of 128 px") == (
+        "210 s (476 images/s, peak 330 MB)", "the aims: at least 300 images/s, peak at most 1,536 MB", "159% of the rate aim, 21% of the memory cap", cmd)
+    assert row(rows, "scale: re-ingest of 100,000 frames of 128 px after 1,000 files changed")[:3] == (
+        "6.30 s (1,000 decoded, 75 of 75 shards rewritten)", "the first ingest: 210 s", "3% of it (aim under 5%)")
+    assert row(rows, "scale: re-ingest of 3,000 frames")[0] == "0.12 s (30 decoded)"
+    assert row(rows, "scale: ingest growth from 3,000 to 100,000")[:3] == (
+        "time 35.00x, peak memory 1.10x", "linear time: 33.33x; flat memory: 1.00x", "1.05x linear")
+    assert row(rows, "scale: training mobilenet_v3_small")[:3] == ("peak 900 MB, 100.0 images/s", "the cap: 1,536 MB", "59% of the cap")
+    assert row(rows, "scale: test accuracy of resnet18, random init")[:3] == ("0.900 (trained in 200 s)", "convnet: 0.800 in 20.00 s", "+0.100")
+    assert row(rows, "scale: test accuracy of convnet")[1:3] == ("—", "—")
+    bare = "bare `session.run` on the same decoded batches: 1,250 images/s"
+    assert row(rows, "scale: `mlops-nb predict` of 10,000 frames")[:3] == ("800 images/s (12.50 s)", bare, "64% of bare (aim at least 70%)")
+    assert row(rows, "scale: `score_paths`")[:3] == ("1,000 images/s (10.00 s; decoding alone 2.00 s)", bare, "80% of bare (aim at least 70%)")
+    cpu = "the CPU (Test CPU 3000, 2 threads), precision 32: 20.0 images/s"
+    assert row(rows, "GPU: fine-tuning resnet18 on 128 px frames (batch 64, AdamW), precision bf16-mixed") == (
+        "4,000.0 images/s (NVIDIA H100)", cpu, "200.0x the CPU", "`python bench/gpu.py --steps 30 --cpu-steps 5 --px 128 --repeat 3`")
+    assert row(rows, "GPU: fine-tuning resnet18 on 128 px frames (batch 64, AdamW), precision 32")[2] == "100.0x the CPU"
+    p, rows, _ = table(tmp_path, {"gpu": {**FIGURES["gpu"], "gpu": None}}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
+    assert row(rows, "GPU: fine-tuning") == ("skipped: no GPU on this machine", cpu, "—", "`python bench/gpu.py --steps 30 --cpu-steps 5 --px 128 --repeat 3`")

@@ -136,14 +136,14 @@ def test_imagefolder_through_the_cli(tmp_path):
     assert not changed["stages"][0]["cached"]
     assert changed["stages"][0]["outputs"]["dataset"] != rec["stages"][0]["outputs"]["dataset"]
 
-    # the same name for a model of other inputs (grayscale now) is refused, with a name to use instead
+    # the same name for a model of other inputs (grayscale now) is refused before anything runs, with a name to use instead
+    runs = sorted((tmp_path / "wb" / "runs").iterdir())
     p = cli("run", "--profile", "smoke", "-p", src, "-p", "ingest.image_size=16", "-p", "ingest.skip_bad=True",
             "-p", "register.model_name=pets-cnn", settings=settings)
-    assert p.returncode == 1
-    err = run_record(settings, p)["error"]
-    assert err["stage"] == "register" and "pets-cnn@2 takes other inputs or labels" in err["message"]
-    assert "inputs 3x16x16" in err["message"] and "inputs 1x16x16" in err["message"]
-    assert "-p register.model_name=pets-cnn-1x16x16-3cls" in err["message"]
+    assert p.returncode == 2 and p.stdout == "", p.stdout + p.stderr
+    assert "pets-cnn (register.model_name) is registered with inputs 3x16x16, but these parameters give 1x16x16" in p.stderr
+    assert "-p register.model_name=pets-cnn-1x16x16" in p.stderr and "-p ingest.mode=RGB" in p.stderr
+    assert sorted((tmp_path / "wb" / "runs").iterdir()) == runs                  # no run started
     assert "pets-cnn  latest v2  staging->v2" in cli("registry", "ls", settings=settings).stdout
 
 

@@ -24,7 +24,8 @@ def model(smoke):
     v = json.loads(Path(reg.store.path(next(s for s in rec["stages"] if s["name"] == "register")["outputs"]["registration"])).read_text())
     row = reg.version(v["name"], v["version"])
     b = read_bundle(reg.verify(v["name"], v["version"], row["bundle"]))
-    x, y = load_dataset(reg.store.path(b.lineage["dataset"])).part("test")
+    x, y = load_dataset(reg.store.path(b.lineage["dataset"]), reg.store).part("test")
+    x = np.asarray(x)                                   # the test split, read whole
     reg.close()
     return settings, f"{v['name']}@{v['version']}", b, MonitoringReference.from_files(b.monitoring), x, y
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlops_nb.bundle import BUNDLE_FILES, read_bundle, ort_session
 from mlops_nb.data import ingest
-from mlops_nb.model import ConvNet
+from mlops_nb.model import Classifier
 from mlops_nb.package import ParityError, export_onnx, package, parity
 from mlops_nb.store import Store
 
@@ -19,7 +19,7 @@ def digits(tmp_path_factory):
 
 def test_parity_gate_passes_on_a_faithful_export(digits, tmp_path):
     torch.manual_seed(0)
-    net = ConvNet(channels=4).eval()
+    net = Classifier(channels=4).eval()
     path = export_onnx(net, digits.shape, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx.data").exists()                       # weights inline
     r = parity(net, path, digits.part("test")[0])
@@ -28,7 +28,7 @@ def test_parity_gate_passes_on_a_faithful_export(digits, tmp_path):
 
 def test_parity_gate_fails_on_a_perturbed_export(digits, tmp_path):
     torch.manual_seed(0)
-    net = ConvNet(channels=4).eval()
+    net = Classifier(channels=4).eval()
     path = export_onnx(net, digits.shape, tmp_path / "m.onnx")
     m = onnx.load(str(path))
     w = next(i for i in m.graph.initializer if len(i.dims) == 2)        # a linear layer's weights
@@ -56,7 +56,8 @@ def test_bundle_from_the_smoke_run(smoke):
     assert "## Intended use" in b.card and "## Limitations" in b.card and "recall gap" in b.card
     assert ort_session(b.onnx).get_inputs()[0].shape[0] == "batch"       # dynamic batch dimension
     from mlops_nb.data import load_dataset
-    x, y = load_dataset(store.path(st["ingest"]["outputs"]["dataset"])).part("test")
+    x, y = load_dataset(store.path(st["ingest"]["outputs"]["dataset"]), store).part("test")
+    x = np.asarray(x)                                   # the test split, read whole
     for n in (1, 7, 179):
         assert b.predict_logits(x[:n]).shape == (n, 10)
     assert abs((b.predict_logits(x).argmax(1) == y).mean() - rec["metrics"]["test/accuracy"]) < 1e-9

@@ -167,7 +167,8 @@ def test_failing_stage_stops_the_run(tmp_path):
     store = Store(tmp_path / "store")
     assert store.partials() == []                                    # no half-written artifact
     objects = {p.name for p in (tmp_path / "store" / "objects").rglob("*") if p.is_file()}
-    assert objects == {d.split(":")[1] for d in ingest["outputs"].values()}   # only what ingest finished
+    shards = {sh["digest"].split(":")[1] for sh in json.loads(store.read_bytes(ingest["outputs"]["dataset"]))["shards"]}
+    assert objects == {d.split(":")[1] for d in ingest["outputs"].values()} | shards   # only what ingest finished: index, manifest, shards
 
 
 def test_ddp_two_cpu_processes(workbook):

@@ -328,3 +328,76 @@ def test_timeouts_are_settings(tmp_path):
     wb.write_text(text.replace("header_timeout_s = 10", "header_timeout_s = 2.5").replace("body_timeout_s = 30", "body_timeout_s = 0"))
     s = load_settings(wb)
     assert (s.serve["header_timeout_s"], s.serve["body_timeout_s"]) == (2.5, 0.0)
+
+
+# --- an over-limit body: a 413 the client can read, never a reset connection --------------------------------------------
+
+BIG = 8 << 20                                                    # [serve] max_body of the service below: 2.5x it is past what loopback buffers hold
+
+
+@pytest.fixture(scope="module")
+def limited(toy, tmp_path_factory):
+    "A real uvicorn on the toy model with [serve] max_body = 1 MiB: its URL."
+    from mlops_nb.serve import create_app
+    url, stop = serve_in_thread(create_app(toy, dict(max_batch=8, max_body=BIG)))
+    yield url
+    stop()
+
+
+OVER = [("/v1/predict", "application/json"), ("/v2/models/toy/infer", "application/json"),
+        ("/v2/models/toy/versions/3/infer", "application/json"), ("/v1/predict/image", "multipart/form-data; boundary=XX")]
+
+
+def refused_413(status: int, body: bytes):
+    assert status == 413, (status, body[:300])
+    err = json.loads(body)["error"]
+    assert f"over the limit of {BIG} bytes ([serve] max_body)" in err, err
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("route, ct", OVER)
+def test_an_over_limit_body_gets_a_413_that_http_client_reads(limited, route, ct, chunked):
+    "http.client (as `requests` uses it) sends the whole body before it reads: 2.5x max_body must not reset the connection "
+    "(the application test of a 224 px model died of `ConnectionResetError: [Errno 104]` this way)."
+    import http.client
+    body = b" " * (BIG * 5 // 2)
+    c = http.client.HTTPConnection(limited.removeprefix("http://"), timeout=30)
+    try:
+        if chunked: c.request("POST", route, (body[i:i + 65536] for i in range(0, len(body), 65536)), {"content-type": ct}, encode_chunked=True)
+        else: c.request("POST", route, body, {"content-type": ct})
+        r = c.getresponse()
+        refused_413(r.status, r.read())
+        assert r.getheader("connection") == "close"
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("route, ct", OVER)
+def test_an_over_limit_body_gets_a_413_that_httpx_reads(limited, route, ct, chunked):
+    import httpx
+    body = b" " * (BIG * 5 // 2)
+    content = (body[i:i + 65536] for i in range(0, len(body), 65536)) if chunked else body
+    r = httpx.post(limited + route, content=content, headers={"content-type": ct}, timeout=30)
+    refused_413(r.status_code, r.content)
+    assert httpx.get(limited + "/healthz", timeout=10).status_code == 200      # and the service goes on
+
+
+def test_a_huge_declared_body_is_not_read(limited):
+    "Content-Length far past what the service will discard: 413 at once and the connection closed, nothing read."
+    port = int(limited.rsplit(":", 1)[1])
+    t0 = time.time()
+    got = answer_to(port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (100 * BIG))
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ") and b"connection: close" in head.lower() and time.time() - t0 < 3, got
+    refused_413(413, body)
+
+
+def test_a_client_waiting_for_100_continue_gets_its_413_at_once(limited):
+    "`Expect: 100-continue` (curl past 1 MB): the client sends nothing until told, so nothing is waited for: 413, closed."
+    port = int(limited.rsplit(":", 1)[1])
+    t0 = time.time()
+    got = answer_to(port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+                          b"Content-Length: %d\r\n\r\n" % (2 * BIG))
+    assert got.startswith(b"HTTP/1.1 413 ") and time.time() - t0 < 3, (got, time.time() - t0)
+    refused_413(413, got.partition(b"\r\n\r\n")[2])

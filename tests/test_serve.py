@@ -77,7 +77,8 @@ def offline(settings, n=16):
     b = reg.load("digits-cnn@staging")
     ds_digest = b.lineage["dataset"]
     from mlops_nb.store import Store
-    x, _ = load_dataset(Store(s.store).path(ds_digest)).part("test")
+    x, _ = load_dataset(Store(s.store).path(ds_digest), Store(s.store)).part("test")
+    x = np.asarray(x[:n])
     z = b.predict_logits(x[:n]); p = np.exp(z - z.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
     return v, b, x[:n], p
 

@@ -3,18 +3,20 @@ import tempfile
 from pathlib import Path
 
 
-def toy_bundle(store, tag: str, weight: float = 0.01) -> str:
-    "A real, servable bundle (its model card says `tag`, so each tag has its own digest), stored; returns its digest."
+def toy_bundle(store, tag: str, weight: float = 0.01, shape=(1, 2, 2)) -> str:
+    "A real, servable bundle (its model card says `tag`, so each tag has its own digest) over uint8 images of `shape` "
+    "(C, H, W), stored; returns its digest."
+    n = shape[0] * shape[1] * shape[2]
     from onnx import helper, TensorProto
     from mlops_nb.bundle import write_bundle
     g = helper.make_graph([helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
                            helper.make_node("Flatten", ["f"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])], "toy",
-                          [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 1, 2, 2])],
+                          [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", *shape])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-                          [helper.make_tensor("w", TensorProto.FLOAT, [4, 3], [weight, 0, -weight] * 4)])
+                          [helper.make_tensor("w", TensorProto.FLOAT, [n, 3], [weight, 0, -weight] * n)])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
     d = Path(tempfile.mkdtemp())
     (d / "model.onnx").write_bytes(m.SerializeToString())
-    b = write_bundle(d / "bundle.zip", d / "model.onnx", (1, 2, 2), ["a", "b", "c"], {"metrics": {"test/accuracy": 0.99, "test/recall_gap": 0.0}},
+    b = write_bundle(d / "bundle.zip", d / "model.onnx", tuple(shape), ["a", "b", "c"], {"metrics": {"test/accuracy": 0.99, "test/recall_gap": 0.0}},
                      {"source": "digits"}, f"toy model {tag}\n")
     return store.put_file(b)
