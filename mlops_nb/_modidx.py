@@ -33,6 +33,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'mlops_nb.apptest.record': ('apptest.html#record', 'mlops_nb/apptest.py'),
                                   'mlops_nb.apptest.replay_oip': ('apptest.html#replay_oip', 'mlops_nb/apptest.py'),
                                   'mlops_nb.apptest.replay_rows': ('apptest.html#replay_rows', 'mlops_nb/apptest.py'),
+                                  'mlops_nb.apptest.replay_sample': ('apptest.html#replay_sample', 'mlops_nb/apptest.py'),
                                   'mlops_nb.apptest.replay_uploads': ('apptest.html#replay_uploads', 'mlops_nb/apptest.py'),
                                   'mlops_nb.apptest.request': ('apptest.html#request', 'mlops_nb/apptest.py'),
                                   'mlops_nb.apptest.run_apptest': ('apptest.html#run_apptest', 'mlops_nb/apptest.py'),

@@ -13,7 +13,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['MAX_BODY', 'BINARY_ROW', 'BUCKETS_MS', 'free_port', 'test_settings', 'service', 'request', 'json_row_bytes',
            'per_request', 'replay_rows', 'oip_request', 'replay_oip', 'png', 'replay_uploads', 'probes', 'probe',
-           'load', 'run_apptest', 'summary', 'record']
+           'load', 'replay_sample', 'run_apptest', 'summary', 'record']
 
 # %% ../nbs/21_apptest.ipynb #c004
 def free_port() -> int:
@@ -222,6 +222,12 @@ def load(url: str, x: np.ndarray, concurrency: int = 4, seconds: float = 5.0, na
 
 
 # %% ../nbs/21_apptest.ipynb #c012
+def replay_sample(n: int, shape, replay_mb: float) -> np.ndarray:
+    "Which of `n` test images of `shape` the replay sends: all that fit in `replay_mb` MiB, else a seeded sample of that "
+    "size, in order (memory bounded by the setting, not by the test split)."
+    k = min(n, max(1, int(replay_mb * 2**20) // max(1, int(np.prod(shape)))))
+    return np.arange(n) if k == n else np.sort(np.random.default_rng(0).choice(n, k, replace=False))
+
 def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dict:
     "Test `ref` (NAME@VERSION or NAME@ALIAS) as an application in a test environment under `folder`; returns the report."
     from mlops_nb.config import APPTEST_DEFAULTS
@@ -233,7 +239,8 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
     v = reg.get(ref)
     m = ServedModel.load(s, f"{v['name']}@{v['version']}")
     x, _ = load_dataset(reg.store.path(reg.load(f"{v['name']}@{v['version']}").lineage["dataset"])).part("test")
-    x = np.asarray(x)                                       # the test split in memory (a sharded dataset's is a lazy view)
+    n_test, keep = len(x), replay_sample(len(x), x.shape[1:], o["replay_mb"])
+    x = np.asarray(x[keep])                    # at most replay_mb of the test split in memory (a sharded split is a lazy view)
     want, want_k = m.scores(x)
     checks, t0, mb = [], time.time(), int(s.serve.get("max_body", MAX_BODY))
     big = json_row_bytes(m.shape) > BINARY_ROW             # camera-sized rows: all through OIP's binary tensors, a sample as JSON
@@ -251,7 +258,8 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
         rows = sample if big else allx
         replay_check("/v1/predict", replay_rows(url, x[rows], max_body=mb), rows,
                      f" (a sample: a row is up to {json_row_bytes(m.shape) // 1000} KB of JSON)" if big else "")
-        replay_check("OIP /infer", replay_oip(url, v["name"], x, max_body=mb, binary=big), allx, " as binary tensor data" if big else "")
+        part = f" (a sample of the {n_test}: at most [apptest] replay_mb = {o['replay_mb']:g} MiB)" if len(x) < n_test else ""
+        replay_check("OIP /infer", replay_oip(url, v["name"], x, max_body=mb, binary=big), allx, (" as binary tensor data" if big else "") + part)
         replay_check("/v1/predict/image (PNG uploads)", replay_uploads(url, x[sample], max_body=mb), sample)
         log(f"  replayed {len(x)} test images through OIP{' (binary tensor data)' if big else ''}, {len(rows)} through "
             f"/v1/predict, {len(sample)} as uploads")

@@ -64,6 +64,7 @@ APPTEST_DEFAULTS = dict(
     max_error_rate=0.0,        # gate: share of load-test requests that may fail
     uploads=32,                # test images replayed as PNG uploads through /v1/predict/image
     tolerance=1e-5,            # gate: largest |probability difference| between the service and the bundle offline
+    replay_mb=256.0,           # the replay sends at most this many MiB of test images (a seeded sample of a larger test split)
 )
 
 MONITOR_DEFAULTS = dict(

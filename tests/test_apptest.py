@@ -81,3 +81,6 @@ def test_a_224px_model_passes_its_application_test(tmp_path):
     assert by["replay: OIP /infer"]["n"] == n and all(c["labels_equal"] for k, c in by.items() if k.startswith("replay"))
     assert rep["load"]["requests"] > 0 and rep["load"]["errors"] == 0
     assert rep["seconds"] < 30, rep["seconds"]
+    small = run_apptest(s, "cam-cnn@1", tmp_path / "apptest2", {"seconds": 0.5, "replay_mb": 4}, log=lambda *a: None)
+    oip = {c["check"]: c for c in small["checks"]}["replay: OIP /infer"]   # 4 MiB of 147 KB frames: 27 of the 80, memory bounded
+    assert small["passed"] and oip["n"] == 27 and "a sample of the 80" in oip["detail"], oip
