@@ -233,7 +233,7 @@ def _scan(root, mode: str) -> tuple:
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
     real, events, hidden = root.resolve(), [], []
     def visible(entries):
-        for e in sorted(entries):
+        for e in sorted(entries, key=lambda e: e.name):     # one folder's entries: by name, as Path order, without its cost
             if e.name.startswith("."): hidden.append((str(e), "hidden (its name starts with '.'): not read"))
             elif why := bad_name(e.name) or _outside(e, real): events.append(("problem", str(e), why))
             else: yield e
@@ -339,7 +339,9 @@ def _decoded(paths: list, size: int, mode: str, max_pixels: int, workers: int, c
             if (t := next(tasks, None)) is not None: pending.append(ex.submit(_read_files, t, size, mode, max_pixels))
             yield from done
 
-def _rel(f: Path, root: Path) -> str: return f.relative_to(root).as_posix()
+def _rel(f: Path, root: Path) -> str:
+    "`f` relative to `root` (which it is under: the scan made it from `root`), as text; pathlib's relative_to took a third of a re-ingest."
+    return str(f)[len(str(root)) + 1:].replace(os.sep, "/")
 
 def _groups(files: list, root: Path, cap: int) -> list:
     "Cut `[(class, path)]` into shard groups of at most `cap` files: a new class starts one; a file whose relative path "
@@ -360,46 +362,51 @@ def _known(cache: ShardCache, f: Path) -> tuple:
     return file_ident(st), cache.lookup(os.path.abspath(f), file_ident(st))
 
 def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, decoded, stats: dict) -> tuple:
-    "Write each group's usable images as one shard, or reuse the stored shard of the same images: `(read, at)` with "
-    "`read[path] = (sha256, reason)` and `at[path] = (shard number, row)`; the cache learns every file read."
-    read, at, old, learn = {}, {}, {}, []
+    "Place every usable image: a group read whole (a first ingest, a new class) becomes one shard, or reuses the stored "
+    "shard of the same images; in a re-ingest, unchanged files stay in the shards they are in and only what is new or "
+    "changed is written, to new shards after the others (so a 1% change writes about 1% of the pixels). Returns "
+    "`(read, at)`: `read[path] = (sha256, reason)`, `at[path] = (shard number, row)`; the cache learns every file read."
+    read, at, placed, fresh = {}, {}, {}, []
+    delta = ShardWriter(w.store, w.item_shape, w.capacity * int(np.prod(w.item_shape)) / 2**20, w.name)
     for group in groups:
         imgs = {}
         for _, f in group:
             if hit := known[f][1]: read[f] = (hit[0], hit[3]); continue
             a, dig, why = next(decoded)
             read[f], imgs[f] = (dig, why), a
+            fresh.append(f)
         good = [f for _, f in group if read[f][1] is None]
-        if not good: continue
-        key = cache.key([read[f][0] for f in good])
-        reused = bool((prev := cache.shard(key)) and prev[1] == len(good))
-        if reused: no = w.reuse(*prev); stats["shards_reused"] += 1
-        else:
-            need = [f for f in good if imgs.get(f) is None]          # unchanged files: their pixels from the old shards, batched
-            imgs.update(zip(need, _old_pixels(old, cache.store, [known[f][1] for f in need])))
-            for f in good: w.add(imgs[f])
-            w.close(); no = len(w.shards) - 1; stats["shards_written"] += 1
-            cache.remember_shard(key, w.shards[no]["digest"], len(good))
-        for r, f in enumerate(good): at[f] = (no, r)
-        for _, f in group:                           # what was read now, and where pixels moved to a new shard
-            (ident, _), (sha, why) = known[f], read[f]
-            if ident is not None and sha is not None and (f in imgs or not reused):
-                learn.append((os.path.abspath(f), ident, sha, *((w.shards[no]["digest"], at[f][1]) if f in at else (None, None)), why))
-        if len(learn) >= 4096: cache.remember(learn); learn = []
-    cache.remember(learn)
+        if good and all(f in imgs for f in good): _whole_group(w, cache, good, imgs, read, at, stats); continue
+        for f in good:
+            old = known[f][1] if f not in imgs else cache.previous(os.path.abspath(f), read[f][0])   # only its time changed?
+            at[f] = (_refer(w, placed, old[1], stats), old[2]) if old and old[1] else ("delta", *delta.add(imgs[f]))
+    delta.close()
+    first, w.shards = len(w.shards), w.shards + delta.shards
+    stats["shards_written"] += len(delta.shards)
+    at.update({f: (first + a[1], a[2]) for f, a in at.items() if a[0] == "delta"})
+    order = sorted({s["digest"]: s for s in w.shards}.values(), key=lambda s: s["digest"])   # one layout for one content,
+    no = {s["digest"]: i for i, s in enumerate(order)}                                        # whatever history made it
+    at = {f: (no[w.shards[a[0]]["digest"]], a[1]) for f, a in at.items()}
+    w.shards[:] = order
+    cache.remember([(os.path.abspath(f), known[f][0], read[f][0], *((w.shards[at[f][0]]["digest"], at[f][1]) if f in at else (None, None)),
+                     read[f][1]) for f in fresh if known[f][0] is not None and read[f][0] is not None])
     return read, at
 
-def _old_pixels(old: dict, store, hits: list) -> list:
-    "Cached files' images, read from the shards they are in: rows in order, one read per run of consecutive rows (each "
-    "shard verified once, kept in `old`)."
-    out, by = [None] * len(hits), {}
-    for i, h in enumerate(hits): by.setdefault(h[1], []).append(i)
-    for digest, ii in by.items():
-        if digest not in old: old[digest] = ShardArray([store.path(digest)])
-        rows = np.array([hits[i][2] for i in ii], np.int64)
-        order = np.argsort(rows, kind="stable")
-        for k, img in zip(order, old[digest][rows[order]]): out[ii[k]] = img
-    return out
+def _whole_group(w: ShardWriter, cache: ShardCache, good: list, imgs: dict, read: dict, at: dict, stats: dict):
+    "A group read whole: one shard of its images, or the stored shard of the same images (`cache.shard`)."
+    key = cache.key([read[f][0] for f in good])
+    if (prev := cache.shard(key)) and prev[1] == len(good): no = w.reuse(*prev); stats["shards_reused"] += 1
+    else:
+        for f in good: w.add(imgs[f])
+        w.close(); no = len(w.shards) - 1; stats["shards_written"] += 1
+        cache.remember_shard(key, w.shards[no]["digest"], len(good))
+    for r, f in enumerate(good): at[f] = (no, r)
+
+def _refer(w: ShardWriter, placed: dict, digest: str, stats: dict) -> int:
+    "The number of the stored shard `digest` in `w`'s list: appended the first time a re-ingest meets it."
+    if digest not in placed:
+        placed[digest] = w.reuse(digest, read_header(w.store.path(digest, verify=False))[0]); stats["shards_reused"] += 1
+    return placed[digest]
 
 # %% ../nbs/10_data.ipynb #c011d
 def _folder_rows(root, w: ShardWriter, image_size: int, mode: str, min_per_class: int, skip_bad: bool, max_pixels: int,
