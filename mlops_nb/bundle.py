@@ -22,8 +22,8 @@ def ort_session(model, threads: int = 2):
 
 def ort_logits(sess, x, batch_size: int | None = None) -> np.ndarray:
     "Logits from an ONNX Runtime session for uint8 images (an array or a lazy view), in batches of at most 8 MiB of pixels."
-    bs = batch_size or int(max(1, min(512, (8 << 20) // max(1, int(np.prod(x.shape[1:]))))))   # as mlops_nb.model.batch_rows
-    return np.concatenate([sess.run(None, {"image": np.ascontiguousarray(x[i:i+bs])})[0] for i in range(0, len(x), bs)])
+    from mlops_nb.shards import batch_rows, batches
+    return np.concatenate([sess.run(None, {"image": np.ascontiguousarray(b)})[0] for b in batches(x, batch_size or batch_rows(x.shape[1:]))])
 
 # %% ../nbs/14a_bundle.ipynb #c006
 class BundleUnusable(LookupError):

@@ -13,8 +13,8 @@ from .shards import ShardArray, ShardWriter, ShardCache, file_ident, read_header
 # %% auto #0
 __all__ = ['SPLITS', 'FORMAT', 'IMAGE_EXTS', 'MAX_PIXELS', 'PRODUCTION', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits',
            'term_safe', 'bad_name', 'DataValidationError', 'prepare_image', 'decode_image', 'read_imagefolder',
-           'stratified_split', 'make_manifest', 'IngestResult', 'read_production', 'ingest', 'source_fingerprint',
-           'plot_class_balance', 'plot_samples']
+           'stratified_split', 'make_manifest', 'IngestResult', 'read_production', 'image_shape', 'ingest',
+           'source_fingerprint', 'plot_class_balance', 'plot_samples']
 
 # %% ../nbs/10_data.ipynb #c004
 SPLITS = ("train", "val", "test")
@@ -481,6 +481,12 @@ def _dataset(w: ShardWriter, rows: list, classes: list, split) -> Dataset:
     return Dataset(x=x, y=np.array([r[2] for r in rows], np.int64), split=split, classes=list(classes),
                    files={"path": [r[3] for r in rows], "sha256": [r[4] for r in rows]})
 
+def image_shape(source: str, image_size: int = 0, mode: str = "L") -> tuple:
+    "`(C, H, W)` of the images ingest makes from `source` (its `+predictions:` rows take the source's shape): `image_size`, "
+    "else the source's own side (digits 8, an image folder 32); 3 channels for RGB, 1 for L."
+    side = image_size or (8 if source.partition(PRODUCTION)[0] == "digits" else 32)
+    return (3 if mode == "RGB" else 1, side, side)
+
 def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str = "L", min_per_class: int = 5,
            skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
            max_pixels: int = MAX_PIXELS, log=None,
@@ -499,8 +505,8 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
         raise ValueError(f"source={base!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>', optionally "
                          "followed by '+predictions:<model>'")
     store = store or Store(out_dir)
-    size = image_size or (8 if base == "digits" else 32)
-    w = ShardWriter(store, (3 if mode == "RGB" else 1, size, size), shard_mb, name="ingest/shard")
+    shape = image_shape(base, image_size, mode); size = shape[1]
+    w = ShardWriter(store, shape, shard_mb, name="ingest/shard")
     stats = dict(files=0, decoded=0, shards_written=0, shards_reused=0)
     if base == "digits": rows, classes = _digits_rows(w, image_size, mode)
     else: rows, classes, skipped = _folder_rows(base.split(":", 1)[1], w, size, mode, min_per_class, skip_bad, max_pixels,

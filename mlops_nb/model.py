@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from .cores import core_lease
 from .weights import WeightsError
+from .shards import batch_rows
 
 
 # %% auto #0
 __all__ = ['ARCHS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ConvNet', 'torchvision_module', 'Normalize', 'Classifier', 'load_weights',
-           'batch_rows', 'preprocess', 'predict_proba', 'save_checkpoint', 'load_checkpoint', 'checkpoint_meta',
-           'weights_digest']
+           'preprocess', 'predict_proba', 'save_checkpoint', 'load_checkpoint', 'checkpoint_meta', 'weights_digest']
 
 # %% ../nbs/11_model.ipynb #c004
 class ConvNet(nn.Module):
@@ -136,10 +136,6 @@ def load_weights(net: Classifier, path) -> dict:
 
 
 # %% ../nbs/11_model.ipynb #c021
-def batch_rows(shape, budget: int = 8 << 20, most: int = 512) -> int:
-    "How many images of `shape` (C, H, W) make a batch of at most `budget` bytes of uint8 pixels (at least 1, at most `most`)."
-    return int(max(1, min(most, budget // max(1, int(np.prod(shape))))))
-
 def preprocess(x) -> torch.Tensor:
     "uint8 images (N, C, H, W) to float32 pixel values (0..255): the network normalises them itself."
     x = torch.as_tensor(np.asarray(x))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from .cores import core_lease
 from .bundle import ort_session, ort_logits, write_bundle
-from .model import batch_rows
+from .shards import batch_rows
 from . import reference
 
 # %% auto #0

@@ -73,9 +73,8 @@ def stage_params(s: Settings, stages=STAGES) -> dict:
 # %% ../nbs/40_pipeline.ipynb #c006b
 def input_shape(ingest: dict) -> tuple:
     "The `(C, H, W)` images that these ingest parameters give, hence the bundle's inputs (as `mlops_nb.data.ingest` makes them)."
-    base = ingest.get("source", "digits").partition("+predictions:")[0]       # production rows take the source's shape
-    side = ingest.get("image_size") or (8 if base == "digits" else 32)
-    return (3 if ingest.get("mode", "L") == "RGB" else 1, side, side)
+    from mlops_nb.data import image_shape
+    return image_shape(ingest.get("source", "digits"), ingest.get("image_size") or 0, ingest.get("mode", "L"))
 
 def _free_name(reg, name: str, shape: tuple) -> str:
     "A model name for `shape` beside `name`: `name-CxHxW` (or `-2`, `-3`, ...), new or already of that shape."

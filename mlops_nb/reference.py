@@ -100,10 +100,10 @@ class MonitoringReference:
         return cls(json.loads(files["monitoring.json"]), *(Reference.from_bytes(files[f"{k}.npz"])
                                                            for k in ("features", "properties", "outputs", "confidence")))
 
-def _in_batches(x, budget: int = 8 << 20) -> tuple:
-    "`features(x)` and `properties(x)`, computed a batch of at most `budget` bytes of pixels at a time."
-    bs = max(1, budget // max(1, int(np.prod(x.shape[1:]))))
-    parts = [(features(b), properties(b)) for b in (np.asarray(x[i:i + bs]) for i in range(0, len(x), bs))]
+def _in_batches(x) -> tuple:
+    "`features(x)` and `properties(x)`, computed a batch of at most 8 MiB of pixels at a time (`mlops_nb.shards.batch_rows`)."
+    from mlops_nb.shards import batch_rows, batches
+    parts = [(features(b), properties(b)) for b in batches(x, batch_rows(x.shape[1:]))]
     return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
 
 def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_rows: int = 5000, seed: int = 0) -> MonitoringReference:

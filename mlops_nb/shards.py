@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['read_header', 'write_shard', 'put_shard', 'ShardArray', 'batches', 'ShardWriter', 'ShardCache', 'file_ident']
+__all__ = ['read_header', 'write_shard', 'put_shard', 'ShardArray', 'batch_rows', 'batches', 'ShardWriter', 'ShardCache',
+           'file_ident']
 
 # %% ../nbs/10b_shards.ipynb #c004
 _READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -151,6 +152,10 @@ def _rows(index, total: int) -> np.ndarray:
     return a
 
 # %% ../nbs/10b_shards.ipynb #c009b
+def batch_rows(shape, budget: int = 8 << 20, most: int = 512) -> int:
+    "How many images of `shape` (C, H, W) make a batch of at most `budget` bytes of uint8 pixels (at least 1, at most `most`)."
+    return int(max(1, min(most, budget // max(1, int(np.prod(shape))))))
+
 def batches(x, batch_size: int = 1024):
     "The rows of `x` (an ndarray or a `ShardArray`) in order, `batch_size` at a time, as ndarrays: the way to consume a split."
     if isinstance(x, ShardArray): yield from x.batches(batch_size); return

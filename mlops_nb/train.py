@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from . import cores
 from .cores import core_lease
 from .data import Dataset
-from .model import Classifier, batch_rows, load_weights, predict_proba, torchvision_module, weights_digest
+from .model import Classifier, load_weights, predict_proba, torchvision_module, weights_digest
+from .shards import batch_rows
 torchvision_module()                 # before Lightning: torchmetrics imports torchvision, which needs the shim on CPU torch
 import pytorch_lightning as pl
 
