@@ -5,7 +5,8 @@ again) and measures each stage in a fresh subprocess, so its peak memory is its 
 and its children summed, sampled every 50 ms): ingest (`mlops_nb.data.ingest`, every core) at each --sizes and --px,
 then a re-ingest after 1% of the files changed; one training epoch of --train-arch at the largest size (streamed from
 the shards); the test accuracy of convnet, mobilenet_v3_small and resnet18 (random init: no pretrained weights are
-fetched) on --acc-sizes frames; and `mlops-nb predict` of --score-n frames against bare `session.run` on the same decoded
+fetched), each trained with the README image recipe's parameters (settings.ini's `images` profile), on the same
+--acc-sizes frames; and `mlops-nb predict` of --score-n frames against bare `session.run` on the same decoded
 batches. Figures are medians of --repeat runs, side by side in one run.
 
     python bench/scale.py [--sizes 3000,30000,100000] [--px 64,128] [--repeat 3] [--cache DIR] [--quick] [--json FILE]
@@ -48,7 +49,8 @@ def stage_train(a: dict) -> dict:
     from mlops_nb.evaluate import evaluate
     from mlops_nb.train import Recipe, search
     ds = _dataset(a)
-    res = search(ds, lr=(a.get("lr", 3e-3),), channels=(16,), epochs=(a["epochs"],), batch_size=(64,), recipe=Recipe(arch=a["arch"]))
+    res = search(ds, lr=(a.get("lr", 3e-3),), channels=(a.get("channels", 16),), epochs=(a["epochs"],), batch_size=(a.get("batch_size", 64),),
+                 recipe=Recipe(arch=a["arch"], flip=a.get("flip", False)))
     t = res.trials[res.best]
     out = {"arch": a["arch"], "epochs": a["epochs"], "seconds": t["seconds"], "images_s": t["images_per_s"], "val_acc": t["val/acc"],
            "train_images": int((ds.split == 0).sum()), "device": t["device_name"]}
@@ -221,16 +223,28 @@ def growth(ingest: list) -> list:
     return out
 
 
+def recipe(profile: str = "images") -> dict:
+    "The training parameters of a settings.ini profile (the README's image recipe by default): lr, channels, batch size, flip."
+    from mlops_nb.config import load_settings
+    p = load_settings(REPO / "settings.ini").profiles[profile]
+    first = lambda k, d: (p[k][0] if isinstance(p.get(k), list) else p.get(k, d))
+    return {"lr": first("train.lr", 3e-3), "channels": first("train.channels", 16), "batch_size": first("train.batch_size", 64),
+            "flip": bool(p.get("train.flip", False))}
+
+
 def measure_accuracy(a, cache: Path, work: Path) -> list:
-    out = []
+    "Each of --acc-archs trained with the README recipe's parameters (random init), on the same frames at each --acc-sizes."
+    out, rec = [], recipe() if not a.quick else {}
+    epochs = dict(zip(a.acc_sizes, a.acc_epochs + a.acc_epochs[-1:] * len(a.acc_sizes)))
     for n in a.acc_sizes:
         folder, store, ds_dir = frames(cache, n, a.acc_px), work / f"acc-store-{n}", work / f"acc-ds-{n}"
         ds = run_stage("ingest", work, folder=str(folder), px=a.acc_px, store=str(store), out=str(ds_dir))
         for arch in a.acc_archs:
-            r = run_stage("train", work, dataset=ds["dataset"], store=str(store), arch=arch, epochs=a.acc_epochs, evaluate=True)
-            print(f"   accuracy {arch}, {n:,} frames of {a.acc_px} px, {a.acc_epochs} epoch(s): test {r['test_acc']:.3f} in {r['seconds']:.1f} s", flush=True)
-            out.append({"arch": arch, "n": n, "px": a.acc_px, "epochs": a.acc_epochs, "test_acc": r["test_acc"], "val_acc": r["val_acc"],
-                        "seconds": r["seconds"], "images_s": r["images_s"], "peak_mb": r["peak_mb"], "weights": "random init"})
+            r = run_stage("train", work, dataset=ds["dataset"], store=str(store), arch=arch, epochs=epochs[n], evaluate=True, **rec)
+            print(f"   accuracy {arch}, {n:,} frames of {a.acc_px} px, {epochs[n]} epoch(s): test {r['test_acc']:.3f} in {r['seconds']:.1f} s"
+                  f" ({r['images_s']:,.0f} images/s, peak {r['peak_mb']:,.0f} MB)", flush=True)
+            out.append({"arch": arch, "n": n, "px": a.acc_px, "epochs": epochs[n], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
+                        "seconds": r["seconds"], "images_s": r["images_s"], "peak_mb": r["peak_mb"], "weights": "random init", **rec})
         shutil.rmtree(store, ignore_errors=True)
     return out
 
@@ -265,9 +279,10 @@ def main():
                     help="where generated frame folders are kept between runs (default: %(default)s)")
     ap.add_argument("--train-arch", default="mobilenet_v3_small", help="the training figure's architecture (default: %(default)s)")
     ap.add_argument("--train-epochs", type=int, default=1, help="epochs of the training figure (default: %(default)s)")
-    ap.add_argument("--acc-sizes", type=ints, default=[3000], help="frames of the accuracy figures, e.g. 3000,30000 (default: 3000)")
-    ap.add_argument("--acc-px", type=int, default=96, help="frame size of the accuracy figures (default: %(default)s)")
-    ap.add_argument("--acc-epochs", type=int, default=5, help="epochs of the accuracy figures (default: %(default)s)")
+    ap.add_argument("--acc-sizes", type=ints, default=[3000, 30000], help="frames of the accuracy figures (default: 3000,30000)")
+    ap.add_argument("--acc-px", type=int, default=64, help="frame size of the accuracy figures (default: %(default)s)")
+    ap.add_argument("--acc-epochs", type=ints, default=[14, 3], help="epochs of the accuracy figures at each --acc-sizes, the last "
+                    "repeated (default: 14,3: the recipe's 14 at 3,000 frames, 3 at 30,000)")
     ap.add_argument("--acc-archs", default=",".join(ACC_ARCHS), help="architectures compared (default: %(default)s)")
     ap.add_argument("--score-n", type=int, default=10000, help="frames scored by `mlops-nb predict` (default: %(default)s)")
     ap.add_argument("--score-px", type=int, default=128, help="frame size of the scoring figures (default: %(default)s)")
@@ -281,7 +296,7 @@ def main():
     if a.stage: return stage_main(a.stage, a.stage_args, a.stage_out)
     if a.quick:
         a.sizes, a.px, a.repeat, a.train_arch, a.train_epochs = [300], [32], 1, "convnet", 1
-        a.acc_sizes, a.acc_px, a.acc_epochs, a.acc_archs, a.score_n, a.score_px, a.score_arch = [300], 32, 1, "convnet", 500, 32, "convnet"
+        a.acc_sizes, a.acc_px, a.acc_epochs, a.acc_archs, a.score_n, a.score_px, a.score_arch = [300], 32, [1], "convnet", 500, 32, "convnet"
     a.acc_archs = [x for x in a.acc_archs.split(",") if x]
     skip = {x for x in a.skip.split(",") if x}
     if bad := skip - {"ingest", "train", "accuracy", "scoring"}: ap.error(f"--skip {','.join(sorted(bad))}: not a part of this benchmark")
@@ -290,7 +305,7 @@ def main():
     import psutil
     load = os.getloadavg()[0]
     d = {"quick": a.quick, "repeat": a.repeat, "sizes": a.sizes, "px": a.px, "sizes_arg": ",".join(map(str, a.sizes)),
-         "px_arg": ",".join(map(str, a.px)), "acc_sizes_arg": ",".join(map(str, a.acc_sizes)), "acc_px": a.acc_px, "acc_epochs": a.acc_epochs,
+         "px_arg": ",".join(map(str, a.px)), "acc_sizes_arg": ",".join(map(str, a.acc_sizes)), "acc_px": a.acc_px, "acc_epochs": ",".join(map(str, a.acc_epochs)),
          "score_n": a.score_n, "skipped": sorted(skip), "cores": os.cpu_count(), "load_before": load,
          "memory_gib": psutil.virtual_memory().total / 2**30, "aims": AIMS}
     print(f"scale: {os.cpu_count()} cores, load average {load:.2f} before the run", flush=True)

@@ -47,6 +47,8 @@ SERVE_DEFAULTS = dict(
     log_backlog_rows=100_000,  # most log rows waiting in memory (queued, or held while writes fail); beyond: the newest dropped, counted
     header_timeout_s=10.0,     # a request's headers must all arrive this long after the connection (or its first byte); 0: no limit
     body_timeout_s=30.0,       # its body this long after its headers: else 408 and the connection closed; 0: no limit
+    max_queue_delay_us=0,      # an idle model waits this long for more requests before it computes a batch (Triton's name)
+    inline_us=200,             # a batch expected to compute in less runs on the event loop; longer ones in the scoring thread
 )
 LOG_FAILURE = ("keep", "refuse")
 
@@ -160,7 +162,7 @@ def _literal(v, where):
         raise SettingsError(f"{where}: {v!r} is not a Python literal (quote strings: \"text\")") from e
 
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_ZERO_OK = ("retention_days", "max_error_rate")
+_ZERO_OK = ("retention_days", "max_error_rate", "max_queue_delay_us", "inline_us")
 
 def _typed(get, path, sec: str, defaults: dict) -> dict:
     "A settings section's values, each of its default's type (bool, whole number >= 1, number >= 0, text), or `SettingsError`."

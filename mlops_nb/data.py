@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_data.ipynb #c002
 from __future__ import annotations
-import collections, hashlib, io, json, os, re, stat, zipfile
+import collections, hashlib, io, json, os, re, stat, threading, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -190,23 +190,35 @@ def _read_image(path: Path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
         data = f.read()
     return decode_image(data, size, mode, max_pixels)
 
+_OPENING = threading.Lock()
+
+def _open(data: bytes):
+    "`Image.open` of the bytes, without Pillow's own pixel limit (ours, `max_pixels`, is checked on the header next and says "
+    "the size); that limit is a global, so it is lifted under a lock: images are decoded in several threads."
+    from PIL import Image
+    with _OPENING:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try: return Image.open(io.BytesIO(data))
+        finally: Image.MAX_IMAGE_PIXELS = limit
+
 def decode_image(data: bytes, size: int, mode: str, max_pixels: int = MAX_PIXELS):
     "An image file's bytes as the model sees them (`prepare_image`); returns `(array (C,H,W), sha256 of the bytes, None)` "
-    "or `(None, sha256, reason)`. The pixel limit is checked on the header, before decoding."
-    from PIL import Image, UnidentifiedImageError
+    "or `(None, sha256, reason)`. The pixel limit is checked on the header, before decoding. A JPEG decodes at the smallest "
+    "of 1/8, 1/4, 1/2 or full scale that is still at least `size` a side (`Image.draft`, in the DCT: a 720p frame to 64 px "
+    "about 8x faster); ingest, the service and `mlops-nb predict` all decode here, so training and serving see the same pixels."
+    from PIL import UnidentifiedImageError
     digest = hashlib.sha256(data).hexdigest()
     if not data.startswith(_MAGIC): return None, digest, "not an image file (no PNG or JPEG signature)"
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None     # our own limit below, checked on the header before decoding
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open(data) as im:
             w, h = im.size
             if w * h > max_pixels:
                 return None, digest, f"{w}x{h} = {w*h} pixels, over the limit max_pixels={max_pixels} (a decompression bomb?)"
+            if im.format == "JPEG": im.draft(None, (size, size))
             im.load()
             return prepare_image(im, size, mode), digest, None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
         return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {re.sub(r' at 0x[0-9a-fA-F]+', '', str(e))})"
-    finally: Image.MAX_IMAGE_PIXELS = limit
 
 def _read_file(path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
     "`_read_image`, with a file the system cannot read as its reason."
@@ -218,35 +230,47 @@ def _read_files(paths, size: int, mode: str, max_pixels: int) -> list:
     return [_read_file(p, size, mode, max_pixels) for p in paths]
 
 # %% ../nbs/10_data.ipynb #c008b
-def _outside(p: Path, root: Path):
-    "Why `p` is refused as a symlink leading out of `root` (None when it stays inside, or is no symlink)."
-    if not p.is_symlink(): return None
-    try: target = p.resolve(strict=True)
-    except (OSError, RuntimeError) as e: return f"broken or looping symlink ({type(e).__name__})"
+def _outside(e: os.DirEntry, root: Path):
+    "Why the entry `e` is refused as a symlink leading out of `root` (None when it stays inside, or is no symlink)."
+    if not e.is_symlink(): return None
+    try: target = Path(e.path).resolve(strict=True)
+    except (OSError, RuntimeError) as err: return f"broken or looping symlink ({type(err).__name__})"
     return None if target.is_relative_to(root) else f"symlink to {target}, outside the image folder"
 
+def _ext(name: str) -> str:
+    "A file name's extension as pathlib's `suffix` gives it ('' for 'a.' too)."
+    ext = os.path.splitext(name)[1]
+    return "" if ext == "." else ext
+
 def _scan(root, mode: str) -> tuple:
-    "List `<root>/<class>/*` without reading a file: `(root, events, hidden)`, where `events` in reading order are "
-    "`('problem', path, reason)`, `('class', name, None)` and `('file', class, path)`. Hidden (dot) entries go to `hidden`."
+    "List `<root>/<class>/*` without reading a file: `(root, events, hidden, idents)`, where `events` in reading order are "
+    "`('problem', path, reason)`, `('class', name, None)` and `('file', class, path)` (paths as text), `idents[path]` is "
+    "the `file_ident` of each file (None: not a regular file), and hidden (dot) entries go to `hidden`. One `os.scandir` "
+    "a folder and one stat a file: a re-ingest of an unchanged folder is this scan and little else."
     root = Path(root).expanduser()
     if not root.is_dir(): raise DataValidationError([(str(root), "not a folder")], f"imagefolder:{root}")
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
-    real, events, hidden = root.resolve(), [], []
-    def visible(entries):
-        for e in sorted(entries, key=lambda e: e.name):     # one folder's entries: by name, as Path order, without its cost
-            if e.name.startswith("."): hidden.append((str(e), "hidden (its name starts with '.'): not read"))
-            elif why := bad_name(e.name) or _outside(e, real): events.append(("problem", str(e), why))
+    real, events, hidden, idents = root.resolve(), [], [], {}
+    def visible(folder):
+        with os.scandir(folder) as it: entries = sorted(it, key=lambda e: e.name)   # by name, as Path order was
+        for e in entries:
+            if e.name.startswith("."): hidden.append((e.path, "hidden (its name starts with '.'): not read"))
+            elif why := bad_name(e.name) or _outside(e, real): events.append(("problem", e.path, why))
             else: yield e
-    for p in visible(root.iterdir()):
-        if not p.is_dir(): events.append(("problem", str(p), "file outside any class folder")); continue
-        files = list(visible(p.iterdir()))
-        if not files: events.append(("problem", str(p), "empty class folder")); continue
+    for p in visible(str(root)):
+        if not p.is_dir(): events.append(("problem", p.path, "file outside any class folder")); continue
+        files = list(visible(p.path))
+        if not files: events.append(("problem", p.path, "empty class folder")); continue
         events.append(("class", p.name, None))
         for f in files:
-            if f.is_dir(): events.append(("problem", str(f), "nested folder (classes are one level deep)"))
-            elif f.suffix.lower() not in IMAGE_EXTS: events.append(("problem", str(f), f"not an image file (extension {f.suffix or 'none'})"))
-            else: events.append(("file", p.name, f))
-    return root, events, hidden
+            if f.is_dir(): events.append(("problem", f.path, "nested folder (classes are one level deep)")); continue
+            if (ext := _ext(f.name)).lower() not in IMAGE_EXTS:
+                events.append(("problem", f.path, f"not an image file (extension {ext or 'none'})")); continue
+            events.append(("file", p.name, f.path))
+            try: st = f.stat()
+            except OSError: st = None
+            idents[f.path] = file_ident(st) if st is not None and stat.S_ISREG(st.st_mode) else None
+    return root, events, hidden, idents
 
 # %% ../nbs/10_data.ipynb #c008c
 def _validate(root: Path, events, read: dict, min_per_class: int, skip_bad: bool) -> tuple:
@@ -277,7 +301,7 @@ def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class:
                      max_pixels: int = MAX_PIXELS):
     "Read `<root>/<class>/*.png|jpg|jpeg` into memory; returns `(x, y, classes, skipped)` or raises `DataValidationError`. "
     "Hidden (dot) entries are never read and are listed in `skipped`. (`ingest` streams the same into shards.)"
-    root, events, hidden = _scan(root, mode)
+    root, events, hidden, _ = _scan(root, mode)
     got = {f: _read_file(f, image_size, mode, max_pixels) for kind, _, f in events if kind == "file"}
     kept, problems = _validate(root, events, {f: (d, why) for f, (_, d, why) in got.items()}, min_per_class, skip_bad)
     classes = sorted(kept)
@@ -339,7 +363,7 @@ def _decoded(paths: list, size: int, mode: str, max_pixels: int, workers: int, c
             if (t := next(tasks, None)) is not None: pending.append(ex.submit(_read_files, t, size, mode, max_pixels))
             yield from done
 
-def _rel(f: Path, root: Path) -> str:
+def _rel(f: str, root: Path) -> str:
     "`f` relative to `root` (which it is under: the scan made it from `root`), as text; pathlib's relative_to took a third of a re-ingest."
     return str(f)[len(str(root)) + 1:].replace(os.sep, "/")
 
@@ -354,12 +378,10 @@ def _groups(files: list, root: Path, cap: int) -> list:
     return groups + [cur] * bool(cur)
 
 # %% ../nbs/10_data.ipynb #c011c
-def _known(cache: ShardCache, f: Path) -> tuple:
-    "`(file_ident, cached)` of a file: what the cache knows of it while it is unchanged (None: read it)."
-    try: st = os.stat(f)
-    except OSError: return None, None
-    if not stat.S_ISREG(st.st_mode): return None, None
-    return file_ident(st), cache.lookup(os.path.abspath(f), file_ident(st))
+def _known(cache: ShardCache, f: str, ident) -> tuple:
+    "`(ident, cached)` of a file whose `file_ident` the scan took: what the cache knows of it while it is unchanged "
+    "(None: read it; so is a file that is not a regular one, `ident` None)."
+    return (None, None) if ident is None else (ident, cache.lookup(os.path.abspath(f), ident))
 
 def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, decoded, stats: dict) -> tuple:
     "Place every usable image: a group read whole (a first ingest, a new class) becomes one shard, or reuses the stored "
@@ -413,12 +435,12 @@ def _folder_rows(root, w: ShardWriter, image_size: int, mode: str, min_per_class
                  workers: int, stats: dict) -> tuple:
     "Stream an image folder into shards through `w`, decoding only what the cache does not know: `(rows, classes, skipped)`, "
     "`rows` per kept image `(shard number, row, label, relative path, sha256)`."
-    root, events, hidden = _scan(root, mode)
+    root, events, hidden, idents = _scan(root, mode)
     files = [(c, f) for kind, c, f in events if kind == "file"]
     cache = ShardCache(w.store, {"image_size": image_size, "mode": mode, "max_pixels": max_pixels})
     try:
-        known = {f: _known(cache, f) for _, f in files}
-        todo = [str(f) for _, f in files if known[f][1] is None]
+        known = {f: _known(cache, f, idents[f]) for _, f in files}
+        todo = [f for _, f in files if known[f][1] is None]
         stats.update(files=len(files), decoded=len(todo))
         read, at = _write_groups(w, cache, _groups(files, root, w.capacity), known,
                                  _decoded(todo, image_size, mode, max_pixels, workers), stats)

@@ -18,7 +18,6 @@ from .inputs import (BadInput, over_limit, to_batch, check_size, parse_json, oip
 from .predlog import PredictionLog, open_log, known, parse_time, iso
 from .telemetry import Telemetry
 
-
 # %% auto #0
 __all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused',
            'create_app', 'offline_docs', 'HeadersTimed', 'serve', 'listening', 'uvicorn_options', 'routes_for',
@@ -125,7 +124,6 @@ class Service:
     log: object
     async def __call__(self, scope, receive, send): await self.asgi(scope, receive, send)
 
-
 # %% ../nbs/20_serve.ipynb #c009e
 DRAIN = 3       # a refused body is read (and discarded) up to this many times [serve] max_body in all, then the connection closed
 
@@ -175,7 +173,6 @@ def drain_refused(app, most: int, timeout: float = 0):
         await app(scope, recv, snd)
     return drained
 
-
 # %% ../nbs/20_serve.ipynb #c010
 def create_app(m: ServedModel | Routes, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None,
                follow: Follower | None = None):
@@ -201,6 +198,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     m = SimpleNamespace(name=p0.name, version=p0.version, digest=p0.digest, labels=p0.labels, shape=p0.shape)  # model: swapped out, it is freed
     K = len(m.labels)
     tel = Telemetry((m.name, m.version, m.digest), m.labels); tel.log = log
+    from concurrent.futures import ThreadPoolExecutor
+    decoding = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode")   # uploads decode off the loop
     recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests (not yet in the log); a reader of the log
 
     def traffic(r: Routes, old: Traffic | None = None) -> Traffic:
@@ -209,7 +208,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             if sm is None: return None
             for v in ((old.primary, old.canary) if old else ()):
                 if v is not None and v.m is sm and v.role == role: return v
-            return Variant(sm, role, Batcher(sm, max_batch, tel))
+            return Variant(sm, role, Batcher(sm, max_batch, tel, o["max_queue_delay_us"], o["inline_us"]))
         keep = old is not None and old.shadow is not None and old.shadow.m is r.shadow
         shadow = old.shadow if keep else Shadow(r.shadow, log, o["shadow_queue"], max_batch, tel) if r.shadow else None
         return Traffic(variant(r.primary, "primary"), variant(r.canary, "canary"), r.percent, shadow)
@@ -377,6 +376,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         if st.T.shadow is not None: st.T.shadow.close()    # its queued requests are scored and logged first
         if log is not None: log.close()                 # drains the queue: nothing acknowledged is lost at a clean stop
         for c in db: c.close()
+        decoding.shutdown(wait=False)
 
     api = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Serves {m.name}" + (f"@{m.version} ({m.digest})" if follow is None else
@@ -447,7 +447,8 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
             files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
         finally: await form.close()
         if sum(len(b) for _, b in files) > max_body: raise over_limit("the uploads' size", max_body)
-        x, digests, names = images(files, m.shape, max_batch, o["max_pixels"])
+        x, digests, names = await asyncio.get_running_loop().run_in_executor(   # Pillow releases the GIL: the loop goes on
+            decoding, images, files, m.shape, max_batch, o["max_pixels"])
         p, lab, v = await score("/v1/predict/image", t0, rid, x, tags, digests, ts=ts)
         tel.request("/v1/predict/image", 200, time.perf_counter() - t0)
         return _json({"request_id": rid, "model": v.obj,
@@ -571,7 +572,6 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
         app = CORSMiddleware(app, allow_origins=sorted(origins),
                              allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
     return Service(app, api, tel, log)
-
 
 # %% ../nbs/20_serve.ipynb #c010b
 DOCS_CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -722,4 +722,3 @@ def app_from_env():
     app = create_app(r, s.serve, log_for(s), api_key_from(s.serve), follow)
     gc.collect(); gc.freeze()
     return app
-

@@ -88,36 +88,77 @@ class ServedModel:
         return {"name": self.name, "version": self.version, "digest": self.digest, "labels": self.labels,
                 "signature": self.signature, "run_id": self.run_id}
 
-
+# %% ../nbs/20d_served.ipynb #c008
 class Batcher:
-    "Dynamic batching with no added wait: requests that reach the model in the same turn of the event loop are run "
-    "as one batch (one session call, one softmax), up to `max_rows` rows; `await batcher(x)` gives that request's "
-    "(probabilities, class indices)."
-    def __init__(self, m: ServedModel, max_rows: int = 1024, telemetry=None):
-        self.m, self.max_rows, self.pending, self.rows, self.handle, self.tel = m, max_rows, [], 0, None, telemetry
-        self.batches = self.requests = 0                  # how well it batches: requests / batches
+    "Dynamic batching, as Triton's dynamic batcher does it: the requests that arrive while the model computes a batch, or "
+    "within `max_delay_us` of the first of them, run as the next batch (one session call), up to `max_rows` rows. The "
+    "session runs in a worker thread (ONNX Runtime releases the GIL), so the event loop parses and decodes the next "
+    "requests meanwhile; a batch expected to take under `inline_us` (a small model, where the hop to the thread would "
+    "cost more than the model) runs on the loop. `await batcher(x)` gives that request's (probabilities, class indices)."
+    def __init__(self, m: ServedModel, max_rows: int = 1024, telemetry=None, max_delay_us: int = 0, inline_us: int = 200):
+        self.m, self.max_rows, self.tel = m, max_rows, telemetry
+        self.delay, self.inline = max(0, max_delay_us) / 1e6, max(0, inline_us) / 1e6
+        self.pending, self.rows, self.handle, self.busy, self.pool = [], 0, None, False, None
+        self.per_row = None                               # seconds a row of the last batches (a moving average), once measured
+        self.batches = self.requests = self.inferences = self.offloop = 0   # how well it batches: requests / batches
+        self.queue_s = self.compute_s = 0.0               # summed over requests and over batches: /v2/models/{m}/stats
 
     def __call__(self, x: np.ndarray):
-        import asyncio
+        import asyncio, time
         loop = asyncio.get_running_loop()
         f = loop.create_future()
-        self.pending.append((x, f)); self.rows += len(x)
+        self.pending.append((x, f, time.perf_counter())); self.rows += len(x)
+        if self.busy: return f                            # the next batch forms while this one computes
         if self.rows >= self.max_rows:
             if self.handle: self.handle.cancel()
             self.run()
-        elif self.handle is None: self.handle = loop.call_soon(self.run)
+        elif self.handle is None: self.handle = loop.call_later(self.delay, self.run) if self.delay else loop.call_soon(self.run)
         return f
 
     def run(self):
+        import asyncio, time
         batch, self.pending, self.rows, self.handle = self.pending, [], 0, None
-        self.batches += 1; self.requests += len(batch)
+        x = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
+        t = time.perf_counter()
+        self.batches += 1; self.requests += len(batch); self.inferences += len(x)
+        self.queue_s += sum(t - b[2] for b in batch)
         if self.tel is not None: self.tel.batched(len(batch))
-        try: p, k = self.m.scores(batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch]))
-        except Exception as e:
-            for _, f in batch: f.set_exception(e)
+        if self.per_row is not None and self.per_row * len(x) < self.inline: return self._deliver(batch, self._scores(x))
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"score-{self.m.name}-{self.m.version}")
+        self.busy, self.offloop = True, self.offloop + 1
+        fut = asyncio.get_running_loop().run_in_executor(self.pool, self._scores, x)
+        fut.add_done_callback(lambda fu: self._done(batch, fu))
+
+    def _scores(self, x):
+        "`(model output or the exception it raised, seconds it computed)`: timed where it runs, the thread's hop not counted."
+        import time
+        t = time.perf_counter()
+        try: out = self.m.scores(x)
+        except Exception as e: out = e
+        return out, time.perf_counter() - t
+
+    def _done(self, batch, fu):
+        "A batch computed in the thread: answer its requests, then run the requests that came meanwhile, without waiting."
+        self.busy = False
+        self._deliver(batch, fu.result())
+        if self.pending:
+            if self.handle: self.handle.cancel()
+            self.run()
+
+    def _deliver(self, batch, timed):
+        out, took = timed
+        self.compute_s += took
+        if isinstance(out, BaseException):
+            for _, f, _ in batch:
+                if not f.done(): f.set_exception(out)
             return
+        p, k = out
+        per = took / max(1, len(p))
+        self.per_row = per if self.per_row is None else 0.8 * self.per_row + 0.2 * per
         i = 0
-        for x, f in batch:
+        for x, f, _ in batch:
             n = len(x)
-            if not f.cancelled(): f.set_result((p[i:i + n], k[i:i + n]))
+            if not f.done(): f.set_result((p[i:i + n], k[i:i + n]))
             i += n

@@ -255,4 +255,4 @@ def file_ident(st: os.stat_result) -> tuple:
 
 def _canon(params: dict) -> str:
     import json
-    return json.dumps({"format": "mlops-nb-shard/1", **params}, sort_keys=True)
+    return json.dumps({"format": "mlops-nb-shard/2", **params}, sort_keys=True)   # /2: JPEGs decoded at reduced scale
