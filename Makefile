@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install sysdeps sysdeps-container run test test-slow check-sync nbtest pytest lab bench docs export readme clean
+.PHONY: help install sysdeps sysdeps-container run test test-slow check-sync nbtest pytest lab bench docs export readme clean proto
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -90,3 +90,11 @@ bench: install sysdeps  ## run every benchmark under bench/ and rewrite BENCHMAR
 clean:  ## remove runs, the artifact store, W&B files and the venv
 	rm -rf runs/2* .mlops wandb $(VENV) _docs _proc .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The Open Inference Protocol's gRPC stubs, generated from its .proto (kserve/open-inference-protocol) by the pinned
+# grpcio-tools and committed; their messages go into a descriptor pool of their own, since tritonclient's and KServe's
+# stubs define the same package (`inference`) in the default pool and one process may import both (tests do)
+PROTO := mlops_nb/proto/open_inference_grpc
+proto: install  ## regenerate the gRPC stubs of the Open Inference Protocol (mlops_nb/proto)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. $(PROTO).proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/_POOL = _descriptor_pool.DescriptorPool()  # of its own: see the Makefile\nDESCRIPTOR = _POOL.AddSerializedFile(/' $(PROTO)_pb2.py

@@ -17,7 +17,8 @@ def add_commands(sub):
     x = sub.add_parser("serve", help="serve a registered model over HTTP (also OIP)",
                        description="Serve a registered version with FastAPI on uvicorn: POST /v1/predict, /v1/predict/image, "
                                    "/v1/feedback, GET /v1/model, /metrics, /healthz, /readyz, and the Open Inference Protocol "
-                                   "under /v2 (tritonclient, KServe and MLServer clients work against it). The bundle is "
+                                   "under /v2 (tritonclient, KServe and MLServer clients work against it), and the protocol over gRPC on "
+                                   "--grpc-port (default: --port + 1). The bundle is "
                                    "verified before it listens; every prediction goes to the prediction log. Limits, the API "
                                    "key and CORS are in settings.ini [serve]. Interactive API docs at /docs. Exit status 4 when it cannot listen "
                                    "(the port is taken, or the address is not this machine's).")
@@ -28,6 +29,9 @@ def add_commands(sub):
     x.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with the model (default: %(default)s)")
     x.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per worker (default: %(default)s)")
     x.add_argument("--max-batch", type=int, help="most rows one request may carry (default: settings.ini [serve] max_batch)")
+    x.add_argument("--grpc-port", type=int, help="the Open Inference Protocol over gRPC on this port (default: --port + 1, as "
+                   "Triton's 8000 and 8001; 0: any free port, said when it listens)")
+    x.add_argument("--no-grpc", action="store_true", help="HTTP only: no gRPC service")
     x.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("predict", help="score images or rows offline (batch jobs)",
@@ -87,14 +91,18 @@ def cmd_serve(a, s):
     "`mlops-nb serve`: runs until stopped; `CANNOT_LISTEN` when it cannot listen."
     import errno
     from mlops_nb.serve import serve
-    for k in ("port", "workers", "threads", "max_batch"):
+    for k in ("port", "workers", "threads", "max_batch", "grpc_port"):
         v = getattr(a, k)
-        if v is not None and (v < (0 if k == "port" else 1) or (k == "port" and v > 65535)):
+        if v is not None and (v < (0 if "port" in k else 1) or ("port" in k and v > 65535)):
             raise ValueError(f"--{k.replace('_', '-')} {v}: out of range")
     if a.max_batch: s.serve["max_batch"] = a.max_batch
-    if why := cannot_listen(a.host, a.port):           # before the model loads and anything says `serving`
-        err(f"mlops-nb serve: error: cannot listen on {a.host}:{a.port}: {why}"); return CANNOT_LISTEN
-    try: serve(s, a.model, a.host, a.port, a.workers, a.threads, echo=err)
+    g = None if a.no_grpc else a.grpc_port if a.grpc_port is not None else (a.port + 1 if a.port else 0)
+    if g is not None and g > 65535: raise ValueError(f"--port {a.port}: gRPC would take {g}, out of range; give --grpc-port or --no-grpc")
+    for what, port in (("", a.port), ("gRPC ", g)):
+        if port is not None and (why := cannot_listen(a.host, port)):   # before the model loads and anything says `serving`
+            err(f"mlops-nb serve: error: cannot listen{' for ' + what.strip() if what else ''} on {a.host}:{port}: {why}"
+                + (" (--grpc-port picks another, --no-grpc serves HTTP only)" if what else "")); return CANNOT_LISTEN
+    try: serve(s, a.model, a.host, a.port, a.workers, a.threads, echo=err, grpc_port=g)
     except OSError as e:                               # the port was taken between the check and the bind
         if e.errno != errno.EADDRINUSE: raise
         err(f"mlops-nb serve: error: cannot listen on {a.host}:{a.port}: {e.strerror}"); return CANNOT_LISTEN

@@ -17,11 +17,12 @@ from .inputs import (BadInput, over_limit, to_batch, check_size, parse_json, oip
                              feedback_items, request_id)
 from .predlog import PredictionLog, open_log, known, parse_time, iso
 from .telemetry import Telemetry
+from .dataplane import DataPlane, RegistryFollower, EXTENSIONS, request_time, stamp
 
 # %% auto #0
-__all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'request_time', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused',
-           'create_app', 'offline_docs', 'HeadersTimed', 'serve', 'listening', 'uvicorn_options', 'routes_for',
-           'log_for', 'app_from_env']
+__all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused', 'create_app',
+           'rest_api', 'v1_routes', 'v2_routes', 'fast_path', 'route_name', 'offline_docs', 'HeadersTimed', 'serve',
+           'listening', 'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
 
 # %% ../nbs/20_serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -54,21 +55,6 @@ def _body(schema, ct: str = "application/json"):
 def _json(obj, status: int = 200, rid: str | None = None, headers: dict | None = None):
     h = {**({"x-request-id": rid} if rid else {}), **(headers or {})}
     return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, h or None, media_type="application/json")
-
-def request_time(value: str) -> float:
-    "Unix seconds from an `X-Request-Time` value: RFC 3339 (`2026-11-25T08:00:00Z`; UTC when it names no zone) or epoch "
-    "seconds; `BadInput` otherwise."
-    try: t = float(value)
-    except ValueError:
-        try: t = parse_time(value)
-        except ValueError: t = float("nan")
-    if not 0 < t < 1e11:                                      # NaN and infinity fail this too
-        raise BadInput(f"X-Request-Time: {value[:64]!r} is not a time: give RFC 3339 (2026-11-25T08:00:00Z) or epoch seconds")
-    return t
-
-def _stamp(rid: str, ts: float | None) -> dict:
-    "A response's headers: the request id, and the time logged when the client set it."
-    return {"x-request-id": rid} if ts is None else {"x-request-id": rid, "x-request-time": iso(ts)}
 
 def origin_allowed(origin: str, host: str, scheme: str, allowed) -> bool:
     "Whether a request with `Origin: origin` may be answered: a listed origin (`allowed`, from `[serve] cors_origins`; `*` "
@@ -122,6 +108,7 @@ class Service:
     api: FastAPI
     telemetry: object
     log: object
+    plane: object = None           # the DataPlane the routes share (gRPC's too)
     async def __call__(self, scope, receive, send): await self.asgi(scope, receive, send)
 
 # %% ../nbs/20_serve.ipynb #c009e
@@ -175,216 +162,61 @@ def drain_refused(app, most: int, timeout: float = 0):
 
 # %% ../nbs/20_serve.ipynb #c010
 def create_app(m: ServedModel | Routes, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None,
-               follow: Follower | None = None):
+               follow: Follower | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
+               registry=None, shared_grpc: bool = False):
     "The ASGI app serving `m` (one model, or `Routes`: a primary with a canary and a shadow) with our routes under /v1, "
-    "the Open Inference Protocol under /v2, /metrics; `opts` are `[serve]` settings, `log` receives every prediction "
-    "(closed when the app shuts down), `api_key` guards feedback; with `follow`, the app follows the registry and swaps."
-    import asyncio, threading
-    from types import SimpleNamespace
+    "the Open Inference Protocol under /v2, /metrics, over one `DataPlane`; `opts` are `[serve]` settings, `log` receives "
+    "every prediction (closed when the app shuts down), `api_key` guards feedback; with `follow`, the app follows the "
+    "registry and swaps; with `grpc_port`, the protocol's gRPC service runs beside it on that port (0: a free one); "
+    "`registry` (a callable opening the workbook's registry) answers the repository index; `shared_grpc`: several worker "
+    "processes listen on the gRPC port (SO_REUSEPORT)."
+    o = {**TIMEOUTS, **(opts or {})}
+    plane = DataPlane(m, o, log, api_key, registry)
+    api = rest_api(plane, follow, grpc_port, grpc_host, shared_grpc)
+    fast = fast_path(plane, api)
+    app = drain_refused(fast, DRAIN * plane.max_body, float(plane.o["body_timeout_s"]))
+    origins = {x.strip() for x in plane.o["cors_origins"].split(",") if x.strip()}
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+        app = CORSMiddleware(app, allow_origins=sorted(origins),
+                             allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
+    return Service(app, api, plane.tel, log, plane)
+
+# %% ../nbs/20_serve.ipynb #c010a
+def _lifespan(plane: DataPlane, follow: Follower | None, grpc_port: int | None, grpc_host: str, shared: bool = False):
+    "The app's start and stop: the registry follower's thread and the gRPC server started; at the stop, both stopped and "
+    "the data plane closed (the shadow's queue scored, the log drained: nothing acknowledged is lost at a clean stop)."
     from contextlib import asynccontextmanager
-    from starlette.exceptions import HTTPException
-    from starlette.responses import PlainTextResponse
-    from fastapi import Path
-    from mlops_nb import __version__
-    from mlops_nb.config import SERVE_DEFAULTS
-    from python_multipart.multipart import parse_options_header
-    o = {**TIMEOUTS, **SERVE_DEFAULTS, **(opts or {})}
-    max_batch, max_body, protect, slow = o["max_batch"], o["max_body"], bool(o["protect_predict"]), float(o["body_timeout_s"])
-    client_time = bool(o["client_time"])
-    origins = {x.strip() for x in o["cors_origins"].split(",") if x.strip()}
-    refusing = log is not None and o["log_failure"] == "refuse"     # no answer that the log cannot record
-    routes = m if isinstance(m, Routes) else Routes(m)
-    p0 = routes.primary                     # name, input shape and labels: the same for every version of a model; not the
-    m = SimpleNamespace(name=p0.name, version=p0.version, digest=p0.digest, labels=p0.labels, shape=p0.shape)  # model: swapped out, it is freed
-    K = len(m.labels)
-    tel = Telemetry((m.name, m.version, m.digest), m.labels); tel.log = log
-    from concurrent.futures import ThreadPoolExecutor
-    decoding = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode")   # uploads decode off the loop
-    recent, db = OrderedDict(), []          # request id -> rows, this worker's latest requests (not yet in the log); a reader of the log
-
-    def traffic(r: Routes, old: Traffic | None = None) -> Traffic:
-        "The `Traffic` for routes `r`, reusing the old one's variants and shadow where they are the same version."
-        def variant(sm, role):
-            if sm is None: return None
-            for v in ((old.primary, old.canary) if old else ()):
-                if v is not None and v.m is sm and v.role == role: return v
-            return Variant(sm, role, Batcher(sm, max_batch, tel, o["max_queue_delay_us"], o["inline_us"]))
-        keep = old is not None and old.shadow is not None and old.shadow.m is r.shadow
-        shadow = old.shadow if keep else Shadow(r.shadow, log, o["shadow_queue"], max_batch, tel) if r.shadow else None
-        return Traffic(variant(r.primary, "primary"), variant(r.canary, "canary"), r.percent, shadow)
-
-    st = SimpleNamespace(T=traffic(routes), ready=b"")     # replaced whole by a swap; each request reads it once
-    def serving():
-        T = st.T
-        st.ready = orjson.dumps({"ready": True, "model": f"{m.name}@{T.primary.m.version}", "traffic": T.describe()})
-        tel.serving(T)
-    serving()
-
-    def meta():
-        T = st.T
-        return {"name": m.name, "versions": [str(v.m.version) for v in (T.primary, T.canary) if v], "platform": "onnxruntime_onnx",
-                "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, *m.shape]}],
-                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, K]},
-                            {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
-
-    def refuse(route: str, h, t0: float, status: int, msg: str):
-        "A refusal, counted and logged with its reason: (status, JSON bytes, headers)."
-        tel.rejected(route, status); tel.request(route, status, time.perf_counter() - t0)
-        rid = h.get("x-request-id")
-        rid = rid if rid and len(rid) <= 128 and rid.isprintable() else None
-        if log is not None:
-            try: tags = parse_tags(h.get("x-tags"))
-            except BadInput: tags = {}
-            log.rejected(route, status, msg, rid, tags)
-        hdr = {"www-authenticate": "Bearer"} if status == 401 else {}
-        if status in (408, 413): hdr["connection"] = "close"  # the rest of the body is read only as far as `drain_refused` allows
-        if rid: hdr["x-request-id"] = rid
-        return status, orjson.dumps({"error": msg}), hdr
-
-    def guard(h, needed: bool):
-        "Refuse (401) a request that needs the API key and lacks it; constant-time comparison."
-        if needed and api_key:
-            auth = h.get("authorization", "")
-            got = h.get("x-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
-            if not hmac.compare_digest(got.encode(), api_key.encode()):
-                raise BadInput("missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`", 401)
-
-    def when(h) -> float | None:
-        "The time to log: the client's `X-Request-Time` when `client_time` is on (with an API key set, only from a request "
-        "carrying it: 401 otherwise); None (the log's own clock) when it is off or the header is absent."
-        if not client_time or (v := h.get("x-request-time")) is None: return None
-        guard(h, True)
-        return request_time(v)
-
-    def log_down():
-        "With `[serve] log_failure = refuse`: refuse (503) while the prediction log's latest write failed, naming why."
-        if refusing and log.problem is not None:
-            raise BadInput(f"the prediction log cannot record this request, so it is refused ([serve] log_failure = refuse): {log.problem}", 503)
-
-    def readiness() -> tuple:
-        "/readyz: (status, body): the model; while the prediction log fails, its problem too (503 with log_failure = refuse)."
-        h = None if log is None else log.health()
-        if h is None: return 200, st.ready
-        return 503 if refusing else 200, st.ready[:-1] + b',"log":' + orjson.dumps(h) + b"}"
-
-    async def score(route: str, t0: float, rid: str, x, tags: dict, digests=None, v: Variant | None = None, ts: float | None = None):
-        "Predict with the version the traffic picks for `rid` (or `v`), batched with the requests that arrived together; "
-        "log it with its role; hand it to the shadow; count: (probabilities, labels, the variant that answered)."
-        log_down()
-        T = st.T
-        v = v or T.pick(rid)
-        p, k = await v.batcher(x)
-        lab = v.labels[k]
-        if log is not None and not log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests, ts) \
-                and refusing: raise BadInput(f"the prediction log already holds [serve] log_backlog_rows = {log.backlog_rows} rows "
-                                             "waiting: this prediction cannot be logged, so it is refused ([serve] log_failure = refuse)", 503)
-        if T.shadow is not None: T.shadow.submit(rid, x, route, tags, ts)
-        recent[rid] = len(x)
-        keep = 10_000 if log is None or log.problem is None else log.backlog_rows   # the log commits every few ms; while it
-        for _ in range(2):                                                          # cannot, its backlog is what feedback may name
-            if len(recent) > keep: recent.popitem(last=False)
-        tel.predicted(v.m.version, k)
-        return p, lab, v
-
-    # The hot routes as plain functions of (headers, body): the fast ASGI path below and the documented routes share them.
-    async def predict_rows(h, body: bytes, t0: float):
-        guard(h, protect)
-        rid, tags, ts = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags")), when(h)
-        x = to_batch(parse_json(body, h.get("content-type"), max_body).get("inputs"), m.shape, max_batch, raw=body)
-        p, lab, v = await score("/v1/predict", t0, rid, x, tags, ts=ts)
-        return {"request_id": rid, "model": v.obj,
-                "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, _stamp(rid, ts), b""
-
-    async def infer(route: str, h, body: bytes, t0: float, v: Variant | None = None):
-        guard(h, protect)
-        body, blob = oip_body(body, h, max_body)
-        rid = request_id(body["id"], "id") if body.get("id") is not None else request_id(h.get("x-request-id"))
-        tags, ts = parse_tags(h.get("x-tags"), body.get("parameters")), when(h)
-        x = oip_input(body, m.shape, max_batch, blob)
-        want = oip_outputs(body)
-        p, lab, v = await score(route, t0, rid, x, tags, v=v, ts=ts)
-        out, tail = zip(*(oip_tensor(n, p if n == "probabilities" else lab, binary) for n, binary in want))
-        hdr = _stamp(rid, ts)
-        if body.get("id") is not None and not rid.isascii(): del hdr["x-request-id"]   # a header is latin-1: the id is in the JSON
-        return {"model_name": m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, hdr, b"".join(tail)
-
-    async def answer(route: str, h, t0: float, fn, *args):
-        "Run a route function: (status, JSON bytes, headers), a refusal when it raises `BadInput`."
-        try: obj, hdr, tail = await fn(*args)
-        except BadInput as e: return refuse(route, h, t0, e.status, str(e))
-        tel.request(route, 200, time.perf_counter() - t0)
-        head = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-        if not tail: return 200, head, hdr
-        return 200, head + tail, {**hdr, "content-type": "application/octet-stream",   # binary tensor data extension
-                                  "inference-header-content-length": str(len(head))}
-
-    def check_model(name: str, version: str | None = None) -> Variant | None:
-        "The variant a request for `name` (and `version`) goes to (None: the traffic decides), or 404."
-        if name != m.name: raise BadInput(f"unknown model {name[:80]!r}: this service serves {m.name!r}", 404)
-        if version is None: return None
-        v = st.T.by_version(version)
-        if v is None:
-            raise BadInput(f"unknown version {version[:80]!r} of {name!r}: this service serves version "
-                           f"{' and '.join(meta()['versions'])}", 404)
-        return v
-
-    async def swap(new: Traffic) -> Traffic:
-        "Put `new` in force (on the event loop: one assignment between two requests); the old traffic is returned."
-        old, st.T = st.T, new
-        serving()
-        return old
-
-    def following(loop, stop: threading.Event):
-        "The follower's thread: poll the registry, load and warm up what changed, swap, retire the old shadow."
-        try: follow_until(loop, stop)
-        finally: follow.close()                           # its registry connection belongs to this thread
-
-    def follow_until(loop, stop: threading.Event):
-        while not stop.wait(o["follow_ms"] / 1000):
-            t0 = time.perf_counter()
-            try: r = follow.poll()
-            except Exception as e:
-                tel.registry_file(follow.reopened, follow.gone)
-                tel.swap_failed()
-                print(f"mlops-nb serve: not swapping, still serving {m.name}@{st.T.primary.m.version}: {type(e).__name__}: {e}",
-                      file=sys.stderr, flush=True)
-                continue
-            tel.registry_file(follow.reopened, follow.gone)
-            if r is None: continue
-            new = traffic(r, st.T)
-            try: old = asyncio.run_coroutine_threadsafe(swap(new), loop).result()
-            except Exception: return                            # the loop is gone: the service is stopping
-            tel.swapped(time.perf_counter() - t0)
-            if old.shadow is not None and old.shadow is not new.shadow: old.shadow.close()
-            del old; gc.collect()                                 # the replaced version's session is freed now, not at a rare full collection
-            d = new.describe()
-            print(f"mlops-nb serve: now serving {m.name}@{d['primary']}" +
-                  (f", canary v{d['canary']['version']} on {d['canary']['percent']:g}% of requests" if d["canary"] else "") +
-                  (f", shadow v{d['shadow']}" if d["shadow"] else "") + f" (loaded, verified and swapped in {time.perf_counter() - t0:.3f} s)",
-                  file=sys.stderr, flush=True)
-
     @asynccontextmanager
     async def lifespan(app):
-        stop = threading.Event()
-        t = None
-        if follow is not None:
-            t = threading.Thread(target=following, args=(asyncio.get_running_loop(), stop), name="follow-registry", daemon=True)
-            t.start()
-        yield
-        stop.set()
-        if t is not None: t.join(30)
-        if st.T.shadow is not None: st.T.shadow.close()    # its queued requests are scored and logged first
-        if log is not None: log.close()                 # drains the queue: nothing acknowledged is lost at a clean stop
-        for c in db: c.close()
-        decoding.shutdown(wait=False)
+        f = RegistryFollower(plane, follow) if follow is not None else None
+        if f is not None: f.start(asyncio.get_running_loop())
+        server = None
+        if grpc_port is not None:
+            from mlops_nb.grpc_api import grpc_server
+            server = await grpc_server(plane, grpc_host, grpc_port, shared)
+            app.state.grpc_port = server.port
+            print(f"gRPC (Open Inference Protocol) on {grpc_host}:{server.port}", file=sys.stderr, flush=True)
+        try: yield
+        finally:
+            if server is not None: await server.stop(5)
+            if f is not None: f.close()
+            plane.close()
+    return lifespan
 
-    api = FastAPI(title="mlops_nb prediction service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+# %% ../nbs/20_serve.ipynb #c010c
+def rest_api(plane: DataPlane, follow: Follower | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
+             shared_grpc: bool = False) -> FastAPI:
+    "The documented FastAPI app over `plane`: errors as `{\"error\": ...}` (counted and logged by the data plane), our "
+    "routes (`v1_routes`), the Open Inference Protocol's (`v2_routes`), /docs offline; its lifespan runs the follower and gRPC."
+    from starlette.exceptions import HTTPException
+    from mlops_nb import __version__
+    m = plane.m
+    api = FastAPI(title="mlops_nb prediction service", version=__version__, docs_url=None, redoc_url=None,
+                  lifespan=_lifespan(plane, follow, grpc_port, grpc_host, shared_grpc),
                   description=f"Serves {m.name}" + (f"@{m.version} ({m.digest})" if follow is None else
                               " at the versions its registry releases (`GET /v1/model` says which)") + ". Errors are `{\"error\": \"...\"}`.")
-
     offline_docs(api)
-
-    def respond(status, payload, hdr): return Response(payload, status, hdr, media_type="application/json")
 
     def route_of(request):
         r = request.scope.get("route")
@@ -392,100 +224,110 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
 
     @api.exception_handler(BadInput)
     async def bad_input(request, e: BadInput):
-        return respond(*refuse(route_of(request), request.headers, request.scope.get("t0", time.perf_counter()), e.status, str(e)))
+        return _respond(*plane.refuse(route_of(request), request.headers, request.scope.get("t0", time.perf_counter()), e.status, str(e)))
 
     @api.exception_handler(HTTPException)
     async def http_error(request, e: HTTPException):
-        return respond(*refuse(route_of(request), request.headers, time.perf_counter(), e.status_code, str(e.detail)))
+        return _respond(*plane.refuse(route_of(request), request.headers, time.perf_counter(), e.status_code, str(e.detail)))
 
-    def start(request) -> float:
-        request.scope["t0"] = t0 = time.perf_counter()
-        return t0
+    v1_routes(api, plane)
+    v2_routes(api, plane)
+    return api
+
+def _respond(status, payload, hdr): return Response(payload, status, hdr, media_type="application/json")
+
+def _start(request) -> float:
+    "The request's start, kept in its scope for the error handlers."
+    request.scope["t0"] = t0 = time.perf_counter()
+    return t0
+
+async def _body_of(plane: DataPlane, request) -> bytes:
+    "The request's body, refused when over `[serve] max_body` (declared or as it arrives) or slower than `body_timeout_s`."
+    check_size(request.headers, plane.max_body)
+    return await _receive(request.receive, plane.max_body, float(plane.o["body_timeout_s"]), request.headers.get("content-length"))
+
+# %% ../nbs/20_serve.ipynb #c010d
+def v1_routes(api: FastAPI, plane: DataPlane):
+    "Our own routes on `api`: health, readiness, metrics, the model, predictions of rows and of uploaded images, feedback."
+    from starlette.responses import PlainTextResponse
+    m, max_batch = plane.m, plane.max_batch
+    E = {400: _ERR, 401: _ERR, 403: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}
 
     @api.get("/healthz", summary="liveness")
     async def healthz(): return _json({"live": True})
 
     @api.get("/readyz", summary="readiness: the model is loaded and verified", responses={503: _LOG})
-    async def readyz(): return Response(*reversed(readiness()), media_type="application/json")
+    async def readyz(): return Response(*reversed(plane.readiness()), media_type="application/json")
 
     @api.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse)
     async def metrics():
-        body, ct = tel.render()
+        body, ct = plane.tel.render()
         return Response(body, media_type=ct)
 
     @api.get("/v1/model", summary="the served model: name, version, digest, signature, labels, lineage run")
-    async def model(): return _json({**st.T.primary.m.info(), "traffic": st.T.describe()})
+    async def model(): return _json({**plane.T.primary.m.info(), "traffic": plane.T.describe()})
 
-    @api.post("/v1/predict", summary="predict rows", responses={400: _ERR, 401: _ERR, 403: _ERR, 413: _ERR, 415: _ERR, 503: _LOG},
+    @api.post("/v1/predict", summary="predict rows", responses=E,
               openapi_extra=_body({"type": "object", "required": ["inputs"], "properties": {"inputs": _rows(m.shape, max_batch)}}))
     async def predict(request: Request):
-        t0 = start(request)
-        check_size(request.headers, max_body)
-        return respond(*await answer("/v1/predict", request.headers, t0, predict_rows, request.headers,
-                                     await _receive(request.receive, max_body, slow, request.headers.get("content-length")), t0))
+        t0 = _start(request)
+        return _respond(*await plane.answer("/v1/predict", request.headers, t0, plane.predict_rows, request.headers,
+                                            await _body_of(plane, request), t0))
 
     @api.post("/v1/predict/image", summary="predict uploaded images (PNG or JPEG), preprocessed as in training",
-              responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body(
+              responses={**E, 404: _ERR}, openapi_extra=_body(
                   {"type": "object", "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}}},
                   "multipart/form-data"))
     async def predict_image(request: Request):
-        t0, h = start(request), request.headers
-        guard(h, protect)
-        rid, tags, ts = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags")), when(h)
-        ct = h.get("content-type", "")
-        if ct.split(";")[0].strip().lower() != "multipart/form-data":
-            raise BadInput(f"content type {ct.split(';')[0][:80]!r}: send multipart/form-data with one or more image files", 415)
-        check_size(h, max_body)
-        raw = await _receive(request.receive, max_body, slow, h.get("content-length"))   # bounded as it arrives, even chunked
-        b = parse_options_header(ct)[1].get(b"boundary")
-        if b and b"--" + b + b"--" not in raw:                 # python-multipart takes a cut-off body as it is: name the problem
-            raise BadInput(f"multipart body of {len(raw)} bytes is truncated or malformed: no closing boundary --{b[:70].decode('latin-1')}--")
-        async def replay(): return {"type": "http.request", "body": raw, "more_body": False}
-        try: form = await Request(request.scope, replay).form(max_files=max_batch, max_fields=max_batch, max_part_size=max_body)
-        except HTTPException as e: raise BadInput(f"multipart body: {e.detail}", 413 if "many" in str(e.detail) else 400) from None
-        try:
-            files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
-        finally: await form.close()
-        if sum(len(b) for _, b in files) > max_body: raise over_limit("the uploads' size", max_body)
-        x, digests, names = await asyncio.get_running_loop().run_in_executor(   # Pillow releases the GIL: the loop goes on
-            decoding, images, files, m.shape, max_batch, o["max_pixels"])
-        p, lab, v = await score("/v1/predict/image", t0, rid, x, tags, digests, ts=ts)
-        tel.request("/v1/predict/image", 200, time.perf_counter() - t0)
-        return _json({"request_id": rid, "model": v.obj,
-                      "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]},
-                     headers=_stamp(rid, ts))
+        t0, h = _start(request), request.headers
+        plane.guard(h, plane.protect)
+        rid, tags, ts = request_id(h.get("x-request-id")), parse_tags(h.get("x-tags")), plane.when(h)
+        files = await _uploads(plane, request)
+        return _respond(*await plane.answer("/v1/predict/image", h, t0, plane.predict_files, rid, tags, ts, files, t0))
 
     @api.post("/v1/feedback", summary="true labels for earlier predictions (one object or a list)",
-              responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 409: _ERR, 413: _ERR, 415: _ERR, 422: _ERR, 503: _LOG},
+              responses={**E, 404: _ERR, 409: _ERR, 422: _ERR},
               openapi_extra=_body({"oneOf": [_feedback(m.labels), {"type": "array", "minItems": 1, "maxItems": max_batch,
                                                                     "items": _feedback(m.labels)}]}))
     async def feedback(request: Request):
-        t0, h = start(request), request.headers
-        guard(h, True)
-        ts = when(h)
-        check_size(h, max_body)
-        body = await _receive(request.receive, max_body, slow, h.get("content-length"))
-        items = feedback_items(parse_json(body, h.get("content-type"), max_body, lists=True), m.labels, max_batch)
-        if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
-        log_down()
-        if not db: db.append(open_log(log.path))
-        def missing(): return [(r, row) for r, row, _ in items if row >= max(recent.get(r, 0), known(db[0], r))]
-        if miss := missing():
-            await asyncio.sleep(3 * o["flush_ms"] / 1000)       # another worker's prediction may still be in its queue
-            miss = missing()
-        if miss:
-            r, row = miss[0]
-            raise BadInput(f"unknown request_id {r[:128]!r}" + (f" (or it had no row {row})" if row else "") +
-                           ": send feedback for a request this service answered", 404)
-        for r, row, label in items: log.feedback(r, row, label, ts=ts)
-        tel.feedback(len(items)); tel.request("/v1/feedback", 200, time.perf_counter() - t0)
-        return _json({"accepted": len(items)}, headers=None if ts is None else {"x-request-time": iso(ts)})
+        t0, h = _start(request), request.headers
+        plane.guard(h, True)
+        ts = plane.when(h)
+        return _respond(*await plane.answer("/v1/feedback", h, t0, plane.feedback, h, await _body_of(plane, request), t0, ts))
 
+async def _uploads(plane: DataPlane, request) -> list:
+    "The files of a multipart/form-data upload, `[(filename, bytes)]`, read within `[serve] max_body`; `BadInput` names "
+    "what is wrong with the body."
+    from starlette.exceptions import HTTPException
+    from python_multipart.multipart import parse_options_header
+    h, max_body, max_batch = request.headers, plane.max_body, plane.max_batch
+    ct = h.get("content-type", "")
+    if ct.split(";")[0].strip().lower() != "multipart/form-data":
+        raise BadInput(f"content type {ct.split(';')[0][:80]!r}: send multipart/form-data with one or more image files", 415)
+    raw = await _body_of(plane, request)                      # bounded as it arrives, even chunked
+    b = parse_options_header(ct)[1].get(b"boundary")
+    if b and b"--" + b + b"--" not in raw:                 # python-multipart takes a cut-off body as it is: name the problem
+        raise BadInput(f"multipart body of {len(raw)} bytes is truncated or malformed: no closing boundary --{b[:70].decode('latin-1')}--")
+    async def replay(): return {"type": "http.request", "body": raw, "more_body": False}
+    try: form = await Request(request.scope, replay).form(max_files=max_batch, max_fields=max_batch, max_part_size=max_body)
+    except HTTPException as e: raise BadInput(f"multipart body: {e.detail}", 413 if "many" in str(e.detail) else 400) from None
+    try: files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
+    finally: await form.close()
+    if sum(len(b) for _, b in files) > max_body: raise over_limit("the uploads' size", max_body)
+    return files
+
+# %% ../nbs/20_serve.ipynb #c010e
+def v2_routes(api: FastAPI, plane: DataPlane):
+    "The Open Inference Protocol's REST routes on `api`: server and model metadata and health, inference (any version "
+    "served now), and the extensions: the models served, statistics, configuration and the repository index."
+    from fastapi import Path
+    from mlops_nb import __version__
+    m = plane.m
     NAME = Path(description="the served model's name (any other: 404)", json_schema_extra={"enum": [m.name]})
     VERSION = Path(description="a version this service serves now (`GET /v2/models/{name}` lists them; any other: 404)")
 
     @api.get("/v2", summary="OIP server metadata")
-    async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": ["binary_tensor_data"]})
+    async def v2(): return _json({"name": "mlops_nb", "version": __version__, "extensions": EXTENSIONS})
 
     @api.get("/v2/health/live", summary="OIP server live")
     async def live(): return _json({"live": True})
@@ -493,28 +335,42 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     @api.get("/v2/health/ready", summary="OIP server ready")
     async def ready(): return _json({"ready": True})
 
+    @api.get("/v2/models", summary="the models this service serves, with the versions it serves now")
+    async def models(): return _json({"models": [{"name": m.name, "versions": plane.meta()["versions"]}]})
+
     @api.get("/v2/models/{name}", summary="OIP model metadata", responses={404: _ERR})
-    async def model_meta(name: str = NAME): check_model(name); return _json(meta())
+    async def model_meta(name: str = NAME): plane.check_model(name); return _json(plane.meta())
 
     @api.get("/v2/models/{name}/versions/{version}", summary="OIP model metadata, one version", responses={404: _ERR})
-    async def model_meta_v(name: str = NAME, version: str = VERSION): check_model(name, version); return _json(meta())
+    async def model_meta_v(name: str = NAME, version: str = VERSION): plane.check_model(name, version); return _json(plane.meta())
 
     @api.get("/v2/models/{name}/ready", summary="OIP model ready", responses={404: _ERR})
-    async def model_ready(name: str = NAME): check_model(name); return _json({"name": name, "ready": True})
+    async def model_ready(name: str = NAME): plane.check_model(name); return _json({"name": name, "ready": True})
 
     @api.get("/v2/models/{name}/versions/{version}/ready", summary="OIP model ready, one version", responses={404: _ERR})
-    async def model_ready_v(name: str = NAME, version: str = VERSION): check_model(name, version); return _json({"name": name, "ready": True})
+    async def model_ready_v(name: str = NAME, version: str = VERSION):
+        plane.check_model(name, version); return _json({"name": name, "ready": True})
+
+    @api.get("/v2/models/{name}/stats", summary="statistics extension: requests, batches, queue and compute time per version",
+             responses={404: _ERR})
+    async def model_stats(name: str = NAME): plane.check_model(name); return _json(plane.stats())
+
+    @api.get("/v2/models/{name}/config", summary="the model's configuration (as Triton states one)", responses={404: _ERR})
+    async def model_config(name: str = NAME): plane.check_model(name); return _json(plane.config())
+
+    @api.post("/v2/repository/index", summary="repository extension: the registry's versions of this model, with their aliases "
+              "and which are served now")
+    async def repository_index(): return _json(await asyncio.get_running_loop().run_in_executor(None, plane.repository_index))
 
     infer_doc = dict(responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
         "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
         "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))
 
     async def infer_route(request, route, name, version=None):
-        t0 = start(request)
-        v = check_model(name, version)
-        check_size(request.headers, max_body)
-        return respond(*await answer(route, request.headers, t0, infer, route, request.headers,
-                                     await _receive(request.receive, max_body, slow, request.headers.get("content-length")), t0, v))
+        t0 = _start(request)
+        v = plane.check_model(name, version)
+        return _respond(*await plane.answer(route, request.headers, t0, plane.infer, route, request.headers,
+                                            await _body_of(plane, request), t0, v))
 
     @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
     async def infer_any(request: Request, name: str = NAME): return await infer_route(request, "/v2/models/{name}/infer", name)
@@ -523,13 +379,27 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     async def infer_v(request: Request, name: str = NAME, version: str = VERSION):
         return await infer_route(request, "/v2/models/{name}/versions/{version}/infer", name, version)
 
-    # The fast path: the hot routes of this model answered straight from ASGI, without FastAPI's per-request machinery
-    # (about 4x the throughput here); everything else, and every other name, goes to the documented app above.
+# %% ../nbs/20_serve.ipynb #c010f
+def fast_path(plane: DataPlane, api: FastAPI):
+    "The hot routes of this model answered straight from ASGI, without FastAPI's per-request machinery (about 4x the "
+    "throughput here): rows to /v1/predict, OIP inference of this model (any version served now), health and readiness. "
+    "Everything else, and every other name, goes to the documented `api`. A request from a foreign origin is refused first."
+    m, max_body, slow = plane.m, plane.max_body, float(plane.o["body_timeout_s"])
+    origins = {x.strip() for x in plane.o["cors_origins"].split(",") if x.strip()}
     iv, versions = "/v2/models/{name}/versions/{version}/infer", f"/v2/models/{m.name}/versions/"
-    fast = {("POST", "/v1/predict"): ("/v1/predict", predict_rows),
-            ("POST", f"/v2/models/{m.name}/infer"): ("/v2/models/{name}/infer", lambda h, b, t0: infer("/v2/models/{name}/infer", h, b, t0))}
+    fast = {("POST", "/v1/predict"): ("/v1/predict", plane.predict_rows),
+            ("POST", f"/v2/models/{m.name}/infer"): ("/v2/models/{name}/infer",
+                                                     lambda h, b, t0: plane.infer("/v2/models/{name}/infer", h, b, t0))}
     constant = {("GET", p): orjson.dumps(v) for p, v in (("/healthz", {"live": True}), ("/v2/health/live", {"live": True}),
                 ("/v2/health/ready", {"ready": True}))}
+
+    def foreign(scope, origin: str):
+        "None when the origin is allowed (`origin_allowed`), else the refusal (403, logged): a page of another site may "
+        "post a form, text or a typeless Blob here unasked (no preflight)."
+        h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if origin_allowed(origin, h.get("host", ""), scope["scheme"], origins): return None
+        return plane.refuse(route_name(api, scope), h, time.perf_counter(), 403, f"Origin {origin[:80]!r} is not allowed: a page "
+                            "of another site may not call this service (list its origin in [serve] cors_origins to let it)")
 
     async def app(scope, receive, send):
         if scope["type"] == "http":
@@ -537,11 +407,11 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                 if k == b"origin" and (no := foreign(scope, v.decode("latin-1"))): return await _send(send, *no)
             key = (scope["method"], path := scope["path"])
             if key in constant: return await _send(send, 200, constant[key], {})
-            if key == ("GET", "/readyz"): return await _send(send, *readiness(), {})
+            if key == ("GET", "/readyz"): return await _send(send, *plane.readiness(), {})
             hit = fast.get(key)
             if hit is None and key[0] == "POST" and path.startswith(versions) and path.endswith("/infer") and \
-                    (v := st.T.by_version(path[len(versions):-6])) is not None:     # a version this service serves now
-                hit = (iv, lambda h, b, t0, v=v: infer(iv, h, b, t0, v))
+                    (v := plane.T.by_version(path[len(versions):-6])) is not None:     # a version this service serves now
+                hit = (iv, lambda h, b, t0, v=v: plane.infer(iv, h, b, t0, v))
             if hit is not None:
                 t0 = time.perf_counter()
                 route, fn = hit
@@ -549,29 +419,15 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
                 try:
                     check_size(h, max_body)
                     body = await _receive(receive, max_body, slow, h.get("content-length"))
-                except BadInput as e: return await _send(send, *refuse(route, h, t0, e.status, str(e)))
-                return await _send(send, *await answer(route, h, t0, fn, h, body, t0))
+                except BadInput as e: return await _send(send, *plane.refuse(route, h, t0, e.status, str(e)))
+                return await _send(send, *await plane.answer(route, h, t0, fn, h, body, t0))
         await api(scope, receive, send)
+    return app
 
-    def foreign(scope, origin: str):
-        "A request from a browser page (it carries `Origin`): None when the origin is allowed (`origin_allowed`), else the "
-        "refusal (403, logged): a page of another site may post a form, text or a typeless Blob here unasked (no preflight)."
-        h = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if origin_allowed(origin, h.get("host", ""), scope["scheme"], origins): return None
-        return refuse(route_name(scope), h, time.perf_counter(), 403, f"Origin {origin[:80]!r} is not allowed: a page of another "
-                      "site may not call this service (list its origin in [serve] cors_origins to let it)")
-
-    def route_name(scope) -> str:
-        "The documented route a request is for (as metrics and the log name it), 'unmatched' for none."
-        from starlette.routing import Match
-        return next((r.path for r in api.router.routes if r.matches(scope)[0] != Match.NONE), "unmatched")
-
-    app = drain_refused(app, DRAIN * max_body, slow)
-    if origins:
-        from starlette.middleware.cors import CORSMiddleware
-        app = CORSMiddleware(app, allow_origins=sorted(origins),
-                             allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
-    return Service(app, api, tel, log)
+def route_name(api: FastAPI, scope) -> str:
+    "The documented route a request is for (as metrics and the log name it), 'unmatched' for none."
+    from starlette.routing import Match
+    return next((r.path for r in api.router.routes if r.matches(scope)[0] != Match.NONE), "unmatched")
 
 # %% ../nbs/20_serve.ipynb #c010b
 DOCS_CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -648,9 +504,11 @@ def _watch_parent():
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, threads: int = 1,
-          echo=print):
-    "Serve the chosen version until stopped (Ctrl-C or SIGTERM), logging every prediction to the workbook's log."
+          echo=print, grpc_port: int | None = None):
+    "Serve the chosen version until stopped (Ctrl-C or SIGTERM), logging every prediction to the workbook's log; with "
+    "`grpc_port` (0: any free port), the Open Inference Protocol's gRPC service too, every worker on that port."
     import uvicorn
+    from mlops_nb.registry import registry_for
     _watch_parent()
     r, follow = routes_for(s, ref, threads)         # refused here, with one line, when a bundle is missing or tampered
     m, key = r.primary, api_key_from(s.serve)
@@ -658,7 +516,7 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     if workers == 1:                                # bound before it says so: "serving on" is true when printed
         sock = listening(host, port)
         _say_serving(s, r, follow, key, host, sock.getsockname()[1], echo)
-        app = create_app(r, s.serve, log_for(s), key, follow)
+        app = create_app(r, s.serve, log_for(s), key, follow, grpc_port, host, registry=lambda: registry_for(s))
         del r, m                                    # the app holds what it serves: a version swapped out is freed
         gc.collect(); gc.freeze()
         try: uvicorn.Server(uvicorn.Config(app, **opts)).run(sockets=[sock])
@@ -667,7 +525,8 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     _say_serving(s, r, follow, key, host, port, echo)   # uvicorn binds for its workers, refusing a taken port itself
     mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
     os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
-                      MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp)
+                      MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp,
+                      MLOPS_NB_SERVE_GRPC="" if grpc_port is None else f"{host} {grpc_port}")
     try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
     finally: shutil.rmtree(mp, ignore_errors=True)
 
@@ -716,9 +575,12 @@ def log_for(s) -> PredictionLog:
 def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."
     from mlops_nb.config import load_settings
+    from mlops_nb.registry import registry_for
     e, s = os.environ, load_settings()
     r, follow = routes_for(s, e["MLOPS_NB_SERVE_MODEL"] or None, int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
     uvicorn_options("", 0, s.serve)                 # this worker's header timeout (its protocol class is loaded afresh)
-    app = create_app(r, s.serve, log_for(s), api_key_from(s.serve), follow)
+    g = e.get("MLOPS_NB_SERVE_GRPC", "").split()             # host and port: the workers share the port (SO_REUSEPORT)
+    app = create_app(r, s.serve, log_for(s), api_key_from(s.serve), follow, int(g[1]) if g else None, g[0] if g else "127.0.0.1",
+                     registry=lambda: registry_for(s), shared_grpc=True)
     gc.collect(); gc.freeze()
     return app

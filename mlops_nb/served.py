@@ -100,7 +100,7 @@ class Batcher:
         self.delay, self.inline = max(0, max_delay_us) / 1e6, max(0, inline_us) / 1e6
         self.pending, self.rows, self.handle, self.busy, self.pool = [], 0, None, False, None
         self.per_row = None                               # seconds a row of the last batches (a moving average), once measured
-        self.batches = self.requests = self.inferences = self.offloop = 0   # how well it batches: requests / batches
+        self.batches = self.requests = self.inferences = self.offloop = self.failed = 0   # how well it batches: requests / batches
         self.queue_s = self.compute_s = 0.0               # summed over requests and over batches: /v2/models/{m}/stats
 
     def __call__(self, x: np.ndarray):
@@ -151,6 +151,7 @@ class Batcher:
         out, took = timed
         self.compute_s += took
         if isinstance(out, BaseException):
+            self.failed += len(batch)
             for _, f, _ in batch:
                 if not f.done(): f.set_exception(out)
             return

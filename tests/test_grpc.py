@@ -1,0 +1,95 @@
+"""The Open Inference Protocol over gRPC and the REST extensions, against a real `mlops-nb serve`: tritonclient.grpc at its
+defaults (raw tensors both ways) gets the bundle's offline predictions; refusals are the REST ones with gRPC status codes,
+counted and logged; /v2/models, statistics, configuration and the repository index answer as Triton's clients read them."""
+import time
+import numpy as np
+import pytest
+from test_serve import free_port, http, offline, start, stop
+
+
+@pytest.fixture(scope="module")
+def both(smoke):
+    "`mlops-nb serve` of the smoke model with gRPC on its own port: (base url, gRPC address, process, settings)."
+    settings, _, _ = smoke
+    g = free_port()
+    url, p = start(settings, "--grpc-port", str(g))
+    yield url, f"127.0.0.1:{g}", p, settings
+    err = stop(p)
+    assert f"gRPC (Open Inference Protocol) on 127.0.0.1:{g}" in err
+
+
+def test_tritonclient_grpc_at_its_defaults(both):
+    import tritonclient.grpc as tg
+    url, addr, p, settings = both
+    v, b, x, want = offline(settings)
+    c = tg.InferenceServerClient(addr)
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("digits-cnn")
+    assert c.is_model_ready("digits-cnn", str(v["version"]))
+    meta = c.get_model_metadata("digits-cnn", as_json=True)
+    assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": ["-1", "1", "8", "8"]}]
+    assert "binary_tensor_data" in c.get_server_metadata(as_json=True)["extensions"]
+    inp = tg.InferInput("image", list(x.shape), "UINT8"); inp.set_data_from_numpy(x)
+    r = c.infer("digits-cnn", [inp], request_id="grpc-1", headers={"x-tags": "camera=7"})
+    assert np.allclose(r.as_numpy("probabilities"), want, atol=1e-5)
+    assert [l.decode() for l in r.as_numpy("label")] == [b.labels[i] for i in want.argmax(1)]
+    assert r.get_response(as_json=True)["id"] == "grpc-1"
+    from mlops_nb.config import load_settings
+    from mlops_nb.predlog import predictions
+    time.sleep(0.5)
+    rows = [r for r in predictions(load_settings(settings).predictions) if r["request_id"] == "grpc-1"]
+    assert len(rows) == len(x) and rows[0]["tags"] == {"camera": "7"} and rows[0]["route"] == "/inference.GRPCInferenceService/ModelInfer"
+
+
+def test_grpc_refuses_as_rest_does(both):
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+    url, addr, p, settings = both
+    c = tg.InferenceServerClient(addr)
+    bad = tg.InferInput("image", [1, 1, 4, 16], "UINT8"); bad.set_data_from_numpy(np.zeros((1, 1, 4, 16), np.uint8))
+    with pytest.raises(InferenceServerException) as e: c.infer("digits-cnn", [bad])
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "the model takes [N, 1, 8, 8]" in e.value.message()
+    with pytest.raises(InferenceServerException) as e: c.infer("no-such-model", [bad])
+    assert e.value.status() == "StatusCode.NOT_FOUND" and "unknown model 'no-such-model'" in e.value.message()
+    f = tg.InferInput("image", [1, 1, 8, 8], "FP32"); f.set_data_from_numpy(np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(InferenceServerException, match="datatype 'FP32'; the model takes UINT8"): c.infer("digits-cnn", [f])
+    import urllib.request
+    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+    assert 'route="/inference.GRPCInferenceService/ModelInfer",status="400"' in text.replace(" ", "")
+
+
+def test_the_rest_extensions(both):
+    import tritonclient.http as th
+    url, addr, p, settings = both
+    v, b, x, want = offline(settings)
+    st, _, models = http("GET", url + "/v2/models")
+    assert st == 200 and models == {"models": [{"name": "digits-cnn", "versions": [str(v["version"])]}]}
+    c = th.InferenceServerClient(url.removeprefix("http://"))
+    inp = th.InferInput("image", list(x.shape), "UINT8"); inp.set_data_from_numpy(x)
+    c.infer("digits-cnn", [inp])
+    stats = c.get_inference_statistics("digits-cnn")["model_stats"]
+    (s,) = stats
+    assert s["version"] == str(v["version"]) and s["inference_count"] >= len(x) and s["execution_count"] >= 1
+    assert s["inference_stats"]["compute_infer"]["ns"] > 0 and s["inference_stats"]["queue"]["count"] >= 1
+    cfg = c.get_model_config("digits-cnn")
+    assert cfg["input"] == [{"name": "image", "data_type": "TYPE_UINT8", "dims": [1, 8, 8]}] and cfg["max_batch_size"] > 0
+    index = c.get_model_repository_index()
+    mine = {r["version"]: r for r in index}
+    assert mine[str(v["version"])]["state"] == "READY" and "staging" in mine[str(v["version"])]["aliases"]
+    st, _, e = http("GET", url + "/v2/models/nope/stats")
+    assert st == 404 and "unknown model 'nope'" in e["error"]
+
+
+def test_the_committed_stubs_are_what_make_proto_generates(tmp_path):
+    "mlops_nb/proto/*_pb2*.py are generated (`make proto`), never edited: regenerating them gives the same files."
+    import re, shutil, subprocess, sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "mlops_nb" / "proto").mkdir(parents=True)
+    shutil.copy(repo / "mlops_nb/proto/open_inference_grpc.proto", tmp_path / "mlops_nb/proto")
+    make = (repo / "Makefile").read_text()
+    sed = re.search(r"^\tsed -i '(.+)' \$\(PROTO\)_pb2\.py$", make, re.M)[1]
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--grpc_python_out=.",
+                    "mlops_nb/proto/open_inference_grpc.proto"], cwd=tmp_path, check=True)
+    subprocess.run(["sed", "-i", sed, "mlops_nb/proto/open_inference_grpc_pb2.py"], cwd=tmp_path, check=True)
+    for f in ("open_inference_grpc_pb2.py", "open_inference_grpc_pb2_grpc.py"):
+        assert (tmp_path / "mlops_nb/proto" / f).read_text() == (repo / "mlops_nb/proto" / f).read_text(), f
