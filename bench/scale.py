@@ -315,12 +315,18 @@ def main():
         if "ingest" not in skip or "train" not in skip:
             d["ingest"], keep = measure_ingest(a, cache, work)
             d["growth"] = growth(d["ingest"])
+        quick_acc = a.quick and "accuracy" not in skip     # --quick: one training gives both figures (same frames, arch, epochs)
         if "train" not in skip and keep:
-            r = run_stage("train", work, dataset=keep[0], store=keep[1], arch=a.train_arch, epochs=a.train_epochs)
+            r = run_stage("train", work, dataset=keep[0], store=keep[1], arch=a.train_arch, epochs=a.train_epochs, evaluate=quick_acc)
             d["train"] = {**{k: r[k] for k in ("arch", "epochs", "seconds", "images_s", "peak_mb", "train_images", "device")},
                           "n": max(a.sizes), "px": max(a.px)}
             print(f"   training {a.train_arch}, {max(a.sizes):,} x {max(a.px)} px: {r['images_s']:,.0f} images/s, peak {r['peak_mb']:,.0f} MB", flush=True)
-        if "accuracy" not in skip: d["accuracy"] = measure_accuracy(a, cache, work)
+        if quick_acc and "train" in d:
+            d["accuracy"] = [{"arch": r["arch"], "n": max(a.sizes), "px": max(a.px), "epochs": r["epochs"], "test_acc": r["test_acc"],
+                              "val_acc": r["val_acc"], "seconds": r["seconds"], "images_s": r["images_s"], "peak_mb": r["peak_mb"],
+                              "weights": "random init"}]
+            print(f"   accuracy {r['arch']} (--quick: of the training above): test {r['test_acc']:.3f}", flush=True)
+        elif "accuracy" not in skip: d["accuracy"] = measure_accuracy(a, cache, work)
         if "scoring" not in skip: d["scoring"] = measure_scoring(a, cache, work)
     d["load_after"] = os.getloadavg()[0]
     if a.json: Path(a.json).write_text(json.dumps(d, indent=2))
