@@ -131,3 +131,38 @@ def test_generated_grpc_requests_get_documented_codes(both):
         one()
     assert seen[grpc.StatusCode.INVALID_ARGUMENT] > 10 and seen[grpc.StatusCode.NOT_FOUND] > 0, seen
     assert http("GET", url + "/healthz")[0] == 200
+
+
+KSERVE = "kserve==0.21.0"
+
+
+def kserve_python():
+    "A Python with KServe's client, in a virtual environment of its own under ~/.cache (made once: about 3 minutes)."
+    import os, subprocess, sys
+    from pathlib import Path
+    venv = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlops_nb" / "venvs" / KSERVE.replace("==", "-")
+    py = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", KSERVE], check=True, timeout=900)
+        (venv / ".installed").touch()
+    return py
+
+
+@pytest.mark.slow          # the client's own environment takes minutes to install on a fresh machine: `make test-slow`
+def test_kserve_clients_at_their_defaults(both):
+    import json, subprocess
+    from pathlib import Path
+    url, addr, p, settings = both
+    v, b, x, want = offline(settings)
+    py = kserve_python()
+    script = Path(__file__).parent / "clients" / "kserve_client.py"
+    r = subprocess.run([str(py), str(script), url, addr, "digits-cnn", json.dumps(x.tolist())], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["grpc_live"] and got["grpc_ready"] and got["grpc_model_ready"] and got["rest_ready"]
+    labels = [b.labels[i] for i in want.argmax(1)]
+    for proto in ("grpc", "rest"):
+        assert got[proto]["id"] == f"kserve-{proto}"
+        assert np.allclose(np.array(got[proto]["probabilities"]), want, atol=1e-5), proto
+        assert got[proto]["label"] == labels, proto
