@@ -48,7 +48,7 @@ SERVE_DEFAULTS = dict(
     header_timeout_s=10.0,     # a request's headers must all arrive this long after the connection (or its first byte); 0: no limit
     body_timeout_s=30.0,       # its body this long after its headers: else 408 and the connection closed; 0: no limit
     max_queue_delay_us=0,      # an idle model waits this long for more requests before it computes a batch (Triton's name)
-    inline_us=200,             # a batch expected to compute in less runs on the event loop; longer ones in the scoring thread
+    inline_us=2000,            # a batch expected to compute in less runs on the event loop; longer ones in the scoring thread
 )
 LOG_FAILURE = ("keep", "refuse")
 

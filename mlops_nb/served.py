@@ -95,7 +95,7 @@ class Batcher:
     "session runs in a worker thread (ONNX Runtime releases the GIL), so the event loop parses and decodes the next "
     "requests meanwhile; a batch expected to take under `inline_us` (a small model, where the hop to the thread would "
     "cost more than the model) runs on the loop. `await batcher(x)` gives that request's (probabilities, class indices)."
-    def __init__(self, m: ServedModel, max_rows: int = 1024, telemetry=None, max_delay_us: int = 0, inline_us: int = 200):
+    def __init__(self, m: ServedModel, max_rows: int = 1024, telemetry=None, max_delay_us: int = 0, inline_us: int = 2000):
         self.m, self.max_rows, self.tel = m, max_rows, telemetry
         self.delay, self.inline = max(0, max_delay_us) / 1e6, max(0, inline_us) / 1e6
         self.pending, self.rows, self.handle, self.busy, self.pool = [], 0, None, False, None
