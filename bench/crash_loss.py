@@ -36,7 +36,7 @@ def one_run(settings: Path, ref: str, row: str, seconds: float, clients: int, fl
     "Serve, load, kill -9, and read the log: the figures of one run."
     from mlops_nb.apptest import free_port
     port = free_port(); url = f"http://127.0.0.1:{port}"
-    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", ref, "--port", str(port)],
+    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", ref, "--port", str(port), "--no-grpc"],
                          env={**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"},
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     acks, stop, threads = [], threading.Event(), []

@@ -66,7 +66,7 @@ def serve_following(settings) -> tuple:
     from mlops_nb.apptest import free_port
     env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
     port = free_port()
-    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port), "--no-grpc"], env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     return f"http://127.0.0.1:{port}", p
 

@@ -116,7 +116,7 @@ def main():
         env = {**os.environ, "MLOPS_NB_SETTINGS": str(test_settings(s, tmp)), "WANDB_MODE": "disabled"}   # its own log
         for r in range(a.repeat):
             port = free_port(); url = f"http://127.0.0.1:{port}"
-            p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", ref, "--port", str(port)], env=env,
+            p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", ref, "--port", str(port), "--no-grpc"], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             try:
                 res["start_s"].append(wait_ready(url + "/readyz", p))

@@ -40,7 +40,8 @@ def service(s, ref: str, folder, timeout: float = 60.0):
     for k in {"MLOPS_NB_API_KEY", s.serve.get("api_key_env") or "MLOPS_NB_API_KEY"}:
         env.pop(k, None)                                     # the test environment has no key: its probes expect open routes
     log = open(Path(folder)/"service.log", "w")
-    p = subprocess.Popen([str(Path(sys.executable).parent/"mlops-nb"), "serve", "--model", ref, "--port", str(port)],
+    p = subprocess.Popen([str(Path(sys.executable).parent/"mlops-nb"), "serve", "--model", ref, "--port", str(port),
+                          "--grpc-port", str(free_port())],      # both free: the default, port + 1, may be another's
                          env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
         url, t0 = f"http://127.0.0.1:{port}", time.time()

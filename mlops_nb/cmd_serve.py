@@ -77,14 +77,15 @@ def add_commands(sub):
 
 CANNOT_LISTEN = 4                              # the exit status of `serve` when it cannot listen (`mlops-nb --help` says so)
 
-def cannot_listen(host: str, port: int) -> str | None:
-    "Why nothing could listen on `host:port` now (the port taken, an address not this machine's), or None."
+def cannot_listen(host: str, port: int, other: str = "--port picks another") -> str | None:
+    "Why nothing could listen on `host:port` now (the port taken, an address not this machine's; `other` says what to do "
+    "about a taken port), or None."
     import errno
     from mlops_nb.serve import listening
     if port == 0: return None                          # any free port
     try: listening(host, port).close()                 # bound as the service binds, then let go
     except OSError as e:
-        return "the port is taken (another service listens there; --port picks another)" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        return f"the port is taken (another service listens there; {other})" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
     return None
 
 def cmd_serve(a, s):
@@ -98,10 +99,9 @@ def cmd_serve(a, s):
     if a.max_batch: s.serve["max_batch"] = a.max_batch
     g = None if a.no_grpc else a.grpc_port if a.grpc_port is not None else (a.port + 1 if a.port else 0)
     if g is not None and g > 65535: raise ValueError(f"--port {a.port}: gRPC would take {g}, out of range; give --grpc-port or --no-grpc")
-    for what, port in (("", a.port), ("gRPC ", g)):
-        if port is not None and (why := cannot_listen(a.host, port)):   # before the model loads and anything says `serving`
-            err(f"mlops-nb serve: error: cannot listen{' for ' + what.strip() if what else ''} on {a.host}:{port}: {why}"
-                + (" (--grpc-port picks another, --no-grpc serves HTTP only)" if what else "")); return CANNOT_LISTEN
+    for what, port, other in (("", a.port, "--port picks another"), (" for gRPC", g, "--grpc-port picks another, --no-grpc serves HTTP only")):
+        if port is not None and (why := cannot_listen(a.host, port, other)):   # before the model loads and anything says `serving`
+            err(f"mlops-nb serve: error: cannot listen{what} on {a.host}:{port}: {why}"); return CANNOT_LISTEN
     try: serve(s, a.model, a.host, a.port, a.workers, a.threads, echo=err, grpc_port=g)
     except OSError as e:                               # the port was taken between the check and the bind
         if e.errno != errno.EADDRINUSE: raise

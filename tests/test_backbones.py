@@ -65,7 +65,8 @@ def test_imagenet_weights_missing_are_refused_before_the_run(tmp_path):
     assert not any((tmp_path / "wb" / "runs").glob("*/01_ingest.ipynb"))          # nothing ran
 
 
-def test_a_run_fine_tunes_a_backbone_from_a_weights_file(tmp_path):
+def _fine_tune(tmp_path):
+    "A smoke run fine-tuning mobilenet_v3_small from a weights file it names: (settings, weights path, args, process)."
     settings = make_workbook(tmp_path / "wb")
     w = tmp_path / "mnv3.pth"                         # a weights file as torchvision ships them (random here: nothing is fetched)
     torch.manual_seed(0)
@@ -75,6 +76,14 @@ def test_a_run_fine_tunes_a_backbone_from_a_weights_file(tmp_path):
             "-p", "train.flip=True", "-p", "register.model_name=cams"]
     p = cli(*args, settings=settings)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return settings, w, args, p
+
+
+def _cached(settings, proc) -> dict: return {s["name"]: s["cached"] for s in run_record(settings, proc)["stages"]}
+
+
+def test_a_run_fine_tunes_a_backbone_from_a_weights_file(tmp_path):
+    settings, w, args, p = _fine_tune(tmp_path)
     rec = run_record(settings, p)
     from mlops_nb.weights import file_digest
     digest = file_digest(w)
@@ -86,13 +95,16 @@ def test_a_run_fine_tunes_a_backbone_from_a_weights_file(tmp_path):
     from mlops_nb.store import Store
     b = read_bundle(Store(settings.parent / "store").path(st["package"]["outputs"]["bundle"]))
     assert digest in b.card and "ImageNet" in b.preprocess["normalize"] and b.lineage["weights"] == digest
-    cached = lambda proc: {s["name"]: s["cached"] for s in run_record(settings, proc)["stages"]}
-    again = cli(*args, settings=settings)                                      # same file: every stage cached
-    assert again.returncode == 0 and all(cached(again).values()), again.stderr
-    w.write_bytes(w.read_bytes())                                              # same bytes, new mtime: still cached
-    assert all(cached(cli(*args, settings=settings)).values())
+    w.write_bytes(w.read_bytes())                                              # same bytes, new mtime: every stage cached
+    again = cli(*args, settings=settings)
+    assert again.returncode == 0 and all(_cached(settings, again).values()), again.stderr
+
+
+@pytest.mark.slow      # a second full run (about 30 s): `make test-slow`; the cache hit on the same bytes is in make test
+def test_other_weights_train_again(tmp_path):
+    settings, w, args, p = _fine_tune(tmp_path)
     sd = torch.load(w, weights_only=True); sd["features.0.0.weight"] += 1; torch.save(sd, w)   # other weights: train runs again
     p3 = cli(*args, settings=settings)
     assert p3.returncode == 0, p3.stderr
-    c3 = cached(p3)
+    c3 = _cached(settings, p3)
     assert c3["ingest"] and not c3["train"], c3

@@ -1,4 +1,5 @@
 """A lease waiting for cores says which run holds them and for how long (issue 23 item 17)."""
+import pytest
 import os, subprocess, sys, time
 from mlops_nb.cores import machine_cores, relay
 
@@ -31,6 +32,7 @@ def test_a_waiting_lease_names_the_run_that_holds_the_cores(tmp_path, monkeypatc
             if p: p.kill(); p.wait()
 
 
+@pytest.mark.slow      # about 25 s: two runs contending for the cores: `make test-slow`, keeping `make test` under 15 minutes
 def test_the_runner_says_on_the_terminal_what_a_stage_waits_for(tmp_path, monkeypatch):
     "A run whose stage waits for cores held by another run says so on the terminal, naming the holder (it said nothing for 310 s)."
     from conftest import BIN, make_workbook

@@ -54,6 +54,7 @@ def test_force_stage_reexecutes_it_and_its_dependents(wb):
     assert p.returncode == 2 and "unknown stage" in p.stderr
 
 
+@pytest.mark.slow      # about 25 s; the store's own digest checks stay in make test: `make test-slow`, keeping `make test` under 15 minutes
 def test_tampered_cache_entry_is_not_reused(tmp_path):
     settings = make_workbook(tmp_path)
     rec = run_record(settings, cli("run", "--profile", "smoke", settings=settings))

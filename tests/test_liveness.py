@@ -59,6 +59,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow      # about 15 s: `make test-slow`, keeping `make test` under 15 minutes
 def test_reads_beside_a_run_never_kill_it(tmp_path, monkeypatch, capsys):
     "A smoke run with a skewed start time in its record; 50 `runs` and `show` commands beside it: it succeeds, never interrupted."
     from mlops_nb.cli import main

@@ -27,6 +27,7 @@ def held(f: dict):
     assert f["answered"] - f["requests"] in range(0, 4 * 2 + 1), f             # wrk's count: all but those in flight at its end
 
 
+@pytest.mark.slow      # about 13 s of load; the load test of every apptest stays in make test: `make test-slow`, keeping `make test` under 15 minutes
 def test_a_short_soak(smoke, tmp_path):
     held(soak(smoke[0], tmp_path, "--quick"))
 

@@ -68,7 +68,7 @@ def test_a_following_service_serves_what_the_restored_registry_promotes(tmp_path
     reg.close()
     with socket.socket() as sk: sk.bind(("127.0.0.1", 0)); port = sk.getsockname()[1]
     err = tmp_path / "serve.err"
-    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", "toy-cnn@production", "--port", str(port)],
+    p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", "toy-cnn@production", "--port", str(port), "--no-grpc"],
                          env={**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"},
                          stdout=subprocess.DEVNULL, stderr=err.open("w"), stdin=subprocess.DEVNULL)
     def serving(timeout=60):

@@ -1,4 +1,5 @@
 """`mlops-nb reproduce`: identical on the same machine; differs when a recorded input changed."""
+import pytest
 import json
 import numpy as np
 from PIL import Image
@@ -37,6 +38,7 @@ def test_reproduce_leaves_the_registry_alone(smoke):
     assert "Not registered again" in report and "reproducing" in report
 
 
+@pytest.mark.slow      # about 25 s; the identical and registry cases stay in make test: `make test-slow`, keeping `make test` under 15 minutes
 def test_reproduce_differs_when_an_input_changed(tmp_path):
     settings = make_workbook(tmp_path / "wb")
     root = tmp_path / "shapes"

@@ -25,6 +25,7 @@ def start(settings, *args, env=None):
     "Start `mlops-nb serve ARGS` on a free port of 127.0.0.1 and wait until it is ready: (base url, process)."
     port = free_port()
     e = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled", **(env or {})}
+    if not {"--grpc-port", "--no-grpc"} & set(args): args = (*args, "--grpc-port", str(free_port()))   # not port + 1: maybe taken
     p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port), *args], env=e, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -15,6 +15,18 @@ def test_a_taken_port_exits_4_without_saying_serving(tmp_path):
     assert "serving" not in p.stderr + p.stdout
 
 
+def test_a_taken_grpc_port_exits_4_naming_it(tmp_path):
+    wb = make_workbook(tmp_path)
+    with socket.socket() as other, socket.socket() as free:
+        other.bind(("127.0.0.1", 0)); other.listen()
+        free.bind(("127.0.0.1", 0)); port = free.getsockname()[1]; free.close()
+        g = other.getsockname()[1]
+        p = cli("serve", "--port", str(port), "--grpc-port", str(g), settings=wb, timeout=60)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [f"mlops-nb serve: error: cannot listen for gRPC on 127.0.0.1:{g}: the port is taken "
+                                             "(another service listens there; --grpc-port picks another, --no-grpc serves HTTP only)"], p.stderr
+
+
 def test_help_documents_the_exit_statuses_apart():
     from mlops_nb.cli import parser
     h = " ".join(parser().format_help().split())
