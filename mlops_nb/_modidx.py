@@ -530,6 +530,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'mlops_nb.params._register_alias': ('params.html#_register_alias', 'mlops_nb/params.py'),
                                  'mlops_nb.params._source': ('params.html#_source', 'mlops_nb/params.py'),
                                  'mlops_nb.params._weights': ('params.html#_weights', 'mlops_nb/params.py'),
+                                 'mlops_nb.params.absolute': ('params.html#absolute', 'mlops_nb/params.py'),
                                  'mlops_nb.params.check_name': ('params.html#check_name', 'mlops_nb/params.py'),
                                  'mlops_nb.params.check_register_alias': ('params.html#check_register_alias', 'mlops_nb/params.py'),
                                  'mlops_nb.params.check_value': ('params.html#check_value', 'mlops_nb/params.py'),

@@ -4,15 +4,15 @@
 
 # %% ../nbs/40c_params.ipynb #c002
 from __future__ import annotations
-import ast, math, re
+import ast, math, os, re
 from dataclasses import dataclass
 from pathlib import Path
 
 
 # %% auto #0
 __all__ = ['TYPES', 'RESERVED', 'NAMED', 'CROSS', 'ParamError', 'Param', 'describe_params', 'read_parameters', 'notebook_params',
-           'check_name', 'check_register_alias', 'check_value', 'check_values', 'example', 'coerce', 'resolve_params',
-           'unknown_param']
+           'check_name', 'check_register_alias', 'absolute', 'check_value', 'check_values', 'example', 'coerce',
+           'resolve_params', 'unknown_param']
 
 # %% ../nbs/40c_params.ipynb #c004
 class ParamError(ValueError):
@@ -130,13 +130,24 @@ def _clause(clause: str, v):
         return None
     raise ValueError(f"unknown constraint clause {clause!r}")
 
+def absolute(clause: str, v):
+    "A value naming a path, made absolute against the folder the command runs in, as the user meant it (the stage "
+    "kernels run in other folders): `imagefolder:data/frames` and a relative weights file; anything else as it is."
+    if clause == "source" and isinstance(v, str) and v.startswith("imagefolder:"):
+        src, plus, prod = v.partition("+predictions:")
+        return "imagefolder:" + os.path.abspath(os.path.expanduser(src.split(":", 1)[1])) + plus + prod
+    if clause == "weights" and isinstance(v, str) and v not in ("none", "imagenet"): return os.path.abspath(os.path.expanduser(v))
+    return v
+
 def check_value(p: Param, v):
-    "`v` if it meets `p`'s declared constraint, else a one-line `ParamError` naming the parameter, the value and what it accepts."
+    "`v` if it meets `p`'s declared constraint (a path made `absolute`), else a one-line `ParamError` naming the "
+    "parameter, the value and what it accepts."
     for clause in p.constraint:
         if (want := _clause(clause, v)) is not None:
             raise ParamError(f"parameter {p.stage}.{p.name} = {v!r}: " +
                              (want if clause in NAMED else f"accepts {want}" +
                               (f" ({'; '.join(p.constraint)})" if len(p.constraint) > 1 else "")))
+    for clause in p.constraint: v = absolute(clause, v)
     return v
 
 CROSS = [("ingest", ("val_frac", "test_frac"), lambda a, b: a + b < 1, "val_frac + test_frac must be below 1 (train needs the rest)")]
@@ -144,7 +155,7 @@ CROSS = [("ingest", ("val_frac", "test_frac"), lambda a, b: a + b < 1, "val_frac
 def check_values(spec: dict, vals: dict) -> dict:
     "`vals` if every value meets its parameter's constraint and the rules across parameters (`CROSS`), else a `ParamError`."
     for st, ps in vals.items():
-        for name, v in ps.items(): check_value(spec[st][name], v)
+        for name, v in ps.items(): ps[name] = check_value(spec[st][name], v)
     for st, names, ok, why in CROSS:
         if st in vals and all(n in vals[st] for n in names) and not ok(*(vals[st][n] for n in names)):
             raise ParamError(f"parameters {', '.join(f'{st}.{n} = {vals[st][n]!r}' for n in names)}: {why}")

@@ -1,4 +1,5 @@
 """Ingest: image-folder validation, the split, the dataset version; and image folders through the CLI."""
+import os
 import json
 from pathlib import Path
 import numpy as np
@@ -104,7 +105,7 @@ def test_split_is_stratified_seeded_and_versioned(tmp_path):
 def test_imagefolder_through_the_cli(tmp_path):
     settings = make_workbook(tmp_path / "wb")
     bad = bad_folder(tmp_path / "pets")
-    src = f"ingest.source=imagefolder:{tmp_path / 'pets'}"
+    src = f"ingest.source=imagefolder:{os.path.relpath(tmp_path / 'pets')}"      # relative to where the command runs, as a user writes it
     p = cli("run", "--profile", "smoke", "-p", src, "-p", "ingest.image_size=16", settings=settings)
     assert p.returncode == 1
     rec = run_record(settings, p)
