@@ -53,6 +53,7 @@ class DataPlane:
         self.log, self.api_key, self.client_time = log, api_key, bool(o["client_time"])
         self.registry = registry                  # a callable opening the workbook's registry (the repository index), or None
         self.refusing = log is not None and o["log_failure"] == "refuse"     # no answer that the log cannot record
+        self.origins = {x.strip() for x in o["cors_origins"].split(",") if x.strip()}   # [serve] cors_origins, parsed once
         routes = routes if isinstance(routes, Routes) else Routes(routes)
         p0 = routes.primary    # name, input shape and labels: the same for every version; not the model: swapped out, it is freed
         self.m = SimpleNamespace(name=p0.name, version=p0.version, digest=p0.digest, labels=p0.labels, shape=p0.shape)

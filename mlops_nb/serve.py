@@ -175,8 +175,7 @@ def create_app(m: ServedModel | Routes, opts: dict | None = None, log: Predictio
     api = rest_api(plane, follow, grpc_port, grpc_host, shared_grpc)
     fast = fast_path(plane, api)
     app = drain_refused(fast, DRAIN * plane.max_body, float(plane.o["body_timeout_s"]))
-    origins = {x.strip() for x in plane.o["cors_origins"].split(",") if x.strip()}
-    if origins:
+    if origins := plane.origins:
         from starlette.middleware.cors import CORSMiddleware
         app = CORSMiddleware(app, allow_origins=sorted(origins),
                              allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
@@ -384,8 +383,7 @@ def fast_path(plane: DataPlane, api: FastAPI):
     "The hot routes of this model answered straight from ASGI, without FastAPI's per-request machinery (about 4x the "
     "throughput here): rows to /v1/predict, OIP inference of this model (any version served now), health and readiness. "
     "Everything else, and every other name, goes to the documented `api`. A request from a foreign origin is refused first."
-    m, max_body, slow = plane.m, plane.max_body, float(plane.o["body_timeout_s"])
-    origins = {x.strip() for x in plane.o["cors_origins"].split(",") if x.strip()}
+    m, max_body, slow, origins = plane.m, plane.max_body, float(plane.o["body_timeout_s"]), plane.origins
     iv, versions = "/v2/models/{name}/versions/{version}/infer", f"/v2/models/{m.name}/versions/"
     fast = {("POST", "/v1/predict"): ("/v1/predict", plane.predict_rows),
             ("POST", f"/v2/models/{m.name}/infer"): ("/v2/models/{name}/infer",
