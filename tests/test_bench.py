@@ -66,6 +66,21 @@ FIGURES = {
               "scoring": {"arch": "mobilenet_v3_small", "px": 128, "images": 10000, "rows_written": 10000, "batch": 256, "bare_s": 8.0,
                           "decode_s": 2.0, "library_s": 10.0, "cli_s": 12.5, "bare_images_s": 1250.0, "cli_images_s": 800.0,
                           "library_share": 0.8, "cli_share": 0.64, "peak_mb": 400.0}},
+    "peers": {"repeat": 3, "seconds": 5, "models_arg": "digits,cam224", "before": "/tmp/old/bin/python", "connections": 4, "quick": False,
+              "peers": {"before": "/tmp/old/bin/python", "kserve": "kserve==0.21.0", "ray": "ray[serve]==2.60.0"}, "missing": ["bentoml"],
+              "models": {
+                  "digits": {"shape": [1, 8, 8], "bare": {"1": 50000.0, "32": 150000.0},
+                             "ours": {"start_s": 0.8, "json": {"rps": 5000.0, "p50": 0.8, "p99": 1.6, "cpu_us": 200.0},
+                                      "grpc": {"rps": 2000.0, "p50": 1.9, "p99": 4.0, "cpu_us": 300.0}},
+                             "before": {"start_s": 0.7, "json": {"rps": 4000.0, "p50": 0.9, "p99": 1.8, "cpu_us": 250.0}},
+                             "kserve": {"start_s": 1.0, "json": {"rps": 1600.0, "p50": 2.4, "p99": 3.5, "cpu_us": 900.0},
+                                        "grpc": {"rps": 2500.0, "p50": 1.5, "p99": 2.4, "cpu_us": 350.0}},
+                             "ray": {"start_s": 6.0, "json": "failed: wrk saw errors"}},
+                  "cam224": {"shape": [3, 224, 224], "bare": {"1": 500.0, "16": 400.0},
+                             "ours": {"start_s": 0.9, "c16": {"rps": 350.0, "p50": 40.0, "p99": 70.0, "cpu_us": 3900.0},
+                                      "c16_binary": {"rps": 400.0, "p50": 38.0, "p99": 60.0, "cpu_us": 3500.0},
+                                      "jpeg": {"rps": 300.0, "p50": 12.0, "p99": 21.0, "cpu_us": 4500.0}},
+                             "kserve": {"start_s": 1.0, "c16": {"rps": 390.0, "p50": 39.0, "p99": 45.0, "cpu_us": 2700.0}}}}},
     "gpu": {"quick": False, "frames": 512, "px": 128, "batch": 64, "steps": 30, "cpu_steps": 5, "repeat": 3, "arch": "resnet18",
             "cpu_threads": 2, "cpu_name": "Test CPU 3000", "cpu_images_s": 20.0,
             "gpu": {"name": "NVIDIA H100", "cuda": "12.8", "images_s": {"32": 2000.0, "bf16-mixed": 4000.0, "16-mixed": 3900.0}}},
@@ -223,6 +238,23 @@ def test_every_bench_script_takes_json_and_quick():
         else: assert all(f in out for f in ("--quick", "--only", "--from-json", "--save-json")), out
 
 
+def test_peers_rows(tmp_path):
+    p, rows, _ = table(tmp_path, {"peers": FIGURES["peers"]}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
+    cmd = "`python bench/peers.py --models digits,cam224 --repeat 3 --seconds 5 --connections 4 --before /tmp/old/bin/python`"
+    assert row(rows, "peers, digits (1x8x8): own JSON, one row") == (
+        "5,000 req/s (p99 1.60 ms)", "KServe 1,600 req/s (p99 3.50 ms); Ray Serve failed", "3.12x the best peer", cmd)
+    assert row(rows, "peers, digits (1x8x8): OIP gRPC")[:3] == ("2,000 req/s (p99 4.00 ms)", "KServe 2,500 req/s (p99 2.40 ms)",
+                                                                "0.80x the best peer")
+    assert row(rows, "peers, digits (1x8x8): against the build before, own JSON")[1:3] == (
+        "/tmp/old/bin/python: 4,000 req/s (p99 1.80 ms); 250 µs CPU", "1.25x the req/s (aim ≥ 1x), 0.80x the CPU")
+    assert row(rows, "peers, cam224 (3x224x224): 16 clients, gRPC, rows/s")[1:3] == (
+        "bare `session.run` at batch 1 (its best): 500 rows/s", "70% (aim ≥ 85%)")
+    assert row(rows, "peers, cam224 (3x224x224): 16 clients, OIP binary")[::2] == ("400 req/s (p99 60.00 ms)", "80% (aim ≥ 85%)")
+    assert row(rows, "peers, cam224: JPEG uploads")[1:3] == ("236 req/s before issue 25", "1.27x (aim ≥ 1.8x)")
+    assert row(rows, "peers not measured")[:2] == ("bentoml", "not installed: pass --install")
+    assert not any(k.startswith("peers, cam224 (3x224x224): own JSON") for k in rows)      # no figure there: no row
+
+
 def test_scale_and_gpu_rows(tmp_path):
     p, rows, _ = table(tmp_path, {n: FIGURES[n] for n in ("scale", "gpu")}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
     cmd = "`python bench/scale.py --sizes 3000,100000 --px 128 --repeat 3 --acc-sizes 3000 --acc-px 96 --acc-epochs 5 --score-n 10000`"
@@ -245,3 +277,16 @@ def test_scale_and_gpu_rows(tmp_path):
     assert row(rows, "GPU: fine-tuning resnet18 on 128 px frames (batch 64, AdamW), precision 32")[2] == "100.0x the CPU"
     p, rows, _ = table(tmp_path, {"gpu": {**FIGURES["gpu"], "gpu": None}}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
     assert row(rows, "GPU: fine-tuning") == ("skipped: no GPU on this machine", cpu, "—", "`python bench/gpu.py --steps 30 --cpu-steps 5 --px 128 --repeat 3`")
+
+
+@pytest.mark.slow              # builds three ONNX models with torch and serves one for seconds: `make test-slow`
+def test_peers_quick_run_of_our_server(tmp_path):
+    "bench/peers.py --quick with no peer installed measures mlops-nb serve alone on every route it has, and says so."
+    out = tmp_path / "peers.json"
+    p = subprocess.run([sys.executable, str(BENCH / "peers.py"), "--quick", "--peers", "", "--models", "digits", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "MLOPS_NB_CORE_LEASE": "off"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    d = json.loads(out.read_text())
+    ours = d["models"]["digits"]["ours"]
+    assert {"json", "oip", "binary", "grpc"} <= set(ours) and all(ours[r]["rps"] > 0 and ours[r]["cpu_us"] > 0 for r in ("json", "grpc"))
+    assert d["peers"] == {} and "ours/best peer" in p.stdout
