@@ -241,9 +241,12 @@ def measure(server: str, model: str, path, shape, settings, tmp: Path, pythons: 
                     (lambda s: wrk_post(url + req[0], s, c, req[1], req[2], req[3], tmp)))
             try:
                 load(1)                                                         # warm-up
-                c0, t0 = cpu_s(p.pid), time.perf_counter()
+                c0, t0, b0 = cpu_s(p.pid), time.perf_counter(), batching(url, model) if server == "ours" else None
                 res[route] = load(a.seconds)
                 res[route]["cpu_us"] = (cpu_s(p.pid) - c0) / (res[route]["rps"] * (time.perf_counter() - t0)) * 1e6
+                if b0 is not None:                                              # the batches this load made: their size and compute
+                    (n1, r1, s1), (n0, r0, s0) = batching(url, model), b0
+                    res[route].update(batch_rows=(r1 - r0) / max(1, n1 - n0), batch_ms=(s1 - s0) / max(1, n1 - n0) * 1e3)
             except Exception as e:                                              # noqa: BLE001  (the table says why)
                 lines = str(e).strip().splitlines() or [type(e).__name__]
                 res[route] = "failed: " + next((l.strip() for l in lines if "Non-2xx" in l or "Socket errors" in l), lines[0])[:200]
@@ -252,6 +255,14 @@ def measure(server: str, model: str, path, shape, settings, tmp: Path, pythons: 
         stop(p)
         if server == "ray": subprocess.run([str(venv("ray") / "bin" / "ray"), "stop", "--force"], capture_output=True)
     return res
+
+
+def batching(url: str, model: str) -> tuple:
+    "mlops-nb serve's batches so far, from its statistics (`/v2/models/{m}/stats`, Triton's): (batches, rows, compute s)."
+    import urllib.request
+    with urllib.request.urlopen(f"{url}/v2/models/{model}/stats", timeout=30) as r: st = json.loads(r.read())["model_stats"]
+    return (sum(s["execution_count"] for s in st), sum(s["inference_count"] for s in st),
+            sum(s["inference_stats"]["compute_infer"]["ns"] for s in st) / 1e9)
 
 
 def cpu_s(pid: int) -> float:
@@ -284,7 +295,8 @@ def summary(m) -> str:
 
 
 def medians(runs: list) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu_us") if all(k in r for r in runs)}
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu_us", "batch_rows", "batch_ms")
+            if all(k in r for r in runs)}
 
 
 def main():
@@ -361,7 +373,8 @@ def report(out: dict):
             c = got["ours"].get(r)
             if isinstance(c, dict):
                 print(f"  16 clients, {what}: {c['rps']:,.0f} rows/s = {c['rps'] / ceiling:.0%} of bare at batch {best_b}, "
-                      f"p99 {c['p99']:.1f} ms")
+                      f"p99 {c['p99']:.1f} ms against 2 x one batch's compute, {2 * c.get('batch_ms', float('nan')):.1f} ms "
+                      f"({c.get('batch_rows', float('nan')):.1f} rows a batch; [serve] max_queue_delay_us 0)")
 
 
 if __name__ == "__main__":

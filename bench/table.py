@@ -252,6 +252,10 @@ def rows_peers(d):
                 out.append((f"peers, {name} ({shape}): {what}, rows/s against the ceiling", cell(c),
                             f"bare `session.run` at batch {best_b} (its best): {num(b[best_b])} rows/s",
                             f"{pct(div(c['rps'], b[best_b]))} (aim ≥ 85%)"))
+                if c.get("batch_ms") is not None:
+                    out.append((f"peers, {name} ({shape}): {what}, p99 against the batches' compute", ms(c["p99"]),
+                                f"2 x one batch's compute (mean {c['batch_rows']:.1f} rows, {ms(c['batch_ms'])}; "
+                                f"max_queue_delay_us 0): {ms(2 * c['batch_ms'])}", f"{times(div(c['p99'], 2 * c['batch_ms']))} (aim ≤ 1x)"))
         if isinstance(ours.get("jpeg"), dict):
             out.append((f"peers, {name}: JPEG uploads at 224 px, /v1/predict/image", cell(ours["jpeg"]), "236 req/s before issue 25",
                         f"{times(div(ours['jpeg']['rps'], 236))} (aim ≥ 1.8x)"))

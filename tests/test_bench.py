@@ -78,7 +78,8 @@ FIGURES = {
                              "ray": {"start_s": 6.0, "json": "failed: wrk saw errors"}},
                   "cam224": {"shape": [3, 224, 224], "bare": {"1": 500.0, "16": 400.0},
                              "ours": {"start_s": 0.9, "c16": {"rps": 350.0, "p50": 40.0, "p99": 70.0, "cpu_us": 3900.0},
-                                      "c16_binary": {"rps": 400.0, "p50": 38.0, "p99": 60.0, "cpu_us": 3500.0},
+                                      "c16_binary": {"rps": 400.0, "p50": 38.0, "p99": 60.0, "cpu_us": 3500.0, "batch_rows": 10.0,
+                                                     "batch_ms": 24.0},
                                       "jpeg": {"rps": 300.0, "p50": 12.0, "p99": 21.0, "cpu_us": 4500.0}},
                              "kserve": {"start_s": 1.0, "c16": {"rps": 390.0, "p50": 39.0, "p99": 45.0, "cpu_us": 2700.0}}}}},
     "gpu": {"quick": False, "frames": 512, "px": 128, "batch": 64, "steps": 30, "cpu_steps": 5, "repeat": 3, "arch": "resnet18",
@@ -249,7 +250,10 @@ def test_peers_rows(tmp_path):
         "/tmp/old/bin/python: 4,000 req/s (p99 1.80 ms); 250 µs CPU", "1.25x the req/s (aim ≥ 1x), 0.80x the CPU")
     assert row(rows, "peers, cam224 (3x224x224): 16 clients, gRPC, rows/s")[1:3] == (
         "bare `session.run` at batch 1 (its best): 500 rows/s", "70% (aim ≥ 85%)")
-    assert row(rows, "peers, cam224 (3x224x224): 16 clients, OIP binary")[::2] == ("400 req/s (p99 60.00 ms)", "80% (aim ≥ 85%)")
+    assert row(rows, "peers, cam224 (3x224x224): 16 clients, OIP binary, rows/s")[::2] == ("400 req/s (p99 60.00 ms)", "80% (aim ≥ 85%)")
+    assert row(rows, "peers, cam224 (3x224x224): 16 clients, OIP binary, p99")[:3] == (
+        "60.00 ms", "2 x one batch's compute (mean 10.0 rows, 24.00 ms; max_queue_delay_us 0): 48.00 ms", "1.25x (aim ≤ 1x)")
+    assert not any(k.startswith("peers, cam224 (3x224x224): 16 clients, gRPC, p99") for k in rows)   # no batch figures: no row
     assert row(rows, "peers, cam224: JPEG uploads")[1:3] == ("236 req/s before issue 25", "1.27x (aim ≥ 1.8x)")
     assert row(rows, "peers not measured")[:2] == ("bentoml", "not installed: pass --install")
     assert not any(k.startswith("peers, cam224 (3x224x224): own JSON") for k in rows)      # no figure there: no row
