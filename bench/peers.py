@@ -25,7 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serve import BIN, parse_wrk, wait_ready   # noqa: E402  (bench/serve.py: the same start-up wait and wrk report)
+from serve import BIN, parse_wrk   # noqa: E402  (bench/serve.py: the same wrk report)
 
 VENVS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlops_nb" / "venvs"
 ORT = "onnxruntime==1.31.1"                                            # mlops_nb's own pin, in every peer's environment
@@ -110,8 +110,24 @@ def start(server: str, model: str, path: Path, shape, settings: Path, tmp: Path,
                "--port", str(port), "--grpc-port", str(gport), "--shape", json.dumps(list(shape)), "--folder", str(tmp)]
         ready = {"mlserver": f"{url}/v2/models/{model}/ready", "kserve": f"{url}/v2/models/{model}/ready",
                  "bentoml": f"{url}/readyz", "ray": f"{url}/-/healthz"}[server]
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tmp / f"{server}-{model}.log"          # a file, never a pipe: a server logging each request would fill a pipe
+    with open(log, "ab") as f:                    # nobody reads and stall on its next write
+        p = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    p.log = log
     return p, url, (f"127.0.0.1:{gport}" if server in GRPC else None), ready
+
+
+def wait_up(url: str, p, timeout: float = 300.0) -> float:
+    "Seconds until `url` answers 200; a server that stops first fails with the end of its log."
+    import urllib.request
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200: return time.perf_counter() - t0
+        except OSError: time.sleep(0.05)
+        if p.poll() is not None: raise RuntimeError(f"the server stopped: {p.log.read_text(errors='replace')[-1500:]}")
+    raise RuntimeError(f"{url} never became ready: {p.log.read_text(errors='replace')[-1500:]}")
 
 
 def stop(p):
@@ -234,7 +250,7 @@ def measure(server: str, model: str, path, shape, settings, tmp: Path, pythons: 
     p, url, target, ready = start(server, model, path, shape, settings, tmp, pythons)
     res = {}
     try:
-        res["start_s"] = wait_ready(ready, p, 300)
+        res["start_s"] = wait_up(ready, p)
         for route, (kind, req, *conns) in routes(server, model, shape).items():
             c = conns[0] if conns else a.connections
             load = ((lambda s: grpc_load(target, model, req, s, c)) if kind == "grpc" else
