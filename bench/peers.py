@@ -329,6 +329,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 s runs, one repeat, the cam64 model unless --models: a smoke test of this script")
     ap.add_argument("--json", help="also write the medians to this JSON file")
     a = ap.parse_args()
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stopped: the servers still stop (measure's finally), no orphans
     if a.quick: a.repeat, a.seconds = 1, 1
     a.models = a.models or ("cam64" if a.quick else ",".join(MODELS))
     if not shutil.which("wrk"): raise SystemExit("wrk is not installed: `make sysdeps` (Debian package wrk)")
