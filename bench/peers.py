@@ -25,7 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serve import BIN, parse_wrk   # noqa: E402  (bench/serve.py: the same wrk report)
+from serve import BIN, bare as rows_s, parse_wrk, wait_ready   # noqa: E402  (bench/serve.py: the same helpers)
 
 VENVS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlops_nb" / "venvs"
 ORT = "onnxruntime==1.31.1"                                            # mlops_nb's own pin, in every peer's environment
@@ -117,19 +117,6 @@ def start(server: str, model: str, path: Path, shape, settings: Path, tmp: Path,
     return p, url, (f"127.0.0.1:{gport}" if server in GRPC else None), ready
 
 
-def wait_up(url: str, p, timeout: float = 300.0) -> float:
-    "Seconds until `url` answers 200; a server that stops first fails with the end of its log."
-    import urllib.request
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200: return time.perf_counter() - t0
-        except OSError: time.sleep(0.05)
-        if p.poll() is not None: raise RuntimeError(f"the server stopped: {p.log.read_text(errors='replace')[-1500:]}")
-    raise RuntimeError(f"{url} never became ready: {p.log.read_text(errors='replace')[-1500:]}")
-
-
 def stop(p):
     import signal
     try: os.killpg(p.pid, signal.SIGTERM)
@@ -213,17 +200,14 @@ def grpc_load(target: str, model: str, x: np.ndarray, seconds: float, concurrenc
 
 
 def bare(path: Path, shape, batches=(1, 4, 8, 16, 32), seconds: float = 2.0) -> dict:
-    "Rows/s of bare `session.run` (one intra-op thread, as the servers run it) at each batch size, and one batch's "
-    "seconds at the largest: the ceiling."
-    sys.path.insert(0, str(HERE / "peer_servers"))
-    from common import session
-    sess, out = session(path, 1), {}
+    "{batch size: rows/s} of bare `session.run` on the model, with one intra-op thread as the servers run it: the ceiling."
+    from mlops_nb.bundle import ort_session
+    sess, rng = ort_session(Path(path), 1), np.random.default_rng(0)
+    out = {}
     for b in batches:
-        x = np.random.default_rng(0).integers(0, 256, (b, *shape), dtype=np.uint8)
-        sess.run(None, {"image": x})
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds: sess.run(None, {"image": x}); n += 1
-        out[b] = n * b / (time.perf_counter() - t0)
+        x = rng.integers(0, 256, (b, *shape), dtype=np.uint8)
+        sess.run(None, {"image": x})                                        # first call: allocations
+        out[b] = rows_s(sess, x, seconds)
     return out
 
 
@@ -250,7 +234,7 @@ def measure(server: str, model: str, path, shape, settings, tmp: Path, pythons: 
     p, url, target, ready = start(server, model, path, shape, settings, tmp, pythons)
     res = {}
     try:
-        res["start_s"] = wait_up(ready, p)
+        res["start_s"] = wait_ready(ready, p, 300, lambda: p.log.read_text(errors="replace")[-1500:])
         for route, (kind, req, *conns) in routes(server, model, shape).items():
             c = conns[0] if conns else a.connections
             load = ((lambda s: grpc_load(target, model, req, s, c)) if kind == "grpc" else

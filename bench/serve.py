@@ -20,14 +20,15 @@ import numpy as np
 BIN = Path(sys.executable).parent
 
 
-def wait_ready(url, p, timeout=60.0) -> float:
+def wait_ready(url, p, timeout=60.0, output=None) -> float:
+    "Seconds until `url` answers 200; a process `p` that stops first fails with its output (`output()`, else its stderr)."
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 if r.status == 200: return time.perf_counter() - t0
         except OSError: time.sleep(0.01)
-        if p.poll() is not None: raise SystemExit(f"the service stopped: {p.stderr.read()}")
+        if p.poll() is not None: raise SystemExit(f"the service stopped: {output() if output else p.stderr.read()}")
     raise SystemExit(f"{url} never became ready")
 
 

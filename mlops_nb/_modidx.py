@@ -376,6 +376,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'mlops_nb.inputs.check_size': ('inputs.html#check_size', 'mlops_nb/inputs.py'),
                                  'mlops_nb.inputs.feedback_items': ('inputs.html#feedback_items', 'mlops_nb/inputs.py'),
                                  'mlops_nb.inputs.images': ('inputs.html#images', 'mlops_nb/inputs.py'),
+                                 'mlops_nb.inputs.may_hold_booleans': ('inputs.html#may_hold_booleans', 'mlops_nb/inputs.py'),
                                  'mlops_nb.inputs.new_request_id': ('inputs.html#new_request_id', 'mlops_nb/inputs.py'),
                                  'mlops_nb.inputs.number_array': ('inputs.html#number_array', 'mlops_nb/inputs.py'),
                                  'mlops_nb.inputs.oip_body': ('inputs.html#oip_body', 'mlops_nb/inputs.py'),

@@ -233,7 +233,7 @@ async def infer(self: DataPlane, route: str, h, body: bytes, t0: float, v: Varia
     body, blob = oip_body(body, h, self.max_body)
     rid = request_id(body["id"], "id") if body.get("id") is not None else request_id(h.get("x-request-id"))
     tags, ts = parse_tags(h.get("x-tags"), body.get("parameters")), self.when(h)
-    x = oip_input(body, self.m.shape, self.max_batch, blob, raw[:len(raw) - len(blob)])
+    x = oip_input(body, self.m.shape, self.max_batch, blob, raw)
     want = oip_outputs(body)
     p, lab, v = await self.score(route, t0, rid, x, tags, v=v, ts=ts)
     out, tail = zip(*(oip_tensor(n, p if n == "probabilities" else lab, binary) for n, binary in want))

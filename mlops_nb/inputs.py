@@ -10,9 +10,9 @@ import orjson
 
 
 # %% auto #0
-__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'number_array', 'pixels', 'over_limit', 'check_size', 'parse_json',
-           'oip_body', 'oip_input', 'oip_outputs', 'oip_tensor', 'parse_tags', 'new_request_id', 'request_id', 'images',
-           'feedback_items']
+__all__ = ['OUTPUTS', 'MAX_TAGS', 'BadInput', 'to_batch', 'may_hold_booleans', 'number_array', 'pixels', 'over_limit',
+           'check_size', 'parse_json', 'oip_body', 'oip_input', 'oip_outputs', 'oip_tensor', 'parse_tags',
+           'new_request_id', 'request_id', 'images', 'feedback_items']
 
 # %% ../nbs/20b_inputs.ipynb #c004
 class BadInput(ValueError):
@@ -34,7 +34,7 @@ def to_batch(rows, shape, max_batch: int, what: str = "inputs", raw: bytes | Non
             if u.shape[1:] == tuple(shape): return u
             if u.shape[1:] == (n,): return u.reshape(len(rows), *shape)
     a = number_array(rows, what, f"every row must be numbers of the same shape {list(shape)} (or flat, {n} values)",
-                strict=raw is None or b"true" in raw or b"false" in raw)
+                strict=may_hold_booleans(raw))
     if a.shape[1:] != tuple(shape) and a.shape[1:] != (n,):
         raise BadInput(f"{what}: each row must have shape {list(shape)} (or be flat, {n} values); got {list(a.shape[1:])}")
     return pixels(a.reshape(len(rows), *shape), what)
@@ -51,6 +51,10 @@ def _odd(data: list) -> str:
                 return ("true" if v else "false") if t is bool else "null" if v is None else \
                     f"text {v[:20]!r}" if t is str else "an object" if t is dict else f"a {t.__name__}"
     return ""
+
+def may_hold_booleans(raw: bytes | None) -> bool:
+    "Whether JSON text (None: unknown) may hold a boolean: only then must `number_array` walk the values for one."
+    return raw is None or b"true" in raw or b"false" in raw
 
 def number_array(data, what: str, ragged: str, strict: bool = True) -> np.ndarray:
     "Nested JSON lists as a numeric array, or `BadInput`: `ragged` when they are not of one shape, else naming the first "
@@ -115,8 +119,8 @@ def oip_body(raw: bytes, headers, max_body: int) -> tuple[dict, bytes]:
 
 def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"", raw: bytes | None = None) -> np.ndarray:
     "The `image` tensor of an OIP inference request as uint8 (N, *shape), from JSON `data` or binary bytes, or `BadInput`. "
-    "`raw`: the JSON text `body` came from; with no `true` or `false` in it no value can be a boolean, and flat whole "
-    "numbers convert in one numpy pass (3 ms for a 224 px frame, where a type check and a conversion took 5)."
+    "`raw`: the JSON text `body` came from; with no `true` or `false` in it no value can be a boolean, and `data` converts "
+    "in one numpy pass (3 ms for a 224 px frame, where a type check and a conversion took 5)."
     ins = body.get("inputs")
     if not isinstance(ins, list) or not ins: raise BadInput("inputs: give one tensor, named 'image'")
     if len(ins) != 1 or not isinstance(ins[0], dict) or ins[0].get("name") != "image":
@@ -137,16 +141,12 @@ def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"", raw: bytes
             raise BadInput(f"input 'image': binary_data_size {size} with {len(binary)} bytes after the JSON; shape {sh} needs {n}")
         return np.frombuffer(binary, np.uint8).reshape(sh)
     if binary: raise BadInput(f"{len(binary)} bytes after the JSON, but no input has binary_data_size")
-    data = t.get("data")
-    if isinstance(data, list) and len(data) == n:                 # flat: straight to uint8 when every value is a whole number
-        if raw is not None and b"true" not in raw and b"false" not in raw:
-            a = np.array(data)                                    # ints -> int64; a float, text, null or a huge number: not 'i'
-            if a.dtype.kind == "i" and a.shape == (n,) and 0 <= a.min() and a.max() <= 255: return a.astype(np.uint8).reshape(sh)
-        elif set(map(type, data)) == {int}:                       # no bool, float or text (a C-speed pass over the values)
-            try: return np.array(data, dtype=np.uint8).reshape(sh)
-            except OverflowError: pass                            # the general path below names the problem
+    data, strict = t.get("data"), may_hold_booleans(raw)
+    if strict and isinstance(data, list) and len(data) == n and set(map(type, data)) == {int}:   # flat whole numbers (no bool,
+        try: return np.array(data, dtype=np.uint8).reshape(sh)    # float or text: a C-speed pass over the values)
+        except OverflowError: pass                                # the general path below names the problem
     if not isinstance(data, list): raise BadInput("input 'image': data must be a list of numbers (flat, or nested as the shape)")
-    a = number_array(data, "input 'image'", "data must be numbers (flat, or nested as the shape)").ravel()
+    a = number_array(data, "input 'image'", "data must be numbers (flat, or nested as the shape)", strict).ravel()
     if a.size != math.prod(sh): raise BadInput(f"input 'image': {a.size} values for shape {sh} (needs {math.prod(sh)})")
     return pixels(a.reshape(sh), "input 'image'")
 
