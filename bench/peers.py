@@ -319,8 +319,9 @@ def main():
     a.models = a.models or ("cam64" if a.quick else ",".join(MODELS))
     if not shutil.which("wrk"): raise SystemExit("wrk is not installed: `make sysdeps` (Debian package wrk)")
     names, wanted = [m for m in a.models.split(",") if m], [p for p in a.peers.split(",") if p]
-    for bad in [m for m in names if m not in MODELS] + [p for p in wanted if p not in PEERS]:
-        raise SystemExit(f"{bad!r}: not a model ({', '.join(MODELS)}) nor a peer ({', '.join(PEERS)})")
+    for flag, given, known in (("--models", names, MODELS), ("--peers", wanted, PEERS)):
+        if bad := [x for x in given if x not in known]:
+            raise SystemExit(f"{flag}: {', '.join(map(repr, bad))}: not one of {', '.join(known)}")
     pythons = {p: py for p in wanted if (py := peer_python(p, a.install))}
     missing = [p for p in wanted if p not in pythons]
     if a.before: pythons = {"before": Path(a.before), **pythons}
