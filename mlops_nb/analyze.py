@@ -205,34 +205,43 @@ def load_labelled(path,                        # the prediction log
                   seed: int = 0,                # the sample's seed
                   size: int = 10_000,           # rows a chunk read from the log
                  ) -> dict:
-    "The labelled rows of `name` `version` whose true label is one of its classes, oldest first: `x`, `y` (true class "
-    "indices), `pred`, `p`, `conf`, `tags`, `ts`, `request_id`; `labelled` (rows labelled), `unknown` (labels not a class), `rows` (kept)."
+    "The labelled rows of `name` `version` whose true label is one of its classes, oldest first: `y` (true class "
+    "indices), `pred`, `p`, `conf`, `tags`, `ts`, `request_id`, `has_x` (the log kept the row's raw input: `[serve] "
+    "log_inputs`); `x`, the raw inputs of the rows `has_x` marks, in their order; `labelled` (rows labelled), `unknown` "
+    "(labels not a class), `rows` (kept)."
     from mlops_nb.predlog import chunks
     labels = list(labels); index = {str(c): i for i, c in enumerate(labels)}
     rng, parts, kept, seen, unknown = np.random.default_rng(seed), [], 0, 0, 0
-    join = lambda ps: {k: np.concatenate([p[k] for p in ps]) for k in ps[0]}
-    def cut(c):                                                       # the `limit` smallest random keys: a uniform sample
-        if limit is None or len(c["y"]) <= limit: return c
-        i = np.argpartition(c["key"], limit)[:limit]
-        return {k: v[i] for k, v in c.items()}
-    for c in chunks(path, name, since, until, size):
+    for c in chunks(path, name, since, until, size, inputs=True):
         s = (c["version"] == version) & np.array([t is not None for t in c["true_label"]], bool)
         if not s.any(): continue
         if c["p"].shape[1] != len(labels): raise ValueError(f"{len(labels)} labels given for a model of {c['p'].shape[1]} classes")
         y = np.array([index.get(str(t), -1) for t in c["true_label"][s]])
         seen += len(y); unknown += int((y < 0).sum()); s[s] = y >= 0
         if not s.any(): continue
-        c = {k: c[k][s] for k in ("x", "p", "tags", "ts", "request_id")} | {"y": y[y >= 0]}
+        c = {k: c[k][s] for k in ("p", "tags", "ts", "request_id", "has_x")} | {"y": y[y >= 0], "x": c["x"][s & c["has_x"]]}
         c["pred"], c["key"] = c["p"].argmax(axis=1), rng.random(len(c["y"]))
         parts.append(c); kept += len(c["y"])
-        if limit is not None and kept > 2 * limit + size: parts = [cut(join(parts))]; kept = len(parts[0]["y"])
+        if limit is not None and kept > 2 * limit + size: parts = [_sample(_join(parts), limit)]; kept = len(parts[0]["y"])
     if not parts:
         raise ValueError(f"no labelled rows of {name} version {version} in the period" + (
             f" carry one of its classes ({unknown} labels are not among {labels})" if unknown else ": true labels arrive as feedback"))
-    c = cut(join(parts))
-    o = np.argsort(c["ts"], kind="stable")
-    return {**{k: c[k][o] for k in ("x", "y", "pred", "p", "tags", "ts", "request_id")}, "conf": c["p"][o].max(axis=1),
-            "labelled": seen, "unknown": unknown, "rows": int(len(o))}
+    c = _sample(_join(parts), limit)
+    c = _take(c, np.argsort(c["ts"], kind="stable"))
+    return {**{k: c[k] for k in ("x", "y", "pred", "p", "tags", "ts", "request_id", "has_x")}, "conf": c["p"].max(axis=1),
+            "labelled": seen, "unknown": unknown, "rows": int(len(c["y"]))}
+
+def _join(ps: list) -> dict: return {k: np.concatenate([p[k] for p in ps]) for k in ps[0]}
+
+def _take(c: dict, i: np.ndarray) -> dict:
+    "Rows `i` of the columns `c`; `x` holds only the rows `has_x` marks, so it is taken through their positions."
+    pos = np.cumsum(c["has_x"]) - 1
+    return {**{k: v[i] for k, v in c.items() if k != "x"}, "x": c["x"][pos[i][c["has_x"][i]]]}
+
+def _sample(c: dict, limit: int | None) -> dict:
+    "The `limit` rows with the smallest random keys (a uniform sample), all of them under `limit`."
+    if limit is None or len(c["y"]) <= limit: return c
+    return _take(c, np.argpartition(c["key"], limit)[:limit])
 
 
 # %% ../nbs/31_analyze.ipynb #c027

@@ -10,8 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'TRAIN_DEFAULTS',
-           'GOVERN_DEFAULTS', 'SettingsError', 'find_settings', 'Settings', 'disk_full', 'load_settings', 'wandb_mode',
-           'apply_env', 'scratch_settings', 'seed_everything']
+           'GOVERN_DEFAULTS', 'SettingsError', 'find_settings', 'input_share', 'Settings', 'disk_full', 'load_settings',
+           'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
 
 # %% ../nbs/00_config.ipynb #c004
 class SettingsError(ValueError):
@@ -49,8 +49,25 @@ SERVE_DEFAULTS = dict(
     body_timeout_s=30.0,       # its body this long after its headers: else 408 and the connection closed; 0: no limit
     max_queue_delay_us=0,      # an idle model waits this long for more requests before it computes a batch (Triton's name)
     inline_us=2000,            # a batch expected to compute in less runs on the event loop; longer ones in the scoring thread
+    log_inputs="auto",         # raw inputs kept in the log's payload store: all | none | sample:R | auto (see `input_share`)
+    payload_retention_days=30, # kept raw inputs older than this are deleted, except those a label pinned (0: as retention_days)
 )
 LOG_FAILURE = ("keep", "refuse")
+
+def input_share(policy: str, nbytes: int) -> float:
+    "The share of predictions whose raw input (of `nbytes` bytes) `[serve] log_inputs = policy` keeps: `all` 1, `none` 0, "
+    "`sample:R` R (0-1), `auto` every input up to 1 KiB (the digits' 64 bytes) and of larger ones a share worth 64 bytes "
+    "a prediction on average (a 3x64x64 frame: 1 in 192; 3x224x224: 1 in 2,352; a camera sending a frame a second keeps "
+    "37 of 224 px a day). `ValueError` naming the value otherwise."
+    p = str(policy).strip().lower()
+    if p == "all": return 1.0
+    if p == "none": return 0.0
+    if p == "auto": return 1.0 if nbytes <= 1024 else 64 / nbytes
+    if p.startswith("sample:"):
+        try: r = float(p[7:])
+        except ValueError: r = -1.0
+        if 0 <= r <= 1: return r
+    raise ValueError(f"log_inputs = {policy!r}: use all, none, auto, or sample:R with R a share from 0 to 1 (sample:0.01)")
 
 GATE_DEFAULTS = dict(
     min_accuracy=0.95,         # test accuracy at least this
@@ -83,6 +100,7 @@ MONITOR_DEFAULTS = dict(
     max_recall_gap=0.2,        # bias: the largest minus the smallest per-class recall (alerts only when the intervals part)
     max_slice_gap=0.2,         # bias: the largest accuracy gap between values of one tag (e.g. cameras), the same rule
     min_slice_rows=30,         # a tag slice's prediction PSI is shown only on at least this many predictions
+    memory_mb=256,             # monitoring reads the log in chunks of at most about this many MiB, whatever the window's length
 )
 
 TRAIN_DEFAULTS = dict(
@@ -162,7 +180,7 @@ def _literal(v, where):
         raise SettingsError(f"{where}: {v!r} is not a Python literal (quote strings: \"text\")") from e
 
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_ZERO_OK = ("retention_days", "max_error_rate", "max_queue_delay_us", "inline_us")
+_ZERO_OK = ("retention_days", "payload_retention_days", "max_error_rate", "max_queue_delay_us", "inline_us")
 
 def _typed(get, path, sec: str, defaults: dict) -> dict:
     "A settings section's values, each of its default's type (bool, whole number >= 1, number >= 0, text), or `SettingsError`."
@@ -206,6 +224,8 @@ def load_settings(path=None) -> Settings:
     train = _typed(get, path, "train", TRAIN_DEFAULTS)
     if serve["log_failure"] not in LOG_FAILURE:
         raise SettingsError(f"{path} [serve] log_failure = {serve['log_failure']!r}: use keep or refuse")
+    try: input_share(serve["log_inputs"], 0)
+    except ValueError as e: raise SettingsError(f"{path} [serve] {e}") from None
     if govern["retrain"] not in ("off", "approve", "auto"):
         raise SettingsError(f"{path} [govern] retrain = {govern['retrain']!r}: use off, approve or auto")
     gates = _typed(get, path, "gates", GATE_DEFAULTS)

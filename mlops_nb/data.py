@@ -475,13 +475,15 @@ PRODUCTION = "+predictions:"      # `SOURCE+predictions:NAME`: SOURCE plus model
 
 def read_production(log, name: str, classes, shape, w: ShardWriter) -> tuple:
     "Stream the labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback "
-    "names one of `classes`) into shards through `w`, a chunk at a time: `(rows, taken)`, `rows` per image `(shard number, "
-    "row, label, 'predictions/<request id>/<row>', sha256 of its pixels)`, `taken` what was taken (ids, first and last time)."
+    "names one of `classes` and whose raw input the log kept) into shards through `w`, a chunk at a time: `(rows, taken)`, "
+    "`rows` per image `(shard number, row, label, 'predictions/<request id>/<row>', sha256 of its pixels)`, `taken` what "
+    "was taken (ids, first and last time, and `without_input`: labelled rows whose raw input `[serve] log_inputs` did not keep)."
     from mlops_nb.predlog import chunks
     if log is None or not Path(log).is_file(): raise ValueError(f"source predictions:{name}: no prediction log at {log}")
-    idx, rows, ids, first, last = {str(c): i for i, c in enumerate(classes)}, [], [], np.inf, -np.inf
-    for c in chunks(log, name):
+    idx, rows, ids, first, last, missing = {str(c): i for i, c in enumerate(classes)}, [], [], np.inf, -np.inf, 0
+    for c in chunks(log, name, inputs=True, max_bytes=64 << 20):
         keep = np.array([t is not None and str(t) in idx for t in c["true_label"]], bool)
+        missing += int((keep & ~c["has_x"]).sum()); keep &= c["has_x"]
         if not keep.any(): continue
         if tuple(c["x"].shape[1:]) != tuple(shape):
             raise ValueError(f"source predictions:{name}: logged inputs have shape {list(c['x'].shape[1:])}, the data {list(shape)}")
@@ -490,8 +492,9 @@ def read_production(log, name: str, classes, shape, w: ShardWriter) -> tuple:
             ids.append(f"{r}/{k}")
         first, last = min(first, float(c["ts"][keep].min())), max(last, float(c["ts"][keep].max()))
     w.close()
-    if not rows: raise ValueError(f"source predictions:{name}: no labelled predictions of {name} in {log} (send feedback first)")
-    return rows, {"model": name, "rows": len(ids), "first": first, "last": last,
+    if not rows: raise ValueError(f"source predictions:{name}: no labelled predictions of {name} in {log} " + (
+        f"whose raw input was kept ({missing} labelled rows have none: see [serve] log_inputs)" if missing else "(send feedback first)"))
+    return rows, {"model": name, "rows": len(ids), "first": first, "last": last, "without_input": missing,
                   "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
 
 # %% ../nbs/10_data.ipynb #c012b

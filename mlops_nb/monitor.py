@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 import numpy as np
 from .predlog import chunks, rejected, parse_time, iso
-from .reference import MonitoringReference, features, properties, calibrated
+from .reference import MonitoringReference, calibrated
 
 
 # %% auto #0
@@ -73,10 +73,10 @@ class Window:
         "Add a chunk of logged rows (`mlops_nb.predlog.chunks`' columns, already cut to this window and version)."
         n = len(c["ts"])
         if n == 0: return self
-        x, p = c["x"], c["p"]
-        if list(x.shape[1:]) != list(self.ref.info["shape"]):
-            raise ValueError(f"logged inputs have shape {list(x.shape[1:])}, the model's reference {self.ref.info['shape']}")
-        self.drift["features"].add(features(x)); self.drift["properties"].add(properties(x))
+        p = c["p"]
+        if json.loads(c["input_shape"][0]) != list(self.ref.info["shape"]):
+            raise ValueError(f"logged inputs have shape {json.loads(c['input_shape'][0])}, the model's reference {self.ref.info['shape']}")
+        self.drift["features"].add(c["f"]); self.drift["properties"].add(c["props"])
         self.drift["outputs"].add(p); self.drift["confidence"].add(p.max(axis=1, keepdims=True))
         pred, q = p.argmax(axis=1), calibrated(p, self.t)
         conf, onehot = q.max(axis=1), np.eye(self.k)[pred]
@@ -165,7 +165,7 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(unit=" rows", desc="reading the log", leave=False)
-    for c in chunks(s.predictions, v["name"], since, until, size):
+    for c in chunks(s.predictions, v["name"], since, until, size, max_bytes=s.monitor["memory_mb"] << 20):
         mine = c["version"] == v["version"]
         if not mine.all(): others.update(f"v{ver} {role}" for ver, role in zip(c["version"][~mine], c["role"][~mine]))
         c = _cut(c, mine)

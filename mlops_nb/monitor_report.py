@@ -178,7 +178,7 @@ def record(st, rep: MonitorReport, ev: dict, svc: dict | None = None) -> dict:
     if st.wandb is not None and t["rows"]:
         import wandb
         from mlops_nb.predlog import predictions
-        sample = [r for r in predictions(st.s.predictions, rep.since, rep.until, limit=500, inputs=True)
+        sample = [r for r in predictions(st.s.predictions, rep.since, rep.until, limit=500, inputs=True, with_input=True)
                   if r["model"] == rep.model and r["version"] == rep.version and r["role"] != "shadow"][:48]
         img = lambda a: wandb.Image(a.transpose(1, 2, 0) if a.shape[0] > 1 else a[0])
         st.wandb.log({"monitor/predictions": wandb.Table(columns=["time", "image", "label", "true_label", "tags"], data=[

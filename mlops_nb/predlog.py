@@ -4,18 +4,20 @@
 
 # %% ../nbs/20a_predlog.ipynb #c002
 from __future__ import annotations
-import hashlib, os, sqlite3, sys, threading, time
+import hashlib, math, os, random, sqlite3, sys, threading, time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 import orjson
 from .db import connect, create, transaction, DbError
-
+from .config import input_share
+from .reference import features, properties, feature_names, property_names
 
 # %% auto #0
-__all__ = ['SCHEMA', 'REASONS', 'TABLES', 'open_log', 'failure_reason', 'PredictionLog', 'parse_time', 'iso', 'predictions',
-           'known', 'rejected', 'counts', 'compare', 'chunks', 'export_parquet']
+__all__ = ['SCHEMA', 'REASONS', 'TABLES', 'open_log', 'summaries', 'unpack', 'logged_columns', 'failure_reason', 'PredictionLog',
+           'parse_time', 'iso', 'predictions', 'payloads', 'known', 'rejected', 'counts', 'compare', 'chunk_rows',
+           'chunks', 'export_parquet']
 
 # %% ../nbs/20a_predlog.ipynb #c004
 SCHEMA = """
@@ -23,7 +25,7 @@ CREATE TABLE IF NOT EXISTS predictions (
   request_id TEXT NOT NULL, row INTEGER NOT NULL, ts REAL NOT NULL,
   model TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, role TEXT NOT NULL, route TEXT NOT NULL,
   tags TEXT NOT NULL, input BLOB NOT NULL, input_shape TEXT NOT NULL, input_digest TEXT NOT NULL,
-  probabilities BLOB NOT NULL, label TEXT NOT NULL, latency_ms REAL NOT NULL);
+  probabilities BLOB NOT NULL, label TEXT NOT NULL, latency_ms REAL NOT NULL, features BLOB);
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions(ts);
 CREATE INDEX IF NOT EXISTS predictions_request ON predictions(request_id, row);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -31,15 +33,44 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback(request_id, row);
 CREATE TABLE IF NOT EXISTS rejected (
   ts REAL NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, reason TEXT NOT NULL, request_id TEXT, tags TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS rejected_ts ON rejected(ts)
+CREATE INDEX IF NOT EXISTS rejected_ts ON rejected(ts);
+CREATE TABLE IF NOT EXISTS payloads (
+  digest TEXT NOT NULL UNIQUE, ts REAL NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL, pinned INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS payloads_ts ON payloads(ts)
 """
 
 def open_log(path, timeout: float = 60.0):
-    "The prediction log database at `path`, created (schema included) when missing; `timeout`: seconds to wait for a lock."
+    "The prediction log database at `path`, created (schema included) when missing, and brought up to this schema when "
+    "it was written by an older version (the `features` column added); `timeout`: seconds to wait for a lock."
     db = connect(path, timeout)
     create(db, SCHEMA)
+    if "features" not in {r[1] for r in db.execute("PRAGMA table_info(predictions)")}:
+        try:
+            with transaction(db) as c: c.execute("ALTER TABLE predictions ADD COLUMN features BLOB")
+        except DbError:                                   # another process added it first
+            if "features" not in {r[1] for r in db.execute("PRAGMA table_info(predictions)")}: raise
     return db
 
+# %% ../nbs/20a_predlog.ipynb #c004b
+def summaries(x: np.ndarray) -> list[bytes]:
+    "Each image's monitoring summary as the log keeps it: `features` in uint16 steps of 1/256, then `properties` in float32."
+    out = []
+    for i in range(0, len(x), 16):                      # 16 frames at a time stay in the processor's cache
+        b = x[i:i + 16]
+        q, pr = np.rint(features(b) * 256).astype("<u2"), properties(b).astype("<f4")
+        out += [a.tobytes() + c.tobytes() for a, c in zip(q, pr)]
+    return out
+
+def unpack(blobs: list, shape) -> tuple:
+    "The features (N, F) and properties (N, P), float32, of `summaries` for images of `shape` (C, H, W)."
+    f, p = len(feature_names(shape)), len(property_names(shape))
+    a = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(blobs), 2 * f + 4 * p)
+    return a[:, :2 * f].copy().view("<u2").astype(np.float32) / 256, a[:, 2 * f:].copy().view("<f4").astype(np.float32)
+
+def logged_columns(x: np.ndarray) -> dict:
+    "The columns `chunks` reads back for images `x` (N, C, H, W) as the log keeps them: `f`, `props`, `input_shape`."
+    f, p = unpack(summaries(x), x.shape[1:])
+    return {"f": f, "props": p, "input_shape": np.array([orjson.dumps(list(x.shape[1:])).decode()] * len(x))}
 
 # %% ../nbs/20a_predlog.ipynb #c006
 REASONS = ("full", "locked", "corrupt", "readonly", "io", "error")     # why a write of the log failed (`failure_reason`)
@@ -66,12 +97,17 @@ def failure_reason(e: BaseException) -> str:
 class PredictionLog:
     "Batched background writer of the prediction log at `path`: `add`, `feedback`, `rejected` return at once. At most "
     "`backlog_rows` rows wait to be committed (queued, or held for a retry while the database refuses them); beyond that "
-    "the newest are dropped and counted (`dropped`), and `add` returns False."
+    "the newest are dropped and counted (`dropped`), and `add` returns False. Every row keeps its input's `summaries`; "
+    "`log_inputs` (`mlops_nb.config.input_share`) says which rows keep the raw input too, in `payloads`, where those "
+    "older than `payload_retention_days` are deleted unless a label pinned them (0: kept as long as the rows)."
     lock_wait_s = 1.0       # a write lock held elsewhere longer than this fails a write (reason `locked`): counted, kept, retried
     chunk_rows = 5000       # rows per transaction when a backlog is written
 
-    def __init__(self, path, flush_ms: int = 50, retention_days: int = 0, backlog_rows: int = 100_000):
+    def __init__(self, path, flush_ms: int = 50, retention_days: int = 0, backlog_rows: int = 100_000,
+                 log_inputs: str = "all", payload_retention_days: int = 0, seed: int | None = None):
         self.path, self.flush_s, self.retention_days, self.backlog_rows = Path(path), flush_ms / 1000, retention_days, backlog_rows
+        input_share(log_inputs, 0)                      # a policy that cannot be read fails here, naming it
+        self.log_inputs, self.payload_retention_days, self._rand = log_inputs, payload_retention_days, random.Random(seed).random
         open_log(self.path).close()                     # a path that cannot be used fails here, before the service starts
         self._q, self._wake, self._closing, self._lock = deque(), threading.Event(), False, threading.Lock()
         self._pending, self._fd, self._ident, self._suspect = 0, None, None, 0   # rows accepted, not yet committed
@@ -136,23 +172,17 @@ class PredictionLog:
             print(f"prediction log: {self._pending} row(s) not written: {self.last_error}", file=sys.stderr, flush=True)
 
     def _run(self):
-        db, held, waiting = None, {"p": [], "f": [], "r": []}, []
+        db, held, waiting = None, {"p": [], "f": [], "r": [], "x": []}, []
         pruned, backoff = 0.0, 0.0
         while True:
             self._wake.wait(backoff or self.flush_s); self._wake.clear()
             closing = self._closing
-            for kind, a in [self._q.popleft() for _ in range(len(self._q))]:
-                if kind == "sync": waiting.append(a)
-                elif kind == "p":
-                    try: held["p"].extend(_rows(*a))
-                    except Exception as e:                  # rows that cannot be built (never seen): dropped, said once
-                        self._drop(len(a[3]), "predictions", f"{type(e).__name__}: {e}")
-                else: held[kind].append(a)
+            self._drain(held, waiting)
             try:
                 if held["p"] or held["f"] or held["r"]:
                     db = self._ready(db)
                     self._write(db, held)
-                if self.retention_days and time.time() - pruned > 3600:
+                if (self.retention_days or self.payload_retention_days) and time.time() - pruned > 3600:
                     db = self._ready(db); self._prune(db); pruned = time.time()
                 if self.problem is not None:
                     print(f"prediction log: writing again to {self.path} (rows dropped while it could not: "
@@ -174,6 +204,24 @@ class PredictionLog:
                 waiting = []
             if closing and not self._q and not (held["p"] or held["f"] or held["r"]): break
         self._close(db)
+
+    def _drain(self, held: dict, waiting: list):
+        "Move what is queued into `held` (prediction rows built, the inputs of all requests summarized together) and "
+        "`waiting` (the events of `flush` calls)."
+        items = [self._q.popleft() for _ in range(len(self._q))]
+        preds = [a for kind, a in items if kind == "p"]
+        try: sums = iter(_summarize([a[3] for a in preds]))
+        except Exception: sums = iter([None] * len(preds))  # summarized one request at a time below: a bad one dropped alone
+        for kind, a in items:
+            if kind == "sync": waiting.append(a)
+            elif kind == "p":
+                s = next(sums)
+                try:
+                    rows, kept = _rows(*a, share=input_share(self.log_inputs, a[3][0].nbytes if len(a[3]) else 0), rand=self._rand, sums=s)
+                    held["p"].extend(rows); held["x"].extend(kept)
+                except Exception as e:                  # rows that cannot be built (never seen): dropped, said once
+                    self._drop(len(a[3]), "predictions", f"{type(e).__name__}: {e}")
+            else: held[kind].append(a)
 
     def _drop(self, n: int, table: str, why: str):
         with self._lock: self._pending -= n; self.dropped[table] += n
@@ -216,7 +264,9 @@ class PredictionLog:
         if db is not None:
             why = self._changed()
             if why is None: return db
-            db = self._close(db)                        # a corrupt file is moved aside by `_open`
+            if why == "corrupt":                        # moved aside before the connection closes: closing checkpoints the
+                self._move_aside("its header is not SQLite's: the file was overwritten")   # WAL, which would write valid
+            db = self._close(db)                        # pages (the header among them) over the garbage and hide it
             if why != "corrupt": print(f"prediction log: {self.path} was {why} while the service ran; writing to the file now at that path",
                                        file=sys.stderr, flush=True)
         elif self._suspect >= 2 and self.path.exists():
@@ -244,44 +294,62 @@ class PredictionLog:
         while held["p"] or held["f"] or held["r"]:
             room, take = self.chunk_rows, {}
             for k in ("p", "f", "r"): take[k] = held[k][:room]; room -= len(take[k])
-            with transaction(db) as c:
-                if take["p"]: c.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", take["p"])
-                if take["f"]: c.executemany("INSERT INTO feedback VALUES (?,?,?,?,?)", take["f"])
+            with transaction(db) as c:                  # the raw inputs held go with the first transaction, before any label pins them
+                if held["x"]: c.executemany(_PAYLOAD, held["x"])
+                if take["p"]: c.executemany(_PREDICTION, take["p"])
+                if take["f"]:
+                    c.executemany("INSERT INTO feedback VALUES (?,?,?,?,?)", take["f"])
+                    c.executemany(_PIN, [(f[0], f[1]) for f in take["f"]])
                 if take["r"]: c.executemany("INSERT INTO rejected VALUES (?,?,?,?,?,?)", take["r"])
+            held["x"] = []
             for k in ("p", "f", "r"): del held[k][:len(take[k])]
             with self._lock: self._pending -= len(take["p"]) + len(take["f"]) + len(take["r"])
             self.written += len(take["p"])
 
     def _prune(self, db, batch: int = 10_000):
-        "Delete rows older than `retention_days`, `batch` rows a transaction (the write lock is never held long)."
-        cut = time.time() - self.retention_days * 86400
-        for t in TABLES:
+        "Delete rows older than `retention_days` and raw inputs older than `payload_retention_days` that no label pinned, "
+        "`batch` rows a transaction (the write lock is never held long)."
+        now = time.time()
+        cut = now - self.retention_days * 86400 if self.retention_days else -math.inf
+        keep = now - self.payload_retention_days * 86400 if self.payload_retention_days else -math.inf
+        for t, where, args in [*((t, "ts < ?", (cut,)) for t in TABLES), ("payloads", "ts < ? OR (ts < ? AND pinned = 0)", (cut, keep))]:
             while True:
                 with transaction(db) as c:
-                    n = c.execute(f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE ts < ? LIMIT ?)", (cut, batch)).rowcount
+                    n = c.execute(f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE {where} LIMIT ?)", (*args, batch)).rowcount
                 if n < batch: break
 
+_PREDICTION = ("INSERT INTO predictions (request_id, row, ts, model, version, digest, role, route, tags, input, input_shape, "
+               "input_digest, probabilities, label, latency_ms, features) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_PAYLOAD = ("INSERT INTO payloads (digest, ts, shape, data) VALUES (?,?,?,?) "
+            "ON CONFLICT(digest) DO UPDATE SET ts = max(ts, excluded.ts)")     # a frame seen again: stored once, kept longer
+_PIN = "UPDATE payloads SET pinned = 1 WHERE digest IN (SELECT input_digest FROM predictions WHERE request_id = ? AND row = ?)"
 _SHAPES = {}
 
-def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_digests):
-    "The `predictions` rows of one request, built column-wise (about 3 us a row instead of 8 for a tuple loop)."
+def _summarize(xs: list) -> list:
+    "`summaries` of each request's inputs, computed for all requests of one shape together (one pass of numpy, where one "
+    "a request cost some 50 us of call overhead on single-row requests)."
+    out, groups = [None] * len(xs), {}
+    for i, x in enumerate(xs): groups.setdefault(x.shape[1:], []).append(i)
+    for idx in groups.values():
+        s, k = summaries(np.concatenate([xs[i] for i in idx]) if len(idx) > 1 else xs[idx[0]]), 0
+        for i in idx: out[i] = s[k:k + len(xs[i])]; k += len(xs[i])
+    return out
+
+def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_digests, share: float = 1.0, rand=random.random,
+          sums: list | None = None) -> tuple:
+    "The `predictions` rows of one request, built column-wise, and the `payloads` rows of the raw inputs kept (each "
+    "with probability `share`); `sums`: its inputs' `summaries`, when already computed."
     from itertools import repeat
     n, tags = len(x), orjson.dumps(tags).decode() if tags else "{}"
     shape = _SHAPES.get(x.shape[1:]) or _SHAPES.setdefault(x.shape[1:], orjson.dumps(list(x.shape[1:])).decode())
-    if n == 1:                                                    # the common case, without the column machinery
-        b = x.tobytes()
-        return [(rid, 0, ts, model[0], int(model[1]), model[2], role, route, tags, b, shape,
-                 input_digests[0] if input_digests else "sha256:" + hashlib.sha256(b).hexdigest(),
-                 p.astype(np.float32, copy=False).tobytes(), str(labels[0]), float(latency_ms))]
-    xs = [r.tobytes() for r in np.ascontiguousarray(x).reshape(n, -1)]
-    sha = hashlib.sha256
-    digests = input_digests or ["sha256:" + sha(b).hexdigest() for b in xs]
+    x = np.ascontiguousarray(x)
+    xs = [r.tobytes() for r in x.reshape(n, -1)]
+    digests = input_digests or ["sha256:" + hashlib.sha256(b).hexdigest() for b in xs]
+    kept = [(d, ts, shape, b) for d, b in zip(digests, xs) if share >= 1 or (share > 0 and rand() < share)]
     ps = [r.tobytes() for r in np.ascontiguousarray(p, dtype=np.float32)]
     c = lambda v: repeat(v, n)
-    return list(zip(c(rid), range(n), c(ts), c(model[0]), c(int(model[1])), c(model[2]), c(role), c(route),
-                    c(tags), xs, c(shape), digests, ps,
-                    map(str, labels), c(float(latency_ms))))
-
+    return list(zip(c(rid), range(n), c(ts), c(model[0]), c(int(model[1])), c(model[2]), c(role), c(route), c(tags),
+                    c(b""), c(shape), digests, ps, map(str, labels), c(float(latency_ms)), summaries(x) if sums is None else sums)), kept
 
 # %% ../nbs/20a_predlog.ipynb #c008
 _LABELLED = """
@@ -311,21 +379,35 @@ def parse_time(s: str) -> float:
 
 def iso(ts: float) -> str: return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-def predictions(path, since=None, until=None, limit: int | None = None, inputs: bool = False) -> list[dict]:
-    "Logged predictions, newest first, with `true_label` (None until feedback arrives); `inputs` adds the input arrays."
+def predictions(path, since=None, until=None, limit: int | None = None, inputs: bool = False, with_input: bool = False) -> list[dict]:
+    "Logged predictions, newest first, with `true_label` (None until feedback arrives); `inputs` adds each raw input as "
+    "`input` (an array; None where `[serve] log_inputs` did not keep it, or its retention passed); `with_input` reads "
+    "only the predictions whose raw input is at hand."
     db = open_log(path)
+    has = " AND (p.input != x'' OR EXISTS (SELECT 1 FROM payloads k WHERE k.digest = p.input_digest))" if with_input else ""
     try:
-        rows = db.execute(_LABELLED + " WHERE p.ts >= ? AND p.ts < ? ORDER BY p.ts DESC, p.row LIMIT ?",
+        rows = db.execute(_LABELLED + f" WHERE p.ts >= ? AND p.ts < ?{has} ORDER BY p.ts DESC, p.row LIMIT ?",
                           (_since(since), _since(until) if until is not None else float("inf"), -1 if limit is None else limit)).fetchall()
+        kept = payloads(db, {r["input_digest"] for r in rows if not r["input"]}) if inputs else {}
     finally: db.close()
-    return [_record(r, inputs) for r in rows]
+    return [_record(r, inputs, kept) for r in rows]
 
-def _record(r, inputs: bool) -> dict:
+def payloads(db, digests) -> dict:
+    "The raw inputs the payload store holds for `digests`: digest -> bytes."
+    digests, out = list(digests), {}
+    for i in range(0, len(digests), 500):
+        part = digests[i:i + 500]
+        out.update(db.execute(f"SELECT digest, data FROM payloads WHERE digest IN ({','.join('?' * len(part))})", part).fetchall())
+    return out
+
+def _record(r, inputs: bool, kept: dict) -> dict:
     d = {k: r[k] for k in ("request_id", "row", "model", "version", "digest", "role", "route", "label", "true_label",
                            "latency_ms", "input_digest")}
     d["time"] = iso(r["ts"]); d["tags"] = orjson.loads(r["tags"])
     d["probabilities"] = np.frombuffer(r["probabilities"], np.float32).tolist()
-    if inputs: d["input"] = np.frombuffer(r["input"], np.uint8).reshape(orjson.loads(r["input_shape"]))
+    if inputs:
+        raw = r["input"] or kept.get(r["input_digest"])
+        d["input"] = None if raw is None else np.frombuffer(raw, np.uint8).reshape(orjson.loads(r["input_shape"]))
     return d
 
 def known(db, rid: str) -> int:
@@ -343,9 +425,9 @@ def rejected(path, since=None, limit: int | None = None, until=None) -> list[dic
             for r in rows]
 
 def counts(path) -> dict:
-    "Rows in each table."
+    "Rows in each table: `predictions`, `feedback`, `rejected`, and `payloads` (raw inputs kept)."
     db = open_log(path)
-    try: return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("predictions", "feedback", "rejected")}
+    try: return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in (*TABLES, "payloads")}
     finally: db.close()
 
 
@@ -379,43 +461,75 @@ def compare(path, name: str, since=None, until=None) -> list[dict]:
 
 # %% ../nbs/20a_predlog.ipynb #c010b
 _COLUMNS = """
-SELECT q.pid, q.request_id, q.row, q.ts, q.version, q.role, q.tags, q.input, q.input_shape, q.probabilities, q.label,
-       q.latency_ms, fb.label AS true_label, fb.ts AS label_ts
+SELECT q.pid, q.request_id, q.row, q.ts, q.version, q.role, q.tags, q.input, q.input_shape, q.input_digest, q.features,
+       q.probabilities, q.label, q.latency_ms, fb.label AS true_label, fb.ts AS label_ts, {payload} AS payload
 FROM (SELECT p.rowid AS pid, p.*, (
         SELECT f.rowid FROM feedback f WHERE f.request_id = p.request_id AND f.row = p.row AND f.ts >= p.ts
            AND NOT EXISTS (SELECT 1 FROM predictions o WHERE o.request_id = p.request_id AND o.row = p.row
                            AND o.ts > p.ts AND o.ts <= f.ts AND (o.role = 'shadow') = (p.role = 'shadow'))
         ORDER BY f.ts DESC LIMIT 1) AS fid
       FROM predictions p WHERE p.model = ? AND p.ts >= ? AND p.ts < ? AND p.role IN ({roles}) ORDER BY p.ts) q
-LEFT JOIN feedback fb ON fb.rowid = q.fid"""
+LEFT JOIN feedback fb ON fb.rowid = q.fid{join}"""
 
-def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary")):
-    "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows: dicts of "
-    "numpy arrays `ts`, `version`, `role`, `tags` (JSON text), `x` (inputs, N x shape), `p` (probabilities), `label`, "
-    "`true_label` and `label_ts` (None where no label arrived), `latency_ms`, `request_id` and `row`. Memory stays that of one chunk."
+def chunk_rows(shape, k: int, inputs: bool, max_bytes: int, legacy: bool = False) -> int:
+    "Rows a chunk of `chunks` may hold within about `max_bytes` of memory, for inputs of `shape` and `k` classes: the "
+    "fetched rows (about 1.5 KB of Python objects each), their decoded summaries and probabilities, and the raw inputs "
+    "when they are read (`inputs`, or rows an older version wrote, whose summaries are computed from them)."
+    nbytes = int(np.prod(shape))
+    per = 1536 + 3 * (4 * len(feature_names(shape)) + 4 * len(property_names(shape))) + 3 * 4 * k
+    per += 3 * nbytes * (inputs or legacy) + 8 * nbytes * legacy      # raw bytes, joined, the array; float work of `properties`
+    return max(1, int(max_bytes // per))
+
+def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary"),
+           inputs: bool = False, max_bytes: int = 256 << 20):
+    "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows and about "
+    "`max_bytes` of memory (`chunk_rows`): dicts of numpy arrays `ts`, `version`, `role`, `tags` (JSON text), "
+    "`input_shape` (JSON text), `f` (features) and `props` (properties), `p` (probabilities), `label`, `true_label` and "
+    "`label_ts` (None where no label arrived), `latency_ms`, `request_id`, `row`, `input_digest`; with `inputs`, also "
+    "`x` (raw inputs, N x shape, zeros where none was kept) and `has_x`. Memory stays that of one chunk."
     db = open_log(path)
     try:
-        cur = db.execute(_COLUMNS.format(roles=", ".join("?" * len(roles))),
+        payload, join = ("pl.data", "\nLEFT JOIN payloads pl ON pl.digest = q.input_digest") if inputs else ("NULL", "")
+        cur = db.execute(_COLUMNS.format(roles=", ".join("?" * len(roles)), payload=payload, join=join),
                          (name, _since(since), _since(until) if until is not None else float("inf"), *roles))
-        while rows := cur.fetchmany(size):
-            col = lambda k: [r[k] for r in rows]
-            shapes = set(col("input_shape"))
-            if len(shapes) > 1: raise ValueError(f"the log holds inputs of several shapes for {name}: {sorted(shapes)}")
-            shape = orjson.loads(shapes.pop())
-            x = np.frombuffer(b"".join(col("input")), np.uint8).reshape(len(rows), *shape)
-            probs = col("probabilities")
-            p = np.frombuffer(b"".join(probs), np.float32).reshape(len(rows), len(probs[0]) // 4)
-            yield {"ts": np.array(col("ts")), "version": np.array(col("version")), "role": np.array(col("role")),
-                   "tags": np.array(col("tags")), "x": x, "p": p, "label": np.array(col("label")),
-                   "true_label": np.array(col("true_label"), dtype=object), "label_ts": np.array(col("label_ts"), dtype=object),
-                   "latency_ms": np.array(col("latency_ms")), "request_id": np.array(col("request_id")),
-                   "row": np.array(col("row"))}
+        n = 1
+        while rows := cur.fetchmany(n):
+            shape = orjson.loads(rows[0]["input_shape"])
+            n = min(size, chunk_rows(shape, len(rows[0]["probabilities"]) // 4, inputs, max_bytes, rows[0]["features"] is None))
+            if len(rows) < n: rows += cur.fetchmany(n - len(rows))
+            yield _columns(rows, name, inputs)
     finally: db.close()
 
+def _columns(rows, name: str, inputs: bool) -> dict:
+    "A chunk's rows as columns (see `chunks`)."
+    col = lambda k: [r[k] for r in rows]
+    shapes = set(col("input_shape"))
+    if len(shapes) > 1: raise ValueError(f"the log holds inputs of several shapes for {name}: {sorted(shapes)}")
+    shape, n = orjson.loads(shapes.pop()), len(rows)
+    f, props = np.zeros((n, len(feature_names(shape))), np.float32), np.zeros((n, len(property_names(shape))), np.float32)
+    new = np.array([r["features"] is not None for r in rows])
+    if new.any(): f[new], props[new] = unpack([r["features"] for r in rows if r["features"] is not None], shape)
+    if not new.all():                                   # rows an older version wrote: summarized from their inputs now
+        old = np.frombuffer(b"".join(r["input"] for r in rows if r["features"] is None), np.uint8).reshape(-1, *shape)
+        f[~new], props[~new] = unpack(summaries(old), shape)
+    probs = col("probabilities")
+    out = {"ts": np.array(col("ts")), "version": np.array(col("version")), "role": np.array(col("role")),
+           "tags": np.array(col("tags")), "input_shape": np.array(col("input_shape")), "f": f, "props": props,
+           "p": np.frombuffer(b"".join(probs), np.float32).reshape(n, len(probs[0]) // 4), "label": np.array(col("label")),
+           "true_label": np.array(col("true_label"), dtype=object), "label_ts": np.array(col("label_ts"), dtype=object),
+           "latency_ms": np.array(col("latency_ms")), "request_id": np.array(col("request_id")), "row": np.array(col("row")),
+           "input_digest": np.array(col("input_digest"))}
+    if inputs:
+        raw = [r["input"] or r["payload"] for r in rows]
+        out["has_x"] = np.array([b is not None for b in raw])
+        out["x"] = np.zeros((n, *shape), np.uint8)
+        if out["has_x"].any():
+            out["x"][out["has_x"]] = np.frombuffer(b"".join(b for b in raw if b is not None), np.uint8).reshape(-1, *shape)
+    return out
 
 # %% ../nbs/20a_predlog.ipynb #c014
 def export_parquet(path, out, since=None, until=None) -> list[Path]:
-    "Write the predictions (with their true labels) to `out/day=YYYY-MM-DD/*.parquet`; returns the day folders written."
+    "Write the predictions (with their true labels, and their raw inputs where kept) to `out/day=YYYY-MM-DD/*.parquet`; returns the day folders written."
     import pyarrow as pa, pyarrow.dataset as pds
     out = Path(out)
     schema = pa.schema([("request_id", pa.string()), ("row", pa.int32()), ("time", pa.timestamp("ms", tz="UTC")),
@@ -429,10 +543,11 @@ def export_parquet(path, out, since=None, until=None) -> list[Path]:
         cur = db.execute(_LABELLED + " WHERE p.ts >= ? AND p.ts < ? ORDER BY p.ts",
                          (_since(since), _since(until) if until is not None else float("inf")))
         while rows := cur.fetchmany(50_000):
-            cols = {f.name: [] for f in schema}
+            cols, kept = {f.name: [] for f in schema}, payloads(db, {r["input_digest"] for r in rows if not r["input"]})
             for r in rows:
-                for k in ("request_id", "row", "model", "version", "digest", "role", "route", "input", "input_digest",
+                for k in ("request_id", "row", "model", "version", "digest", "role", "route", "input_digest",
                           "label", "true_label", "latency_ms"): cols[k].append(r[k])
+                cols["input"].append(r["input"] or kept.get(r["input_digest"]))      # None: the raw input was not kept
                 cols["time"].append(int(r["ts"] * 1000))
                 cols["tags"].append([(k, str(v)) for k, v in orjson.loads(r["tags"]).items()])
                 cols["input_shape"].append(orjson.loads(r["input_shape"]))
@@ -446,4 +561,3 @@ def export_parquet(path, out, since=None, until=None) -> list[Path]:
                       partitioning=pds.partitioning(pa.schema([("day", pa.string())]), flavor="hive"),
                       existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
     return [out/f"day={d}" for d in sorted(days)]
-

@@ -568,7 +568,8 @@ def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
 
 def log_for(s) -> PredictionLog:
     "The workbook's prediction log writer, as `[paths] predictions` and `[serve]` say."
-    return PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"], s.serve["log_backlog_rows"])
+    return PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"], s.serve["log_backlog_rows"],
+                         s.serve["log_inputs"], s.serve["payload_retention_days"])
 
 def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."

@@ -131,7 +131,7 @@ def shadow_worker():
     from mlops_nb.bundle import ort_session
     from mlops_nb.predlog import PredictionLog
     sess, labels, ident = ort_session(spec["model"], spec["threads"]), np.array(spec["labels"], dtype=object), tuple(spec["ident"])
-    log = PredictionLog(spec["log"], spec["flush_ms"]) if spec["log"] else None
+    log = PredictionLog(spec["log"], spec["flush_ms"], log_inputs="none") if spec["log"] else None   # the primary's rows keep the raw inputs
     scored = failed = 0
     while True:
         try: msg = pickle.load(inp)

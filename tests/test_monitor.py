@@ -39,8 +39,9 @@ def judged(b, mref, x, y):
     "Figures and check statuses of a window holding `x` as the service would have logged it (labels for every row)."
     from mlops_nb.monitor import Window, figures, checks
     from mlops_nb.reference import softmax
+    from mlops_nb.predlog import logged_columns
     p, n = softmax(b.predict_logits(x)).astype(np.float32), len(x)
-    c = {"ts": np.arange(n, dtype=float), "x": x, "p": p, "latency_ms": np.ones(n), "version": np.ones(n, int),
+    c = {"ts": np.arange(n, dtype=float), **logged_columns(x), "p": p, "latency_ms": np.ones(n), "version": np.ones(n, int),
          "role": np.array(["primary"] * n), "tags": np.array(["{}"] * n),
          "true_label": np.array([b.labels[i] for i in y], dtype=object), "label_ts": np.arange(n, dtype=float) + 5}
     f = figures(Window(mref, 0, n).add(c), THRESHOLDS["alpha"])
@@ -150,6 +151,7 @@ def test_strict_exits_1_on_an_alert_and_an_empty_window_says_so(model, smoke, tm
     own = monitoring_workbook(smoke, tmp_path)
     from mlops_nb.predlog import PredictionLog
     from mlops_nb.reference import softmax
+    from mlops_nb.predlog import logged_columns
     from mlops_nb.config import load_settings
     from mlops_nb.simulate import invert
     log = PredictionLog(load_settings(own).predictions, flush_ms=10)
