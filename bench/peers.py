@@ -34,6 +34,12 @@ PEERS = {"mlserver": ("mlserver-1.7.1", ["mlserver==1.7.1", ORT]), "bentoml": ("
          "ray": ("ray-2.60.0", ["ray[serve]==2.60.0", ORT])}               # {peer: (its environment's folder, what it installs)}
 MODELS = {"digits": ((1, 8, 8), 16, 10), "cam64": ((3, 64, 64), 64, 6), "cam224": ((3, 224, 224), 64, 6)}  # shape, channels, classes
 GRPC = {"ours", "mlserver", "kserve"}                 # the servers that speak the protocol's gRPC
+FULL_BEFORE = False       # --before's build serves gRPC (issue 25 and after): measured on every route of ours, not JSON alone
+
+
+def like_ours(server: str) -> bool:
+    "Whether `server` is measured on every route of mlops-nb serve: ours, and --before's build when it serves gRPC."
+    return server == "ours" or (server == "before" and FULL_BEFORE)
 OIP = {"ours", "mlserver", "kserve"}                  # ... and its REST
 
 
@@ -102,7 +108,7 @@ def start(server: str, model: str, path: Path, shape, settings: Path, tmp: Path,
     if server in ("ours", "before"):              # before: --before's build of mlops-nb (no gRPC before issue 25)
         bin_ = Path(pythons["before"]).parent if server == "before" else BIN
         cmd = [str(bin_ / "mlops-nb"), "serve", "--model", f"{model}@1", "--port", str(port)]
-        cmd += [] if server == "before" else ["--grpc-port", str(gport)]
+        cmd += ["--grpc-port", str(gport)] if like_ours(server) else []
         env["MLOPS_NB_SETTINGS"] = str(settings)
         ready = url + "/readyz"
     else:
@@ -114,7 +120,7 @@ def start(server: str, model: str, path: Path, shape, settings: Path, tmp: Path,
     with open(log, "ab") as f:                    # nobody reads and stall on its next write
         p = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     p.log = log
-    return p, url, (f"127.0.0.1:{gport}" if server in GRPC else None), ready
+    return p, url, (f"127.0.0.1:{gport}" if server in GRPC or like_ours(server) else None), ready
 
 
 def stop(p):
@@ -137,10 +143,10 @@ def bodies(server: str, model: str, x: np.ndarray) -> dict:
     if server in native: out["json"] = (native[server][0], "application/json", json.dumps(native[server][1]).encode(), {})
     else: out["json"] = (f"/v2/models/{model}/infer", "application/json", oip, {})
     if server in OIP | {"before"}: out["oip"] = (f"/v2/models/{model}/infer", "application/json", oip, {})
-    if server in ("ours", "kserve"):
+    if like_ours(server) or server == "kserve":
         head = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": list(x.shape),
                                        "parameters": {"binary_data_size": x.nbytes}}],
-                           "outputs": [{"name": "probabilities" if server == "ours" else "logits",
+                           "outputs": [{"name": "logits" if server == "kserve" else "probabilities",
                                         "parameters": {"binary_data": True}}]}).encode()
         out["binary"] = (f"/v2/models/{model}/infer", "application/octet-stream", head + x.tobytes(),
                          {"Inference-Header-Content-Length": str(len(head))})
@@ -218,14 +224,14 @@ def routes(server: str, model: str, shape) -> dict:
     "'jpeg' (mlops-nb only, 224 px), 'c16' (3x224x224: 16 clients on the server's fastest route)."
     x = np.random.default_rng(2).integers(0, 256, (1, *shape), dtype=np.uint8)
     out = {k: ("http", v) for k, v in bodies(server, model, x).items()}
-    if server in GRPC: out["grpc"] = ("grpc", x)
-    if server == "ours" and shape[1] == 224:
+    if server in GRPC or like_ours(server): out["grpc"] = ("grpc", x)
+    if like_ours(server) and shape[1] == 224:
         ct, body = jpeg_upload(shape)
         out["jpeg"] = ("http", ("/v1/predict/image", ct, body, {}))
-    if shape[1] == 224 and server != "before":
-        fast = "grpc" if server in GRPC else "json"
+    if shape[1] == 224 and (server != "before" or like_ours(server)):
+        fast = "grpc" if "grpc" in out else "json"
         out["c16"] = (out[fast][0], out[fast][1], 16)
-        if server == "ours": out["c16_binary"] = ("http", out["binary"][1], 16)
+        if like_ours(server): out["c16_binary"] = ("http", out["binary"][1], 16)
     return out
 
 
@@ -324,7 +330,11 @@ def main():
             raise SystemExit(f"{flag}: {', '.join(map(repr, bad))}: not one of {', '.join(known)}")
     pythons = {p: py for p in wanted if (py := peer_python(p, a.install))}
     missing = [p for p in wanted if p not in pythons]
-    if a.before: pythons = {"before": Path(a.before), **pythons}
+    if a.before:
+        global FULL_BEFORE
+        pythons = {"before": Path(a.before), **pythons}
+        h = subprocess.run([str(Path(a.before).parent / "mlops-nb"), "serve", "--help"], capture_output=True, text=True)
+        FULL_BEFORE = "--grpc-port" in h.stdout
     if missing: print(f"not installed, skipped: {', '.join(missing)} (pass --install to make their environments)", file=sys.stderr)
     out = {"repeat": a.repeat, "seconds": a.seconds, "models_arg": a.models, "before": a.before, "connections": a.connections, "quick": a.quick,
            "peers": {p: PEERS[p][1][0] if p in PEERS else a.before for p in pythons}, "missing": missing, "models": {}}

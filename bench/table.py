@@ -271,6 +271,36 @@ def rows_peers(d):
     return out
 
 
+def rows_fleet(d):
+    "Bytes a prediction by input size and `[serve] log_inputs` (the 1 KB aim), monitoring memory over N and 4N frames, "
+    "and the verdicts of `all` against `auto`."
+    by = {(r["input"], r["policy"]): r for r in d["bytes"]}
+    out = []
+    for name in dict.fromkeys(r["input"] for r in d["bytes"]):
+        a, al, no = by.get((name, "auto")), by.get((name, "all")), by.get((name, "none"))
+        if not (a and al and no): continue
+        out.append((f"prediction log, {name}: bytes a prediction with `log_inputs = auto` (the default)",
+                    f"{num(a['bytes'])} B ({a['raw_kept']:,} of {a['rows']:,} raw inputs kept)",
+                    f"`all` (every raw input, as before): {num(al['bytes'])} B; `none`: {num(no['bytes'])} B; the aim: 1,024 B",
+                    f"{times(div(al['bytes'], a['bytes']), 1)} smaller; {pct(div(a['bytes'], 1024))} of the aim"))
+    m = d["monitor"]
+    if len(m) == 2:
+        one, four = m
+        grew = lambda r: r["peak_mb"] - r["base_mb"]
+        out.append((f"monitoring over {four['rows']:,} predictions of 3x224x224: memory and speed",
+                    f"{num(grew(four))} MB over the {num(four['base_mb'])} MB before reading; {num(four['rows_per_s'])} rows/s",
+                    f"over {one['rows']:,}: {num(grew(one))} MB, {num(one['rows_per_s'])} rows/s; the bound `[monitor] memory_mb`: "
+                    f"{four['memory_mb']} MB", f"{pct(div(grew(four), four['memory_mb']))} of the bound, "
+                    f"{times(div(grew(four), grew(one)))} the memory of {one['rows']:,} (flat is 1.00x)"))
+    v = d["verdicts"]
+    same = v["checks_all"] == v["checks_auto"] == v["checks_raw"]
+    out.append((f"monitoring verdicts on {v['rows']:,} predictions of 3x64x64 (second half brightened), `log_inputs = auto`",
+                f"checks {'the same' if same else 'DIFFERENT'}; drift statistics {'identical' if v['same_all_auto'] else 'DIFFERENT'} to `all`",
+                "features computed from the raw frames (monitoring before summaries were logged): largest |KS difference| "
+                f"{v['max_stat_diff_raw']:.2g}", "same verdicts" if same else "verdicts differ"))
+    return out
+
+
 # name: (what it measures, rows, parameters made explicit in the command, flags passing a comparison's interpreter)
 SPECS = {
     "pipeline_overhead": ("pipeline overhead vs plain Python", rows_pipeline_overhead, [("--profile", "profile"), ("--repeat", "repeat")]),
@@ -295,6 +325,8 @@ SPECS = {
     "peers": ("mlops-nb serve against MLServer, KServe, BentoML and Ray Serve", rows_peers,
               [("--models", "models_arg"), ("--repeat", "repeat"), ("--seconds", "seconds"), ("--connections", "connections"),
                ("--before", "before")]),
+    "fleet": ("the prediction log sized for images: bytes a prediction, monitoring memory, verdicts by policy", rows_fleet,
+              [("--rows", "rows"), ("--window", "window")]),
     "soak": ("the service held under load, releases and a rollback during it", rows_soak, [("--seconds", "seconds"), ("--connections", "connections")]),
 }
 COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python", "--before": "before"}

@@ -9,6 +9,14 @@ TABLE = BENCH / "table.py"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.name != "table.py")
 
 FIGURES = {
+    "fleet": {"quick": False, "rows": 20000, "window": 10000, "memory_mb": 64,
+              "bytes": [{"input": "3x64x64", "policy": p, "rows": 20000, "raw_kept": k, "bytes": b, "rows_per_s": 900}
+                        for p, k, b in (("auto", 100, 950.0), ("none", 0, 880.0), ("all", 20000, 13780.0))]
+                       + [{"input": "3x224x224", "policy": "auto", "rows": 5000, "raw_kept": 2, "bytes": 940.0, "rows_per_s": 500}],
+              "monitor": [{"rows": 10000, "rows_per_s": 9000, "peak_mb": 400.0, "base_mb": 390.0, "log_mb": 9.0, "memory_mb": 64},
+                          {"rows": 40000, "rows_per_s": 9500, "peak_mb": 410.0, "base_mb": 390.0, "log_mb": 36.0, "memory_mb": 64}],
+              "verdicts": {"rows": 4000, "same_all_auto": True, "checks_all": {"input drift": "ALERT"}, "checks_auto": {"input drift": "ALERT"},
+                           "checks_raw": {"input drift": "ALERT"}, "max_stat_diff_raw": 0.0, "drifted_share": {}}},
     "pipeline_overhead": {"profile": "default", "repeat": 3, "wandb": "disabled", "quick": False, "stages": 6,
                           "mlops_nb_s": 31.6, "cold_kernels_s": 37.92, "plain_s": 23.4, "ratio": 31.6 / 23.4, "goal": 1.3},
     "cached_rerun": {"profile": "default", "repeat": 5, "quick": False, "cold_s": 31.0, "cached_median_s": 0.5,
@@ -257,6 +265,20 @@ def test_peers_rows(tmp_path):
     assert row(rows, "peers, cam224: JPEG uploads")[1:3] == ("236 req/s before issue 25", "1.27x (aim ≥ 1.8x)")
     assert row(rows, "peers not measured")[:2] == ("bentoml", "not installed: pass --install")
     assert not any(k.startswith("peers, cam224 (3x224x224): own JSON") for k in rows)      # no figure there: no row
+
+
+def test_fleet_rows(tmp_path):
+    p, rows, _ = table(tmp_path, {"fleet": FIGURES["fleet"]}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
+    assert row(rows, "prediction log, 3x64x64: bytes a prediction") == (
+        "950 B (100 of 20,000 raw inputs kept)", "`all` (every raw input, as before): 13,780 B; `none`: 880 B; the aim: 1,024 B",
+        "14.5x smaller; 93% of the aim", "`python bench/fleet.py --rows 20000 --window 10000`")
+    assert not any(k.startswith("prediction log, 3x224x224") for k in rows)          # no `all` and `none` figures: no row
+    assert row(rows, "monitoring over 40,000 predictions")[:3] == (
+        "20 MB over the 390 MB before reading; 9,500 rows/s", "over 10,000: 10 MB, 9,000 rows/s; the bound `[monitor] memory_mb`: 64 MB",
+        "31% of the bound, 2.00x the memory of 10,000 (flat is 1.00x)")
+    assert row(rows, "monitoring verdicts")[0:3:2] == ("checks the same; drift statistics identical to `all`", "same verdicts")
+    bad = {**FIGURES["fleet"], "verdicts": {**FIGURES["fleet"]["verdicts"], "checks_auto": {"input drift": "ok"}}}
+    assert row(table(tmp_path, {"fleet": bad}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})[1], "monitoring verdicts")[2] == "verdicts differ"
 
 
 def test_scale_and_gpu_rows(tmp_path):
