@@ -8,7 +8,7 @@ monitoring's memory and speed over long windows of colour frames, and the same v
 - monitor: logs of N and 4N predictions of 3x224x224 frames (`auto`: summaries, and a raw frame now and then), each
   read in a fresh process the way `mlops-nb monitor` reads them (`predlog.chunks` within `[monitor] memory_mb`, every
   chunk added to a `monitor.Window`): rows/s, and the peak resident memory over the memory before reading. The aims:
-  within memory_mb, and the same at 4N as at N once N fills a chunk (64 MB: about 17,000 rows).
+  within memory_mb, and the same at 4N as at N once N fills a chunk (64 MB: about 10,000 rows).
 - verdicts: the same traffic (3x64x64 frames, the second half brightened) logged with `all` and with `auto`: every
   drift statistic of the window, and the window's checks, compared; and against the features computed from the
   raw frames, as monitoring did before summaries were logged.
@@ -74,7 +74,9 @@ def bytes_table(rows: int, tmp: Path) -> list:
             n = n if shape[1] < 200 else min(n, max(500, rows // 4))
             path = tmp / f"b-{shape[1]}-{pol}.db"
             t = time.perf_counter(); fill(path, stream(n, shape), pol, time.time() - 86400); t = time.perf_counter() - t
-            kept = counts(path)["payloads"]
+            db = sqlite3.connect(path)                        # kept inline (inputs up to 1 KiB), or in the payload store
+            kept = db.execute("SELECT COUNT(*) FROM predictions WHERE input != x''").fetchone()[0] + counts(path)["payloads"]
+            db.close()
             out.append({"input": name, "policy": pol, "rows": n, "raw_kept": kept, "bytes": round(size_per_row(path, n), 1),
                         "rows_per_s": round(n / t)})
             print(f"  {name:14s} {pol:5s}: {out[-1]['bytes']:>10,.0f} bytes a prediction ({kept:,} of {n:,} raw inputs kept)",

@@ -84,6 +84,18 @@ def build_models(tmp: Path, names) -> dict:
     return out, settings
 
 
+def own_log(settings: Path, server: str) -> Path:
+    "Settings like `settings` whose prediction log is `server`'s own: a build of another version may write another "
+    "schema (one that cannot write this version's log would fail every write, and look faster for it)."
+    out = settings.with_name(f"settings-{server}.ini")
+    if not out.exists():
+        cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
+        cp.read(settings)
+        cp["paths"]["predictions"] = str(Path(cp["paths"]["predictions"]).with_name(f"predictions-{server}.db"))
+        with open(out, "w") as f: cp.write(f)
+    return out
+
+
 def scratch_workbook(tmp: Path) -> Path:
     "Settings with every path under `tmp`: the bench leaves nothing in the workbook."
     from mlops_nb.config import load_settings
@@ -109,7 +121,7 @@ def start(server: str, model: str, path: Path, shape, settings: Path, tmp: Path,
         bin_ = Path(pythons["before"]).parent if server == "before" else BIN
         cmd = [str(bin_ / "mlops-nb"), "serve", "--model", f"{model}@1", "--port", str(port)]
         cmd += ["--grpc-port", str(gport)] if like_ours(server) else []
-        env["MLOPS_NB_SETTINGS"] = str(settings)
+        env["MLOPS_NB_SETTINGS"] = str(own_log(settings, server))
         ready = url + "/readyz"
     else:
         cmd = [str(pythons[server]), str(HERE / "peer_servers" / f"{server}_server.py"), "--model", str(path), "--name", model,

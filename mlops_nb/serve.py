@@ -549,6 +549,13 @@ def _say_serving(s, r, follow, key, host: str, port: int, echo):
     if r.shadow: echo(f"shadow: {m.name}@{r.shadow.version} scores every request (logged, never returned)")
     echo(f"predictions logged to {s.predictions}; " + ("an API key guards feedback" + (" and predictions" if s.serve["protect_predict"] else "")
                                                         if key else "no API key set: feedback is open"))
+    from mlops_nb.config import input_share
+    share = input_share(s.serve["log_inputs"], int(np.prod(m.shape)))
+    kept = "every raw input" if share >= 1 else "no raw input" if share == 0 else f"1 raw input in {1 / share:,.0f}"
+    echo(f"the log keeps each prediction's monitoring summary and {kept} ([serve] log_inputs)")
+    if s.govern["retrain"] != "off" and share < 0.1:
+        echo(f"note: [govern] retrain retrains on the labelled production rows whose raw input the log kept, here {kept}: "
+             "set [serve] log_inputs = all (or sample:R) to keep more")
 
 def uvicorn_options(host: str, port: int, serve: dict) -> dict:
     "uvicorn's settings for the service (`serve`: the `[serve]` settings): uvloop, httptools with a header timeout "

@@ -272,3 +272,21 @@ def test_the_load_bench_runs(smoke, tmp_path):
     for k in ("floor_rps", "predict_rps", "infer_rps", "batch512_rps", "bare1_rows_s", "bare512_rows_s"): assert r[k] > 0, k
     assert 0 < r["start_s"] < 30 and r["predict_p99"] >= r["predict_p50"] > 0
     assert "req/s" in p.stdout
+
+
+def test_the_start_says_what_the_log_keeps_and_warns_when_retraining_would_starve():
+    "The startup lines name the share of raw inputs the log keeps for this model's input size; with retraining on and "
+    "few inputs kept, a note says how to keep more."
+    from types import SimpleNamespace as NS
+    from mlops_nb.serve import _say_serving
+    from mlops_nb.config import SERVE_DEFAULTS, GOVERN_DEFAULTS
+    def said(shape, log_inputs, retrain):
+        s = NS(serve={**SERVE_DEFAULTS, "log_inputs": log_inputs}, govern={**GOVERN_DEFAULTS, "retrain": retrain}, predictions="/tmp/p.db")
+        r = NS(primary=NS(name="cam", version=2, digest="sha256:" + "0" * 64, shape=shape), canary=None, shadow=None)
+        lines = []
+        _say_serving(s, r, False, None, "127.0.0.1", 8000, lines.append)
+        return "\n".join(lines)
+    assert "monitoring summary and every raw input" in said((1, 8, 8), "auto", "approve")
+    out = said((3, 224, 224), "auto", "approve")
+    assert "and 1 raw input in 2,352" in out and "set [serve] log_inputs = all" in out
+    assert "note:" not in said((3, 224, 224), "auto", "off") and "no raw input" in said((3, 64, 64), "none", "off")
