@@ -352,7 +352,7 @@ def describe(r: dict) -> list[str]:
             if r["feedback_failed"] else ""),
            "  classes   " + " ".join(f"{c}:{k}" for c, k in r["classes"].items())]
     if r["accuracy"] is not None: out.append(f"  accuracy  {r['accuracy']:.3f} (the service's answers against the true labels)")
-    if r["from"]: out.append(f"  times     {r['from']} .. {r['to']} ({r['days']:g} days" +
+    if r["from"]: out.append(f"  times     {r['from']} .. {r['to']} ({r['days']:g} day{'' if r['days'] == 1 else 's'}" +
                              ("; logged as sent)" if r["client_time"] else "; NOT logged: the service used its own clock)"
                               if r["client_time"] is False else ")"))
     if r["tags"]: out.append("  tags      " + ",".join(f"{k}={v}" for k, v in r["tags"].items()))
