@@ -628,6 +628,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'mlops_nb.predlog.parse_time': ('predlog.html#parse_time', 'mlops_nb/predlog.py'),
                                   'mlops_nb.predlog.payloads': ('predlog.html#payloads', 'mlops_nb/predlog.py'),
                                   'mlops_nb.predlog.predictions': ('predlog.html#predictions', 'mlops_nb/predlog.py'),
+                                  'mlops_nb.predlog.refusals': ('predlog.html#refusals', 'mlops_nb/predlog.py'),
                                   'mlops_nb.predlog.rejected': ('predlog.html#rejected', 'mlops_nb/predlog.py'),
                                   'mlops_nb.predlog.summaries': ('predlog.html#summaries', 'mlops_nb/predlog.py'),
                                   'mlops_nb.predlog.unpack': ('predlog.html#unpack', 'mlops_nb/predlog.py')},

@@ -173,9 +173,10 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
         for i in np.unique(idx): windows[i].add(_cut(c, idx == i))
         if bar is not None: bar.update(int(len(mine)))
     if bar is not None: bar.close()
-    from mlops_nb.predlog import rejected as refused
-    for r in refused(s.predictions, since, until=until):
-        windows[int(np.searchsorted(edges, r["ts"], side="right") - 1)].refused[r["reason"]] += 1
+    from mlops_nb.predlog import refusals
+    for rows in refusals(s.predictions, since, until):            # a chunk at a time: a flood of refusals stays small
+        idx = np.searchsorted(edges, [r[0] for r in rows], side="right") - 1
+        for i, (_, reason) in zip(idx, rows): windows[int(i)].refused[reason] += 1
     total = windows[0]
     for w in windows[1:]: total = total.merge(w)
     return MonitorReport(v["name"], v["version"], v["bundle"], mref.info, since, until, step, windows, total, dict(others))

@@ -16,8 +16,8 @@ from .reference import features, properties, feature_names, property_names
 
 # %% auto #0
 __all__ = ['SCHEMA', 'REASONS', 'TABLES', 'INLINE_BYTES', 'open_log', 'summaries', 'unpack', 'logged_columns', 'failure_reason',
-           'PredictionLog', 'parse_time', 'iso', 'predictions', 'payloads', 'known', 'rejected', 'counts', 'compare',
-           'chunk_rows', 'chunks', 'export_parquet']
+           'PredictionLog', 'parse_time', 'iso', 'predictions', 'payloads', 'known', 'rejected', 'refusals', 'counts',
+           'compare', 'chunk_rows', 'chunks', 'export_parquet']
 
 # %% ../nbs/20a_predlog.ipynb #c004
 SCHEMA = """
@@ -444,6 +444,16 @@ def rejected(path, since=None, limit: int | None = None, until=None) -> list[dic
     finally: db.close()
     return [{**{k: r[k] for k in ("route", "status", "reason", "request_id", "ts")}, "time": iso(r["ts"]), "tags": orjson.loads(r["tags"])}
             for r in rows]
+
+def refusals(path, since=None, until=None, size: int = 100_000):
+    "The refused requests in [since, until) as chunks of at most `size` `(ts, reason)` rows, oldest first: memory stays "
+    "one chunk's however many were refused (`rejected` builds a dict a row, for listing a few)."
+    db = open_log(path)
+    try:
+        cur = db.execute("SELECT ts, reason FROM rejected WHERE ts >= ? AND ts < ? ORDER BY ts",
+                         (_since(since), _since(until) if until is not None else float("inf")))
+        while rows := cur.fetchmany(size): yield rows
+    finally: db.close()
 
 def counts(path) -> dict:
     "Rows in each table: `predictions`, `feedback`, `rejected`, and `payloads` (raw inputs kept)."
