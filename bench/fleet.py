@@ -9,7 +9,7 @@ monitoring's memory and speed over long windows of colour frames, and the same v
   read in a fresh process the way `mlops-nb monitor` reads them (`predlog.chunks` within `[monitor] memory_mb`, every
   chunk added to a `monitor.Window`): rows/s, and the peak resident memory over the memory before reading. The aims:
   within memory_mb, and the same at 4N as at N once N fills a chunk (64 MB: about 10,000 rows).
-- verdicts: the same traffic (3x64x64 frames, the second half brightened) logged with `all` and with `auto`: every
+- verdicts: the same traffic (camera-like 3x64x64 frames from `mlops_nb.frames`, the second half brightened) logged with `all` and with `auto`: every
   drift statistic of the window, and the window's checks, compared; and against the features computed from the
   raw frames, as monitoring did before summaries were logged.
 
@@ -24,7 +24,10 @@ POLICIES = ("auto", "none", "all")
 
 
 def frames(n: int, shape, seed: int = 0, bright: float = 0.0, start: int = 0) -> np.ndarray:
-    "Camera-like frames `start` to `start + n`: smooth gradients with noise, `bright` added; the first pixels carry the row number."
+    "Filler frames `start` to `start + n` for the byte and memory figures, which do not depend on what a frame shows "
+    "(summaries have a fixed size; SQLite does not compress): gradients with noise, `bright` added, the first pixels "
+    "carrying the row number so that no two are alike. Made at 10,000 a second, where `mlops_nb.frames` draws about "
+    "200; the verdicts, which do depend on it, use `mlops_nb.frames` (`camera`)."
     rng = np.random.default_rng([seed, start])
     c, h, w = shape
     ramp = (np.linspace(40, 200, w, dtype=np.float32)[None, None, None, :] * rng.uniform(0.6, 1.2, (n, c, 1, 1)).astype(np.float32))
@@ -37,6 +40,15 @@ def stream(n: int, shape, seed: int = 0, bright: float = 0.0, block: int = 256):
     "`frames` made a block at a time (40,000 frames of 224 px would take 6 GB at once); the second half brightened by `bright`."
     for a in range(0, n, block):
         yield frames(min(block, n - a), shape, seed, bright if a >= n // 2 else 0.0, a)
+
+
+def camera(n: int, size: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
+    "`n` camera-like frames (N, 3, size, size) from `mlops_nb.frames`, cats, dogs and empty scenes in turn; the "
+    "second half brightened by `bright` grey levels."
+    from mlops_nb.frames import make_frame, CLASSES
+    x = np.stack([np.asarray(make_frame(CLASSES[i % 3], seed, i, size)).transpose(2, 0, 1) for i in range(n)])
+    x[n // 2:] = np.clip(x[n // 2:].astype(np.int16) + int(bright), 0, 255).astype(np.uint8)
+    return x
 
 
 def fill(path: Path, blocks, policy: str, t0: float, p=None) -> None:
@@ -131,8 +143,8 @@ def verdicts(n: int, tmp: Path) -> dict:
     from mlops_nb.reference import build, features, properties
     from mlops_nb.monitor import Window, figures, checks
     from mlops_nb.config import MONITOR_DEFAULTS
-    ref = build(frames(600, (3, 64, 64), seed=11), np.arange(600) % 3, np.random.default_rng(0).normal(0, 1, (600, 3)), ["cat", "dog", "empty"])
-    x = np.concatenate(list(stream(n, (3, 64, 64), seed=12, bright=25.0)))
+    ref = build(camera(600, 64, seed=11), np.arange(600) % 3, np.random.default_rng(0).normal(0, 1, (600, 3)), ["cat", "dog", "empty"])
+    x = camera(n, 64, seed=12, bright=25.0)
     p = np.random.default_rng(2).dirichlet([4, 2, 2], n).astype(np.float32)
     figs = {}
     for pol in ("all", "auto"):

@@ -502,14 +502,15 @@ FROM (SELECT p.rowid AS pid, p.*, (
       FROM predictions p WHERE p.model = ? AND p.ts >= ? AND p.ts < ? AND p.role IN ({roles}) ORDER BY p.ts) q
 LEFT JOIN feedback fb ON fb.rowid = q.fid{join}"""
 
-def chunk_rows(shape, k: int, inputs: bool, max_bytes: int, legacy: bool = False) -> int:
+def chunk_rows(shape, k: int, inputs: bool, max_bytes: int, from_inputs: bool = False) -> int:
     "Rows a chunk of `chunks` may hold within about `max_bytes` of memory, for inputs of `shape` and `k` classes: the "
     "fetched rows (about 2.5 KB of Python objects and column arrays each), their summaries decoded and the drift "
     "tests' work on them (20 bytes a feature: measured, 79 MB over 17,000 rows of 198 features), the probabilities, and "
-    "the raw inputs when they are read (`inputs`, or rows an older version wrote, whose summaries are computed from them)."
+    "the raw inputs when they are read (`inputs`), or when the summaries are computed from them (`from_inputs`: rows "
+    "that keep a small input inline, and rows an older version wrote)."
     nbytes = int(np.prod(shape))
     per = 2560 + 20 * (len(feature_names(shape)) + len(property_names(shape))) + 3 * 4 * k
-    per += 3 * nbytes * (inputs or legacy) + 8 * nbytes * legacy      # raw bytes, joined, the array; float work of `properties`
+    per += 3 * nbytes * (inputs or from_inputs) + 8 * nbytes * from_inputs   # raw bytes, joined, the array; `properties`' work
     return max(1, int(max_bytes // per))
 
 def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary"),
@@ -541,7 +542,7 @@ def _columns(rows, name: str, inputs: bool) -> dict:
     f, props = np.zeros((n, len(feature_names(shape))), np.float32), np.zeros((n, len(property_names(shape))), np.float32)
     new = np.array([r["features"] is not None for r in rows])
     if new.any(): f[new], props[new] = unpack([r["features"] for r in rows if r["features"] is not None], shape)
-    if not new.all():                                   # rows an older version wrote: summarized from their inputs now
+    if not new.all():                                   # inline inputs (and an older version's rows): summarized now
         old = np.frombuffer(b"".join(r["input"] for r in rows if r["features"] is None), np.uint8).reshape(-1, *shape)
         f[~new], props[~new] = unpack(summaries(old), shape)
     probs = col("probabilities")
