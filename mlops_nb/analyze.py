@@ -196,7 +196,7 @@ def bias_md(b: dict) -> str:
 
 
 # %% ../nbs/31_analyze.ipynb #c023
-def load_labelled(path,                        # the prediction log
+def load_labelled(path,                        # the prediction log, or a reader of logs (`mlops_nb.monitor.log_reader`)
                   name: str,                    # the model
                   version: int,                 # its version whose rows are read
                   since=None, until=None,       # the period [since, until) (as `mlops_nb.predlog.chunks` takes it)
@@ -212,7 +212,8 @@ def load_labelled(path,                        # the prediction log
     from mlops_nb.predlog import chunks
     labels = list(labels); index = {str(c): i for i, c in enumerate(labels)}
     rng, parts, kept, seen, unknown = np.random.default_rng(seed), [], 0, 0, 0
-    for c in chunks(path, name, since, until, size, inputs=True):
+    read = path.chunks if hasattr(path, "chunks") else lambda *a, **k: chunks(path, *a, **k)
+    for c in read(name, since, until, size, inputs=True):
         s = (c["version"] == version) & np.array([t is not None for t in c["true_label"]], bool)
         if not s.any(): continue
         if c["p"].shape[1] != len(labels): raise ValueError(f"{len(labels)} labels given for a model of {c['p'].shape[1]} classes")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json
 from .cmd_common import err, require_train
+from .config import ENGINES
 
 
 # %% auto #0
@@ -27,6 +28,9 @@ def add_commands(sub):
     m.add_argument("--every", default="", metavar="DURATION", help="one window per DURATION: 1d gives a row per UTC day and a "
                                                                    "time axis on every plot (default: one window)")
     m.add_argument("--url", default="", help="the running service (http://127.0.0.1:8000): its /metrics adds CPU and memory")
+    m.add_argument("--engine", default="", choices=["", *ENGINES[1:]], metavar="ENGINE",
+                   help="what reads the logs: sqlite (the live log), duckdb (the archive's segments of every replica and "
+                        "the live log), spark (the same, a local Spark job); default: [monitor] engine")
     m.add_argument("--strict", action="store_true", help="exit 1 when a check alerted (for a scheduled job)")
     m.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
     m.set_defaults(func=cmd_monitor)
@@ -63,10 +67,10 @@ def cmd_monitor(a, s):
     reg = registry_for(s, create=False)
     try: pick(reg, a.model or None)                              # an unknown model or version, too
     finally: reg.close()
-    if s.predictions is None or not s.predictions.is_file():
-        raise FileNotFoundError(f"no prediction log at {s.predictions}: serve the model first (`mlops-nb serve`), then monitor")
+    from mlops_nb.monitor import check_logs
+    check_logs(s, a.engine or s.monitor["engine"])               # nothing to read: said before a run starts
     echo = (lambda *x, **k: None) if a.quiet else err
-    over = [f"{k}={v!r}" for k, v in (("model", a.model), ("since", a.since), ("until", a.until), ("every", a.every), ("url", a.url))]
+    over = [f"{k}={v!r}" for k, v in (("model", a.model), ("since", a.since), ("until", a.until), ("every", a.every), ("url", a.url), ("engine", a.engine))]
     try: rec = run("monitor", over, settings=s, echo=echo, pipeline="monitor")
     except RunFailed as e:
         err(f"run {e.record['run_id']} failed: {e}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'TRAIN_DEFAULTS',
+__all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'ENGINES', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'TRAIN_DEFAULTS',
            'GOVERN_DEFAULTS', 'SettingsError', 'find_settings', 'input_share', 'Settings', 'disk_full', 'load_settings',
            'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
 
@@ -51,8 +51,15 @@ SERVE_DEFAULTS = dict(
     inline_us=2000,            # a batch expected to compute in less runs on the event loop; longer ones in the scoring thread
     log_inputs="auto",         # raw inputs kept in the log's payload store: all | none | sample:R | auto (see `input_share`)
     payload_retention_days=30, # kept raw inputs older than this are deleted, except those a label pinned (0: as retention_days)
+    archive_every_s=900,       # with [paths] predictions_archive: the log's new rows roll into Parquet segments this often
+    replica="",                # this replica's name in segment paths (empty: $MLOPS_NB_REPLICA, else HOST-PORT)
 )
 LOG_FAILURE = ("keep", "refuse")
+ENGINES = ("auto", "sqlite", "duckdb", "spark")     # [monitor] engine, `mlops-nb monitor --engine`
+
+def _archive(v: str, root: Path) -> str | None:
+    "`[paths] predictions_archive` as the archive reads it: None when empty, a URL as written, a folder made absolute."
+    return None if not v else v if "://" in v else str((root/v).resolve())
 
 def input_share(policy: str, nbytes: int) -> float:
     "The share of predictions whose raw input (of `nbytes` bytes) `[serve] log_inputs = policy` keeps: `all` 1, `none` 0, "
@@ -101,6 +108,7 @@ MONITOR_DEFAULTS = dict(
     max_slice_gap=0.2,         # bias: the largest accuracy gap between values of one tag (e.g. cameras), the same rule
     min_slice_rows=30,         # a tag slice's prediction PSI is shown only on at least this many predictions
     memory_mb=256,             # monitoring reads the log in chunks of at most about this many MiB, whatever the window's length
+    engine="auto",             # what reads the logs: auto (duckdb with an archive, else sqlite) | sqlite | duckdb | spark
 )
 
 TRAIN_DEFAULTS = dict(
@@ -126,6 +134,8 @@ class Settings:
     registry: Path | None = None  # model registry database (default: registry.db beside the store)
     predictions: Path | None = None  # prediction log database (default: predictions.db beside the store)
     governance: Path | None = None   # alerts and the audit log (default: governance.db beside the store)
+    archive: str | None = None       # [paths] predictions_archive: a folder (absolute) or an fsspec URL (s3://bucket/prefix); None: no archive
+    archive_cache: Path | None = None  # remote segments checked and kept here (default: segments/ beside the store)
     wandb_project: str = "mlops_nb"
     wandb_entity: str = ""
     wandb_mode: str = "offline"
@@ -149,6 +159,7 @@ class Settings:
         if self.registry is None: self.registry = self.store.parent/"registry.db"
         if self.predictions is None: self.predictions = self.store.parent/"predictions.db"
         if self.governance is None: self.governance = self.store.parent/"governance.db"
+        if self.archive_cache is None: self.archive_cache = self.store.parent/"segments"
 
     def explain(self, e: OSError) -> str:
         "One line for an OS error: the path it names, or, when it names none (a full disk seen while writing a "
@@ -226,6 +237,8 @@ def load_settings(path=None) -> Settings:
         raise SettingsError(f"{path} [serve] log_failure = {serve['log_failure']!r}: use keep or refuse")
     try: input_share(serve["log_inputs"], 0)
     except ValueError as e: raise SettingsError(f"{path} [serve] {e}") from None
+    if monitor["engine"] not in ENGINES:
+        raise SettingsError(f"{path} [monitor] engine = {monitor['engine']!r}: use one of {', '.join(ENGINES)}")
     if govern["retrain"] not in ("off", "approve", "auto"):
         raise SettingsError(f"{path} [govern] retrain = {govern['retrain']!r}: use off, approve or auto")
     gates = _typed(get, path, "gates", GATE_DEFAULTS)
@@ -237,6 +250,8 @@ def load_settings(path=None) -> Settings:
                     registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest, monitor=monitor, govern=govern, train=train,
                     predictions=rel("predictions") if cp.has_option("paths", "predictions") else None,
                     governance=rel("governance") if cp.has_option("paths", "governance") else None,
+                    archive=_archive(get("paths", "predictions_archive", ""), path.parent),
+                    archive_cache=rel("archive_cache") if cp.has_option("paths", "archive_cache") else None,
                     wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
                     wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),
                     fork_kernels=_typed(get, path, "run", {"fork_kernels": True})["fork_kernels"],

@@ -252,7 +252,9 @@ async def predict_files(self: DataPlane, rid: str, tags: dict, ts: float | None,
 
 @patch
 async def feedback(self: DataPlane, h, body: bytes, t0: float, ts: float | None = None):
-    "`POST /v1/feedback`: true labels for requests this service (any of its workers) answered, logged to join them."
+    "`POST /v1/feedback`: true labels for requests this service (any of its workers) answered, logged to join them. A "
+    "replica that archives its log (`[paths] predictions_archive`) takes labels for requests another replica answered "
+    "too (`elsewhere`: joined when monitoring reads the archive); one that does not refuses them (404)."
     items = feedback_items(parse_json(body, h.get("content-type"), self.max_body, lists=True), self.m.labels, self.max_batch)
     log = self.log
     if log is None: raise BadInput("this service keeps no prediction log: feedback has nothing to join", 409)
@@ -262,13 +264,13 @@ async def feedback(self: DataPlane, h, body: bytes, t0: float, ts: float | None 
     if miss := missing():
         await asyncio.sleep(3 * self.o["flush_ms"] / 1000)     # another worker's prediction may still be in its queue
         miss = missing()
-    if miss:
+    if miss and not log.keep_unarchived:
         r, row = miss[0]
         raise BadInput(f"unknown request_id {r[:128]!r}" + (f" (or it had no row {row})" if row else "") +
                        ": send feedback for a request this service answered", 404)
     for r, row, label in items: log.feedback(r, row, label, ts=ts)
     self.tel.feedback(len(items))
-    return {"accepted": len(items)}, ({} if ts is None else {"x-request-time": iso(ts)}), b""
+    return {"accepted": len(items), **({"elsewhere": len(miss)} if miss else {})}, ({} if ts is None else {"x-request-time": iso(ts)}), b""
 
 # %% ../nbs/20f_dataplane.ipynb #c012
 @patch

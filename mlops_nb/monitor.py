@@ -4,17 +4,19 @@
 
 # %% ../nbs/30_monitor.ipynb #c003
 from __future__ import annotations
-import json, math, time
+import json, math, sys, time
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
 import numpy as np
-from .predlog import chunks, rejected, parse_time, iso
+from .predlog import chunks, rejected, refusals, parse_time, iso
+from .config import ENGINES
 from .reference import MonitoringReference, calibrated
 
 
 # %% auto #0
-__all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'duration', 'quantile', 'wilson', 'Window', 'MonitorReport', 'monitor',
-           'figures', 'gap', 'bias', 'checks', 'service_metrics']
+__all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'duration', 'quantile', 'wilson', 'Window', 'check_logs', 'log_reader',
+           'MonitorReport', 'monitor', 'figures', 'gap', 'bias', 'checks', 'service_metrics']
 
 # %% ../nbs/30_monitor.ipynb #c004
 def duration(text: str) -> float:
@@ -118,6 +120,39 @@ class Window:
         return w
 
 
+# %% ../nbs/30_monitor.ipynb #c008r
+def check_logs(s, engine: str):
+    "Refuse, naming what is missing, a monitoring run with nothing to read: no live log (sqlite), nor an archive (duckdb, spark)."
+    if engine not in ENGINES: raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    live = s.predictions is not None and s.predictions.is_file()
+    if engine == "sqlite" or (engine == "auto" and s.archive is None):
+        if not live: raise FileNotFoundError(f"no prediction log at {s.predictions}: serve the model first (`mlops-nb serve`)")
+    elif s.archive is None:
+        raise ValueError(f"engine {engine} reads the archive, and settings.ini sets no [paths] predictions_archive")
+
+class _Live:
+    "The live log alone, read with SQLite (`mlops_nb.predlog.chunks`, `refusals`)."
+    def __init__(self, path): self.path, self.sources = path, {"engine": "sqlite", "live": [str(path)]}
+    def chunks(self, *a, **k): return chunks(self.path, *a, **k)
+    def refusals(self, *a, **k): return refusals(self.path, *a, **k)
+
+@contextmanager
+def log_reader(s, engine: str = "auto", since: float = 0.0, echo=None):
+    "What monitoring reads, as `chunks(name, since, until, size, max_bytes=)` and `refusals(since, until)`: with `sqlite` "
+    "(or `auto` without `[paths] predictions_archive`) the live log; with `duckdb` (`auto` with an archive) every replica's "
+    "segments in the archive from `since` on and the rows of the live log not archived yet (`mlops_nb.archive.Fleet`); "
+    "with `spark` the same rows, summarized per segment by a local Spark job (`mlops_nb.archive.SparkFleet`)."
+    check_logs(s, engine)
+    if engine == "sqlite" or (engine == "auto" and s.archive is None):
+        yield _Live(s.predictions); return
+    from mlops_nb import archive
+    live = [s.predictions] if s.predictions is not None and s.predictions.is_file() else []
+    kind = archive.SparkFleet if engine == "spark" else archive.Fleet
+    with kind(s.archive, live, s.archive_cache, s.monitor["memory_mb"], since, echo) as fl:
+        fl.sources = {"engine": "spark" if engine == "spark" else "duckdb", "archive": archive.safe_url(s.archive),
+                      "segments": dict(fl.segments), "replicas": sorted(fl.replicas), "live": [str(p) for p in live]}
+        yield fl
+
 # %% ../nbs/30_monitor.ipynb #c008
 @dataclass
 class MonitorReport:
@@ -132,18 +167,15 @@ class MonitorReport:
     windows: list                   # Window per step of `every` (one window when `every` is None)
     total: Window
     others: dict = field(default_factory=dict)   # rows of other versions in the period: "vN role" -> rows (not monitored here)
+    sources: dict = field(default_factory=dict)  # what was read: engine, the archive's segments per table, the live logs
 
 def _cut(c: dict, m: np.ndarray) -> dict: return {k: v[m] for k, v in c.items()}
 
-def monitor(s, ref: str | None = None, since=None, until=None, every: str | None = None, size: int = 50_000,
-            progress: bool = False) -> MonitorReport:
-    "Monitor the version `ref` names (`NAME`, `NAME@ALIAS`, `NAME@VERSION`; default: what `mlops-nb serve` picks) over "
-    "[since, until) (default: `[monitor] window` up to now), one window per `every` (e.g. `1d`: UTC days) or one in all."
+def _version(s, ref: str | None) -> tuple:
+    "The registered version `ref` names (`mlops_nb.served.pick`), its bundle verified, and its monitoring reference."
     from mlops_nb.registry import registry_for
     from mlops_nb.served import pick
     from mlops_nb.bundle import read_bundle
-    if s.predictions is None: raise ValueError("settings.ini sets no [paths] predictions: there is no prediction log to monitor")
-    if not s.predictions.is_file(): raise FileNotFoundError(f"no prediction log at {s.predictions}: serve the model first (`mlops-nb serve`)")
     reg = registry_for(s)
     try:
         v = pick(reg, ref)
@@ -153,19 +185,44 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
     if mref is None:
         raise ValueError(f"{v['name']}@{v['version']} was packaged without a monitoring reference (before monitoring "
                          "existed): run the pipeline again to package and register a version that carries one")
+    return v, mref
+
+def _period(s, since, until, every) -> tuple:
+    "(since, until, step, edges): the period in Unix seconds and its windows' edges, aligned to UTC (days start at midnight)."
     until = time.time() if until is None else parse_time(until) if isinstance(until, str) else float(until)
     since = until - duration(s.monitor["window"]) if since is None else parse_time(since) if isinstance(since, str) else float(since)
     if since >= until: raise ValueError(f"the period is empty: since {iso(since)} is not before until {iso(until)}")
     step = duration(every) if every else None
-    t0 = math.floor(since / step) * step if step else since            # windows aligned to UTC (days start at midnight)
+    t0 = math.floor(since / step) * step if step else since
     edges = [since] + [t0 + i * step for i in range(1, math.ceil((until - t0) / step))] + [until] if step else [since, until]
+    return since, until, step, edges
+
+def monitor(s, ref: str | None = None, since=None, until=None, every: str | None = None, size: int = 50_000,
+            progress: bool = False, engine: str | None = None) -> MonitorReport:
+    "Monitor the version `ref` names (`NAME`, `NAME@ALIAS`, `NAME@VERSION`; default: what `mlops-nb serve` picks) over "
+    "[since, until) (default: `[monitor] window` up to now), one window per `every` (e.g. `1d`: UTC days) or one in all; "
+    "`engine` reads the logs (`log_reader`; default `[monitor] engine`)."
+    engine = engine or s.monitor["engine"]
+    check_logs(s, engine)
+    v, mref = _version(s, ref)
+    since, until, step, edges = _period(s, since, until, every)
     windows = [Window(mref, a, b_) for a, b_ in zip(edges[:-1], edges[1:])]
-    others = Counter()
-    bar = None
+    with log_reader(s, engine, since, echo=_err if progress else None) as r:
+        others = _fill(windows, edges, r, v, size, s.monitor["memory_mb"] << 20, progress)
+        sources = r.sources
+    total = windows[0]
+    for w in windows[1:]: total = total.merge(w)
+    return MonitorReport(v["name"], v["version"], v["bundle"], mref.info, since, until, step, windows, total, dict(others), sources)
+
+def _err(*a): print(*a, file=sys.stderr, flush=True)
+
+def _fill(windows: list, edges: list, r, v: dict, size: int, max_bytes: int, progress: bool) -> Counter:
+    "Add what reader `r` reads in the period to `windows`; the rows of other versions of the model, counted by version and role."
+    others, bar = Counter(), None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(unit=" rows", desc="reading the log", leave=False)
-    for c in chunks(s.predictions, v["name"], since, until, size, max_bytes=s.monitor["memory_mb"] << 20):
+    for c in r.chunks(v["name"], edges[0], edges[-1], size, max_bytes=max_bytes):
         mine = c["version"] == v["version"]
         if not mine.all(): others.update(f"v{ver} {role}" for ver, role in zip(c["version"][~mine], c["role"][~mine]))
         c = _cut(c, mine)
@@ -173,13 +230,10 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
         for i in np.unique(idx): windows[i].add(_cut(c, idx == i))
         if bar is not None: bar.update(int(len(mine)))
     if bar is not None: bar.close()
-    from mlops_nb.predlog import refusals
-    for rows in refusals(s.predictions, since, until):            # a chunk at a time: a flood of refusals stays small
-        idx = np.searchsorted(edges, [r[0] for r in rows], side="right") - 1
+    for rows in r.refusals(edges[0], edges[-1]):                   # a chunk at a time: a flood of refusals stays small
+        idx = np.searchsorted(edges, [x[0] for x in rows], side="right") - 1
         for i, (_, reason) in zip(idx, rows): windows[int(i)].refused[reason] += 1
-    total = windows[0]
-    for w in windows[1:]: total = total.merge(w)
-    return MonitorReport(v["name"], v["version"], v["bundle"], mref.info, since, until, step, windows, total, dict(others))
+    return others
 
 
 # %% ../nbs/30_monitor.ipynb #c010

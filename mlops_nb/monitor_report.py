@@ -37,6 +37,11 @@ def verdict_md(rep: MonitorReport, ev: dict) -> str:
             f"Verdict: **{status(t['checks'])}**")
     other = "" if not rep.others else "\n\nNot monitored here (other versions in the period): " + ", ".join(
         f"{md_escape(k)}: {v} rows" for k, v in sorted(rep.others.items()))
+    src = rep.sources
+    if src.get("engine") in ("duckdb", "spark"):
+        other += (f"\n\nRead with {src['engine']}: {sum(src['segments'].values())} segment(s) of {md_code(src['archive'])} from "
+                  f"{len(src['replicas'])} replica(s) ({', '.join(md_code(r) for r in src['replicas']) or 'none yet'})"
+                  + "".join(f", and the live log {md_code(p)}" for p in src["live"]))
     rows = [{**c, "status": c["status"] if c["status"] != "ALERT" else "**ALERT**"} for c in t["checks"]]
     table = md_table(rows, ["check", "status", "detail"]).replace("&#42;&#42;ALERT&#42;&#42;", "**ALERT**")
     return head + other + "\n\n" + table
@@ -163,7 +168,8 @@ def record(st, rep: MonitorReport, ev: dict, svc: dict | None = None) -> dict:
     import json
     t = ev["total"]
     out = {"model": rep.model, "version": rep.version, "digest": rep.digest, "since": rep.since, "until": rep.until,
-           "every": rep.every, "status": status(t["checks"]), "total": t, "windows": ev["windows"], "service": svc, "others": rep.others}
+           "every": rep.every, "status": status(t["checks"]), "total": t, "windows": ev["windows"], "service": svc, "others": rep.others,
+           "sources": rep.sources}
     (st.work/"monitor.json").write_text(json.dumps(out, indent=1, default=float))
     st.output("monitor", st.work/"monitor.json", kind="monitoring-figures")
     (st.work/"monitor.html").write_text(html_summary(rep, ev))

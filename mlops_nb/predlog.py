@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS rejected (
 CREATE INDEX IF NOT EXISTS rejected_ts ON rejected(ts);
 CREATE TABLE IF NOT EXISTS payloads (
   digest TEXT NOT NULL UNIQUE, ts REAL NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL, pinned INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS payloads_ts ON payloads(ts)
+CREATE INDEX IF NOT EXISTS payloads_ts ON payloads(ts);
+CREATE TABLE IF NOT EXISTS archived (tbl TEXT PRIMARY KEY, upto INTEGER NOT NULL, pending INTEGER);
+CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
 def open_log(path, timeout: float = 60.0):
@@ -61,10 +63,11 @@ def summaries(x: np.ndarray) -> list[bytes]:
         out += [a.tobytes() + c.tobytes() for a, c in zip(q, pr)]                      # HWC view costs 5x in place)
     return out
 
-def unpack(blobs: list, shape) -> tuple:
-    "The features (N, F) and properties (N, P), float32, of `summaries` for images of `shape` (C, H, W)."
+def unpack(blobs, shape) -> tuple:
+    "The features (N, F) and properties (N, P), float32, of `summaries` (a list, or their bytes end to end) for images of `shape` (C, H, W)."
     f, p = len(feature_names(shape)), len(property_names(shape))
-    a = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(blobs), 2 * f + 4 * p)
+    raw = blobs if isinstance(blobs, (bytes, bytearray, memoryview)) else b"".join(blobs)
+    a = np.frombuffer(raw, np.uint8).reshape(-1, 2 * f + 4 * p)
     return a[:, :2 * f].copy().view("<u2").astype(np.float32) / 256, a[:, 2 * f:].copy().view("<f4").astype(np.float32)
 
 def logged_columns(x: np.ndarray) -> dict:
@@ -116,6 +119,7 @@ class PredictionLog:
         self.dropped = dict.fromkeys(TABLES, 0)         # rows not taken because the backlog was full, by table
         self.problem = self.last_error = None           # why the latest write failed (None again once one succeeds); the last failure
         self.moved_aside = []                           # corrupt files moved aside (NAME.corrupt-TIME)
+        self.keep_unarchived, self.on_close = False, []  # retention spares rows not archived yet; called after the last write
         self._t = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._t.start()
 
@@ -170,6 +174,7 @@ class PredictionLog:
         self._t.join(timeout)
         if self._pending and self.last_error:
             print(f"prediction log: {self._pending} row(s) not written: {self.last_error}", file=sys.stderr, flush=True)
+        for f in self.on_close: f()
 
     def _run(self):
         db, held, waiting = None, {"p": [], "f": [], "r": [], "x": []}, []
@@ -313,11 +318,14 @@ class PredictionLog:
 
     def _prune(self, db, batch: int = 10_000):
         "Delete rows older than `retention_days` and raw inputs older than `payload_retention_days` that no label pinned, "
-        "`batch` rows a transaction (the write lock is never held long)."
+        "`batch` rows a transaction (the write lock is never held long); with `keep_unarchived` (an archive attached: "
+        "`mlops_nb.archive.Archiver`), only rows already archived (below the watermark, whose own row stays)."
         now = time.time()
         cut = now - self.retention_days * 86400 if self.retention_days else -math.inf
         keep = now - self.payload_retention_days * 86400 if self.payload_retention_days else -math.inf
-        for t, where, args in [*((t, "ts < ?", (cut,)) for t in TABLES), ("payloads", "ts < ? OR (ts < ? AND pinned = 0)", (cut, keep))]:
+        spare = " AND rowid < coalesce((SELECT upto FROM archived WHERE tbl = '{t}'), 0)" if self.keep_unarchived else ""
+        for t, where, args in [*((t, "ts < ?" + spare.format(t=t), (cut,)) for t in TABLES),
+                               ("payloads", "ts < ? OR (ts < ? AND pinned = 0)", (cut, keep))]:
             while True:
                 with transaction(db) as c:
                     n = c.execute(f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE {where} LIMIT ?)", (*args, batch)).rowcount

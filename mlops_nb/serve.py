@@ -513,8 +513,9 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     opts = uvicorn_options(host, port, s.serve)
     if workers == 1:                                # bound before it says so: "serving on" is true when printed
         sock = listening(host, port)
-        _say_serving(s, r, follow, key, host, sock.getsockname()[1], echo)
-        app = create_app(r, s.serve, log_for(s), key, follow, grpc_port, host, registry=lambda: registry_for(s))
+        port = sock.getsockname()[1]
+        _say_serving(s, r, follow, key, host, port, echo)
+        app = create_app(r, s.serve, log_for(s, _replica(s, port)), key, follow, grpc_port, host, registry=lambda: registry_for(s))
         del r, m                                    # the app holds what it serves: a version swapped out is freed
         gc.collect(); gc.freeze()
         try: uvicorn.Server(uvicorn.Config(app, **opts)).run(sockets=[sock])
@@ -523,10 +524,16 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     _say_serving(s, r, follow, key, host, port, echo)   # uvicorn binds for its workers, refusing a taken port itself
     mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
     os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
-                      MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp,
+                      MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp, MLOPS_NB_SERVE_REPLICA=_replica(s, port) or "",
                       MLOPS_NB_SERVE_GRPC="" if grpc_port is None else f"{host} {grpc_port}")
     try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
     finally: shutil.rmtree(mp, ignore_errors=True)
+
+def _replica(s, port: int) -> str | None:
+    "This service's replica name in the archive (`mlops_nb.archive.replica_id`); None without an archive."
+    if s.archive is None: return None
+    from mlops_nb.archive import replica_id
+    return replica_id(port, s.serve["replica"])
 
 def listening(host: str, port: int):
     "A socket bound to `host:port` and listening, as uvicorn binds (SO_REUSEADDR); port 0: a free one. OSError when it cannot."
@@ -553,6 +560,10 @@ def _say_serving(s, r, follow, key, host: str, port: int, echo):
     share = input_share(s.serve["log_inputs"], int(np.prod(m.shape)))
     kept = "every raw input" if share >= 1 else "no raw input" if share == 0 else f"1 raw input in {1 / share:,.0f}"
     echo(f"the log keeps each prediction's monitoring summary and {kept} ([serve] log_inputs)")
+    if s.archive is not None:
+        from mlops_nb.archive import safe_url
+        echo(f"archiving the log to {safe_url(s.archive)} every {s.serve['archive_every_s']} s as replica {_replica(s, port)} "
+             "([paths] predictions_archive)")
     if s.govern["retrain"] != "off" and share < 0.1:
         echo(f"note: [govern] retrain retrains on the labelled production rows whose raw input the log kept, here {kept}: "
              "set [serve] log_inputs = all (or sample:R) to keep more")
@@ -573,10 +584,15 @@ def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
     finally: f.close()                              # this thread's registry connection; the follower's thread opens its own
     return r, f
 
-def log_for(s) -> PredictionLog:
-    "The workbook's prediction log writer, as `[paths] predictions` and `[serve]` say."
-    return PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"], s.serve["log_backlog_rows"],
-                         s.serve["log_inputs"], s.serve["payload_retention_days"])
+def log_for(s, replica: str | None = None) -> PredictionLog:
+    "The workbook's prediction log writer, as `[paths] predictions` and `[serve]` say; with `[paths] predictions_archive`, "
+    "rolled into the archive as `replica` (`mlops_nb.archive.Archiver`)."
+    log = PredictionLog(s.predictions, s.serve["flush_ms"], s.serve["retention_days"], s.serve["log_backlog_rows"],
+                        s.serve["log_inputs"], s.serve["payload_retention_days"])
+    if s.archive is not None:
+        from mlops_nb.archive import Archiver, replica_id
+        Archiver(s.predictions, s.archive, replica or replica_id(name=s.serve["replica"]), s.serve["archive_every_s"]).attach(log)
+    return log
 
 def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."
@@ -584,9 +600,10 @@ def app_from_env():
     from mlops_nb.registry import registry_for
     e, s = os.environ, load_settings()
     r, follow = routes_for(s, e["MLOPS_NB_SERVE_MODEL"] or None, int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
+    log = log_for(s, e.get("MLOPS_NB_SERVE_REPLICA") or None)
     uvicorn_options("", 0, s.serve)                 # this worker's header timeout (its protocol class is loaded afresh)
     g = e.get("MLOPS_NB_SERVE_GRPC", "").split()             # host and port: the workers share the port (SO_REUSEPORT)
-    app = create_app(r, s.serve, log_for(s), api_key_from(s.serve), follow, int(g[1]) if g else None, g[0] if g else "127.0.0.1",
+    app = create_app(r, s.serve, log, api_key_from(s.serve), follow, int(g[1]) if g else None, g[0] if g else "127.0.0.1",
                      registry=lambda: registry_for(s), shared_grpc=True)
     gc.collect(); gc.freeze()
     return app

@@ -39,6 +39,10 @@ class Telemetry:
                                 ["table"], registry=r)
         self._degraded = Gauge("mlops_nb_log_degraded", "1 while the prediction log's latest write failed", registry=r,
                                multiprocess_mode="livemax")
+        self._archived = Counter("mlops_nb_archive_rows", "log rows rolled into the archive's segments, by table", ["table"], registry=r)
+        self._archive_fail = Counter("mlops_nb_archive_failures", "rolls into the archive that failed (rows kept in the log, retried)", registry=r)
+        self._archive_down = Gauge("mlops_nb_archive_degraded", "1 while the latest roll into the archive failed", registry=r,
+                                   multiprocess_mode="livemax")
         self._info = Gauge("mlops_nb_model_info", "the versions served: 1 while serving in that role, 0 after", ["name", "version", "digest", "role"],
                            registry=r, multiprocess_mode="max")
         self._served = set()
@@ -108,6 +112,13 @@ class Telemetry:
             for key, n, c in (("written", g.written, self._written), *((("failed", k), n, self._failures.labels(k)) for k, n in dict(g.failed).items()),
                               *((("dropped", k), n, self._dropped.labels(k)) for k, n in dict(g.dropped).items())):
                 if n != self._seen.get(key, 0): c.inc(n - self._seen.get(key, 0)); self._seen[key] = n
+            if (a := getattr(g, "archiver", None)) is not None: self._archive(a)
+
+    def _archive(self, a):
+        "The archiver's counters since the last tick (`mlops_nb.archive.Archiver`)."
+        self._archive_down.set(a.problem is not None)
+        for key, n, c in (("archive-failures", a.failures, self._archive_fail), *((("archived", t), n, self._archived.labels(t)) for t, n in dict(a.rows).items())):
+            if n != self._seen.get(key, 0): c.inc(n - self._seen.get(key, 0)); self._seen[key] = n
 
     def _loop(self, every_s):
         while not self._stop.wait(every_s):                     # until close (a notebook's namespace may be gone by then)

@@ -276,12 +276,14 @@ def test_the_load_bench_runs(smoke, tmp_path):
 
 def test_the_start_says_what_the_log_keeps_and_warns_when_retraining_would_starve():
     "The startup lines name the share of raw inputs the log keeps for this model's input size; with retraining on and "
-    "few inputs kept, a note says how to keep more."
+    "few inputs kept, a note says how to keep more; with an archive, where it goes (no query string: it may carry secrets) "
+    "and as which replica."
     from types import SimpleNamespace as NS
     from mlops_nb.serve import _say_serving
     from mlops_nb.config import SERVE_DEFAULTS, GOVERN_DEFAULTS
-    def said(shape, log_inputs, retrain):
-        s = NS(serve={**SERVE_DEFAULTS, "log_inputs": log_inputs}, govern={**GOVERN_DEFAULTS, "retrain": retrain}, predictions="/tmp/p.db")
+    def said(shape, log_inputs, retrain, archive=None):
+        s = NS(serve={**SERVE_DEFAULTS, "log_inputs": log_inputs, "replica": "cam-1"}, govern={**GOVERN_DEFAULTS, "retrain": retrain},
+               predictions="/tmp/p.db", archive=archive)
         r = NS(primary=NS(name="cam", version=2, digest="sha256:" + "0" * 64, shape=shape), canary=None, shadow=None)
         lines = []
         _say_serving(s, r, False, None, "127.0.0.1", 8000, lines.append)
@@ -290,3 +292,5 @@ def test_the_start_says_what_the_log_keeps_and_warns_when_retraining_would_starv
     out = said((3, 224, 224), "auto", "approve")
     assert "and 1 raw input in 2,352" in out and "set [serve] log_inputs = all" in out
     assert "note:" not in said((3, 224, 224), "auto", "off") and "no raw input" in said((3, 64, 64), "none", "off")
+    assert "archiving" not in out
+    assert "archiving the log to s3://fleet/logs every 900 s as replica cam-1" in said((1, 8, 8), "auto", "off", "s3://fleet/logs?x=1")

@@ -1,0 +1,145 @@
+"""A fleet as an operator meets it: two `mlops-nb serve` replicas on two ports archive their prediction logs to one
+bucket of a real S3 API on loopback (moto's server mode, reached by s3fs as any S3: no mock of the client calls); labels
+sent to one replica for requests the other answered join when monitoring reads; `mlops-nb monitor` reports over both;
+an upload that fails while the server is down is retried and nothing is lost; a tampered segment is refused."""
+import configparser, json, os, socket, time
+from pathlib import Path
+import numpy as np
+import pytest
+from conftest import cli
+from test_serve import start, stop, http, free_port
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    "A moto S3 server on a free port of 127.0.0.1 with an empty bucket `fleet`, its endpoint and test credentials in "
+    "the environment (as a deployment gives them): yields (server, env)."
+    from moto.server import ThreadedMotoServer
+    port = free_port()
+    env = {"AWS_ACCESS_KEY_ID": "fleet-test", "AWS_SECRET_ACCESS_KEY": "fleet-test-secret", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    import s3fs, urllib.request
+    urllib.request.urlopen(urllib.request.Request(env["AWS_ENDPOINT_URL"] + "/moto-api/reset", method="POST"), timeout=10)  # moto keeps
+    # its buckets in this process across servers: each test starts from none
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir("fleet")
+    yield srv, env
+    srv.stop()
+
+
+def replica_settings(d: Path, settings, archive: str, **serve) -> Path:
+    "Settings like `settings` with their own prediction log in `d`, archiving to `archive` every second."
+    d.mkdir(parents=True, exist_ok=True)
+    cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
+    cp.read(settings)
+    cp["paths"]["predictions"] = str(d / "predictions.db")
+    cp["paths"]["predictions_archive"] = archive
+    cp["paths"]["archive_cache"] = str(d / "segments")
+    for k, v in {"archive_every_s": 1, **serve}.items(): cp["serve"][k] = str(v)
+    with open(d / "settings.ini", "w") as f: cp.write(f)
+    return d / "settings.ini"
+
+
+def predict(url, n, prefix, x) -> list:
+    "Send `n` one-row predictions; their request ids."
+    ids = []
+    for i in range(n):
+        st, _, body = http("POST", url + "/v1/predict", {"inputs": [x[i % len(x)].ravel().tolist()]}, {"x-request-id": f"{prefix}{i}"})
+        assert st == 200, body
+        ids.append(f"{prefix}{i}")
+    return ids
+
+
+def segments(table="predictions") -> list:
+    import s3fs
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    return sorted(p for p in fs.find(f"fleet/logs/{table}") if p.endswith(".parquet"))
+
+
+def metric(url, name) -> float:
+    "One sample of the service's /metrics (`name` with its labels as exposed)."
+    import urllib.request
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    return float(next(l.rsplit(" ", 1)[1] for l in text.splitlines() if l.startswith(name + " ")))
+
+
+def until(cond, timeout=30.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if v := cond(): return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_replicas_archive_to_one_bucket_and_one_monitor_report_covers_both(tmp_path, smoke, s3):
+    settings, _, _ = smoke
+    x = np.random.default_rng(0).integers(0, 17, (50, 64))
+    a_set = replica_settings(tmp_path / "a", settings, "s3://fleet/logs", replica="cam-a")
+    b_set = replica_settings(tmp_path / "b", settings, "s3://fleet/logs", replica="cam-b")
+    (a, pa), (b, pb) = start(a_set), start(b_set)
+    try:
+        ida, idb = predict(a, 40, "a-", x), predict(b, 30, "b-", x)
+        # labels cross replicas: A's requests labelled at B, B's at A; each accepts them as answered elsewhere
+        st, _, body = http("POST", b + "/v1/feedback", [{"request_id": r, "label": "3"} for r in ida[:20]])
+        assert st == 200 and body == {"accepted": 20, "elsewhere": 20}, body
+        st, _, body = http("POST", a + "/v1/feedback", [{"request_id": r, "label": "4"} for r in idb[:10]])
+        assert st == 200 and body["elsewhere"] == 10, body
+        until(lambda: len({Path(p).name.split("-0")[0] for p in segments("feedback")}) == 2, what="both replicas' feedback segments")
+    finally: ea, eb = stop(pa), stop(pb)
+    assert "archiving the log to s3://fleet/logs every 1 s as replica cam-a" in ea and "cam-b" in eb
+    assert "fleet-test-secret" not in ea + eb
+    names = [Path(p).name for p in segments()]
+    assert {n.split("-0")[0] for n in names} == {"cam-a", "cam-b"}, names
+    # a third settings file: a monitoring host with no live log of its own, only the bucket
+    m_set = replica_settings(tmp_path / "monitor", settings, "s3://fleet/logs")
+    r = cli("monitor", "--since", "1h", settings=m_set, env={k: os.environ[k] for k in s3[1]})
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stderr.splitlines() if " predictions, " in l)
+    assert "70 predictions, 30 labelled" in line, r.stderr
+    report = Path(r.stdout.split()[-1]).read_text()
+    assert "cam-a" in report and "cam-b" in report and "duckdb" in report
+
+
+def test_an_upload_that_fails_is_retried_and_nothing_is_lost(tmp_path, smoke, s3):
+    srv, env = s3
+    settings, _, _ = smoke
+    x = np.random.default_rng(1).integers(0, 17, (20, 64))
+    url, p = start(replica_settings(tmp_path / "a", settings, "s3://fleet/logs", replica="cam-a"))
+    try:
+        predict(url, 10, "before-", x)
+        until(lambda: segments(), what="the first segment")
+        srv.stop()                                            # the object store goes away
+        predict(url, 15, "during-", x)
+        until(lambda: metric(url, "mlops_nb_archive_degraded") == 1, timeout=60, what="a roll failing")
+        assert metric(url, "mlops_nb_archive_failures_total") >= 1
+        srv.start()                                           # and comes back (moto keeps its buckets in this process)
+        predict(url, 5, "after-", x)
+        import pyarrow.parquet as pq, s3fs
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        def archived():
+            fs.invalidate_cache()
+            return {r for f in segments() for r in pq.read_table(fs.open(f, "rb")).column("request_id").to_pylist()}
+        got = until(lambda: a if len(a := archived()) == 30 else None, timeout=60, what="all 30 predictions archived")
+        assert metric(url, "mlops_nb_archive_degraded") == 0 and metric(url, 'mlops_nb_archive_rows_total{table="predictions"}') == 30
+    finally: err = stop(p)
+    assert "cannot archive the log to s3://fleet/logs" in err and "archiving to s3://fleet/logs again" in err, err
+    assert got == {f"{k}-{i}" for k, n in (("before", 10), ("during", 15), ("after", 5)) for i in range(n)}
+    assert "fleet-test-secret" not in err
+
+
+def test_a_tampered_segment_is_refused_by_its_digest(tmp_path, s3):
+    from mlops_nb.archive import Fleet, SegmentError, roll
+    from mlops_nb.predlog import PredictionLog
+    log = PredictionLog(tmp_path / "p.db")
+    for i in range(5): log.add(f"r{i}", ("m", 1, "sha256:0"), np.zeros((1, 1, 8, 8), np.uint8), np.full((1, 3), 1 / 3, np.float32), ["a"], 1.0, "/v1/predict")
+    log.close()
+    assert roll(tmp_path / "p.db", "s3://fleet/logs", "cam-a")["predictions"] == 5
+    with Fleet("s3://fleet/logs", cache=tmp_path / "cache") as f: assert f.counts()["predictions"] == 5
+    import s3fs
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    seg = segments()[0]
+    fs.pipe_file(seg, fs.cat_file(seg).replace(b"r3", b"r9"))   # same size, one request id changed
+    with pytest.raises(SegmentError, match=r"segment s3://fleet/logs/predictions/.*is refused: its bytes hash to"):
+        Fleet("s3://fleet/logs", cache=tmp_path / "cache2")
