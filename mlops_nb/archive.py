@@ -4,7 +4,7 @@
 
 # %% ../nbs/20h_archive.ipynb #c002
 from __future__ import annotations
-import fcntl, hashlib, math, os, re, shutil, socket, sys, tempfile, threading, time, uuid
+import fcntl, hashlib, math, os, queue, re, shutil, socket, sys, tempfile, threading, time, uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +17,8 @@ from .reference import feature_names, property_names
 
 # %% auto #0
 __all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'replica_id', 'safe_url', 'archive_fs', 'encode', 'segment_path', 'put',
-           'log_id', 'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet']
+           'log_id', 'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet',
+           'ahead']
 
 # %% ../nbs/20h_archive.ipynb #c003
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -346,14 +347,14 @@ def _columns(b, name: str, inputs: bool = False) -> dict:
     shapes = pc.unique(b.column("input_shape")).to_pylist()
     if len(shapes) > 1: raise ValueError(f"the logs hold inputs of several shapes for {name}: {sorted(shapes)}")
     shape, n = orjson.loads(shapes[0]), b.num_rows
-    f, props = np.zeros((n, len(feature_names(shape))), np.float32), np.zeros((n, len(property_names(shape))), np.float32)
+    f, props = np.zeros((n, len(feature_names(shape))), np.uint16), np.zeros((n, len(property_names(shape))), np.float32)
     feats = b.column("features")
     new = ~np.asarray(feats.is_null().to_numpy(zero_copy_only=False))
-    if new.all(): f[:], props[:] = unpack(_ends(feats), shape)
-    elif new.any(): f[new], props[new] = unpack(feats.filter(pa.array(new)).to_pylist(), shape)
+    if new.all(): f, props = unpack(_ends(feats), shape, steps=True)
+    elif new.any(): f[new], props[new] = unpack(feats.filter(pa.array(new)).to_pylist(), shape, steps=True)
     if not new.all():                                   # inputs kept inline: summarized now
         old = np.frombuffer(b"".join(b.column("input").filter(pa.array(~new)).to_pylist()), np.uint8).reshape(-1, *shape)
-        f[~new], props[~new] = unpack(summaries(old), shape)
+        f[~new], props[~new] = unpack(summaries(old), shape, steps=True)
     obj = lambda k: b.column(k).to_numpy(zero_copy_only=False)
     p = b.column("probabilities")
     out = {"ts": obj("ts"), "version": obj("version"), "role": obj("role"), "tags": obj("tags"), "input_shape": obj("input_shape"),
@@ -367,6 +368,32 @@ def _columns(b, name: str, inputs: bool = False) -> dict:
     return out
 
 # %% ../nbs/20h_archive.ipynb #c014
+def ahead(it):
+    "The items of iterator `it`, the next made in a thread while the caller works on this one: DuckDB and numpy release "
+    "the GIL, so on two cores reading and summarizing overlap. An error raised there is raised here; leaving early stops it."
+    q, stop = queue.Queue(maxsize=1), threading.Event()
+    def give(item) -> bool:
+        while not stop.is_set():
+            try: q.put(item, timeout=0.1); return True
+            except queue.Full: pass
+        return False
+    def run():
+        try:
+            for x in it:
+                if not give(("item", x)): return
+            give(("end", None))
+        except BaseException as e: give(("error", e))
+    t = threading.Thread(target=run, name="read-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, x = q.get()
+            if kind == "end": return
+            if kind == "error": raise x
+            yield x
+    finally: stop.set(); t.join()
+
+# %% ../nbs/20h_archive.ipynb #c015
 _LABELS = """
 WITH f AS (SELECT request_id, "row", ts, label FROM feedback WHERE ts >= $since),
 l AS (SELECT log, rid, model, role, ts, request_id, "row", min(ts) OVER (PARTITION BY request_id, "row", role = 'shadow'
@@ -395,10 +422,9 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
                              "ts >= $since AND ts < $until AND list_contains($roles, role) LIMIT 1", params=args).fetchall()
     if not first: return
     shape = orjson.loads(first[0][0])
-    n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes))
+    n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 3))   # one summarized, one waiting, one read
     sql = _LABELS.format(payload=", pl.data AS payload" if inputs else "", join=_PAYLOADS if inputs else "")
-    for b in self.con.sql(sql, params=args).to_arrow_reader(n):
-        if b.num_rows: yield _columns(b, name, inputs)
+    yield from ahead(_columns(b, name, inputs) for b in self.con.sql(sql, params=args).to_arrow_reader(n) if b.num_rows)
 
 @patch
 def refusals(self: Fleet, since: float = 0.0, until: float = math.inf, size: int = 100_000):

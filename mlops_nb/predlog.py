@@ -63,12 +63,15 @@ def summaries(x: np.ndarray) -> list[bytes]:
         out += [a.tobytes() + c.tobytes() for a, c in zip(q, pr)]                      # HWC view costs 5x in place)
     return out
 
-def unpack(blobs, shape) -> tuple:
-    "The features (N, F) and properties (N, P), float32, of `summaries` (a list, or their bytes end to end) for images of `shape` (C, H, W)."
+def unpack(blobs, shape, steps: bool = False) -> tuple:
+    "The features (N, F) and properties (N, P), float32, of `summaries` (a list, or their bytes end to end) for images "
+    "of `shape` (C, H, W); `steps`: the features as stored, uint16 steps of 1/256 (`mlops_nb.drift.Window.add` counts "
+    "them as such, six times faster than floats)."
     f, p = len(feature_names(shape)), len(property_names(shape))
     raw = blobs if isinstance(blobs, (bytes, bytearray, memoryview)) else b"".join(blobs)
     a = np.frombuffer(raw, np.uint8).reshape(-1, 2 * f + 4 * p)
-    return a[:, :2 * f].copy().view("<u2").astype(np.float32) / 256, a[:, 2 * f:].copy().view("<f4").astype(np.float32)
+    q = a[:, :2 * f].copy().view("<u2")
+    return q if steps else q.astype(np.float32) / 256, a[:, 2 * f:].copy().view("<f4").astype(np.float32)
 
 def logged_columns(x: np.ndarray) -> dict:
     "The columns `chunks` reads back for images `x` (N, C, H, W) as the log keeps them: `f`, `props`, `input_shape`."
@@ -525,7 +528,7 @@ def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("
            inputs: bool = False, max_bytes: int = 256 << 20):
     "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows and about "
     "`max_bytes` of memory (`chunk_rows`): dicts of numpy arrays `ts`, `version`, `role`, `tags` (JSON text), "
-    "`input_shape` (JSON text), `f` (features) and `props` (properties), `p` (probabilities), `label`, `true_label` and "
+    "`input_shape` (JSON text), `f` (features, uint16 steps of 1/256: `unpack`) and `props` (properties), `p` (probabilities), `label`, `true_label` and "
     "`label_ts` (None where no label arrived), `latency_ms`, `request_id`, `row`, `input_digest`; with `inputs`, also "
     "`x` (raw inputs, N x shape, zeros where none was kept) and `has_x`. Memory stays that of one chunk."
     db = open_log(path)
@@ -547,12 +550,12 @@ def _columns(rows, name: str, inputs: bool) -> dict:
     shapes = set(col("input_shape"))
     if len(shapes) > 1: raise ValueError(f"the log holds inputs of several shapes for {name}: {sorted(shapes)}")
     shape, n = orjson.loads(shapes.pop()), len(rows)
-    f, props = np.zeros((n, len(feature_names(shape))), np.float32), np.zeros((n, len(property_names(shape))), np.float32)
+    f, props = np.zeros((n, len(feature_names(shape))), np.uint16), np.zeros((n, len(property_names(shape))), np.float32)
     new = np.array([r["features"] is not None for r in rows])
-    if new.any(): f[new], props[new] = unpack([r["features"] for r in rows if r["features"] is not None], shape)
+    if new.any(): f[new], props[new] = unpack([r["features"] for r in rows if r["features"] is not None], shape, steps=True)
     if not new.all():                                   # inline inputs (and an older version's rows): summarized now
         old = np.frombuffer(b"".join(r["input"] for r in rows if r["features"] is None), np.uint8).reshape(-1, *shape)
-        f[~new], props[~new] = unpack(summaries(old), shape)
+        f[~new], props[~new] = unpack(summaries(old), shape, steps=True)
     probs = col("probabilities")
     out = {"ts": np.array(col("ts")), "version": np.array(col("version")), "role": np.array(col("role")),
            "tags": np.array(col("tags")), "input_shape": np.array(col("input_shape")), "f": f, "props": props,
