@@ -81,7 +81,11 @@ sysdeps-container:  ## install podman, runc and debootstrap (the slow container 
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(CONTAINER_DEPS) >/dev/null \
 	  && echo "installed $(CONTAINER_DEPS)"; fi
 
-test-slow: install sysdeps sysdeps-container  ## the slow tests: the serving image built and run with podman, a full disk, the docs site
+test-slow: install sysdeps sysdeps-container  ## the slow tests: the serving image built and run with podman, a full disk, the docs site, Spark
+	@# the spark extra (pyspark, 400 MB) and Java 17+: only the slow Spark test needs them
+	@command -v java >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq default-jre-headless >/dev/null && echo "installed default-jre-headless"; }
+	$(BIN)/python -m pip install -q -e ".[spark]" 2>&1 | grep -E '^(ERROR|error)' ; test $${PIPESTATUS[0]} = 0
 	$(BIN)/python -m pytest tests -m slow --durations=12
 
 bench: install sysdeps  ## run every benchmark under bench/ and rewrite BENCHMARKS.md (slow; BENCH_ARGS=--quick for a smoke)

@@ -18,7 +18,7 @@ from .reference import feature_names, property_names
 # %% auto #0
 __all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'replica_id', 'safe_url', 'archive_fs', 'encode', 'segment_path', 'put',
            'log_id', 'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet',
-           'ahead']
+           'ahead', 'SparkFleet']
 
 # %% ../nbs/20h_archive.ipynb #c003
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -300,16 +300,17 @@ class Fleet:
     def __init__(self, url=None, live=(), cache=None, memory_mb: int = 256, since: float = 0.0, echo=None):
         import duckdb
         self.tmp = Path(tempfile.mkdtemp(prefix="mlops-nb-fleet-"))
-        self.segments, self.replicas = {}, set()
+        self.segments, self.replicas, self.files, self.tails = {}, set(), {}, []
         try:
             self.con = duckdb.connect(config={"memory_limit": f"{memory_mb}MB", "temp_directory": str(self.tmp/"spill"),
                                               "preserve_insertion_order": False})
-            tails = [tail(p, self.tmp/f"live{i}") for i, p in enumerate(live) if Path(p).is_file()]
+            self.tails = tails = [tail(p, self.tmp/f"live{i}") for i, p in enumerate(live) if Path(p).is_file()]
             fs, root = archive_fs(url) if url else (None, None)
             for t in ARCHIVED:
                 segs = listing(fs, root, t, since) if fs is not None else []
                 if echo and segs: echo(f"checking {len(segs)} {t} segment(s) of {safe_url(url)}")
-                self._view(t, [verified(fs, s, cache or self.tmp/"cache") for s in segs], tails)
+                self.files[t] = [verified(fs, s, cache or self.tmp/"cache") for s in segs]
+                self._view(t, self.files[t], tails)
                 self.segments[t] = len(segs); self.replicas.update(x["replica"] for x in segs)
         except BaseException: self.close(); raise
 
@@ -431,3 +432,62 @@ def refusals(self: Fleet, since: float = 0.0, until: float = math.inf, size: int
     "The refused requests in [since, until) over the fleet, as chunks of at most `size` `(ts, reason)` rows."
     for b in self.con.sql("SELECT ts, reason FROM rejected WHERE ts >= ? AND ts < ?", params=[float(since), float(until)]).to_arrow_reader(size):
         yield list(zip(b.column("ts").to_pylist(), b.column("reason").to_pylist()))
+
+# %% ../nbs/20h_archive.ipynb #c016
+_SPARK_LABELS = """
+WITH f AS (SELECT request_id, `row`, ts, label FROM feedback WHERE ts >= :since),
+k AS (SELECT DISTINCT request_id, `row` FROM f),
+l0 AS (SELECT p.log, p.rid, p.model, p.role, p.ts, p.request_id, p.`row` FROM predictions p
+       LEFT SEMI JOIN k ON p.request_id = k.request_id AND p.`row` = k.`row` WHERE p.ts >= :since),
+n AS (SELECT request_id, `row`, sh, ts, lead(ts) OVER (PARTITION BY request_id, `row`, sh ORDER BY ts) AS next_ts
+      FROM (SELECT DISTINCT request_id, `row`, role = 'shadow' AS sh, ts FROM l0)),
+l AS (SELECT l0.*, n.next_ts FROM l0 JOIN n ON l0.request_id = n.request_id AND l0.`row` = n.`row`
+      AND (l0.role = 'shadow') = n.sh AND l0.ts = n.ts),
+j AS (SELECT l.log, l.rid, max_by(f.label, f.ts) AS true_label, max(f.ts) AS label_ts
+      FROM l JOIN f ON f.request_id = l.request_id AND f.`row` = l.`row` AND f.ts >= l.ts AND (l.next_ts IS NULL OR f.ts < l.next_ts)
+      WHERE l.model = :name AND l.ts < :until AND l.role IN ({roles}) GROUP BY l.log, l.rid)
+SELECT p.ts, p.version, p.role, p.tags, p.input, p.input_shape, p.input_digest, p.features, p.probabilities, p.label,
+       p.latency_ms, p.request_id, p.`row`, j.true_label, j.label_ts
+FROM predictions p LEFT JOIN j ON j.log = p.log AND j.rid = p.rid
+WHERE p.model = :name AND p.ts >= :since AND p.ts < :until AND p.role IN ({roles})"""
+
+class SparkFleet(Fleet):
+    "A `Fleet` whose rows are also Spark tables (pyspark in local mode, `threads` cores), so that a per-segment step runs "
+    "as a Spark job (`map_chunks`): what a fleet's months of logs need, on a cluster's Spark the same way. The label join "
+    "is the same as DuckDB's, in Spark SQL; `chunks` and `refusals` read with DuckDB."
+    def __init__(self, *a, threads: int = 2, **k):
+        super().__init__(*a, **k)
+        try: from pyspark.sql import SparkSession
+        except ImportError:
+            self.close(); raise ImportError("engine spark needs pyspark and Java 17+: pip install 'mlops_nb[spark]'") from None
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)          # the workers run this Python, with mlops_nb
+        self.spark = (SparkSession.builder.master(f"local[{threads}]").appName("mlops-nb-monitor")
+                      .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+                      .config("spark.sql.session.timeZone", "UTC")
+                      .config("spark.local.dir", str(self.tmp/"spark")).config("spark.sql.shuffle.partitions", str(2 * threads))
+                      .getOrCreate())
+        self.spark.sparkContext.setLogLevel("ERROR")
+        for t in ARCHIVED:
+            seg = self.spark.read.parquet(*self.files[t]) if self.files[t] else self.spark.createDataFrame(SCHEMAS[t].empty_table())
+            for i, tl in enumerate(self.tails):       # the live rows not in a segment, as in `Fleet._view`
+                x = self.spark.read.parquet(tl["files"][t])
+                cut = seg.where(f"log = '{tl['log']}' AND rid > {int(tl['upto'][t])}").select("log", "rid")
+                seg = seg.unionByName(x.join(cut, ["log", "rid"], "left_anti"))
+            seg.createOrReplaceTempView(t)
+
+    def close(self):
+        if getattr(self, "spark", None) is not None: self.spark.stop(); self.spark = None
+        super().close()
+
+@patch
+def map_chunks(self: SparkFleet, name: str, since: float, until: float, step, roles=("primary", "canary")) -> list:
+    "Run `step` on each Spark partition of model `name`'s predictions in [since, until) (labels joined as `Fleet.chunks` "
+    "joins them): it gets an iterator of chunks (`mlops_nb.predlog.chunks`' columns) and returns bytes; the list of what "
+    "every partition returned. `step` must be picklable (cloudpickle): it runs in Spark's Python workers."
+    if not set(roles) <= {"primary", "canary", "shadow"}: raise ValueError(f"roles {roles}: primary, canary, shadow")
+    sql = _SPARK_LABELS.format(roles=", ".join(f"'{r}'" for r in roles))
+    df = self.spark.sql(sql, args={"name": name, "since": float(since), "until": float(min(until, 1e12))})
+    out = pa.schema([("out", pa.binary())])
+    def run(batches):
+        yield pa.RecordBatch.from_pydict({"out": [step(_columns(b, name) for b in batches if b.num_rows)]}, schema=out)
+    return [r["out"] for r in df.mapInArrow(run, "out binary").collect()]

@@ -219,21 +219,50 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
 
 def _err(*a): print(*a, file=sys.stderr, flush=True)
 
-def _fill(windows: list, edges: list, r, v: dict, size: int, max_bytes: int, progress: bool) -> Counter:
-    "Add what reader `r` reads in the period to `windows`; the rows of other versions of the model, counted by version and role."
-    others, bar = Counter(), None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(unit=" rows", desc="reading the log", leave=False)
-    for c in r.chunks(v["name"], edges[0], edges[-1], size, max_bytes=max_bytes):
-        mine = c["version"] == v["version"]
+def _fill_by_parts(windows: list, edges: list, r, v: dict) -> Counter:
+    "`_add_chunks` run by `r.map_chunks` on each part of the rows (a Spark job), the parts' windows merged into `windows`."
+    import pickle
+    mref, spans, version = windows[0].ref, [(w.start, w.end) for w in windows], v["version"]
+    refs = {"mref": mref, **{d: getattr(mref, d) for d in DRIFTS}}       # sent once with the step, not with each part's result
+    def step(chunks) -> bytes:
+        import io
+        ws = [Window(mref, a, b) for a, b in spans]
+        others, buf = _add_chunks(ws, edges, chunks, version), io.BytesIO()
+        p = pickle.Pickler(buf); p.persistent_id = lambda o: next((k for k, x in refs.items() if o is x), None)
+        p.dump((ws, others)); return buf.getvalue()
+    others = Counter()
+    for b in r.map_chunks(v["name"], edges[0], edges[-1], step):
+        import io
+        u = pickle.Unpickler(io.BytesIO(b)); u.persistent_load = refs.__getitem__
+        ws, o = u.load()
+        others.update(o)
+        for i, w in enumerate(ws): windows[i] = windows[i].merge(w)
+    return others
+
+def _add_chunks(windows: list, edges: list, chunks, version: int, bar=None) -> Counter:
+    "Add each chunk's rows of `version` to the window its time falls in; the other versions' rows, counted by version and role."
+    others = Counter()
+    for c in chunks:
+        mine = c["version"] == version
         if not mine.all():
             others.update(f"v{ver} {role}" for ver, role in zip(c["version"][~mine], c["role"][~mine]))
             c = _cut(c, mine)
         idx = np.searchsorted(edges, c["ts"], side="right") - 1
         for i in np.unique(idx): windows[i].add(c if len(windows) == 1 else _cut(c, idx == i))
         if bar is not None: bar.update(int(len(mine)))
-    if bar is not None: bar.close()
+    return others
+
+def _fill(windows: list, edges: list, r, v: dict, size: int, max_bytes: int, progress: bool) -> Counter:
+    "Add what reader `r` reads in the period to `windows` (in place); the rows of other versions of the model, counted "
+    "by version and role. A reader that runs a per-segment step as a job (`map_chunks`: Spark) summarizes there."
+    if hasattr(r, "map_chunks"): others = _fill_by_parts(windows, edges, r, v)
+    else:
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(unit=" rows", desc="reading the log", leave=False)
+        others = _add_chunks(windows, edges, r.chunks(v["name"], edges[0], edges[-1], size, max_bytes=max_bytes), v["version"], bar)
+        if bar is not None: bar.close()
     for rows in r.refusals(edges[0], edges[-1]):                   # a chunk at a time: a flood of refusals stays small
         idx = np.searchsorted(edges, [x[0] for x in rows], side="right") - 1
         for i, (_, reason) in zip(idx, rows): windows[int(i)].refused[reason] += 1

@@ -143,3 +143,40 @@ def test_a_tampered_segment_is_refused_by_its_digest(tmp_path, s3):
     fs.pipe_file(seg, fs.cat_file(seg).replace(b"r3", b"r9"))   # same size, one request id changed
     with pytest.raises(SegmentError, match=r"segment s3://fleet/logs/predictions/.*is refused: its bytes hash to"):
         Fleet("s3://fleet/logs", cache=tmp_path / "cache2")
+
+
+@pytest.mark.slow
+def test_spark_gives_the_report_duckdb_gives_on_the_same_segments(tmp_path, smoke):
+    "`engine = spark` (pyspark in local mode: the per-segment step as a Spark job, the parts' summaries merged) and "
+    "`engine = duckdb` monitor the same archive: the same rows, labels, figures and checks."
+    from mlops_nb.archive import roll
+    from mlops_nb.config import load_settings
+    from mlops_nb.monitor import monitor
+    from mlops_nb.monitor_report import evaluate
+    from mlops_nb.predlog import PredictionLog
+    settings, _, _ = smoke
+    s = load_settings(replica_settings(tmp_path / "m", settings, str(tmp_path / "archive")))
+    rng, t0 = np.random.default_rng(5), time.time() - 3 * 86400
+    for k, cam in enumerate(("cam-a", "cam-b")):                          # two replicas' logs over three days
+        log = PredictionLog(tmp_path / f"{cam}.db")
+        x = rng.integers(0, 17, (600, 1, 8, 8), dtype=np.uint8); x[300:] = np.minimum(x[300:] + 4, 16)   # drifted later
+        p = rng.dirichlet(np.ones(10), 600).astype(np.float32)
+        for i in range(600):
+            log.add(f"{cam}-{i}", ("digits-cnn", 1, "sha256:0"), x[i:i + 1], p[i:i + 1], [str(p[i].argmax())], 3.0,
+                    "/v1/predict", {"camera": cam}, ts=t0 + i * 400)
+        for i in range(0, 600, 4): log.feedback(f"{'cam-b' if k == 0 else 'cam-a'}-{i}", 0, str(i % 10), ts=t0 + i * 400 + 60)
+        log.close()
+        roll(tmp_path / f"{cam}.db", tmp_path / "archive", cam)
+    until = time.time()
+    figs = {e: flat(evaluate(monitor(s, "digits-cnn@1", t0 - 1, until, "1d", engine=e), s.monitor)) for e in ("duckdb", "spark")}
+    d, sp = figs["duckdb"], figs["spark"]
+    assert d[".total.rows"] == 1200 and d[".total.labels.labelled"] == 300 and d.keys() == sp.keys()
+    differ = [k for k in d if d[k] != sp[k] and not (isinstance(d[k], float) and abs(d[k] - sp[k]) <= 1e-12 * max(1.0, abs(d[k])))]
+    assert not differ, [(k, d[k], sp[k]) for k in differ[:10]]           # sums added in another order: last digits only
+
+
+def flat(x, at: str = "") -> dict:
+    "A nested figure dict as {path: value}."
+    if isinstance(x, dict): return {k2: v2 for k, v in x.items() for k2, v2 in flat(v, f"{at}.{k}").items()}
+    if isinstance(x, (list, tuple)): return {k2: v2 for i, v in enumerate(x) for k2, v2 in flat(v, f"{at}[{i}]").items()}
+    return {at: x}
