@@ -1,9 +1,10 @@
 """The fleet's archive (issue 26 §2, §4): Parquet segments written, and monitoring over millions of predictions read by
 DuckDB from the segments against the SQLite reader on the same rows.
 
-- log: --rows predictions of 3x64x64 frames over 7 days from 10 cameras (the summaries the service logs, 408 bytes,
-  of 512 distinct frames; probabilities over 3 classes; 5% labelled an hour later), written straight into a prediction
-  log with SQLite (the service's writer would take hours for 10 million rows; the rows are the same).
+- log: --rows predictions of 3x64x64 frames over 7 days from 10 cameras (the summaries the service logs, 408 bytes:
+  those of 512 frames, each row's features moved by up to 8 steps of 1/256 at random so that no two rows are alike and
+  Parquet cannot compress them away; probabilities over 3 classes; 5% labelled an hour later), written straight into
+  a prediction log with SQLite (the service's writer would take hours for 10 million rows; the rows are the same).
 - roll: `mlops_nb.archive.roll` of the whole log into a local folder: rows/s, segments, bytes a row.
 - monitor: each engine in a fresh process, the way `mlops-nb monitor` reads (chunks within `[monitor] memory_mb`, each
   added to a `monitor.Window`): the SQLite reader over the live log (`predlog.chunks`), and DuckDB over the segments
@@ -27,17 +28,23 @@ def make_log(path: Path, n: int, seed: int = 0, block: int = 50_000) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from fleet import frames
     from mlops_nb.predlog import open_log, summaries
+    from mlops_nb.reference import feature_names
     rng = np.random.default_rng(seed)
-    pool = summaries(frames(512, SHAPE, seed=seed))
+    pool = np.frombuffer(b"".join(summaries(frames(512, SHAPE, seed=seed))), np.uint8).reshape(512, -1)
+    nf = 2 * len(feature_names(SHAPE))                   # the features' bytes (uint16), then the properties (float32)
     db = open_log(path); db.execute("PRAGMA synchronous=OFF")
     dt, labelled, digest = 7 * 86400 / n, 0, "sha256:" + "ab" * 32
     for a in range(0, n, block):
         k = min(block, n - a)
         p = rng.dirichlet([4, 2, 2], k).astype(np.float32)
         pick, lab = rng.integers(0, 512, k), rng.random(k) < 0.05
+        summ = pool[pick].copy()
+        q = summ[:, :nf].view("<u2")
+        q += np.minimum(rng.integers(0, 9, q.shape, dtype=np.uint16), 65535 - q)      # distinct rows, as frames are
+        summ = [r.tobytes() for r in summ]
         rows = [(f"r{a + i:09d}", 0, T0 + (a + i) * dt, "camera-cnn", 3, digest, "primary", "/v2/models/camera-cnn/infer",
                  f'{{"camera":"cam-{(a + i) % 10:02d}"}}', b"", "[3,64,64]", f"d{pick[i]:03d}", p[i].tobytes(),
-                 ("cat", "dog", "empty")[int(p[i].argmax())], 12.5, pool[pick[i]]) for i in range(k)]
+                 ("cat", "dog", "empty")[int(p[i].argmax())], 12.5, summ[i]) for i in range(k)]
         fb = [(f"r{a + i:09d}", 0, T0 + (a + i) * dt + 3600, ("cat", "dog", "empty")[i % 3], "api") for i in np.flatnonzero(lab)]
         with db:
             db.executemany(INSERT, rows)

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import orjson
 from .db import transaction
+from .remote import safe_url, url_fs
 from fastcore.basics import patch
 from .predlog import open_log, unpack, summaries, chunk_rows, iso
 from .reference import feature_names, property_names
 
 # %% auto #0
-__all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'replica_id', 'safe_url', 'archive_fs', 'encode', 'segment_path', 'put',
-           'log_id', 'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet',
-           'ahead', 'SparkFleet']
+__all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'replica_id', 'encode', 'segment_path', 'put', 'log_id', 'archive_lock',
+           'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet', 'ahead', 'SparkFleet']
 
 # %% ../nbs/20h_archive.ipynb #c003
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -32,24 +32,6 @@ def replica_id(port: int | None = None, name: str = "") -> str:
     return name
 
 # %% ../nbs/20h_archive.ipynb #c004
-def safe_url(url) -> str:
-    "`url` as it may be shown: any user name, password or query string removed (credentials come from the environment)."
-    return re.sub(r"\?.*$", "", re.sub(r"^([a-z0-9+.-]+://)[^/@]*@", r"\1", str(url), flags=re.I))
-
-def archive_fs(url):
-    "The fsspec file system and root path of an archive: a local folder or any fsspec URL (`s3://bucket/prefix`, "
-    "`gs://`, `abfs://`), credentials from the environment as each library reads them (never from the URL)."
-    import fsspec
-    url = str(url)
-    if "://" in url and re.match(r"^[a-z0-9+.-]+://[^/@]*@", url, flags=re.I):
-        raise ValueError(f"archive URL {safe_url(url)!r} carries credentials: give them in the environment "
-                         "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3), not in the URL")
-    try: fs, root = fsspec.core.url_to_fs(url if "://" in url else str(Path(url).resolve()))
-    except (ImportError, ValueError) as e:
-        raise ValueError(f"archive {safe_url(url)!r}: {e} (s3:// needs s3fs: pip install 'mlops_nb[lake]')") from None
-    return fs, root.rstrip("/")
-
-# %% ../nbs/20h_archive.ipynb #c005
 import pyarrow as pa
 
 _S, _I, _F, _B = pa.string(), pa.int32(), pa.float64(), pa.binary()
@@ -83,7 +65,7 @@ def segment_path(root: str, table: str, ts: float, replica: str, first: int, dat
     t = datetime.fromtimestamp(ts, timezone.utc)
     return f"{root}/{table}/day={t:%Y-%m-%d}/hour={t:%H}/{replica}-{first:012d}-{hashlib.sha256(data).hexdigest()}.parquet"
 
-# %% ../nbs/20h_archive.ipynb #c006
+# %% ../nbs/20h_archive.ipynb #c005
 def put(fs, path: str, data: bytes):
     "Write a segment at `path` whole or not at all: one PUT on object storage; a local file written aside, then renamed."
     from fsspec.implementations.local import LocalFileSystem
@@ -115,7 +97,7 @@ def archive_lock(log_path, wait: float = 0.0):
         yield True
     finally: os.close(fd)
 
-# %% ../nbs/20h_archive.ipynb #c007
+# %% ../nbs/20h_archive.ipynb #c006
 def _names(table: str) -> str: return ", ".join(f'"{n}"' for n, _ in COLUMNS[table])
 
 def roll(log_path, url, replica: str, batch: int = 50_000) -> dict:
@@ -123,7 +105,7 @@ def roll(log_path, url, replica: str, batch: int = 50_000) -> dict:
     "one per table and UTC hour; returns the rows and segments written. Each table's watermark (`archived`) moves only "
     "after its segments are written, and the range about to be written is recorded first: a roll cut short is redone "
     "with the same rows, giving the same segment names (nothing lost, nothing twice). Another worker rolling: nothing done."
-    fs, root = archive_fs(url)
+    fs, root = url_fs(url)
     out = {**dict.fromkeys(ARCHIVED, 0), "segments": 0}
     with archive_lock(log_path) as held:
         if not held: return out
@@ -156,14 +138,14 @@ def _roll_table(db, fs, root: str, table: str, lid: str, replica: str, batch: in
     with transaction(db) as c: c.execute("UPDATE archived SET upto = ?, pending = NULL WHERE tbl = ?", (pending, table))
     return len(rows), len(hours)
 
-# %% ../nbs/20h_archive.ipynb #c008
+# %% ../nbs/20h_archive.ipynb #c007
 class Archiver:
     "Rolls the prediction log at `log_path` into the archive `url` (`roll`) every `every_s` seconds in a background thread, "
     "as replica `replica`. A roll that fails (storage unreachable, refused) is said once on stderr and retried, sooner at "
     "first (1 s, doubling up to `every_s`): its rows stay in the log, which keeps every row not archived yet. `close` rolls "
     "a last time. Counters: `rows`, `segments`, `failures`; `problem`: why the latest roll failed (None once one succeeds)."
     def __init__(self, log_path, url, replica: str, every_s: float = 900.0, batch: int = 50_000):
-        archive_fs(url)                                  # a URL that cannot be used fails here, before the service starts
+        url_fs(url)                                  # a URL that cannot be used fails here, before the service starts
         self.log_path, self.url, self.replica, self.every_s, self.batch = Path(log_path), str(url), replica_id(name=replica), every_s, batch
         self.rows, self.segments, self.failures, self.problem, self.last_roll = dict.fromkeys(ARCHIVED, 0), 0, 0, None, None
         self._stop, self._lock = threading.Event(), threading.Lock()
@@ -204,7 +186,7 @@ class Archiver:
         self._stop.set(); self._t.join(timeout)
         self.roll()
 
-# %% ../nbs/20h_archive.ipynb #c009
+# %% ../nbs/20h_archive.ipynb #c008
 class SegmentError(ValueError):
     "A segment whose bytes do not match the digest in its name: changed after it was written."
 
@@ -236,7 +218,7 @@ def listing(fs, root: str, table: str, since: float = 0.0, until: float = math.i
         out.append({"path": path, "replica": m["replica"], "first": int(m["first"]), "sha256": m["sha"], "size": info.get("size")})
     return out
 
-# %% ../nbs/20h_archive.ipynb #c010
+# %% ../nbs/20h_archive.ipynb #c009
 def verified(fs, seg: dict, cache) -> str:
     "A local path to segment `seg` (from `listing`) whose bytes hash to the digest in its name; `SegmentError` naming it "
     "otherwise. A remote segment is downloaded into `cache` as `SHA256.parquet` once; a local one is read in place and "
@@ -266,7 +248,7 @@ def _check(got: str, sha: str, path: str):
         raise SegmentError(f"segment {safe_url(path)} is refused: its bytes hash to {got[:16]}..., its name says {sha[:16]}...: "
                            "it was changed after it was written (move it out of the archive to monitor without it)")
 
-# %% ../nbs/20h_archive.ipynb #c011
+# %% ../nbs/20h_archive.ipynb #c010
 def tail(log_path, dest) -> dict:
     "The rows of the live log at `log_path` not archived yet, written to `dest/TABLE.parquet` under the archive lock (a "
     "roll waits meanwhile): `files` (table -> path), the log's id `log`, its `replica` (`live` before its first roll) and "
@@ -289,23 +271,23 @@ def tail(log_path, dest) -> dict:
         finally: db.close()
     return out
 
-# %% ../nbs/20h_archive.ipynb #c012
+# %% ../nbs/20h_archive.ipynb #c011
 def _sql_list(paths) -> str: return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 class Fleet:
     "A fleet's prediction logs as DuckDB views `predictions`, `feedback`, `rejected`: the archive's segments (every "
     "replica; each checked against its digest, `verified`) from `since` on, and the rows of the `live` log files not "
-    "archived yet (`tail`). `cache`: where remote segments are kept once checked; DuckDB keeps within `memory_mb` and "
-    "spills to a temporary folder beyond. A context manager: the temporary files go at its end."
+    "archived yet (`tail`). `cache`: where remote segments are kept once checked; DuckDB keeps within half of `memory_mb` "
+    "(spilling to a temporary folder beyond), `chunks` within the other half. A context manager: the temporary files go at its end."
     def __init__(self, url=None, live=(), cache=None, memory_mb: int = 256, since: float = 0.0, echo=None):
         import duckdb
         self.tmp = Path(tempfile.mkdtemp(prefix="mlops-nb-fleet-"))
         self.segments, self.replicas, self.files, self.tails = {}, set(), {}, []
         try:
-            self.con = duckdb.connect(config={"memory_limit": f"{memory_mb}MB", "temp_directory": str(self.tmp/"spill"),
+            self.con = duckdb.connect(config={"memory_limit": f"{max(64, memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
                                               "preserve_insertion_order": False})
             self.tails = tails = [tail(p, self.tmp/f"live{i}") for i, p in enumerate(live) if Path(p).is_file()]
-            fs, root = archive_fs(url) if url else (None, None)
+            fs, root = url_fs(url) if url else (None, None)
             for t in ARCHIVED:
                 segs = listing(fs, root, t, since) if fs is not None else []
                 if echo and segs: echo(f"checking {len(segs)} {t} segment(s) of {safe_url(url)}")
@@ -336,7 +318,7 @@ class Fleet:
         "Rows in each view."
         return {t: self.con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ARCHIVED}
 
-# %% ../nbs/20h_archive.ipynb #c013
+# %% ../nbs/20h_archive.ipynb #c012
 def _ends(a) -> bytes:
     "The values of a binary Arrow array without nulls, end to end (no copy of each value)."
     off = np.frombuffer(a.buffers()[1], np.int32)[a.offset:a.offset + len(a) + 1]
@@ -368,7 +350,7 @@ def _columns(b, name: str, inputs: bool = False) -> dict:
         if out["has_x"].any(): out["x"][out["has_x"]] = np.frombuffer(b"".join(r for r in raw if r is not None), np.uint8).reshape(-1, *shape)
     return out
 
-# %% ../nbs/20h_archive.ipynb #c014
+# %% ../nbs/20h_archive.ipynb #c013
 def ahead(it):
     "The items of iterator `it`, the next made in a thread while the caller works on this one: DuckDB and numpy release "
     "the GIL, so on two cores reading and summarizing overlap. An error raised there is raised here; leaving early stops it."
@@ -394,7 +376,7 @@ def ahead(it):
             yield x
     finally: stop.set(); t.join()
 
-# %% ../nbs/20h_archive.ipynb #c015
+# %% ../nbs/20h_archive.ipynb #c014
 _LABELS = """
 WITH f AS (SELECT request_id, "row", ts, label FROM feedback WHERE ts >= $since),
 l AS (SELECT log, rid, model, role, ts, request_id, "row", min(ts) OVER (PARTITION BY request_id, "row", role = 'shadow'
@@ -423,7 +405,8 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
                              "ts >= $since AND ts < $until AND list_contains($roles, role) LIMIT 1", params=args).fetchall()
     if not first: return
     shape = orjson.loads(first[0][0])
-    n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 3))   # one summarized, one waiting, one read
+    n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 6))   # half the budget (DuckDB has the other):
+    # one chunk summarized, one waiting, one being read
     sql = _LABELS.format(payload=", pl.data AS payload" if inputs else "", join=_PAYLOADS if inputs else "")
     yield from ahead(_columns(b, name, inputs) for b in self.con.sql(sql, params=args).to_arrow_reader(n) if b.num_rows)
 
@@ -433,7 +416,7 @@ def refusals(self: Fleet, since: float = 0.0, until: float = math.inf, size: int
     for b in self.con.sql("SELECT ts, reason FROM rejected WHERE ts >= ? AND ts < ?", params=[float(since), float(until)]).to_arrow_reader(size):
         yield list(zip(b.column("ts").to_pylist(), b.column("reason").to_pylist()))
 
-# %% ../nbs/20h_archive.ipynb #c016
+# %% ../nbs/20h_archive.ipynb #c015
 _SPARK_LABELS = """
 WITH f AS (SELECT request_id, `row`, ts, label FROM feedback WHERE ts >= :since),
 k AS (SELECT DISTINCT request_id, `row` FROM f),

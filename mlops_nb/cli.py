@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
 def _safe(message) -> str:
     "An error for the terminal: each of its lines escaped (`data.term_safe`): a path or name it quotes sends no escape sequence."
-    from mlops_nb.data import term_safe
+    from mlops_nb.images import term_safe
     return "\n".join(term_safe(l) for l in str(message).split("\n"))
 
 def _command(a) -> int:

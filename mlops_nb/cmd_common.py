@@ -43,7 +43,7 @@ def require_train():
 
 def print_checks(checks):
     "A gate's checks, one line each: ok or FAIL, the check, its numbers."
-    from mlops_nb.data import term_safe                  # a check's detail quotes names, labels and reasons users gave
+    from mlops_nb.images import term_safe                  # a check's detail quotes names, labels and reasons users gave
     for c in checks: print(f"  {'ok  ' if c['passed'] else 'FAIL'} {term_safe(c['check'])}: {term_safe(c['detail'])}")
 
 def split_ref(ref: str) -> tuple[str, int]:
@@ -56,7 +56,7 @@ def split_ref(ref: str) -> tuple[str, int]:
 
 def table(rows):
     "Print rows of strings as aligned columns, the first row the header; every cell escaped for the terminal (`data.term_safe`)."
-    from mlops_nb.data import term_safe
+    from mlops_nb.images import term_safe
     rows = [[term_safe(c) for c in r] for r in rows]
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows: print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())

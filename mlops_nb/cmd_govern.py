@@ -48,7 +48,7 @@ def cmd_govern(a, s):
 
 def cmd_audit(a, s):
     "`mlops-nb audit`: the trail, or a version's lineage."
-    from mlops_nb.data import term_safe
+    from mlops_nb.images import term_safe
     say = lambda line: print(term_safe(line))              # why, who, details: user strings, one terminal line each
     from mlops_nb.govern import audit, lineage
     from mlops_nb.registry import registry_for

@@ -95,7 +95,7 @@ def cmd_alerts(a, s):
     from mlops_nb.govern import alerts
     rows = alerts(s.governance, window_time("--since", a.since) if a.since else None, a.model)
     if a.json: print(json.dumps(rows, indent=1)); return 0
-    from mlops_nb.data import term_safe                   # details quote tag values and labels; deliveries quote servers
+    from mlops_nb.images import term_safe                   # details quote tag values and labels; deliveries quote servers
     say = lambda line: print(term_safe(line))
     if not rows: say("no alerts" + (f" since {a.since}" if a.since else "") + (f" for {a.model}" if a.model else "")); return 0
     for r in rows:

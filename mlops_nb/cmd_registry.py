@@ -64,7 +64,7 @@ def _registry(s):
 def _print_version(v, aliases, reg) -> bool:
     "Print one version; False when its bundle is missing or corrupt (said on stderr, one line)."
     from mlops_nb.bundle import BundleUnusable
-    from mlops_nb.data import term_safe
+    from mlops_nb.images import term_safe
     al = ", ".join(a for a, n in aliases.items() if n == v["version"])
     m = v["metrics"]
     try: reg.verify(v["name"], v["version"], v["bundle"]); ok = True
@@ -111,7 +111,7 @@ def cmd_history(a, s):
         if not state: print(f"at {a.at} no alias of {a.name} was set")
         for k, v in state.items(): print(f"{a.name}@{k} -> v{v}  (at {a.at})")
         return 0
-    from mlops_nb.data import term_safe                   # who and why are what users typed
+    from mlops_nb.images import term_safe                   # who and why are what users typed
     from mlops_nb.registry import version_word
     for h in reg.history(a.name, alias=a.alias):
         print(term_safe(f"{h['at']}  {h['alias']:<11} {version_word(h['from_version'])} -> {version_word(h['to_version'], '(ended)')}  by {h['who']}"

@@ -39,7 +39,7 @@ def add_commands(sub):
 def cmd_runs(a, s):
     "`mlops-nb runs`: a table of the runs, newest first."
     from mlops_nb.report import load_runs, KEY_METRICS, run_seconds
-    from mlops_nb.data import term_safe                  # a run folder may come from anyone: its names reach a terminal escaped
+    from mlops_nb.images import term_safe                  # a run folder may come from anyone: its names reach a terminal escaped
     runs = load_runs(s)
     if not runs: print("no runs yet: `mlops-nb run` makes one"); return 0
     keys = KEY_METRICS[:3]
@@ -57,7 +57,7 @@ def cmd_show(a, s):
     "`mlops-nb show`: one run's stages, artifacts and metrics."
     from mlops_nb.reproduce import load_run
     from mlops_nb.report import run_seconds
-    from mlops_nb.data import term_safe as t             # what run.json says reaches the terminal escaped, line by line
+    from mlops_nb.images import term_safe as t             # what run.json says reaches the terminal escaped, line by line
     r = load_run(s, run_id(s, a.run_id))
     if a.markdown: print(markdown_summary(s, r)); return 0
     secs = run_seconds(r)

@@ -32,6 +32,10 @@ def add_commands(sub):
     x.add_argument("--grpc-port", type=int, help="the Open Inference Protocol over gRPC on this port (default: --port + 1, as "
                    "Triton's 8000 and 8001; 0: any free port, said when it listens)")
     x.add_argument("--no-grpc", action="store_true", help="HTTP only: no gRPC service")
+    x.add_argument("--log", metavar="PATH", help="the prediction log (default: settings.ini [paths] predictions): replicas "
+                   "side by side on one machine each keep their own")
+    x.add_argument("--replica", metavar="NAME", help="this replica's name in the archive's segment paths, with [paths] "
+                   "predictions_archive (default: [serve] replica, else $MLOPS_NB_REPLICA, else HOST-PORT)")
     x.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("predict", help="score images or rows offline (batch jobs)",
@@ -97,6 +101,12 @@ def cmd_serve(a, s):
         if v is not None and (v < (0 if "port" in k else 1) or ("port" in k and v > 65535)):
             raise ValueError(f"--{k.replace('_', '-')} {v}: out of range")
     if a.max_batch: s.serve["max_batch"] = a.max_batch
+    if a.log:
+        from pathlib import Path
+        s.predictions = Path(a.log).expanduser().resolve()
+    if a.replica:
+        from mlops_nb.archive import replica_id
+        s.serve["replica"] = replica_id(name=a.replica)            # a name that cannot name a file is refused here
     g = None if a.no_grpc else a.grpc_port if a.grpc_port is not None else (a.port + 1 if a.port else 0)
     if g is not None and g > 65535: raise ValueError(f"--port {a.port}: gRPC would take {g}, out of range; give --grpc-port or --no-grpc")
     for what, port, other in (("", a.port, "--port picks another"), (" for gRPC", g, "--grpc-port picks another, --no-grpc serves HTTP only")):
@@ -118,7 +128,7 @@ def _inputs(paths, skipped=None):
     "Yield `(path, kind)` for every input: image files (folders searched recursively, sorted) and .npy files; the other "
     "files found in folders are appended to `skipped`."
     from pathlib import Path
-    from mlops_nb.data import IMAGE_EXTS
+    from mlops_nb.images import IMAGE_EXTS
     for p in map(Path, paths):
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file())
@@ -198,7 +208,7 @@ def cmd_predict(a, s):
     skipped = []
     rows = score_paths(m, a.paths, a.batch_size, skipped=skipped)
     if skipped:
-        from mlops_nb.data import term_safe
+        from mlops_nb.images import term_safe
         err(f"skipped {len(skipped)} file(s) in the folders given that are not PNG or JPEG images: "
             + ", ".join(term_safe(f) for f in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
     bad = sum(r["error"] is not None for r in rows)
@@ -229,7 +239,7 @@ def _decode_ahead(items,              # `(path, kind)` pairs, as `_inputs` yield
     import collections, os
     from concurrent.futures import ThreadPoolExecutor
     from PIL import Image
-    from mlops_nb.data import decode_image
+    from mlops_nb.images import decode_image
     job = lambda p: decode_image(p.read_bytes(), size, mode)
     limit, queue = Image.MAX_IMAGE_PIXELS, collections.deque()    # decode_image swaps Pillow's limit: put it back at the end
     pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1), thread_name_prefix="decode")
@@ -272,7 +282,7 @@ def cmd_predictions(a, s):
     "`mlops-nb predictions [export]`: the newest logged predictions, or the log as Parquet."
     import json
     from mlops_nb import predlog
-    from mlops_nb.data import term_safe                                        # labels, tags, routes: user strings
+    from mlops_nb.images import term_safe                                        # labels, tags, routes: user strings
     since = predlog.parse_time(a.since) if a.since else None
     until = predlog.parse_time(a.until) if a.until else None
     if not s.predictions.exists(): print(f"no predictions logged yet ({s.predictions}): `mlops-nb serve` logs them"); return 0

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from .shards import ShardArray, ShardWriter, ShardCache, file_ident, read_header
+from .images import (term_safe, bad_name, DataValidationError, IMAGE_EXTS, MAX_PIXELS, prepare_image, decode_image,
+                             _read_file, _read_files, _ext)
+from .remote import is_url, safe_url
+from . import lake
 
 # %% auto #0
-__all__ = ['SPLITS', 'FORMAT', 'IMAGE_EXTS', 'MAX_PIXELS', 'PRODUCTION', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits',
-           'term_safe', 'bad_name', 'DataValidationError', 'prepare_image', 'decode_image', 'read_imagefolder',
+__all__ = ['SPLITS', 'FORMAT', 'PRODUCTION', 'Dataset', 'save_dataset', 'load_dataset', 'read_digits', 'read_imagefolder',
            'stratified_split', 'make_manifest', 'IngestResult', 'read_production', 'image_shape', 'ingest',
            'source_fingerprint', 'plot_class_balance', 'plot_samples']
 
@@ -122,114 +125,6 @@ def read_digits():
     x = np.round(d.images * (255 / 16)).astype(np.uint8)[:, None]
     return x, d.target.astype(np.int64), [str(c) for c in d.target_names]
 
-# %% ../nbs/10_data.ipynb #c007b
-# what a terminal must not be handed raw: C0 (newline, ESC ...), DEL and C1 controls, line and paragraph separators,
-# bidirectional overrides and isolates, and the surrogates that stand for bytes a file name has that are not UTF-8
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-def term_safe(v) -> str:
-    "`v` as text a terminal line may show: every unsafe character (`_UNSAFE`: control characters, newline and ESC "
-    "included) written as its Python escape (`\\n`, `\\x1b`, `\\u202e`), the rest as it is; a name cannot forge a line."
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(v))
-
-def bad_name(name: str) -> str | None:
-    "Why a class folder or file name is refused at ingest (control characters, bytes that are not UTF-8), or None."
-    if not _UNSAFE.search(name): return None                 # nearly every name: one search, nothing built
-    bad = sorted(set(_UNSAFE.findall(name)))
-    if not bad: return None
-    what = "bytes that are not UTF-8" if all("\ud800" <= c <= "\udfff" for c in bad) else "control characters"
-    return f"its name has {what} ({' '.join(term_safe(c) for c in bad)}): rename it"
-
-# %% ../nbs/10_data.ipynb #c008
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
-MAX_PIXELS = 40_000_000   # default pixel limit: an image with more pixels is refused (a decompression bomb decodes to GBs)
-
-class DataValidationError(ValueError):
-    "The source has problems; `problems` lists `(path, reason)` for every one."
-    def __init__(self, problems, source=""):
-        self.problems = list(problems)
-        lines = "\n".join(f"  {term_safe(p)}: {term_safe(r)}" for p, r in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in {source or 'the source'} "
-                         f"(fix them, or pass skip_bad=True to skip them):\n{lines}")
-
-def _to_8bit(im):
-    "An image in an 8-bit mode, deterministically: 16- and 32-bit grey scaled (not clipped) to 8 bits, palettes expanded, "
-    "transparency composited over white, CMYK and YCbCr as RGB."
-    from PIL import Image
-    if im.mode.startswith("I"):                                  # I;16, I;16B, I (16-bit PNGs): keep the top 8 bits
-        a = np.asarray(im).astype(np.int64)
-        return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8), "L")
-    if im.mode == "F": return Image.fromarray(np.clip(np.asarray(im, np.float64), 0, 255).round().astype(np.uint8), "L")
-    if im.mode in ("LA", "La", "PA", "RGBa") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
-        im = im.convert("RGBA")
-    if im.mode == "RGBA":
-        bg = Image.new("RGB", im.size, (255, 255, 255))
-        bg.paste(im, mask=im.getchannel("A"))
-        return bg
-    if im.mode not in ("L", "RGB"): im = im.convert("RGB")           # P, CMYK, YCbCr, LAB, HSV, 1
-    return im
-
-def prepare_image(im, size: int, mode: str) -> np.ndarray:
-    "A PIL image as the model sees it: EXIF orientation applied, made 8-bit (`_to_8bit`), converted to `mode` ('L' or 'RGB'), "
-    "resized to size x size (bilinear), uint8 (C, H, W)."
-    from PIL import Image, ImageOps
-    if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)   # as the camera held it
-    a = np.asarray(_to_8bit(im).convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-
-def _kind(m) -> str:
-    return next((k for t, k in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                                (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")) if t(m)), "not a regular file")
-
-def _read_image(path: Path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
-    "Decode, convert and resize one image; returns `(array (C,H,W), sha256 of the file, None)` or `(None, sha256 or None, reason)`."
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)                # a FIFO named a.png must not block the read
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode): return None, None, f"not a regular file ({_kind(st.st_mode)})"
-        data = f.read()
-    return decode_image(data, size, mode, max_pixels)
-
-_OPENING = threading.Lock()
-
-def _open(data: bytes):
-    "`Image.open` of the bytes, without Pillow's own pixel limit (ours, `max_pixels`, is checked on the header next and says "
-    "the size); that limit is a global, so it is lifted under a lock: images are decoded in several threads."
-    from PIL import Image
-    with _OPENING:
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try: return Image.open(io.BytesIO(data))
-        finally: Image.MAX_IMAGE_PIXELS = limit
-
-def decode_image(data: bytes, size: int, mode: str, max_pixels: int = MAX_PIXELS):
-    "An image file's bytes as the model sees them (`prepare_image`); returns `(array (C,H,W), sha256 of the bytes, None)` "
-    "or `(None, sha256, reason)`. The pixel limit is checked on the header, before decoding. A JPEG decodes at the smallest "
-    "of 1/8, 1/4, 1/2 or full scale that is still at least `size` a side (`Image.draft`, in the DCT: a 720p frame to 64 px "
-    "about 8x faster); ingest, the service and `mlops-nb predict` all decode here, so training and serving see the same pixels."
-    from PIL import UnidentifiedImageError
-    digest = hashlib.sha256(data).hexdigest()
-    if not data.startswith(_MAGIC): return None, digest, "not an image file (no PNG or JPEG signature)"
-    try:
-        with _open(data) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                return None, digest, f"{w}x{h} = {w*h} pixels, over the limit max_pixels={max_pixels} (a decompression bomb?)"
-            if im.format == "JPEG": im.draft(None, (size, size))
-            im.load()
-            return prepare_image(im, size, mode), digest, None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
-        return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {re.sub(r' at 0x[0-9a-fA-F]+', '', str(e))})"
-
-def _read_file(path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
-    "`_read_image`, with a file the system cannot read as its reason."
-    try: return _read_image(Path(path), size, mode, max_pixels)
-    except OSError as e: return None, None, f"unreadable ({e.strerror or e})"
-
-def _read_files(paths, size: int, mode: str, max_pixels: int) -> list:
-    "`_read_file` of several files: one task of a decoding worker process."
-    return [_read_file(p, size, mode, max_pixels) for p in paths]
-
 # %% ../nbs/10_data.ipynb #c008b
 def _outside(e: os.DirEntry, root: Path):
     "Why the entry `e` is refused as a symlink leading out of `root` (None when it stays inside, or is no symlink)."
@@ -237,11 +132,6 @@ def _outside(e: os.DirEntry, root: Path):
     try: target = Path(e.path).resolve(strict=True)
     except (OSError, RuntimeError) as err: return f"broken or looping symlink ({type(err).__name__})"
     return None if target.is_relative_to(root) else f"symlink to {target}, outside the image folder"
-
-def _ext(name: str) -> str:
-    "A file name's extension as pathlib's `suffix` gives it ('' for 'a.' too; names starting with '.' are hidden, never here)."
-    i = name.rfind(".")
-    return name[i:] if 0 < i < len(name) - 1 else ""
 
 def _scan(root, mode: str) -> tuple:
     "List `<root>/<class>/*` without reading a file: `(root, events, hidden, idents)`, where `events` in reading order are "
@@ -291,7 +181,7 @@ def _validate(root: Path, events, read: dict, min_per_class: int, skip_bad: bool
                 kept[c] = [g for g in kept[c] if g != f]
     for c in list(kept):
         if len(kept[c]) < min_per_class:
-            problems.append((str(root/c), f"class has {len(kept[c])} usable image(s), fewer than min_per_class={min_per_class}"))
+            problems.append((f"{root}/{c}", f"class has {len(kept[c])} usable image(s), fewer than min_per_class={min_per_class}"))
             del kept[c]
     if problems and not skip_bad: raise DataValidationError(problems, f"imagefolder:{root}")
     if len(kept) < 2: raise DataValidationError(problems + [(str(root), f"{len(kept)} usable class(es); need at least 2")],
@@ -379,6 +269,10 @@ def _groups(files: list, root: Path, cap: int) -> list:
     return groups + [cur] * bool(cur)
 
 # %% ../nbs/10_data.ipynb #c011c
+def _key(f: str) -> str:
+    "A file's key in the shard cache: its absolute path, or its URL (an object on object storage)."
+    return f if is_url(f) else os.path.abspath(f)
+
 def _known(cache: ShardCache, f: str, ident, key: str) -> tuple:
     "`(ident, cached)` of a file whose `file_ident` the scan took: what the cache knows of it (under `key`, its absolute "
     "path) while it is unchanged (None: read it; so is a file that is not a regular one, `ident` None)."
@@ -401,7 +295,7 @@ def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, 
         good = [f for _, f in group if read[f][1] is None]
         if good and all(f in imgs for f in good): _whole_group(w, cache, good, imgs, read, at, stats); continue
         for f in good:
-            old = known[f][1] if f not in imgs else cache.previous(os.path.abspath(f), read[f][0])   # only its time changed?
+            old = known[f][1] if f not in imgs else cache.previous(_key(f), read[f][0])   # only its time changed?
             at[f] = (_refer(w, placed, old[1], stats), old[2]) if old and old[1] else ("delta", *delta.add(imgs[f]))
     delta.close()
     first, w.shards = len(w.shards), w.shards + delta.shards
@@ -411,7 +305,7 @@ def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, 
     no = {s["digest"]: i for i, s in enumerate(order)}                                        # whatever history made it
     at = {f: (no[w.shards[a[0]]["digest"]], a[1]) for f, a in at.items()}
     w.shards[:] = order
-    cache.remember([(os.path.abspath(f), known[f][0], read[f][0], *((w.shards[at[f][0]]["digest"], at[f][1]) if f in at else (None, None)),
+    cache.remember([(_key(f), known[f][0], read[f][0], *((w.shards[at[f][0]]["digest"], at[f][1]) if f in at else (None, None)),
                      read[f][1]) for f in fresh if known[f][0] is not None and read[f][0] is not None])
     return read, at
 
@@ -436,16 +330,17 @@ def _folder_rows(root, w: ShardWriter, image_size: int, mode: str, min_per_class
                  workers: int, stats: dict) -> tuple:
     "Stream an image folder into shards through `w`, decoding only what the cache does not know: `(rows, classes, skipped)`, "
     "`rows` per kept image `(shard number, row, label, relative path, sha256)`."
-    root, events, hidden, idents = _scan(root, mode)
+    remote = is_url(root)                                    # imagefolder:s3://bucket/prefix: listed and fetched (mlops_nb.lake)
+    root, events, hidden, idents = (lake.scan_folder if remote else _scan)(root, mode)
     files = [(c, f) for kind, c, f in events if kind == "file"]
     cache = ShardCache(w.store, {"image_size": image_size, "mode": mode, "max_pixels": max_pixels})
-    cut, absroot = len(str(root)), os.path.abspath(root)     # the cache's keys: absolute paths, without abspath a file
+    cut, absroot = len(str(root)), str(root) if remote else os.path.abspath(root)   # the cache's keys: absolute paths, URLs
     try:
         known = {f: _known(cache, f, idents[f], absroot + f[cut:]) for _, f in files}
         todo = [f for _, f in files if known[f][1] is None]
         stats.update(files=len(files), decoded=len(todo))
-        read, at = _write_groups(w, cache, _groups(files, root, w.capacity), known,
-                                 _decoded(todo, image_size, mode, max_pixels, workers), stats)
+        decoded = (lake.fetched if remote else _decoded)(todo, image_size, mode, max_pixels, workers)
+        read, at = _write_groups(w, cache, _groups(files, root, w.capacity), known, decoded, stats)
     finally: cache.close()
     kept, problems = _validate(root, events, read, min_per_class, skip_bad)
     classes = sorted(kept)
@@ -518,24 +413,31 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
            skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
            max_pixels: int = MAX_PIXELS, log=None,
            store=None,              # the artifact store the shards go to; default: a store in `out_dir`
-           workers: int = 0,        # processes decoding an image folder; 0: every core
-           shard_mb: float = 64) -> IngestResult:   # the byte budget of one shard, in MiB
-    "Read `source` ('digits' or 'imagefolder:<path>', either followed by '+predictions:NAME' to add model NAME's "
-    "labelled production predictions from the prediction log `log`), validate and split it, stream its images into "
-    "shards in `store` and write the dataset index under `out_dir`."
+           workers: int = 0,        # processes decoding an image folder (threads for object storage and Parquet); 0: every core
+           shard_mb: float = 64,    # the byte budget of one shard, in MiB
+           image_column: str = "image",   # parquet: the column of image bytes, or of paths or URLs
+           label_column: str = "label",   # parquet: the column of class names
+           ) -> IngestResult:
+    "Read `source` ('digits', 'imagefolder:<path or URL>' or 'parquet:<path or URL>', any followed by "
+    "'+predictions:NAME' to add model NAME's labelled production predictions from the prediction log `log`), validate "
+    "and split it, stream its images into shards in `store` and write the dataset index under `out_dir`. A URL is "
+    "any fsspec one (`s3://bucket/prefix`), credentials from the environment (`mlops_nb.lake`)."
     from mlops_nb.store import Store, sha256_bytes
     from mlops_nb.cores import machine_cores
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
     if workers < 0 or shard_mb <= 0: raise ValueError(f"workers={workers}, shard_mb={shard_mb}: workers must be at least 0, shard_mb above 0")
     skipped, base, _, prod = [], *source.partition(PRODUCTION)
-    if base != "digits" and not base.startswith("imagefolder:"):
-        raise ValueError(f"source={base!r}: use 'digits' or 'imagefolder:<path to <root>/<class>/*.png>', optionally "
-                         "followed by '+predictions:<model>'")
+    if base != "digits" and not base.startswith(("imagefolder:", "parquet:")):
+        raise ValueError(f"source={safe_url(base)!r}: use 'digits', 'imagefolder:<folder or URL of <class>/*.png>' or "
+                         "'parquet:<Parquet table, file or URL>', optionally followed by '+predictions:<model>'")
     store = store or Store(out_dir)
     shape = image_shape(base, image_size, mode); size = shape[1]
     w = ShardWriter(store, shape, shard_mb, name="ingest/shard")
     stats = dict(files=0, decoded=0, shards_written=0, shards_reused=0)
     if base == "digits": rows, classes = _digits_rows(w, image_size, mode)
+    elif base.startswith("parquet:"):
+        rows, classes, skipped = lake.parquet_rows(base.split(":", 1)[1], w, size, mode, image_column, label_column, min_per_class,
+                                                   skip_bad, max_pixels, workers or 4, stats)
     else: rows, classes, skipped = _folder_rows(base.split(":", 1)[1], w, size, mode, min_per_class, skip_bad, max_pixels,
                                                 workers or machine_cores(), stats)
     taken = None
@@ -561,7 +463,10 @@ def source_fingerprint(source: str, log=None) -> str:
                                             "(SELECT COUNT(*) FROM feedback)").fetchone())).encode())
         finally: db.close()
         source = source.partition(PRODUCTION)[0]
-    if source.startswith("imagefolder:"):
+    if source.startswith("parquet:"):                  # the table's files: their names, sizes and versions
+        lake.fingerprint(source.split(":", 1)[1], h)
+    elif source.startswith("imagefolder:") and is_url(source.split(":", 1)[1]): lake.fingerprint(source.split(":", 1)[1], h)
+    elif source.startswith("imagefolder:"):
         root = Path(source.split(":", 1)[1]).expanduser()
         for dirpath, dirs, files in os.walk(root, followlinks=False):
             dirs.sort()

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 import numpy as np
 from .cores import machine_cores
-from .data import bad_name, term_safe
+from .images import bad_name, term_safe
 
 # %% auto #0
 __all__ = ['CLASSES', 'FORMATS', 'CAMERAS', 'FUR', 'photos', 'draw_frame', 'make_frame', 'encode', 'frame_bytes', 'make_frames',

@@ -58,7 +58,7 @@ def raise_alerts(s, fig: dict, run_id: str | None = None, report: str | None = N
     "Alerts for the failed checks of a monitoring run's figures (`monitor.json`: model, version, since, until, total "
     "checks): each recorded in the alert log, then delivered (echoed, webhook, W&B when online). A check that alerted "
     "for the same model within `[govern] cooldown` is skipped. Returns the alerts raised (dicts, with their deliveries)."
-    from mlops_nb.data import term_safe
+    from mlops_nb.images import term_safe
     now = time.time() if now is None else now
     cool = duration(s.govern["cooldown"])
     db = open_govern(s.governance)

@@ -230,7 +230,7 @@ def request_id(value: str | None, what: str = "X-Request-ID") -> str:
 # %% ../nbs/20b_inputs.ipynb #c015
 def images(files, shape, max_batch: int, max_pixels: int) -> tuple[np.ndarray, list[str], list[str]]:
     "Uploaded files `[(filename, bytes)]` -> (uint8 batch (N, *shape), file digests, filenames), or `BadInput` naming the file."
-    from mlops_nb.data import decode_image
+    from mlops_nb.images import decode_image
     if not files: raise BadInput("no image in the upload: send one or more files as multipart/form-data (field 'image')")
     if len(files) > max_batch: raise BadInput(f"{len(files)} images; at most {max_batch} per request", 413)
     c, h, w = shape

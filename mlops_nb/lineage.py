@@ -179,7 +179,7 @@ def run_ancestry(self: Lineage, run_id: str) -> list:
 # %% ../nbs/02_lineage.ipynb #c010
 def format_tree(trees: list) -> str:
     "The ancestry trees as indented text; an execution shown once is named again, not repeated with its inputs."
-    from mlops_nb.data import term_safe                  # names and the raw data's path reach a terminal
+    from mlops_nb.images import term_safe                  # names and the raw data's path reach a terminal
     out = []
     def walk(node, depth):
         pad = "  " * depth

@@ -72,13 +72,20 @@ def notebook_params(stage: str, nb_path) -> dict:
 
 # %% ../nbs/40c_params.ipynb #c005
 def _source(v):
-    "digits, or imagefolder:<an existing folder>; either may add `+predictions:<model name>` (its labelled production data)."
+    "digits, imagefolder:<an existing folder, or a URL>, or parquet:<an existing file or folder, or a URL>; any may add "
+    "`+predictions:<model name>` (its labelled production data). A URL is checked when ingest lists it, not here."
     v, _, prod = v.partition("+predictions:")
     if _ and not _NAME.fullmatch(prod): raise ValueError(f"'+predictions:{prod}' does not name a model (letters, digits, . _ -)")
     if v == "digits": return
-    if not v.startswith("imagefolder:"): raise ValueError("accepts 'digits' or 'imagefolder:<folder of class folders>'")
-    root = Path(v.split(":", 1)[1]).expanduser()
-    if not root.is_dir(): raise ValueError(f"{root} is not a folder (accepts 'digits' or 'imagefolder:<existing folder>')")
+    kind, _, where = v.partition(":")
+    if kind not in ("imagefolder", "parquet") or not where:
+        raise ValueError("accepts 'digits', 'imagefolder:<folder or URL of class folders>' or 'parquet:<table file, folder or URL>'")
+    from mlops_nb.remote import is_url, url_fs
+    if is_url(where): url_fs(where); return                         # credentials in a URL refused, an unknown scheme named
+    root = Path(where).expanduser()
+    if kind == "imagefolder" and not root.is_dir():
+        raise ValueError(f"{root} is not a folder (accepts 'digits', 'imagefolder:<existing folder or URL>' or 'parquet:...')")
+    if kind == "parquet" and not root.exists(): raise ValueError(f"{root} does not exist (accepts 'parquet:<Parquet file, folder or URL>')")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -133,9 +140,11 @@ def _clause(clause: str, v):
 def absolute(clause: str, v):
     "A value naming a path, made absolute against the folder the command runs in, as the user meant it (the stage "
     "kernels run in other folders): `imagefolder:data/frames` and a relative weights file; anything else as it is."
-    if clause == "source" and isinstance(v, str) and v.startswith("imagefolder:"):
+    if clause == "source" and isinstance(v, str) and v.startswith(("imagefolder:", "parquet:")):
         src, plus, prod = v.partition("+predictions:")
-        return "imagefolder:" + os.path.abspath(os.path.expanduser(src.split(":", 1)[1])) + plus + prod
+        kind, where = src.split(":", 1)
+        if "://" in where: return v                                  # a URL is absolute already
+        return f"{kind}:" + os.path.abspath(os.path.expanduser(where)) + plus + prod
     if clause == "weights" and isinstance(v, str) and v not in ("none", "imagenet"): return os.path.abspath(os.path.expanduser(v))
     return v
 
@@ -144,7 +153,8 @@ def check_value(p: Param, v):
     "parameter, the value and what it accepts."
     for clause in p.constraint:
         if (want := _clause(clause, v)) is not None:
-            raise ParamError(f"parameter {p.stage}.{p.name} = {v!r}: " +
+            from mlops_nb.remote import redact                     # a URL's password is never echoed
+            raise ParamError(f"parameter {p.stage}.{p.name} = {redact(repr(v))}: " +
                              (want if clause in NAMED else f"accepts {want}" +
                               (f" ({'; '.join(p.constraint)})" if len(p.constraint) > 1 else "")))
     for clause in p.constraint: v = absolute(clause, v)

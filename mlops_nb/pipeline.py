@@ -16,7 +16,7 @@ from .cache import cache_key, code_digest
 from .params import ParamError, describe_params, resolve_params, notebook_params
 from .kernels import Kernel, Zygote, execute, notebook_imports
 from .cores import relay
-from .data import term_safe
+from .images import term_safe
 
 # %% auto #0
 __all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'input_shape', 'check_registered_shape',

@@ -525,6 +525,7 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     mp = tempfile.mkdtemp(prefix="mlops-nb-metrics-")
     os.environ.update(MLOPS_NB_SETTINGS=str(s.path), MLOPS_NB_SERVE_MODEL=ref or m.name,
                       MLOPS_NB_SERVE_THREADS=str(threads), PROMETHEUS_MULTIPROC_DIR=mp, MLOPS_NB_SERVE_REPLICA=_replica(s, port) or "",
+                      MLOPS_NB_SERVE_LOG=str(s.predictions),
                       MLOPS_NB_SERVE_GRPC="" if grpc_port is None else f"{host} {grpc_port}")
     try: uvicorn.run("mlops_nb.serve:app_from_env", factory=True, workers=workers, **opts)
     finally: shutil.rmtree(mp, ignore_errors=True)
@@ -599,6 +600,9 @@ def app_from_env():
     from mlops_nb.config import load_settings
     from mlops_nb.registry import registry_for
     e, s = os.environ, load_settings()
+    if e.get("MLOPS_NB_SERVE_LOG"):                 # `serve --log`
+        from pathlib import Path
+        s.predictions = Path(e["MLOPS_NB_SERVE_LOG"])
     r, follow = routes_for(s, e["MLOPS_NB_SERVE_MODEL"] or None, int(e.get("MLOPS_NB_SERVE_THREADS", "1")))
     log = log_for(s, e.get("MLOPS_NB_SERVE_REPLICA") or None)
     uvicorn_options("", 0, s.serve)                 # this worker's header timeout (its protocol class is loaded afresh)

@@ -78,3 +78,24 @@ def width_at_1280(d, page: Path, shot: Path) -> int:
     assert d.execute_script("return window.innerWidth") <= 1280
     d.save_screenshot(str(shot))
     return d.execute_script("return document.documentElement.scrollWidth")
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    "A moto S3 server on a free port of 127.0.0.1 with an empty bucket `fleet`, its endpoint and test credentials in "
+    "the environment (as a deployment gives them): yields (server, env)."
+    from moto.server import ThreadedMotoServer
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0)); port = sk.getsockname()[1]
+    env = {"AWS_ACCESS_KEY_ID": "fleet-test", "AWS_SECRET_ACCESS_KEY": "fleet-test-secret", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    import s3fs, urllib.request
+    urllib.request.urlopen(urllib.request.Request(env["AWS_ENDPOINT_URL"] + "/moto-api/reset", method="POST"), timeout=10)  # moto keeps
+    # its buckets in this process across servers: each test starts from none
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir("fleet")
+    yield srv, env
+    srv.stop()

@@ -10,25 +10,6 @@ from conftest import cli
 from test_serve import start, stop, http, free_port
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    "A moto S3 server on a free port of 127.0.0.1 with an empty bucket `fleet`, its endpoint and test credentials in "
-    "the environment (as a deployment gives them): yields (server, env)."
-    from moto.server import ThreadedMotoServer
-    port = free_port()
-    env = {"AWS_ACCESS_KEY_ID": "fleet-test", "AWS_SECRET_ACCESS_KEY": "fleet-test-secret", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    for k, v in env.items(): monkeypatch.setenv(k, v)
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    srv.start()
-    import s3fs, urllib.request
-    urllib.request.urlopen(urllib.request.Request(env["AWS_ENDPOINT_URL"] + "/moto-api/reset", method="POST"), timeout=10)  # moto keeps
-    # its buckets in this process across servers: each test starts from none
-    s3fs.S3FileSystem(skip_instance_cache=True).mkdir("fleet")
-    yield srv, env
-    srv.stop()
-
-
 def replica_settings(d: Path, settings, archive: str, **serve) -> Path:
     "Settings like `settings` with their own prediction log in `d`, archiving to `archive` every second."
     d.mkdir(parents=True, exist_ok=True)
