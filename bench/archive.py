@@ -7,13 +7,16 @@ DuckDB from the segments against the SQLite reader on the same rows.
   a prediction log with SQLite (the service's writer would take hours for 10 million rows; the rows are the same).
 - roll: `mlops_nb.archive.roll` of the whole log into a local folder: rows/s, segments, bytes a row.
 - monitor: each engine in a fresh process, the way `mlops-nb monitor` reads (chunks within `[monitor] memory_mb`, each
-  added to a `monitor.Window`): the SQLite reader over the live log (`predlog.chunks`), and DuckDB over the segments
+  added to a `monitor.Window` whose reference is built from 2,000 frames, as a validation split's would be): the SQLite reader over the live log (`predlog.chunks`), and DuckDB over the segments
   (`archive.Fleet.chunks`); rows/s, peak resident memory over the memory before reading, and the labelled rows each
   found (they must agree). Aims: DuckDB at least 5x faster; memory flat (a quarter of the rows against all of them).
+- lake: --frames camera-like frames (`mlops_nb.frames`, 160 px JPEGs, three classes) ingested at 64 px RGB from a local
+  folder and from the same objects in a bucket of moto's S3 server (its own process on 127.0.0.1; s3fs as for any S3):
+  the first ingest and a re-ingest of the unchanged source, images/s, and the datasets' digests (they must agree).
 
-    python bench/archive.py [--rows 10000000] [--quick] [--json FILE]
+    python bench/archive.py [--rows 10000000] [--frames 2000] [--quick] [--json FILE]
 """
-import argparse, json, os, sqlite3, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, sqlite3, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
@@ -61,8 +64,9 @@ from mlops_nb.reference import build
 from mlops_nb.monitor import Window, figures
 engine, log, archive, max_mb, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 sys.path.insert(0, sys.argv[6]); from fleet import frames
-x = frames(60, (3, 64, 64), seed=7)                    # a small reference: the memory measured is the reading's
-ref = build(x, np.arange(60) % 3, np.random.default_rng(0).normal(0, 1, (60, 3)), ["cat", "dog", "empty"])
+x = frames(2000, (3, 64, 64), seed=7)                  # a validation split's worth: about 1,600 distinct values a feature
+ref = build(x, np.arange(2000) % 3, np.random.default_rng(0).normal(0, 1, (2000, 3)), ["cat", "dog", "empty"])
+del x
 hwm = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 base = hwm()
 t, n, lab = time.perf_counter(), 0, 0
@@ -94,15 +98,54 @@ def read(engine: str, log: Path, archive: Path, memory_mb: int, until: float) ->
     return out
 
 
+def lake(n: int, tmp: Path) -> dict:
+    "Ingest `n` frames from a local folder and from the same objects in moto's S3 server: images/s, first and again."
+    import io, shutil, socket, urllib.request
+    from mlops_nb.frames import make_frame, CLASSES
+    from mlops_nb.data import ingest
+    from mlops_nb.store import Store
+    with socket.socket() as sk: sk.bind(("127.0.0.1", 0)); port = sk.getsockname()[1]
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    os.environ.update(env)
+    srv = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try: urllib.request.urlopen(env["AWS_ENDPOINT_URL"] + "/moto-api/", timeout=1); break
+            except OSError: time.sleep(0.1)
+        import s3fs
+        fs = s3fs.S3FileSystem(skip_instance_cache=True); fs.mkdir("lake")
+        root = tmp / "frames"
+        for i in range(n):
+            c = CLASSES[i % 3]; (root / c).mkdir(parents=True, exist_ok=True)
+            b = io.BytesIO(); make_frame(c, 3, i, 160).save(b, "JPEG", quality=90)
+            (root / c / f"{i:06d}.jpg").write_bytes(b.getvalue())
+        fs.put(str(root) + "/", "lake/frames/", recursive=True)
+        out = {"frames": n}
+        for where, src in (("local", f"imagefolder:{root}"), ("s3", "imagefolder:s3://lake/frames")):
+            store = Store(tmp / f"store-{where}")
+            for run in ("first", "again"):
+                t = time.perf_counter(); r = ingest(src, tmp / f"ds-{where}-{run}", 64, "RGB", store=store, workers=2)
+                s = time.perf_counter() - t
+                out[f"{where}_{run}_per_s"], out[f"{where}_digests"] = round(n / s), r.manifest["digests"]
+                print(f"  ingest {where:5s} {run:5s}: {n / s:,.0f} images/s ({r.stats['decoded']:,} decoded)", file=sys.stderr, flush=True)
+            shutil.rmtree(tmp / f"store-{where}", ignore_errors=True)
+        assert out["local_digests"] == out["s3_digests"], "the bucket and the folder gave different datasets"
+        return {k: v for k, v in out.items() if not k.endswith("digests")} | {"same_dataset": True}
+    finally: srv.terminate(); srv.wait(30)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000, help="predictions in the log (default: %(default)s)")
     ap.add_argument("--memory-mb", type=int, default=256, help="[monitor] memory_mb for both readers (default: %(default)s)")
-    ap.add_argument("--quick", action="store_true", help="200,000 rows: a smoke test of this script")
+    ap.add_argument("--frames", type=int, default=2000, help="frames ingested from a folder and from S3 (default: %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="200,000 rows and 150 frames: a smoke test of this script")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--tmp", help="a folder for the log and the archive (default: a temporary one; 10 million rows take about 12 GB)")
     a = ap.parse_args()
-    if a.quick: a.rows = 200_000
+    if a.quick: a.rows, a.frames = 200_000, 150
     if a.rows < 10_000: ap.error("--rows must be at least 10000")
     from mlops_nb.archive import roll
     with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
@@ -120,7 +163,9 @@ def main():
         for u in range(2):
             sq, dk = monitor[2 * u], monitor[2 * u + 1]
             assert (sq["rows"], sq["labelled"]) == (dk["rows"], dk["labelled"]), (sq, dk)
-    out = {"quick": a.quick, "rows": a.rows, "log": made, "roll": rolled, "monitor": monitor,
+        for p in (log, archive): shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+        ingested = lake(a.frames, tmp)
+    out = {"quick": a.quick, "rows": a.rows, "frames": a.frames, "log": made, "roll": rolled, "monitor": monitor, "lake": ingested,
            "speedup": round(monitor[3]["rows_per_s"] / monitor[2]["rows_per_s"], 2)}
     print(json.dumps(out, indent=2))
     if a.json: Path(a.json).write_text(json.dumps(out, indent=2))

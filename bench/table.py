@@ -301,6 +301,34 @@ def rows_fleet(d):
     return out
 
 
+def rows_archive(d):
+    "The archive: segment writing, monitoring with DuckDB over segments against SQLite over the live log (the 5x aim, "
+    "memory flat), ingest from S3 against a local folder."
+    r = d["roll"]
+    out = [(f"archive: {d['rows']:,} predictions (3x64x64) rolled into Parquet segments (`mlops_nb.archive.roll`, a local folder)",
+            f"{num(r['rows_per_s'])} rows/s; {r['segments']:,} segments, {num(r['bytes_a_prediction'])} B a prediction",
+            "the live log (SQLite) it was rolled from: " + f"{num(d['log']['log_mb'] * 2**20 / d['rows'])} B a prediction",
+            times(div(d["log"]["log_mb"] * 2**20 / d["rows"], r["bytes_a_prediction"]), 1) + " smaller")]
+    by = {(m["engine"], m["rows"]): m for m in d["monitor"]}
+    full = max(m["rows"] for m in d["monitor"]); part = min(m["rows"] for m in d["monitor"])
+    sq, dk, dq = by[("sqlite", full)], by[("duckdb", full)], by[("duckdb", part)]
+    grew = lambda m: m["peak_mb"] - m["base_mb"]
+    out.append((f"monitoring {full:,} predictions: DuckDB over the segments (`--engine duckdb`)",
+                f"{num(dk['rows_per_s'])} rows/s ({sec(dk['seconds'])}); {num(grew(dk))} MB over the {num(dk['base_mb'])} MB before reading",
+                f"the SQLite reader over the live log: {num(sq['rows_per_s'])} rows/s ({sec(sq['seconds'])}), {num(grew(sq))} MB; "
+                f"the aim: 5x; labelled rows found: {dk['labelled']:,} and {sq['labelled']:,}",
+                f"{times(div(dk['rows_per_s'], sq['rows_per_s']))} faster"))
+    out.append((f"monitoring memory with DuckDB: {full:,} predictions against {part:,}", f"{num(grew(dk))} MB against {num(grew(dq))} MB",
+                f"the bound `[monitor] memory_mb`: {dk['memory_mb']} MB", f"{times(div(grew(dk), grew(dq)))} (flat is 1.00x); "
+                f"{pct(div(grew(dk), dk['memory_mb']))} of the bound"))
+    if lk := d.get("lake"):
+        out.append((f"ingest of {lk['frames']:,} camera frames (160 px JPEG, to 64 px RGB) from S3 (moto's server on 127.0.0.1)",
+                    f"{num(lk['s3_first_per_s'])} images/s; unchanged again: {num(lk['s3_again_per_s'])} images/s",
+                    f"the same frames from a local folder: {num(lk['local_first_per_s'])} images/s; again: {num(lk['local_again_per_s'])} images/s",
+                    f"{times(div(lk['s3_first_per_s'], lk['local_first_per_s']))} the local rate; same dataset: {'yes' if lk['same_dataset'] else 'NO'}"))
+    return out
+
+
 # name: (what it measures, rows, parameters made explicit in the command, flags passing a comparison's interpreter)
 SPECS = {
     "pipeline_overhead": ("pipeline overhead vs plain Python", rows_pipeline_overhead, [("--profile", "profile"), ("--repeat", "repeat")]),
@@ -327,6 +355,8 @@ SPECS = {
                ("--before", "before")]),
     "fleet": ("the prediction log sized for images: bytes a prediction, monitoring memory, verdicts by policy", rows_fleet,
               [("--rows", "rows"), ("--window", "window")]),
+    "archive": ("the fleet's archive: segments written, monitoring with DuckDB against SQLite, ingest from S3", rows_archive,
+                [("--rows", "rows"), ("--frames", "frames")]),
     "soak": ("the service held under load, releases and a rollback during it", rows_soak, [("--seconds", "seconds"), ("--connections", "connections")]),
 }
 COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python", "--before": "before"}

@@ -14,11 +14,13 @@ from .db import transaction
 from .remote import safe_url, url_fs
 from fastcore.basics import patch
 from .predlog import open_log, unpack, summaries, chunk_rows, iso
+from .cores import machine_cores
 from .reference import feature_names, property_names
 
 # %% auto #0
-__all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'replica_id', 'encode', 'segment_path', 'put', 'log_id', 'archive_lock',
-           'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet', 'ahead', 'SparkFleet']
+__all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'TEXT', 'FEW', 'replica_id', 'encode', 'segment_path', 'put', 'log_id',
+           'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet', 'ahead',
+           'pq_rows', 'SparkFleet']
 
 # %% ../nbs/20h_archive.ipynb #c003
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -280,31 +282,41 @@ class Fleet:
     "archived yet (`tail`). `cache`: where remote segments are kept once checked; DuckDB keeps within half of `memory_mb` "
     "(spilling to a temporary folder beyond), `chunks` within the other half. A context manager: the temporary files go at its end."
     def __init__(self, url=None, live=(), cache=None, memory_mb: int = 256, since: float = 0.0, echo=None):
-        import duckdb
         self.tmp = Path(tempfile.mkdtemp(prefix="mlops-nb-fleet-"))
-        self.segments, self.replicas, self.files, self.tails = {}, set(), {}, []
+        self.segments, self.replicas, self.files, self.tails, self.memory_mb, self.con = {}, set(), {}, [], memory_mb, None
         try:
-            self.con = duckdb.connect(config={"memory_limit": f"{max(64, memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
-                                              "preserve_insertion_order": False})
-            self.tails = tails = [tail(p, self.tmp/f"live{i}") for i, p in enumerate(live) if Path(p).is_file()]
+            self.tails = [tail(p, self.tmp/f"live{i}") for i, p in enumerate(live) if Path(p).is_file()]
             fs, root = url_fs(url) if url else (None, None)
             for t in ARCHIVED:
                 segs = listing(fs, root, t, since) if fs is not None else []
                 if echo and segs: echo(f"checking {len(segs)} {t} segment(s) of {safe_url(url)}")
                 self.files[t] = [verified(fs, s, cache or self.tmp/"cache") for s in segs]
-                self._view(t, self.files[t], tails)
                 self.segments[t] = len(segs); self.replicas.update(x["replica"] for x in segs)
+            self._open()
         except BaseException: self.close(); raise
 
-    def _view(self, t: str, files: list, tails: list):
-        "The view `t`: the segments' rows, and the live rows not in a segment (a roll cut short may have written some)."
-        self.con.register(f"{t}_none", SCHEMAS[t].empty_table())
+    def _open(self, part: tuple = (0, 1)):
+        "DuckDB's views over `files` and `tails`; `part` (k, K): the view `mine` holds the k-th of K shares of the "
+        "predictions (every K-th segment; the live rows in the first share), for a worker of `map_chunks`."
+        import duckdb
+        self.con = duckdb.connect(config={"memory_limit": f"{max(64, self.memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
+                                          "preserve_insertion_order": False})
+        for t in ARCHIVED: self._view(t, self.files[t], self.tails)
+        k, n = part
+        if n > 1: self._view("mine", self.files["predictions"][k::n], self.tails if k == 0 else [], like="predictions")
+        else: self.con.execute("CREATE VIEW mine AS SELECT * FROM predictions")
+
+    def _view(self, t: str, files: list, tails: list, like: str | None = None):
+        "The view `t` (of table `like`, default `t`): the segments' rows, and the live rows not in a segment (a roll cut "
+        "short may have written some)."
+        like = like or t
+        self.con.register(f"{t}_none", SCHEMAS[like].empty_table())
         seg = f"SELECT * FROM read_parquet({_sql_list(files)})" if files else f"SELECT * FROM {t}_none"
         self.con.execute(f"CREATE VIEW {t}_segments AS {seg}")
         parts = [f"SELECT * FROM {t}_segments"]
         for tl in tails:
-            parts.append(f"SELECT * FROM read_parquet({_sql_list([tl['files'][t]])}) x WHERE NOT EXISTS (SELECT 1 FROM "
-                         f"{t}_segments s WHERE s.log = '{tl['log']}' AND s.rid > {int(tl['upto'][t])} AND s.rid = x.rid)")
+            parts.append(f"SELECT * FROM read_parquet({_sql_list([tl['files'][like]])}) x WHERE NOT EXISTS (SELECT 1 FROM "
+                         f"{like}_segments s WHERE s.log = '{tl['log']}' AND s.rid > {int(tl['upto'][like])} AND s.rid = x.rid)")
         self.con.execute(f"CREATE VIEW {t} AS " + " UNION ALL BY NAME ".join(parts))
 
     def __enter__(self): return self
@@ -324,8 +336,20 @@ def _ends(a) -> bytes:
     off = np.frombuffer(a.buffers()[1], np.int32)[a.offset:a.offset + len(a) + 1]
     return memoryview(a.buffers()[2])[off[0]:off[-1]]
 
-def _columns(b, name: str, inputs: bool = False) -> dict:
-    "A record batch of `Fleet.chunks`' query as `mlops_nb.predlog.chunks` columns."
+TEXT = ("ts", "version", "role", "tags", "input_shape", "label", "latency_ms", "request_id", "row", "input_digest")  # read by name
+FEW = {"role", "tags", "input_shape", "label", "true_label"}   # text of a few distinct values: each made a Python string once
+
+def _numpy(a, few: bool) -> np.ndarray:
+    "An Arrow column as numpy; text of `few` distinct values through its dictionary, so that a value repeated on every "
+    "row is one Python string, not one a row (what converting text costs)."
+    if not few or not (pa.types.is_string(a.type) or pa.types.is_large_string(a.type)): return a.to_numpy(zero_copy_only=False)
+    d = a.dictionary_encode()
+    vals = np.append(d.dictionary.to_numpy(zero_copy_only=False), None)          # the last: null
+    return vals[d.indices.fill_null(len(d.dictionary)).to_numpy()]
+
+def _columns(b, name: str, inputs: bool = False, fields=None) -> dict:
+    "A record batch of `Fleet.chunks`' query as `mlops_nb.predlog.chunks` columns (only `fields`, when given: making "
+    "Python strings of the text columns is most of the cost of reading)."
     import pyarrow.compute as pc
     shapes = pc.unique(b.column("input_shape")).to_pylist()
     if len(shapes) > 1: raise ValueError(f"the logs hold inputs of several shapes for {name}: {sorted(shapes)}")
@@ -338,12 +362,9 @@ def _columns(b, name: str, inputs: bool = False) -> dict:
     if not new.all():                                   # inputs kept inline: summarized now
         old = np.frombuffer(b"".join(b.column("input").filter(pa.array(~new)).to_pylist()), np.uint8).reshape(-1, *shape)
         f[~new], props[~new] = unpack(summaries(old), shape, steps=True)
-    obj = lambda k: b.column(k).to_numpy(zero_copy_only=False)
-    p = b.column("probabilities")
-    out = {"ts": obj("ts"), "version": obj("version"), "role": obj("role"), "tags": obj("tags"), "input_shape": obj("input_shape"),
-            "f": f, "props": props, "p": np.frombuffer(_ends(p), np.float32).reshape(n, -1), "label": obj("label"),
-            "true_label": obj("true_label"), "label_ts": obj("label_ts"), "latency_ms": obj("latency_ms"),
-            "request_id": obj("request_id"), "row": obj("row"), "input_digest": obj("input_digest")}
+    out = {"f": f, "props": props, "p": np.frombuffer(_ends(b.column("probabilities")), np.float32).reshape(n, -1)}
+    for k in (*TEXT, "true_label", "label_ts"):
+        if (fields is None or k in fields) and k in b.schema.names: out[k] = _numpy(b.column(k), k in FEW)
     if inputs:
         raw = [i or d for i, d in zip(b.column("input").to_pylist(), b.column("payload").to_pylist())]
         out["has_x"], out["x"] = np.array([r is not None for r in raw], bool), np.zeros((n, *shape), np.uint8)
@@ -385,9 +406,8 @@ l AS (SELECT log, rid, model, role, ts, request_id, "row", min(ts) OVER (PARTITI
 j AS (SELECT l.log, l.rid, arg_max(f.label, f.ts) AS true_label, max(f.ts) AS label_ts
       FROM l JOIN f ON f.request_id = l.request_id AND f."row" = l."row" AND f.ts >= l.ts AND (l.next_ts IS NULL OR f.ts < l.next_ts)
       WHERE l.model = $name AND l.ts < $until AND list_contains($roles, l.role) GROUP BY l.log, l.rid)
-SELECT p.ts, p.version, p.role, p.tags, p.input, p.input_shape, p.input_digest, p.features, p.probabilities, p.label,
-       p.latency_ms, p.request_id, p."row", j.true_label, j.label_ts{payload}
-FROM predictions p LEFT JOIN j ON j.log = p.log AND j.rid = p.rid{join}
+SELECT {columns}, p.input, p.features, p.probabilities, j.true_label, j.label_ts{payload}
+FROM mine p LEFT JOIN j ON j.log = p.log AND j.rid = p.rid{join}
 WHERE p.model = $name AND p.ts >= $since AND p.ts < $until AND list_contains($roles, p.role)"""
 _PAYLOADS = """
 LEFT JOIN (SELECT digest, any_value(data) AS data FROM payloads WHERE digest IN (SELECT input_digest FROM predictions
@@ -395,20 +415,22 @@ LEFT JOIN (SELECT digest, any_value(data) AS data FROM payloads WHERE digest IN 
 
 @patch
 def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, size: int = 50_000,
-           roles=("primary", "canary"), inputs: bool = False, max_bytes: int = 256 << 20):
+           roles=("primary", "canary"), inputs: bool = False, max_bytes: int = 256 << 20, fields=None):
     "Model `name`'s predictions in [since, until) over the fleet, with the label that answers each (joined here: the "
     "label may have reached any replica; the latest label sent after the prediction and before the same request and row "
-    "was predicted again), as `mlops_nb.predlog.chunks` gives them (`inputs`: with the raw inputs any replica kept), in "
-    "no particular order."
+    "was predicted again), as `mlops_nb.predlog.chunks` gives them (`inputs`: with the raw inputs any replica kept; "
+    "`fields`: only these columns, and `f`, `props`, `p`), in no particular order."
     args = {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
-    first = self.con.sql("SELECT input_shape, octet_length(probabilities) FROM predictions WHERE model = $name AND "
+    first = self.con.sql("SELECT input_shape, octet_length(probabilities) FROM mine WHERE model = $name AND "
                              "ts >= $since AND ts < $until AND list_contains($roles, role) LIMIT 1", params=args).fetchall()
     if not first: return
     shape = orjson.loads(first[0][0])
     n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 6))   # half the budget (DuckDB has the other):
     # one chunk summarized, one waiting, one being read
-    sql = _LABELS.format(payload=", pl.data AS payload" if inputs else "", join=_PAYLOADS if inputs else "")
-    yield from ahead(_columns(b, name, inputs) for b in self.con.sql(sql, params=args).to_arrow_reader(n) if b.num_rows)
+    cols = [k for k in TEXT if fields is None or k in fields or k == "input_shape" or (inputs and k == "input_digest")]
+    sql = _LABELS.format(columns=", ".join(f'p."{k}"' for k in cols), payload=", pl.data AS payload" if inputs else "",
+                         join=_PAYLOADS if inputs else "")
+    yield from ahead(_columns(b, name, inputs, fields) for b in self.con.sql(sql, params=args).to_arrow_reader(n) if b.num_rows)
 
 @patch
 def refusals(self: Fleet, since: float = 0.0, until: float = math.inf, size: int = 100_000):
@@ -417,6 +439,43 @@ def refusals(self: Fleet, since: float = 0.0, until: float = math.inf, size: int
         yield list(zip(b.column("ts").to_pylist(), b.column("reason").to_pylist()))
 
 # %% ../nbs/20h_archive.ipynb #c015
+@patch
+def map_chunks(self: Fleet, name: str, since: float, until: float, step, roles=("primary", "canary"), fields=None,
+               max_bytes: int = 256 << 20, workers: int | None = None) -> list:
+    "Run `step` (a picklable callable: chunks -> bytes) on each of `workers` shares of model `name`'s predictions in "
+    "[since, until) (`chunks`, labels joined over all of them), each in a process of its own with its share of "
+    "`memory_mb` and `max_bytes`: the per-segment step on every core, without the GIL between them. The list of what "
+    "each returned. `workers`: default half the cores from four cores and 400,000 rows up (a process costs a second and "
+    "its own tables, and in one process reading and summarizing already take two cores), else one: here."
+    cores = machine_cores()
+    if workers is None:
+        rows = sum(pq_rows(f) for f in self.files["predictions"]) + sum(pq_rows(tl["files"]["predictions"]) for tl in self.tails)
+        workers = 1 if rows < 400_000 or cores < 4 else min(cores // 2, max(1, len(self.files["predictions"])))
+    k = workers
+    if k <= 1: return [step(self.chunks(name, since, until, roles=roles, max_bytes=max_bytes, fields=fields))]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from mlops_nb.cores import core_lease
+    job = [(self.files, self.tails, self.memory_mb // k, (i, k), name, since, until, roles, fields, max_bytes // k, step) for i in range(k)]
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    with core_lease(k, what="monitoring"), ProcessPoolExecutor(k, mp_context=ctx) as ex: return list(ex.map(_share, job))
+
+def pq_rows(path) -> int:
+    "Rows of a Parquet file, from its footer."
+    import pyarrow.parquet as pq
+    return pq.ParquetFile(path).metadata.num_rows
+
+def _share(job) -> bytes:
+    "One worker of `Fleet.map_chunks`: its share's chunks through `step`."
+    files, tails, memory_mb, part, name, since, until, roles, fields, max_bytes, step = job
+    fl = Fleet.__new__(Fleet)
+    fl.tmp, fl.files, fl.tails, fl.memory_mb, fl.segments, fl.replicas = Path(tempfile.mkdtemp(prefix="mlops-nb-share-")), files, tails, memory_mb, {}, set()
+    try:
+        fl._open(part)
+        return step(fl.chunks(name, since, until, roles=roles, max_bytes=max_bytes, fields=fields))
+    finally: fl.close()
+
+# %% ../nbs/20h_archive.ipynb #c016
 _SPARK_LABELS = """
 WITH f AS (SELECT request_id, `row`, ts, label FROM feedback WHERE ts >= :since),
 k AS (SELECT DISTINCT request_id, `row` FROM f),
@@ -463,7 +522,8 @@ class SparkFleet(Fleet):
         super().close()
 
 @patch
-def map_chunks(self: SparkFleet, name: str, since: float, until: float, step, roles=("primary", "canary")) -> list:
+def map_chunks(self: SparkFleet, name: str, since: float, until: float, step, roles=("primary", "canary"), fields=None,
+               max_bytes: int = 256 << 20, workers: int | None = None) -> list:
     "Run `step` on each Spark partition of model `name`'s predictions in [since, until) (labels joined as `Fleet.chunks` "
     "joins them): it gets an iterator of chunks (`mlops_nb.predlog.chunks`' columns) and returns bytes; the list of what "
     "every partition returned. `step` must be picklable (cloudpickle): it runs in Spark's Python workers."
@@ -472,5 +532,5 @@ def map_chunks(self: SparkFleet, name: str, since: float, until: float, step, ro
     df = self.spark.sql(sql, args={"name": name, "since": float(since), "until": float(min(until, 1e12))})
     out = pa.schema([("out", pa.binary())])
     def run(batches):
-        yield pa.RecordBatch.from_pydict({"out": [step(_columns(b, name) for b in batches if b.num_rows)]}, schema=out)
+        yield pa.RecordBatch.from_pydict({"out": [step(_columns(b, name, False, fields) for b in batches if b.num_rows)]}, schema=out)
     return [r["out"] for r in df.mapInArrow(run, "out binary").collect()]

@@ -44,8 +44,8 @@ def scan_folder(url, mode: str) -> tuple:
 # %% ../nbs/10e_lake.ipynb #c004
 def fetched(urls: list, size: int, mode: str, max_pixels: int, workers: int, batch: int = 64):
     "`decode_image` of each object `urls` names, in order, as `(array, sha256, reason)`: `batch` objects fetched at once "
-    "(fsspec's concurrent `cat`), decoded in `workers` threads (Pillow decodes without the GIL); an object that cannot be "
-    "read is a reason, not an error."
+    "(fsspec's concurrent `cat`), the next batch fetched while this one is decoded in `workers` threads (Pillow decodes "
+    "without the GIL); an object that cannot be read is a reason, not an error."
     if not urls: return
     fs, _ = url_fs(urls[0])
     def one(got, u):
@@ -53,10 +53,13 @@ def fetched(urls: list, size: int, mode: str, max_pixels: int, workers: int, bat
         if isinstance(d, BaseException) or d is None:
             return None, None, f"unreadable ({type(d).__name__ if d is not None else 'missing'}: {str(d)[:200]})"
         return decode_image(d, size, mode, max_pixels)
-    with ThreadPoolExecutor(max(1, workers)) as ex:
-        for i in range(0, len(urls), batch):
-            part = urls[i:i + batch]
-            got = fs.cat([fs._strip_protocol(u) for u in part], on_error="return")
+    parts = [urls[i:i + batch] for i in range(0, len(urls), batch)]
+    get = lambda part: fs.cat([fs._strip_protocol(u) for u in part], on_error="return")
+    with ThreadPoolExecutor(1) as io, ThreadPoolExecutor(max(1, workers)) as ex:
+        nxt = io.submit(get, parts[0])
+        for i, part in enumerate(parts):
+            got = nxt.result()
+            if i + 1 < len(parts): nxt = io.submit(get, parts[i + 1])
             yield from ex.map(lambda u, g=got: one(g, u), part)
 
 def fingerprint(url, h) -> None:

@@ -16,7 +16,7 @@ from .reference import MonitoringReference, calibrated
 
 
 # %% auto #0
-__all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'duration', 'quantile', 'wilson', 'Window', 'check_logs', 'log_reader',
+__all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'FIELDS', 'duration', 'quantile', 'wilson', 'Window', 'check_logs', 'log_reader',
            'MonitorReport', 'monitor', 'figures', 'gap', 'bias', 'checks', 'service_metrics']
 
 # %% ../nbs/30_monitor.ipynb #c004
@@ -136,7 +136,7 @@ def check_logs(s, engine: str):
 class _Live:
     "The live log alone, read with SQLite (`mlops_nb.predlog.chunks`, `refusals`)."
     def __init__(self, path): self.path, self.sources = path, {"engine": "sqlite", "live": [str(path)]}
-    def chunks(self, *a, **k): return chunks(self.path, *a, **k)
+    def chunks(self, *a, fields=None, **k): return chunks(self.path, *a, **k)
     def refusals(self, *a, **k): return refusals(self.path, *a, **k)
 
 @contextmanager
@@ -219,25 +219,36 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
 
 def _err(*a): print(*a, file=sys.stderr, flush=True)
 
-def _fill_by_parts(windows: list, edges: list, r, v: dict) -> Counter:
-    "`_add_chunks` run by `r.map_chunks` on each part of the rows (a Spark job), the parts' windows merged into `windows`."
-    import pickle
-    mref, spans, version = windows[0].ref, [(w.start, w.end) for w in windows], v["version"]
-    refs = {"mref": mref, **{d: getattr(mref, d) for d in DRIFTS}}       # sent once with the step, not with each part's result
-    def step(chunks) -> bytes:
-        import io
-        ws = [Window(mref, a, b) for a, b in spans]
-        others, buf = _add_chunks(ws, edges, chunks, version), io.BytesIO()
+class _Step:
+    "Monitoring's step on one share of the rows, run where the reader says (a process of its own, a Spark worker): "
+    "chunks in, the windows they fill out, pickled without the reference (each side has it)."
+    def __init__(self, windows: list, edges: list, version: int):
+        self.mref, self.spans, self.edges, self.version = windows[0].ref, [(w.start, w.end) for w in windows], edges, version
+
+    def _refs(self) -> dict: return {"mref": self.mref, **{d: getattr(self.mref, d) for d in DRIFTS}}
+
+    def __call__(self, chunks) -> bytes:
+        import io, pickle
+        ws = [Window(self.mref, a, b) for a, b in self.spans]
+        others, buf, refs = _add_chunks(ws, self.edges, chunks, self.version), io.BytesIO(), self._refs()
         p = pickle.Pickler(buf); p.persistent_id = lambda o: next((k for k, x in refs.items() if o is x), None)
         p.dump((ws, others)); return buf.getvalue()
-    others = Counter()
-    for b in r.map_chunks(v["name"], edges[0], edges[-1], step):
-        import io
-        u = pickle.Unpickler(io.BytesIO(b)); u.persistent_load = refs.__getitem__
-        ws, o = u.load()
-        others.update(o)
+
+    def load(self, b: bytes) -> tuple:
+        "What `__call__` returned, with this side's reference: (windows, others)."
+        import io, pickle
+        u = pickle.Unpickler(io.BytesIO(b)); u.persistent_load = self._refs().__getitem__
+        return u.load()
+
+def _fill_by_parts(windows: list, edges: list, r, v: dict, max_bytes: int) -> Counter:
+    "`_add_chunks` run by `r.map_chunks` on each share of the rows (processes, a Spark job), merged into `windows`."
+    step, others = _Step(windows, edges, v["version"]), Counter()
+    for b in r.map_chunks(v["name"], edges[0], edges[-1], step, fields=FIELDS, max_bytes=max_bytes):
+        ws, o = step.load(b); others.update(o)
         for i, w in enumerate(ws): windows[i] = windows[i].merge(w)
     return others
+
+FIELDS = ("ts", "version", "role", "tags", "input_shape", "true_label", "label_ts", "latency_ms")   # what `Window.add` reads (and f, props, p)
 
 def _add_chunks(windows: list, edges: list, chunks, version: int, bar=None) -> Counter:
     "Add each chunk's rows of `version` to the window its time falls in; the other versions' rows, counted by version and role."
@@ -255,13 +266,14 @@ def _add_chunks(windows: list, edges: list, chunks, version: int, bar=None) -> C
 def _fill(windows: list, edges: list, r, v: dict, size: int, max_bytes: int, progress: bool) -> Counter:
     "Add what reader `r` reads in the period to `windows` (in place); the rows of other versions of the model, counted "
     "by version and role. A reader that runs a per-segment step as a job (`map_chunks`: Spark) summarizes there."
-    if hasattr(r, "map_chunks"): others = _fill_by_parts(windows, edges, r, v)
+    if hasattr(r, "map_chunks"): others = _fill_by_parts(windows, edges, r, v, max_bytes)
     else:
         bar = None
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(unit=" rows", desc="reading the log", leave=False)
-        others = _add_chunks(windows, edges, r.chunks(v["name"], edges[0], edges[-1], size, max_bytes=max_bytes), v["version"], bar)
+        others = _add_chunks(windows, edges, r.chunks(v["name"], edges[0], edges[-1], size, max_bytes=max_bytes, fields=FIELDS),
+                             v["version"], bar)
         if bar is not None: bar.close()
     for rows in r.refusals(edges[0], edges[-1]):                   # a chunk at a time: a flood of refusals stays small
         idx = np.searchsorted(edges, [x[0] for x in rows], side="right") - 1

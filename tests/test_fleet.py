@@ -161,3 +161,35 @@ def flat(x, at: str = "") -> dict:
     if isinstance(x, dict): return {k2: v2 for k, v in x.items() for k2, v2 in flat(v, f"{at}.{k}").items()}
     if isinstance(x, (list, tuple)): return {k2: v2 for i, v in enumerate(x) for k2, v2 in flat(v, f"{at}[{i}]").items()}
     return {at: x}
+
+
+def test_monitoring_in_two_processes_gives_what_one_gives(tmp_path):
+    "`Fleet.map_chunks` with two worker processes (each its share of the segments, labels joined over all of them) "
+    "gives the windows one process gives."
+    from mlops_nb.archive import Fleet, roll
+    from mlops_nb.monitor import FIELDS, Window, _Step, figures
+    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.reference import build
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 17, (400, 1, 8, 8), dtype=np.uint8)
+    ref = build(x[:200], np.arange(200) % 3, rng.normal(0, 1, (200, 3)), ["a", "b", "c"])
+    for cam in ("a", "b"):
+        log = PredictionLog(tmp_path / f"{cam}.db")
+        for i in range(400):
+            log.add(f"{cam}{i}", ("m", 1, "sha256:0"), x[i:i + 1], rng.dirichlet(np.ones(3), 1).astype(np.float32), ["a"], 1.0,
+                    "/v1/predict", {"camera": cam}, ts=1e9 + i * 600)
+        for i in range(0, 400, 3): log.feedback(f"{'b' if cam == 'a' else 'a'}{i}", 0, "abc"[i % 3], ts=1e9 + i * 600 + 1)
+        log.close(); roll(tmp_path / f"{cam}.db", tmp_path / "archive", cam)
+    got = {}
+    with Fleet(tmp_path / "archive", cache=tmp_path / "cache") as fl:
+        assert len(fl.files["predictions"]) > 4
+        for k in (1, 2):
+            step, w = _Step([Window(ref, 0, 2e9)], [0, 2e9], 1), Window(ref, 0, 2e9)
+            parts = fl.map_chunks("m", 0, 2e9, step, fields=FIELDS, workers=k)
+            assert len(parts) == k
+            for b in parts: w = w.merge(step.load(b)[0][0])
+            got[k] = figures(w)
+    one, two = flat(got[1]), flat(got[2])
+    assert one[".rows"] == two[".rows"] == 800 and one[".labels.labelled"] == two[".labels.labelled"] == 268 and one.keys() == two.keys()
+    differ = [k for k in one if one[k] != two[k] and not (isinstance(one[k], float) and abs(one[k] - two[k]) <= 1e-12 * max(1.0, abs(one[k])))]
+    assert not differ, [(k, one[k], two[k]) for k in differ[:10]]     # sums added in another order: last digits only
