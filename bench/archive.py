@@ -122,7 +122,10 @@ def lake(n: int, tmp: Path) -> dict:
             b = io.BytesIO(); make_frame(c, 3, i, 160).save(b, "JPEG", quality=90)
             (root / c / f"{i:06d}.jpg").write_bytes(b.getvalue())
         fs.put(str(root) + "/", "lake/frames/", recursive=True)
-        out = {"frames": n}
+        keys, t = sorted(fs.find("lake/frames")), time.perf_counter()
+        for i in range(0, len(keys), 64): fs.cat(keys[i:i + 64])          # what the server gives: the ceiling of any client
+        out = {"frames": n, "s3_raw_fetch_per_s": round(len(keys) / (time.perf_counter() - t))}
+        print(f"  raw fetch from the server: {out['s3_raw_fetch_per_s']:,} objects/s", file=sys.stderr, flush=True)
         for where, src in (("local", f"imagefolder:{root}"), ("s3", "imagefolder:s3://lake/frames")):
             store = Store(tmp / f"store-{where}")
             for run in ("first", "again"):
@@ -141,34 +144,42 @@ def main():
     ap.add_argument("--rows", type=int, default=10_000_000, help="predictions in the log (default: %(default)s)")
     ap.add_argument("--memory-mb", type=int, default=256, help="[monitor] memory_mb for both readers (default: %(default)s)")
     ap.add_argument("--frames", type=int, default=2000, help="frames ingested from a folder and from S3 (default: %(default)s)")
+    ap.add_argument("--parts", default="monitor,lake", help="what to measure: monitor (log, roll, readers), lake (ingest); default: %(default)s")
     ap.add_argument("--quick", action="store_true", help="200,000 rows and 150 frames: a smoke test of this script")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--tmp", help="a folder for the log and the archive (default: a temporary one; 10 million rows take about 12 GB)")
     a = ap.parse_args()
     if a.quick: a.rows, a.frames = 200_000, 150
     if a.rows < 10_000: ap.error("--rows must be at least 10000")
-    from mlops_nb.archive import roll
+    parts = set(a.parts.split(","))
+    if not parts <= {"monitor", "lake"}: ap.error(f"--parts {a.parts}: monitor, lake")
+    out = {"quick": a.quick, "rows": a.rows, "frames": a.frames}
     with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
         tmp = Path(tmp)
-        log, archive = tmp / "predictions.db", tmp / "archive"
-        t = time.perf_counter(); made = make_log(log, a.rows); made["seconds"] = round(time.perf_counter() - t, 1)
-        t = time.perf_counter(); got = roll(log, archive, "bench-1", batch=200_000); s = time.perf_counter() - t
-        size = sum(p.stat().st_size for p in archive.rglob("*.parquet"))
-        rolled = {"rows": got["predictions"] + got["feedback"], "segments": got["segments"], "rows_per_s": round((got["predictions"] + got["feedback"]) / s),
-                  "seconds": round(s, 1), "bytes_a_prediction": round(size / a.rows, 1)}
-        print(f"  roll: {rolled['rows_per_s']:,} rows/s into {got['segments']} segments, {rolled['bytes_a_prediction']} bytes a prediction",
-              file=sys.stderr, flush=True)
-        quarter = T0 + 7 * 86400 / 4
-        monitor = [read(e, log, archive, a.memory_mb, u) for u in (quarter, 2e9) for e in ("sqlite", "duckdb")]
-        for u in range(2):
-            sq, dk = monitor[2 * u], monitor[2 * u + 1]
-            assert (sq["rows"], sq["labelled"]) == (dk["rows"], dk["labelled"]), (sq, dk)
-        for p in (log, archive): shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
-        ingested = lake(a.frames, tmp)
-    out = {"quick": a.quick, "rows": a.rows, "frames": a.frames, "log": made, "roll": rolled, "monitor": monitor, "lake": ingested,
-           "speedup": round(monitor[3]["rows_per_s"] / monitor[2]["rows_per_s"], 2)}
+        if "monitor" in parts: out.update(monitor_part(a, tmp))
+        if "lake" in parts: out["lake"] = lake(a.frames, tmp)
     print(json.dumps(out, indent=2))
     if a.json: Path(a.json).write_text(json.dumps(out, indent=2))
+
+
+def monitor_part(a, tmp: Path) -> dict:
+    "The log, the roll and the readers (see the top of this file)."
+    from mlops_nb.archive import roll
+    log, archive = tmp / "predictions.db", tmp / "archive"
+    t = time.perf_counter(); made = make_log(log, a.rows); made["seconds"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter(); got = roll(log, archive, "bench-1", batch=200_000); s = time.perf_counter() - t
+    size = sum(p.stat().st_size for p in archive.rglob("*.parquet"))
+    rolled = {"rows": got["predictions"] + got["feedback"], "segments": got["segments"], "rows_per_s": round((got["predictions"] + got["feedback"]) / s),
+              "seconds": round(s, 1), "bytes_a_prediction": round(size / a.rows, 1)}
+    print(f"  roll: {rolled['rows_per_s']:,} rows/s into {got['segments']} segments, {rolled['bytes_a_prediction']} bytes a prediction",
+          file=sys.stderr, flush=True)
+    quarter = T0 + 7 * 86400 / 4
+    monitor = [read(e, log, archive, a.memory_mb, u) for u in (quarter, 2e9) for e in ("sqlite", "duckdb")]
+    for u in range(2):
+        sq, dk = monitor[2 * u], monitor[2 * u + 1]
+        assert (sq["rows"], sq["labelled"]) == (dk["rows"], dk["labelled"]), (sq, dk)
+    for p in (log, archive): shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    return {"log": made, "roll": rolled, "monitor": monitor, "speedup": round(monitor[3]["rows_per_s"] / monitor[2]["rows_per_s"], 2)}
 
 
 if __name__ == "__main__":

@@ -304,8 +304,10 @@ def rows_fleet(d):
 def rows_archive(d):
     "The archive: segment writing, monitoring with DuckDB over segments against SQLite over the live log (the 5x aim, "
     "memory flat), ingest from S3 against a local folder."
+    out = []
+    if "roll" not in d: return out + _lake_rows(d)
     r = d["roll"]
-    out = [(f"archive: {d['rows']:,} predictions (3x64x64) rolled into Parquet segments (`mlops_nb.archive.roll`, a local folder)",
+    out += [(f"archive: {d['rows']:,} predictions (3x64x64) rolled into Parquet segments (`mlops_nb.archive.roll`, a local folder)",
             f"{num(r['rows_per_s'])} rows/s; {r['segments']:,} segments, {num(r['bytes_a_prediction'])} B a prediction",
             "the live log (SQLite) it was rolled from: " + f"{num(d['log']['log_mb'] * 2**20 / d['rows'])} B a prediction",
             times(div(d["log"]["log_mb"] * 2**20 / d["rows"], r["bytes_a_prediction"]), 1) + " smaller")]
@@ -321,12 +323,16 @@ def rows_archive(d):
     out.append((f"monitoring memory with DuckDB: {full:,} predictions against {part:,}", f"{num(grew(dk))} MB against {num(grew(dq))} MB",
                 f"the bound `[monitor] memory_mb`: {dk['memory_mb']} MB", f"{times(div(grew(dk), grew(dq)))} (flat is 1.00x); "
                 f"{pct(div(grew(dk), dk['memory_mb']))} of the bound"))
-    if lk := d.get("lake"):
-        out.append((f"ingest of {lk['frames']:,} camera frames (160 px JPEG, to 64 px RGB) from S3 (moto's server on 127.0.0.1)",
-                    f"{num(lk['s3_first_per_s'])} images/s; unchanged again: {num(lk['s3_again_per_s'])} images/s",
-                    f"the same frames from a local folder: {num(lk['local_first_per_s'])} images/s; again: {num(lk['local_again_per_s'])} images/s",
-                    f"{times(div(lk['s3_first_per_s'], lk['local_first_per_s']))} the local rate; same dataset: {'yes' if lk['same_dataset'] else 'NO'}"))
-    return out
+    return out + _lake_rows(d)
+
+def _lake_rows(d) -> list:
+    if not (lk := d.get("lake")): return []
+    raw = f"; a bare fetch of the same objects from that server: {num(lk['s3_raw_fetch_per_s'])}/s" if "s3_raw_fetch_per_s" in lk else ""
+    return [(f"ingest of {lk['frames']:,} camera frames (160 px JPEG, to 64 px RGB) from S3 (moto's server on 127.0.0.1)",
+             f"{num(lk['s3_first_per_s'])} images/s; unchanged again: {num(lk['s3_again_per_s'])} images/s",
+             f"the same frames from a local folder: {num(lk['local_first_per_s'])} images/s; again: {num(lk['local_again_per_s'])} images/s{raw}",
+             f"{times(div(lk['s3_first_per_s'], lk['s3_raw_fetch_per_s'] if 's3_raw_fetch_per_s' in lk else None))} the server's bare rate; "
+             f"same dataset: {'yes' if lk['same_dataset'] else 'NO'}")]
 
 
 # name: (what it measures, rows, parameters made explicit in the command, flags passing a comparison's interpreter)

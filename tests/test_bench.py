@@ -9,6 +9,13 @@ TABLE = BENCH / "table.py"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.name != "table.py")
 
 FIGURES = {
+    "archive": {"quick": False, "rows": 10000000, "frames": 2000, "log": {"rows": 10000000, "labelled": 500000, "log_mb": 6964.9, "seconds": 297.1},
+                "roll": {"rows": 10500000, "segments": 389, "rows_per_s": 120000, "seconds": 87.5, "bytes_a_prediction": 438.5},
+                "monitor": [{"engine": e, "rows": n, "labelled": n // 20, "rows_per_s": r, "seconds": n / r, "peak_mb": 254.0 + m,
+                             "base_mb": 254.0, "memory_mb": 256} for e, n, r, m in (("sqlite", 2500000, 100000, 137.0), ("duckdb", 2500000, 200000, 214.0),
+                                                                                     ("sqlite", 10000000, 100000, 137.0), ("duckdb", 10000000, 300000, 225.0))],
+                "speedup": 3.0, "lake": {"frames": 2000, "s3_raw_fetch_per_s": 269, "local_first_per_s": 2709, "local_again_per_s": 70573,
+                                         "s3_first_per_s": 134, "s3_again_per_s": 2516, "same_dataset": True}},
     "fleet": {"quick": False, "rows": 20000, "window": 10000, "memory_mb": 64,
               "bytes": [{"input": "3x64x64", "policy": p, "rows": 20000, "raw_kept": k, "bytes": b, "rows_per_s": 900}
                         for p, k, b in (("auto", 100, 950.0), ("none", 0, 880.0), ("all", 20000, 13780.0))]
@@ -279,6 +286,21 @@ def test_fleet_rows(tmp_path):
     assert row(rows, "monitoring verdicts")[0:3:2] == ("checks the same; drift statistics identical to `all`", "same verdicts")
     bad = {**FIGURES["fleet"], "verdicts": {**FIGURES["fleet"]["verdicts"], "checks_auto": {"input drift": "ok"}}}
     assert row(table(tmp_path, {"fleet": bad}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})[1], "monitoring verdicts")[2] == "verdicts differ"
+
+
+def test_archive_rows(tmp_path):
+    p, rows, _ = table(tmp_path, {"archive": FIGURES["archive"]}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
+    assert row(rows, "monitoring 10,000,000 predictions: DuckDB")[1:3] == (
+        "the SQLite reader over the live log: 100,000 rows/s (100 s), 137 MB; the aim: 5x; labelled rows found: 500,000 and 500,000",
+        "3.00x faster")
+    assert row(rows, "monitoring memory with DuckDB")[:3] == ("225 MB against 214 MB", "the bound `[monitor] memory_mb`: 256 MB",
+                                                              "1.05x (flat is 1.00x); 88% of the bound")
+    assert row(rows, "archive: 10,000,000 predictions")[2] == "1.7x smaller"
+    assert row(rows, "ingest of 2,000 camera frames")[2:4] == ("0.50x the server's bare rate; same dataset: yes",
+                                                               "`python bench/archive.py --rows 10000000 --frames 2000`")
+    lake_only = {k: v for k, v in FIGURES["archive"].items() if k in ("quick", "rows", "frames", "lake")}
+    _, rows, _ = table(tmp_path, {"archive": lake_only}, {"machine": MACHINE, "quick": False, "notes": [], "failed": {}})
+    assert [k for k in rows if k.startswith(("archive:", "monitoring", "ingest"))] == ["ingest of 2,000 camera frames (160 px JPEG, to 64 px RGB) from S3 (moto's server on 127.0.0.1)"]
 
 
 def test_scale_and_gpu_rows(tmp_path):

@@ -84,7 +84,7 @@ def test_class_below_minimum(tmp_path):
 def test_missing_folder_and_bad_source(tmp_path):
     with pytest.raises(DataValidationError, match="not a folder"):
         ingest(f"imagefolder:{tmp_path / 'nope'}", tmp_path)
-    with pytest.raises(ValueError, match="use 'digits' or 'imagefolder:"):
+    with pytest.raises(ValueError, match="use 'digits', 'imagefolder:.*' or 'parquet:"):
         ingest("mnist", tmp_path)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from mlops_nb import data
+from mlops_nb import data, images
 from mlops_nb.data import (DataValidationError, Dataset, ingest, load_dataset, read_imagefolder, save_dataset,
                            stratified_split)
 from mlops_nb.shards import read_header, ShardArray, ShardWriter, put_shard
@@ -131,8 +131,8 @@ def test_reingest_reads_only_the_changed_file(tmp_path, monkeypatch):
     kw = dict(image_size=16, mode="RGB", shard_mb=0.05, store=store)
     first = ingest(f"imagefolder:{root}", tmp_path / "a", workers=2, **kw)
     calls = []
-    real = data.decode_image
-    monkeypatch.setattr(data, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = images.decode_image                                   # where the readers look it up
+    monkeypatch.setattr(images, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
     same = ingest(f"imagefolder:{root}", tmp_path / "b", workers=1, **kw)
     assert calls == [] and same.stats["decoded"] == 0 and same.stats["shards_written"] == 0
     assert same.manifest["version"] == first.manifest["version"]             # nothing read, the same dataset
