@@ -221,6 +221,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'mlops_nb.data._key': ('data.html#_key', 'mlops_nb/data.py'),
                                'mlops_nb.data._known': ('data.html#_known', 'mlops_nb/data.py'),
                                'mlops_nb.data._outside': ('data.html#_outside', 'mlops_nb/data.py'),
+                               'mlops_nb.data._production_rows': ('data.html#_production_rows', 'mlops_nb/data.py'),
                                'mlops_nb.data._refer': ('data.html#_refer', 'mlops_nb/data.py'),
                                'mlops_nb.data._rel': ('data.html#_rel', 'mlops_nb/data.py'),
                                'mlops_nb.data._row_files': ('data.html#_row_files', 'mlops_nb/data.py'),

@@ -11,7 +11,7 @@ import numpy as np
 from .shards import ShardArray, ShardWriter, ShardCache, file_ident, read_header
 from .images import (term_safe, bad_name, DataValidationError, IMAGE_EXTS, MAX_PIXELS, prepare_image, decode_image,
                              _read_file, _read_files, _ext)
-from .remote import is_url, safe_url
+from .remote import is_url, safe_url, url_fs
 from . import lake
 
 # %% auto #0
@@ -368,15 +368,35 @@ class IngestResult:
 
 PRODUCTION = "+predictions:"      # `SOURCE+predictions:NAME`: SOURCE plus model NAME's labelled production predictions
 
-def read_production(log, name: str, classes, shape, w: ShardWriter) -> tuple:
+def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None, archive_cache=None) -> tuple:
     "Stream the labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback "
     "names one of `classes` and whose raw input the log kept) into shards through `w`, a chunk at a time: `(rows, taken)`, "
     "`rows` per image `(shard number, row, label, 'predictions/<request id>/<row>', sha256 of its pixels)`, `taken` what "
-    "was taken (ids, first and last time, and `without_input`: labelled rows whose raw input `[serve] log_inputs` did not keep)."
+    "was taken (ids, first and last time, and `without_input`: labelled rows whose raw input `[serve] log_inputs` did not keep). "
+    "With `archive` (`[paths] predictions_archive`), every replica's rows are read from it, with the labels any replica "
+    "took, and the rows of `log` not archived yet (`mlops_nb.archive.Fleet`)."
+    from contextlib import nullcontext
     from mlops_nb.predlog import chunks
-    if log is None or not Path(log).is_file(): raise ValueError(f"source predictions:{name}: no prediction log at {log}")
+    live = log is not None and Path(log).is_file()
+    if not live and archive is None: raise ValueError(f"source predictions:{name}: no prediction log at {log}")
+    fleet = nullcontext()
+    if archive is not None:
+        from mlops_nb.archive import Fleet
+        fleet = Fleet(archive, [log] if live else [], archive_cache, 128)
     idx, rows, ids, first, last, missing = {str(c): i for i, c in enumerate(classes)}, [], [], np.inf, -np.inf, 0
-    for c in chunks(log, name, inputs=True, max_bytes=64 << 20):
+    with fleet as fl:
+        read = fl.chunks(name, inputs=True, max_bytes=64 << 20) if fl is not None else chunks(log, name, inputs=True, max_bytes=64 << 20)
+        rows, ids, first, last, missing = _production_rows(read, idx, shape, name, w)
+    w.close()
+    if not rows: raise ValueError(f"source predictions:{name}: no labelled predictions of {name} in {log} " + (
+        f"whose raw input was kept ({missing} labelled rows have none: see [serve] log_inputs)" if missing else "(send feedback first)"))
+    return rows, {"model": name, "rows": len(ids), "first": first, "last": last, "without_input": missing,
+                  "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
+
+def _production_rows(read, idx: dict, shape, name: str, w: ShardWriter) -> tuple:
+    "The labelled rows with a kept raw input of `read`'s chunks, into shards: (rows, ids, first, last, labelled rows without input)."
+    rows, ids, first, last, missing = [], [], np.inf, -np.inf, 0
+    for c in read:
         keep = np.array([t is not None and str(t) in idx for t in c["true_label"]], bool)
         missing += int((keep & ~c["has_x"]).sum()); keep &= c["has_x"]
         if not keep.any(): continue
@@ -386,11 +406,7 @@ def read_production(log, name: str, classes, shape, w: ShardWriter) -> tuple:
             rows.append((*w.add(im), idx[str(t)], f"predictions/{r}/{k}", hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()))
             ids.append(f"{r}/{k}")
         first, last = min(first, float(c["ts"][keep].min())), max(last, float(c["ts"][keep].max()))
-    w.close()
-    if not rows: raise ValueError(f"source predictions:{name}: no labelled predictions of {name} in {log} " + (
-        f"whose raw input was kept ({missing} labelled rows have none: see [serve] log_inputs)" if missing else "(send feedback first)"))
-    return rows, {"model": name, "rows": len(ids), "first": first, "last": last, "without_input": missing,
-                  "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
+    return rows, ids, first, last, missing
 
 # %% ../nbs/10_data.ipynb #c012b
 def _dataset(w: ShardWriter, rows: list, classes: list, split) -> Dataset:
@@ -417,6 +433,8 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
            shard_mb: float = 64,    # the byte budget of one shard, in MiB
            image_column: str = "image",   # parquet: the column of image bytes, or of paths or URLs
            label_column: str = "label",   # parquet: the column of class names
+           archive=None,                  # +predictions: also every replica's rows in this archive (`[paths] predictions_archive`)
+           archive_cache=None,            # where the archive's remote segments are kept once checked
            ) -> IngestResult:
     "Read `source` ('digits', 'imagefolder:<path or URL>' or 'parquet:<path or URL>', any followed by "
     "'+predictions:NAME' to add model NAME's labelled production predictions from the prediction log `log`), validate "
@@ -442,7 +460,7 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
                                                 workers or machine_cores(), stats)
     taken = None
     if prod:                                       # the labelled production data, after the original rows
-        more, taken = read_production(log, prod, classes, w.item_shape, w)
+        more, taken = read_production(log, prod, classes, w.item_shape, w, archive, archive_cache)
         rows += more
     ds = _dataset(w, rows, classes, stratified_split([r[2] for r in rows], val_frac, test_frac, seed))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -452,7 +470,7 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
     if taken is not None: man["production"] = taken                # which predictions (request/row) it took
     return IngestResult(ds, path, man, skipped, stats)
 
-def source_fingerprint(source: str, log=None) -> str:
+def source_fingerprint(source: str, log=None, archive=None) -> str:
     "A cheap digest of what `source` would read now: for an image folder, every entry's path, type, size and modification "
     "time (as make and DVC judge a file unchanged), so the stage cache sees a changed folder; for `digits`, the source name."
     h = hashlib.sha256(source.encode())
@@ -462,7 +480,11 @@ def source_fingerprint(source: str, log=None) -> str:
         try: h.update(repr(tuple(db.execute("SELECT (SELECT MAX(rowid) FROM predictions), (SELECT MAX(rowid) FROM feedback), "
                                             "(SELECT COUNT(*) FROM feedback)").fetchone())).encode())
         finally: db.close()
-        source = source.partition(PRODUCTION)[0]
+    if PRODUCTION in source and archive is not None:   # and which segments every replica has archived
+        from mlops_nb.archive import listing, ARCHIVED
+        fs, root = url_fs(archive)
+        for t in ARCHIVED: h.update(repr(sorted(s["sha256"] for s in listing(fs, root, t))).encode())
+    if PRODUCTION in source: source = source.partition(PRODUCTION)[0]
     if source.startswith("parquet:"):                  # the table's files: their names, sizes and versions
         lake.fingerprint(source.split(":", 1)[1], h)
     elif source.startswith("imagefolder:") and is_url(source.split(":", 1)[1]): lake.fingerprint(source.split(":", 1)[1], h)

@@ -124,7 +124,7 @@ def raw_fingerprint(s: Settings, st: StageSpec, p: dict) -> str:
         f = weights_file(p["arch"], p["weights"], s.train["allow_download"])
         return file_digest(f) if f else "none"
     from mlops_nb.data import source_fingerprint
-    return source_fingerprint(p[st.raw], s.predictions)
+    return source_fingerprint(p[st.raw], s.predictions, s.archive)
 
 # %% ../nbs/40_pipeline.ipynb #c009
 import fcntl

@@ -193,3 +193,26 @@ def test_monitoring_in_two_processes_gives_what_one_gives(tmp_path):
     assert one[".rows"] == two[".rows"] == 800 and one[".labels.labelled"] == two[".labels.labelled"] == 268 and one.keys() == two.keys()
     differ = [k for k in one if one[k] != two[k] and not (isinstance(one[k], float) and abs(one[k] - two[k]) <= 1e-12 * max(1.0, abs(one[k])))]
     assert not differ, [(k, one[k], two[k]) for k in differ[:10]]     # sums added in another order: last digits only
+
+
+def test_retraining_takes_every_replicas_labelled_rows_from_the_archive(tmp_path):
+    "`digits+predictions:NAME` with an archive: the labelled rows of both replicas (labels sent to either), their inputs "
+    "from the segments; the live log's rows not archived yet too; the fingerprint moves when a replica archives more."
+    from mlops_nb.archive import roll
+    from mlops_nb.data import ingest, source_fingerprint
+    from mlops_nb.predlog import PredictionLog
+    rng = np.random.default_rng(4)
+    for cam in ("a", "b"):
+        log = PredictionLog(tmp_path / f"{cam}.db", log_inputs="all")
+        x = rng.integers(0, 17, (30, 1, 8, 8), dtype=np.uint8)
+        for i in range(30):
+            log.add(f"{cam}{i}", ("digits-cnn", 1, "sha256:0"), x[i:i + 1], np.full((1, 10), 0.1, np.float32), ["0"], 1.0, "/v1/predict", ts=1e9 + i)
+        for i in range(0, 30, 2): log.feedback(f"{'b' if cam == 'a' else 'a'}{i}", 0, str(i % 10), ts=1e9 + 100 + i)
+        log.close()
+    roll(tmp_path / "a.db", tmp_path / "archive", "a")
+    before = source_fingerprint("digits+predictions:digits-cnn", tmp_path / "b.db", str(tmp_path / "archive"))
+    roll(tmp_path / "b.db", tmp_path / "archive", "b")
+    assert source_fingerprint("digits+predictions:digits-cnn", tmp_path / "b.db", str(tmp_path / "archive")) != before
+    r = ingest("digits+predictions:digits-cnn", tmp_path / "ds", log=None, archive=str(tmp_path / "archive"), archive_cache=tmp_path / "cache")
+    assert r.manifest["production"]["rows"] == 30 and r.manifest["n"] == 1797 + 30
+    assert sorted(i.split("/")[0] for i in r.manifest["production"]["ids"]) == sorted(f"{c}{i}" for c in "ab" for i in range(0, 30, 2))
