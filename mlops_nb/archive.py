@@ -282,8 +282,7 @@ class Fleet:
     "archived yet (`tail`). `cache`: where remote segments are kept once checked; DuckDB keeps within half of `memory_mb` "
     "(spilling to a temporary folder beyond), `chunks` within the other half. A context manager: the temporary files go at its end."
     def __init__(self, url=None, live=(), cache=None, memory_mb: int = 256, since: float = 0.0, echo=None):
-        self.tmp = Path(tempfile.mkdtemp(prefix="mlops-nb-fleet-"))
-        self.segments, self.replicas, self.files, self.tails, self.memory_mb, self.con = {}, set(), {}, [], memory_mb, None
+        self._start(memory_mb)
         try:
             self.tails = [tail(p, self.tmp/f"live{i}") for i, p in enumerate(live) if Path(p).is_file()]
             fs, root = url_fs(url) if url else (None, None)
@@ -294,6 +293,19 @@ class Fleet:
                 self.segments[t] = len(segs); self.replicas.update(x["replica"] for x in segs)
             self._open()
         except BaseException: self.close(); raise
+
+    def _start(self, memory_mb: int):
+        self.tmp = Path(tempfile.mkdtemp(prefix="mlops-nb-fleet-"))
+        self.segments, self.replicas, self.files, self.tails, self.memory_mb, self.con = {}, set(), {}, [], memory_mb, None
+
+    @classmethod
+    def of(cls, files: dict, tails: list, memory_mb: int, part: tuple = (0, 1)) -> "Fleet":
+        "A fleet over segments already checked (`files`) and live rows already read (`tails`), its view `mine` the "
+        "share `part` of the predictions: what a worker of `map_chunks` reads."
+        fl = cls.__new__(cls); fl._start(memory_mb); fl.files, fl.tails = files, tails
+        try: fl._open(part)
+        except BaseException: fl.close(); raise
+        return fl
 
     def _open(self, part: tuple = (0, 1)):
         "DuckDB's views over `files` and `tails`; `part` (k, K): the view `mine` holds the k-th of K shares of the "
@@ -468,12 +480,8 @@ def pq_rows(path) -> int:
 def _share(job) -> bytes:
     "One worker of `Fleet.map_chunks`: its share's chunks through `step`."
     files, tails, memory_mb, part, name, since, until, roles, fields, max_bytes, step = job
-    fl = Fleet.__new__(Fleet)
-    fl.tmp, fl.files, fl.tails, fl.memory_mb, fl.segments, fl.replicas = Path(tempfile.mkdtemp(prefix="mlops-nb-share-")), files, tails, memory_mb, {}, set()
-    try:
-        fl._open(part)
+    with Fleet.of(files, tails, memory_mb, part) as fl:
         return step(fl.chunks(name, since, until, roles=roles, max_bytes=max_bytes, fields=fields))
-    finally: fl.close()
 
 # %% ../nbs/20h_archive.ipynb #c016
 _SPARK_LABELS = """

@@ -29,7 +29,7 @@ def url_fs(url):
     "`AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`), never from the URL, which is refused when it carries any."
     import fsspec
     url = str(url)
-    if is_url(url) and re.match(r"^[a-z0-9+.-]+://[^/@]*@", url, flags=re.I):
+    if is_url(url) and redact(url) != url:
         raise ValueError(f"URL {safe_url(url)!r} carries credentials: give them in the environment "
                          "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for S3), not in the URL")
     try: fs, root = fsspec.core.url_to_fs(url if is_url(url) else str(Path(url).expanduser().resolve()),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import cli
 from test_serve import start, stop, http, free_port
+from test_faults import until
 
 
 def replica_settings(d: Path, settings, archive: str, **serve) -> Path:
@@ -44,14 +45,6 @@ def metric(url, name) -> float:
     import urllib.request
     text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     return float(next(l.rsplit(" ", 1)[1] for l in text.splitlines() if l.startswith(name + " ")))
-
-
-def until(cond, timeout=30.0, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        if v := cond(): return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_replicas_archive_to_one_bucket_and_one_monitor_report_covers_both(tmp_path, smoke, s3):
