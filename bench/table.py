@@ -325,6 +325,30 @@ def rows_archive(d):
                 f"{pct(div(grew(dk), dk['memory_mb']))} of the bound"))
     return out + _lake_rows(d)
 
+def rows_detect(d):
+    "Per model family: the monitor's false alarms on clean windows (the 5% aim) against the rule before, the medium "
+    "shifts caught with power 0.9 at 1,000 predictions (or the largest size a family has), and the size each needs."
+    out = []
+    for fam, info in d["families"].items():
+        t = info["table"]
+        clean = {r["n"]: r["rates"] for r in t if r["pool"] == "clean"}
+        worst = max(clean, key=lambda n: clean[n]["overall"])
+        sizes = sorted(clean)
+        out.append((f"detection, {fam}: false alarms of the monitor's drift verdict on clean windows ({', '.join(f'{n:,}' for n in sizes)} "
+                    f"predictions, {d['trials']} windows each)", f"at most {pct(clean[worst]['overall'])} (at {worst:,})",
+                    "the rule before (effect sizes, no test): " + ", ".join(f"{pct(clean[n]['before'])} at {n:,}" for n in sizes) + "; the aim: 5%",
+                    "aim met" if clean[worst]["overall"] <= 0.05 else "aim MISSED"))
+        at = 1000 if 1000 in sizes else sizes[-1]
+        med = {r["pool"].rsplit(" ", 1)[0]: r["rates"]["overall"] for r in t if r["pool"].endswith(" medium") and r["n"] == at}
+        missed = [f"{k} {v:.2f}" for k, v in med.items() if v < 0.9]
+        need = {k.rsplit(" ", 1)[0]: v for k, v in info["needed"].items() if k.endswith(" medium")}
+        out.append((f"detection, {fam}: medium shifts caught with power 0.9 at {at:,} predictions",
+                    f"{sum(v >= 0.9 for v in med.values())} of {len(med)}" + (f"; missed: {', '.join(missed)}" if missed else ""),
+                    "predictions each needs: " + ", ".join(f"{k} {'>' + format(sizes[-1], ',') if v is None else format(v, ',')}" for k, v in need.items()),
+                    "aim met" if not missed and at == 1000 else "aim MISSED" if missed else f"no windows of 1,000 ({info['held_rows']:,} held-out rows)"))
+    return out
+
+
 def _lake_rows(d) -> list:
     if not (lk := d.get("lake")): return []
     raw = f"; a bare fetch of the same objects from that server: {num(lk['s3_raw_fetch_per_s'])}/s" if "s3_raw_fetch_per_s" in lk else ""
@@ -363,6 +387,8 @@ SPECS = {
               [("--rows", "rows"), ("--window", "window")]),
     "archive": ("the fleet's archive: segments written, monitoring with DuckDB against SQLite, ingest from S3", rows_archive,
                 [("--rows", "rows"), ("--frames", "frames")]),
+    "detect": ("monitoring's false alarms and detection power, Failing Loudly's way", rows_detect,
+               [("--trials", "trials"), ("--sizes", "sizes_arg"), ("--px", "px")]),
     "soak": ("the service held under load, releases and a rollback during it", rows_soak, [("--seconds", "seconds"), ("--connections", "connections")]),
 }
 COMPARATORS = {"--mlflow-python": "mlflow_python", "--evidently-python": "evidently_python", "--before": "before"}

@@ -95,9 +95,9 @@ APPTEST_DEFAULTS = dict(
 
 MONITOR_DEFAULTS = dict(
     window="7d",               # mlops-nb monitor without --since: this far back from now
-    alpha=0.05,                # drift tests: significance after the Benjamini-Hochberg correction across features
-    max_drifted_share=0.25,    # input drift is flagged when more than this share of features drifted
-    max_psi=0.2,               # prediction drift (PSI of the predicted class distribution) is flagged above this
+    alpha=0.05,                # drift checks: one multiple test at this level (Holm across the checks, Benjamini-Hochberg across features)
+    max_drifted_share=0.25,    # a drift check alerts when its test is significant and more than this share of its features drifted
+    max_psi=0.2,               # prediction drift alerts when its chi-square test is significant and the PSI is above this
     min_labels=30,             # accuracy and per-class figures are judged only on at least this many labels
     min_accuracy=0.9,          # realized accuracy (where labels arrived) must reach this
     max_accuracy_drop=0.05,    # estimated accuracy (label-free) may fall at most this below the reference's

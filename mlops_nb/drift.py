@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # %% auto #0
-__all__ = ['Reference', 'ks_pvalues', 'psi', 'bh', 'chi2_counts', 'Drift', 'Window']
+__all__ = ['EXACT_MAX', 'Reference', 'ks_pvalues', 'psi', 'bh', 'chi2_counts', 'Drift', 'Window']
 
 # %% ../nbs/30a_drift.ipynb #e2532656
 def _as_2d(x, features: int | None = None, what: str = "x") -> np.ndarray:
@@ -102,13 +102,20 @@ class Reference:
     def window(self) -> Window: return Window(self)
 
 # %% ../nbs/30a_drift.ipynb #5db456bf
-def ks_pvalues(d, n1, n2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Two-sided KS p-values for statistics `d` of samples sized `n1`, `n2` (arrays), as `scipy.stats.ks_2samp(method='auto')` computes them: (d, p, exact)."
+EXACT_MAX = 250_000             # windows: the exact KS p-value only where the two samples' sizes multiply to at most this
+
+def ks_pvalues(d, n1, n2,
+               exact_max: int | None = None   # the exact path only where n1 x n2 is at most this (None: scipy's rule alone)
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Two-sided KS p-values for statistics `d` of samples sized `n1`, `n2` (arrays), as `scipy.stats.ks_2samp(method='auto')` "
+    "computes them (exact where neither has more than 10,000 values, and n1 x n2 is at most `exact_max`): (d, p, exact)."
     from scipy.stats import kstwo
     from scipy.stats._stats_py import _attempt_exact_2kssamp                  # scipy's own exact path (pinned by the tests below)
-    d, n1, n2 = (np.atleast_1d(np.asarray(a, dtype)).copy() for a, dtype in ((d, float), (n1, np.int64), (n2, np.int64)))
+    d, n1, n2 = (a.copy() for a in np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, t)) for a, t in ((d, float), (n1, np.int64), (n2, np.int64)))))
     p, exact = np.full(d.shape, np.nan), np.zeros(d.shape, bool)
-    for i in np.flatnonzero((np.maximum(n1, n2) <= 10_000) & (np.minimum(n1, n2) > 0)):   # scipy's MAX_AUTO_N
+    small = (np.maximum(n1, n2) <= 10_000) & (np.minimum(n1, n2) > 0)       # scipy's MAX_AUTO_N
+    if exact_max is not None: small &= n1 * n2 <= exact_max
+    for i in np.flatnonzero(small):
         a, b = int(n1[i]), int(n2[i])
         exact[i], d[i], p[i] = _attempt_exact_2kssamp(a, b, math.gcd(a, b), float(d[i]), "two-sided")   # d rounded to h / lcm
     asymp = ~exact & (np.minimum(n1, n2) > 0)
@@ -141,17 +148,37 @@ def bh(pvalues) -> np.ndarray:
         r = np.empty(q.size); r[o] = np.minimum(adj, 1); out[ok] = r
     return out
 
-def chi2_counts(ref_counts, win_counts, eps: float = 1e-4) -> dict:
-    "Chi-square test of a window's category counts against the reference's proportions (eps-smoothed, as in `psi`), and their PSI."
+def _pearson(w: np.ndarray, e: np.ndarray) -> np.ndarray: return ((w - e) ** 2 / e).sum(axis=-1)
+
+def chi2_counts(ref_counts,              # the reference's count per category
+                win_counts,              # the window's, over the same categories
+                eps: float = 1e-4,       # smoothing of the reference's proportions (one-sample test), as in `psi`
+                two_sample: bool = False,  # test the homogeneity of both samples: the reference's counts are a sample too
+                draws: int = 2000        # Monte Carlo draws for the p-value where an expected count is under 5 (0: never)
+                ) -> dict:
+    "Chi-square test of a window's category counts against the reference's: against its proportions taken as exact "
+    "(eps-smoothed), or `two_sample`, as two samples of one distribution (what a validation split of a few hundred rows "
+    "is). Where an expected count is under 5 the chi-square law does not hold (at 10 rows it rejects too often), so the "
+    "p-value is then a Monte Carlo one (`draws` samples under the null, seeded by the counts: the same counts give the "
+    "same p). Returns the statistic, p, degrees of freedom, PSI, rows, and `method`."
     from scipy.stats import chi2
     r, w = np.asarray(ref_counts, float), np.asarray(win_counts, float)
     if r.shape != w.shape or r.ndim != 1: raise ValueError(f"chi2_counts: {r.shape} reference counts against {w.shape} window counts")
     keep = (r > 0) | (w > 0)                                                 # categories neither saw say nothing
     r, w, n = r[keep], w[keep], w.sum()
-    if n == 0 or r.sum() == 0: return dict(chi2=math.nan, p=math.nan, dof=0, psi=math.nan, n=int(n))
-    e = (r / r.sum() + eps) / (1 + eps * len(r)) * n if eps else r / r.sum() * n
-    stat = float(np.sum((w - e) ** 2 / e))
-    return dict(chi2=stat, p=float(chi2.sf(stat, len(r) - 1)), dof=len(r) - 1, psi=psi(r, w, eps), n=int(n))
+    if n == 0 or r.sum() == 0: return dict(chi2=math.nan, p=math.nan, dof=0, psi=math.nan, n=int(n), method="none")
+    if two_sample: e = (r + w) / (r.sum() + n) * n; e_ref = (r + w) / (r.sum() + n) * r.sum()
+    else: e = (r / r.sum() + eps) / (1 + eps * len(r)) * n if eps else r / r.sum() * n
+    stat = float(_pearson(w, e) + (_pearson(r, e_ref) if two_sample else 0))
+    out = dict(chi2=stat, p=float(chi2.sf(stat, len(r) - 1)), dof=len(r) - 1, psi=psi(r, w, eps), n=int(n), method="asymptotic")
+    if draws and len(r) > 1 and min(e.min(), e_ref.min() if two_sample else math.inf) < 5:
+        rng = np.random.default_rng([int(v) for v in np.concatenate([r, w])])
+        if two_sample:                                                        # the window's rows drawn from the pooled ones
+            sw = rng.multivariate_hypergeometric((r + w).astype(np.int64), int(n), size=draws).astype(float)
+            sim = _pearson(sw, e) + _pearson((r + w) - sw, e_ref)
+        else: sim = _pearson(rng.multinomial(int(n), e / e.sum(), size=draws).astype(float), e)
+        out.update(p=float((1 + (sim >= stat - 1e-9).sum()) / (draws + 1)), method="monte carlo")
+    return out
 
 # %% ../nbs/30a_drift.ipynb #466be001
 @dataclass
@@ -271,7 +298,7 @@ class Window:
             up = np.maximum.reduceat(F1 - self.le / n2, r.start[:-1])      # reference above the window, at a reference value
             down = np.maximum.reduceat(self.lt / n2 - F1_below, r.start[:-1])  # window above, just below a reference value
         has = self.n > 0
-        d, p, exact = ks_pvalues(np.where(has, np.maximum(up, down), 0), r.n, self.n)
+        d, p, exact = ks_pvalues(np.where(has, np.maximum(up, down), 0), r.n, self.n, EXACT_MAX)
         d[~has] = np.nan
         props = r.bin_counts(self.le, self.n) / np.repeat(np.maximum(self.n, 1), np.diff(r.bin_start))
         s = np.array([psi(r.props[a:b], props[a:b]) if h else math.nan for a, b, h in zip(r.bin_start[:-1], r.bin_start[1:], has)])

@@ -16,8 +16,9 @@ from .reference import MonitoringReference, calibrated
 
 
 # %% auto #0
-__all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'FIELDS', 'duration', 'quantile', 'wilson', 'Window', 'check_logs', 'log_reader',
-           'MonitorReport', 'monitor', 'figures', 'gap', 'bias', 'checks', 'service_metrics']
+__all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'FIELDS', 'TESTS', 'duration', 'quantile', 'wilson', 'Window', 'check_logs',
+           'log_reader', 'MonitorReport', 'monitor', 'figures', 'tests', 'holm', 'gap', 'bias', 'checks',
+           'service_metrics']
 
 # %% ../nbs/30_monitor.ipynb #c004
 def duration(text: str) -> float:
@@ -67,7 +68,7 @@ class Window:
         self.pred = np.zeros(k, np.int64)
         self.cm = np.zeros((k, k), np.int64)             # labelled rows: true class x predicted class
         self.ecm = np.zeros((k, k))                      # every row: the expected confusion from calibrated probabilities
-        self.est = self.est_labelled = 0.0               # sums of calibrated top probabilities (all rows; labelled rows)
+        self.est = self.est2 = self.est_labelled = 0.0   # sums of calibrated top probabilities (all rows, their squares; labelled rows)
         self.lat, self.delay = np.zeros(len(LAT_EDGES) + 1, np.int64), np.zeros(len(DELAY_EDGES) + 1, np.int64)
         self.slices = {}                                 # "key=value" -> counters (rows, labelled, correct, est, pred, conf)
         self.refused = Counter()                         # reason -> requests the service refused
@@ -84,7 +85,7 @@ class Window:
         self.drift["outputs"].add(p); self.drift["confidence"].add(p.max(axis=1, keepdims=True))
         pred, q = p.argmax(axis=1), calibrated(p, self.t)
         conf, onehot = q.max(axis=1), np.eye(self.k)[pred]
-        self.pred += np.bincount(pred, minlength=self.k); self.ecm += q.T @ onehot; self.est += float(conf.sum())
+        self.pred += np.bincount(pred, minlength=self.k); self.ecm += q.T @ onehot; self.est += float(conf.sum()); self.est2 += float(conf @ conf)
         true = np.array([-2 if t is None else self.index.get(str(t), -1) for t in c["true_label"]])
         has = true >= 0
         self.unknown_labels += int((true == -1).sum())
@@ -111,7 +112,7 @@ class Window:
     def merge(self, o: "Window") -> "Window":
         "The window covering both (the same version's reference): every summary added, nothing re-read."
         w = Window(self.ref, min(self.start, o.start), max(self.end, o.end))
-        for a in ("rows", "labelled", "unknown_labels", "pred", "cm", "ecm", "est", "est_labelled", "lat", "delay"):
+        for a in ("rows", "labelled", "unknown_labels", "pred", "cm", "ecm", "est", "est2", "est_labelled", "lat", "delay"):
             setattr(w, a, getattr(self, a) + getattr(o, a))
         w.first, w.last = min(self.first, o.first), max(self.last, o.last)
         w.drift = {d: self.drift[d].merge(o.drift[d]) for d in DRIFTS}
@@ -305,7 +306,7 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
                 "per_class": [], "recall_gap": None, "estimated_accuracy": None, "slices": []}
     f["drift"] = {d: _drift(w.drift[d], alpha) for d in DRIFTS}
     ref_pred = np.asarray(info["predicted_counts"])
-    chi = chi2_counts(ref_pred, w.pred)
+    chi = chi2_counts(ref_pred, w.pred, two_sample=True)       # the reference's counts are a validation split's: a sample too
     f["prediction"] = {"counts": w.pred.tolist(), "reference": ref_pred.tolist(), "chi2_p": float(chi["p"]), "psi": float(chi["psi"])}
     n = w.labelled
     f["labels"] = {"labelled": int(n), "coverage": n / w.rows, "unknown": int(w.unknown_labels),
@@ -327,7 +328,8 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     f["recall_gap"] = max(rec) - min(rec) if len(rec) >= 2 else None
     f["estimated_accuracy"] = w.est / w.rows
     f["estimated_accuracy_labelled"] = _ratio(w.est_labelled, n)
-    f["reference"] = {"accuracy": info["accuracy"], "estimated_accuracy": info["estimated_accuracy"]}
+    f["reference"] = {"accuracy": info["accuracy"], "estimated_accuracy": info["estimated_accuracy"], "rows": info["rows"]}
+    f["estimated_accuracy_sd"] = math.sqrt(max(0.0, w.est2 / w.rows - f["estimated_accuracy"] ** 2))
     def one(key, sl):
         c = sl["conf"].result(alpha=alpha)
         return {"slice": key, "rows": sl["rows"], "labelled": sl["labelled"], "accuracy": _ratio(sl["correct"], sl["labelled"]),
@@ -336,6 +338,35 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
                 "confidence_ks": float(c["stat"][0]), "confidence_p": float(c["p_adj"][0]), "confidence_drifted": bool(c["drifted"][0])}
     f["slices"] = [one(key, sl) for key, sl in sorted(w.slices.items())]
     return f
+
+TESTS = ("input drift", "image properties", "output drift", "prediction drift", "estimated accuracy")   # one multiple test
+
+def tests(f: dict, max_drop: float) -> dict:
+    "Each drift check's test on a window's figures, `{check: {p, effect}}`: for a part tested feature by feature, the "
+    "smallest Benjamini-Hochberg-adjusted p (Simes' test that no feature moved) and the drifted share; for the predicted "
+    "classes, the two-sample chi-square p and the PSI; for the label-free estimate, a one-sided z-test that it fell more "
+    "than `max_drop` below the reference's (both means' errors: the validation split is a sample too) and the drop."
+    if f["rows"] == 0: return {}
+    out = {name: {"p": min(f["drift"][part]["p_adj"], default=math.nan), "effect": f["drift"][part]["share"]}
+           for name, part in zip(TESTS, ("features", "properties", "outputs"))}
+    out["prediction drift"] = {"p": f["prediction"]["chi2_p"], "effect": f["prediction"]["psi"]}
+    est, ref, sd = f["estimated_accuracy"], f["reference"]["estimated_accuracy"], f.get("estimated_accuracy_sd", 0.0)
+    se = sd * math.sqrt(1 / f["rows"] + 1 / max(1, f["reference"].get("rows") or f["rows"]))
+    z = (est - (ref - max_drop)) / se if se > 0 else (-math.inf if est < ref - max_drop else math.inf)
+    from scipy.stats import norm
+    out["estimated accuracy"] = {"p": float(norm.cdf(z)), "effect": ref - est}
+    return out
+
+def holm(p: dict, alpha: float) -> dict:
+    "Holm's step-down correction of the p-values `p` (name -> p; NaN is no test): name -> the level its p was held to, "
+    "and whether it was rejected. The chance that any is rejected when none should be stays at most `alpha`."
+    ok = sorted((v, k) for k, v in p.items() if not math.isnan(v))
+    out, going = {}, True
+    for i, (v, k) in enumerate(ok):
+        level = alpha / (len(ok) - i)
+        going = going and v <= level
+        out[k] = {"level": level, "rejected": going}
+    return out
 
 def gap(sides: list, min_n: int) -> dict | None:
     "The largest gap in a rate between `sides` (dicts: name, k successes, n trials) having at least `min_n` trials: the "
@@ -362,7 +393,8 @@ def bias(f: dict, min_n: int) -> dict:
 
 def checks(f: dict, m: dict) -> list[dict]:
     "A window's figures against the `[monitor]` thresholds `m`: one row a check, status `ok`, `ALERT` or `n/a`, with the "
-    "metric, its value and the threshold it was judged against (what an alert records)."
+    "metric, its value and the threshold it was judged against (what an alert records). A drift check alerts when its "
+    "test (`tests`) is significant after Holm's correction across them (`holm`) and its effect is over its threshold."
     out = []
     def add(name, ok, detail, metric=None, value=None, threshold=None):
         out.append({"check": name, "status": "n/a" if ok is None else "ok" if ok else "ALERT", "detail": detail,
@@ -370,23 +402,27 @@ def checks(f: dict, m: dict) -> list[dict]:
     if f["rows"] == 0:
         add("traffic", None, "no predictions of this version in the window", "rows", 0)
         return out
+    t = tests(f, m["max_accuracy_drop"])
+    h = holm({k: v["p"] for k, v in t.items()}, m["alpha"])
+    sig = lambda k: h.get(k, {}).get("rejected", False)
+    said = lambda k: (f"; p {t[k]['p']:.2g}, {'under' if sig(k) else 'not under'} its level {h[k]['level']:.2g}" if k in h else "; no test")
     for part, what in (("features", "input drift"), ("properties", "image properties"), ("outputs", "output drift")):
         d = f["drift"][part]
         top = [n for n, dr in zip(d["names"], d["drifted"]) if dr][:5]
-        add(what, d["share"] <= m["max_drifted_share"], f"{d['share']:.0%} of {len(d['names'])} drifted (at most "
-            f"{m['max_drifted_share']:.0%})" + (f": {', '.join(top)}{' ...' if sum(d['drifted']) > 5 else ''}" if top else ""),
-            f"{part}_drifted_share", d["share"], m["max_drifted_share"])
+        add(what, not (sig(what) and d["share"] > m["max_drifted_share"]), f"{d['share']:.0%} of {len(d['names'])} drifted (more "
+            f"than {m['max_drifted_share']:.0%} alerts)" + (f": {', '.join(top)}{' ...' if sum(d['drifted']) > 5 else ''}" if top else "")
+            + said(what), f"{part}_drifted_share", d["share"], m["max_drifted_share"])
     p = f["prediction"]
-    add("prediction drift", p["psi"] <= m["max_psi"], f"PSI {p['psi']:.3f} (at most {m['max_psi']:g}); chi-square p {p['chi2_p']:.2g}",
-        "prediction_psi", p["psi"], m["max_psi"])
+    add("prediction drift", not (sig("prediction drift") and p["psi"] > m["max_psi"]), f"PSI {p['psi']:.3f} (more than "
+        f"{m['max_psi']:g} alerts)" + said("prediction drift"), "prediction_psi", p["psi"], m["max_psi"])
     a, n = f["accuracy"], f["labels"]["labelled"]
     if n < m["min_labels"]: add("accuracy", None, f"{n} labels: fewer than {m['min_labels']}, not judged", "labels", n, m["min_labels"])
     else: add("accuracy", a["value"] >= m["min_accuracy"], f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] on {n} labels "
               f"(at least {m['min_accuracy']:g})", "accuracy", a["value"], m["min_accuracy"])
     est, ref = f["estimated_accuracy"], f["reference"]["estimated_accuracy"]
     moved = f["drift"]["features"]["share"] > m["max_drifted_share"]
-    add("estimated accuracy", est >= ref - m["max_accuracy_drop"], f"{est:.3f} without labels (reference {ref:.3f}, "
-        f"at most {m['max_accuracy_drop']:g} below)" + ("; the inputs drifted, so this overstates accuracy: trust labels"
+    add("estimated accuracy", not sig("estimated accuracy"), f"{est:.3f} without labels (reference {ref:.3f}, "
+        f"at most {m['max_accuracy_drop']:g} below)" + said("estimated accuracy") + ("; the inputs drifted, so this overstates accuracy: trust labels"
                                                          if moved else ""), "estimated_accuracy", est, ref - m["max_accuracy_drop"])
     b = f.get("bias") or bias(f, m["min_class_labels"])
     g = b["recall_gap"]

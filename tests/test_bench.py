@@ -97,6 +97,12 @@ FIGURES = {
                                                      "batch_ms": 24.0},
                                       "jpeg": {"rps": 300.0, "p50": 12.0, "p99": 21.0, "cpu_us": 4500.0}},
                              "kserve": {"start_s": 1.0, "c16": {"rps": 390.0, "p50": 39.0, "p99": 45.0, "cpu_us": 2700.0}}}}},
+    "detect": {"quick": False, "trials": 100, "sizes": [10, 1000], "sizes_arg": "10,1000", "px": 32, "severities": {"medium": 0.3},
+               "families": {"frames": {"held_rows": 20000, "needed": {"clean": None, "noise medium": 1000, "blur medium": None},
+                                       "table": [{"pool": p, "n": n, "trials": 100, "rates": {"overall": r, "before": b}}
+                                                 for p, n, r, b in (("clean", 10, 0.01, 1.0), ("clean", 1000, 0.03, 0.0),
+                                                                    ("noise medium", 10, 0.2, 1.0), ("noise medium", 1000, 0.95, 1.0),
+                                                                    ("blur medium", 10, 0.0, 1.0), ("blur medium", 1000, 0.4, 0.0))]}}},
     "gpu": {"quick": False, "frames": 512, "px": 128, "batch": 64, "steps": 30, "cpu_steps": 5, "repeat": 3, "arch": "resnet18",
             "cpu_threads": 2, "cpu_name": "Test CPU 3000", "cpu_images_s": 20.0,
             "gpu": {"name": "NVIDIA H100", "cuda": "12.8", "images_s": {"32": 2000.0, "bf16-mixed": 4000.0, "16-mixed": 3900.0}}},
@@ -236,6 +242,15 @@ def test_a_failed_script_shows_as_failed(tmp_path):
     assert failed == [("swap time, failed during swaps, shadow cost, load test",
                        ("failed: SystemExit: v2 never answered after the release", "—", "—", "`python bench/release.py`"))]
     assert row(rows, "pipeline overhead")[0] == "31.60 s"                                  # the others are still there
+
+
+def test_detection_rows(tmp_path):
+    p, rows, text = table(tmp_path, {"detect": FIGURES["detect"]})              # the other scripts' figures are absent: failed
+    fa = row(rows, "detection, frames: false alarms of the monitor's drift verdict on clean windows (10, 1,000 predictions, 100 windows each)")
+    assert fa[:3] == ("at most 3% (at 1,000)", "the rule before (effect sizes, no test): 100% at 10, 0% at 1,000; the aim: 5%", "aim met"), fa
+    pw = row(rows, "detection, frames: medium shifts caught with power 0.9 at 1,000 predictions")
+    assert pw[:3] == ("1 of 2; missed: blur 0.40", "predictions each needs: noise 1,000, blur >1,000", "aim MISSED"), pw
+    assert pw[3] == "`python bench/detect.py --trials 100 --sizes 10,1000 --px 32`"
 
 
 def test_every_script_has_rows():

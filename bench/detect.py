@@ -1,0 +1,165 @@
+"""How often monitoring is right: each drift check's false-alarm rate and power, as "Failing Loudly" measures them.
+
+For each model family (the digits; camera-like frames of --px), a model is trained here with one class held out, the
+unseen class of the shift of that name (digits: 9; frames: dog, so the model tells cats from empty scenes), and its
+monitoring reference is built from the validation split as packaging builds it. Windows of held-out rows, clean and
+under each simulated shift (noise, blur, rotate, brightness, invert, class-shift, unseen class) at three severities
+(`mlops_nb.power.SEVERITIES`), of --sizes rows, go --trials times each through the monitor's own `figures` and
+`checks` (`mlops_nb.power.rates`): on clean windows the share that alerts is the false-alarm rate, on shifted ones the
+power. A window size over a pool's held-out rows is skipped (the digits have about 400). Beside the monitor's verdict,
+the rule it used before this bench (a check alerted on effect size alone: drifted share over 25%, PSI over 0.2, the
+label-free estimate 0.05 under the reference) is judged on the same windows.
+
+    python bench/detect.py [--families digits,frames] [--trials 100] [--sizes 10,100,1000,10000] [--px 32]
+                           [--quick] [--json FILE] [--plot FILE] [--cache DIR]
+"""
+import argparse, json, os, sys, time
+from pathlib import Path
+import numpy as np
+
+os.environ.setdefault("MLOPS_NB_CORE_LEASE", "off")
+SHIFTS = ("noise", "blur", "rotate", "brightness", "invert", "class-shift", "unseen-class")
+
+
+def before(f, m) -> bool:
+    "The verdict before this bench: any check over its effect threshold, without a test."
+    return (any(f["drift"][d]["share"] > 0.25 for d in ("features", "properties", "outputs")) or f["prediction"]["psi"] > 0.2
+            or f["estimated_accuracy"] < f["reference"]["estimated_accuracy"] - 0.05)
+
+
+def split3(y, seed=0, fracs=(0.5, 0.25)):
+    "Stratified train / validation / held-out indices."
+    rng, parts = np.random.default_rng(seed), ([], [], [])
+    for c in np.unique(y):
+        i = rng.permutation(np.flatnonzero(y == c))
+        a, b = int(len(i) * fracs[0]), int(len(i) * (fracs[0] + fracs[1]))
+        parts[0].append(i[:a]); parts[1].append(i[a:b]); parts[2].append(i[b:])
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def digits():
+    from mlops_nb.data import read_digits
+    x, y, classes = read_digits()
+    seen = y != 9
+    tr, va, ho = split3(y[seen])
+    xs, ys = x[seen], y[seen]
+    return {"classes": classes[:9], "train": (xs[tr], ys[tr]), "val": (xs[va], ys[va]), "held": (xs[ho], ys[ho]),
+            "unseen": x[~seen], "epochs": 8}
+
+
+def _draw(args):
+    from mlops_nb.frames import make_frame
+    label, seed, i0, n, px = args
+    return np.stack([np.asarray(make_frame(label, seed, i, px)).transpose(2, 0, 1) for i in range(i0, i0 + n)])
+
+
+def frames(px: int, n_train: int, n_val: int, n_held: int, cache: Path):
+    "Frames of cats and empty scenes (train, validation, held out) and of dogs (the unseen class), made once into --cache."
+    f = cache / f"detect-frames-px{px}-{n_train}-{n_val}-{n_held}.npz"
+    if not f.exists():
+        from multiprocessing import Pool
+        jobs, parts = [], {"cat": n_train // 2 + n_val // 2 + n_held // 2, "empty": n_train // 2 + n_val // 2 + n_held // 2,
+                           "dog": n_held}
+        for label, n in parts.items():
+            jobs += [(label, 7, i, min(500, n - i), px) for i in range(0, n, 500)]
+        print(f"   drawing {sum(parts.values()):,} frames of {px} px into {f}", file=sys.stderr, flush=True)
+        with Pool(os.cpu_count()) as p: got = p.map(_draw, jobs)
+        out, k = {}, 0
+        for label, n in parts.items():
+            m = -(-n // 500); out[label] = np.concatenate(got[k:k + m]); k += m
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, **out)
+    z = np.load(f)
+    cat, empty = z["cat"], z["empty"]
+    cut = lambda a: (a[:n_train // 2], a[n_train // 2:n_train // 2 + n_val // 2], a[n_train // 2 + n_val // 2:])
+    (ct, cv, ch), (et, ev, eh) = cut(cat), cut(empty)
+    lab = lambda a, b: (np.concatenate([a, b]), np.repeat([0, 1], [len(a), len(b)]))
+    return {"classes": ["cat", "empty"], "train": lab(ct, et), "val": lab(cv, ev), "held": lab(ch, eh), "unseen": z["dog"], "epochs": 6}
+
+
+def model(d: dict):
+    "Train a convnet on the family's training rows; its probabilities, and the monitoring reference of its validation rows."
+    from mlops_nb.data import Dataset
+    from mlops_nb.model import predict_proba
+    from mlops_nb.reference import build
+    from mlops_nb.train import search
+    (xt, yt), (xv, yv) = d["train"], d["val"]
+    x, y = np.concatenate([xt, xv]), np.concatenate([yt, yv])
+    ds = Dataset(x, y, np.repeat(np.array([0, 1], np.uint8), [len(yt), len(yv)]), d["classes"])
+    t = time.perf_counter()
+    res = search(ds, epochs=(d["epochs"],))
+    net = res.model.eval()
+    proba = lambda b: predict_proba(net, b)
+    pv = proba(xv)
+    mref = build(xv, yv, np.log(np.clip(pv, 1e-30, None)), d["classes"])
+    return proba, mref, {"train_s": time.perf_counter() - t, "val_acc": float((pv.argmax(1) == yv).mean()), "train_rows": len(yt),
+                         "val_rows": len(yv)}
+
+
+def pools(d: dict, proba, severities: dict) -> dict:
+    "The held-out rows' columns, clean and under each shift at each severity (input shifts applied 2,000 rows at a time)."
+    from mlops_nb.power import columns
+    from mlops_nb.simulate import apply_drift
+    xh, yh = d["held"]
+    out = {"clean": columns(xh, proba)}
+    for s in SHIFTS:
+        for level, sev in severities.items():
+            if s == "unseen-class":              # a share of the rows replaced by rows of the class the model never saw
+                rng = np.random.default_rng(3)
+                k = min(int(round(sev * len(yh))), len(d["unseen"]))
+                x = xh.copy(); x[rng.choice(len(yh), k, replace=False)] = d["unseen"][rng.choice(len(d["unseen"]), k, replace=False)]
+            else:
+                x = np.concatenate([apply_drift(s, xh[i:i + 2000], yh[i:i + 2000], sev, seed=i)[0] for i in range(0, len(yh), 2000)])
+            out[f"{s} {level}"] = columns(x, proba)
+    return out
+
+
+def table_md(fam: str, table: list, verdicts: list) -> str:
+    "A markdown table: a row per pool and size, a column per verdict."
+    head = "| " + fam + " | rows | " + " | ".join(verdicts) + " |\n|" + "---|" * (len(verdicts) + 2) + "\n"
+    return head + "".join(f"| {r['pool']} | {r['n']:,} | " + " | ".join(f"{r['rates'][v]:.2f}" for v in verdicts) + " |\n" for r in table)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default="digits,frames", help="digits, frames or both (default: %(default)s)")
+    ap.add_argument("--trials", type=int, default=100, help="windows drawn per pool and size (default: %(default)s)")
+    ap.add_argument("--sizes", default="10,100,1000,10000", help="window sizes (default: %(default)s)")
+    ap.add_argument("--px", type=int, default=32, help="frame size (default: %(default)s)")
+    ap.add_argument("--held", type=int, default=20_000, help="held-out frames (default: %(default)s)")
+    ap.add_argument("--quick", action="store_true", help="digits, 20 trials, sizes 10 and 100, one severity: a smoke test")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--plot", help="write the power plot (medium severity) to this PNG")
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mlops_nb" / "bench-frames"), help="where drawn frames are kept")
+    a = ap.parse_args()
+    from mlops_nb.power import SEVERITIES, VERDICTS, rates, needed
+    sizes, sev = [int(v) for v in a.sizes.split(",")], dict(SEVERITIES)
+    fams = [f for f in a.families.split(",") if f]
+    if a.quick: a.trials, sizes, sev, fams = 20, [10, 100], {"medium": SEVERITIES["medium"]}, ["digits"]
+    bad = [f for f in fams if f not in ("digits", "frames")]
+    if bad: ap.error(f"--families: unknown {', '.join(bad)}; use digits, frames")
+    out = {"quick": a.quick, "trials": a.trials, "sizes": sizes, "sizes_arg": ",".join(map(str, sizes)), "px": a.px, "severities": sev,
+           "families": {}}
+    for fam in fams:
+        d = digits() if fam == "digits" else frames(a.px, 4000, 2000, a.held, Path(a.cache))
+        proba, mref, info = model(d)
+        print(f"{fam}: trained in {info['train_s']:.0f} s, validation accuracy {info['val_acc']:.3f}", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        ps = pools(d, proba, sev)
+        table = rates(mref, ps, sizes, a.trials, progress=True, extra={"before": before})
+        info.update(held_rows=len(d["held"][1]), trials_s=time.perf_counter() - t, table=table, needed=needed(table))
+        out["families"][fam] = info
+        print(table_md(fam, table, [*VERDICTS, "before"]))
+    if a.plot:
+        from mlops_nb.plots import _plt
+        from mlops_nb.power import plot_power
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(out["families"]), figsize=(7 * len(out["families"]), 4), squeeze=False)
+        for ax, (fam, info) in zip(axes[0], out["families"].items()):
+            plot_power([r for r in info["table"] if r["pool"] == "clean" or r["pool"].endswith(" medium")], title=f"{fam}: medium shifts", ax=ax)
+        fig.tight_layout(); fig.savefig(a.plot, dpi=110)
+    if a.json: Path(a.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
