@@ -78,8 +78,10 @@ def frames(px: int, n_train: int, n_val: int, n_held: int, cache: Path):
 
 
 def model(d: dict):
-    "Train a convnet on the family's training rows; its probabilities, and the monitoring reference of its validation rows."
+    "Train a convnet on the family's training rows: its probabilities, its embedding (projected as packaging projects "
+    "it), and the monitoring reference of its validation rows."
     from mlops_nb.data import Dataset
+    from mlops_nb.embedding import fit_projection, penultimate
     from mlops_nb.model import predict_proba
     from mlops_nb.reference import build
     from mlops_nb.train import search
@@ -90,28 +92,50 @@ def model(d: dict):
     res = search(ds, epochs=(d["epochs"],))
     net = res.model.eval()
     proba = lambda b: predict_proba(net, b)
+    mu, basis = fit_projection(penultimate(net, xv))
+    embed = lambda b: (penultimate(net, b) - mu) @ basis
     pv = proba(xv)
-    mref = build(xv, yv, np.log(np.clip(pv, 1e-30, None)), d["classes"])
-    return proba, mref, {"train_s": time.perf_counter() - t, "val_acc": float((pv.argmax(1) == yv).mean()), "train_rows": len(yt),
+    mref = build(xv, yv, np.log(np.clip(pv, 1e-30, None)), d["classes"], embedding=embed(xv))
+    return (proba, embed), mref, {"train_s": time.perf_counter() - t, "val_acc": float((pv.argmax(1) == yv).mean()), "train_rows": len(yt),
                          "val_rows": len(yv)}
 
 
-def pools(d: dict, proba, severities: dict) -> dict:
+def pools(d: dict, model, severities: dict) -> dict:
     "The held-out rows' columns, clean and under each shift at each severity (input shifts applied 2,000 rows at a time)."
     from mlops_nb.power import columns
     from mlops_nb.simulate import apply_drift
     xh, yh = d["held"]
-    out = {"clean": columns(xh, proba)}
+    out = {"clean": columns(xh, *model, y=yh)}
     for s in SHIFTS:
         for level, sev in severities.items():
             if s == "unseen-class":              # a share of the rows replaced by rows of the class the model never saw
                 rng = np.random.default_rng(3)
                 k = min(int(round(sev * len(yh))), len(d["unseen"]))
-                x = xh.copy(); x[rng.choice(len(yh), k, replace=False)] = d["unseen"][rng.choice(len(d["unseen"]), k, replace=False)]
+                x, y, at = xh.copy(), yh.copy(), rng.choice(len(yh), k, replace=False)
+                x[at], y[at] = d["unseen"][rng.choice(len(d["unseen"]), k, replace=False)], -1    # never right
             else:
-                x = np.concatenate([apply_drift(s, xh[i:i + 2000], yh[i:i + 2000], sev, seed=i)[0] for i in range(0, len(yh), 2000)])
-            out[f"{s} {level}"] = columns(x, proba)
+                got = [apply_drift(s, xh[i:i + 2000], yh[i:i + 2000], sev, seed=i) for i in range(0, len(yh), 2000)]
+                x, y = np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
+            out[f"{s} {level}"] = columns(x, *model, y=y)
     return out
+
+
+def accuracy_summary(rows: list) -> dict:
+    "The label-free estimates' errors (`mlops_nb.power.estimates`): CBPE's on every window; the reweighted estimate's "
+    "on the windows called reliable; how many windows CBPE misses by over 0.10, and how many of those are called unreliable."
+    err = lambda r, k: abs(r[k] - r["realized"])
+    rel = [r for r in rows if r["verdict"] == "reliable"]
+    bad = [r for r in rows if err(r, "cbpe") > 0.10]
+    return {"windows": len(rows), "reliable": len(rel), "cbpe_median": float(np.median([err(r, "cbpe") for r in rows])),
+            "cbpe_max": max(err(r, "cbpe") for r in rows), "reliable_median": float(np.median([err(r, "weighted") for r in rel])) if rel else None,
+            "reliable_max": max((err(r, "weighted") for r in rel), default=None), "cbpe_off": len(bad),
+            "cbpe_off_unreliable": sum(r["verdict"] != "reliable" for r in bad),
+            "reliable_off": sum(err(r, "weighted") > 0.10 for r in rel),
+            "pools": {p: {"reliable": sum(r["verdict"] == "reliable" for r in rows if r["pool"] == p),
+                          "windows": sum(r["pool"] == p for r in rows),
+                          "cbpe_err": float(np.median([r["cbpe"] - r["realized"] for r in rows if r["pool"] == p])),
+                          "why": sorted({w.split(":")[0].split(" (")[0] for r in rows if r["pool"] == p for w in r["why"]})[:3]}
+                      for p in dict.fromkeys(r["pool"] for r in rows)}}
 
 
 def table_md(fam: str, table: list, verdicts: list) -> str:
@@ -127,30 +151,38 @@ def main():
     ap.add_argument("--sizes", default="10,100,1000,10000", help="window sizes (default: %(default)s)")
     ap.add_argument("--px", type=int, default=32, help="frame size (default: %(default)s)")
     ap.add_argument("--held", type=int, default=20_000, help="held-out frames (default: %(default)s)")
+    ap.add_argument("--estimate-n", type=int, default=1000, help="rows a window for the label-free estimate (default: %(default)s)")
+    ap.add_argument("--estimate-trials", type=int, default=20, help="windows per pool for the estimate (default: %(default)s)")
+    ap.add_argument("--skip-detection", action="store_true", help="measure the label-free estimate only")
     ap.add_argument("--quick", action="store_true", help="digits, 20 trials, sizes 10 and 100, one severity: a smoke test")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--plot", help="write the power plot (medium severity) to this PNG")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mlops_nb" / "bench-frames"), help="where drawn frames are kept")
     a = ap.parse_args()
-    from mlops_nb.power import SEVERITIES, VERDICTS, rates, needed
+    from mlops_nb.power import SEVERITIES, VERDICTS, rates, needed, estimates
     sizes, sev = [int(v) for v in a.sizes.split(",")], dict(SEVERITIES)
     fams = [f for f in a.families.split(",") if f]
-    if a.quick: a.trials, sizes, sev, fams = 20, [10, 100], {"medium": SEVERITIES["medium"]}, ["digits"]
+    if a.quick: a.trials, sizes, sev, fams, a.estimate_trials = 20, [10, 100], {"medium": SEVERITIES["medium"]}, ["digits"], 3
     bad = [f for f in fams if f not in ("digits", "frames")]
     if bad: ap.error(f"--families: unknown {', '.join(bad)}; use digits, frames")
     out = {"quick": a.quick, "trials": a.trials, "sizes": sizes, "sizes_arg": ",".join(map(str, sizes)), "px": a.px, "severities": sev,
            "families": {}}
     for fam in fams:
         d = digits() if fam == "digits" else frames(a.px, 4000, 2000, a.held, Path(a.cache))
-        proba, mref, info = model(d)
+        fns, mref, info = model(d)
         print(f"{fam}: trained in {info['train_s']:.0f} s, validation accuracy {info['val_acc']:.3f}", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        ps = pools(d, proba, sev)
-        table = rates(mref, ps, sizes, a.trials, progress=True, extra={"before": before})
+        ps = pools(d, fns, sev)
+        table = [] if a.skip_detection else rates(mref, ps, sizes, a.trials, progress=True, extra={"before": before})
         info.update(held_rows=len(d["held"][1]), trials_s=time.perf_counter() - t, table=table, needed=needed(table))
+        n_est = min(a.estimate_n, len(d["held"][1]))
+        est = estimates(mref, ps, n_est, a.estimate_trials)
+        info["estimate"] = {"n": n_est, "trials": a.estimate_trials, **accuracy_summary(est)}
+        print(f"{fam}: label-free estimate on windows of {n_est:,}: {json.dumps({k: v for k, v in info['estimate'].items() if k != 'pools'})}",
+              file=sys.stderr, flush=True)
         out["families"][fam] = info
-        print(table_md(fam, table, [*VERDICTS, "before"]))
-    if a.plot:
+        if table: print(table_md(fam, table, [*VERDICTS, "before"]))
+    if a.plot and not a.skip_detection:
         from mlops_nb.plots import _plt
         from mlops_nb.power import plot_power
         plt = _plt()

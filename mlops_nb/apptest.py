@@ -242,7 +242,7 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
     x, _ = load_dataset(reg.store.path(reg.load(f"{v['name']}@{v['version']}").lineage["dataset"])).part("test")
     n_test, keep = len(x), replay_sample(len(x), x.shape[1:], o["replay_mb"])
     x = np.asarray(x[keep])                    # at most replay_mb of the test split in memory (a sharded split is a lazy view)
-    want, want_k = m.scores(x)
+    want, want_k, _ = m.scores(x)
     checks, t0, mb = [], time.time(), int(s.serve.get("max_body", MAX_BODY))
     big = json_row_bytes(m.shape) > BINARY_ROW             # camera-sized rows: all through OIP's binary tensors, a sample as JSON
     def replay_check(what, got, idx, how=""):

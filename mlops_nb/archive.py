@@ -348,6 +348,10 @@ def _ends(a) -> bytes:
     off = np.frombuffer(a.buffers()[1], np.int32)[a.offset:a.offset + len(a) + 1]
     return memoryview(a.buffers()[2])[off[0]:off[-1]]
 
+def _lengths(a) -> np.ndarray:
+    "Each value's length in a binary Arrow array."
+    return np.diff(np.frombuffer(a.buffers()[1], np.int32)[a.offset:a.offset + len(a) + 1])
+
 TEXT = ("ts", "version", "role", "tags", "input_shape", "label", "latency_ms", "request_id", "row", "input_digest")  # read by name
 FEW = {"role", "tags", "input_shape", "label", "true_label"}   # text of a few distinct values: each made a Python string once
 
@@ -367,14 +371,17 @@ def _columns(b, name: str, inputs: bool = False, fields=None) -> dict:
     if len(shapes) > 1: raise ValueError(f"the logs hold inputs of several shapes for {name}: {sorted(shapes)}")
     shape, n = orjson.loads(shapes[0]), b.num_rows
     f, props = np.zeros((n, len(feature_names(shape))), np.uint16), np.zeros((n, len(property_names(shape))), np.float32)
-    feats = b.column("features")
+    feats, e = b.column("features"), None
     new = ~np.asarray(feats.is_null().to_numpy(zero_copy_only=False))
-    if new.all(): f, props = unpack(_ends(feats), shape, steps=True)
-    elif new.any(): f[new], props[new] = unpack(feats.filter(pa.array(new)).to_pylist(), shape, steps=True)
+    if new.all(): f, props, e = unpack(_ends(feats), shape, steps=True, embedding=True, lengths=_lengths(feats))
+    elif new.any():
+        f[new], props[new], got = unpack(feats.filter(pa.array(new)).to_pylist(), shape, steps=True, embedding=True)
+        if got is not None: e = np.full((n, got.shape[1]), np.nan, np.float32); e[new] = got
     if not new.all():                                   # inputs kept inline: summarized now
         old = np.frombuffer(b"".join(b.column("input").filter(pa.array(~new)).to_pylist()), np.uint8).reshape(-1, *shape)
         f[~new], props[~new] = unpack(summaries(old), shape, steps=True)
     out = {"f": f, "props": props, "p": np.frombuffer(_ends(b.column("probabilities")), np.float32).reshape(n, -1)}
+    if e is not None: out["e"] = e
     for k in (*TEXT, "true_label", "label_ts"):
         if (fields is None or k in fields) and k in b.schema.names: out[k] = _numpy(b.column(k), k in FEW)
     if inputs:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['BUNDLE_FILES', 'MONITORING', 'ort_session', 'ort_logits', 'BundleUnusable', 'write_bundle', 'Bundle', 'read_bundle']
+__all__ = ['BUNDLE_FILES', 'MONITORING', 'ort_session', 'ort_outputs', 'ort_logits', 'BundleUnusable', 'write_bundle', 'Bundle',
+           'read_bundle']
 
 # %% ../nbs/14a_bundle.ipynb #c004
 def ort_session(model, threads: int = 2):
@@ -20,10 +21,16 @@ def ort_session(model, threads: int = 2):
     o.log_severity_level = 3
     return ort.InferenceSession(str(model) if isinstance(model, Path) else model, o, providers=["CPUExecutionProvider"])
 
+def ort_outputs(sess, x, batch_size: int | None = None) -> list:
+    "Every output of an ONNX Runtime session (logits, and the embedding when the graph has one) for uint8 images (an "
+    "array or a lazy view), in batches of at most 8 MiB of pixels."
+    from mlops_nb.shards import batch_rows, batches
+    got = [sess.run(None, {"image": np.ascontiguousarray(b)}) for b in batches(x, batch_size or batch_rows(x.shape[1:]))]
+    return [np.concatenate([g[i] for g in got]) for i in range(len(sess.get_outputs()))]
+
 def ort_logits(sess, x, batch_size: int | None = None) -> np.ndarray:
     "Logits from an ONNX Runtime session for uint8 images (an array or a lazy view), in batches of at most 8 MiB of pixels."
-    from mlops_nb.shards import batch_rows, batches
-    return np.concatenate([sess.run(None, {"image": np.ascontiguousarray(b)})[0] for b in batches(x, batch_size or batch_rows(x.shape[1:]))])
+    return ort_outputs(sess, x, batch_size)[0]
 
 # %% ../nbs/14a_bundle.ipynb #c006
 class BundleUnusable(LookupError):
@@ -32,9 +39,10 @@ class BundleUnusable(LookupError):
 
 BUNDLE_FILES = ("model.onnx", "signature.json", "preprocess.json", "labels.json", "metrics.json", "lineage.json", "MODEL_CARD.md")
 
-def _signature(shape, n_classes):
+def _signature(shape, n_classes, dims: int = 0):
     return {"inputs": [{"name": "image", "shape": ["batch", *shape], "dtype": "uint8", "range": [0, 255], "layout": "NCHW"}],
-            "outputs": [{"name": "logits", "shape": ["batch", n_classes], "dtype": "float32"}]}
+            "outputs": [{"name": "logits", "shape": ["batch", n_classes], "dtype": "float32"},
+                        *([{"name": "embedding", "shape": ["batch", dims], "dtype": "float32"}] if dims else [])]}
 
 def _preprocess_spec(shape, normalize: str | None = None):
     return {"function": "mlops_nb.data.prepare_image", "image_size": shape[1], "mode": "L" if shape[0] == 1 else "RGB",
@@ -44,11 +52,12 @@ def _preprocess_spec(shape, normalize: str | None = None):
 MONITORING = "monitoring/"     # optional files under this folder: the monitoring reference (`mlops_nb.reference`)
 
 def write_bundle(path, onnx_path, shape, labels, metrics: dict, lineage: dict, card: str, monitoring: dict | None = None,
-                 normalize: str | None = None) -> Path:
+                 normalize: str | None = None, embedding_dims: int = 0) -> Path:
     "Write the bundle zip (byte-reproducible); `monitoring` maps file names to bytes, stored under `monitoring/`; "
-    "`normalize` says what the graph does to the pixels (preprocess.json)."
+    "`normalize` says what the graph does to the pixels (preprocess.json); `embedding_dims`: the graph's second "
+    "output, the embedding monitoring reads (`mlops_nb.embedding`), has this many numbers a row (0: none)."
     files = {"model.onnx": Path(onnx_path).read_bytes(),
-             "signature.json": json.dumps(_signature(shape, len(labels)), indent=2),
+             "signature.json": json.dumps(_signature(shape, len(labels), embedding_dims), indent=2),
              "preprocess.json": json.dumps(_preprocess_spec(shape, normalize), indent=2),
              "labels.json": json.dumps(list(labels)), "metrics.json": json.dumps(metrics, indent=2, sort_keys=True),
              "lineage.json": json.dumps(lineage, indent=2, sort_keys=True), "MODEL_CARD.md": card}

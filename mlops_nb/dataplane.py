@@ -201,9 +201,9 @@ async def score(self: DataPlane, route: str, t0: float, rid: str, x, tags: dict,
     self.log_down()
     T, log = self.T, self.log
     v = v or T.pick(rid)
-    p, k = await v.batcher(x)
+    p, k, e = await v.batcher(x)
     lab = v.labels[k]
-    if log is not None and not log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests, ts) \
+    if log is not None and not log.add(rid, v.ident, x, p, lab, (time.perf_counter() - t0) * 1000, route, tags, v.role, digests, ts, e) \
             and self.refusing: raise BadInput(f"the prediction log already holds [serve] log_backlog_rows = {log.backlog_rows} rows "
                                               "waiting: this prediction cannot be logged, so it is refused ([serve] log_failure = refuse)", 503)
     if T.shadow is not None: T.shadow.submit(rid, x, route, tags, ts)

@@ -114,7 +114,7 @@ def export(reg, ref: str, out, fmt: str = "triton", max_batch: int = 1024, stora
     # the checks: the graph answers as the bundle does; the configuration parses as Triton's
     x = np.random.default_rng(0).integers(0, 256, (16, *shape), dtype=np.uint8)
     p, lab = ort_session(onx, 1).run(["probabilities", "label"], {"image": x})
-    want, k = ort_session(with_head(b.onnx), 1).run(None, {"image": x})     # what `mlops-nb serve` answers
+    want, k = ort_session(with_head(b.onnx), 1).run(["probabilities", "class_index"], {"image": x})     # what `mlops-nb serve` answers
     if not (np.allclose(p, want, atol=1e-6) and [str(l) for l in lab] == [labels[i] for i in k]):
         raise ExportInvalid(f"{files[0]}: its answers differ from the bundle's")
     check_triton_config(files[1])

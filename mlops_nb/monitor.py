@@ -13,6 +13,7 @@ import pyarrow as pa
 from .predlog import chunks, rejected, refusals, parse_time, iso
 from .config import ENGINES
 from .reference import MonitoringReference, calibrated
+from .estimate import Sample, estimate
 
 
 # %% auto #0
@@ -53,7 +54,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple:
 
 
 # %% ../nbs/30_monitor.ipynb #c006
-DRIFTS = ("features", "properties", "outputs", "confidence")    # the reference's parts, each tested with KS and PSI
+DRIFTS = ("features", "properties", "outputs", "confidence", "embedding")   # the reference's parts (`MonitoringReference.parts`:
+                                                                            # the embedding where the model exports one), KS and PSI
 
 class Window:
     "One window's mergeable summaries of the logged rows of one model version (see the top of this notebook)."
@@ -64,7 +66,8 @@ class Window:
         self.t = ref.info["calibration"]["temperature"]
         self.rows = self.labelled = self.unknown_labels = 0
         self.first, self.last = math.inf, -math.inf
-        self.drift = {d: getattr(ref, d).window() for d in DRIFTS}
+        self.drift = {d: getattr(ref, d).window() for d in ref.parts}
+        self.sample = Sample(ref.embedding.features) if ref.embedding is not None else None   # embeddings, for `estimate`
         self.pred = np.zeros(k, np.int64)
         self.cm = np.zeros((k, k), np.int64)             # labelled rows: true class x predicted class
         self.ecm = np.zeros((k, k))                      # every row: the expected confusion from calibrated probabilities
@@ -83,6 +86,9 @@ class Window:
         self.drift["features"].add(c["f"], scale=256 if c["f"].dtype == np.uint16 else 1)   # the log's steps of 1/256
         self.drift["properties"].add(c["props"])
         self.drift["outputs"].add(p); self.drift["confidence"].add(p.max(axis=1, keepdims=True))
+        if "embedding" in self.drift and c.get("e") is not None and c["e"].shape[1] >= self.ref.embedding.features:
+            self.drift["embedding"].add(c["e"][:, :self.ref.embedding.features])     # NaN rows (none logged) are left out
+            self.sample.add(c["e"][:, :self.ref.embedding.features])
         pred, q = p.argmax(axis=1), calibrated(p, self.t)
         conf, onehot = q.max(axis=1), np.eye(self.k)[pred]
         self.pred += np.bincount(pred, minlength=self.k); self.ecm += q.T @ onehot; self.est += float(conf.sum()); self.est2 += float(conf @ conf)
@@ -115,7 +121,8 @@ class Window:
         for a in ("rows", "labelled", "unknown_labels", "pred", "cm", "ecm", "est", "est2", "est_labelled", "lat", "delay"):
             setattr(w, a, getattr(self, a) + getattr(o, a))
         w.first, w.last = min(self.first, o.first), max(self.last, o.last)
-        w.drift = {d: self.drift[d].merge(o.drift[d]) for d in DRIFTS}
+        w.drift = {d: self.drift[d].merge(o.drift[d]) for d in self.drift}
+        w.sample = self.sample.merge(o.sample) if self.sample is not None else None
         for src in (self.slices, o.slices):
             for key, sl in src.items():
                 t = w.slices.setdefault(key, self._slice())
@@ -226,7 +233,7 @@ class _Step:
     def __init__(self, windows: list, edges: list, version: int):
         self.mref, self.spans, self.edges, self.version = windows[0].ref, [(w.start, w.end) for w in windows], edges, version
 
-    def _refs(self) -> dict: return {"mref": self.mref, **{d: getattr(self.mref, d) for d in DRIFTS}}
+    def _refs(self) -> dict: return {"mref": self.mref, **{d: getattr(self.mref, d) for d in self.mref.parts}}
 
     def __call__(self, chunks) -> bytes:
         import io, pickle
@@ -291,7 +298,9 @@ def _drift(acc, alpha: float) -> dict:
 
 def _ratio(a, b): return float(a / b) if b else None
 
-def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows: int = 30) -> dict:
+def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows: int = 30,
+            limits: dict | None = None,        # the label-free estimate's verdict (`mlops_nb.estimate.LIMITS`); None: its defaults
+            reweight: bool = True) -> dict:    # the reweighted estimate (a domain classifier: some 0.1 s a window) where there is an embedding
     "A window's figures, JSON-ready (see the top of this notebook); drift and performance are None where the window is empty; "
     "a slice's prediction PSI is None under `min_slice_rows` predictions (on 1-2 rows it reads 6.8 whatever the model does)."
     from mlops_nb.drift import chi2_counts
@@ -304,7 +313,7 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     if w.rows == 0:
         return {**f, "drift": None, "prediction": None, "labels": {"labelled": 0, "coverage": None}, "accuracy": None,
                 "per_class": [], "recall_gap": None, "estimated_accuracy": None, "slices": []}
-    f["drift"] = {d: _drift(w.drift[d], alpha) for d in DRIFTS}
+    f["drift"] = {d: _drift(w.drift[d], alpha) for d in w.drift}
     ref_pred = np.asarray(info["predicted_counts"])
     chi = chi2_counts(ref_pred, w.pred, two_sample=True)       # the reference's counts are a validation split's: a sample too
     f["prediction"] = {"counts": w.pred.tolist(), "reference": ref_pred.tolist(), "chi2_p": float(chi["p"]), "psi": float(chi["psi"])}
@@ -330,6 +339,9 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     f["estimated_accuracy_labelled"] = _ratio(w.est_labelled, n)
     f["reference"] = {"accuracy": info["accuracy"], "estimated_accuracy": info["estimated_accuracy"], "rows": info["rows"]}
     f["estimated_accuracy_sd"] = math.sqrt(max(0.0, w.est2 / w.rows - f["estimated_accuracy"] ** 2))
+    f["estimate"] = (estimate(w.ref.rows, w.sample.rows, f["estimated_accuracy"], info["calibration"]["ece_after"], limits, w.pred,
+                              f["estimated_accuracy_sd"], w.rows)
+                     if reweight and w.sample is not None else None)
     def one(key, sl):
         c = sl["conf"].result(alpha=alpha)
         return {"slice": key, "rows": sl["rows"], "labelled": sl["labelled"], "accuracy": _ratio(sl["correct"], sl["labelled"]),
@@ -339,7 +351,8 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     f["slices"] = [one(key, sl) for key, sl in sorted(w.slices.items())]
     return f
 
-TESTS = ("input drift", "image properties", "output drift", "prediction drift", "estimated accuracy")   # one multiple test
+TESTS = ("input drift", "image properties", "output drift", "prediction drift", "estimated accuracy", "embedding drift")   # one multiple test
+_PARTS = {"input drift": "features", "image properties": "properties", "output drift": "outputs", "embedding drift": "embedding"}
 
 def tests(f: dict, max_drop: float) -> dict:
     "Each drift check's test on a window's figures, `{check: {p, effect}}`: for a part tested feature by feature, the "
@@ -348,7 +361,7 @@ def tests(f: dict, max_drop: float) -> dict:
     "than `max_drop` below the reference's (both means' errors: the validation split is a sample too) and the drop."
     if f["rows"] == 0: return {}
     out = {name: {"p": min(f["drift"][part]["p_adj"], default=math.nan), "effect": f["drift"][part]["share"]}
-           for name, part in zip(TESTS, ("features", "properties", "outputs"))}
+           for name, part in _PARTS.items() if part in f["drift"]}
     out["prediction drift"] = {"p": f["prediction"]["chi2_p"], "effect": f["prediction"]["psi"]}
     est, ref, sd = f["estimated_accuracy"], f["reference"]["estimated_accuracy"], f.get("estimated_accuracy_sd", 0.0)
     se = sd * math.sqrt(1 / f["rows"] + 1 / max(1, f["reference"].get("rows") or f["rows"]))
@@ -406,7 +419,8 @@ def checks(f: dict, m: dict) -> list[dict]:
     h = holm({k: v["p"] for k, v in t.items()}, m["alpha"])
     sig = lambda k: h.get(k, {}).get("rejected", False)
     said = lambda k: (f"; p {t[k]['p']:.2g}, {'under' if sig(k) else 'not under'} its level {h[k]['level']:.2g}" if k in h else "; no test")
-    for part, what in (("features", "input drift"), ("properties", "image properties"), ("outputs", "output drift")):
+    for what, part in _PARTS.items():
+        if part not in f["drift"]: continue
         d = f["drift"][part]
         top = [n for n, dr in zip(d["names"], d["drifted"]) if dr][:5]
         add(what, not (sig(what) and d["share"] > m["max_drifted_share"]), f"{d['share']:.0%} of {len(d['names'])} drifted (more "
@@ -421,9 +435,19 @@ def checks(f: dict, m: dict) -> list[dict]:
               f"(at least {m['min_accuracy']:g})", "accuracy", a["value"], m["min_accuracy"])
     est, ref = f["estimated_accuracy"], f["reference"]["estimated_accuracy"]
     moved = f["drift"]["features"]["share"] > m["max_drifted_share"]
-    add("estimated accuracy", not sig("estimated accuracy"), f"{est:.3f} without labels (reference {ref:.3f}, "
-        f"at most {m['max_accuracy_drop']:g} below)" + said("estimated accuracy") + ("; the inputs drifted, so this overstates accuracy: trust labels"
-                                                         if moved else ""), "estimated_accuracy", est, ref - m["max_accuracy_drop"])
+    r, floor = f.get("estimate"), ref - m["max_accuracy_drop"]
+    if r is None:
+        add("estimated accuracy", not sig("estimated accuracy"), f"{est:.3f} without labels (reference {ref:.3f}, "
+            f"at most {m['max_accuracy_drop']:g} below)" + said("estimated accuracy") + ("; the inputs drifted, so this overstates "
+                                                                                       "accuracy: trust labels" if moved else ""),
+            "estimated_accuracy", est, floor)
+    else:                                              # reweighted to production (`mlops_nb.estimate`), judged by its range
+        lo, hi = r["range"]
+        said_ = (f"{r['weighted']:.3f} [{lo:.3f}, {hi:.3f}] without labels, reliable" if r["verdict"] == "reliable" else
+                 f"unreliable: {'; '.join(r['why'])}; between {lo:.3f} and {hi:.3f}")
+        add("estimated accuracy", None if r["verdict"] != "reliable" and lo < floor <= hi else hi >= floor,
+            f"{said_} (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} below)", "estimated_accuracy",
+            r["weighted"] if r["verdict"] == "reliable" else None, floor)
     b = f.get("bias") or bias(f, m["min_class_labels"])
     g = b["recall_gap"]
     if g is None: add("recall gap", None, f"fewer than two classes with {m['min_class_labels']} labels: not judged")

@@ -114,8 +114,8 @@ def plot_timeline(ev: dict):
     est = [(i, w["estimated_accuracy"]) for i, w in enumerate(ws) if w["estimated_accuracy"] is not None]
     if est: ax[0, 1].plot([i for i, _ in est], [e for _, e in est], "s--", label="estimated (no labels)")
     ax[0, 1].set_title("accuracy", fontsize=10); ax[0, 1].legend(fontsize=8)
-    for part, mk in (("features", "o-"), ("outputs", "s-"), ("properties", "^-")):
-        pts = [(i, w["drift"][part]["share"]) for i, w in enumerate(ws) if w["drift"]]
+    for part, mk in (("features", "o-"), ("outputs", "s-"), ("properties", "^-"), ("embedding", "d-")):
+        pts = [(i, w["drift"][part]["share"]) for i, w in enumerate(ws) if w["drift"] and part in w["drift"]]
         if pts: ax[1, 0].plot([i for i, _ in pts], [s for _, s in pts], mk, label=f"{part} drifted")
     psi = [(i, w["prediction"]["psi"]) for i, w in enumerate(ws) if w["prediction"]]
     if psi: ax[1, 0].plot([i for i, _ in psi], [p for _, p in psi], "k:", label="prediction PSI")
@@ -179,7 +179,8 @@ def record(st, rep: MonitorReport, ev: dict, svc: dict | None = None) -> dict:
             "monitor/alerts": sum(c["status"] == "ALERT" for c in t["checks"]),
             **({"monitor/accuracy": t["accuracy"]["value"]} if t["accuracy"] else {}),
             **({"monitor/estimated_accuracy": t["estimated_accuracy"], "monitor/input_drift_share": d["features"]["share"],
-                "monitor/output_drift_share": d["outputs"]["share"], "monitor/prediction_psi": t["prediction"]["psi"]} if d else {}),
+                "monitor/output_drift_share": d["outputs"]["share"], "monitor/prediction_psi": t["prediction"]["psi"],
+                **({"monitor/embedding_drift_share": d["embedding"]["share"]} if "embedding" in d else {})} if d else {}),
             **({"monitor/p99_ms": t["latency"]["p99_ms"]} if t["latency"]["p99_ms"] is not None else {})})
     if st.wandb is not None and t["rows"]:
         import wandb

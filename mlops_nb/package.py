@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 from .cores import core_lease
-from .bundle import ort_session, ort_logits, write_bundle
+from .bundle import ort_session, ort_logits, ort_outputs, write_bundle
 from .shards import batch_rows
 from . import reference
 
 # %% auto #0
 __all__ = ['PixelModel', 'export_onnx', 'torch_logits', 'ParityError', 'parity', 'latency_batches', 'latency', 'model_card',
-           'PackageResult', 'package']
+           'projection', 'PackageResult', 'package']
 
 # %% ../nbs/14_package.ipynb #c003
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -32,12 +32,16 @@ class PixelModel(nn.Module):
         super().__init__(); self.net = net
     def forward(self, x): return self.net(x.float())
 
-def export_onnx(net: nn.Module, shape, path) -> Path:
-    "Export `net` for uint8 input of `shape` (C, H, W) with a dynamic batch dimension, weights inline."
-    m = PixelModel(net).eval()
+def export_onnx(net: nn.Module, shape, path,
+                projection: tuple | None = None) -> Path:   # (mean, basis) of `mlops_nb.embedding.fit_projection`
+    "Export `net` for uint8 input of `shape` (C, H, W) with a dynamic batch dimension, weights inline; with a "
+    "`projection`, a second output `embedding`: the penultimate representation projected (`mlops_nb.embedding.Embedded`)."
+    from mlops_nb.embedding import Embedded
+    m = PixelModel(net if projection is None else Embedded(net, *projection)).eval()
     example = torch.zeros((2, *shape), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    prog = torch.onnx.export(m, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
+    names = ["logits"] if projection is None else ["logits", "embedding"]
+    prog = torch.onnx.export(m, (example,), dynamo=True, input_names=["image"], output_names=names,
                              dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False)
     prog.save(str(path), external_data=False)
     return Path(path)
@@ -142,6 +146,14 @@ it: `mlops-nb lineage <this bundle's digest>`.
 """
 
 # %% ../nbs/14_package.ipynb #c014
+def projection(net: nn.Module, xv, rows: int = 5000, seed: int = 0) -> tuple | None:
+    "The embedding's projection (`mlops_nb.embedding.fit_projection`) fitted on at most `rows` validation images drawn "
+    "at random (read a batch at a time from a lazy view); None for a network without a linear output layer."
+    from mlops_nb.embedding import fit_projection, penultimate
+    idx = np.sort(np.random.default_rng(seed).choice(len(xv), min(rows, len(xv)), replace=False))
+    try: return fit_projection(penultimate(net, xv[idx] if isinstance(xv, np.ndarray) else xv.take(idx)))
+    except ValueError: return None
+
 @dataclass
 class PackageResult:
     "What package made."
@@ -156,13 +168,16 @@ def package(ds, net: nn.Module, classes, metrics: dict, lineage: dict, out_dir, 
     "Export, gate on parity over the test split, measure latency, compute the monitoring reference on the validation "
     "split, write the bundle into `out_dir`. The splits may be lazy views of shards: everything reads them in batches."
     out_dir = Path(out_dir)
-    onnx_path = export_onnx(net, ds.shape, out_dir/"model.onnx")
+    xv, yv = ds.part("val")                          # the monitoring reference: on data the model was not trained on
+    proj = projection(net, xv)
+    onnx_path = export_onnx(net, ds.shape, out_dir/"model.onnx", proj)
     x, _ = ds.part("test")
     par = parity(net, onnx_path, x, tol, threads)
     lat = latency(net, onnx_path, x, threads=threads) if measure_latency else []
     card = model_card(classes, metrics, lineage, ds.shape, par)
-    xv, yv = ds.part("val")                          # the monitoring reference: on data the model was not trained on
-    mon = reference.build(xv, yv, ort_logits(ort_session(onnx_path, threads), xv), list(classes))
+    logits, *emb = ort_outputs(ort_session(onnx_path, threads), xv)
+    mon = reference.build(xv, yv, logits, list(classes), embedding=emb[0] if emb else None)
     norm = getattr(getattr(net, "norm", None), "describe", lambda: None)()
-    path = write_bundle(out_dir/"bundle.zip", onnx_path, ds.shape, classes, metrics, lineage, card, mon.files(), normalize=norm)
+    path = write_bundle(out_dir/"bundle.zip", onnx_path, ds.shape, classes, metrics, lineage, card, mon.files(), normalize=norm,
+                        embedding_dims=0 if proj is None else proj[1].shape[1])
     return PackageResult(path, par, lat, card, mon)

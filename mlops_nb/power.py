@@ -10,7 +10,7 @@ from .monitor import Window, figures, checks, TESTS
 from .predlog import summaries, unpack
 
 # %% auto #0
-__all__ = ['SEVERITIES', 'VERDICTS', 'columns', 'window', 'verdicts', 'rates', 'needed', 'plot_power']
+__all__ = ['SEVERITIES', 'VERDICTS', 'columns', 'window', 'verdicts', 'rates', 'needed', 'plot_power', 'estimates']
 
 # %% ../nbs/30c_power.ipynb #c004
 SEVERITIES = {"small": 0.1, "medium": 0.3, "large": 0.6}   # the simulator's severity (0-1) of each named level
@@ -18,15 +18,20 @@ VERDICTS = (*TESTS, "overall")                             # what a trial decide
 
 def columns(x: np.ndarray,            # uint8 images (N, C, H, W)
             proba,                    # images -> class probabilities (N, K): the model
+            embed=None,               # images -> the model's embedding (N, k), when it exports one
+            y=None,                   # their true class indices, to measure the label-free estimate against (`estimates`)
             batch: int = 2048) -> dict:
     "What the prediction log keeps of each image of `x` scored by `proba`: the pixel features (uint16 steps), image "
-    "properties and probabilities `Window.add` reads, a row each, so any window of these rows is a subset of them."
-    f, props, p = [], [], []
+    "properties, probabilities and embedding `Window.add` reads, a row each, so any window of these rows is a subset of them."
+    f, props, p, e = [], [], [], []
     for i in range(0, len(x), batch):
         b = np.ascontiguousarray(x[i:i + batch])
         q, pr = unpack(summaries(b), b.shape[1:], steps=True)
         f.append(q); props.append(pr); p.append(np.asarray(proba(b), np.float32))
-    return {"f": np.concatenate(f), "props": np.concatenate(props), "p": np.concatenate(p), "shape": list(x.shape[1:])}
+        if embed is not None: e.append(np.asarray(embed(b), np.float32))
+    out = {"f": np.concatenate(f), "props": np.concatenate(props), "p": np.concatenate(p), "shape": list(x.shape[1:])}
+    if y is not None: out["y"] = np.asarray(y)
+    return {**out, "e": np.concatenate(e)} if e else out
 
 # %% ../nbs/30c_power.ipynb #c006
 def window(mref, cols: dict, idx: np.ndarray) -> Window:
@@ -34,16 +39,16 @@ def window(mref, cols: dict, idx: np.ndarray) -> Window:
     n = len(idx)
     c = {"ts": np.zeros(n), "version": np.ones(n, int), "role": np.full(n, "primary"), "tags": np.full(n, "{}"),
          "input_shape": np.full(n, json.dumps(cols["shape"])), "true_label": np.full(n, None, object),
-         "label_ts": np.zeros(n), "latency_ms": np.ones(n), "f": cols["f"][idx], "props": cols["props"][idx], "p": cols["p"][idx]}
+         "label_ts": np.zeros(n), "latency_ms": np.ones(n), **{k: cols[k][idx] for k in ("f", "props", "p", "e") if k in cols}}
     return Window(mref, 0.0, 1.0).add(c)
 
 def verdicts(mref, cols: dict, idx: np.ndarray, m: dict, extra: dict | None = None) -> dict:
     "Whether each drift check alerts on the window of rows `idx` (`checks` against the `[monitor]` settings `m`), and "
     "`overall`: whether any does (the monitor's verdict on drift); `extra`: other rules to judge by, name -> "
     "`rule(figures, m)` -> bool (a rule to compare with)."
-    f = figures(window(mref, cols, idx), m["alpha"])
+    f = figures(window(mref, cols, idx), m["alpha"], reweight=False)   # the drift checks need no reweighted estimate
     st = {c["check"]: c["status"] == "ALERT" for c in checks(f, m)}
-    out = {t: st.get(t, False) for t in TESTS}
+    out = {t: st.get(t, False) for t in TESTS if t in st}
     return {**out, "overall": any(out.values()), **{k: bool(rule(f, m)) for k, rule in (extra or {}).items()}}
 
 # %% ../nbs/30c_power.ipynb #c008
@@ -93,3 +98,20 @@ def plot_power(table: list, verdict: str = "overall", title: str = "", ax=None):
     ax.set(xscale="log", xlabel="window (predictions)", ylabel=f"{verdict}: share of windows alerted", ylim=(-0.02, 1.02), title=title)
     ax.legend(fontsize=7, loc="center right")
     return ax
+
+# %% ../nbs/30c_power.ipynb #c014
+def estimates(mref, pools: dict, n: int = 1000, trials: int = 20, seed: int = 0, limits: dict | None = None) -> list[dict]:
+    "The label-free estimates of windows of `n` rows drawn from each pool (`columns` with `y`), against the accuracy "
+    "realized on the same rows: `{pool, realized, cbpe, weighted, verdict, why, low, high}` a window."
+    out = []
+    for name, cols in pools.items():
+        if len(cols["p"]) < n: continue
+        rng = np.random.default_rng([seed, n, len(out)])
+        for _ in range(trials):
+            idx = rng.choice(len(cols["p"]), n, replace=False)
+            f = figures(window(mref, cols, idx), limits=limits)
+            r = f["estimate"] or {"verdict": "unreliable", "why": ["no embedding"], "weighted": None, "range": [0.0, 1.0]}
+            out.append({"pool": name, "realized": float((cols["p"][idx].argmax(axis=1) == cols["y"][idx]).mean()),
+                        "cbpe": f["estimated_accuracy"], "weighted": r["weighted"], "verdict": r["verdict"], "why": r["why"],
+                        "low": r["range"][0], "high": r["range"][1]})
+    return out

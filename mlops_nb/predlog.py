@@ -63,15 +63,30 @@ def summaries(x: np.ndarray) -> list[bytes]:
         out += [a.tobytes() + c.tobytes() for a, c in zip(q, pr)]                      # HWC view costs 5x in place)
     return out
 
-def unpack(blobs, shape, steps: bool = False) -> tuple:
+def unpack(blobs, shape, steps: bool = False,
+           embedding: bool = False,    # also return the model's embedding stored after them (N, k) float32, NaN where
+                                       # a row has none; None when no row has one
+           lengths=None) -> tuple:     # each summary's length, when `blobs` are bytes end to end of several lengths
     "The features (N, F) and properties (N, P), float32, of `summaries` (a list, or their bytes end to end) for images "
     "of `shape` (C, H, W); `steps`: the features as stored, uint16 steps of 1/256 (`mlops_nb.drift.Window.add` counts "
     "them as such, six times faster than floats)."
     f, p = len(feature_names(shape)), len(property_names(shape))
-    raw = blobs if isinstance(blobs, (bytes, bytearray, memoryview)) else b"".join(blobs)
-    a = np.frombuffer(raw, np.uint8).reshape(-1, 2 * f + 4 * p)
-    q = a[:, :2 * f].copy().view("<u2")
-    return q if steps else q.astype(np.float32) / 256, a[:, 2 * f:].copy().view("<f4").astype(np.float32)
+    joined = isinstance(blobs, (bytes, bytearray, memoryview))
+    raw = blobs if joined else b"".join(blobs)
+    if lengths is None: lengths = None if joined else np.fromiter(map(len, blobs), np.int64, len(blobs))
+    base, lens = 2 * f + 4 * p, np.asarray(lengths if lengths is not None else [], np.int64)
+    if lengths is None or (lens == lens[0]).all():               # one length: one reshape
+        a = np.frombuffer(raw, np.uint8).reshape(-1, int(lens[0]) if len(lens) else base)
+        q, pr, e = a[:, :2 * f].copy().view("<u2"), a[:, 2 * f:base].copy().view("<f4"), a[:, base:].copy().view("<f4")
+    else:                                                        # rows of several models' versions: each length apart
+        q, pr = np.empty((len(lens), f), "<u2"), np.empty((len(lens), p), "<f4")
+        e, starts = np.full((len(lens), int(lens.max() - base) // 4), np.nan, "<f4"), np.concatenate([[0], np.cumsum(lens)[:-1]])
+        for L in np.unique(lens):
+            m = lens == L
+            a = np.frombuffer(raw, np.uint8)[starts[m][:, None] + np.arange(L)]
+            q[m], pr[m], e[m, :(L - base) // 4] = a[:, :2 * f].view("<u2"), a[:, 2 * f:base].view("<f4"), a[:, base:].view("<f4")
+    out = (q if steps else q.astype(np.float32) / 256, pr.astype(np.float32))
+    return (*out, e if e.shape[1] else None) if embedding else out
 
 def logged_columns(x: np.ndarray) -> dict:
     "The columns `chunks` reads back for images `x` (N, C, H, W) as the log keeps them: `f`, `props`, `input_shape`."
@@ -136,11 +151,12 @@ class PredictionLog:
         return True
 
     def add(self, rid: str, model: tuple, x: np.ndarray, p: np.ndarray, labels, latency_ms: float, route: str,
-            tags: dict | None = None, role: str = "primary", input_digests=None, ts: float | None = None) -> bool:
-        "Record a request's predictions: `model` is (name, version, digest), `x` its inputs (N, ...), `p` (N, K). False: "
-        "dropped, the backlog being full."
+            tags: dict | None = None, role: str = "primary", input_digests=None, ts: float | None = None, emb=None) -> bool:
+        "Record a request's predictions: `model` is (name, version, digest), `x` its inputs (N, ...), `p` (N, K), `emb` "
+        "the model's embedding (N, k) when its graph exports one (kept after each row's summary). False: dropped, the "
+        "backlog being full."
         if not self._accept(len(x), "predictions"): return False
-        self._q.append(("p", (rid, ts or time.time(), model, x, p, labels, latency_ms, route, tags or {}, role, input_digests)))
+        self._q.append(("p", (rid, ts or time.time(), model, x, p, labels, latency_ms, route, tags or {}, role, input_digests, emb)))
         return True
 
     def feedback(self, rid: str, row: int, label: str, source: str = "api", ts: float | None = None) -> bool:
@@ -219,8 +235,8 @@ class PredictionLog:
         items = [self._q.popleft() for _ in range(len(self._q))]
         preds = [a for kind, a in items if kind == "p"]
         shares = [input_share(self.log_inputs, a[3][0].nbytes if len(a[3]) else 0) for a in preds]
-        need = [i for i, (a, s) in enumerate(zip(preds, shares)) if len(a[3]) and (s < 1 or a[3][0].nbytes > INLINE_BYTES)]
-        sums = [None] * len(preds)                      # inputs kept inline need none: they are summarized when read
+        need = [i for i, (a, s) in enumerate(zip(preds, shares)) if len(a[3]) and (s < 1 or a[3][0].nbytes > INLINE_BYTES or a[11] is not None)]
+        sums = [None] * len(preds)                      # inputs kept inline need none (but for an embedding): they are summarized when read
         try:
             for i, s in zip(need, _summarize([preds[i][3] for i in need])): sums[i] = s
         except Exception: pass                          # summarized one request at a time below: a bad one dropped alone
@@ -355,13 +371,16 @@ def _summarize(xs: list) -> list:
 
 INLINE_BYTES = 1024          # a kept input this small (the digits' 64 bytes) stays in its row: no payload, no summary stored
 
-def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_digests, share: float = 1.0, rand=random.random,
-          sums: list | None = None) -> tuple:
+def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_digests, emb=None, share: float = 1.0,
+          rand=random.random, sums: list | None = None) -> tuple:
     "The `predictions` rows of one request, built column-wise, and the `payloads` rows of the raw inputs kept (each "
     "with probability `share`); `sums`: its inputs' `summaries`, when already computed. A kept input of at most "
-    "`INLINE_BYTES` is stored in its row instead (`input`), without a summary: readers compute it from the input."
+    "`INLINE_BYTES` is stored in its row instead (`input`), without a summary: readers compute it from the input. The "
+    "model's embedding `emb` (N, k) follows each row's summary (then stored for inline inputs too: no reader can make it)."
     from itertools import repeat
     n, tags = len(x), orjson.dumps(tags).decode() if tags else "{}"
+    if emb is not None:
+        sums = [s + e.tobytes() for s, e in zip(sums or summaries(np.ascontiguousarray(x)), np.asarray(emb, "<f4"))]
     shape = _SHAPES.get(x.shape[1:]) or _SHAPES.setdefault(x.shape[1:], orjson.dumps(list(x.shape[1:])).decode())
     x = np.ascontiguousarray(x)
     if n == 1:                                          # the common case, without the column machinery (2.5 us, not 8)
@@ -370,13 +389,13 @@ def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_dig
         k, inline = share >= 1 or (share > 0 and rand() < share), len(b) <= INLINE_BYTES
         return [(rid, 0, ts, model[0], int(model[1]), model[2], role, route, tags, b if inline and k else b"", shape, d,
                  p.astype(np.float32, copy=False).tobytes(), str(labels[0]), float(latency_ms),
-                 None if inline and k else (sums or summaries(x))[0])], [(d, ts, shape, b)] if k and not inline else []
+                 None if inline and k and emb is None else (sums or summaries(x))[0])], [(d, ts, shape, b)] if k and not inline else []
     xs = [r.tobytes() for r in x.reshape(n, -1)]
     digests = input_digests or ["sha256:" + hashlib.sha256(b).hexdigest() for b in xs]
     keep = [share >= 1 or (share > 0 and rand() < share) for _ in range(n)]
     inline = n > 0 and len(xs[0]) <= INLINE_BYTES
     if sums is None and not (inline and all(keep)): sums = summaries(x)
-    if inline: raw, feats, kept = [b if k else b"" for b, k in zip(xs, keep)], [None if k else s for k, s in zip(keep, sums or keep)], []
+    if inline: raw, feats, kept = [b if k else b"" for b, k in zip(xs, keep)], [None if k and emb is None else s for k, s in zip(keep, sums or keep)], []
     else: raw, feats, kept = repeat(b"", n), sums, [(d, ts, shape, b) for d, b, k in zip(digests, xs, keep) if k]
     ps = [r.tobytes() for r in np.ascontiguousarray(p, dtype=np.float32)]
     c = lambda v: repeat(v, n)
@@ -528,7 +547,8 @@ def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("
            inputs: bool = False, max_bytes: int = 256 << 20):
     "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows and about "
     "`max_bytes` of memory (`chunk_rows`): dicts of numpy arrays `ts`, `version`, `role`, `tags` (JSON text), "
-    "`input_shape` (JSON text), `f` (features, uint16 steps of 1/256: `unpack`) and `props` (properties), `p` (probabilities), `label`, `true_label` and "
+    "`input_shape` (JSON text), `f` (features, uint16 steps of 1/256: `unpack`) and `props` (properties), `e` (the "
+    "model's embedding, NaN where a row has none; absent when none has), `p` (probabilities), `label`, `true_label` and "
     "`label_ts` (None where no label arrived), `latency_ms`, `request_id`, `row`, `input_digest`; with `inputs`, also "
     "`x` (raw inputs, N x shape, zeros where none was kept) and `has_x`. Memory stays that of one chunk."
     db = open_log(path)
@@ -551,8 +571,10 @@ def _columns(rows, name: str, inputs: bool) -> dict:
     if len(shapes) > 1: raise ValueError(f"the log holds inputs of several shapes for {name}: {sorted(shapes)}")
     shape, n = orjson.loads(shapes.pop()), len(rows)
     f, props = np.zeros((n, len(feature_names(shape))), np.uint16), np.zeros((n, len(property_names(shape))), np.float32)
-    new = np.array([r["features"] is not None for r in rows])
-    if new.any(): f[new], props[new] = unpack([r["features"] for r in rows if r["features"] is not None], shape, steps=True)
+    new, e = np.array([r["features"] is not None for r in rows]), None
+    if new.any():
+        f[new], props[new], got = unpack([r["features"] for r in rows if r["features"] is not None], shape, steps=True, embedding=True)
+        if got is not None: e = np.full((n, got.shape[1]), np.nan, np.float32); e[new] = got
     if not new.all():                                   # inline inputs (and an older version's rows): summarized now
         old = np.frombuffer(b"".join(r["input"] for r in rows if r["features"] is None), np.uint8).reshape(-1, *shape)
         f[~new], props[~new] = unpack(summaries(old), shape, steps=True)
@@ -563,6 +585,7 @@ def _columns(rows, name: str, inputs: bool) -> dict:
            "true_label": np.array(col("true_label"), dtype=object), "label_ts": np.array(col("label_ts"), dtype=object),
            "latency_ms": np.array(col("latency_ms")), "request_id": np.array(col("request_id")), "row": np.array(col("row")),
            "input_digest": np.array(col("input_digest"))}
+    if e is not None: out["e"] = e
     if inputs:
         raw = [r["input"] or r["payload"] for r in rows]
         out["has_x"] = np.array([b is not None for b in raw])

@@ -4,15 +4,15 @@
 
 # %% ../nbs/14b_reference.ipynb #c003
 from __future__ import annotations
-import json
+import io, json
 from dataclasses import dataclass
 import numpy as np
 from .drift import Reference
 
 
 # %% auto #0
-__all__ = ['POOL', 'FILES', 'features', 'feature_names', 'property_names', 'properties', 'softmax', 'fit_temperature',
-           'calibrated', 'ece', 'MonitoringReference', 'build']
+__all__ = ['POOL', 'FILES', 'ROW_FIELDS', 'features', 'feature_names', 'property_names', 'properties', 'softmax',
+           'fit_temperature', 'calibrated', 'ece', 'MonitoringReference', 'build']
 
 # %% ../nbs/14b_reference.ipynb #c004
 POOL = 8                                   # features: each channel averaged down to at most POOL x POOL
@@ -92,21 +92,30 @@ def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
 
 
 # %% ../nbs/14b_reference.ipynb #c010
-FILES = ("monitoring.json", "features.npz", "properties.npz", "outputs.npz", "confidence.npz")
+FILES = ("monitoring.json", "features.npz", "properties.npz", "outputs.npz", "confidence.npz")   # every reference has these
+ROW_FIELDS = ("embedding", "label", "predicted", "confidence")     # validation.npz: a row each, for reweighting
 
 @dataclass
 class MonitoringReference:
-    "The monitoring reference: `info` (monitoring.json) and the drift references of features, image properties, outputs and confidence."
+    "The monitoring reference: `info` (monitoring.json) and the drift references of features, image properties, outputs "
+    "and confidence; for a model that exports an embedding (`mlops_nb.embedding`), its drift reference and `rows`, the "
+    "validation rows' embedding, label, predicted class and calibrated confidence, row by row (at most 5,000)."
     info: dict
     features: Reference
     properties: Reference
     outputs: Reference
     confidence: Reference
+    embedding: Reference | None = None
+    rows: dict | None = None
 
     def files(self) -> dict:
         "The bundle's `monitoring/` files: name -> bytes."
-        return {"monitoring.json": json.dumps(self.info, indent=2, sort_keys=True).encode(),
-                **{f"{k}.npz": getattr(self, k).to_bytes() for k in ("features", "properties", "outputs", "confidence")}}
+        out = {"monitoring.json": json.dumps(self.info, indent=2, sort_keys=True).encode(),
+               **{f"{k}.npz": getattr(self, k).to_bytes() for k in ("features", "properties", "outputs", "confidence")}}
+        if self.embedding is not None:
+            b = io.BytesIO(); np.savez_compressed(b, **self.rows)
+            out.update({"embedding.npz": self.embedding.to_bytes(), "validation.npz": b.getvalue()})
+        return out
 
     @classmethod
     def from_files(cls, files: dict) -> "MonitoringReference | None":
@@ -114,8 +123,17 @@ class MonitoringReference:
         if not files: return None
         missing = [k for k in FILES if k not in files]
         if missing: raise ValueError(f"the bundle's monitoring reference is incomplete: missing {missing}")
-        return cls(json.loads(files["monitoring.json"]), *(Reference.from_bytes(files[f"{k}.npz"])
-                                                           for k in ("features", "properties", "outputs", "confidence")))
+        parts = [Reference.from_bytes(files[f"{k}.npz"]) for k in ("features", "properties", "outputs", "confidence")]
+        emb, rows = None, None
+        if "embedding.npz" in files:
+            emb = Reference.from_bytes(files["embedding.npz"])
+            with np.load(io.BytesIO(files["validation.npz"]), allow_pickle=False) as z: rows = {k: z[k] for k in ROW_FIELDS}
+        return cls(json.loads(files["monitoring.json"]), *parts, emb, rows)
+
+    @property
+    def parts(self) -> tuple:
+        "The drift references it has, by name: features, properties, outputs, confidence, and embedding when exported."
+        return ("features", "properties", "outputs", "confidence", *(("embedding",) if self.embedding is not None else ()))
 
 def _in_batches(x) -> tuple:
     "`features(x)` and `properties(x)`, computed a batch of at most 8 MiB of pixels at a time (`mlops_nb.shards.batch_rows`)."
@@ -123,9 +141,10 @@ def _in_batches(x) -> tuple:
     parts = [(features(b), properties(b)) for b in batches(x, batch_rows(x.shape[1:]))]
     return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
 
-def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_rows: int = 5000, seed: int = 0) -> MonitoringReference:
+def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_rows: int = 5000, seed: int = 0,
+          embedding: np.ndarray | None = None) -> MonitoringReference:
     "The monitoring reference from validation images `x` (N, C, H, W) uint8 (an array, or a lazy view read in batches), "
-    "their labels `y` and the model's `logits`."
+    "their labels `y`, the model's `logits` and, when its graph exports one, its `embedding` (N, k)."
     if len(x) == 0: raise ValueError("no validation rows: the monitoring reference needs the validation split")
     if not (len(x) == len(y) == len(logits)): raise ValueError(f"rows differ: {len(x)} images, {len(y)} labels, {len(logits)} logits")
     k = len(labels)
@@ -139,6 +158,14 @@ def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_ro
             "ece_before": ece(p, y), "ece_after": ece(pc, y)}, "estimated_accuracy": float(pc.max(axis=1).mean())}
     build_ = lambda v, names: Reference.build(np.asarray(v, np.float32), names=names, max_rows=max_rows, seed=seed)
     feats, props = _in_batches(x)
-    return MonitoringReference(info, build_(feats, feature_names(x.shape[1:])), build_(props, property_names(x.shape[1:])),
-                               build_(p, [str(c) for c in labels]), build_(p.max(axis=1, keepdims=True), ["confidence"]))
+    ref = MonitoringReference(info, build_(feats, feature_names(x.shape[1:])), build_(props, property_names(x.shape[1:])),
+                              build_(p, [str(c) for c in labels]), build_(p.max(axis=1, keepdims=True), ["confidence"]))
+    if embedding is None: return ref
+    e = np.asarray(embedding, np.float32)
+    if len(e) != len(x): raise ValueError(f"rows differ: {len(x)} images, {len(e)} embeddings")
+    keep = np.sort(np.random.default_rng(seed).choice(len(e), min(max_rows, len(e)), replace=False))
+    ref.embedding = build_(e, [f"pc{i}" for i in range(e.shape[1])])
+    ref.rows = {"embedding": e[keep], "label": np.asarray(y)[keep].astype(np.int64), "predicted": pred[keep].astype(np.int64),
+                "confidence": pc.max(axis=1)[keep].astype(np.float32)}
+    return ref
 

@@ -138,14 +138,15 @@ def shadow_worker():
         except EOFError: msg = None
         if msg is None: break
         meta, x = msg
-        try: p, k = sess.run(None, {"image": x})
+        try: p, k, *e = sess.run(None, {"image": x})
         except Exception as e:                              # a bad batch is counted, never ends the shadow
             failed += len(meta); print(f"shadow v{ident[1]}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         done, i = time.monotonic(), 0
         for rid, n, route, tags, ts, t0 in meta:
             if log is not None:
-                log.add(rid, ident, x[i:i + n], p[i:i + n], labels[k[i:i + n]], (done - t0) * 1000, route, tags, role="shadow", ts=ts)
+                log.add(rid, ident, x[i:i + n], p[i:i + n], labels[k[i:i + n]], (done - t0) * 1000, route, tags, role="shadow", ts=ts,
+                        emb=e[0][i:i + n] if e else None)
             i += n
         scored += len(meta)
     if log is not None: log.close()
