@@ -74,7 +74,9 @@ def frames(px: int, n_train: int, n_val: int, n_held: int, cache: Path):
     cut = lambda a: (a[:n_train // 2], a[n_train // 2:n_train // 2 + n_val // 2], a[n_train // 2 + n_val // 2:])
     (ct, cv, ch), (et, ev, eh) = cut(cat), cut(empty)
     lab = lambda a, b: (np.concatenate([a, b]), np.repeat([0, 1], [len(a), len(b)]))
-    return {"classes": ["cat", "empty"], "train": lab(ct, et), "val": lab(cv, ev), "held": lab(ch, eh), "unseen": z["dog"], "epochs": 6}
+    xh, yh = lab(ch, eh)
+    mix = np.random.default_rng(5).permutation(len(yh))            # classes mixed: the shifts work 2,000 rows at a time
+    return {"classes": ["cat", "empty"], "train": lab(ct, et), "val": lab(cv, ev), "held": (xh[mix], yh[mix]), "unseen": z["dog"], "epochs": 6}
 
 
 def model(d: dict):
@@ -120,6 +122,20 @@ def pools(d: dict, model, severities: dict) -> dict:
     return out
 
 
+def time_to_detect(table: list) -> dict:
+    "Hours until `monitor --every 1h` alerts after a shift starts at the top of an hour, at a traffic of n predictions an "
+    "hour, from the measured power p of windows of n rows (each hour is a window of its own, so the first alert comes in "
+    "hour k with probability (1 - p)^(k-1) p): the median hour, ceil(log 0.5 / log(1 - p)); None where p is 0."
+    import math
+    out = {}
+    for r in table:
+        if not r["pool"].endswith(" medium"): continue
+        p = r["rates"]["overall"]
+        out.setdefault(r["pool"].rsplit(" ", 1)[0], {})[r["n"]] = (None if p == 0 else 1 if p >= 0.5 else
+                                                                   math.ceil(math.log(0.5) / math.log(1 - p)))
+    return out
+
+
 def accuracy_summary(rows: list) -> dict:
     "The label-free estimates' errors (`mlops_nb.power.estimates`): CBPE's on every window; the reweighted estimate's "
     "on the windows called reliable; how many windows CBPE misses by over 0.10, and how many of those are called unreliable."
@@ -156,6 +172,7 @@ def main():
     ap.add_argument("--skip-detection", action="store_true", help="measure the label-free estimate only")
     ap.add_argument("--quick", action="store_true", help="digits, 20 trials, sizes 10 and 100, one severity: a smoke test")
     ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--save-table", help="write the rates the report shows beside each check (mlops_nb/detection.json)")
     ap.add_argument("--plot", help="write the power plot (medium severity) to this PNG")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mlops_nb" / "bench-frames"), help="where drawn frames are kept")
     a = ap.parse_args()
@@ -174,7 +191,8 @@ def main():
         t = time.perf_counter()
         ps = pools(d, fns, sev)
         table = [] if a.skip_detection else rates(mref, ps, sizes, a.trials, progress=True, extra={"before": before})
-        info.update(held_rows=len(d["held"][1]), trials_s=time.perf_counter() - t, table=table, needed=needed(table))
+        info.update(held_rows=len(d["held"][1]), trials_s=time.perf_counter() - t, table=table, needed=needed(table),
+                    hours=time_to_detect(table))
         n_est = min(a.estimate_n, len(d["held"][1]))
         est = estimates(mref, ps, n_est, a.estimate_trials)
         info["estimate"] = {"n": n_est, "trials": a.estimate_trials, **accuracy_summary(est)}
@@ -191,6 +209,11 @@ def main():
             plot_power([r for r in info["table"] if r["pool"] == "clean" or r["pool"].endswith(" medium")], title=f"{fam}: medium shifts", ax=ax)
         fig.tight_layout(); fig.savefig(a.plot, dpi=110)
     if a.json: Path(a.json).write_text(json.dumps(out, indent=1))
+    if a.save_table:
+        from mlops_nb.power import compact
+        Path(a.save_table).write_text(json.dumps({"command": "python bench/detect.py " + " ".join(sys.argv[1:]), "trials": a.trials,
+                                                  "families": {f: {"sizes": sizes, "checks": compact(i["table"])}
+                                                               for f, i in out["families"].items() if i["table"]}}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "rows": ev["total"]["rows
 def estimate_errors(b, mref, x, y, severities=(0.0, 0.25, 0.5, 1.0)) -> list:
     "Realized vs estimated accuracy on the test split under each simulated drift and severity."
     from mlops_nb.monitor import Window, figures
+    from mlops_nb.predlog import logged_columns
     from mlops_nb.reference import softmax
     from mlops_nb.simulate import DRIFTS, apply_drift
     out = []
@@ -81,7 +82,7 @@ def estimate_errors(b, mref, x, y, severities=(0.0, 0.25, 0.5, 1.0)) -> list:
         for sev in severities:
             xd, yd = apply_drift(kind, x, y, sev, seed=1)
             p, n = softmax(b.predict_logits(xd)).astype(np.float32), len(xd)
-            c = {"ts": np.arange(n, dtype=float), "x": xd, "p": p, "latency_ms": np.ones(n), "version": np.ones(n, int),
+            c = {"ts": np.arange(n, dtype=float), **logged_columns(xd), "p": p, "latency_ms": np.ones(n), "version": np.ones(n, int),
                  "role": np.array(["primary"] * n), "tags": np.array(["{}"] * n),
                  "true_label": np.array([b.labels[i] for i in yd], dtype=object), "label_ts": np.arange(n, dtype=float)}
             f = figures(Window(mref, 0, n).add(c))

@@ -60,7 +60,7 @@ def domain(ref: np.ndarray,             # validation rows' embeddings (N, k)
             "prod_score": p[y == 1]}
 
 # %% ../nbs/30d_estimate.ipynb #c008
-LIMITS = {"max_outside": 0.05, "min_ess": 100.0, "max_ece": 0.05, "min_rows": 100,   # `[monitor]` defaults of `estimate`
+LIMITS = {"max_outside": 0.05, "min_ess": 100.0, "max_ece": 0.05, "min_reweight_rows": 100,   # `[monitor]` defaults of `estimate`
           "residual_p": 0.01}
 
 def _weighted_ks(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple:
@@ -108,6 +108,7 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
              ece: float,                # the reference's calibration error after temperature scaling
              limits: dict | None = None,
              pred_counts=None,          # the window's predicted class counts
+             drifted: dict | None = None,   # part -> the smallest BH-adjusted p of the window's drift tests (outputs, embedding)
              cbpe_sd: float = 0.0,      # the standard deviation of its calibrated confidences
              rows_seen: int = 0) -> dict:   # its rows (default: the sample's)
     "The importance-weighted accuracy of the validation rows, reweighted to `prod` (`domain`), with its verdict: "
@@ -116,9 +117,9 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
     L = {**LIMITS, **(limits or {})}
     why = []
     if ece > L["max_ece"]: why.append(f"the model's calibration error {ece:.3f} is over {L['max_ece']:g}")
-    if len(prod) < L["min_rows"]:
+    if len(prod) < L["min_reweight_rows"]:
         return {"verdict": "unreliable", "why": why + [f"{len(prod)} predictions with an embedding: too few to check the inputs "
-                f"(at least {L['min_rows']})"], "cbpe": cbpe, "weighted": None, "range": [0.0, 1.0], "auc": None, "p": None,
+                f"(at least {L['min_reweight_rows']})"], "cbpe": cbpe, "weighted": None, "range": [0.0, 1.0], "auc": None, "p": None,
                 "outside": None, "ess": None}
     d = domain(rows["embedding"], prod)
     w, right = d["odds"], (rows["label"] == rows["predicted"]).astype(float)
@@ -127,6 +128,9 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
     out = float((d["prod_score"] > 0.95).mean())
     if out > L["max_outside"]: why.append(f"{out:.0%} of the predictions look unlike every validation image (at most {L['max_outside']:.0%})")
     if ess < L["min_ess"]: why.append(f"the validation rows like these weigh as {ess:.0f} rows (at least {L['min_ess']:g})")
+    moved = [k for k, p in (drifted or {}).items() if p < L["residual_p"]]
+    if moved: why.append(f"the model's {' and '.join(moved)} drifted (p under {L['residual_p']:g}): reweighting cannot tell a kind "
+                         "of input it never saw, mapped onto a known class, from more of that class")
     if not why: why = _residual(rows, w, prod, pred_counts, (cbpe, cbpe_sd, rows_seen or len(prod)), L)
     se = 1.96 * math.sqrt(max(acc * (1 - acc), 0.25 / ess) / ess)
     lo, hi = (acc - se, acc + se) if not why else ((1 - out) * acc - se, (1 - out) * acc + out + se)

@@ -339,8 +339,9 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     f["estimated_accuracy_labelled"] = _ratio(w.est_labelled, n)
     f["reference"] = {"accuracy": info["accuracy"], "estimated_accuracy": info["estimated_accuracy"], "rows": info["rows"]}
     f["estimated_accuracy_sd"] = math.sqrt(max(0.0, w.est2 / w.rows - f["estimated_accuracy"] ** 2))
+    moved = {d: min(f["drift"][d]["p_adj"], default=1.0) for d in ("outputs", "embedding") if d in f["drift"]}
     f["estimate"] = (estimate(w.ref.rows, w.sample.rows, f["estimated_accuracy"], info["calibration"]["ece_after"], limits, w.pred,
-                              f["estimated_accuracy_sd"], w.rows)
+                              moved, f["estimated_accuracy_sd"], w.rows)
                      if reweight and w.sample is not None else None)
     def one(key, sl):
         c = sl["conf"].result(alpha=alpha)
@@ -433,21 +434,33 @@ def checks(f: dict, m: dict) -> list[dict]:
     if n < m["min_labels"]: add("accuracy", None, f"{n} labels: fewer than {m['min_labels']}, not judged", "labels", n, m["min_labels"])
     else: add("accuracy", a["value"] >= m["min_accuracy"], f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] on {n} labels "
               f"(at least {m['min_accuracy']:g})", "accuracy", a["value"], m["min_accuracy"])
+    _estimated(f, m, sig("estimated accuracy"), said("estimated accuracy"), add)
+    _gaps(f, m, add)
+    add("refused requests", (f["error_rate"] or 0) <= m["max_error_rate"], f"{f['refused_total']} refused "
+        f"({(f['error_rate'] or 0):.2%}; at most {m['max_error_rate']:.2%})", "error_rate", f["error_rate"] or 0.0, m["max_error_rate"])
+    p99 = f["latency"]["p99_ms"]
+    add("latency", p99 is not None and p99 <= m["p99_ms"], f"p99 at most {p99:.3g} ms (limit {m['p99_ms']:g} ms)", "p99_ms", p99, m["p99_ms"])
+    return out
+
+def _estimated(f: dict, m: dict, significant: bool, said: str, add):
+    "The label-free estimate's check: CBPE judged by its test where the model exports no embedding; else the reweighted "
+    "estimate (`mlops_nb.estimate`) judged by its range, and an unreliable one shown as its reasons and a range."
     est, ref = f["estimated_accuracy"], f["reference"]["estimated_accuracy"]
-    moved = f["drift"]["features"]["share"] > m["max_drifted_share"]
     r, floor = f.get("estimate"), ref - m["max_accuracy_drop"]
     if r is None:
-        add("estimated accuracy", not sig("estimated accuracy"), f"{est:.3f} without labels (reference {ref:.3f}, "
-            f"at most {m['max_accuracy_drop']:g} below)" + said("estimated accuracy") + ("; the inputs drifted, so this overstates "
-                                                                                       "accuracy: trust labels" if moved else ""),
-            "estimated_accuracy", est, floor)
-    else:                                              # reweighted to production (`mlops_nb.estimate`), judged by its range
-        lo, hi = r["range"]
-        said_ = (f"{r['weighted']:.3f} [{lo:.3f}, {hi:.3f}] without labels, reliable" if r["verdict"] == "reliable" else
-                 f"unreliable: {'; '.join(r['why'])}; between {lo:.3f} and {hi:.3f}")
-        add("estimated accuracy", None if r["verdict"] != "reliable" and lo < floor <= hi else hi >= floor,
-            f"{said_} (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} below)", "estimated_accuracy",
-            r["weighted"] if r["verdict"] == "reliable" else None, floor)
+        moved = f["drift"]["features"]["share"] > m["max_drifted_share"]
+        add("estimated accuracy", not significant, f"{est:.3f} without labels (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} "
+            "below)" + said + ("; the inputs drifted, so this overstates accuracy: trust labels" if moved else ""), "estimated_accuracy", est, floor)
+        return
+    lo, hi = r["range"]
+    said_ = (f"{r['weighted']:.3f} [{lo:.3f}, {hi:.3f}] without labels, reliable" if r["verdict"] == "reliable" else
+             f"unreliable: {'; '.join(r['why'])}; between {lo:.3f} and {hi:.3f}")
+    add("estimated accuracy", None if r["verdict"] != "reliable" and lo < floor <= hi else hi >= floor,
+        f"{said_} (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} below)", "estimated_accuracy",
+        r["weighted"] if r["verdict"] == "reliable" else None, floor)
+
+def _gaps(f: dict, m: dict, add):
+    "The bias checks: the per-class recall gap and each tag's slice gap, alerting only where the intervals part."
     b = f.get("bias") or bias(f, m["min_class_labels"])
     g = b["recall_gap"]
     if g is None: add("recall gap", None, f"fewer than two classes with {m['min_class_labels']} labels: not judged")
@@ -461,11 +474,6 @@ def checks(f: dict, m: dict) -> list[dict]:
         add(f"slice gap ({key})", not (g["gap"] > m["max_slice_gap"] and g["significant"]),
             f"{g['gap']:.3f} (at most {m['max_slice_gap']:g}): {side(g['low'])} against {side(g['high'])}"
             + ("" if g["significant"] else "; the intervals overlap: not significant"), f"slice_gap:{g['low']['name']}", g["gap"], m["max_slice_gap"])
-    add("refused requests", (f["error_rate"] or 0) <= m["max_error_rate"], f"{f['refused_total']} refused "
-        f"({(f['error_rate'] or 0):.2%}; at most {m['max_error_rate']:.2%})", "error_rate", f["error_rate"] or 0.0, m["max_error_rate"])
-    p99 = f["latency"]["p99_ms"]
-    add("latency", p99 is not None and p99 <= m["p99_ms"], f"p99 at most {p99:.3g} ms (limit {m['p99_ms']:g} ms)", "p99_ms", p99, m["p99_ms"])
-    return out
 
 
 # %% ../nbs/30_monitor.ipynb #c012

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30b_monitor_report.ipynb #c002
 from __future__ import annotations
-import html
+import html, math
 import numpy as np
 from .monitor import MonitorReport, figures, checks, bias
 from .plots import _plt, md_table, md_code, md_escape, bar_chart, laid_out, literal
@@ -17,11 +17,15 @@ __all__ = ['evaluate', 'status', 'verdict_md', 'daily_md', 'drift_md', 'per_clas
 
 # %% ../nbs/30b_monitor_report.ipynb #c003
 def evaluate(rep: MonitorReport, m: dict) -> dict:
-    "Figures and checks of the whole period and of each window: {'total': {...}, 'windows': [...]}, each with `checks`."
+    "Figures and checks of the whole period and of each window: {'total': {...}, 'windows': [...]}, each with `checks` "
+    "(and what `bench/detect.py` measured of each drift check for this model's family: `measured`)."
+    from mlops_nb.power import measured
+    known = measured(rep.reference["shape"])
     def one(w):
-        f = figures(w, m["alpha"], min_slice_rows=m.get("min_slice_rows", 30))
+        from mlops_nb.estimate import LIMITS
+        f = figures(w, m["alpha"], min_slice_rows=m.get("min_slice_rows", 30), limits={k: m[k] for k in LIMITS if k in m})
         if f["rows"]: f["bias"] = bias(f, m["min_class_labels"])       # the recall and slice gaps, with their intervals
-        return {**f, "checks": checks(f, m)}
+        return {**f, "checks": [{**c, "measured": known.get(c["check"], "")} for c in checks(f, m)]}
     return {"total": one(rep.total), "windows": [one(w) for w in rep.windows] if rep.every else []}
 
 def status(chk: list) -> str:
@@ -43,7 +47,7 @@ def verdict_md(rep: MonitorReport, ev: dict) -> str:
                   f"{len(src['replicas'])} replica(s) ({', '.join(md_code(r) for r in src['replicas']) or 'none yet'})"
                   + "".join(f", and the live log {md_code(p)}" for p in src["live"]))
     rows = [{**c, "status": c["status"] if c["status"] != "ALERT" else "**ALERT**"} for c in t["checks"]]
-    table = md_table(rows, ["check", "status", "detail"]).replace("&#42;&#42;ALERT&#42;&#42;", "**ALERT**")
+    table = md_table(rows, ["check", "status", "detail", "measured"]).replace("&#42;&#42;ALERT&#42;&#42;", "**ALERT**")
     return head + other + "\n\n" + table
 
 def daily_md(ev: dict) -> str:
@@ -175,13 +179,14 @@ def record(st, rep: MonitorReport, ev: dict, svc: dict | None = None) -> dict:
     (st.work/"monitor.html").write_text(html_summary(rep, ev))
     st.output("report", st.work/"monitor.html", kind="monitoring-report")
     d = t["drift"]
-    st.log({"monitor/rows": t["rows"], "monitor/labelled": t["labels"]["labelled"],
+    finite = lambda kv: {k: v for k, v in kv.items() if not (isinstance(v, float) and not math.isfinite(v))}   # no NaN in run.json
+    st.log(finite({"monitor/rows": t["rows"], "monitor/labelled": t["labels"]["labelled"],
             "monitor/alerts": sum(c["status"] == "ALERT" for c in t["checks"]),
             **({"monitor/accuracy": t["accuracy"]["value"]} if t["accuracy"] else {}),
             **({"monitor/estimated_accuracy": t["estimated_accuracy"], "monitor/input_drift_share": d["features"]["share"],
                 "monitor/output_drift_share": d["outputs"]["share"], "monitor/prediction_psi": t["prediction"]["psi"],
                 **({"monitor/embedding_drift_share": d["embedding"]["share"]} if "embedding" in d else {})} if d else {}),
-            **({"monitor/p99_ms": t["latency"]["p99_ms"]} if t["latency"]["p99_ms"] is not None else {})})
+            **({"monitor/p99_ms": t["latency"]["p99_ms"]} if t["latency"]["p99_ms"] is not None else {})}))
     if st.wandb is not None and t["rows"]:
         import wandb
         from mlops_nb.predlog import predictions

@@ -6,11 +6,14 @@
 from __future__ import annotations
 import json, sys
 import numpy as np
+import mlops_nb
 from .monitor import Window, figures, checks, TESTS
 from .predlog import summaries, unpack
+from pathlib import Path
 
 # %% auto #0
-__all__ = ['SEVERITIES', 'VERDICTS', 'columns', 'window', 'verdicts', 'rates', 'needed', 'plot_power', 'estimates']
+__all__ = ['SEVERITIES', 'VERDICTS', 'TABLE', 'columns', 'window', 'verdicts', 'rates', 'needed', 'plot_power', 'estimates',
+           'family', 'compact', 'measured']
 
 # %% ../nbs/30c_power.ipynb #c004
 SEVERITIES = {"small": 0.1, "medium": 0.3, "large": 0.6}   # the simulator's severity (0-1) of each named level
@@ -115,3 +118,35 @@ def estimates(mref, pools: dict, n: int = 1000, trials: int = 20, seed: int = 0,
                         "cbpe": f["estimated_accuracy"], "weighted": r["weighted"], "verdict": r["verdict"], "why": r["why"],
                         "low": r["range"][0], "high": r["range"][1]})
     return out
+
+# %% ../nbs/30c_power.ipynb #c017
+TABLE = Path(sys.modules["mlops_nb"].__file__).parent / "detection.json"   # the measured rates, per family and check (`bench/detect.py --save-table`)
+
+def family(shape) -> str:
+    "The model family of inputs shaped (C, H, W) the shipped table has figures for: `digits` (one channel, 16 px at most) or `frames`."
+    return "digits" if shape[0] == 1 and max(shape[1:]) <= 16 else "frames"
+
+def compact(table: list, verdicts=VERDICTS) -> dict:
+    "Per verdict of `rates`' rows: the largest false-alarm rate over the sizes measured, and the window size each medium "
+    "shift needs for power 0.9 (None: more than the sizes measured)."
+    out = {}
+    for v in verdicts:
+        if not any(v in r["rates"] for r in table): continue
+        fa = [r["rates"][v] for r in table if r["pool"] == "clean" and v in r["rates"]]
+        need = needed([r for r in table if v in r["rates"]], v)
+        out[v] = {"false_alarms": max(fa, default=None),
+                  "needed": {k.rsplit(" ", 1)[0]: n for k, n in need.items() if k.endswith(" medium")}}
+    return out
+
+def measured(shape, path=TABLE) -> dict:
+    "Per check, what the shipped table says of it for the family of `shape`: its false-alarm rate and the predictions "
+    "medium shifts need for power 0.9, as one line; {} where the table or the family is missing."
+    try: t = json.loads(Path(path).read_text())["families"][family(shape)]
+    except (OSError, KeyError, ValueError): return {}
+    def line(c):
+        by = {}
+        for shift, n in c["needed"].items(): by.setdefault(n, []).append(shift)
+        parts = [f"{', '.join(v)} by {n:,}" for n, v in sorted((n, v) for n, v in by.items() if n is not None)]
+        if None in by: parts.append(f"{', '.join(by[None])} not by {max(t['sizes']):,}")
+        return f"false alarms {c['false_alarms']:.0%} at most; medium shifts caught (power 0.9): " + "; ".join(parts)
+    return {k: line(c) for k, c in t["checks"].items() if c["false_alarms"] is not None}

@@ -99,6 +99,10 @@ FIGURES = {
                              "kserve": {"start_s": 1.0, "c16": {"rps": 390.0, "p50": 39.0, "p99": 45.0, "cpu_us": 2700.0}}}}},
     "detect": {"quick": False, "trials": 100, "sizes": [10, 1000], "sizes_arg": "10,1000", "px": 32, "severities": {"medium": 0.3},
                "families": {"frames": {"held_rows": 20000, "needed": {"clean": None, "noise medium": 1000, "blur medium": None},
+                                       "hours": {"noise": {"10": 14, "1000": 1}, "blur": {"10": None, "1000": 2}},
+                                       "estimate": {"n": 1000, "trials": 20, "windows": 440, "reliable": 200, "cbpe_median": 0.02,
+                                                    "cbpe_max": 0.7, "reliable_median": 0.004, "reliable_max": 0.12, "cbpe_off": 160,
+                                                    "cbpe_off_unreliable": 160, "reliable_off": 3, "pools": {}},
                                        "table": [{"pool": p, "n": n, "trials": 100, "rates": {"overall": r, "before": b}}
                                                  for p, n, r, b in (("clean", 10, 0.01, 1.0), ("clean", 1000, 0.03, 0.0),
                                                                     ("noise medium", 10, 0.2, 1.0), ("noise medium", 1000, 0.95, 1.0),
@@ -251,6 +255,12 @@ def test_detection_rows(tmp_path):
     pw = row(rows, "detection, frames: medium shifts caught with power 0.9 at 1,000 predictions")
     assert pw[:3] == ("1 of 2; missed: blur 0.40", "predictions each needs: noise 1,000, blur >1,000", "aim MISSED"), pw
     assert pw[3] == "`python bench/detect.py --trials 100 --sizes 10,1000 --px 32`"
+    hr = row(rows, "detection, frames: time to the first alert of `monitor --every 1h` after a medium shift starts, at 1,000 predictions an hour")
+    assert (hr[0], hr[2]) == ("noise 1 h, blur 2 h", "1 of 2 in the first hour"), hr
+    est = row(rows, "label-free accuracy, frames: the reweighted estimate on the windows it calls reliable (200 of 440 windows of 1,000")
+    assert est[0] == "median |error| 0.004, max 0.120" and est[2] == "aims MISSED", est
+    off = row(rows, "label-free accuracy, frames: windows where CBPE is off by more than 0.10 that the verdict calls unreliable")
+    assert off[:3] == ("160 of 160", "reliable windows off by more than 0.10: 3", "aim MISSED"), off
 
 
 def test_every_script_has_rows():
