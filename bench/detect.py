@@ -212,7 +212,7 @@ def main():
     if a.save_table:
         from mlops_nb.power import compact
         Path(a.save_table).write_text(json.dumps({"command": "python bench/detect.py " + " ".join(sys.argv[1:]), "trials": a.trials,
-                                                  "families": {f: {"sizes": sizes, "checks": compact(i["table"])}
+                                                  "families": {f: {"sizes": sorted({r["n"] for r in i["table"]}), "checks": compact(i["table"])}
                                                                for f, i in out["families"].items() if i["table"]}}, indent=1) + "\n")
 
 

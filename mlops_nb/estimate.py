@@ -112,8 +112,8 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
              cbpe_sd: float = 0.0,      # the standard deviation of its calibrated confidences
              rows_seen: int = 0) -> dict:   # its rows (default: the sample's)
     "The importance-weighted accuracy of the validation rows, reweighted to `prod` (`domain`), with its verdict: "
-    "`reliable`, or `unreliable` with the reasons; `range`: the 95% interval where reliable, else that interval with the "
-    "production rows outside the validation split's support counted as anything from all wrong to all right."
+    "`reliable`, or `unreliable` with the reasons; `range`: the 95% interval where reliable, else from 0 to the larger "
+    "of the two estimates (both overstate accuracy under the shifts that make them unreliable: a ceiling, not a value)."
     L = {**LIMITS, **(limits or {})}
     why = []
     if ece > L["max_ece"]: why.append(f"the model's calibration error {ece:.3f} is over {L['max_ece']:g}")
@@ -133,6 +133,6 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
                          "of input it never saw, mapped onto a known class, from more of that class")
     if not why: why = _residual(rows, w, prod, pred_counts, (cbpe, cbpe_sd, rows_seen or len(prod)), L)
     se = 1.96 * math.sqrt(max(acc * (1 - acc), 0.25 / ess) / ess)
-    lo, hi = (acc - se, acc + se) if not why else ((1 - out) * acc - se, (1 - out) * acc + out + se)
+    lo, hi = (acc - se, acc + se) if not why else (0.0, max(acc, cbpe) + se)     # unreliable: only a ceiling is known
     return {"verdict": "unreliable" if why else "reliable", "why": why, "cbpe": cbpe, "weighted": acc,
             "range": [max(0.0, lo), min(1.0, hi)], "auc": d["auc"], "p": d["p"], "outside": out, "ess": ess}

@@ -454,8 +454,8 @@ def _estimated(f: dict, m: dict, significant: bool, said: str, add):
         return
     lo, hi = r["range"]
     said_ = (f"{r['weighted']:.3f} [{lo:.3f}, {hi:.3f}] without labels, reliable" if r["verdict"] == "reliable" else
-             f"unreliable: {'; '.join(r['why'])}; between {lo:.3f} and {hi:.3f}")
-    add("estimated accuracy", None if r["verdict"] != "reliable" and lo < floor <= hi else hi >= floor,
+             f"unreliable: {'; '.join(r['why'])}; at most {hi:.3f}")
+    add("estimated accuracy", None if r["verdict"] != "reliable" and floor <= hi else hi >= floor,
         f"{said_} (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} below)", "estimated_accuracy",
         r["weighted"] if r["verdict"] == "reliable" else None, floor)
 
