@@ -14,27 +14,29 @@ __all__ = ['SAMPLE', 'LIMITS', 'Sample', 'domain', 'estimate']
 SAMPLE = 2000                               # production rows a window keeps for the domain classifier
 
 class Sample:
-    "A uniform sample of at most `k` rows of a window's embeddings: the rows with the `k` smallest random keys (keys "
-    "drawn from the rows' own bytes, so the same rows give the same sample), so two windows' samples merge into the "
-    "sample of both, exactly as if one window had seen every row."
+    "A uniform sample of at most `k` rows of a window's embeddings, with each row's time: the rows with the `k` "
+    "smallest random keys (keys drawn from the rows' own bytes, so the same rows give the same sample), so two windows' "
+    "samples merge into the sample of both, exactly as if one window had seen every row."
     def __init__(self, dims: int, k: int = SAMPLE):
-        self.k, self.keys, self.rows = k, np.zeros(0), np.zeros((0, dims), np.float32)
+        self.k, self.keys, self.rows, self.ts = k, np.zeros(0), np.zeros((0, dims), np.float32), np.zeros(0)
 
-    def add(self, e: np.ndarray) -> "Sample":
-        "Offer rows `e` (N, dims); rows holding NaN (no embedding logged) are left out."
+    def add(self, e: np.ndarray, ts=None) -> "Sample":
+        "Offer rows `e` (N, dims) logged at `ts` (Unix seconds; default NaN); rows holding NaN (no embedding logged) are left out."
         e = np.asarray(e, np.float32)
-        e = e[~np.isnan(e).any(axis=1)]
+        ts = np.full(len(e), np.nan) if ts is None else np.asarray(ts, float)
+        has = ~np.isnan(e).any(axis=1)
+        e, ts = e[has], ts[has]
         if len(e): self._keep(np.concatenate([self.keys, np.random.default_rng(zlib.crc32(e.tobytes())).random(len(e))]),
-                              np.concatenate([self.rows, e]))
+                              np.concatenate([self.rows, e]), np.concatenate([self.ts, ts]))
         return self
 
-    def _keep(self, keys, rows):
+    def _keep(self, keys, rows, ts):
         o = np.argsort(keys, kind="stable")[:self.k]
-        self.keys, self.rows = keys[o], rows[o]
+        self.keys, self.rows, self.ts = keys[o], rows[o], ts[o]
 
     def merge(self, other: "Sample") -> "Sample":
         s = Sample(self.rows.shape[1], self.k)
-        s._keep(np.concatenate([self.keys, other.keys]), np.concatenate([self.rows, other.rows]))
+        s._keep(np.concatenate([self.keys, other.keys]), np.concatenate([self.rows, other.rows]), np.concatenate([self.ts, other.ts]))
         return s
 
 # %% ../nbs/30d_estimate.ipynb #c006
@@ -110,7 +112,8 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
              pred_counts=None,          # the window's predicted class counts
              drifted: dict | None = None,   # part -> the smallest BH-adjusted p of the window's drift tests (outputs, embedding)
              cbpe_sd: float = 0.0,      # the standard deviation of its calibrated confidences
-             rows_seen: int = 0) -> dict:   # its rows (default: the sample's)
+             rows_seen: int = 0,        # its rows (default: the sample's)
+             prod_ts=None) -> dict:     # the sampled rows' times: the five most unlike the validation split are named
     "The importance-weighted accuracy of the validation rows, reweighted to `prod` (`domain`), with its verdict: "
     "`reliable`, or `unreliable` with the reasons; `range`: the 95% interval where reliable, else from 0 to the larger "
     "of the two estimates (both overstate accuracy under the shifts that make them unreliable: a ceiling, not a value)."
@@ -120,7 +123,7 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
     if len(prod) < L["min_reweight_rows"]:
         return {"verdict": "unreliable", "why": why + [f"{len(prod)} predictions with an embedding: too few to check the inputs "
                 f"(at least {L['min_reweight_rows']})"], "cbpe": cbpe, "weighted": None, "range": [0.0, 1.0], "auc": None, "p": None,
-                "outside": None, "ess": None}
+                "outside": None, "ess": None, "most_shifted": []}
     d = domain(rows["embedding"], prod)
     w, right = d["odds"], (rows["label"] == rows["predicted"]).astype(float)
     acc = float(w @ right / w.sum())
@@ -134,5 +137,7 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
     if not why: why = _residual(rows, w, prod, pred_counts, (cbpe, cbpe_sd, rows_seen or len(prod)), L)
     se = 1.96 * math.sqrt(max(acc * (1 - acc), 0.25 / ess) / ess)
     lo, hi = (acc - se, acc + se) if not why else (0.0, max(acc, cbpe) + se)     # unreliable: only a ceiling is known
+    top = np.argsort(-d["prod_score"], kind="stable")[:5]
     return {"verdict": "unreliable" if why else "reliable", "why": why, "cbpe": cbpe, "weighted": acc,
-            "range": [max(0.0, lo), min(1.0, hi)], "auc": d["auc"], "p": d["p"], "outside": out, "ess": ess}
+            "range": [max(0.0, lo), min(1.0, hi)], "auc": d["auc"], "p": d["p"], "outside": out, "ess": ess,
+            "most_shifted": [{"ts": None if prod_ts is None else float(prod_ts[i]), "score": float(d["prod_score"][i])} for i in top]}

@@ -88,7 +88,7 @@ class Window:
         self.drift["outputs"].add(p); self.drift["confidence"].add(p.max(axis=1, keepdims=True))
         if "embedding" in self.drift and c.get("e") is not None and c["e"].shape[1] >= self.ref.embedding.features:
             self.drift["embedding"].add(c["e"][:, :self.ref.embedding.features])     # NaN rows (none logged) are left out
-            self.sample.add(c["e"][:, :self.ref.embedding.features])
+            self.sample.add(c["e"][:, :self.ref.embedding.features], c["ts"])
         pred, q = p.argmax(axis=1), calibrated(p, self.t)
         conf, onehot = q.max(axis=1), np.eye(self.k)[pred]
         self.pred += np.bincount(pred, minlength=self.k); self.ecm += q.T @ onehot; self.est += float(conf.sum()); self.est2 += float(conf @ conf)
@@ -341,7 +341,7 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     f["estimated_accuracy_sd"] = math.sqrt(max(0.0, w.est2 / w.rows - f["estimated_accuracy"] ** 2))
     moved = {d: min(f["drift"][d]["p_adj"], default=1.0) for d in ("outputs", "embedding") if d in f["drift"]}
     f["estimate"] = (estimate(w.ref.rows, w.sample.rows, f["estimated_accuracy"], info["calibration"]["ece_after"], limits, w.pred,
-                              moved, f["estimated_accuracy_sd"], w.rows)
+                              moved, f["estimated_accuracy_sd"], w.rows, w.sample.ts)
                      if reweight and w.sample is not None else None)
     def one(key, sl):
         c = sl["conf"].result(alpha=alpha)

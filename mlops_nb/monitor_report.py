@@ -48,7 +48,14 @@ def verdict_md(rep: MonitorReport, ev: dict) -> str:
                   + "".join(f", and the live log {md_code(p)}" for p in src["live"]))
     rows = [{**c, "status": c["status"] if c["status"] != "ALERT" else "**ALERT**"} for c in t["checks"]]
     table = md_table(rows, ["check", "status", "detail", "measured"]).replace("&#42;&#42;ALERT&#42;&#42;", "**ALERT**")
-    return head + other + "\n\n" + table
+    return head + other + "\n\n" + table + _most_shifted(t)
+
+def _most_shifted(t: dict) -> str:
+    "The predictions the domain classifier found least like the validation split (their times, to find them in the log)."
+    top = [x for x in ((t.get("estimate") or {}).get("most_shifted") or []) if x["ts"] is not None]
+    if not top: return ""
+    return ("\n\nLeast like the validation images (the domain classifier's score; `mlops-nb predictions --since` a second "
+            "before finds them): " + ", ".join(f"{md_escape(iso(x['ts']))} ({x['score']:.2f})" for x in top))
 
 def daily_md(ev: dict) -> str:
     "One row per window: rows, labels, accuracy, estimated accuracy, drifted shares, prediction PSI, p99, verdict."

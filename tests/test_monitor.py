@@ -114,6 +114,8 @@ def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path, b
         assert t["rows"] == n and t["labels"]["labelled"] == n and t["accuracy"]["n"] == n
         assert st["input drift"] == st["output drift"] == st["prediction drift"] == "ok", (st, t["drift"]["features"]["share"])
         assert abs(t["estimated_accuracy"] - t["accuracy"]["value"]) < 0.08, (t["estimated_accuracy"], t["accuracy"])
+        assert t["estimate"]["verdict"] == "reliable", t["estimate"]["why"]                # clean: the reweighted estimate holds
+        assert abs(t["estimate"]["weighted"] - t["accuracy"]["value"]) < 0.08, (t["estimate"], t["accuracy"])
         assert "input drift" in clean["stderr"] and f"{ref}: {n} predictions" in clean["stderr"]
 
         sim = cli("simulate", "--url", url, "--n", "300", "--days", "1", "--drift", "invert", "--severity", "1",
@@ -124,6 +126,9 @@ def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path, b
     t = daily["total"]
     st = {c["check"]: c for c in t["checks"]}
     assert daily["status"] == "ALERT" and st["input drift"]["status"] == st["output drift"]["status"] == "ALERT"
+    assert st["embedding drift"]["status"] == "ALERT", st["embedding drift"]                # the model's own view moved too
+    assert t["estimate"]["verdict"] == "unreliable" and st["estimated accuracy"]["status"] != "ok", st["estimated accuracy"]
+    assert st["estimated accuracy"]["detail"].startswith("unreliable: ") and "at most" in st["estimated accuracy"]["detail"]
     assert t["rows"] == n + 300 and n + 120 <= t["labels"]["labelled"] <= n + 180
     assert len(daily["windows"]) in (3, 4) and sum(w["rows"] for w in daily["windows"]) == t["rows"]   # UTC days
     assert daily["windows"][-1]["drift"] is None or daily["windows"][-1]["rows"] == 0 or \
@@ -133,7 +138,7 @@ def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path, b
     assert sl["camera=south"]["accuracy"] < sl["camera=north"]["accuracy"] - 0.3 and sl["camera=south"]["psi"] > 0.2
     assert sl["camera=south"]["confidence_drifted"] and not sl["camera=north"]["confidence_drifted"], sl
     html = (Path(daily["run"]["run_dir"]) / "01_monitor.html").read_text()
-    assert "camera=south" in html and "alert(s) raised" in html
+    assert "camera=south" in html and "alert(s) raised" in html and "Least like the validation images" in html
     assert width_at_1280(browser, Path(daily["run"]["run_dir"]) / "01_monitor.html", tmp_path / "monitor.png") <= 1280
     # the failed checks became alerts, on record with the run that raised them; the same verdict again: no new alert
     raised = json.loads(cli("alerts", "--json", settings=own).stdout)
