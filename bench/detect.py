@@ -8,10 +8,13 @@ under each simulated shift (noise, blur, rotate, brightness, invert, class-shift
 `checks` (`mlops_nb.power.rates`): on clean windows the share that alerts is the false-alarm rate, on shifted ones the
 power. A window size over a pool's held-out rows is skipped (the digits have about 400). Beside the monitor's verdict,
 the rule it used before this bench (a check alerted on effect size alone: drifted share over 25%, PSI over 0.2, the
-label-free estimate 0.05 under the reference) is judged on the same windows.
+label-free estimate 0.05 under the reference) is judged on the same windows. The label-free estimate's errors are
+measured on --estimate-n windows (`mlops_nb.power.estimates`). With --live SETTINGS, detection is also timed end to
+end on that workbook's served model: `mlops-nb serve`, `simulate` sending --live-rate predictions an hour for a day
+and, from noon, half as many again under each medium shift, then the monitor over the day hour by hour.
 
     python bench/detect.py [--families digits,frames] [--trials 100] [--sizes 10,100,1000,10000] [--px 32]
-                           [--quick] [--json FILE] [--plot FILE] [--cache DIR]
+                           [--live SETTINGS] [--quick] [--json FILE] [--plot FILE] [--save-table FILE] [--cache DIR]
 """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -154,6 +157,55 @@ def accuracy_summary(rows: list) -> dict:
                       for p in dict.fromkeys(r["pool"] for r in rows)}}
 
 
+def live(settings: str, rate: int, shift: str, severity: float, share: float = 0.5, seed: int = 0) -> dict:
+    "Time to detect, end to end: the workbook's served model (`mlops-nb serve`, client times on, a prediction log of its "
+    "own), `simulate` sending `rate` clean predictions an hour for a day and, from noon (twelve hours ago), `share` more "
+    "of them under `shift` (one camera of two), then `monitor --every 1h` over the day: the first hour after the shift "
+    "starts that alerts, and any clean hour before it that alerted."
+    import socket, subprocess, tempfile, urllib.request, importlib.util
+    from mlops_nb.config import load_settings
+    from mlops_nb.monitor import monitor
+    from mlops_nb.monitor_report import evaluate, status
+    from mlops_nb.simulate import simulate
+    spec = importlib.util.spec_from_file_location("bench_monitor", Path(__file__).with_name("monitor.py"))
+    bm = importlib.util.module_from_spec(spec); spec.loader.exec_module(bm)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = load_settings(bm.scratch(load_settings(settings), tmp))
+        import configparser
+        cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str; cp.read(s.path)
+        cp["serve"]["client_time"] = "true"                # simulate back-dates its traffic over the day
+        with open(s.path, "w") as f: cp.write(f)
+        s = load_settings(s.path)
+        with socket.socket() as so: so.bind(("127.0.0.1", 0)); port = so.getsockname()[1]
+        env = {**os.environ, "MLOPS_NB_SETTINGS": str(s.path), "WANDB_MODE": "disabled"}
+        p = subprocess.Popen([str(Path(sys.executable).parent / "mlops-nb"), "serve", "--port", str(port), "--no-grpc"], env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200: break
+                except OSError: time.sleep(0.1)
+            now = time.time()
+            simulate(s, url, 24 * rate, days=1, seed=seed, progress=False, feedback_rate=0.0)
+            simulate(s, url, int(12 * rate * share), drift=shift, severity=severity, days=0.5, seed=seed + 1, progress=False, feedback_rate=0.0)
+        finally:
+            p.terminate(); p.wait(30)
+        time.sleep(1)
+        rep = monitor(s, since=now - 86400, until=time.time(), every="1h")
+        ev = evaluate(rep, s.monitor)
+    start = now - 43200
+    hours = [(w["start"], w["rows"], status(w["checks"])) for w in ev["windows"]]
+    from mlops_nb.predlog import parse_time
+    after = [(parse_time(a), n, st) for a, n, st in hours if parse_time(a) + 3600 > start]
+    first = next(((t, i) for i, (t, n, st) in enumerate(after) if st == "ALERT"), None)
+    return {"rate": rate, "shift": shift, "severity": severity, "share": share,
+            "clean_hours": sum(parse_time(a) + 3600 <= start for a, _, _ in hours),
+            "clean_alerts": sum(parse_time(a) + 3600 <= start and st == "ALERT" for a, _, st in hours),
+            "hours_to_alert": None if first is None else round((first[0] + 3600 - start) / 3600, 2),
+            "predictions_to_alert": None if first is None else int(sum(n for _, n, _ in after[:first[1] + 1]))}
+
+
 def table_md(fam: str, table: list, verdicts: list) -> str:
     "A markdown table: a row per pool and size, a column per verdict."
     head = "| " + fam + " | rows | " + " | ".join(verdicts) + " |\n|" + "---|" * (len(verdicts) + 2) + "\n"
@@ -170,6 +222,9 @@ def main():
     ap.add_argument("--estimate-n", type=int, default=1000, help="rows a window for the label-free estimate (default: %(default)s)")
     ap.add_argument("--estimate-trials", type=int, default=20, help="windows per pool for the estimate (default: %(default)s)")
     ap.add_argument("--skip-detection", action="store_true", help="measure the label-free estimate only")
+    ap.add_argument("--live", metavar="SETTINGS", help="also time detection end to end on this workbook's served model "
+                    "(serve, simulate a shift from noon, monitor --every 1h): its settings.ini")
+    ap.add_argument("--live-rate", type=int, default=100, help="--live: predictions an hour (default: %(default)s)")
     ap.add_argument("--quick", action="store_true", help="digits, 20 trials, sizes 10 and 100, one severity: a smoke test")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--save-table", help="write the rates the report shows beside each check (mlops_nb/detection.json)")
@@ -208,6 +263,9 @@ def main():
         for ax, (fam, info) in zip(axes[0], out["families"].items()):
             plot_power([r for r in info["table"] if r["pool"] == "clean" or r["pool"].endswith(" medium")], title=f"{fam}: medium shifts", ax=ax)
         fig.tight_layout(); fig.savefig(a.plot, dpi=110)
+    if a.live:
+        out["live"] = [live(a.live, a.live_rate, sh, SEVERITIES["medium"]) for sh in ("noise", "blur", "rotate", "brightness", "invert")]
+        for r in out["live"]: print(f"live: {json.dumps(r)}", file=sys.stderr, flush=True)
     if a.json: Path(a.json).write_text(json.dumps(out, indent=1))
     if a.save_table:
         from mlops_nb.power import compact

@@ -327,8 +327,17 @@ def rows_archive(d):
 
 def rows_detect(d):
     "Per model family: the monitor's false alarms on clean windows (the 5% aim) against the rule before, the medium "
-    "shifts caught with power 0.9 at 1,000 predictions (or the largest size a family has), and the size each needs."
+    "shifts caught with power 0.9 at 1,000 predictions (or the largest size a family has), and the size each needs; "
+    "with --live, the time to detect end to end."
     out = []
+    if lv := d.get("live"):
+        r0 = lv[0]
+        out.append((f"time to detect end to end: `serve`, `simulate` {r0['rate']:,} predictions an hour for a day and, from noon, "
+                    f"{r0['share']:.0%} more under a medium shift (severity {r0['severity']:g}), `monitor --every 1h`",
+                    ", ".join(f"{r['shift']} " + ("not in 12 h" if r["hours_to_alert"] is None else
+                                                  f"{r['hours_to_alert']:g} h ({r['predictions_to_alert']:,} predictions)") for r in lv),
+                    f"clean hours that alerted before noon: {sum(r['clean_alerts'] for r in lv)} of {sum(r['clean_hours'] for r in lv)}",
+                    f"{sum(r['hours_to_alert'] is not None for r in lv)} of {len(lv)} shifts caught"))
     for fam, info in d["families"].items():
         t = info["table"]
         clean = {r["n"]: r["rates"] for r in t if r["pool"] == "clean"}

@@ -98,6 +98,10 @@ FIGURES = {
                                       "jpeg": {"rps": 300.0, "p50": 12.0, "p99": 21.0, "cpu_us": 4500.0}},
                              "kserve": {"start_s": 1.0, "c16": {"rps": 390.0, "p50": 39.0, "p99": 45.0, "cpu_us": 2700.0}}}}},
     "detect": {"quick": False, "trials": 100, "sizes": [10, 1000], "sizes_arg": "10,1000", "px": 32, "severities": {"medium": 0.3},
+               "live": [{"rate": 100, "shift": "blur", "severity": 0.3, "share": 0.5, "clean_hours": 12, "clean_alerts": 0,
+                         "hours_to_alert": 0.83, "predictions_to_alert": 142},
+                        {"rate": 100, "shift": "noise", "severity": 0.3, "share": 0.5, "clean_hours": 12, "clean_alerts": 1,
+                         "hours_to_alert": None, "predictions_to_alert": None}],
                "families": {"frames": {"held_rows": 20000, "needed": {"clean": None, "noise medium": 1000, "blur medium": None},
                                        "hours": {"noise": {"10": 14, "1000": 1}, "blur": {"10": None, "1000": 2}},
                                        "estimate": {"n": 1000, "trials": 20, "windows": 440, "reliable": 200, "cbpe_median": 0.02,
@@ -259,6 +263,8 @@ def test_detection_rows(tmp_path):
     assert (hr[0], hr[2]) == ("noise 1 h, blur 2 h", "1 of 2 in the first hour"), hr
     est = row(rows, "label-free accuracy, frames: the reweighted estimate on the windows it calls reliable (200 of 440 windows of 1,000")
     assert est[0] == "median |error| 0.004, max 0.120" and est[2] == "aims MISSED", est
+    lv = row(rows, "time to detect end to end: `serve`, `simulate` 100 predictions an hour for a day and, from noon, 50% more")
+    assert lv[:3] == ("blur 0.83 h (142 predictions), noise not in 12 h", "clean hours that alerted before noon: 1 of 24", "1 of 2 shifts caught"), lv
     off = row(rows, "label-free accuracy, frames: windows where CBPE is off by more than 0.10 that the verdict calls unreliable")
     assert off[:3] == ("160 of 160", "reliable windows off by more than 0.10: 3", "aim MISSED"), off
 
