@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("MLOPS_NB_CORE_LEASE", "off")
+sys.path.insert(0, str(Path(__file__).parent))     # the other bench scripts' helpers (`live`)
 SHIFTS = ("noise", "blur", "rotate", "brightness", "invert", "class-shift", "unseen-class")
 
 
@@ -162,46 +163,37 @@ def live(settings: str, rate: int, shift: str, severity: float, share: float = 0
     "own), `simulate` sending `rate` clean predictions an hour for a day and, from noon (twelve hours ago), `share` more "
     "of them under `shift` (one camera of two), then `monitor --every 1h` over the day: the first hour after the shift "
     "starts that alerts, and any clean hour before it that alerted."
-    import socket, subprocess, tempfile, urllib.request, importlib.util
+    import configparser, tempfile
+    from monitor import scratch                   # bench/monitor.py: the workbook's registry and store, a log of its own
+    from release import serve_following           # bench/release.py: `mlops-nb serve` on a free loopback port
+    from serve import wait_ready                  # bench/serve.py: the start-up wait
     from mlops_nb.config import load_settings
     from mlops_nb.monitor import monitor
     from mlops_nb.monitor_report import evaluate, status
     from mlops_nb.simulate import simulate
-    spec = importlib.util.spec_from_file_location("bench_monitor", Path(__file__).with_name("monitor.py"))
-    bm = importlib.util.module_from_spec(spec); spec.loader.exec_module(bm)
     with tempfile.TemporaryDirectory() as tmp:
-        s = load_settings(bm.scratch(load_settings(settings), tmp))
-        import configparser
-        cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str; cp.read(s.path)
+        path = scratch(load_settings(settings), tmp)
+        cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str; cp.read(path)
         cp["serve"]["client_time"] = "true"                # simulate back-dates its traffic over the day
-        with open(s.path, "w") as f: cp.write(f)
-        s = load_settings(s.path)
-        with socket.socket() as so: so.bind(("127.0.0.1", 0)); port = so.getsockname()[1]
-        env = {**os.environ, "MLOPS_NB_SETTINGS": str(s.path), "WANDB_MODE": "disabled"}
-        p = subprocess.Popen([str(Path(sys.executable).parent / "mlops-nb"), "serve", "--port", str(port), "--no-grpc"], env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        url = f"http://127.0.0.1:{port}"
+        with open(path, "w") as f: cp.write(f)
+        s = load_settings(path)
+        url, p = serve_following(path)
         try:
-            for _ in range(600):
-                try:
-                    if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200: break
-                except OSError: time.sleep(0.1)
+            wait_ready(url + "/readyz", p)
             now = time.time()
             simulate(s, url, 24 * rate, days=1, seed=seed, progress=False, feedback_rate=0.0)
             simulate(s, url, int(12 * rate * share), drift=shift, severity=severity, days=0.5, seed=seed + 1, progress=False, feedback_rate=0.0)
         finally:
             p.terminate(); p.wait(30)
-        time.sleep(1)
         rep = monitor(s, since=now - 86400, until=time.time(), every="1h")
         ev = evaluate(rep, s.monitor)
     start = now - 43200
-    hours = [(w["start"], w["rows"], status(w["checks"])) for w in ev["windows"]]
-    from mlops_nb.predlog import parse_time
-    after = [(parse_time(a), n, st) for a, n, st in hours if parse_time(a) + 3600 > start]
+    hours = [(w.start, f["rows"], status(f["checks"])) for w, f in zip(rep.windows, ev["windows"])]
+    after = [(t, n, st) for t, n, st in hours if t + 3600 > start]
     first = next(((t, i) for i, (t, n, st) in enumerate(after) if st == "ALERT"), None)
     return {"rate": rate, "shift": shift, "severity": severity, "share": share,
-            "clean_hours": sum(parse_time(a) + 3600 <= start for a, _, _ in hours),
-            "clean_alerts": sum(parse_time(a) + 3600 <= start and st == "ALERT" for a, _, st in hours),
+            "clean_hours": sum(t + 3600 <= start for t, _, _ in hours),
+            "clean_alerts": sum(t + 3600 <= start and st == "ALERT" for t, _, st in hours),
             "hours_to_alert": None if first is None else round((first[0] + 3600 - start) / 3600, 2),
             "predictions_to_alert": None if first is None else int(sum(n for _, n, _ in after[:first[1] + 1]))}
 

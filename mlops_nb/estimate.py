@@ -65,11 +65,15 @@ def domain(ref: np.ndarray,             # validation rows' embeddings (N, k)
 LIMITS = {"max_outside": 0.05, "min_ess": 100.0, "max_ece": 0.05, "min_reweight_rows": 100,   # `[monitor]` defaults of `estimate`
           "residual_p": 0.01}
 
+def _ess(w: np.ndarray) -> float:
+    "Kish's effective sample size of weights `w`: how many rows of equal weight they are worth."
+    return float(w.sum() ** 2 / (w @ w))
+
 def _weighted_ks(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple:
     "Per column: KS distance between the `w`-weighted sample `a` and sample `b`, and its p-value at the effective sizes "
     "(Kish's for the weighted side)."
     from scipy.stats import kstwo
-    ess = w.sum() ** 2 / (w @ w)
+    ess = _ess(w)
     d = np.empty(a.shape[1])
     for j in range(a.shape[1]):
         v = np.concatenate([a[:, j], b[:, j]]); o = np.argsort(v, kind="stable")
@@ -85,7 +89,7 @@ def _residual(rows: dict, w: np.ndarray, prod: np.ndarray, pred_counts, cbpe: tu
     "production's mean, its standard deviation and rows)."
     from scipy.stats import norm
     from mlops_nb.drift import bh, chi2_counts
-    why, ess = [], w.sum() ** 2 / (w @ w)
+    why, ess = [], _ess(w)
     d, p = _weighted_ks(rows["embedding"], w, prod)
     q = bh(p)
     if q.min() < L["residual_p"]:
@@ -127,7 +131,7 @@ def estimate(rows: dict,                # the reference's validation rows (`Moni
     d = domain(rows["embedding"], prod)
     w, right = d["odds"], (rows["label"] == rows["predicted"]).astype(float)
     acc = float(w @ right / w.sum())
-    ess = float(w.sum() ** 2 / (w @ w))
+    ess = _ess(w)
     out = float((d["prod_score"] > 0.95).mean())
     if out > L["max_outside"]: why.append(f"{out:.0%} of the predictions look unlike every validation image (at most {L['max_outside']:.0%})")
     if ess < L["min_ess"]: why.append(f"the validation rows like these weigh as {ess:.0f} rows (at least {L['min_ess']:g})")

@@ -298,6 +298,10 @@ def _drift(acc, alpha: float) -> dict:
 
 def _ratio(a, b): return float(a / b) if b else None
 
+def _simes(part: dict) -> float:
+    "A drift part's global p-value: its smallest Benjamini-Hochberg-adjusted p (Simes' test that no feature moved)."
+    return min(part["p_adj"], default=math.nan)
+
 def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows: int = 30,
             limits: dict | None = None,        # the label-free estimate's verdict (`mlops_nb.estimate.LIMITS`); None: its defaults
             reweight: bool = True) -> dict:    # the reweighted estimate (a domain classifier: some 0.1 s a window) where there is an embedding
@@ -339,7 +343,7 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     f["estimated_accuracy_labelled"] = _ratio(w.est_labelled, n)
     f["reference"] = {"accuracy": info["accuracy"], "estimated_accuracy": info["estimated_accuracy"], "rows": info["rows"]}
     f["estimated_accuracy_sd"] = math.sqrt(max(0.0, w.est2 / w.rows - f["estimated_accuracy"] ** 2))
-    moved = {d: min(f["drift"][d]["p_adj"], default=1.0) for d in ("outputs", "embedding") if d in f["drift"]}
+    moved = {d: _simes(f["drift"][d]) for d in ("outputs", "embedding") if d in f["drift"]}
     f["estimate"] = (estimate(w.ref.rows, w.sample.rows, f["estimated_accuracy"], info["calibration"]["ece_after"], limits, w.pred,
                               moved, f["estimated_accuracy_sd"], w.rows, w.sample.ts)
                      if reweight and w.sample is not None else None)
@@ -361,7 +365,7 @@ def tests(f: dict, max_drop: float) -> dict:
     "classes, the two-sample chi-square p and the PSI; for the label-free estimate, a one-sided z-test that it fell more "
     "than `max_drop` below the reference's (both means' errors: the validation split is a sample too) and the drop."
     if f["rows"] == 0: return {}
-    out = {name: {"p": min(f["drift"][part]["p_adj"], default=math.nan), "effect": f["drift"][part]["share"]}
+    out = {name: {"p": _simes(f["drift"][part]), "effect": f["drift"][part]["share"]}
            for name, part in _PARTS.items() if part in f["drift"]}
     out["prediction drift"] = {"p": f["prediction"]["chi2_p"], "effect": f["prediction"]["psi"]}
     est, ref, sd = f["estimated_accuracy"], f["reference"]["estimated_accuracy"], f.get("estimated_accuracy_sd", 0.0)
@@ -444,7 +448,7 @@ def checks(f: dict, m: dict) -> list[dict]:
 
 def _estimated(f: dict, m: dict, significant: bool, said: str, add):
     "The label-free estimate's check: CBPE judged by its test where the model exports no embedding; else the reweighted "
-    "estimate (`mlops_nb.estimate`) judged by its range, and an unreliable one shown as its reasons and a range."
+    "estimate (`mlops_nb.estimate`) judged by its range, and an unreliable one shown as its reasons and a ceiling."
     est, ref = f["estimated_accuracy"], f["reference"]["estimated_accuracy"]
     r, floor = f.get("estimate"), ref - m["max_accuracy_drop"]
     if r is None:

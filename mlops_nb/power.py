@@ -120,7 +120,7 @@ def estimates(mref, pools: dict, n: int = 1000, trials: int = 20, seed: int = 0,
     return out
 
 # %% ../nbs/30c_power.ipynb #c017
-TABLE = Path(sys.modules["mlops_nb"].__file__).parent / "detection.json"   # the measured rates, per family and check (`bench/detect.py --save-table`)
+TABLE = Path(mlops_nb.__file__).parent / "detection.json"   # the measured rates, per family and check (`bench/detect.py --save-table`)
 
 def family(shape) -> str:
     "The model family of inputs shaped (C, H, W) the shipped table has figures for: `digits` (one channel, 16 px at most) or `frames`."
