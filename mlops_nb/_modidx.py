@@ -219,6 +219,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'mlops_nb.data._decoded': ('data.html#_decoded', 'mlops_nb/data.py'),
                                'mlops_nb.data._digest_arrays': ('data.html#_digest_arrays', 'mlops_nb/data.py'),
                                'mlops_nb.data._digits_rows': ('data.html#_digits_rows', 'mlops_nb/data.py'),
+                               'mlops_nb.data._drop_duplicates': ('data.html#_drop_duplicates', 'mlops_nb/data.py'),
                                'mlops_nb.data._folder_rows': ('data.html#_folder_rows', 'mlops_nb/data.py'),
                                'mlops_nb.data._groups': ('data.html#_groups', 'mlops_nb/data.py'),
                                'mlops_nb.data._in_store': ('data.html#_in_store', 'mlops_nb/data.py'),

@@ -164,21 +164,31 @@ def _scan(root, mode: str) -> tuple:
     return root, events, hidden, idents
 
 # %% ../nbs/10_data.ipynb #c008c
+def _drop_duplicates(events, read: dict, dup: set, kept: dict, problems: list):
+    "Drop from `kept` every copy of a file (its sha256 in `dup`) found under several classes, each a problem."
+    where = {}                                 # digest -> [(class, path)], in reading order
+    for kind, a, b in events if dup else ():
+        if kind == "file" and not read[b][1] and read[b][0] in dup: where.setdefault(read[b][0], []).append((a, b))
+    for dig, found in where.items():
+        classes = sorted({c for c, _ in found})
+        for c, f in found:
+            problems.append((str(f), f"same file (sha256 {dig[:12]}) under several classes: {', '.join(classes)}"))
+            kept[c] = [g for g in kept[c] if g != f]
+
 def _validate(root: Path, events, read: dict, min_per_class: int, skip_bad: bool) -> tuple:
     "The files to keep, `{class: [path]}` (a class with too few usable images dropped), and every problem in reading "
     "order, from `_scan`'s `events` and `read[path] = (sha256, reason)`; raises `DataValidationError` unless `skip_bad`."
-    problems, kept, seen = [], {}, {}         # kept: class -> [path]; seen: digest -> [(class, path)]
+    problems, kept, first, dup = [], {}, {}, set()   # kept: class -> [path]; first: digest -> the class it was first seen in
     for kind, a, b in events:
-        if kind == "problem": problems.append((a, b))
+        if kind == "file":
+            dig, why = read[b]
+            if why: problems.append((str(b), why))
+            else:
+                kept[a].append(b)
+                if first.setdefault(dig, a) != a: dup.add(dig)
         elif kind == "class": kept[a] = []
-        elif (why := read[b][1]): problems.append((str(b), why))
-        else: seen.setdefault(read[b][0], []).append((a, b)); kept[a].append(b)
-    for dig, where in seen.items():
-        if len({c for c, _ in where}) > 1:
-            classes = sorted({c for c, _ in where})
-            for c, f in where:
-                problems.append((str(f), f"same file (sha256 {dig[:12]}) under several classes: {', '.join(classes)}"))
-                kept[c] = [g for g in kept[c] if g != f]
+        else: problems.append((a, b))
+    _drop_duplicates(events, read, dup, kept, problems)
     for c in list(kept):
         if len(kept[c]) < min_per_class:
             problems.append((f"{root}/{c}", f"class has {len(kept[c])} usable image(s), fewer than min_per_class={min_per_class}"))
