@@ -5,12 +5,12 @@ DuckDB from the segments against the SQLite reader on the same rows.
   those of 512 frames, each row's features moved by up to 8 steps of 1/256 at random so that no two rows are alike and
   Parquet cannot compress them away; probabilities over 3 classes; 5% labelled an hour later), written straight into
   a prediction log with SQLite (the service's writer would take hours for 10 million rows; the rows are the same).
-- roll: `mlops_nb.archive.roll` of the whole log into a local folder: rows/s, segments, bytes a row.
+- roll: `mlops_nb.core.archive.roll` of the whole log into a local folder: rows/s, segments, bytes a row.
 - monitor: each engine in a fresh process, the way `mlops-nb monitor` reads (chunks within `[monitor] memory_mb`, each
   added to a `monitor.Window` whose reference is built from 2,000 frames, as a validation split's would be): the SQLite reader over the live log (`predlog.chunks`), and DuckDB over the segments
   (`archive.Fleet.chunks`); rows/s, peak resident memory over the memory before reading, and the labelled rows each
   found (they must agree). Aims: DuckDB at least 5x faster; memory flat (a quarter of the rows against all of them).
-- lake: --frames camera-like frames (`mlops_nb.frames`, 160 px JPEGs, three classes) ingested at 64 px RGB from a local
+- lake: --frames camera-like frames (`mlops_nb.build.frames`, 160 px JPEGs, three classes) ingested at 64 px RGB from a local
   folder and from the same objects in a bucket of moto's S3 server (its own process on 127.0.0.1; s3fs as for any S3):
   the first ingest and a re-ingest of the unchanged source, images/s, and the datasets' digests (they must agree).
 
@@ -30,8 +30,8 @@ def make_log(path: Path, n: int, seed: int = 0, block: int = 50_000) -> dict:
     "A prediction log of `n` rows spread over 7 days; 5% labelled an hour after their prediction."
     sys.path.insert(0, str(Path(__file__).parent))
     from fleet import frames
-    from mlops_nb.predlog import open_log, summaries
-    from mlops_nb.reference import feature_names
+    from mlops_nb.core.predlog import open_log, summaries
+    from mlops_nb.core.reference import feature_names
     rng = np.random.default_rng(seed)
     pool = np.frombuffer(b"".join(summaries(frames(512, SHAPE, seed=seed))), np.uint8).reshape(512, -1)
     nf = 2 * len(feature_names(SHAPE))                   # the features' bytes (uint16), then the properties (float32)
@@ -60,8 +60,8 @@ def make_log(path: Path, n: int, seed: int = 0, block: int = 50_000) -> dict:
 
 READER = r"""
 import json, resource, sys, time, numpy as np
-from mlops_nb.reference import build
-from mlops_nb.monitor import Window, figures
+from mlops_nb.core.reference import build
+from mlops_nb.monitor.windows import Window, figures
 engine, log, archive, max_mb, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 sys.path.insert(0, sys.argv[6]); from fleet import frames
 x = frames(2000, (3, 64, 64), seed=7)                  # a validation split's worth: about 1,600 distinct values a feature
@@ -72,10 +72,10 @@ base = hwm()
 t, n, lab = time.perf_counter(), 0, 0
 w = Window(ref, 0, 2e9)
 if engine == "sqlite":
-    from mlops_nb.predlog import chunks
+    from mlops_nb.core.predlog import chunks
     it, fl = chunks(log, "camera-cnn", 0, limit, max_bytes=max_mb << 20), None
 else:
-    from mlops_nb.archive import Fleet
+    from mlops_nb.core.archive import Fleet
     fl = Fleet(archive, memory_mb=max_mb, cache=archive + "-cache")
     it = fl.chunks("camera-cnn", 0, limit, max_bytes=max_mb << 20)
 for c in it:
@@ -101,9 +101,9 @@ def read(engine: str, log: Path, archive: Path, memory_mb: int, until: float) ->
 def lake(n: int, tmp: Path) -> dict:
     "Ingest `n` frames from a local folder and from the same objects in moto's S3 server: images/s, first and again."
     import io, shutil, socket, urllib.request
-    from mlops_nb.frames import make_frame, CLASSES
-    from mlops_nb.data import ingest
-    from mlops_nb.store import Store
+    from mlops_nb.build.frames import make_frame, CLASSES
+    from mlops_nb.build.data import ingest
+    from mlops_nb.core.store import Store
     with socket.socket() as sk: sk.bind(("127.0.0.1", 0)); port = sk.getsockname()[1]
     env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
@@ -164,7 +164,7 @@ def main():
 
 def monitor_part(a, tmp: Path) -> dict:
     "The log, the roll and the readers (see the top of this file)."
-    from mlops_nb.archive import roll
+    from mlops_nb.core.archive import roll
     log, archive = tmp / "predictions.db", tmp / "archive"
     t = time.perf_counter(); made = make_log(log, a.rows); made["seconds"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter(); got = roll(log, archive, "bench-1", batch=200_000); s = time.perf_counter() - t

@@ -8,7 +8,7 @@ cores) is proportional; far more means they fight (threads oversubscribed, OpenM
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
-from mlops_nb.config import scratch_settings
+from mlops_nb.core.config import scratch_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

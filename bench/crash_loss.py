@@ -34,7 +34,7 @@ def client(url, prefix, row, acks, stop):
 
 def one_run(settings: Path, ref: str, row: str, seconds: float, clients: int, flush_s: float) -> dict:
     "Serve, load, kill -9, and read the log: the figures of one run."
-    from mlops_nb.apptest import free_port
+    from mlops_nb.deploy.apptest import free_port
     port = free_port(); url = f"http://127.0.0.1:{port}"
     p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--model", ref, "--port", str(port), "--no-grpc"],
                          env={**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"},
@@ -74,9 +74,9 @@ def main():
     ap.add_argument("--json", help="also write the figures to this JSON file")
     a = ap.parse_args()
     if a.quick: a.repeat, a.seconds = 1, 1
-    from mlops_nb.config import load_settings
-    from mlops_nb.served import ServedModel
-    from mlops_nb.apptest import test_settings
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.deploy.served import ServedModel
+    from mlops_nb.deploy.apptest import test_settings
     s = load_settings(a.settings)
     m = ServedModel.load(s, a.model)
     ref = f"{m.name}@{m.version}"

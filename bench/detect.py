@@ -4,12 +4,12 @@ For each model family (the digits; camera-like frames of --px), a model is train
 unseen class of the shift of that name (digits: 9; frames: dog, so the model tells cats from empty scenes), and its
 monitoring reference is built from the validation split as packaging builds it. Windows of held-out rows, clean and
 under each simulated shift (noise, blur, rotate, brightness, invert, class-shift, unseen class) at three severities
-(`mlops_nb.power.SEVERITIES`), of --sizes rows, go --trials times each through the monitor's own `figures` and
-`checks` (`mlops_nb.power.rates`): on clean windows the share that alerts is the false-alarm rate, on shifted ones the
+(`mlops_nb.monitor.power.SEVERITIES`), of --sizes rows, go --trials times each through the monitor's own `figures` and
+`checks` (`mlops_nb.monitor.power.rates`): on clean windows the share that alerts is the false-alarm rate, on shifted ones the
 power. A window size over a pool's held-out rows is skipped (the digits have about 400). Beside the monitor's verdict,
 the rule it used before this bench (a check alerted on effect size alone: drifted share over 25%, PSI over 0.2, the
 label-free estimate 0.05 under the reference) is judged on the same windows. The label-free estimate's errors are
-measured on --estimate-n windows (`mlops_nb.power.estimates`). With --live SETTINGS, detection is also timed end to
+measured on --estimate-n windows (`mlops_nb.monitor.power.estimates`). With --live SETTINGS, detection is also timed end to
 end on that workbook's served model: `mlops-nb serve`, `simulate` sending --live-rate predictions an hour for a day
 and, from noon, half as many again under each medium shift, then the monitor over the day hour by hour.
 
@@ -42,7 +42,7 @@ def split3(y, seed=0, fracs=(0.5, 0.25)):
 
 
 def digits():
-    from mlops_nb.data import read_digits
+    from mlops_nb.build.data import read_digits
     x, y, classes = read_digits()
     seen = y != 9
     tr, va, ho = split3(y[seen])
@@ -52,7 +52,7 @@ def digits():
 
 
 def _draw(args):
-    from mlops_nb.frames import make_frame
+    from mlops_nb.build.frames import make_frame
     label, seed, i0, n, px = args
     return np.stack([np.asarray(make_frame(label, seed, i, px)).transpose(2, 0, 1) for i in range(i0, i0 + n)])
 
@@ -86,11 +86,11 @@ def frames(px: int, n_train: int, n_val: int, n_held: int, cache: Path):
 def model(d: dict):
     "Train a convnet on the family's training rows: its probabilities, its embedding (projected as packaging projects "
     "it), and the monitoring reference of its validation rows."
-    from mlops_nb.data import Dataset
-    from mlops_nb.embedding import fit_projection, penultimate
-    from mlops_nb.model import predict_proba
-    from mlops_nb.reference import build
-    from mlops_nb.train import search
+    from mlops_nb.build.data import Dataset
+    from mlops_nb.build.embedding import fit_projection, penultimate
+    from mlops_nb.build.model import predict_proba
+    from mlops_nb.core.reference import build
+    from mlops_nb.build.train import search
     (xt, yt), (xv, yv) = d["train"], d["val"]
     x, y = np.concatenate([xt, xv]), np.concatenate([yt, yv])
     ds = Dataset(x, y, np.repeat(np.array([0, 1], np.uint8), [len(yt), len(yv)]), d["classes"])
@@ -108,8 +108,8 @@ def model(d: dict):
 
 def pools(d: dict, model, severities: dict) -> dict:
     "The held-out rows' columns, clean and under each shift at each severity (input shifts applied 2,000 rows at a time)."
-    from mlops_nb.power import columns
-    from mlops_nb.simulate import apply_drift
+    from mlops_nb.monitor.power import columns
+    from mlops_nb.monitor.simulate import apply_drift
     xh, yh = d["held"]
     out = {"clean": columns(xh, *model, y=yh)}
     for s in SHIFTS:
@@ -141,7 +141,7 @@ def time_to_detect(table: list) -> dict:
 
 
 def accuracy_summary(rows: list) -> dict:
-    "The label-free estimates' errors (`mlops_nb.power.estimates`): CBPE's on every window; the reweighted estimate's "
+    "The label-free estimates' errors (`mlops_nb.monitor.power.estimates`): CBPE's on every window; the reweighted estimate's "
     "on the windows called reliable; how many windows CBPE misses by over 0.10, and how many of those are called unreliable."
     err = lambda r, k: abs(r[k] - r["realized"])
     rel = [r for r in rows if r["verdict"] == "reliable"]
@@ -167,10 +167,10 @@ def live(settings: str, rate: int, shift: str, severity: float, share: float = 0
     from monitor import scratch                   # bench/monitor.py: the workbook's registry and store, a log of its own
     from release import serve_following           # bench/release.py: `mlops-nb serve` on a free loopback port
     from serve import wait_ready                  # bench/serve.py: the start-up wait
-    from mlops_nb.config import load_settings
-    from mlops_nb.monitor import monitor
-    from mlops_nb.monitor_report import evaluate, status
-    from mlops_nb.simulate import simulate
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.monitor.windows import monitor
+    from mlops_nb.monitor.report import evaluate, status
+    from mlops_nb.monitor.simulate import simulate
     with tempfile.TemporaryDirectory() as tmp:
         path = scratch(load_settings(settings), tmp)
         cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str; cp.read(path)
@@ -223,7 +223,7 @@ def main():
     ap.add_argument("--plot", help="write the power plot (medium severity) to this PNG")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mlops_nb" / "bench-frames"), help="where drawn frames are kept")
     a = ap.parse_args()
-    from mlops_nb.power import SEVERITIES, VERDICTS, rates, needed, estimates
+    from mlops_nb.monitor.power import SEVERITIES, VERDICTS, rates, needed, estimates
     sizes, sev = [int(v) for v in a.sizes.split(",")], dict(SEVERITIES)
     fams = [f for f in a.families.split(",") if f]
     if a.quick: a.trials, sizes, sev, fams, a.estimate_trials = 20, [10, 100], {"medium": SEVERITIES["medium"]}, ["digits"], 3
@@ -248,8 +248,8 @@ def main():
         out["families"][fam] = info
         if table: print(table_md(fam, table, [*VERDICTS, "before"]))
     if a.plot and not a.skip_detection:
-        from mlops_nb.plots import _plt
-        from mlops_nb.power import plot_power
+        from mlops_nb.core.plots import _plt
+        from mlops_nb.monitor.power import plot_power
         plt = _plt()
         fig, axes = plt.subplots(1, len(out["families"]), figsize=(7 * len(out["families"]), 4), squeeze=False)
         for ax, (fam, info) in zip(axes[0], out["families"].items()):
@@ -260,7 +260,7 @@ def main():
         for r in out["live"]: print(f"live: {json.dumps(r)}", file=sys.stderr, flush=True)
     if a.json: Path(a.json).write_text(json.dumps(out, indent=1))
     if a.save_table:
-        from mlops_nb.power import compact
+        from mlops_nb.monitor.power import compact
         Path(a.save_table).write_text(json.dumps({"command": "python bench/detect.py " + " ".join(sys.argv[1:]), "trials": a.trials,
                                                   "families": {f: {"sizes": sorted({r["n"] for r in i["table"]}), "checks": compact(i["table"])}
                                                                for f, i in out["families"].items() if i["table"]}}, indent=1) + "\n")

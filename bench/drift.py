@@ -1,4 +1,4 @@
-"""Drift over a large window: mlops_nb.drift's KS+PSI, counted chunk by chunk, against Evidently's DataDriftPreset (KS).
+"""Drift over a large window: mlops_nb.core.drift's KS+PSI, counted chunk by chunk, against Evidently's DataDriftPreset (KS).
 
 The data: a reference of --ref-rows rows and a window of --rows rows (default 1,000,000) of --features features
 (default 64), generated from a seed chunk by chunk (chunk i from its own generator, so any chunk can be made again
@@ -48,7 +48,7 @@ def rss_mb() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def child_ours(a) -> dict:
-    from mlops_nb.drift import Reference
+    from mlops_nb.core.drift import Reference
     ref = Reference.build(make(a.seed, -1, a.ref_rows, a.features, 0), max_rows=a.ref_rows)
     ref.window().add(make(a.seed, 0, 10, a.features, SHIFT)).result()                       # warm: scipy's imports
     base, spent = rss_mb(), 0.0
@@ -148,7 +148,7 @@ def main():
     print(f"drift of {a.rows:,} rows x {a.features} features against {a.ref_rows:,} reference rows, chunks of {a.chunk:,}, "
           f"median of {a.repeat}, each run in a fresh process:")
     print(f"  {'method':40} {'rows':>10} {'seconds':>8} {'peak MB':>8} {'base MB':>8}")
-    for w, what in (("ours", "mlops_nb.drift KS+PSI+BH, chunked"), ("evidently", "Evidently DataDriftPreset(method='ks')")):
+    for w, what in (("ours", "mlops_nb.core.drift KS+PSI+BH, chunked"), ("evidently", "Evidently DataDriftPreset(method='ks')")):
         for n in sizes:
             if res[w, n]: print(f"  {what:40} {n:10,} {med(w, n, 'seconds'):8.2f} {med(w, n, 'peak_mb'):8.0f} {med(w, n, 'base_mb'):8.0f}")
     grow = med("ours", a.rows, "peak_mb") - med("ours", sizes[0], "peak_mb")

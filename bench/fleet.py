@@ -9,7 +9,7 @@ monitoring's memory and speed over long windows of colour frames, and the same v
   read in a fresh process the way `mlops-nb monitor` reads them (`predlog.chunks` within `[monitor] memory_mb`, every
   chunk added to a `monitor.Window`): rows/s, and the peak resident memory over the memory before reading. The aims:
   within memory_mb, and the same at 4N as at N once N fills a chunk (64 MB: about 10,000 rows).
-- verdicts: the same traffic (camera-like 3x64x64 frames from `mlops_nb.frames`, the second half brightened) logged with `all` and with `auto`: every
+- verdicts: the same traffic (camera-like 3x64x64 frames from `mlops_nb.build.frames`, the second half brightened) logged with `all` and with `auto`: every
   drift statistic of the window, and the window's checks, compared; and against the features computed from the
   raw frames, as monitoring did before summaries were logged.
 
@@ -26,8 +26,8 @@ POLICIES = ("auto", "none", "all")
 def frames(n: int, shape, seed: int = 0, bright: float = 0.0, start: int = 0) -> np.ndarray:
     "Filler frames `start` to `start + n` for the byte and memory figures, which do not depend on what a frame shows "
     "(summaries have a fixed size; SQLite does not compress): gradients with noise, `bright` added, the first pixels "
-    "carrying the row number so that no two are alike. Made at 10,000 a second, where `mlops_nb.frames` draws about "
-    "200; the verdicts, which do depend on it, use `mlops_nb.frames` (`camera`)."
+    "carrying the row number so that no two are alike. Made at 10,000 a second, where `mlops_nb.build.frames` draws about "
+    "200; the verdicts, which do depend on it, use `mlops_nb.build.frames` (`camera`)."
     rng = np.random.default_rng([seed, start])
     c, h, w = shape
     ramp = (np.linspace(40, 200, w, dtype=np.float32)[None, None, None, :] * rng.uniform(0.6, 1.2, (n, c, 1, 1)).astype(np.float32))
@@ -43,9 +43,9 @@ def stream(n: int, shape, seed: int = 0, bright: float = 0.0, block: int = 256):
 
 
 def camera(n: int, size: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
-    "`n` camera-like frames (N, 3, size, size) from `mlops_nb.frames`, cats, dogs and empty scenes in turn; the "
+    "`n` camera-like frames (N, 3, size, size) from `mlops_nb.build.frames`, cats, dogs and empty scenes in turn; the "
     "second half brightened by `bright` grey levels."
-    from mlops_nb.frames import make_frame, CLASSES
+    from mlops_nb.build.frames import make_frame, CLASSES
     x = np.stack([np.asarray(make_frame(CLASSES[i % 3], seed, i, size)).transpose(2, 0, 1) for i in range(n)])
     x[n // 2:] = np.clip(x[n // 2:].astype(np.int16) + int(bright), 0, 255).astype(np.uint8)
     return x
@@ -54,8 +54,8 @@ def camera(n: int, size: int, seed: int = 0, bright: float = 0.0) -> np.ndarray:
 def fill(path: Path, blocks, policy: str, t0: float, p=None) -> None:
     "Log the frames of `blocks` one row a request, as the service does (request ids, tags, a model digest, probabilities "
     "over 3 classes)."
-    from mlops_nb.inputs import new_request_id
-    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.deploy.inputs import new_request_id
+    from mlops_nb.core.predlog import PredictionLog
     for sfx in ("", "-wal", "-shm"): Path(f"{path}{sfx}").unlink(missing_ok=True)
     log = PredictionLog(path, flush_ms=5, log_inputs=policy, seed=0)
     rng = np.random.default_rng(1)
@@ -78,7 +78,7 @@ def size_per_row(path: Path, n: int) -> float:
 
 def bytes_table(rows: int, tmp: Path) -> list:
     "Bytes a prediction for each input size and policy."
-    from mlops_nb.predlog import counts
+    from mlops_nb.core.predlog import counts
     out = []
     for name, shape in SHAPES.items():
         for pol in POLICIES:
@@ -99,9 +99,9 @@ def bytes_table(rows: int, tmp: Path) -> list:
 
 READER = r"""
 import json, resource, sys, time, numpy as np
-from mlops_nb.predlog import chunks
-from mlops_nb.reference import build
-from mlops_nb.monitor import Window, figures
+from mlops_nb.core.predlog import chunks
+from mlops_nb.core.reference import build
+from mlops_nb.monitor.windows import Window, figures
 path, max_mb = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, sys.argv[3]); from fleet import frames
 x = frames(60, (3, 224, 224), seed=7)                  # a small reference: the memory measured is the reading's
@@ -139,10 +139,10 @@ def monitor_table(window: int, memory_mb: int, tmp: Path) -> list:
 
 def verdicts(n: int, tmp: Path) -> dict:
     "The same traffic logged with `all` and with `auto`: the window's drift statistics and checks, side by side."
-    from mlops_nb.predlog import chunks, logged_columns
-    from mlops_nb.reference import build, features, properties
-    from mlops_nb.monitor import Window, figures, checks
-    from mlops_nb.config import MONITOR_DEFAULTS
+    from mlops_nb.core.predlog import chunks, logged_columns
+    from mlops_nb.core.reference import build, features, properties
+    from mlops_nb.monitor.windows import Window, figures, checks
+    from mlops_nb.core.config import MONITOR_DEFAULTS
     ref = build(camera(600, 64, seed=11), np.arange(600) % 3, np.random.default_rng(0).normal(0, 1, (600, 3)), ["cat", "dog", "empty"])
     x = camera(n, 64, seed=12, bright=25.0)
     p = np.random.default_rng(2).dirichlet([4, 2, 2], n).astype(np.float32)

@@ -1,6 +1,6 @@
 """Fine-tuning resnet18 on 128 px frames, GPU against CPU, images/s.
 
-Draws --frames camera-like frames in memory (mlops_nb.frames.make_frame), builds `mlops_nb.model.Classifier("resnet18", 3, 3)`
+Draws --frames camera-like frames in memory (mlops_nb.build.frames.make_frame), builds `mlops_nb.build.model.Classifier("resnet18", 3, 3)`
 and times --steps training steps (batch --batch, AdamW, cross-entropy) after --warmup untimed ones: on the GPU at
 precision 32, bf16-mixed and 16-mixed (autocast; 16-mixed with a gradient scaler), and on the CPU at precision 32 with
 --cpu-steps steps. Each figure is the median of --repeat timings. Without a GPU it measures the CPU, says the GPU part
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))        # runnable f
 def frames(n: int, px: int):
     "n frames of px (cat, dog, empty in turn) as a uint8 tensor (n, 3, px, px) and their labels."
     import numpy as np, torch
-    from mlops_nb.frames import CLASSES, make_frame
+    from mlops_nb.build.frames import CLASSES, make_frame
     x = np.stack([np.asarray(make_frame(CLASSES[i % 3], 0, i, px), np.uint8).transpose(2, 0, 1) for i in range(n)])
     return torch.from_numpy(x), torch.arange(n) % 3
 
@@ -26,7 +26,7 @@ def steps_per_s(device: str, precision: str, x, y, batch: int, steps: int, warmu
     "Images per second over `steps` training steps of a fresh resnet18 on `device` at `precision`."
     import torch
     import torch.nn.functional as F
-    from mlops_nb.model import Classifier
+    from mlops_nb.build.model import Classifier
     torch.manual_seed(0)
     net = Classifier("resnet18", 3, 3).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -63,7 +63,7 @@ def main():
     a = ap.parse_args()
     if a.quick: a.frames, a.px, a.steps, a.cpu_steps, a.warmup, a.repeat, a.batch = 64, 64, 3, 1, 1, 1, 16
     import torch
-    from mlops_nb.train import device_name
+    from mlops_nb.build.train import device_name
     t = time.perf_counter(); x, y = frames(a.frames, a.px)
     print(f"{a.frames} frames of {a.px} px drawn in {time.perf_counter() - t:.1f} s; batch {a.batch}, resnet18 (random init), AdamW", flush=True)
     med = lambda dev, prec, steps: statistics.median(steps_per_s(dev, prec, x, y, a.batch, steps, a.warmup) for _ in range(a.repeat))

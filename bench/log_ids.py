@@ -18,8 +18,8 @@ KINDS = {"ordered": "the service's ids (time-ordered)", "random": "random ids (o
 
 def one_run(kind: str, rows: int, chunk: int, tmp: Path) -> dict:
     "Fill a fresh log with `rows` one-row predictions of `kind` ids: the commit times (ms) of each chunk, and the file size."
-    from mlops_nb.inputs import new_request_id
-    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.deploy.inputs import new_request_id
+    from mlops_nb.core.predlog import PredictionLog
     make = new_request_id if kind == "ordered" else (lambda: os.urandom(16).hex())
     path = tmp / f"{kind}.db"
     for sfx in ("", "-wal", "-shm"): Path(f"{path}{sfx}").unlink(missing_ok=True)

@@ -5,7 +5,7 @@ in a scratch folder (the workbook's registry and store are only read). Measured:
   - a day of --rows logged predictions (default 1,000,000: the model's test split sampled with replacement, scored
     with the bundle, written by the service's own log writer in single-row requests, 30% labelled a minute later):
     the wall time of a full `mlops-nb monitor --every 1d` over that day (a papermill run: kernel start, the log read
-    in chunks, every statistic, the report), and `mlops_nb.monitor.monitor` + `evaluate` alone in a fresh process,
+    in chunks, every statistic, the report), and `mlops_nb.monitor.windows.monitor` + `evaluate` alone in a fresh process,
     over a quarter of the day and over all of it: seconds and peak memory (the child's ru_maxrss), so memory that
     stays flat as the log grows shows as equal peaks; median of --repeat;
   - the CBPE estimate (mean calibrated confidence) against the realized accuracy on the test split under each
@@ -35,8 +35,8 @@ def scratch(s, tmp) -> Path:
 
 def write_day(s, v, b, x, y, rows: int, day0: float, seed: int = 0) -> float:
     "Log `rows` single-row predictions over the day starting at `day0`, 30% labelled; returns seconds taken."
-    from mlops_nb.predlog import PredictionLog
-    from mlops_nb.reference import softmax
+    from mlops_nb.core.predlog import PredictionLog
+    from mlops_nb.core.reference import softmax
     from tqdm.auto import tqdm
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -59,9 +59,9 @@ def write_day(s, v, b, x, y, rows: int, day0: float, seed: int = 0) -> float:
 
 CHILD = """
 import json, resource, sys, time
-from mlops_nb.config import load_settings
-from mlops_nb.monitor import monitor
-from mlops_nb.monitor_report import evaluate
+from mlops_nb.core.config import load_settings
+from mlops_nb.monitor.windows import monitor
+from mlops_nb.monitor.report import evaluate
 s = load_settings(sys.argv[1])
 t0 = time.perf_counter()
 rep = monitor(s, sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), "1d")
@@ -73,10 +73,10 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "rows": ev["total"]["rows
 
 def estimate_errors(b, mref, x, y, severities=(0.0, 0.25, 0.5, 1.0)) -> list:
     "Realized vs estimated accuracy on the test split under each simulated drift and severity."
-    from mlops_nb.monitor import Window, figures
-    from mlops_nb.predlog import logged_columns
-    from mlops_nb.reference import softmax
-    from mlops_nb.simulate import DRIFTS, apply_drift
+    from mlops_nb.monitor.windows import Window, figures
+    from mlops_nb.core.predlog import logged_columns
+    from mlops_nb.core.reference import softmax
+    from mlops_nb.monitor.simulate import DRIFTS, apply_drift
     out = []
     for kind in [d for d in DRIFTS if d != "none"]:
         for sev in severities:
@@ -102,12 +102,12 @@ def main():
     ap.add_argument("--json", help="also write the figures to this JSON file")
     a = ap.parse_args()
     if a.quick: a.rows, a.repeat = 20_000, 1
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
-    from mlops_nb.served import pick
-    from mlops_nb.bundle import read_bundle
-    from mlops_nb.data import load_dataset
-    from mlops_nb.reference import MonitoringReference
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
+    from mlops_nb.deploy.served import pick
+    from mlops_nb.build.bundle import read_bundle
+    from mlops_nb.build.data import load_dataset
+    from mlops_nb.core.reference import MonitoringReference
     s = load_settings(a.settings)
     reg = registry_for(s)
     v = pick(reg, a.model)

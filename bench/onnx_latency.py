@@ -8,12 +8,12 @@ checkpoint it came from, and times both side by side (same thread count) --repea
 import argparse, json, statistics, tempfile
 from pathlib import Path
 import numpy as np
-from mlops_nb.config import load_settings
-from mlops_nb.data import load_dataset
-from mlops_nb.model import load_checkpoint
-from mlops_nb.package import latency
-from mlops_nb.registry import registry_for
-from mlops_nb.served import pick
+from mlops_nb.core.config import load_settings
+from mlops_nb.build.data import load_dataset
+from mlops_nb.build.model import load_checkpoint
+from mlops_nb.build.package import latency
+from mlops_nb.build.registry import registry_for
+from mlops_nb.deploy.served import pick
 
 
 def main():

@@ -65,11 +65,11 @@ def build_models(tmp: Path, names) -> dict:
     "ONNX files of the convnet at each size, and a scratch workbook whose registry holds them (for mlops-nb serve): "
     "({name: (onnx path, shape)}, settings path)."
     import torch
-    from mlops_nb.bundle import write_bundle
-    from mlops_nb.config import load_settings
-    from mlops_nb.model import Classifier
-    from mlops_nb.package import export_onnx
-    from mlops_nb.registry import registry_for
+    from mlops_nb.build.bundle import write_bundle
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.model import Classifier
+    from mlops_nb.build.package import export_onnx
+    from mlops_nb.build.registry import registry_for
     settings = scratch_workbook(tmp)
     reg, out = registry_for(load_settings(settings)), {}
     for name in names:
@@ -98,7 +98,7 @@ def own_log(settings: Path, server: str) -> Path:
 
 def scratch_workbook(tmp: Path) -> Path:
     "Settings with every path under `tmp`: the bench leaves nothing in the workbook."
-    from mlops_nb.config import load_settings
+    from mlops_nb.core.config import load_settings
     s = load_settings()
     cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
     cp.read(s.path)
@@ -114,7 +114,7 @@ def scratch_workbook(tmp: Path) -> Path:
 
 def start(server: str, model: str, path: Path, shape, settings: Path, tmp: Path, pythons: dict) -> tuple:
     "Start `server` on free loopback ports: (process, HTTP url, gRPC target or None, ready url)."
-    from mlops_nb.apptest import free_port
+    from mlops_nb.deploy.apptest import free_port
     port, gport = free_port(), free_port()
     url, env = f"http://127.0.0.1:{port}", {**os.environ, "WANDB_MODE": "disabled"}
     if server in ("ours", "before"):              # before: --before's build of mlops-nb (no gRPC before issue 25)
@@ -219,7 +219,7 @@ def grpc_load(target: str, model: str, x: np.ndarray, seconds: float, concurrenc
 
 def bare(path: Path, shape, batches=(1, 4, 8, 16, 32), seconds: float = 2.0) -> dict:
     "{batch size: rows/s} of bare `session.run` on the model, with one intra-op thread as the servers run it: the ceiling."
-    from mlops_nb.bundle import ort_session
+    from mlops_nb.build.bundle import ort_session
     sess, rng = ort_session(Path(path), 1), np.random.default_rng(0)
     out = {}
     for b in batches:

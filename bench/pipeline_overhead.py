@@ -10,7 +10,7 @@ forking kernels from one process buys.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
-from mlops_nb.config import scratch_settings
+from mlops_nb.core.config import scratch_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -18,14 +18,14 @@ BIN = Path(sys.executable).parent
 PLAIN = r'''
 import json, sys, tempfile
 from pathlib import Path
-from mlops_nb.config import load_settings
-from mlops_nb.pipeline import stage_params
-from mlops_nb.params import resolve_params
-from mlops_nb.store import Store
-from mlops_nb.data import ingest, load_dataset
-from mlops_nb.train import search
-from mlops_nb.model import save_checkpoint, load_checkpoint
-from mlops_nb.evaluate import evaluate
+from mlops_nb.core.config import load_settings
+from mlops_nb.pipeline.runner import stage_params
+from mlops_nb.core.params import resolve_params
+from mlops_nb.core.store import Store
+from mlops_nb.build.data import ingest, load_dataset
+from mlops_nb.build.train import search
+from mlops_nb.build.model import save_checkpoint, load_checkpoint
+from mlops_nb.build.evaluate import evaluate
 import torch
 s = load_settings(); torch.set_num_threads(s.torch_threads)
 p = resolve_params(stage_params(s), s.profiles[sys.argv[1]])
@@ -39,8 +39,8 @@ model, _, _ = load_checkpoint(store.path(m))
 ev = evaluate(ds, model)
 (work/"metrics.json").write_text(json.dumps(ev.to_json()))
 mt = store.put_file(work/"metrics.json")
-from mlops_nb.package import package
-from mlops_nb.registry import registry_for, model_name_for
+from mlops_nb.build.package import package
+from mlops_nb.build.registry import registry_for, model_name_for
 pk = package(ds, model, ds.classes, ev.to_json(), {"source": r.manifest["source"], "dataset": d, "checkpoint": m, "metrics": mt},
              work, tol=p["package"]["parity_tol"], threads=s.torch_threads, measure_latency=p["package"]["latency"])
 b = store.put_file(pk.path)
@@ -48,7 +48,7 @@ reg = registry_for(s)
 name = p["register"]["model_name"] or model_name_for(r.manifest["source"])
 v = reg.register(name, b, ev.metrics, "plain", parity_passed=True)
 reg.set_alias(name, p["register"]["alias"], v, why="plain")
-from mlops_nb.apptest import run_apptest, record
+from mlops_nb.deploy.apptest import run_apptest, record
 rep = run_apptest(s, f"{name}@{v}", work/"apptest", p["apptest"], log=lambda *a: None)
 record(s, rep)
 print(json.dumps({"test/accuracy": ev.metrics["test/accuracy"], "train/weights": res.trials[res.best]["weights"]}))
@@ -97,7 +97,7 @@ def main():
               f"plain python {t_py:6.2f} s   ({json.loads(out)['test/accuracy']:.4f})", flush=True)
     mn, mc, mp = statistics.median(nb_times), statistics.median(cold_times), statistics.median(py_times)
     print(f"\nprofile {a.profile}, W&B {a.wandb}, median of {a.repeat}:")
-    from mlops_nb.pipeline import STAGES
+    from mlops_nb.pipeline.runner import STAGES
     print(f"  mlops-nb run (papermill, {len(STAGES)} kernels forked, HTML reports): {mn:.2f} s")
     print(f"  mlops-nb run, kernels started cold (fork_kernels = false):  {mc:.2f} s")
     print(f"  same stage functions, one plain process:                    {mp:.2f} s")

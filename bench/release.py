@@ -49,9 +49,9 @@ def variant(store, digest, tag) -> str:
 def scratch_versions(s, src: dict, tmp, tags) -> tuple:
     "A scratch registry under `tmp` (the workbook's store shared) holding `src`'s bundle and one variant of it per tag, "
     "production at the first: (settings path, Registry, model name, [versions])."
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import Registry
-    from mlops_nb.store import Store
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import Registry
+    from mlops_nb.core.store import Store
     settings = scratch(s, tmp)
     s2 = load_settings(settings)
     reg, name = Registry(s2.registry, Store(s2.store), s2.runs), src["name"]
@@ -63,7 +63,7 @@ def scratch_versions(s, src: dict, tmp, tags) -> tuple:
 
 def serve_following(settings) -> tuple:
     "`mlops-nb serve` of the workbook at `settings`, following its production alias, on a free loopback port: (url, process)."
-    from mlops_nb.apptest import free_port
+    from mlops_nb.deploy.apptest import free_port
     env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
     port = free_port()
     p = subprocess.Popen([str(BIN / "mlops-nb"), "serve", "--port", str(port), "--no-grpc"], env=env, stdout=subprocess.DEVNULL,
@@ -82,9 +82,9 @@ def main():
     ap.add_argument("--json", help="also write the figures to this JSON file")
     a = ap.parse_args()
     if a.quick: a.repeat, a.seconds, a.swaps = 1, 1, 2
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
-    from mlops_nb.served import pick
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
+    from mlops_nb.deploy.served import pick
     s = load_settings(a.settings)
     src = pick(registry_for(s), a.model)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,8 @@
 """Ingest, training and batch scoring of camera-like frames as the dataset grows.
 
-Generates the frames itself (mlops_nb.frames.make_frames; kept under --cache so a second run does not draw 100,000 frames
+Generates the frames itself (mlops_nb.build.frames.make_frames; kept under --cache so a second run does not draw 100,000 frames
 again) and measures each stage in a fresh subprocess, so its peak memory is its own (the resident memory of the process
-and its children summed, sampled every 50 ms): ingest (`mlops_nb.data.ingest`, every core) at each --sizes and --px,
+and its children summed, sampled every 50 ms): ingest (`mlops_nb.build.data.ingest`, every core) at each --sizes and --px,
 then a re-ingest after 1% of the files changed; one training epoch of --train-arch at the largest size (streamed from
 the shards); the test accuracy of convnet, mobilenet_v3_small and resnet18 (random init: no pretrained weights are
 fetched), each trained with the README image recipe's parameters (settings.ini's `images` profile), on the same
@@ -27,10 +27,10 @@ def med(xs): return statistics.median(xs) if xs else None
 # ---------------------------------------------------------------- the stages, each run in its own process
 
 def stage_ingest(a: dict) -> dict:
-    "Ingest an image folder; its seconds leave out any wait for cores other runs held (mlops_nb.cores), as training's do."
-    from mlops_nb import cores
-    from mlops_nb.data import ingest
-    from mlops_nb.store import Store
+    "Ingest an image folder; its seconds leave out any wait for cores other runs held (mlops_nb.core.cores), as training's do."
+    from mlops_nb.core import cores
+    from mlops_nb.build.data import ingest
+    from mlops_nb.core.store import Store
     t, w0 = time.perf_counter(), cores.waited()
     r = ingest(f"imagefolder:{a['folder']}", a["out"], image_size=a["px"], mode="RGB", store=Store(a["store"]), workers=0)
     waited = cores.waited() - w0
@@ -40,14 +40,14 @@ def stage_ingest(a: dict) -> dict:
 
 
 def _dataset(a):
-    from mlops_nb.data import load_dataset
-    from mlops_nb.store import Store
+    from mlops_nb.build.data import load_dataset
+    from mlops_nb.core.store import Store
     return load_dataset(a["dataset"], Store(a["store"]))
 
 
 def stage_train(a: dict) -> dict:
-    from mlops_nb.evaluate import evaluate
-    from mlops_nb.train import Recipe, search
+    from mlops_nb.build.evaluate import evaluate
+    from mlops_nb.build.train import Recipe, search
     ds = _dataset(a)
     res = search(ds, lr=(a.get("lr", 3e-3),), channels=(a.get("channels", 16),), epochs=(a["epochs"],), batch_size=(a.get("batch_size", 64),),
                  recipe=Recipe(arch=a["arch"], flip=a.get("flip", False)))
@@ -61,11 +61,11 @@ def stage_train(a: dict) -> dict:
 def stage_register(a: dict) -> dict:
     "A bundle of an untrained `arch` for frames of `px`, registered as camera@1 in the scratch workbook `settings`."
     import numpy as np
-    from mlops_nb.config import load_settings
-    from mlops_nb.data import Dataset, decode_image
-    from mlops_nb.model import Classifier
-    from mlops_nb.package import package
-    from mlops_nb.registry import registry_for
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.data import Dataset, decode_image
+    from mlops_nb.build.model import Classifier
+    from mlops_nb.build.package import package
+    from mlops_nb.build.registry import registry_for
     files = sorted(Path(a["folder"]).rglob("*.jpg"))[:240]
     x = np.stack([decode_image(f.read_bytes(), a["px"], "RGB")[0] for f in files])
     y = np.array([CLASSES.index(f.parent.name) for f in files])
@@ -82,10 +82,10 @@ def stage_register(a: dict) -> dict:
 def stage_score(a: dict) -> dict:
     "`score_paths` (what `mlops-nb predict` runs) against bare `session.run` on the same decoded batches, one session."
     import numpy as np
-    from mlops_nb.cmd_serve import score_paths
-    from mlops_nb.config import load_settings
-    from mlops_nb.data import decode_image
-    from mlops_nb.served import ServedModel
+    from mlops_nb.cli.serve import score_paths
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.data import decode_image
+    from mlops_nb.deploy.served import ServedModel
     m = ServedModel.load(load_settings(a["settings"]), a["model"]).warm_up()
     t = time.perf_counter(); rows = score_paths(m, [a["folder"]], a["batch"], progress=False); lib = time.perf_counter() - t
     files = sorted(Path(a["folder"]).rglob("*.jpg"))
@@ -158,7 +158,7 @@ def run_cli(args: list, settings: Path) -> float:
 
 def frames(cache: Path, n: int, px: int, seed: int = 0) -> Path:
     "A folder of `n` frames of `px` (made once: a `.done` file beside it says it is complete)."
-    from mlops_nb.frames import make_frames
+    from mlops_nb.build.frames import make_frames
     root = cache / f"frames-n{n}-px{px}-seed{seed}"
     done, dirty = root.with_name(root.name + ".done"), root.with_name(root.name + ".changing")
     if dirty.exists(): done.unlink(missing_ok=True); dirty.unlink()      # a run stopped before it put the changed files back
@@ -171,7 +171,7 @@ def frames(cache: Path, n: int, px: int, seed: int = 0) -> Path:
 
 def change_files(folder: Path, px: int, share: float = 0.01, seed: int = 1) -> dict:
     "Rewrite every 1/share-th frame with another frame of its class; returns {path: original bytes} to put back."
-    from mlops_nb.frames import frame_bytes
+    from mlops_nb.build.frames import frame_bytes
     files = sorted(folder.rglob("*.jpg"))
     step = max(1, round(1 / share))
     old = {}
@@ -225,7 +225,7 @@ def growth(ingest: list) -> list:
 
 def recipe(profile: str = "images") -> dict:
     "The training parameters of a settings.ini profile (the README's image recipe by default): lr, channels, batch size, flip."
-    from mlops_nb.config import load_settings
+    from mlops_nb.core.config import load_settings
     p = load_settings(REPO / "settings.ini").profiles[profile]
     first = lambda k, d: (p[k][0] if isinstance(p.get(k), list) else p.get(k, d))
     return {"lr": first("train.lr", 3e-3), "channels": first("train.channels", 16), "batch_size": first("train.batch_size", 64),
@@ -250,7 +250,7 @@ def measure_accuracy(a, cache: Path, work: Path) -> list:
 
 
 def measure_scoring(a, cache: Path, work: Path) -> dict:
-    from mlops_nb.config import scratch_settings
+    from mlops_nb.core.config import scratch_settings
     folder = frames(cache, a.score_n, a.score_px)
     settings = scratch_settings(work / "workbook", REPO / "settings.ini")
     reg = run_stage("register", work, folder=str(folder), px=a.score_px, arch=a.score_arch, settings=str(settings))

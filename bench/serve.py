@@ -104,9 +104,9 @@ def main():
     a = ap.parse_args()
     if a.quick: a.repeat, a.seconds = 1, 1
     if not shutil.which("wrk"): raise SystemExit("wrk is not installed: `make sysdeps` (Debian package wrk)")
-    from mlops_nb.config import load_settings
-    from mlops_nb.served import ServedModel
-    from mlops_nb.apptest import free_port, test_settings
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.deploy.served import ServedModel
+    from mlops_nb.deploy.apptest import free_port, test_settings
     s = load_settings(a.settings)
     m = ServedModel.load(s, a.model)
     ref = f"{m.name}@{m.version}"
@@ -165,7 +165,7 @@ def main():
 
 
 def open_bundle_onnx(s, ref):
-    from mlops_nb.registry import registry_for
+    from mlops_nb.build.registry import registry_for
     return registry_for(s).load(ref).onnx
 
 

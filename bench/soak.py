@@ -54,10 +54,10 @@ def main():
     a = ap.parse_args()
     if a.quick: a.seconds = 12
     if a.seconds < 8: ap.error("--seconds must be at least 8 (a warm-up, two releases and a rollback)")
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
-    from mlops_nb.release import rollback
-    from mlops_nb.served import pick
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
+    from mlops_nb.deploy.release import rollback
+    from mlops_nb.deploy.served import pick
     s = load_settings(a.settings)
     src = pick(registry_for(s), a.model)
     with tempfile.TemporaryDirectory() as tmp:

@@ -307,7 +307,7 @@ def rows_archive(d):
     out = []
     if "roll" not in d: return out + _lake_rows(d)
     r = d["roll"]
-    out += [(f"archive: {d['rows']:,} predictions (3x64x64) rolled into Parquet segments (`mlops_nb.archive.roll`, a local folder)",
+    out += [(f"archive: {d['rows']:,} predictions (3x64x64) rolled into Parquet segments (`mlops_nb.core.archive.roll`, a local folder)",
             f"{num(r['rows_per_s'])} rows/s; {r['segments']:,} segments, {num(r['bytes_a_prediction'])} B a prediction",
             "the live log (SQLite) it was rolled from: " + f"{num(d['log']['log_mb'] * 2**20 / d['rows'])} B a prediction",
             times(div(d["log"]["log_mb"] * 2**20 / d["rows"], r["bytes_a_prediction"]), 1) + " smaller")]
@@ -522,16 +522,16 @@ def model_settings(given, work: Path, notes: list, users: list):
     "The settings file to pass as --settings: `given`, or the workbook's, when it has a registered model; else a scratch "
     "workbook's, where a smoke-profile pipeline run has registered one. Returns (path or None, failure or None)."
     try:
-        from mlops_nb.config import load_settings
-        from mlops_nb.registry import registry_for
-        from mlops_nb.served import pick
+        from mlops_nb.core.config import load_settings
+        from mlops_nb.build.registry import registry_for
+        from mlops_nb.deploy.served import pick
         s = load_settings(given)
         if s.registry is None or not Path(s.registry).exists(): raise LookupError(f"no registry at {s.registry}")
         pick(registry_for(s), None)
         return (str(given) if given else None), None
     except Exception as e:
         why = one_line(str(e)) or type(e).__name__
-    from mlops_nb.config import scratch_settings
+    from mlops_nb.core.config import scratch_settings
     scratch = scratch_settings(work / "workbook", Path(given) if given else REPO / "settings.ini")
     print(f"== the workbook has no model to benchmark ({why}): a smoke-profile pipeline run in a scratch workbook first", flush=True)
     t = time.perf_counter()

@@ -42,7 +42,7 @@ def camera_bundle(store, dataset: str) -> str:
     "A real bundle over 3x224x224 uint8 frames without torch (the channels' means -> 3 logits), its lineage naming `dataset`."
     import tempfile
     from onnx import helper, TensorProto
-    from mlops_nb.bundle import write_bundle
+    from mlops_nb.build.bundle import write_bundle
     g = helper.make_graph([helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
                            helper.make_node("ReduceMean", ["f"], ["mean"], axes=[2, 3], keepdims=0),
                            helper.make_node("MatMul", ["mean", "w"], ["logits"])], "camera",
@@ -62,10 +62,10 @@ def test_a_224px_model_passes_its_application_test(tmp_path):
     "by bytes and the whole application test passes (it died of ConnectionResetError: [Errno 104] at the first replay)."
     import numpy as np
     from conftest import make_workbook
-    from mlops_nb.apptest import run_apptest
-    from mlops_nb.config import load_settings
-    from mlops_nb.data import Dataset, save_dataset
-    from mlops_nb.registry import registry_for
+    from mlops_nb.deploy.apptest import run_apptest
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.data import Dataset, save_dataset
+    from mlops_nb.build.registry import registry_for
     s = load_settings(make_workbook(tmp_path / "wb"))
     rng, n = np.random.default_rng(0), 80
     y = np.arange(n) % 3

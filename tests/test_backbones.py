@@ -5,17 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mlops_nb.bundle import read_bundle
-from mlops_nb.data import Dataset, stratified_split
-from mlops_nb.model import ARCHS, Classifier, torchvision_module
-from mlops_nb.package import package
+from mlops_nb.build.bundle import read_bundle
+from mlops_nb.build.data import Dataset, stratified_split
+from mlops_nb.build.model import ARCHS, Classifier, torchvision_module
+from mlops_nb.build.package import package
 from conftest import cli, make_workbook, run_record
 
 
 def test_lightning_and_torchvision_import_beside_the_cpu_torch():
     # torchmetrics (under Lightning) imports torchvision, whose PyPI wheel cannot load its C++ ops on the CPU build of torch:
-    # before the shim, `import mlops_nb.train` failed with "operator torchvision::nms does not exist"
-    p = subprocess.run([sys.executable, "-c", "import mlops_nb.train, torchvision; print(torchvision.__version__)"],
+    # before the shim, `import mlops_nb.build.train` failed with "operator torchvision::nms does not exist"
+    p = subprocess.run([sys.executable, "-c", "import mlops_nb.build.train, torchvision; print(torchvision.__version__)"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-800:]
     assert p.stdout.startswith("0.28.0")
@@ -85,14 +85,14 @@ def _cached(settings, proc) -> dict: return {s["name"]: s["cached"] for s in run
 def test_a_run_fine_tunes_a_backbone_from_a_weights_file(tmp_path):
     settings, w, args, p = _fine_tune(tmp_path)
     rec = run_record(settings, p)
-    from mlops_nb.weights import file_digest
+    from mlops_nb.build.weights import file_digest
     digest = file_digest(w)
     st = {s["name"]: s for s in rec["stages"]}
     assert st["train"]["raw"] == {"raw:weights": digest}                       # an input of the run: the cache key has it
     m = rec["metrics"]
     assert (m["train/arch"], m["train/init_weights"], m["train/device"], m["train/precision"]) == ("mobilenet_v3_small", digest, "cpu", "32")
     assert m["train/device_name"]
-    from mlops_nb.store import Store
+    from mlops_nb.core.store import Store
     b = read_bundle(Store(settings.parent / "store").path(st["package"]["outputs"]["bundle"]))
     assert digest in b.card and "ImageNet" in b.preprocess["normalize"] and b.lineage["weights"] == digest
     w.write_bytes(w.read_bytes())                                              # same bytes, new mtime: every stage cached

@@ -25,7 +25,7 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_the_package_alone_has_no_training_stack():
-    from mlops_nb.cli import TRAIN_MODULES
+    from mlops_nb.cli.main import TRAIN_MODULES
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = {d.split("==")[0].lower() for d in meta["dependencies"]}
     train = {d.split("==")[0].lower() for d in meta["optional-dependencies"]["train"]}
@@ -36,7 +36,7 @@ def test_the_package_alone_has_no_training_stack():
 
 
 def test_serving_without_the_training_stack(smoke, tmp_path):
-    from mlops_nb.cli import TRAIN_MODULES
+    from mlops_nb.cli.main import TRAIN_MODULES
     settings, _, _ = smoke
     (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(mods=sorted(TRAIN_MODULES)))
     env = {"PYTHONPATH": str(tmp_path)}
@@ -106,7 +106,7 @@ def test_the_image_builds_and_serves(smoke, tmp_path):
            "--build-arg", f"BASE={base}", "--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/wheels",
            "-t", image, str(REPO), timeout=1800)
     # the workbook as the container sees it: its registry copied where uid 10001 may write (SQLite WAL), the store read-only
-    from mlops_nb.config import load_settings
+    from mlops_nb.core.config import load_settings
     s = load_settings(settings)
     wb = tmp_path / "workbook"; wb.mkdir(); wb.chmod(0o777)
     shutil.copy(s.registry, wb / "registry.db"); (wb / "registry.db").chmod(0o666)

@@ -1,9 +1,9 @@
 """A lease waiting for cores says which run holds them and for how long (issue 23 item 17)."""
 import pytest
 import os, subprocess, sys, time
-from mlops_nb.cores import machine_cores, relay
+from mlops_nb.core.cores import machine_cores, relay
 
-HOLD = ("import sys, time\nfrom mlops_nb.cores import core_lease, machine_cores\n"
+HOLD = ("import sys, time\nfrom mlops_nb.core.cores import core_lease, machine_cores\n"
         "with core_lease(threads=machine_cores(), what=sys.argv[1], echo=lambda m: print(m, file=sys.stderr, flush=True), "
         "say_after=0.2, say_every=0.3):\n    print('held', flush=True); time.sleep(60)")
 

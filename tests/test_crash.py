@@ -3,7 +3,7 @@ import calendar, json, os, signal, sqlite3, subprocess, time
 import pytest
 from pathlib import Path
 from conftest import BIN, cli, make_workbook, run_record
-from mlops_nb.store import Store
+from mlops_nb.core.store import Store
 
 
 STAGE_NAMES = ["ingest", "train", "evaluate", "package", "register", "apptest"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from conftest import cli, make_workbook, run_record
-from mlops_nb.data import DataValidationError, ingest, load_dataset, read_imagefolder, stratified_split
-from mlops_nb.store import Store
+from mlops_nb.build.data import DataValidationError, ingest, load_dataset, read_imagefolder, stratified_split
+from mlops_nb.core.store import Store
 
 
 def _img(path, size, mode, value, fmt=None):
@@ -262,7 +262,7 @@ def test_store_objects_follow_the_umask(tmp_path):
         d = st.put_bytes(b"shared", "x.bin")
         assert st._obj(d).stat().st_mode & 0o777 == 0o644
         assert (tmp_path / "store" / "meta" / (d.split(":")[1] + ".json")).stat().st_mode & 0o777 == 0o644
-        from mlops_nb.tracking import write_json
+        from mlops_nb.core.tracking import write_json
         write_json(tmp_path / "run.json", {"a": 1})
         assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o644
         os.umask(0o077)

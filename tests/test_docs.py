@@ -32,7 +32,7 @@ def test_docs_site(tmp_path):
         text = re.sub(r"<[^>]+>", "", pages[name])
         for n in names:                                            # the signature of each exported function and class
             assert re.search(rf"(def|class) {n}\b", text), f"{name}: no signature of {mod}.{n}"
-    assert "core_lease" in pages["cores.html"] and "cores the body keeps busy" in pages["cores.html"]   # docments too
+    assert "core_lease" in pages["core.cores.html"] and "cores the body keeps busy" in pages["core.cores.html"]   # docments too
 
 
 def _annotation_names(fn) -> set[str]:

@@ -82,7 +82,7 @@ def loop(c: Client, stop_ev: threading.Event):
 def test_kill_9_under_load_loses_at_most_one_flush_interval(tmp_path, smoke):
     "Three clients for 3 s, then SIGKILL: every prediction acknowledged longer than one flush interval (plus a margin) "
     "before the kill is in the log, the file passes integrity_check, and the service starts again on it."
-    from mlops_nb.config import load_settings
+    from mlops_nb.core.config import load_settings
     settings, _, _ = smoke
     s2 = own_log(tmp_path, settings)
     flush_s = load_settings(s2).serve["flush_ms"] / 1000

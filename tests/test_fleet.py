@@ -104,8 +104,8 @@ def test_an_upload_that_fails_is_retried_and_nothing_is_lost(tmp_path, smoke, s3
 
 
 def test_a_tampered_segment_is_refused_by_its_digest(tmp_path, s3):
-    from mlops_nb.archive import Fleet, SegmentError, roll
-    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.core.archive import Fleet, SegmentError, roll
+    from mlops_nb.core.predlog import PredictionLog
     log = PredictionLog(tmp_path / "p.db")
     for i in range(5): log.add(f"r{i}", ("m", 1, "sha256:0"), np.zeros((1, 1, 8, 8), np.uint8), np.full((1, 3), 1 / 3, np.float32), ["a"], 1.0, "/v1/predict")
     log.close()
@@ -123,11 +123,11 @@ def test_a_tampered_segment_is_refused_by_its_digest(tmp_path, s3):
 def test_spark_gives_the_report_duckdb_gives_on_the_same_segments(tmp_path, smoke):
     "`engine = spark` (pyspark in local mode: the per-segment step as a Spark job, the parts' summaries merged) and "
     "`engine = duckdb` monitor the same archive: the same rows, labels, figures and checks."
-    from mlops_nb.archive import roll
-    from mlops_nb.config import load_settings
-    from mlops_nb.monitor import monitor
-    from mlops_nb.monitor_report import evaluate
-    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.core.archive import roll
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.monitor.windows import monitor
+    from mlops_nb.monitor.report import evaluate
+    from mlops_nb.core.predlog import PredictionLog
     settings, _, _ = smoke
     s = load_settings(replica_settings(tmp_path / "m", settings, str(tmp_path / "archive")))
     rng, t0 = np.random.default_rng(5), time.time() - 3 * 86400
@@ -159,10 +159,10 @@ def flat(x, at: str = "") -> dict:
 def test_monitoring_in_two_processes_gives_what_one_gives(tmp_path):
     "`Fleet.map_chunks` with two worker processes (each its share of the segments, labels joined over all of them) "
     "gives the windows one process gives."
-    from mlops_nb.archive import Fleet, roll
-    from mlops_nb.monitor import FIELDS, Window, _Step, figures
-    from mlops_nb.predlog import PredictionLog
-    from mlops_nb.reference import build
+    from mlops_nb.core.archive import Fleet, roll
+    from mlops_nb.monitor.windows import FIELDS, Window, _Step, figures
+    from mlops_nb.core.predlog import PredictionLog
+    from mlops_nb.core.reference import build
     rng = np.random.default_rng(3)
     x = rng.integers(0, 17, (400, 1, 8, 8), dtype=np.uint8)
     ref = build(x[:200], np.arange(200) % 3, rng.normal(0, 1, (200, 3)), ["a", "b", "c"])
@@ -191,9 +191,9 @@ def test_monitoring_in_two_processes_gives_what_one_gives(tmp_path):
 def test_retraining_takes_every_replicas_labelled_rows_from_the_archive(tmp_path):
     "`digits+predictions:NAME` with an archive: the labelled rows of both replicas (labels sent to either), their inputs "
     "from the segments; the live log's rows not archived yet too; the fingerprint moves when a replica archives more."
-    from mlops_nb.archive import roll
-    from mlops_nb.data import ingest, source_fingerprint
-    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.core.archive import roll
+    from mlops_nb.build.data import ingest, source_fingerprint
+    from mlops_nb.core.predlog import PredictionLog
     rng = np.random.default_rng(4)
     for cam in ("a", "b"):
         log = PredictionLog(tmp_path / f"{cam}.db", log_inputs="all")

@@ -1,12 +1,12 @@
-"""Camera-like frames (mlops_nb.frames): deterministic bytes whatever the workers, the folder layout the pipeline ingests,
+"""Camera-like frames (mlops_nb.build.frames): deterministic bytes whatever the workers, the folder layout the pipeline ingests,
 the command line."""
 import hashlib, os, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from mlops_nb.data import read_imagefolder
-from mlops_nb.frames import frame_bytes, main, make_frames
+from mlops_nb.build.data import read_imagefolder
+from mlops_nb.build.frames import frame_bytes, main, make_frames
 
 
 def digests(root: Path) -> dict:
@@ -73,12 +73,12 @@ def test_refuses_a_folder_that_is_not_empty_unless_forced(park, tmp_path):
 
 def cli(*args):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "mlops_nb.frames", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "mlops_nb.build.frames", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_cli_help_and_refusals(tmp_path, capsys):
     p = cli("--help")
-    assert p.returncode == 0 and "python -m mlops_nb.frames" in p.stdout and "WIDTHxHEIGHT" in p.stdout
+    assert p.returncode == 0 and "python -m mlops_nb.build.frames" in p.stdout and "WIDTHxHEIGHT" in p.stdout
     p = cli(str(tmp_path / "out"), "--n", "2")
     assert p.returncode == 2 and "error: n=2: need an int of at least one frame per class (3)" in p.stderr
     (tmp_path / "full").mkdir(); (tmp_path / "full/x").write_text("")

@@ -79,7 +79,7 @@ def oip(n=1, **kw):
 
 def logged(s, rid: str, tries: int = 40) -> list[dict]:
     "The prediction log's rows for request `rid` (its writer commits every few ms)."
-    from mlops_nb.predlog import predictions
+    from mlops_nb.core.predlog import predictions
     for _ in range(tries):
         if rows := [r for r in predictions(s.log) if r["request_id"] == rid]: return rows
         time.sleep(0.05)
@@ -199,7 +199,7 @@ def test_a_100mb_body_is_refused_without_being_read(service, chunked):
     "100 MB streamed at the service: 413 at once, the connection closed (the client cannot send it all), memory flat. A "
     "chunked body is read (and thrown away) up to `serve.DRAIN` times the limit first, so a client that sends before it "
     "reads gets its 413; one that declares 100 MB is not read at all."
-    from mlops_nb.serve import DRAIN
+    from mlops_nb.deploy.serve import DRAIN
     s = service
     c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     c.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +

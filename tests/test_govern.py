@@ -25,8 +25,8 @@ def configure(settings: Path, **values):
 
 def figures(settings, p) -> dict:
     "The figures a `mlops-nb monitor` run recorded."
-    from mlops_nb.config import load_settings
-    from mlops_nb.store import Store
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.core.store import Store
     assert p.returncode == 0, p.stderr
     rec = json.loads((Path(p.stdout.split()[1]).parent / "run.json").read_text())
     return json.loads(Store(load_settings(settings).store).read_bytes(rec["stages"][0]["outputs"]["monitor"]))

@@ -33,8 +33,8 @@ def test_tritonclient_grpc_at_its_defaults(both):
     assert np.allclose(r.as_numpy("probabilities"), want, atol=1e-5)
     assert [l.decode() for l in r.as_numpy("label")] == [b.labels[i] for i in want.argmax(1)]
     assert r.get_response(as_json=True)["id"] == "grpc-1"
-    from mlops_nb.config import load_settings
-    from mlops_nb.predlog import predictions
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.core.predlog import predictions
     time.sleep(0.5)
     rows = [r for r in predictions(load_settings(settings).predictions) if r["request_id"] == "grpc-1"]
     assert len(rows) == len(x) and rows[0]["tags"] == {"camera": "7"} and rows[0]["route"] == "/inference.GRPCInferenceService/ModelInfer"

@@ -2,8 +2,8 @@
 when every start fails, the error says the cause its log gives, not only 'Kernel died before replying'."""
 import socket
 import pytest
-from mlops_nb import kernels
-from mlops_nb.kernels import Kernel, KernelStartError
+from mlops_nb.pipeline import kernels
+from mlops_nb.pipeline.kernels import Kernel, KernelStartError
 
 
 @pytest.fixture

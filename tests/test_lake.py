@@ -10,10 +10,10 @@ from conftest import BIN, cli
 
 @pytest.fixture
 def lake(s3, tmp_path):
-    "Camera-like frames (`mlops_nb.frames`, 96 px JPEGs) of three classes, the same in a local folder and in the bucket "
+    "Camera-like frames (`mlops_nb.build.frames`, 96 px JPEGs) of three classes, the same in a local folder and in the bucket "
     "`lake` under `frames/`: yields (local folder, s3fs file system)."
     import s3fs
-    from mlops_nb.frames import make_frame, CLASSES
+    from mlops_nb.build.frames import make_frame, CLASSES
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir("lake")
     root = tmp_path / "frames"
@@ -27,8 +27,8 @@ def lake(s3, tmp_path):
 
 
 def test_a_bucket_ingests_as_the_same_folder_on_disk_does_and_a_reingest_fetches_only_what_changed(lake, tmp_path):
-    from mlops_nb.data import ingest
-    from mlops_nb.store import Store
+    from mlops_nb.build.data import ingest
+    from mlops_nb.core.store import Store
     root, fs = lake
     store = Store(tmp_path / "store")
     local = ingest(f"imagefolder:{root}", tmp_path / "a", 32, "RGB", store=store, workers=2)
@@ -44,7 +44,7 @@ def test_a_bucket_ingests_as_the_same_folder_on_disk_does_and_a_reingest_fetches
 
 
 def test_a_bucket_is_checked_as_a_folder_is(lake, tmp_path):
-    from mlops_nb.data import DataValidationError, ingest
+    from mlops_nb.build.data import DataValidationError, ingest
     root, fs = lake
     fs.pipe_file("lake/frames/dog/readme.txt", b"x")
     fs.pipe_file("lake/frames/dog/broken.jpg", b"\xff\xd8\xff" + b"0" * 100)
@@ -62,7 +62,7 @@ def test_a_bucket_is_checked_as_a_folder_is(lake, tmp_path):
 
 def test_a_parquet_export_in_the_bucket_ingests_the_same_images(lake, tmp_path):
     import pyarrow as pa, pyarrow.parquet as pq
-    from mlops_nb.data import ingest
+    from mlops_nb.build.data import ingest
     root, fs = lake
     files = sorted(root.glob("*/*.jpg"))
     t = pa.table({"frame": [f.read_bytes() for f in files], "species": [f.parent.name for f in files],

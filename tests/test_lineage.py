@@ -3,7 +3,7 @@ import json, shutil, sqlite3
 from pathlib import Path
 import pytest
 from conftest import cli, make_workbook, run_record
-from mlops_nb.store import Store
+from mlops_nb.core.store import Store
 
 
 @pytest.fixture(scope="module")

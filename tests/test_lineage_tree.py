@@ -1,7 +1,7 @@
 """`mlops-nb lineage RUN` shows each execution's ancestry once, not once per final output (issue 23 item 15)."""
 from conftest import cli, make_workbook
-from mlops_nb.config import load_settings
-from mlops_nb.lineage import Lineage
+from mlops_nb.core.config import load_settings
+from mlops_nb.core.lineage import Lineage
 
 RUN = "20260101-000000-aaaa"
 D = lambda c: "sha256:" + c * 64

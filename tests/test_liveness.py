@@ -8,7 +8,7 @@ from conftest import BIN, make_workbook
 
 HOLDER = r"""
 import json, os, subprocess, sys, time
-from mlops_nb.pipeline import _me
+from mlops_nb.pipeline.runner import _me
 me = _me(sys.argv[1])
 exec_child = subprocess.Popen(["sleep", "60"], close_fds=False)     # an exec'd child: the lock's fd is close-on-exec
 fork_child = os.fork()                                              # a forked child (a kernel forked from a zygote is one)
@@ -21,7 +21,7 @@ time.sleep(60)
 
 def test_a_dead_holder_reads_as_not_alive(tmp_path):
     "kill -9 of the lock's holder: its run reads as not alive at once, though the children it started live on."
-    from mlops_nb.pipeline import _alive
+    from mlops_nb.pipeline.runner import _alive
     p = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "runner.lock")], stdout=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
@@ -39,7 +39,7 @@ def test_a_dead_holder_reads_as_not_alive(tmp_path):
 
 def test_own_process_reads_as_alive(tmp_path):
     "The runner itself (another open of its lock in the same process) reads its run as alive; after release, as not."
-    from mlops_nb.pipeline import _me, _alive, _release
+    from mlops_nb.pipeline.runner import _me, _alive, _release
     me = _me(tmp_path / "runner.lock")
     assert _alive(me) and _alive(_me(tmp_path / "runner.lock"))          # taking the same lock twice is a no-op
     _release(me)
@@ -49,12 +49,12 @@ def test_own_process_reads_as_alive(tmp_path):
 
 # the runner records a start time 1.5 s off psutil's (what a shifted boot time does to a reader's view)
 SKEWED_RUNNER = """
-import sys, mlops_nb.pipeline as p
+import sys, mlops_nb.pipeline.runner as p
 _me = p._me
 def skewed(*a, **k):
     r = _me(*a, **k); r["created"] = r.get("created", 0.0) - 1.5; return r
 p._me = skewed
-from mlops_nb.cli import main
+from mlops_nb.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -62,7 +62,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow      # about 15 s: `make test-slow`, keeping `make test` under 15 minutes
 def test_reads_beside_a_run_never_kill_it(tmp_path, monkeypatch, capsys):
     "A smoke run with a skewed start time in its record; 50 `runs` and `show` commands beside it: it succeeds, never interrupted."
-    from mlops_nb.cli import main
+    from mlops_nb.cli.main import main
     settings = make_workbook(tmp_path)
     env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
     proc = subprocess.Popen([sys.executable, "-c", SKEWED_RUNNER, "run", "--profile", "smoke"], env=env, stdout=subprocess.PIPE,

@@ -75,8 +75,8 @@ class Writers:
 
 @pytest.mark.slow
 def test_eight_runs_promotions_and_labels_at_once(tmp_path):
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
     settings = make_workbook(tmp_path)
     first = cli("run", "--profile", "smoke", settings=settings)
     assert first.returncode == 0, first.stderr

@@ -14,11 +14,11 @@ from test_serve import start, stop
 @pytest.fixture(scope="module")
 def model(smoke):
     "The smoke run's registered version: (settings, 'digits-cnn@V', bundle, monitoring reference, test x, test y)."
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
-    from mlops_nb.bundle import read_bundle
-    from mlops_nb.data import load_dataset
-    from mlops_nb.reference import MonitoringReference
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
+    from mlops_nb.build.bundle import read_bundle
+    from mlops_nb.build.data import load_dataset
+    from mlops_nb.core.reference import MonitoringReference
     settings, _, rec = smoke
     reg = registry_for(load_settings(settings))
     v = json.loads(Path(reg.store.path(next(s for s in rec["stages"] if s["name"] == "register")["outputs"]["registration"])).read_text())
@@ -37,9 +37,9 @@ THRESHOLDS = {"alpha": 0.05, "max_drifted_share": 0.25, "max_psi": 0.2, "min_lab
 
 def judged(b, mref, x, y):
     "Figures and check statuses of a window holding `x` as the service would have logged it (labels for every row)."
-    from mlops_nb.monitor import Window, figures, checks
-    from mlops_nb.reference import softmax
-    from mlops_nb.predlog import logged_columns
+    from mlops_nb.monitor.windows import Window, figures, checks
+    from mlops_nb.core.reference import softmax
+    from mlops_nb.core.predlog import logged_columns
     p, n = softmax(b.predict_logits(x)).astype(np.float32), len(x)
     c = {"ts": np.arange(n, dtype=float), **logged_columns(x), "p": p, "latency_ms": np.ones(n), "version": np.ones(n, int),
          "role": np.array(["primary"] * n), "tags": np.array(["{}"] * n),
@@ -57,7 +57,7 @@ def test_the_bundle_carries_a_monitoring_reference_from_the_validation_split(mod
 
 @pytest.mark.parametrize("kind", ["noise", "blur", "rotate", "invert", "brightness", "class-shift"])
 def test_each_drift_raises_what_it_should(model, kind):
-    from mlops_nb.simulate import apply_drift
+    from mlops_nb.monitor.simulate import apply_drift
     _, _, b, mref, x, y = model
     clean, cs = judged(b, mref, x, y)
     xd, yd = apply_drift(kind, x, y, 0.8 if kind == "class-shift" else 0.5, seed=3)
@@ -86,8 +86,8 @@ def monitoring_workbook(smoke, tmp: Path) -> Path:
 
 def monitored(settings, *args) -> dict:
     "Run `mlops-nb monitor ARGS`; the figures it recorded (monitor.json from the store) and the run record."
-    from mlops_nb.config import load_settings
-    from mlops_nb.store import Store
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.core.store import Store
     p = cli("monitor", *args, settings=settings)
     assert p.returncode == 0, p.stderr
     run_id, report = p.stdout.split()[:2]
@@ -154,11 +154,11 @@ def test_simulated_traffic_becomes_a_monitoring_report(model, smoke, tmp_path, b
 def test_strict_exits_1_on_an_alert_and_an_empty_window_says_so(model, smoke, tmp_path):
     settings, ref, b, _, x, _ = model
     own = monitoring_workbook(smoke, tmp_path)
-    from mlops_nb.predlog import PredictionLog
-    from mlops_nb.reference import softmax
-    from mlops_nb.predlog import logged_columns
-    from mlops_nb.config import load_settings
-    from mlops_nb.simulate import invert
+    from mlops_nb.core.predlog import PredictionLog
+    from mlops_nb.core.reference import softmax
+    from mlops_nb.core.predlog import logged_columns
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.monitor.simulate import invert
     log = PredictionLog(load_settings(own).predictions, flush_ms=10)
     xi = invert(x, 1.0)
     p = softmax(b.predict_logits(xi)).astype(np.float32)

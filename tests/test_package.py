@@ -5,11 +5,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from mlops_nb.bundle import BUNDLE_FILES, read_bundle, ort_session
-from mlops_nb.data import ingest
-from mlops_nb.model import Classifier
-from mlops_nb.package import ParityError, export_onnx, package, parity
-from mlops_nb.store import Store
+from mlops_nb.build.bundle import BUNDLE_FILES, read_bundle, ort_session
+from mlops_nb.build.data import ingest
+from mlops_nb.build.model import Classifier
+from mlops_nb.build.package import ParityError, export_onnx, package, parity
+from mlops_nb.core.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +44,19 @@ def test_bundle_from_the_smoke_run(smoke):
     assert 0 <= rec["metrics"]["package/parity_max_abs_diff"] <= 1e-4
     store = Store(settings.parent / "store")
     path = store.path(st["package"]["outputs"]["bundle"])
-    from mlops_nb.bundle import MONITORING
-    from mlops_nb.reference import FILES
+    from mlops_nb.build.bundle import MONITORING
+    from mlops_nb.core.reference import FILES
     extra = ("embedding.npz", "validation.npz")       # the convnet exports its embedding: its drift reference and the validation rows
     assert sorted(zipfile.ZipFile(path).namelist()) == sorted([*BUNDLE_FILES, *(MONITORING + f for f in (*FILES, *extra))])
     b = read_bundle(path)
     assert b.signature["inputs"][0] == {"name": "image", "shape": ["batch", 1, 8, 8], "dtype": "uint8", "range": [0, 255], "layout": "NCHW"}
-    assert b.preprocess["function"] == "mlops_nb.data.prepare_image" and b.preprocess["image_size"] == 8
+    assert b.preprocess["function"] == "mlops_nb.build.data.prepare_image" and b.preprocess["image_size"] == 8
     assert b.labels == [str(i) for i in range(10)]
     assert b.lineage["dataset"] == st["ingest"]["outputs"]["dataset"] and b.lineage["checkpoint"] == st["train"]["outputs"]["model"]
     assert b.metrics["metrics"]["test/accuracy"] == rec["metrics"]["test/accuracy"]
     assert "## Intended use" in b.card and "## Limitations" in b.card and "recall gap" in b.card
     assert ort_session(b.onnx).get_inputs()[0].shape[0] == "batch"       # dynamic batch dimension
-    from mlops_nb.data import load_dataset
+    from mlops_nb.build.data import load_dataset
     x, y = load_dataset(store.path(st["ingest"]["outputs"]["dataset"]), store).part("test")
     x = np.asarray(x)                                   # the test split, read whole
     for n in (1, 7, 179):

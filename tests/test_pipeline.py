@@ -4,8 +4,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import BIN, REPO, cli, make_workbook, run_record
-from mlops_nb.config import load_settings
-from mlops_nb.store import Store
+from mlops_nb.core.config import load_settings
+from mlops_nb.core.store import Store
 
 STAGES = ["ingest", "train", "evaluate", "package", "register", "apptest"]
 
@@ -183,7 +183,7 @@ def test_ddp_two_cpu_processes(workbook):
 def test_pipeline_notebooks_nbval(smoke):
     "nbval (lax) on the pipeline notebooks, opened by hand: they pick up the smoke run's outputs, and record nothing."
     settings, _, _ = smoke
-    from mlops_nb.registry import Registry
+    from mlops_nb.build.registry import Registry
     s = load_settings(settings)
     reg = Registry(s.registry, Store(s.store))
     history, aliases = reg.history("digits-cnn"), reg.aliases("digits-cnn")

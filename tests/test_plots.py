@@ -32,7 +32,7 @@ def assert_literal(fig, names=NAMES):
 
 
 def test_bar_chart_and_image_grid_draw_names_as_written():
-    from mlops_nb.plots import bar_chart, image_grid
+    from mlops_nb.core.plots import bar_chart, image_grid
     fig = bar_chart({NAMES[0]: [1] * len(NAMES), NAMES[1]: [2] * len(NAMES)}, NAMES, title=NAMES[2], ylabel=NAMES[3])
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == NAMES                                            # the tick labels are the names, in order
@@ -42,7 +42,7 @@ def test_bar_chart_and_image_grid_draw_names_as_written():
 
 def test_numeric_ticks_keep_their_math():
     "Only user strings lose math text: a log axis's tick labels (math text by design) still draw as powers."
-    from mlops_nb.plots import literal
+    from mlops_nb.core.plots import literal
     fig, ax = plt.subplots(); ax.set_yscale("log"); ax.plot([1, 10, 1000]); ax.set_title("$x$")
     literal(fig); drawn(fig)
     assert not ax.title.get_parse_math()
@@ -51,8 +51,8 @@ def test_numeric_ticks_keep_their_math():
 
 
 def test_stage_figures_draw_class_names_as_written():
-    from mlops_nb.data import Dataset, plot_class_balance, plot_samples
-    from mlops_nb.evaluate import Evaluation, plot_confusion, plot_mistakes
+    from mlops_nb.build.data import Dataset, plot_class_balance, plot_samples
+    from mlops_nb.build.evaluate import Evaluation, plot_confusion, plot_mistakes
     k = len(NAMES); rng = np.random.default_rng(0)
     y = np.repeat(np.arange(k), 6); split = np.tile(np.array([0, 0, 0, 1, 2, 2], np.uint8), k)
     ds = Dataset(rng.integers(0, 255, (len(y), 1, 8, 8), dtype=np.uint8), y, split, list(NAMES))
@@ -65,8 +65,8 @@ def test_stage_figures_draw_class_names_as_written():
 
 
 def test_monitor_and_analysis_figures_draw_names_as_written():
-    from mlops_nb.monitor_report import plot_classes, plot_per_class, plot_slices
-    from mlops_nb import analyze as an
+    from mlops_nb.monitor.report import plot_classes, plot_per_class, plot_slices
+    from mlops_nb.monitor import analyze as an
     k = len(NAMES)
     f = {"prediction": {"reference": [3] * k, "counts": [2] * k},
          "per_class": [{"class": n, "recall": 0.5, "recall_low": 0.2, "recall_high": 0.8, "expected_recall": 0.6} for n in NAMES],
@@ -82,7 +82,7 @@ def test_monitor_and_analysis_figures_draw_names_as_written():
 
 def test_a_figure_that_cannot_be_drawn_names_the_text(monkeypatch):
     "Should matplotlib still fail on a label, the error names it (ingest says which class), not only matplotlib's words."
-    from mlops_nb.plots import bar_chart
+    from mlops_nb.core.plots import bar_chart
     real = Text._get_layout
     def boom(self, renderer):
         if self.get_text() == "cats\u2603": raise ValueError("no glyph")
@@ -119,21 +119,21 @@ def assert_apart(fig):
 
 def test_latency_histogram_labels_do_not_overlap():
     "The QA page's load-test histogram, as the apptest stage draws it."
-    from mlops_nb.apptest import BUCKETS_MS
-    from mlops_nb.plots import bar_chart
+    from mlops_nb.deploy.apptest import BUCKETS_MS
+    from mlops_nb.core.plots import bar_chart
     edges = (0, *BUCKETS_MS, float("inf"))
     h = {f"<= {hi:g} ms" if hi != float("inf") else f"> {lo:g} ms": 3 * i for i, (lo, hi) in enumerate(zip(edges, edges[1:]))}
     assert_apart(bar_chart({"requests": list(h.values())}, list(h), title="load test latency", ylabel="requests"))
 
 
 def test_slice_plot_labels_apart_and_legend_beside_the_bars():
-    from mlops_nb.monitor_report import plot_slices
+    from mlops_nb.monitor.report import plot_slices
     sl = [{"slice": f"camera=parking-lot-{i}", "rows": 100 - i, "accuracy": 0.97, "estimated_accuracy": 0.96} for i in range(12)]
     assert_apart(plot_slices({"slices": sl}))
     assert_apart(plot_slices({"slices": sl[:3]}))
 
 
 def test_class_balance_labels_apart():
-    from mlops_nb.plots import bar_chart
+    from mlops_nb.core.plots import bar_chart
     for names in ([str(i) for i in range(10)], [f"a rather long class name {i}" for i in range(15)]):
         assert_apart(bar_chart({"train": [9] * len(names), "val": [3] * len(names), "test": [3] * len(names)}, names, title="images per class"))

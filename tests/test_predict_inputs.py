@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from conftest import make_workbook
-from mlops_nb import cli
-from mlops_nb.cmd_serve import score_paths
+from mlops_nb.cli import main as cli
+from mlops_nb.cli.serve import score_paths
 
 
 class Model:
@@ -32,7 +32,7 @@ def test_npy_of_another_shape_is_refused_naming_the_forms(tmp_path):
 
 def test_files_of_a_folder_that_are_not_images_are_said(tmp_path, monkeypatch, capsys):
     wb = make_workbook(tmp_path / "wb")
-    from mlops_nb.served import ServedModel
+    from mlops_nb.deploy.served import ServedModel
     monkeypatch.setattr(ServedModel, "load", classmethod(lambda cls, s, ref, *a, **k: Model()))
     (tmp_path / "in").mkdir()
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "in" / "a.png")

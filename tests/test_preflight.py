@@ -4,14 +4,14 @@ import sqlite3, time
 import pytest
 from conftest import cli, make_workbook
 from toybundle import toy_bundle
-from mlops_nb.config import load_settings
+from mlops_nb.core.config import load_settings
 
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     "A workbook whose registry holds digits-cnn@1, a real bundle taking 1x8x8 images: what a digits run registers."
     settings = make_workbook(tmp_path_factory.mktemp("preflight"))
-    from mlops_nb.registry import registry_for
+    from mlops_nb.build.registry import registry_for
     s = load_settings(settings)
     reg = registry_for(s)
     assert reg.register("digits-cnn", toy_bundle(reg.store, "preflight", shape=(1, 8, 8))) == 1
@@ -50,8 +50,8 @@ def test_named_model_refused_too(registered):
 
 def test_no_registry_is_not_created(tmp_path):
     "A workbook with no registry yet passes the check, and still has none afterwards (the check only reads)."
-    from mlops_nb.pipeline import check_registered_shape, stage_params
-    from mlops_nb.params import resolve_params
+    from mlops_nb.pipeline.runner import check_registered_shape, stage_params
+    from mlops_nb.core.params import resolve_params
     s = load_settings(make_workbook(tmp_path))
     check_registered_shape(s, resolve_params(stage_params(s), {}, ["ingest.image_size=16"]))
     assert not s.registry.exists()

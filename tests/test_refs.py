@@ -3,8 +3,8 @@ monitoring windows before 1970, are refused with one line naming the reference a
 import pytest
 from conftest import cli, make_workbook
 from toybundle import toy_bundle
-from mlops_nb.config import load_settings
-from mlops_nb.registry import registry_for, RegistryError
+from mlops_nb.core.config import load_settings
+from mlops_nb.build.registry import registry_for, RegistryError
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def toy(tmp_path_factory):
     reg = registry_for(s)
     reg.register("toy-cnn", toy_bundle(reg.store, "refs"))
     reg.close()
-    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.core.predlog import PredictionLog
     PredictionLog(s.predictions).close()
     return settings, s
 
@@ -41,7 +41,7 @@ def test_versions_no_model_could_have_are_refused_by_every_command(toy, tmp_path
 
 
 def test_parse_version():
-    from mlops_nb.registry import parse_version, VERSION_MAX
+    from mlops_nb.build.registry import parse_version, VERSION_MAX
     assert parse_version("3") == 3 and parse_version(VERSION_MAX) == VERSION_MAX
     for bad in ("0", "-1", "\u0663", "\u00b2", "3.0", " 3", "1" * 30, True, VERSION_MAX + 1):
         with pytest.raises(RegistryError, match="digits-cnn@3"): parse_version(bad, "m@x")

@@ -4,10 +4,10 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import cli, make_workbook, run_record, variant_bundle
-from mlops_nb.config import load_settings
-from mlops_nb.bundle import BundleUnusable
-from mlops_nb.registry import Registry, RegistryError, now_iso
-from mlops_nb.store import IntegrityError, Store
+from mlops_nb.core.config import load_settings
+from mlops_nb.build.bundle import BundleUnusable
+from mlops_nb.build.registry import Registry, RegistryError, now_iso
+from mlops_nb.core.store import IntegrityError, Store
 
 
 @pytest.fixture(scope="module")
@@ -220,9 +220,9 @@ def test_rollback_walks_down_the_history(two_versions, tmp_path):
 
 WORKER = r"""
 import json, random, sys
-from mlops_nb.config import load_settings
-from mlops_nb.registry import Registry, RegistryError
-from mlops_nb.store import Store
+from mlops_nb.core.config import load_settings
+from mlops_nb.build.registry import Registry, RegistryError
+from mlops_nb.core.store import Store
 s = load_settings(); reg = Registry(s.registry, Store(s.store))
 k, versions = int(sys.argv[1]), json.loads(sys.argv[2])
 gates = {"min_accuracy": 0.8, "max_recall_gap": 0.6, "significance": 0.05}
@@ -267,9 +267,9 @@ def test_concurrent_promotions_and_rollbacks(two_versions, tmp_path):
 
 REGISTER = r"""
 import json, sys
-from mlops_nb.config import load_settings
-from mlops_nb.registry import Registry
-from mlops_nb.store import Store
+from mlops_nb.core.config import load_settings
+from mlops_nb.build.registry import Registry
+from mlops_nb.core.store import Store
 s = load_settings(); reg = Registry(s.registry, Store(s.store))
 out = []
 for d in json.loads(sys.argv[1]):

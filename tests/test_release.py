@@ -12,8 +12,8 @@ from test_serve import http, start, stop
 
 def test_approving_the_pipelines_qa_report(smoke):
     settings, _, rec = smoke
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
     reg = registry_for(load_settings(settings))
     v = reg.get("digits-cnn@staging")["version"]
     p = cli("approve", f"digits-cnn@{v}", settings=settings)
@@ -26,7 +26,7 @@ def test_approving_the_pipelines_qa_report(smoke):
         stage = next(s for s in run["stages"] if s["name"] == "apptest")
         report = Path(settings).parent / "runs" / ref["run"] / stage["notebook"]  # the executed stage notebook is the QA report
     else:
-        from mlops_nb.store import sha256_bytes
+        from mlops_nb.core.store import sha256_bytes
         report = Path(ref["path"]); stage = {"notebook_digest": sha256_bytes(report.read_bytes())}
     assert f"report  {report}" in p.stdout
     a, problem = reg.approval("digits-cnn", v)
@@ -84,9 +84,9 @@ class Load:
 
 
 def test_release_swaps_a_running_service_under_load_canary_and_shadow(smoke, tmp_path):
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
-    from mlops_nb.traffic import bucket
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
+    from mlops_nb.deploy.traffic import bucket
     settings = own_registry(smoke, tmp_path)
     s = load_settings(settings)
     reg = registry_for(s)
@@ -150,7 +150,7 @@ def test_release_swaps_a_running_service_under_load_canary_and_shadow(smoke, tmp
     err = stop(proc)
     assert f"now serving digits-cnn@{v2} (loaded, verified and swapped in" in err
 
-    from mlops_nb.predlog import predictions
+    from mlops_nb.core.predlog import predictions
     rows = [r for r in predictions(s.predictions) if r["request_id"].startswith("cam7-")]
     roles = {(r["request_id"], r["role"]): r["version"] for r in rows}
     assert all(roles[(i, "shadow")] == v2 for i in ids)                      # every request scored by the shadow, logged only
@@ -184,7 +184,7 @@ def test_export_for_triton_and_kserve(smoke, tmp_path):
     assert p.returncode == 0, p.stderr
     files = p.stdout.split()
     assert [Path(f).name for f in files] == ["model.onnx", "config.pbtxt", "inferenceservice.yaml"]
-    from mlops_nb.export import check_triton_config
+    from mlops_nb.deploy.export import check_triton_config
     cfg = check_triton_config(files[1])                                   # tritonclient's ModelConfig protobuf
     assert cfg["backend"] == "onnxruntime" and [o["name"] for o in cfg["output"]] == ["probabilities", "label"]
     isvc = yaml.safe_load(Path(files[2]).read_text())

@@ -5,9 +5,9 @@ import shutil
 import pytest
 from conftest import cli, make_workbook
 from toybundle import toy_bundle
-from mlops_nb.config import load_settings
-from mlops_nb.registry import registry_for, RegistryError
-from mlops_nb.traffic import Follower
+from mlops_nb.core.config import load_settings
+from mlops_nb.build.registry import registry_for, RegistryError
+from mlops_nb.deploy.traffic import Follower
 
 
 def remove(path):

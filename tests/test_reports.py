@@ -108,7 +108,7 @@ def test_hostile_names_render_as_text_and_run_nothing(hostile, browser, tmp_path
 
 def test_model_card_escapes_class_names(hostile):
     import zipfile, io
-    from mlops_nb.store import Store
+    from mlops_nb.core.store import Store
     settings, rec = hostile
     card = zipfile.ZipFile(io.BytesIO(Store(settings.parent / "store").read_bytes(rec["stages"][3]["outputs"]["bundle"]))
                            ).read("MODEL_CARD.md").decode()
@@ -119,7 +119,7 @@ def test_model_card_escapes_class_names(hostile):
 def test_csp_blocks_what_escaping_missed(hostile, browser, tmp_path):
     "The second wall: script smuggled into an executed notebook's output is rendered, yet does not run."
     import nbformat
-    from mlops_nb.report import render_notebook
+    from mlops_nb.pipeline.report import render_notebook
     settings, rec = hostile
     nb = nbformat.read(settings.parent / "runs" / rec["run_id"] / "03_evaluate.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output(
@@ -157,8 +157,8 @@ def fake_runs(runs: Path, n_build: int = 3) -> list:
 
 @pytest.fixture(scope="module")
 def fake_index(tmp_path_factory):
-    from mlops_nb.config import scratch_settings, load_settings
-    from mlops_nb.report import write_runs_index, write_run_report
+    from mlops_nb.core.config import scratch_settings, load_settings
+    from mlops_nb.pipeline.report import write_runs_index, write_run_report
     s = load_settings(scratch_settings(tmp_path_factory.mktemp("index"), Path(__file__).parent.parent / "settings.ini"))
     recs = fake_runs(s.runs)
     write_run_report(s, recs[-2])
@@ -173,7 +173,7 @@ def test_runs_index_and_run_page_fit_1280px(fake_index, browser, tmp_path):
 
 def test_compare_opens_on_the_two_newest_runs_of_one_pipeline(fake_index, browser):
     "The newest run is a monitor run with no other: the comparison opens on the two newest build runs, not build against monitor."
-    from mlops_nb.report import compare_pair, load_runs
+    from mlops_nb.pipeline.report import compare_pair, load_runs
     from selenium.webdriver.common.by import By
     s, recs, index = fake_index
     runs = load_runs(s)

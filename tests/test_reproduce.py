@@ -18,9 +18,9 @@ def test_reproduce_smoke_is_identical(smoke):
 
 def test_reproduce_leaves_the_registry_alone(smoke):
     settings, _, rec = smoke
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import Registry
-    from mlops_nb.store import Store
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import Registry
+    from mlops_nb.core.store import Store
     p = cli("run", "--profile", "smoke", "-p", "train.channels=[4]", settings=settings)     # a newer version takes staging
     assert p.returncode == 0, p.stderr
     newer = run_record(settings, p)["metrics"]["register/version"]

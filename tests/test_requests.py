@@ -7,10 +7,10 @@ import pytest
 
 
 def toy_model():
-    "A stand-in ServedModel: image (N,1,2,2) uint8 -> logits (N,3), labels a, b, c (as in nbs/20_serve.ipynb)."
+    "A stand-in ServedModel: image (N,1,2,2) uint8 -> logits (N,3), labels a, b, c (as in nbs/30_deploy.serve.ipynb)."
     from onnx import helper, TensorProto
-    from mlops_nb.bundle import ort_session
-    from mlops_nb.served import ServedModel, with_head
+    from mlops_nb.build.bundle import ort_session
+    from mlops_nb.deploy.served import ServedModel, with_head
     g = helper.make_graph([helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
                            helper.make_node("Flatten", ["f"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])], "t",
                           [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 1, 2, 2])],
@@ -30,8 +30,8 @@ def toy():
 def client(toy, tmp_path):
     "(test client, prediction log path) for an app on the toy model with its own log."
     from fastapi.testclient import TestClient
-    from mlops_nb.predlog import PredictionLog
-    from mlops_nb.serve import create_app
+    from mlops_nb.core.predlog import PredictionLog
+    from mlops_nb.deploy.serve import create_app
     log = PredictionLog(tmp_path / "predictions.db", flush_ms=5)
     with TestClient(create_app(toy, dict(max_batch=8, max_body=4096), log)) as c:
         yield c, tmp_path / "predictions.db"
@@ -111,7 +111,7 @@ def test_a_foreign_origin_is_refused(client):
 
 def test_listed_origins_pass(toy, tmp_path):
     from fastapi.testclient import TestClient
-    from mlops_nb.serve import create_app
+    from mlops_nb.deploy.serve import create_app
     with TestClient(create_app(toy, dict(cors_origins="http://dash.example:3000"))) as c:
         r = c.post("/v1/predict", json={"inputs": [[0, 1, 2, 3]]}, headers={"origin": "http://dash.example:3000"})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://dash.example:3000"
@@ -131,7 +131,7 @@ def test_json_routes_need_a_json_content_type(client, ct):
 def serve_in_thread(app, **config):
     "A real uvicorn on a free loopback port, in a thread, as `serve` configures it: (url, stop())."
     import uvicorn
-    from mlops_nb.serve import uvicorn_options
+    from mlops_nb.deploy.serve import uvicorn_options
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, **{**uvicorn_options("127.0.0.1", port, config)}))
@@ -163,8 +163,8 @@ def test_a_page_from_another_origin_writes_nothing(toy, tmp_path):
     import http.server, urllib.request
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from mlops_nb.predlog import PredictionLog
-    from mlops_nb.serve import create_app
+    from mlops_nb.core.predlog import PredictionLog
+    from mlops_nb.deploy.serve import create_app
     db = tmp_path / "predictions.db"
     url, stop = serve_in_thread(create_app(toy, dict(max_batch=8, max_body=4096), PredictionLog(db, flush_ms=5)))
     try:
@@ -213,8 +213,8 @@ def answer_to(port: int, data: bytes, wait: float = 10.0) -> bytes:
 @pytest.fixture(scope="module")
 def slow_limits(toy, tmp_path_factory):
     "A real uvicorn on the toy model, [serve] body_timeout_s and header_timeout_s at half a second: (port, prediction log)."
-    from mlops_nb.predlog import PredictionLog
-    from mlops_nb.serve import create_app
+    from mlops_nb.core.predlog import PredictionLog
+    from mlops_nb.deploy.serve import create_app
     db = tmp_path_factory.mktemp("slow") / "predictions.db"
     opts = dict(max_batch=8, max_body=4096, body_timeout_s=0.5, header_timeout_s=0.5)
     url, stop = serve_in_thread(create_app(toy, opts, PredictionLog(db, flush_ms=5)), **opts)
@@ -278,7 +278,7 @@ def test_docs_render_in_a_browser_with_nothing_from_outside(toy):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from mlops_nb.serve import create_app
+    from mlops_nb.deploy.serve import create_app
     url, stop = serve_in_thread(create_app(toy, {}))
     o = webdriver.ChromeOptions(); o.binary_location = CHROMIUM
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"): o.add_argument(a)
@@ -321,7 +321,7 @@ def wait_for(what, seconds: float = 20):
 def test_timeouts_are_settings(tmp_path):
     "[serve] header_timeout_s and body_timeout_s in settings.ini reach the service's options (they were ignored)."
     from conftest import make_workbook
-    from mlops_nb.config import load_settings
+    from mlops_nb.core.config import load_settings
     wb = make_workbook(tmp_path)
     text = wb.read_text()
     assert "header_timeout_s = 10" in text and "body_timeout_s = 30" in text      # documented in the workbook's settings
@@ -338,7 +338,7 @@ BIG = 8 << 20                                                    # [serve] max_b
 @pytest.fixture(scope="module")
 def limited(toy, tmp_path_factory):
     "A real uvicorn on the toy model with [serve] max_body = 1 MiB: its URL."
-    from mlops_nb.serve import create_app
+    from mlops_nb.deploy.serve import create_app
     url, stop = serve_in_thread(create_app(toy, dict(max_batch=8, max_body=BIG)))
     yield url
     stop()

@@ -24,7 +24,7 @@ def test_scale_quick(tmp_path):
     assert acc["arch"] == "convnet" and 0 <= acc["test_acc"] <= 1 and acc["weights"] == "random init"
     s = d["scoring"]
     assert s["images"] == s["rows_written"] == 500 and s["bare_s"] > 0 and 0 < s["cli_share"] < s["library_share"]
-    from mlops_nb.frames import frame_bytes
+    from mlops_nb.build.frames import frame_bytes
     first = cache / "frames-n300-px32-seed0" / "cat" / "cat_000000.jpg"              # rewritten for the re-ingest, then put back
     assert first.read_bytes() == frame_bytes("cat", 0, 0, 32) and (cache / "frames-n300-px32-seed0.done").exists()
     assert not (cache / "frames-n300-px32-seed0.changing").exists()

@@ -69,15 +69,15 @@ def served(smoke):
 
 def offline(settings, n=16):
     "The test split's first rows and the bundle's own probabilities for them (ONNX Runtime, no service)."
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
-    from mlops_nb.data import load_dataset
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
+    from mlops_nb.build.data import load_dataset
     s = load_settings(settings)
     reg = registry_for(s)
     v = reg.get("digits-cnn@staging")
     b = reg.load("digits-cnn@staging")
     ds_digest = b.lineage["dataset"]
-    from mlops_nb.store import Store
+    from mlops_nb.core.store import Store
     x, _ = load_dataset(Store(s.store).path(ds_digest), Store(s.store)).part("test")
     x = np.asarray(x[:n])
     z = b.predict_logits(x[:n]); p = np.exp(z - z.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
@@ -128,8 +128,8 @@ def test_open_inference_protocol_with_tritonclient(served):
     assert "binary_tensor_data" in c.get_server_metadata()["extensions"]
     # OIP request parameters and an X-Tags header are logged as tags
     c.infer("digits-cnn", [inp], outputs=outs, request_id="oip-8", parameters={"camera": "5"}, headers={"X-Tags": "site=north"})
-    from mlops_nb.config import load_settings
-    from mlops_nb.predlog import predictions
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.core.predlog import predictions
     time.sleep(0.5)                                              # the log's writer commits every 50 ms
     rows = [r for r in predictions(load_settings(settings).predictions) if r["request_id"] == "oip-8"]
     assert len(rows) == len(x) and rows[0]["tags"] == {"camera": "5", "site": "north"}
@@ -143,8 +143,8 @@ def test_the_service_never_imports_torch(served):
 
 def test_a_tampered_bundle_refuses_to_start(tmp_path, smoke):
     settings, _, rec = smoke
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
     s = load_settings(settings)
     v = registry_for(s).get("digits-cnn@staging")
     import shutil
@@ -162,7 +162,7 @@ def test_a_tampered_bundle_refuses_to_start(tmp_path, smoke):
 def test_every_acknowledged_prediction_is_logged_by_a_clean_stop(tmp_path, smoke):
     "N requests answered, SIGTERM at once (the writer commits only every 10 s here): N rows, feedback joined, tags kept."
     import http.client
-    from mlops_nb.predlog import predictions, counts
+    from mlops_nb.core.predlog import predictions, counts
     settings, _, _ = smoke
     s2 = own_log(tmp_path, settings, flush_ms=10_000)
     v, b, x, want = offline(settings, n=8)
@@ -207,7 +207,7 @@ def test_workers_share_the_log_and_the_metrics_and_the_key_guards_feedback(tmp_p
     assert float(line.split()[-1]) == n                          # summed over both workers
     assert 'mlops_nb_rejected_total{reason="unauthorized",route="/v1/feedback"} 2.0' in text
     err = stop(p)
-    from mlops_nb.predlog import predictions
+    from mlops_nb.core.predlog import predictions
     rows = predictions(tmp_path / "predictions.db")
     assert len(rows) == n and all(r["true_label"] == b.labels[0] for r in rows)
     assert key not in err and key.encode() not in (tmp_path / "predictions.db").read_bytes()
@@ -279,8 +279,8 @@ def test_the_start_says_what_the_log_keeps_and_warns_when_retraining_would_starv
     "few inputs kept, a note says how to keep more; with an archive, where it goes (no query string: it may carry secrets) "
     "and as which replica."
     from types import SimpleNamespace as NS
-    from mlops_nb.serve import _say_serving
-    from mlops_nb.config import SERVE_DEFAULTS, GOVERN_DEFAULTS
+    from mlops_nb.deploy.serve import _say_serving
+    from mlops_nb.core.config import SERVE_DEFAULTS, GOVERN_DEFAULTS
     def said(shape, log_inputs, retrain, archive=None):
         s = NS(serve={**SERVE_DEFAULTS, "log_inputs": log_inputs, "replica": "cam-1"}, govern={**GOVERN_DEFAULTS, "retrain": retrain},
                predictions="/tmp/p.db", archive=archive)

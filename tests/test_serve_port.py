@@ -28,7 +28,7 @@ def test_a_taken_grpc_port_exits_4_naming_it(tmp_path):
 
 
 def test_help_documents_the_exit_statuses_apart():
-    from mlops_nb.cli import parser
+    from mlops_nb.cli.main import parser
     h = " ".join(parser().format_help().split())
     assert "3 W&B unreachable (sync); 4 the service cannot listen (serve: the port is taken)" in h
     serve = next(a for a in parser()._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
@@ -40,8 +40,8 @@ def test_serving_on_is_said_once_the_port_listens(tmp_path):
     import os, re, signal, subprocess, time
     from conftest import BIN
     from toybundle import toy_bundle
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
     wb = make_workbook(tmp_path)
     reg = registry_for(load_settings(wb))
     reg.register("toy-cnn", toy_bundle(reg.store, "port")); reg.close()

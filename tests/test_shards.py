@@ -4,11 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from mlops_nb import data, images
-from mlops_nb.data import (DataValidationError, Dataset, ingest, load_dataset, read_imagefolder, save_dataset,
+from mlops_nb.build import data
+from mlops_nb.core import images
+from mlops_nb.build.data import (DataValidationError, Dataset, ingest, load_dataset, read_imagefolder, save_dataset,
                            stratified_split)
-from mlops_nb.shards import read_header, ShardArray, ShardWriter, put_shard
-from mlops_nb.store import IntegrityError, Store
+from mlops_nb.core.shards import read_header, ShardArray, ShardWriter, put_shard
+from mlops_nb.core.store import IntegrityError, Store
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +164,7 @@ def test_reingest_reads_only_the_changed_file(tmp_path, monkeypatch):
 
 def test_production_rows_stream_into_shards(tmp_path, monkeypatch):
     "`SOURCE+predictions:MODEL` adds the labelled production inputs a chunk at a time, never all at once."
-    from mlops_nb.predlog import PredictionLog
+    from mlops_nb.core.predlog import PredictionLog
     base = ingest("digits", tmp_path / "a")
     px, py = base.dataset.x[:40], base.dataset.y[:40]
     log = PredictionLog(tmp_path / "p.db", flush_ms=10)
@@ -171,7 +172,7 @@ def test_production_rows_stream_into_shards(tmp_path, monkeypatch):
         log.add(f"q{i}", ("toy", 1, "sha256:aa"), px[i:i + 1], np.full((1, 10), 0.1, np.float32), ["0"], 1.0, "/v1/predict")
         if i % 2: log.feedback(f"q{i}", 0, str(py[i]))
     log.close()
-    import mlops_nb.predlog as pl
+    import mlops_nb.core.predlog as pl
     real, sizes = pl.chunks, []
     monkeypatch.setattr(pl, "chunks", lambda *a, **k: (sizes.append(len(c["x"])) or c for c in real(*a, **{**k, "size": 7})))
     r = ingest("digits+predictions:toy", tmp_path / "b", log=tmp_path / "p.db", shard_mb=0.01)
@@ -196,7 +197,7 @@ def test_ingest_memory_is_bounded_by_the_shard_size(tmp_path):
         for i in range(10): Image.fromarray(np.full((64, 64, 3), i + 100 * (c == "b"), np.uint8)).save(small / c / f"{i}.png")
     script = f"""
 import json, threading, time, psutil
-from mlops_nb.data import ingest
+from mlops_nb.build.data import ingest
 ingest("imagefolder:{small}", {str(tmp_path / 'warm')!r}, image_size=64, mode="RGB", workers=1, shard_mb=1)   # imports, first allocations
 proc, stop = psutil.Process(), []
 base = peak = proc.memory_info().rss

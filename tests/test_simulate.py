@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from conftest import cli
 from test_serve import http, start, stop
-from mlops_nb.predlog import predictions
-from mlops_nb.simulate import DRIFTS, apply_drift, blur, brightness, class_shift, invert, noise, rotate, sample, timestamps
+from mlops_nb.core.predlog import predictions
+from mlops_nb.monitor.simulate import DRIFTS, apply_drift, blur, brightness, class_shift, invert, noise, rotate, sample, timestamps
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from mlops_nb.data import read_digits
+    from mlops_nb.build.data import read_digits
     x, y, _ = read_digits()
     return x[:500], y[:500]
 

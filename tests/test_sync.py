@@ -59,9 +59,9 @@ def test_sync_without_server_changes_nothing(offline):
 def test_link_plan_follows_the_alias_history(offline):
     "After promotions and rollbacks, replaying the plan leaves W&B's aliases where the local registry's are."
     root, settings, rec = offline
-    from mlops_nb.config import load_settings
-    from mlops_nb.registry import registry_for
-    from mlops_nb.sync import link_plan
+    from mlops_nb.core.config import load_settings
+    from mlops_nb.build.registry import registry_for
+    from mlops_nb.pipeline.sync import link_plan
     s = load_settings(settings)
     reg = registry_for(s)
     base = rec["stages"][3]["outputs"]["bundle"]

@@ -1,7 +1,7 @@
 """The service's telemetry: its background gauge updates end when it is closed (the docs build ran the notebook's
 example, dropped its namespace, and the still-running thread died on `NameError: name 'time' is not defined`)."""
 import threading
-from mlops_nb.telemetry import Telemetry
+from mlops_nb.deploy.telemetry import Telemetry
 
 
 def test_close_stops_the_background_thread():

@@ -2,8 +2,8 @@
 from pathlib import Path
 import numpy as np
 from conftest import cli, make_workbook
-from mlops_nb.config import load_settings
-from mlops_nb.predlog import PredictionLog
+from mlops_nb.core.config import load_settings
+from mlops_nb.core.predlog import PredictionLog
 
 EVIL = "cat\n2026-01-01  forged  0  x@1  dog\x1b[2J"
 
@@ -53,10 +53,10 @@ def test_runs_and_show_escape_what_a_run_record_says(tmp_path):
 
 
 def test_audit_escapes_why_and_who(tmp_path):
-    from mlops_nb.govern import record
+    from mlops_nb.monitor.govern import record
     wb = make_workbook(tmp_path)
     s = load_settings(wb)
-    from mlops_nb.registry import registry_for
+    from mlops_nb.build.registry import registry_for
     registry_for(s).close()                                       # an (empty) registry: audit reads model names from it
     record(s, "note", "because\x1b[2J\n2026-01-01T00:00:00  root  release  toy@9  forged", by="eve\x1b]0;x\x07")
     p = cli("audit", settings=wb)
@@ -67,7 +67,7 @@ def test_audit_escapes_why_and_who(tmp_path):
 
 def test_registry_show_and_history_escape_reasons(tmp_path):
     from toybundle import toy_bundle
-    from mlops_nb.registry import registry_for
+    from mlops_nb.build.registry import registry_for
     wb = make_workbook(tmp_path)
     reg = registry_for(load_settings(wb))
     v = reg.register("toy-cnn", toy_bundle(reg.store, "terminal"))
@@ -84,7 +84,7 @@ def test_registry_show_and_history_escape_reasons(tmp_path):
 
 
 def test_alerts_escape_details(tmp_path):
-    from mlops_nb.govern import raise_alerts
+    from mlops_nb.monitor.govern import raise_alerts
     wb = make_workbook(tmp_path)
     echoed = []
     fig = {"model": "toy-cnn", "version": 1, "since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z",

@@ -4,8 +4,8 @@ import json, sqlite3, time
 import pytest
 from conftest import cli, make_workbook
 from toybundle import toy_bundle
-from mlops_nb.config import load_settings
-from mlops_nb.registry import registry_for
+from mlops_nb.core.config import load_settings
+from mlops_nb.build.registry import registry_for
 
 
 def apptests(settings) -> list:

@@ -4,7 +4,7 @@ import base64, hashlib, json, os
 from pathlib import Path
 import pytest
 from conftest import make_workbook
-from mlops_nb.config import load_settings
+from mlops_nb.core.config import load_settings
 
 
 def folder_bytes(p) -> int:
@@ -30,7 +30,7 @@ def offline(tmp_path, monkeypatch):
 
 
 def test_large_output_is_not_copied_into_wandb_staging(offline):
-    from mlops_nb.tracking import Stage
+    from mlops_nb.core.tracking import Stage
     s, run_dir = offline
     data = os.urandom(4 << 20)                                       # a 4 MB dataset
     with Stage("ingest", {}, {}, str(run_dir), settings=s) as st:
@@ -48,7 +48,7 @@ def test_large_output_is_not_copied_into_wandb_staging(offline):
 
 def test_dataset_shards_are_referenced_and_shared_between_versions(offline):
     "A dataset as an index plus shards in the store: every shard is a reference; an unchanged shard is the same entry."
-    from mlops_nb.tracking import Stage
+    from mlops_nb.core.tracking import Stage
     s, run_dir = offline
     same = os.urandom(2 << 20)
     blobs, uris = [], []

@@ -12,7 +12,7 @@ def test_workflows_pass_actionlint():
 
 
 def test_the_commands_the_workflows_call_exist():
-    from mlops_nb.cli import parser
+    from mlops_nb.cli.main import parser
     sub = next(a for a in parser()._actions if a.dest == "cmd").choices
     calls = [l for f in (REPO / ".github" / "workflows").glob("*.yml") for l in f.read_text().splitlines() if "mlops-nb " in l
              and not l.lstrip().startswith("#")]

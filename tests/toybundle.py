@@ -8,7 +8,7 @@ def toy_bundle(store, tag: str, weight: float = 0.01, shape=(1, 2, 2)) -> str:
     "(C, H, W), stored; returns its digest."
     n = shape[0] * shape[1] * shape[2]
     from onnx import helper, TensorProto
-    from mlops_nb.bundle import write_bundle
+    from mlops_nb.build.bundle import write_bundle
     g = helper.make_graph([helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
                            helper.make_node("Flatten", ["f"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])], "toy",
                           [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", *shape])],

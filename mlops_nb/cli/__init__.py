@@ -1,0 +1,1 @@
+"""The `mlops-nb` command: `main` assembles the command groups, one module each."""

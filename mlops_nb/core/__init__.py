@@ -1,0 +1,1 @@
+"""What every phase shares: settings, the store, SQLite, object storage, parameters, images and shards, lineage, tracking, plots, cores, and the contracts between phases: the drift reference, the prediction log and its archive."""

@@ -1,0 +1,64 @@
+"""The package's layout: one subpackage per phase of the lifecycle, each importing only the phases before it, each module
+exported from a notebook named after it (`nbs/NN_<phase>.<module>.ipynb`)."""
+import ast, re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "mlops_nb"
+PHASES = ["core", "build", "pipeline", "deploy", "monitor", "cli"]    # in this order: each may import those before it
+
+
+def imported(py: Path) -> set[str]:
+    "The `mlops_nb` subpackages the module `py` imports anywhere (inside functions too), relative imports resolved."
+    here = py.relative_to(PKG).with_suffix("").parts                  # ('build', 'data')
+    out = set()
+    for node in ast.walk(ast.parse(py.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("mlops_nb.")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                parts = (node.module or "").split(".")
+                if parts[0] != "mlops_nb": continue
+                out |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+            else:
+                base = list(here[:len(here) - node.level]) + [p for p in (node.module or "").split(".") if p]
+                out |= {base[0]} if base else {a.name for a in node.names}
+    return out
+
+
+def modules():
+    return [p for ph in PHASES for p in sorted((PKG / ph).glob("*.py")) if p.name != "__init__.py"]
+
+
+def test_every_module_is_in_a_phase():
+    loose = sorted(p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "_modidx.py"))
+    assert loose == [], f"modules outside the phase subpackages: {loose}"
+    assert {p.name for p in PKG.iterdir() if p.is_dir() and not p.name.startswith("__")} == set(PHASES) | {"proto"}
+    assert len(modules()) >= 55
+
+
+def test_no_phase_imports_a_later_one():
+    back = []
+    for py in modules():
+        phase = py.parent.name
+        for used in imported(py) & set(PHASES):
+            if PHASES.index(used) > PHASES.index(phase): back.append(f"{phase}/{py.name} imports {used}")
+    assert back == [], back
+
+
+def test_each_module_comes_from_its_notebook():
+    for py in modules():
+        m = re.search(r"File to edit: \.\./\.\./nbs/(\S+)\.ipynb", py.read_text())
+        assert m, f"{py} is not generated from a notebook"
+        assert re.fullmatch(rf"\d\d[a-z]?_{py.parent.name}\.{py.stem}", m[1]), f"{py} comes from nbs/{m[1]}.ipynb"
+
+
+def test_the_check_sees_a_backward_import(tmp_path):
+    "`imported` resolves what nbdev writes: `from ..monitor.windows import x` in a core module names monitor."
+    (tmp_path / "core").mkdir()
+    f = tmp_path / "core" / "x.py"
+    f.write_text("from ..monitor.windows import a\nfrom .db import b\ndef g():\n    import mlops_nb.deploy.serve\n")
+    global PKG
+    saved, PKG = PKG, tmp_path
+    try: assert imported(f) == {"monitor", "core", "deploy"}
+    finally: PKG = saved
