@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install sysdeps sysdeps-container run test test-slow check-sync nbtest pytest lab bench docs export readme clean proto
+.PHONY: help install sysdeps sysdeps-container run test test-slow check-sync lint nbtest pytest lab bench docs export readme clean proto
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ install: $(STAMP)  ## create .venv and install the pinned dependencies
 run: install  ## run the pipeline on the bundled digits (PROFILE=default)
 	$(BIN)/mlops-nb run --profile $(PROFILE)
 
-test: install sysdeps check-sync nbtest pytest  ## the whole test suite (what CI runs)
+test: install sysdeps check-sync lint nbtest pytest  ## the whole test suite (what CI runs)
 
 # Debian packages the tests need: headless Chromium and its driver for the report test, wrk for the service's load bench
 SYSDEPS := chromium chromium-driver wrk
@@ -47,6 +47,9 @@ check-sync: install  ## nbdev-clean and nbdev-export must leave git status as it
 	after=$$(git status --porcelain); \
 	if [ "$$before" != "$$after" ]; then echo "notebooks and mlops_nb/ are out of sync (or notebooks not clean):"; \
 	  diff <(echo "$$before") <(echo "$$after"); exit 1; fi; echo "notebooks and library in sync"
+
+lint: install  ## ruff (pinned): pyflakes' checks over the notebooks, the package, the tests and the benches ([tool.ruff])
+	$(BIN)/ruff check .
 
 nbtest: install  ## run the library notebooks (nbdev-test)
 	WANDB_MODE=disabled $(BIN)/nbdev-test --n-workers 2

@@ -16,7 +16,7 @@ DuckDB from the segments against the SQLite reader on the same rows.
 
     python bench/archive.py [--rows 10000000] [--frames 2000] [--quick] [--json FILE]
 """
-import argparse, json, os, shutil, sqlite3, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 

@@ -15,7 +15,7 @@ monitoring's memory and speed over long windows of colour frames, and the same v
 
     python bench/fleet.py [--rows 20000] [--window 20000] [--quick] [--json FILE]
 """
-import argparse, json, os, sqlite3, statistics, subprocess, sys, tempfile, time, uuid
+import argparse, json, os, sqlite3, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
@@ -139,7 +139,7 @@ def monitor_table(window: int, memory_mb: int, tmp: Path) -> list:
 
 def verdicts(n: int, tmp: Path) -> dict:
     "The same traffic logged with `all` and with `auto`: the window's drift statistics and checks, side by side."
-    from mlops_nb.core.predlog import chunks, logged_columns
+    from mlops_nb.core.predlog import chunks
     from mlops_nb.core.reference import build, features, properties
     from mlops_nb.monitor.windows import Window, figures, checks
     from mlops_nb.core.config import MONITOR_DEFAULTS

@@ -8,7 +8,7 @@ was skipped and writes "gpu": null.
 
     python bench/gpu.py [--steps 30] [--cpu-steps 5] [--px 128] [--repeat 3] [--quick] [--json FILE]
 """
-import argparse, json, os, statistics, sys, time
+import argparse, json, statistics, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))        # runnable from the repository root without installing

@@ -13,7 +13,7 @@ in a scratch folder (the workbook's registry and store are only read). Measured:
 
     python bench/monitor.py [--rows 1000000] [--repeat 3] [--quick] [--json FILE]
 """
-import argparse, configparser, json, os, resource, statistics, subprocess, sys, tempfile, time
+import argparse, configparser, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 

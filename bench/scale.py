@@ -62,7 +62,8 @@ def stage_register(a: dict) -> dict:
     "A bundle of an untrained `arch` for frames of `px`, registered as camera@1 in the scratch workbook `settings`."
     import numpy as np
     from mlops_nb.core.config import load_settings
-    from mlops_nb.build.data import Dataset, decode_image
+    from mlops_nb.build.data import Dataset
+    from mlops_nb.core.images import decode_image
     from mlops_nb.build.model import Classifier
     from mlops_nb.build.package import package
     from mlops_nb.build.registry import registry_for
@@ -84,7 +85,7 @@ def stage_score(a: dict) -> dict:
     import numpy as np
     from mlops_nb.cli.serve import score_paths
     from mlops_nb.core.config import load_settings
-    from mlops_nb.build.data import decode_image
+    from mlops_nb.core.images import decode_image
     from mlops_nb.deploy.served import ServedModel
     m = ServedModel.load(load_settings(a["settings"]), a["model"]).warm_up()
     t = time.perf_counter(); rows = score_paths(m, [a["folder"]], a["batch"], progress=False); lib = time.perf_counter() - t
@@ -254,7 +255,7 @@ def measure_scoring(a, cache: Path, work: Path) -> dict:
     folder = frames(cache, a.score_n, a.score_px)
     settings = scratch_settings(work / "workbook", REPO / "settings.ini")
     reg = run_stage("register", work, folder=str(folder), px=a.score_px, arch=a.score_arch, settings=str(settings))
-    lib, cli, runs = [], [], []
+    cli, runs = [], []
     for r in range(a.repeat):
         s = run_stage("score", work, folder=str(folder), settings=str(settings), model=reg["model"], batch=256)
         c = run_cli(["predict", reg["model"], str(folder), "--out", str(work / "scores.parquet")], settings)

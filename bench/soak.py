@@ -15,11 +15,11 @@ quarters it is rolled back (C -> B). Reported:
 
     python bench/soak.py [--seconds 600] [--quick]        (tests/test_load.py runs it for 60 s)
 """
-import argparse, json, math, os, re, signal, sqlite3, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, json, math, re, signal, sqlite3, subprocess, sys, tempfile, threading, time, urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve import BIN, wait_ready, wrk    # noqa: E402  (bench/serve.py: the same start-up wait and wrk runner)
+from serve import wait_ready, wrk    # noqa: E402  (bench/serve.py: the same start-up wait and wrk runner)
 from release import scratch_versions, serve_following   # noqa: E402  (bench/release.py: scratch registry, its service)
 
 

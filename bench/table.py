@@ -8,7 +8,7 @@ date, the machine, and one table: figure | value | compared with | ratio | comma
 
     python bench/table.py [--quick] [--only NAME] [--save-json DIR] [--from-json DIR] [--out BENCHMARKS.md]
 """
-import argparse, datetime, json, os, platform, shlex, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, datetime, json, os, platform, shlex, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -95,7 +95,7 @@ def rows_crash_loss(d):
             (f"crash loss: {what}, the oldest lost acknowledgment, before the kill",
              f"{ms(d['max_lost_age_ms'])} (worst of {d['repeat']}: {ms(d['worst_lost_age_ms'])})",
              f"the flush interval: {ms(d['flush_ms'])}", f"{times(div(d['worst_lost_age_ms'], d['flush_ms']))} the interval (worst)"),
-            (f"crash loss: the log after each kill", f"`PRAGMA integrity_check` ok in {d['integrity_ok']} of {d['repeat']} runs",
+            ("crash loss: the log after each kill", f"`PRAGMA integrity_check` ok in {d['integrity_ok']} of {d['repeat']} runs",
              "must be all", pct(div(d["integrity_ok"], d["repeat"])))]
 
 

@@ -1,6 +1,6 @@
 """Real backbones: torchvision imports beside the CPU torch, every architecture exports through the parity gate with its
 normalisation inside the graph, weights files load, and a run fine-tunes one from a weights file it names."""
-import json, os, subprocess, sys
+import subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest

@@ -25,7 +25,7 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_the_package_alone_has_no_training_stack():
-    from mlops_nb.cli.main import TRAIN_MODULES
+    from mlops_nb.cli.common import TRAIN_MODULES
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = {d.split("==")[0].lower() for d in meta["dependencies"]}
     train = {d.split("==")[0].lower() for d in meta["optional-dependencies"]["train"]}
@@ -36,7 +36,7 @@ def test_the_package_alone_has_no_training_stack():
 
 
 def test_serving_without_the_training_stack(smoke, tmp_path):
-    from mlops_nb.cli.main import TRAIN_MODULES
+    from mlops_nb.cli.common import TRAIN_MODULES
     settings, _, _ = smoke
     (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(mods=sorted(TRAIN_MODULES)))
     env = {"PYTHONPATH": str(tmp_path)}

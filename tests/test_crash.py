@@ -129,7 +129,6 @@ def _busiest_kernel(pid):
 
 def test_dead_kernel_fails_the_stage_cleanly(tmp_path):
     "kill -9 of the stage's kernel (as the OOM killer would): the stage and the run are failed, with one line and a lineage row."
-    import psutil
     settings = make_workbook(tmp_path)
     env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
     proc = subprocess.Popen([str(BIN / "mlops-nb"), "run", "--profile", "smoke", "-p", "train.epochs=[300]"], env=env,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from conftest import cli, make_workbook, run_record
-from mlops_nb.build.data import DataValidationError, ingest, load_dataset, read_imagefolder, stratified_split
+from mlops_nb.build.data import ingest, load_dataset, read_imagefolder, stratified_split
+from mlops_nb.core.images import DataValidationError
 from mlops_nb.core.store import Store
 
 

@@ -2,12 +2,12 @@
 bucket of a real S3 API on loopback (moto's server mode, reached by s3fs as any S3: no mock of the client calls); labels
 sent to one replica for requests the other answered join when monitoring reads; `mlops-nb monitor` reports over both;
 an upload that fails while the server is down is retried and nothing is lost; a tampered segment is refused."""
-import configparser, json, os, socket, time
+import configparser, os, time
 from pathlib import Path
 import numpy as np
 import pytest
 from conftest import cli
-from test_serve import start, stop, http, free_port
+from test_serve import start, stop, http
 from test_faults import until
 
 

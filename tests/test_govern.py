@@ -6,7 +6,6 @@ workbook's gates, the new version is released and the running service swaps to i
 changes nothing; the audit trail and the new version's lineage name the alert, the run and the production data."""
 import configparser, json
 from pathlib import Path
-import pytest
 from conftest import cli, make_workbook
 from test_serve import start, stop
 from test_release import Load

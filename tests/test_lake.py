@@ -1,11 +1,9 @@
 """The data lake as a data scientist meets it: camera frames in a bucket of a real S3 API on loopback (moto's server
 mode, reached by s3fs as any S3: no mock of the client calls) ingested as `imagefolder:s3://...` with the checks, cache
 and shards of a local folder, and the same frames as a warehouse's Parquet export (`parquet:s3://...`)."""
-import io, json, os
-from pathlib import Path
-import numpy as np
+import io
 import pytest
-from conftest import BIN, cli
+from conftest import cli
 
 
 @pytest.fixture
@@ -44,7 +42,8 @@ def test_a_bucket_ingests_as_the_same_folder_on_disk_does_and_a_reingest_fetches
 
 
 def test_a_bucket_is_checked_as_a_folder_is(lake, tmp_path):
-    from mlops_nb.build.data import DataValidationError, ingest
+    from mlops_nb.build.data import ingest
+    from mlops_nb.core.images import DataValidationError
     root, fs = lake
     fs.pipe_file("lake/frames/dog/readme.txt", b"x")
     fs.pipe_file("lake/frames/dog/broken.jpg", b"\xff\xd8\xff" + b"0" * 100)

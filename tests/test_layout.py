@@ -62,3 +62,31 @@ def test_the_check_sees_a_backward_import(tmp_path):
     saved, PKG = PKG, tmp_path
     try: assert imported(f) == {"monitor", "core", "deploy"}
     finally: PKG = saved
+
+
+def _defines(py: Path) -> set[str]:
+    "The names a module binds itself at its top level (definitions and assignments, under `if` and `try` too), not by import."
+    out = set()
+    for node in ast.parse(py.read_text()).body:
+        for n in ast.walk(node):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): out.add(n.name)
+            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store): out.add(n.id)
+    return out
+
+
+def test_names_are_imported_from_where_they_are_defined():
+    "One way to import each name: from the module that defines it, never through another module that imports it (so a "
+    "linter removing an import that module does not use breaks nothing)."
+    files = [*modules(), *sorted((REPO / "tests").glob("*.py")), *sorted((REPO / "bench").rglob("*.py"))]
+    defined, wrong = {}, []
+    for f in files:
+        here = f.relative_to(PKG).with_suffix("").parts if f.is_relative_to(PKG) else ()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, ast.ImportFrom) or (node.level == 0 and not (node.module or "").startswith("mlops_nb.")): continue
+            parts = node.module.split(".")[1:] if node.level == 0 else \
+                    list(here[:len(here) - node.level]) + [p for p in (node.module or "").split(".") if p]
+            target = PKG.joinpath(*parts).with_suffix(".py")
+            if not target.is_file(): continue                                # a package: `from . import lake`
+            have = defined.setdefault(target, _defines(target))
+            wrong += [f"{f.relative_to(REPO)}: {a.name} from {'.'.join(parts)}" for a in node.names if a.name not in have]
+    assert wrong == [], wrong

@@ -1,6 +1,5 @@
 """Stage cache, lineage store and the commands that read it: runs, show, lineage."""
-import json, shutil, sqlite3
-from pathlib import Path
+import json, sqlite3
 import pytest
 from conftest import cli, make_workbook, run_record
 from mlops_nb.core.store import Store

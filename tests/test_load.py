@@ -4,7 +4,6 @@ row per answered request. And 8 pipeline runs at once, beside a service answerin
 promoter moves an alias: no run, version, history row, prediction or label lost."""
 import json, os, random, subprocess, sqlite3, sys, threading, time
 from http.client import HTTPConnection
-from pathlib import Path
 import pytest
 from conftest import BIN, REPO, cli, make_workbook, run_record
 from test_serve import start, stop

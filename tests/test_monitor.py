@@ -156,7 +156,6 @@ def test_strict_exits_1_on_an_alert_and_an_empty_window_says_so(model, smoke, tm
     own = monitoring_workbook(smoke, tmp_path)
     from mlops_nb.core.predlog import PredictionLog
     from mlops_nb.core.reference import softmax
-    from mlops_nb.core.predlog import logged_columns
     from mlops_nb.core.config import load_settings
     from mlops_nb.monitor.simulate import invert
     log = PredictionLog(load_settings(own).predictions, flush_ms=10)

@@ -1,6 +1,5 @@
 """The package stage: ONNX export, the parity gate, the bundle."""
-import json, zipfile
-from pathlib import Path
+import zipfile
 import numpy as np
 import onnx
 import pytest
@@ -8,7 +7,7 @@ import torch
 from mlops_nb.build.bundle import BUNDLE_FILES, read_bundle, ort_session
 from mlops_nb.build.data import ingest
 from mlops_nb.build.model import Classifier
-from mlops_nb.build.package import ParityError, export_onnx, package, parity
+from mlops_nb.build.package import ParityError, export_onnx, parity
 from mlops_nb.core.store import Store
 
 

@@ -7,7 +7,7 @@ from conftest import cli, make_workbook, run_record, variant_bundle
 from mlops_nb.core.config import load_settings
 from mlops_nb.build.bundle import BundleUnusable
 from mlops_nb.build.registry import Registry, RegistryError, now_iso
-from mlops_nb.core.store import IntegrityError, Store
+from mlops_nb.core.store import Store
 
 
 @pytest.fixture(scope="module")

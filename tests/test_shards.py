@@ -4,10 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from mlops_nb.build import data
 from mlops_nb.core import images
-from mlops_nb.build.data import (DataValidationError, Dataset, ingest, load_dataset, read_imagefolder, save_dataset,
-                           stratified_split)
+from mlops_nb.build.data import Dataset, ingest, load_dataset, read_imagefolder, save_dataset, stratified_split
+from mlops_nb.core.images import DataValidationError
 from mlops_nb.core.shards import read_header, ShardArray, ShardWriter, put_shard
 from mlops_nb.core.store import IntegrityError, Store
 

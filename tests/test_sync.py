@@ -1,6 +1,5 @@
 """W&B: a run set to online with no server logs offline (one warning, nothing lost); `mlops-nb sync`: the edges a dry run
 would add, and a clean refusal when no W&B server is reachable."""
-import json
 import pytest
 from conftest import cli, make_workbook, run_record, variant_bundle
 

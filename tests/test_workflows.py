@@ -1,7 +1,6 @@
 """CI/CD as code: every workflow passes actionlint (no runner executes them here), the commands they call exist, and
 the job summary CI writes for a run (`mlops-nb show RUN --markdown`) carries its metrics and gate verdicts, escaped."""
 import re, shlex, subprocess
-from pathlib import Path
 from conftest import BIN, REPO, cli
 
 

@@ -2,7 +2,7 @@
 (`max_batch_size`, `max_batch_time`, as MLServer's docs set it), REST and gRPC of the Open Inference Protocol.
 `parallel_workers = 0`: MLServer's default (one inference process) dies at start with the uvloop its pins allow
 ("There is no current event loop in thread 'MainThread'"), and on 2 cores an inference process only adds a hop."""
-import json, os, subprocess, sys
+import json, os, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import args

@@ -4,13 +4,12 @@
 
 # %% ../../nbs/10_build.data.ipynb #c002
 from __future__ import annotations
-import collections, hashlib, io, json, os, re, stat, threading, zipfile, zlib
+import collections, hashlib, json, os, stat, zipfile, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from ..core.shards import ShardArray, ShardWriter, ShardCache, file_ident, read_header
-from ..core.images import (term_safe, bad_name, DataValidationError, IMAGE_EXTS, MAX_PIXELS, prepare_image, decode_image,
-                             _read_file, _read_files, _ext)
+from ..core.images import (bad_name, DataValidationError, IMAGE_EXTS, MAX_PIXELS, prepare_image, _read_file, _read_files, _ext)
 from ..core.remote import is_url, safe_url, url_fs
 from . import lake
 

@@ -4,9 +4,7 @@
 
 # %% ../../nbs/10b_build.lake.ipynb #c002
 from __future__ import annotations
-import hashlib, sys
 from concurrent.futures import ThreadPoolExecutor
-import numpy as np
 from ..core.images import IMAGE_EXTS, DataValidationError, bad_name, decode_image, _ext
 from ..core.remote import url_fs, safe_url, ident
 

@@ -5,14 +5,12 @@
 # %% ../../nbs/11_build.model.ipynb #c002
 from __future__ import annotations
 import glob, hashlib, math, os, sys
-from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 from ..core.cores import core_lease
 from .weights import WeightsError
 from ..core.shards import batch_rows
-
 
 # %% auto #0
 __all__ = ['ARCHS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ConvNet', 'torchvision_module', 'Normalize', 'Classifier', 'load_weights',

@@ -4,8 +4,8 @@
 
 # %% ../../nbs/14_build.package.ipynb #c002
 from __future__ import annotations
-import io, json, logging, time, warnings, zipfile
-from dataclasses import dataclass, field
+import logging, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch

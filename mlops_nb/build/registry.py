@@ -4,14 +4,14 @@
 
 # %% ../../nbs/15_build.registry.ipynb #c002
 from __future__ import annotations
-import getpass, json, os, re, time
+import getpass, json, os, re
 from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.basics import patch
 from ..core.store import Store, IntegrityError, MissingArtifact
 from .bundle import BundleUnusable
 from .gate import production_gate as _production_gate
-from ..core.params import check_name, check_register_alias, _NAME
+from ..core.params import check_name, _NAME
 from ..core.db import connect, create as create_schema, transaction
 
 # %% auto #0

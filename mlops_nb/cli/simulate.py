@@ -72,8 +72,8 @@ def cmd_simulate(a, s):
                  a.seed, a.api_key, progress=not a.quiet, only=a.only_class or None)
     print(json.dumps(r, indent=1) if a.json else "\n".join(describe(r)), flush=True)
     if r["client_time"] is False:
-        err(f"mlops-nb simulate: note: the service logged the time each request arrived, not the --days times: set [serve] "
-            f"client_time = true in its settings.ini and restart it to record them")
+        err("mlops-nb simulate: note: the service logged the time each request arrived, not the --days times: set [serve] "
+            "client_time = true in its settings.ini and restart it to record them")
     key = " (pass the service's key: --api-key KEY, or set the environment variable [serve] api_key_env names)"         if "HTTP 401" in (r["first_error"] or "") else ""
     if r["aborted"]: err(f"mlops-nb simulate: error: stopped: {r['aborted']}{key}"); return 1
     if r["failed"] or r["feedback_failed"]:

@@ -13,7 +13,7 @@ import orjson
 from .db import transaction
 from .remote import safe_url, url_fs
 from fastcore.basics import patch
-from .predlog import open_log, unpack, summaries, chunk_rows, iso
+from .predlog import open_log, unpack, summaries, chunk_rows
 from .cores import machine_cores
 from .reference import feature_names, property_names
 
@@ -433,7 +433,7 @@ LEFT JOIN (SELECT digest, any_value(data) AS data FROM payloads WHERE digest IN 
            WHERE model = $name AND ts >= $since AND ts < $until) GROUP BY digest) pl ON pl.digest = p.input_digest"""
 
 @patch
-def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, size: int = 50_000,
+def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, size: int = 50_000,  # noqa: F811 (fastcore's patch)
            roles=("primary", "canary"), inputs: bool = False, max_bytes: int = 256 << 20, fields=None):
     "Model `name`'s predictions in [since, until) over the fleet, with the label that answers each (joined here: the "
     "label may have reached any replica; the latest label sent after the prediction and before the same request and row "
@@ -537,7 +537,7 @@ class SparkFleet(Fleet):
         super().close()
 
 @patch
-def map_chunks(self: SparkFleet, name: str, since: float, until: float, step, roles=("primary", "canary"), fields=None,
+def map_chunks(self: SparkFleet, name: str, since: float, until: float, step, roles=("primary", "canary"), fields=None,  # noqa: F811 (fastcore's patch)
                max_bytes: int = 256 << 20, workers: int | None = None) -> list:
     "Run `step` on each Spark partition of model `name`'s predictions in [since, until) (labels joined as `Fleet.chunks` "
     "joins them): it gets an iterator of chunks (`mlops_nb.core.predlog.chunks`' columns) and returns bytes; the list of what "

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/04_core.lineage.ipynb #c002
 from __future__ import annotations
-import json, time
+import json
 from pathlib import Path
 from .db import connect, create, transaction
 from fastcore.basics import patch

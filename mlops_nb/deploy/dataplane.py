@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio, gc, hmac, os, sys, threading, time
 from collections import OrderedDict
 from types import SimpleNamespace
-import numpy as np
 import orjson
 from fastcore.basics import patch
 from .served import ServedModel, Batcher

@@ -4,11 +4,10 @@
 
 # %% ../../nbs/33_deploy.export.ipynb #c003
 from __future__ import annotations
-import json, re
+import re
 from pathlib import Path
 import numpy as np
 from .served import with_head
-
 
 # %% auto #0
 __all__ = ['ExportInvalid', 'with_labels', 'triton_config', 'check_triton_config', 'service_name', 'inference_service',

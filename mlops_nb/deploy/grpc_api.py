@@ -5,7 +5,6 @@
 # %% ../../nbs/30f_deploy.grpc_api.ipynb #c002
 from __future__ import annotations
 import time
-import numpy as np
 from fastcore.basics import patch
 from .dataplane import DataPlane, EXTENSIONS
 from .inputs import BadInput, oip_input, oip_outputs, oip_tensor, parse_tags, request_id

@@ -4,20 +4,17 @@
 
 # %% ../../nbs/30_deploy.serve.ipynb #c002
 from __future__ import annotations
-import asyncio, gc, hmac, ipaddress, math, os, shutil, sys, tempfile, time, uuid
-from collections import OrderedDict
+import asyncio, gc, ipaddress, math, os, shutil, sys, tempfile, time
 from dataclasses import dataclass
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request           # at module level: the routes' annotations are resolved here
 from starlette.responses import Response
-from .served import ServedModel, Batcher
-from .traffic import Routes, Variant, Traffic, Shadow, Follower
-from .inputs import (BadInput, over_limit, to_batch, check_size, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images,
-                             feedback_items, request_id)
-from ..core.predlog import PredictionLog, open_log, known, parse_time, iso
-from .telemetry import Telemetry
-from .dataplane import DataPlane, RegistryFollower, EXTENSIONS, request_time, stamp
+from .served import ServedModel
+from .traffic import Routes, Follower
+from .inputs import (BadInput, over_limit, check_size, parse_tags, request_id)
+from ..core.predlog import PredictionLog
+from .dataplane import DataPlane, RegistryFollower, EXTENSIONS
 
 # %% auto #0
 __all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused', 'create_app',
@@ -562,7 +559,7 @@ def _say_serving(s, r, follow, key, host: str, port: int, echo):
     kept = "every raw input" if share >= 1 else "no raw input" if share == 0 else f"1 raw input in {1 / share:,.0f}"
     echo(f"the log keeps each prediction's monitoring summary and {kept} ([serve] log_inputs)")
     if s.archive is not None:
-        from mlops_nb.core.archive import safe_url
+        from mlops_nb.core.remote import safe_url
         echo(f"archiving the log to {safe_url(s.archive)} every {s.serve['archive_every_s']} s as replica {_replica(s, port)} "
              "([paths] predictions_archive)")
     if s.govern["retrain"] != "off" and share < 0.1:

@@ -4,11 +4,10 @@
 
 # %% ../../nbs/42_monitor.govern.ipynb #c003
 from __future__ import annotations
-import json, sys, time, urllib.request
+import json, time, urllib.request
 from ..core.db import connect, create, transaction
 from ..core.predlog import iso, parse_time
 from .windows import duration
-
 
 # %% auto #0
 __all__ = ['SCHEMA', 'CRITICAL', 'RETRAIN_ON', 'POLICY', 'severity', 'open_govern', 'raise_alerts', 'alerts', 'alerts_md',

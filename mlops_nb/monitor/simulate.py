@@ -267,7 +267,7 @@ def send(cl: Client,
 def held_out(s, info: dict, url: str = "the service") -> tuple:
     "The test split `(x, y, classes, ref)` of the dataset the served model (`info`, from `GET /v1/model`) was trained on, "
     "found through this workbook's registry by the bundle's digest; `ValueError` when the registry lacks it."
-    from mlops_nb.build.registry import registry_for, RegistryError
+    from mlops_nb.build.registry import registry_for
     from mlops_nb.build.data import load_dataset
     reg = registry_for(s)
     try:

@@ -10,11 +10,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
-from ..core.predlog import chunks, rejected, refusals, parse_time, iso
+from ..core.predlog import chunks, refusals, parse_time, iso
 from ..core.config import ENGINES
 from ..core.reference import MonitoringReference, calibrated
 from .estimate import Sample, estimate
-
 
 # %% auto #0
 __all__ = ['LAT_EDGES', 'DELAY_EDGES', 'DRIFTS', 'FIELDS', 'TESTS', 'duration', 'quantile', 'wilson', 'Window', 'check_logs',
@@ -308,7 +307,7 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     "A window's figures, JSON-ready (see the top of this notebook); drift and performance are None where the window is empty; "
     "a slice's prediction PSI is None under `min_slice_rows` predictions (on 1-2 rows it reads 6.8 whatever the model does)."
     from mlops_nb.core.drift import chi2_counts
-    info, k = w.ref.info, w.k
+    info = w.ref.info
     labels = [str(c) for c in info["labels"]]
     refused = sum(w.refused.values())
     f = {"start": iso(w.start), "end": iso(w.end), "rows": int(w.rows), "refused": dict(w.refused), "refused_total": refused,

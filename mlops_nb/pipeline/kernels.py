@@ -81,7 +81,7 @@ class Kernel:
         self.zygote = zygote                          # forks the kernel with its imports done (else a kernel process starts cold)
         self.km, self.error, self._closed, self.after, self.launched = None, None, False, after, threading.Event()
         self.starts = 0                               # kernels launched: more than one when one died while starting
-        import jupyter_client, jupyter_client.asynchronous   # here, not in the thread: two threads importing it can deadlock
+        import jupyter_client, jupyter_client.asynchronous   # noqa: F401 (here, not in the thread: two threads importing it can deadlock)
         self._thread = threading.Thread(target=self._start, name=f"kernel-{kernel_name}", daemon=True)
         self._thread.start()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64, functools, hashlib, html, json, re, time
 from pathlib import Path
 from ..core.config import Settings
-from ..core.tracking import write_json, write_text
+from ..core.tracking import write_text
 
 # %% auto #0
 __all__ = ['KEY_METRICS', 'csp', 'csp_meta', 'render_notebook', 'run_seconds', 'lineage_svg', 'write_run_report', 'load_runs',

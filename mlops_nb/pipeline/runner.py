@@ -13,7 +13,7 @@ from ..core.store import Store, IntegrityError, MissingArtifact, sha256_bytes
 from ..core.lineage import Lineage
 from ..core.db import DbError
 from .cache import cache_key, code_digest
-from ..core.params import ParamError, describe_params, resolve_params, notebook_params
+from ..core.params import ParamError, resolve_params, notebook_params
 from .kernels import Kernel, Zygote, execute, notebook_imports
 from ..core.cores import relay
 from ..core.images import term_safe
@@ -460,8 +460,8 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
 
 def _renderer():
     "One background thread, at the lowest CPU priority, that renders stage HTML while the next stage runs."
-    import concurrent.futures, nbconvert, nbformat   # imported here: two threads importing one package can see it half made
-    from mlops_nb.pipeline import report
+    import concurrent.futures, nbconvert, nbformat   # noqa: F401 (imported here: two threads importing one package can see it half made)
+    from mlops_nb.pipeline import report              # noqa: F401 (the same)
     def lowest():
         with contextlib.suppress(OSError): os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render", initializer=lowest)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22_pipeline.sync.ipynb #c002
 from __future__ import annotations
-import json, os, subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 from ..core.config import Settings, load_settings, apply_env
 from ..core.lineage import Lineage
