@@ -90,3 +90,11 @@ def test_names_are_imported_from_where_they_are_defined():
             have = defined.setdefault(target, _defines(target))
             wrong += [f"{f.relative_to(REPO)}: {a.name} from {'.'.join(parts)}" for a in node.names if a.name not in have]
     assert wrong == [], wrong
+
+
+def test_no_function_over_60_lines():
+    "A function a reader can hold in view: 60 lines at most, its signature and docstring included."
+    long = [f"{py.relative_to(PKG)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for py in modules() for n in ast.walk(ast.parse(py.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert long == [], long

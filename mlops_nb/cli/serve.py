@@ -12,8 +12,8 @@ __all__ = ['CANNOT_LISTEN', 'add_commands', 'cannot_listen', 'cmd_serve', 'score
            'cmd_predictions']
 
 # %% ../../nbs/55_cli.serve.ipynb #c003
-def add_commands(sub):
-    "Add `serve`, `predict`, `apptest` and `predictions` to the top-level parser's subcommands."
+def _serve_parser(sub):
+    "The `serve` command's arguments."
     x = sub.add_parser("serve", help="serve a registered model over HTTP (also OIP)",
                        description="Serve a registered version with FastAPI on uvicorn: POST /v1/predict, /v1/predict/image, "
                                    "/v1/feedback, GET /v1/model, /metrics, /healthz, /readyz, and the Open Inference Protocol "
@@ -38,6 +38,8 @@ def add_commands(sub):
                    "predictions_archive (default: [serve] replica, else $MLOPS_NB_REPLICA, else HOST-PORT)")
     x.set_defaults(func=cmd_serve)
 
+def _predict_parser(sub):
+    "The `predict` command's arguments."
     x = sub.add_parser("predict", help="score images or rows offline (batch jobs)",
                        description="Score image files, folders of them (searched recursively) or .npy files of rows with "
                                    "the same verified bundle and preprocessing as the service. Writes one row per input: "
@@ -50,6 +52,8 @@ def add_commands(sub):
     x.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call (default: %(default)s)")
     x.set_defaults(func=cmd_predict)
 
+def _apptest_parser(sub):
+    "The `apptest` command's arguments."
     x = sub.add_parser("apptest", help="test a version as an application; records the verdict",
                        description="Start the version's service as a user would (mlops-nb serve --model NAME@VERSION, on a free "
                                    "loopback port, its prediction log apart), replay the test split through /v1/predict, the Open "
@@ -64,6 +68,8 @@ def add_commands(sub):
     x.add_argument("--no-record", action="store_true", help="do not record the verdict on the registry version")
     x.set_defaults(func=cmd_apptest)
 
+def _predictions_parser(sub):
+    "The `predictions` command's arguments."
     x = sub.add_parser("predictions", help="the prediction log: show, compare versions, export",
                        description="The service's prediction log (settings.ini [paths] predictions): the newest predictions "
                                    "with their true labels once feedback arrived; `compare NAME`: per version and role "
@@ -78,6 +84,10 @@ def add_commands(sub):
     x.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     x.add_argument("--parquet", metavar="DIR", help="export: the folder to write day=YYYY-MM-DD/ partitions into")
     x.set_defaults(func=cmd_predictions)
+
+def add_commands(sub):
+    "Add `serve`, `predict`, `apptest` and `predictions` to the top-level parser's subcommands."
+    for add in (_serve_parser, _predict_parser, _apptest_parser, _predictions_parser): add(sub)
 
 CANNOT_LISTEN = 4                              # the exit status of `serve` when it cannot listen (`mlops-nb --help` says so)
 
@@ -121,7 +131,6 @@ def cmd_serve(a, s):
         err(f"mlops-nb serve: error: the service could not start listening on {a.host}:{a.port} (uvicorn's reason above)")
         return CANNOT_LISTEN
     return 0
-
 
 # %% ../../nbs/55_cli.serve.ipynb #c005
 def _inputs(paths, skipped=None):

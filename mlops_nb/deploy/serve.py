@@ -357,7 +357,10 @@ def v2_routes(api: FastAPI, plane: DataPlane):
     @api.post("/v2/repository/index", summary="repository extension: the registry's versions of this model, with their aliases "
               "and which are served now")
     async def repository_index(): return _json(await asyncio.get_running_loop().run_in_executor(None, plane.repository_index))
+    _v2_infer_routes(api, plane, NAME, VERSION)
 
+def _v2_infer_routes(api: FastAPI, plane: DataPlane, NAME, VERSION):
+    "The Open Inference Protocol's inference routes on `api`: the model's, and one version's (`NAME` and `VERSION`: their path parameters)."
     infer_doc = dict(responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
         "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
         "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))

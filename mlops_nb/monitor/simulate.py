@@ -162,6 +162,104 @@ def _error(st, body: bytes) -> str:
     except (ValueError, AttributeError): msg = body[:200].decode(errors="replace")
     return f"HTTP {st}: {msg}"
 
+class _Sender:
+    "One `send`: the counts it returns, the labels answered, and the feedback that falls due later."
+    def __init__(self, cl: Client, x: np.ndarray, truth: list, batch: int, feedback_rate: float, feedback_delay: float, times,
+                 tags: dict | None, seed: int, prefix: str | None, abort_after: int, bar):
+        self.cl, self.truth, self.batch, self.delay, self.times, self.bar = cl, truth, batch, feedback_delay, times, bar
+        self.n = n = len(x)
+        self.starts = list(range(0, n, batch))
+        self.flat, self.fb = x.reshape(n, -1), np.random.default_rng(seed).random(n) < feedback_rate
+        self.prefix = prefix or f"sim-{os.urandom(3).hex()}"
+        tag = ",".join(f"{k}={v}" for k, v in (tags or {}).items())
+        self.head = {"content-type": "application/json", **({"x-tags": tag} if tag else {})}
+        self.answered = [None] * n
+        self.st = {"sent": 0, "failed": 0, "errors": {}, "first_error": None, "feedback": 0, "feedback_failed": 0, "honoured": 0,
+                   "aborted": None}
+        self.lock, self.jobs, self.stop = threading.Lock(), iter(range(len(self.starts))), threading.Event()
+        self.later, self.cv, self.ended, self.abort_after = deque(), threading.Condition(), False, abort_after
+
+    def failed(self, what: str, msg: str, rows: int = 0):
+        with self.lock:
+            if what == "feedback": self.st["feedback_failed"] += rows
+            else: self.st["failed"] += 1
+            key = f"{what}: {msg.split(':')[0]}"
+            self.st["errors"][key] = self.st["errors"].get(key, 0) + 1
+            self.st["first_error"] = self.st["first_error"] or f"{what}: {msg}"
+
+    def feedback(self, c, items: list, ts: float | None):
+        "POST `items` to /v1/feedback on the connection `c` (logged at `ts` when given); the connection to go on with."
+        h = {"content-type": "application/json", **({"x-request-time": iso(ts)} if ts is not None else {})}
+        s_, _, body, c = self.cl.call(c, "POST", "/v1/feedback", json.dumps(items).encode(), h)
+        if s_ == 200:
+            with self.lock: self.st["feedback"] += len(items)
+        else: self.failed("feedback", _error(s_, body), len(items))
+        return c
+
+    def predict(self, c, j: int) -> tuple:
+        "Request `j` to /v1/predict on the connection `c`: `(connection, answered)`."
+        a, b, rid = self.starts[j], min(self.starts[j] + self.batch, self.n), f"{self.prefix}-{j:06d}"
+        h = {**self.head, "x-request-id": rid, **({"x-request-time": iso(self.times[j])} if self.times is not None else {})}
+        s_, hdr, body, c = self.cl.call(c, "POST", "/v1/predict", json.dumps({"inputs": self.flat[a:b].tolist()}).encode(), h)
+        ok = s_ == 200
+        if ok:
+            try: self.answered[a:b] = [p["label"] for p in json.loads(body)["predictions"]]
+            except (ValueError, KeyError, TypeError): ok, body = False, b'{"error": "the answer is not /v1/predict\'s JSON"}'
+        if not ok: self.failed("predict", _error(s_, body))
+        with self.lock:
+            st = self.st
+            st["sent"] += 1; st["honoured"] += ok and "x-request-time" in hdr
+            if st["failed"] == st["sent"] == min(self.abort_after, len(self.starts)) and not self.stop.is_set():
+                st["aborted"] = f"the first {st['sent']} requests all failed ({st['first_error']})"; self.stop.set()
+        self.bar.update(1)
+        return c, ok
+
+    def worker(self):
+        "Send requests until there are none left (or the first ones all failed), and the feedback of their rows."
+        c = self.cl.conn()
+        while not self.stop.is_set():
+            with self.lock: j = next(self.jobs, None)
+            if j is None: break
+            c, ok = self.predict(c, j)
+            a = self.starts[j]
+            rows = np.flatnonzero(self.fb[a:a + self.batch]) if ok else ()
+            if not len(rows): continue
+            items = [{"request_id": f"{self.prefix}-{j:06d}", "row": int(i), "label": self.truth[a + i]} for i in rows]
+            if self.times is not None or self.delay <= 0:
+                c = self.feedback(c, items, None if self.times is None else min(self.times[j] + self.delay, time.time()))
+            else:
+                with self.cv: self.later.append((time.monotonic() + self.delay, items)); self.cv.notify()
+        c.close()
+
+    def feeder(self):
+        "Send delayed feedback, each list when it falls due, until the workers are done and nothing is left."
+        c = self.cl.conn()
+        while True:
+            with self.cv:
+                while not self.later and not self.ended: self.cv.wait()
+                if not self.later: break
+                due = self.later[0][0]
+            time.sleep(max(0.0, due - time.monotonic()))
+            with self.cv:
+                items = []
+                while self.later and self.later[0][0] <= time.monotonic() and len(items) < 256: items += self.later.popleft()[1]
+            if not self.stop.is_set(): c = self.feedback(c, items, None)
+        c.close()
+
+    def run(self, concurrency: int) -> dict:
+        t0 = time.perf_counter()
+        ts = [threading.Thread(target=self.worker, daemon=True) for _ in range(min(concurrency, len(self.starts)))]
+        fd = threading.Thread(target=self.feeder, daemon=True)
+        for t in (*ts, fd): t.start()
+        try:
+            for t in ts: t.join()
+            with self.cv: self.ended = True; self.cv.notify()
+            if self.later: self.bar.set_postfix_str(f"feedback due in {max(0.0, self.later[-1][0] - time.monotonic()):.0f} s")
+            fd.join()
+        finally:
+            self.stop.set(); self.bar.close()
+        return {**self.st, "requests": len(self.starts), "rows": self.n, "answered": self.answered, "seconds": time.perf_counter() - t0}
+
 def send(cl: Client,
          x: np.ndarray,                 # uint8 rows (N, C, H, W), in the order to send them
          truth: list,                   # their true labels (the model's class names)
@@ -178,90 +276,9 @@ def send(cl: Client,
     "Send `x` to `POST /v1/predict`, `batch` rows a request, and the true labels of a share of them to `/v1/feedback`; "
     "returns what happened: requests, failures by reason, the labels answered, feedback sent, client times honoured."
     from tqdm.auto import tqdm
-    n = len(x)
-    starts = list(range(0, n, batch))
-    flat, fb = x.reshape(n, -1), np.random.default_rng(seed).random(n) < feedback_rate
-    prefix = prefix or f"sim-{os.urandom(3).hex()}"
-    tag = ",".join(f"{k}={v}" for k, v in (tags or {}).items())
-    head = {"content-type": "application/json", **({"x-tags": tag} if tag else {})}
-    answered = [None] * n
-    st = {"sent": 0, "failed": 0, "errors": {}, "first_error": None, "feedback": 0, "feedback_failed": 0, "honoured": 0,
-          "aborted": None}
-    lock, jobs, stop = threading.Lock(), iter(range(len(starts))), threading.Event()
-    later, cv, ended = deque(), threading.Condition(), [False]
-    abort_after = abort_after or 2 * concurrency
-    bar = tqdm(total=len(starts), unit="req", disable=None if progress else True, file=sys.stderr, desc="simulate", leave=False)
-
-    def failed(what: str, msg: str, rows: int = 0):
-        with lock:
-            if what == "feedback": st["feedback_failed"] += rows
-            else: st["failed"] += 1
-            key = f"{what}: {msg.split(':')[0]}"
-            st["errors"][key] = st["errors"].get(key, 0) + 1
-            st["first_error"] = st["first_error"] or f"{what}: {msg}"
-
-    def feedback(c, items: list, ts: float | None):
-        h = {"content-type": "application/json", **({"x-request-time": iso(ts)} if ts is not None else {})}
-        s_, _, body, c = cl.call(c, "POST", "/v1/feedback", json.dumps(items).encode(), h)
-        if s_ == 200:
-            with lock: st["feedback"] += len(items)
-        else: failed("feedback", _error(s_, body), len(items))
-        return c
-
-    def worker():
-        c = cl.conn()
-        while not stop.is_set():
-            with lock: j = next(jobs, None)
-            if j is None: break
-            a = starts[j]; b = min(a + batch, n)
-            rid = f"{prefix}-{j:06d}"
-            h = {**head, "x-request-id": rid, **({"x-request-time": iso(times[j])} if times is not None else {})}
-            s_, hdr, body, c = cl.call(c, "POST", "/v1/predict", json.dumps({"inputs": flat[a:b].tolist()}).encode(), h)
-            ok = s_ == 200
-            if ok:
-                try: answered[a:b] = [p["label"] for p in json.loads(body)["predictions"]]
-                except (ValueError, KeyError, TypeError): ok, s_, body = False, s_, b'{"error": "the answer is not /v1/predict\'s JSON"}'
-            if not ok: failed("predict", _error(s_, body))
-            with lock:
-                st["sent"] += 1; st["honoured"] += ok and "x-request-time" in hdr
-                if st["failed"] == st["sent"] == min(abort_after, len(starts)) and not stop.is_set():
-                    st["aborted"] = f"the first {st['sent']} requests all failed ({st['first_error']})"; stop.set()
-            bar.update(1)
-            rows = np.flatnonzero(fb[a:b]) if ok else ()
-            if len(rows):
-                items = [{"request_id": rid, "row": int(i), "label": truth[a + i]} for i in rows]
-                if times is not None or feedback_delay <= 0:
-                    c = feedback(c, items, None if times is None else min(times[j] + feedback_delay, time.time()))
-                else:
-                    with cv: later.append((time.monotonic() + feedback_delay, items)); cv.notify()
-        c.close()
-
-    def feeder():                                           # delayed feedback, each list sent when it falls due
-        c = cl.conn()
-        while True:
-            with cv:
-                while not later and not ended[0]: cv.wait()
-                if not later: break
-                due = later[0][0]
-            time.sleep(max(0.0, due - time.monotonic()))
-            with cv:
-                items = []
-                while later and later[0][0] <= time.monotonic() and len(items) < 256: items += later.popleft()[1]
-            if not stop.is_set(): c = feedback(c, items, None)
-        c.close()
-
-    t0 = time.perf_counter()
-    ts = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(starts)))]
-    fd = threading.Thread(target=feeder, daemon=True)
-    for t in (*ts, fd): t.start()
-    try:
-        for t in ts: t.join()
-        with cv: ended[0] = True; cv.notify()
-        if later: bar.set_postfix_str(f"feedback due in {max(0.0, later[-1][0] - time.monotonic()):.0f} s")
-        fd.join()
-    finally:
-        stop.set(); bar.close()
-    return {**st, "requests": len(starts), "rows": n, "answered": answered, "seconds": time.perf_counter() - t0}
+    bar = tqdm(total=-(-len(x) // batch), unit="req", disable=None if progress else True, file=sys.stderr, desc="simulate", leave=False)
+    return _Sender(cl, x, truth, batch, feedback_rate, feedback_delay, times, tags, seed, prefix, abort_after or 2 * concurrency,
+                   bar).run(concurrency)
 
 # %% ../../nbs/43_monitor.simulate.ipynb #c016
 def held_out(s, info: dict, url: str = "the service") -> tuple:

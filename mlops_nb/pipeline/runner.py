@@ -6,6 +6,7 @@
 from __future__ import annotations
 import contextlib, hashlib, json, os, platform, secrets, shutil, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
+from fastcore.basics import patch
 from pathlib import Path
 from ..core.config import Settings, load_settings, apply_env
 from ..core.tracking import write_json, now, wandb_unreachable
@@ -21,7 +22,7 @@ from ..core.images import term_safe
 # %% auto #0
 __all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'input_shape', 'check_registered_shape',
            'check_weights', 'raw_fingerprint', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap', 'RunFailed',
-           'wandb_fallback', 'run', 'render_html', 'write_reports']
+           'wandb_fallback', 'Kernels', 'Renders', 'RunRecorder', 'run', 'render_html', 'write_reports']
 
 # %% ../../nbs/20_pipeline.runner.ipynb #c004
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ class RunFailed(RuntimeError):
     "A stage failed; `record` is the run's run.json content."
     def __init__(self, msg, record): super().__init__(msg); self.record = record
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011a
 def _reuse(s, store, lin, key, echo):
     "The cached execution for `key` if its outputs still verify, else None."
     hit = lin.cache_hit(key)
@@ -283,6 +285,7 @@ def _take_report(s, hit, srec, run_dir, nb_out):
         if src.with_suffix(ext).is_file(): shutil.copyfile(src.with_suffix(ext), nb_out.with_suffix(ext))
     if nb_out.with_suffix(".html").is_file(): srec["html"] = nb_out.with_suffix(".html").name
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011b
 def wandb_fallback() -> str | None:
     "With W&B `online` and no usable server, switch this run to `offline` with one warning; returns why (None if no switch)."
     if os.environ.get("WANDB_MODE") != "online" or not (why := wandb_unreachable()): return None
@@ -290,15 +293,149 @@ def wandb_fallback() -> str | None:
     os.environ["WANDB_MODE"] = "offline"
     return why
 
-def run(profile: str = "default", overrides=(), settings: Settings | None = None, echo=print, progress: bool | None = None,
-        force: bool = False, force_stages=(), params: dict | None = None, reproduces: str | None = None,
-        pipeline: str = "build") -> dict:
-    "Execute a pipeline (`PIPELINES`: build, monitor); returns the run record (also `runs/<run-id>/run.json`). Raises "
-    "`RunFailed`, `ParamError`. The monitor pipeline's parameters come from `overrides` (its profile is `monitor`)."
-    s = settings or load_settings()
+# %% ../../nbs/20_pipeline.runner.ipynb #c011d
+class Kernels:
+    "The kernels of a run's `stages`, by stage number (from 0), started in `run_dir` with the environment `env`."
+    def __init__(self, s: Settings, stages, run_dir: Path, env: dict):
+        self.s, self.stages, self.run_dir, self.env = s, stages, run_dir, env
+        self.kernels, self.closing, self.zygote = {}, [], []
+        self.warms = []     # each stage's imports (and what it imports late: matplotlib.pyplot, `late`), read when first needed
+
+    def get(self, j: int, ahead: bool = False):
+        "Stage `j`'s kernel, started now unless it already is (None past the last stage); `ahead`: while stage j-1 runs."
+        if j < len(self.stages) and j not in self.kernels:
+            if not self.warms:
+                self.warms += [notebook_imports(self.s.pipelines/st.notebook) + ["matplotlib.pyplot", *st.late] for st in self.stages]
+            if self.s.fork_kernels and not self.zygote:   # the first kernel needed: every stage's imports, once, in stage order
+                self.zygote.append(Zygote(list(dict.fromkeys(m for w in self.warms[j:] for m in w)), env=self.env,
+                                          log=self.run_dir/"kernels.log"))
+            self.kernels[j] = Kernel(self.s.kernel, self.run_dir, env=self.env, warm=self.warms[j], log=self.run_dir/"kernels.log",
+                                     background=ahead, zygote=self.forked, after=self.kernels.get(j - 1) if ahead else None)
+        return self.kernels.get(j)
+
+    @property
+    def forked(self):
+        "The zygote kernels are forked from, or None."
+        return self.zygote[0] if self.zygote else None
+
+    def close(self, j: int, now: bool = False):
+        "Stop stage `j`'s kernel in the background: a stage never waits for the last one's kernel to stop."
+        if (k := self.kernels.pop(j, None)) is not None:
+            self.closing.append(t := threading.Thread(target=k.shutdown, kwargs={"now": now}, daemon=True)); t.start()
+
+    def close_all(self):
+        for j in list(self.kernels): self.close(j, now=True)
+
+    def join(self):
+        "Wait for the kernels to stop (30 s each at most) and stop the zygote: none outlives the run."
+        for t in self.closing: t.join(30)
+        for z in self.zygote: z.close()
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011f
+class Renders:
+    "Executed notebooks waiting to be rendered to HTML, and those being rendered."
+    def __init__(self): self.pending, self.started, self.pool = [], [], None
+
+    def add(self, srec: dict, nb_out: Path):
+        "Render `nb_out` later; its page's name goes to `srec['html']`."
+        self.pending.append((srec, nb_out))
+
+    def start(self):
+        "Start rendering what is pending."
+        if self.pending: self.pool = self.pool or _renderer()
+        self.started += [(srec, self.pool.submit(_render_quietly, nb)) for srec, nb in self.pending]
+        self.pending.clear()
+
+    def finish(self):
+        "Render what is left and wait for every page."
+        self.start()
+        for srec, r in self.started:
+            if (html := r.result()) is not None: srec["html"] = html
+        if self.pool: self.pool.shutdown()
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011h
+class RunRecorder:
+    "The record of run `rec` (`run_dir/run.json`) and its executions in the lineage store `lin`, kept in step."
+    def __init__(self, s: Settings, lin: Lineage, rec: dict, env: dict):
+        self.s, self.lin, self.rec, self.run_dir, self.common = s, lin, rec, Path(rec["run_dir"]), {}
+        write_json(self.run_dir/"env.json", env)
+        self.save(); lin.record_run(rec)
+
+    def save(self): write_json(self.run_dir/"run.json", self.rec)
+
+    def _execution(self, srec: dict, status: str, outputs: dict, **kw):
+        self.lin.record_execution(self.rec["run_id"], srec["name"], status, srec.get("inputs") or {}, outputs,
+                                  **{**self.common, "ended": srec["ended"], **kw})
+
+    def stage_started(self, i: int, nb_out: Path, inputs: dict, key: str, code: str, raw: dict, params: dict) -> dict:
+        "Stage `i` (from 1) is about to be looked up in the cache, then run: its record."
+        srec = self.rec["stages"][i - 1]
+        srec.update(status="running", cached=False, started=now(), ended=None, notebook=nb_out.name, inputs=inputs, outputs={},
+                    cache_key=key, code_digest=code, **({"raw": raw} if raw else {}))
+        # a reproduction is a check, not a source for the cache: its register stage does not register
+        self.common = dict(cache_key=None if self.rec.get("reproduces") else key, params=params, code_digest=code,
+                           env_digest=self.rec["env_digest"], git_commit=self.rec["git"]["commit"], started=srec["started"],
+                           notebook=nb_out.name)
+        return srec
+
+    def stage_cached(self, srec: dict, hit: dict):
+        srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=now(), seconds=0.0, outputs=hit["outputs"])
+        self._execution(srec, "succeeded", hit["outputs"], cached=True, source_execution=hit["id"], metrics=hit["metrics"])
+        self.rec["metrics"].update(hit["metrics"] or {})
+        self.save()
+
+    def stage_failed(self, srec: dict, err: str, cell, seconds: float, nb_out: Path):
+        srec.update(status="failed", ended=now(), seconds=seconds, error=err, failed_cell=cell)
+        self.rec.update(status="failed", error={"stage": srec["name"], "message": err})
+        try: srec["html"] = render_html(nb_out).name
+        except Exception: pass                     # no notebook was written (the kernel never started)
+        if (wj := self.run_dir/f"{srec['name']}.wandb.json").is_file(): srec["wandb"] = json.loads(wj.read_text())   # for `sync`
+        self._execution(srec, "failed", {}, error=err)
+
+    def stage_done(self, srec: dict, res: dict, seconds: float, nb_out: Path):
+        srec.update(status="succeeded", ended=now(), seconds=seconds, outputs=res["outputs"],
+                    notebook_digest=sha256_bytes(nb_out.read_bytes()))   # the executed notebook: the report a reviewer signs off
+        if res.get("wandb"): srec["wandb"] = res["wandb"]
+        self._execution(srec, "succeeded", res["outputs"], metrics=res["metrics"])
+        self.rec["metrics"].update(res["metrics"])
+        self.save()
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011i
+@patch
+def interrupted(self: RunRecorder):
+    "Ctrl-C: the run and the stage it was on are interrupted."
+    self.rec["status"] = "interrupted"
+    for srec in self.rec["stages"]:
+        if srec["status"] == "running": srec.update(status="interrupted", ended=now())
+
+@patch
+def runner_failed(self: RunRecorder, e: BaseException):
+    "The runner's own work failed (a full disk, a database): the stage it was on fails with `e`."
+    msg = self.s.explain(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+    cur = next((x for x in self.rec["stages"] if x["status"] == "running"), None)
+    if cur is not None:
+        cur.update(status="failed", ended=now(), error=msg)
+        with contextlib.suppress(Exception): self._execution(cur, "failed", {}, error=msg)
+    self.rec.update(status="failed", error={"stage": cur and cur["name"], "message": msg})
+
+@patch
+def run_end(self: RunRecorder, seconds: float, echo=print):
+    "The run ended (`rec['status']` says how): its end recorded, its HTML report and the runs index written."
+    self.rec["ended"], self.rec["seconds"] = now(), seconds
+    explain = lambda e: self.s.explain(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+    try: self.save(); self.lin.record_run(self.rec)
+    except Exception as e:       # never hide the error that ended the run behind one from recording it
+        if self.rec["status"] == "succeeded": raise
+        echo(f"warning: the run's end could not be recorded ({explain(e)}); `mlops-nb runs` will show it interrupted")
+    try: write_reports(self.s, self.rec)
+    except Exception as e: echo(f"warning: could not write the HTML report: {explain(e)}")
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011k
+def _run_params(s: Settings, pipeline: str, profile: str, overrides, params: dict | None, reproduces: str | None) -> tuple:
+    "`(stages, params)` of a run, every parameter checked (`ParamError`) before anything is written."
     if pipeline not in PIPELINES: raise ValueError(f"unknown pipeline {pipeline!r}; the pipelines are {sorted(PIPELINES)}")
-    STAGES = PIPELINES[pipeline]
-    spec = stage_params(s, STAGES)
+    stages = PIPELINES[pipeline]
+    spec = stage_params(s, stages)
     if params is not None:   # recorded per-stage parameters (reproduce): checked like a profile
         params = resolve_params(spec, {f"{st}.{k}": v for st, ps in params.items() for k, v in ps.items()})
     else:
@@ -307,157 +444,125 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
         params = resolve_params(spec, s.profiles.get(profile, {}) if pipeline == "build" else {}, overrides)
     if not reproduces: check_registered_shape(s, params)    # a reproduction registers nothing
     check_weights(s, params)
-    forced = {st.name for st in STAGES} if force else downstream(force_stages, STAGES)
-    apply_env(s)
-    fallback = wandb_fallback()
-    lin, store = lineage_for(s), Store(s.store)
-    reap(s, lin)
-    run_id = new_run_id()
-    run_dir = s.runs/run_id
-    run_dir.mkdir(parents=True)
-    me = _me(run_dir/"runner.lock")   # held until its end is recorded: how other commands know it is at work
-    tmp = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{run_id}-"))     # the kernels' TMPDIR: removed however the run ends
-    env = env_info(s)
-    rec = {"run_id": run_id, "status": "running", "pipeline": pipeline, "profile": profile, "started": now(), "ended": None,
+    return stages, params
+
+def _new_record(s: Settings, stages, run_dir: Path, pipeline: str, profile: str, params: dict, env: dict, me: dict, tmp: Path,
+                reproduces: str | None, fallback: str | None) -> dict:
+    "A run's record (run.json) as it starts: every stage pending."
+    rec = {"run_id": run_dir.name, "status": "running", "pipeline": pipeline, "profile": profile, "started": now(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
            "env": {k: v for k, v in env.items() if k != "packages"}, "runner": me, "run_dir": str(run_dir), "tmp": str(tmp),
-           "stages": [{"name": st.name, "status": "pending", **({"measures": True} if st.measures else {})} for st in STAGES],
+           "stages": [{"name": st.name, "status": "pending", **({"measures": True} if st.measures else {})} for st in stages],
            "metrics": {}}
     if reproduces: rec["reproduces"] = reproduces
     if fallback: rec["wandb_fallback"] = fallback
-    write_json(run_dir/"env.json", env)
-    write_json(run_dir/"run.json", rec)
-    lin.record_run(rec)
-    echo(f"run {run_id}  ({'reproducing ' + reproduces if reproduces else profile + ' profile' if pipeline == 'build' else pipeline})  {run_dir}")
-    outputs, progress, t_run = {}, sys.stderr.isatty() if progress is None else progress, time.perf_counter()
+    return rec
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011l
+@dataclass
+class _Run:
+    "What a run's stages share while it runs."
+    s: Settings; stages: list; params: dict; forced: set; store: Store; lin: Lineage; recorder: RunRecorder
+    kernels: Kernels; renders: Renders; echo: object; progress: bool
+    outputs: dict = field(default_factory=dict)     # "stage.output" -> digest
+
+    def tag(self, i: int, st) -> str: return f"[{i}/{len(self.stages)}] {st.name:<9}"
+
+    def stage(self, i: int, st):
+        "Stage `i` (from 1): taken from the cache when an execution with its key is there and verifies, else executed."
+        s, run_dir = self.s, self.recorder.run_dir
+        inputs = {k: self.outputs[ref] for k, ref in st.inputs.items()}
+        nb_in, nb_out = s.pipelines/st.notebook, run_dir/f"{i:02d}_{st.name}.ipynb"
+        code = code_digest(nb_in)
+        # raw data can change under the same parameters: its fingerprint is part of the key
+        raw = {f"raw:{st.raw}": raw_fingerprint(s, st, self.params[st.name])} if st.raw else {}
+        key = cache_key(st.name, code, self.params[st.name], {**inputs, **raw}, self.recorder.rec["env_digest"])
+        srec = self.recorder.stage_started(i, nb_out, inputs, key, code, raw, self.params[st.name])
+        hit = None if st.name in self.forced or not st.cache else _reuse(s, self.store, self.lin, key, self.echo)
+        if hit is not None:
+            self.kernels.close(i - 1, now=True)          # started ahead for nothing
+            _take_report(s, hit, srec, run_dir, nb_out)
+            self.recorder.stage_cached(srec, hit)
+            self.outputs.update({f"{st.name}.{k}": d for k, d in hit["outputs"].items()})
+            self.echo(f"{self.tag(i, st)} cached (from run {hit['run_id']})")
+        else: self._execute(i, st, srec, nb_in, nb_out, inputs)
+
+    def _execute(self, i: int, st, srec: dict, nb_in: Path, nb_out: Path, inputs: dict):
+        "Execute stage `i` in its kernel (the next stage's kernel, and the HTML of those before, started meanwhile)."
+        run_dir, tag = self.recorder.run_dir, self.tag(i, st)
+        self.recorder.save()
+        self.echo(f"{tag} running ...")
+        t0 = time.perf_counter()
+        k = self.kernels.get(i - 1)
+        if not st.heavy or self.kernels.forked:   # beside a heavy stage, only a kernel forked from the zygote (next to no CPU)
+            self.kernels.get(i, ahead=True)       # the next stage's kernel starts (and imports) while this one runs
+        if not st.heavy: self.renders.start()
+        from papermill.exceptions import PapermillExecutionError     # imported while the kernels start
+        try:
+            with relay(run_dir.name, lambda line: self.echo(f"{tag} {line}")):   # its waits for cores
+                execute(nb_in, nb_out, k, {**self.params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
+                        run_dir, progress_bar=self.progress)
+        except Exception as e:     # the code raised (PapermillExecutionError), or the kernel died or never started
+            if isinstance(e, PapermillExecutionError): err, cell = f"{e.ename}: {e.evalue}", e.exec_count
+            else: err, cell = _kernel_error(e, self.s.kernel), None
+            if "No space left on device" in err and (full := self.s.full_disk()): err += f" (the disk holding {full} is full)"
+            self.recorder.stage_failed(srec, err, cell, round(time.perf_counter() - t0, 2), nb_out)
+            self.echo(f"{tag} FAILED  {term_safe(err.splitlines()[0][:300])}")   # it may quote a name
+            msg = f"stage {st.name} failed: {err}\n  see {nb_out}" if cell is not None else f"stage {st.name} failed: {err} (see {nb_out})"
+            raise RunFailed(msg, self.recorder.rec) from None
+        finally: self.kernels.close(i - 1)
+        res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
+        self.outputs.update({f"{st.name}.{k}": d for k, d in res["outputs"].items()})
+        self.recorder.stage_done(srec, res, round(time.perf_counter() - t0, 2), nb_out)
+        self.renders.add(srec, nb_out)      # its HTML is made while the next stage runs (unless that one is heavy)
+        self.echo(f"{tag} done in {srec['seconds']:.1f}s")
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011n
+def run(profile: str = "default", overrides=(), settings: Settings | None = None, echo=print, progress: bool | None = None,
+        force: bool = False, force_stages=(), params: dict | None = None, reproduces: str | None = None,
+        pipeline: str = "build") -> dict:
+    "Execute a pipeline (`PIPELINES`: build, monitor); returns the run record (also `runs/<run-id>/run.json`). Raises "
+    "`RunFailed`, `ParamError`. The monitor pipeline's parameters come from `overrides` (its profile is `monitor`)."
+    s = settings or load_settings()
+    stages, params = _run_params(s, pipeline, profile, overrides, params, reproduces)
+    forced = {st.name for st in stages} if force else downstream(force_stages, stages)
+    apply_env(s)
+    fallback = wandb_fallback()
+    lin = lineage_for(s)
+    reap(s, lin)
+    run_dir = s.runs/new_run_id()
+    run_dir.mkdir(parents=True)
+    me = _me(run_dir/"runner.lock")   # held until its end is recorded: how other commands know it is at work
+    tmp = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{run_dir.name}-"))     # the kernels' TMPDIR: removed however the run ends
+    env = env_info(s)
+    recorder = RunRecorder(s, lin, _new_record(s, stages, run_dir, pipeline, profile, params, env, me, tmp, reproduces, fallback), env)
+    echo(f"run {run_dir.name}  ({'reproducing ' + reproduces if reproduces else profile + ' profile' if pipeline == 'build' else pipeline})  {run_dir}")
     from mlops_nb.core.cores import lock_dir
     kenv = {**os.environ, "TMPDIR": str(tmp), **({"MLOPS_NB_LOCK_DIR": str(ld)} if (ld := lock_dir()) else {})}   # one pool
-    kernels, closing, renders, pending, renderer, zygote = {}, [], [], [], None, []
-    warms = []                          # each stage's imports (and what it imports late: the plots matplotlib.pyplot, `late`): read when a kernel is first needed
-    def kernel(j, ahead=False):         # stage j's kernel, started now unless it already is
-        if j < len(STAGES) and j not in kernels:
-            if not warms: warms.extend(notebook_imports(s.pipelines/st.notebook) + ["matplotlib.pyplot", *st.late] for st in STAGES)
-            if s.fork_kernels and not zygote:       # the first kernel needed: every stage's imports, once, in stage order, to fork kernels from
-                zygote.append(Zygote(list(dict.fromkeys(m for w in warms[j:] for m in w)), env=kenv, log=run_dir/"kernels.log"))
-            z = zygote[0] if zygote else None
-            kernels[j] = Kernel(s.kernel, run_dir, env=kenv, warm=warms[j], log=run_dir/"kernels.log", background=ahead, zygote=z,
-                                after=kernels.get(j - 1) if ahead else None)
-        return kernels.get(j)
-    def close(j, now=False):            # in the background: a stage never waits for the last one's kernel to stop
-        if (k := kernels.pop(j, None)) is not None:
-            closing.append(t := threading.Thread(target=k.shutdown, kwargs={"now": now}, daemon=True)); t.start()
+    r = _Run(s, stages, params, forced, Store(s.store), lin, recorder, Kernels(s, stages, run_dir, kenv), Renders(), echo,
+             sys.stderr.isatty() if progress is None else progress)
+    t_run = time.perf_counter()
     try:
-        for i, st in enumerate(STAGES, 1):
-            srec = rec["stages"][i-1]
-            inputs = {k: outputs[ref] for k, ref in st.inputs.items()}
-            nb_in, nb_out = s.pipelines/st.notebook, run_dir/f"{i:02d}_{st.name}.ipynb"
-            code = code_digest(nb_in)
-            raw = {}
-            if st.raw:                  # raw data can change under the same parameters: its fingerprint is part of the key
-                raw = {f"raw:{st.raw}": raw_fingerprint(s, st, params[st.name])}
-            key = cache_key(st.name, code, params[st.name], {**inputs, **raw}, env["digest"])
-            srec.update(status="running", cached=False, started=now(), ended=None, notebook=nb_out.name,
-                        inputs=inputs, outputs={}, cache_key=key, code_digest=code, **({"raw": raw} if raw else {}))
-            # a reproduction is a check, not a source for the cache: its register stage does not register
-            common = dict(cache_key=None if reproduces else key, params=params[st.name], code_digest=code, env_digest=env["digest"],
-                          git_commit=rec["git"]["commit"], started=srec["started"], notebook=nb_out.name)
-            hit = None if st.name in forced or not st.cache else _reuse(s, store, lin, key, echo)
-            if hit is not None:
-                close(i - 1, now=True)          # started ahead for nothing
-                _take_report(s, hit, srec, run_dir, nb_out)
-                srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=now(), seconds=0.0,
-                            outputs=hit["outputs"])
-                lin.record_execution(run_id, st.name, "succeeded", inputs, hit["outputs"], cached=True,
-                                     source_execution=hit["id"], metrics=hit["metrics"], **{**common, "ended": srec["ended"]})
-                for k, d in hit["outputs"].items(): outputs[f"{st.name}.{k}"] = d
-                rec["metrics"].update(hit["metrics"] or {})
-                write_json(run_dir/"run.json", rec)
-                echo(f"[{i}/{len(STAGES)}] {st.name:<9} cached (from run {hit['run_id']})")
-                continue
-            write_json(run_dir/"run.json", rec)
-            echo(f"[{i}/{len(STAGES)}] {st.name:<9} running ...")
-            t0 = time.perf_counter()
-            k = kernel(i - 1)
-            if not st.heavy or zygote:          # beside a heavy stage, only a kernel forked from the zygote (next to no CPU)
-                kernel(i, ahead=True)           # the next stage's kernel starts (and imports) while this one runs
-            if not st.heavy:
-                renderer = renderer or _renderer()                                    # and the HTML of those before
-                renders += [(srec_, renderer.submit(_render_quietly, r)) for srec_, r in pending]
-                pending.clear()
-            from papermill.exceptions import PapermillExecutionError     # imported while the kernels start
-            try:
-                with relay(run_id, lambda line, n=f"[{i}/{len(STAGES)}] {st.name:<9}": echo(f"{n} {line}")):   # its waits for cores
-                    execute(nb_in, nb_out, k, {**params[st.name], "run_dir": str(run_dir), "inputs": inputs, "record": True},
-                            run_dir, progress_bar=progress)
-            except Exception as e:     # the code raised (PapermillExecutionError), or the kernel died or never started
-                if isinstance(e, PapermillExecutionError): err, cell = f"{e.ename}: {e.evalue}", e.exec_count
-                else: err, cell = _kernel_error(e, s.kernel), None
-                if "No space left on device" in err and (full := s.full_disk()): err += f" (the disk holding {full} is full)"
-                srec.update(status="failed", ended=now(), seconds=round(time.perf_counter() - t0, 2), error=err, failed_cell=cell)
-                rec.update(status="failed", error={"stage": st.name, "message": err})
-                try: srec["html"] = render_html(nb_out).name
-                except Exception: pass                     # no notebook was written (the kernel never started)
-                if (wj := run_dir/f"{st.name}.wandb.json").is_file(): srec["wandb"] = json.loads(wj.read_text())   # for `sync`
-                lin.record_execution(run_id, st.name, "failed", inputs, {}, error=err, **{**common, "ended": srec["ended"]})
-                echo(f"[{i}/{len(STAGES)}] {st.name:<9} FAILED  {term_safe(err.splitlines()[0][:300])}")   # it may quote a name
-                msg = f"stage {st.name} failed: {err}\n  see {nb_out}" if cell is not None else f"stage {st.name} failed: {err} (see {nb_out})"
-                raise RunFailed(msg, rec) from None
-            finally: close(i - 1)
-            res = json.loads((run_dir/f"{st.name}.outputs.json").read_text())
-            for k, d in res["outputs"].items(): outputs[f"{st.name}.{k}"] = d
-            srec.update(status="succeeded", ended=now(), seconds=round(time.perf_counter() - t0, 2), outputs=res["outputs"],
-                        notebook_digest=sha256_bytes(nb_out.read_bytes()))   # the executed notebook: the report a reviewer signs off
-            pending.append((srec, nb_out))      # its HTML is made while the next stage runs (unless that one is heavy)
-            if res.get("wandb"): srec["wandb"] = res["wandb"]
-            lin.record_execution(run_id, st.name, "succeeded", inputs, res["outputs"], metrics=res["metrics"],
-                                 **{**common, "ended": srec["ended"]})
-            rec["metrics"].update(res["metrics"])
-            write_json(run_dir/"run.json", rec)
-            echo(f"[{i}/{len(STAGES)}] {st.name:<9} done in {srec['seconds']:.1f}s")
-        rec["status"] = "succeeded"
-    except KeyboardInterrupt:
-        rec["status"] = "interrupted"
-        for srec in rec["stages"]:
-            if srec["status"] == "running": srec.update(status="interrupted", ended=now())
-        raise
+        for i, st in enumerate(stages, 1): r.stage(i, st)
+        recorder.rec["status"] = "succeeded"
+    except KeyboardInterrupt: recorder.interrupted(); raise
     except RunFailed: raise
-    except BaseException as e:           # the runner's own work failed (a full disk, a database): the stage it was on fails
-        msg = s.explain(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
-        cur = next((x for x in rec["stages"] if x["status"] == "running"), None)
-        if cur is not None:
-            cur.update(status="failed", ended=now(), error=msg)
-            with contextlib.suppress(Exception):
-                lin.record_execution(run_id, cur["name"], "failed", cur.get("inputs") or {}, {}, error=msg, **{**common, "ended": cur["ended"]})
-        rec.update(status="failed", error={"stage": cur and cur["name"], "message": msg})
-        raise
+    except BaseException as e: recorder.runner_failed(e); raise
     finally:
-        for j in list(kernels): close(j, now=True)
+        r.kernels.close_all()
         try:
-            if pending: renderer = renderer or _renderer()
-            renders += [(srec_, renderer.submit(_render_quietly, r)) for srec_, r in pending]
-            for srec, r in renders:
-                if (html := r.result()) is not None: srec["html"] = html
-            if renderer: renderer.shutdown()
-            rec["ended"], rec["seconds"] = now(), round(time.perf_counter() - t_run, 2)
-            try:
-                write_json(run_dir/"run.json", rec)
-                lin.record_run(rec)
-            except Exception as e:       # never hide the error that ended the run behind one from recording it
-                if rec["status"] == "succeeded": raise
-                echo(f"warning: the run's end could not be recorded ({s.explain(e) if isinstance(e, OSError) else e}); "
-                     "`mlops-nb runs` will show it interrupted")
-            try: write_reports(s, rec)
-            except Exception as e: echo(f"warning: could not write the HTML report: {s.explain(e) if isinstance(e, OSError) else f'{type(e).__name__}: {e}'}")
+            r.renders.finish()
+            recorder.run_end(round(time.perf_counter() - t_run, 2), echo)
         finally:
-            for t in closing: t.join(30)     # the kernels stop while the reports are written; none outlives the run
-            for z in zygote: z.close()
+            r.kernels.join()          # the kernels stopped while the reports were written
             shutil.rmtree(tmp, ignore_errors=True)
             with contextlib.suppress(OSError):
                 if (run_dir/"kernels.log").stat().st_size == 0: (run_dir/"kernels.log").unlink()   # kept only when a kernel spoke
             lin.close()
             _release(me)
-    return rec
+    return recorder.rec
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o
 def _renderer():
     "One background thread, at the lowest CPU priority, that renders stage HTML while the next stage runs."
     import concurrent.futures, nbconvert, nbformat   # noqa: F401 (imported here: two threads importing one package can see it half made)
