@@ -124,6 +124,8 @@ class Registry:
     def tx(self): return transaction(self.db)
 
     def close(self): self.db.close()
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
 
     def verify(self, name: str, version: int, bundle: str | None = None) -> Path:
         "The verified path of a version's bundle; a missing or tampered one raises `BundleUnusable` naming model, version and file."

@@ -54,9 +54,7 @@ def cmd_audit(a, s):
     from mlops_nb.build.registry import registry_for
     if a.ref and "@" in a.ref:
         name = a.ref.partition("@")[0]
-        reg = registry_for(s, create=False)                # NAME@3 or NAME@ALIAS; `@²` or a huge number refused in one line
-        try: v = reg.get(a.ref)["version"]
-        finally: reg.close()
+        with registry_for(s, create=False) as reg: v = reg.get(a.ref)["version"]                # NAME@3 or NAME@ALIAS; `@²` or a huge number refused in one line
         out = lineage(s, name, int(v))
         if a.json: print(json.dumps(out, indent=1, default=str)); return 0
         d, r = out["data"], out["run"]

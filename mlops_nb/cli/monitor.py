@@ -64,9 +64,7 @@ def cmd_monitor(a, s):
         if t: window_time(flag, t)
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.served import pick
-    reg = registry_for(s, create=False)
-    try: pick(reg, a.model or None)                              # an unknown model or version, too
-    finally: reg.close()
+    with registry_for(s, create=False) as reg: pick(reg, a.model or None)                              # an unknown model or version, too
     from mlops_nb.monitor.windows import check_logs
     check_logs(s, a.engine or s.monitor["engine"])               # nothing to read: said before a run starts
     echo = (lambda *x, **k: None) if a.quiet else err

@@ -87,33 +87,34 @@ def _print_version(v, aliases, reg) -> bool:
 
 def cmd_ls(a, s):
     "`registry ls`: each model, its latest version and aliases."
-    ms = _registry(s).models()
+    with _registry(s) as reg: ms = reg.models()
     if not ms: print("no models registered yet: `mlops-nb run` registers one"); return 0
     for m in ms: print(f"{m['name']}  latest v{m['latest']}  " + "  ".join(f"{k}->v{v}" for k, v in m["aliases"].items()))
     return 0
 
 def cmd_show(a, s):
     "`registry show`: 1 when a bundle shown is missing or corrupt."
-    reg = _registry(s)
-    if "@" in a.ref:
-        v = reg.get(a.ref)
-        reg.verify(v["name"], v["version"], v["bundle"])       # refused with one line (exit 2) when unusable
-        _print_version(v, reg.aliases(v["name"]), reg)
-        return 0
-    al = reg.aliases(a.ref)
-    return 0 if all([_print_version(v, al, reg) for v in reg.versions(a.ref)]) else 1
+    with _registry(s) as reg:
+        if "@" in a.ref:
+            v = reg.get(a.ref)
+            reg.verify(v["name"], v["version"], v["bundle"])       # refused with one line (exit 2) when unusable
+            _print_version(v, reg.aliases(v["name"]), reg)
+            return 0
+        al = reg.aliases(a.ref)
+        return 0 if all([_print_version(v, al, reg) for v in reg.versions(a.ref)]) else 1
 
 def cmd_history(a, s):
     "`registry history`: every alias move, or where each alias pointed at a time."
-    reg = _registry(s)
+    from mlops_nb.core.images import term_safe                   # who and why are what users typed
+    from mlops_nb.build.registry import version_word
+    with _registry(s) as reg:
+        if a.at: state = reg.history(a.name, at=a.at, alias=a.alias)
+        else: moves = reg.history(a.name, alias=a.alias)
     if a.at:
-        state = reg.history(a.name, at=a.at, alias=a.alias)
         if not state: print(f"at {a.at} no alias of {a.name} was set")
         for k, v in state.items(): print(f"{a.name}@{k} -> v{v}  (at {a.at})")
         return 0
-    from mlops_nb.core.images import term_safe                   # who and why are what users typed
-    from mlops_nb.build.registry import version_word
-    for h in reg.history(a.name, alias=a.alias):
+    for h in moves:
         print(term_safe(f"{h['at']}  {h['alias']:<11} {version_word(h['from_version'])} -> {version_word(h['to_version'], '(ended)')}  by {h['who']}"
                         f"{'  FORCED' if h['forced'] else ''}  {h['why'] or ''}"))
     return 0
@@ -123,7 +124,8 @@ def cmd_promote(a, s):
     from mlops_nb.build.registry import GateFailed, version_word
     from mlops_nb.build.gate import gates_of
     name, v = split_ref(a.ref)
-    try: r = _registry(s).promote(name, v, a.to, gates_of(s), a.why, a.force)
+    try:
+        with _registry(s) as reg: r = reg.promote(name, v, a.to, gates_of(s), a.why, a.force)
     except GateFailed as e: err(str(e)); return 1
     print_checks(r["checks"])
     if not r["changed"]: print(f"{name}@{a.to} is already v{v}: nothing changed"); return 0
@@ -132,7 +134,7 @@ def cmd_promote(a, s):
 
 def cmd_rollback(a, s):
     "`registry rollback`: the alias back one step down its history, or to `--to N`."
-    r = _registry(s).rollback(a.name, a.alias, a.why, to=a.to)
+    with _registry(s) as reg: r = reg.rollback(a.name, a.alias, a.why, to=a.to)
     print(f"{a.name}@{a.alias}: v{r['from']} -> v{r['to']}")
     return 0
 
@@ -141,10 +143,10 @@ def cmd_apptest(a, s):
     import getpass, json
     name, v = split_ref(a.ref)
     if not a.why.strip(): raise ValueError("--why: say why the application test's own verdict is overridden")
-    reg = _registry(s)
-    ref = reg.version(name, v)["apptest_report"]            # the report stays the test's: a reviewer still approves that report
-    reg.record_apptest(name, v, a.result == "passed", f"{a.result} by hand (override by {getpass.getuser()}): {a.why.strip()}",
-                       json.loads(ref) if ref else None)
+    with _registry(s) as reg:
+        ref = reg.version(name, v)["apptest_report"]        # the report stays the test's: a reviewer still approves that report
+        reg.record_apptest(name, v, a.result == "passed", f"{a.result} by hand (override by {getpass.getuser()}): {a.why.strip()}",
+                           json.loads(ref) if ref else None)
     print(f"{name}@{v}: application test {a.result} (override, recorded)")
     return 0
 

@@ -62,7 +62,7 @@ def cmd_approve(a, s):
     "`approve`: record the sign-off; prints what was approved."
     from mlops_nb.build.registry import registry_for
     name, v = split_ref(a.ref)
-    r = registry_for(s).approve(name, v, a.why)
+    with registry_for(s) as reg: r = reg.approve(name, v, a.why)
     print(f"{name}@{v} approved by {r['who']} at {r['at']}\n  bundle  {r['bundle']}\n  report  {r['path']}\n"
           f"  digest  {r['report_digest']}")
     return 0
@@ -73,7 +73,8 @@ def cmd_release(a, s):
     from mlops_nb.build.gate import gates_of
     from mlops_nb.deploy.release import release, describe
     name, v = split_ref(a.ref)
-    try: r = release(registry_for(s), name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
+    try:
+        with registry_for(s) as reg: r = release(reg, name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
     except GateFailed as e:
         from mlops_nb.monitor.govern import record
         print_checks(e.checks)
@@ -88,7 +89,8 @@ def cmd_rollback(a, s):
     "`rollback`: end the canary or shadow, or move production back."
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.release import rollback, describe
-    for line in describe(rollback(registry_for(s), a.name, a.why, a.to, a.shadow), a.name): print(line)
+    with registry_for(s) as reg: r = rollback(reg, a.name, a.why, a.to, a.shadow)
+    for line in describe(r, a.name): print(line)
     return 0
 
 
@@ -97,7 +99,7 @@ def cmd_export(a, s):
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.export import export
     if "@" not in a.ref: raise ValueError(f"{a.ref!r}: give NAME@VERSION or NAME@ALIAS (e.g. digits-cnn@production)")
-    r = export(registry_for(s), a.ref, a.to, a.format, s.serve["max_batch"], a.storage_uri)
+    with registry_for(s) as reg: r = export(reg, a.ref, a.to, a.format, s.serve["max_batch"], a.storage_uri)
     for f in r["files"]: print(f)
     err(f"{r['name']}@{r['version']} exported for {a.format} (checked: the graph answers as the bundle does; "
         f"config.pbtxt parses as Triton's ModelConfig" + ("; the manifest has the InferenceService fields)" if a.format == "kserve" else ")"))

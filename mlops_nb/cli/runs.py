@@ -98,7 +98,7 @@ def markdown_summary(s, r) -> str:
         from mlops_nb.build.gate import gates_of
         g = json.loads(Store(s.store).read_bytes(reg_out["registration"]))
         if g.get("version") is not None:
-            checks = registry_for(s).production_gate(g["name"], g["version"], gates_of(s))
+            with registry_for(s) as reg: checks = reg.production_gate(g["name"], g["version"], gates_of(s))
             failed = [e(c["check"]) for c in checks if not c["passed"]]
             out += ["", f"**{e(g['name'])}@{g['version']}**: production gate " +
                     (f"does not pass yet (not passed: {', '.join(failed)})" if failed else "passes"), "",

@@ -273,7 +273,7 @@ def cmd_apptest(a, s):
     if "@" not in a.model: raise ValueError(f"{a.model!r}: give NAME@VERSION or NAME@ALIAS (e.g. digits-cnn@3)")
     opts = {k: v for k, v in (("seconds", a.seconds), ("concurrency", a.concurrency)) if v is not None}
     if any(v <= 0 for v in opts.values()): raise ValueError(f"--seconds and --concurrency must be > 0 (got {opts})")
-    v = registry_for(s).get(a.model)
+    with registry_for(s) as reg: v = reg.get(a.model)
     folder = s.runs/"apptest"/f"{v['name']}-v{v['version']}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     rep = run_apptest(s, a.model, folder, opts, log=err)
     (folder/"report.json").write_text(json.dumps(rep, indent=2))

@@ -236,10 +236,11 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.served import ServedModel
     o = {**APPTEST_DEFAULTS, **s.apptest, **(opts or {})}
-    reg = registry_for(s)
-    v = reg.get(ref)
+    with registry_for(s) as reg:
+        v = reg.get(ref)
+        dataset = reg.store.path(reg.load(f"{v['name']}@{v['version']}").lineage["dataset"])
     m = ServedModel.load(s, f"{v['name']}@{v['version']}")
-    x, _ = load_dataset(reg.store.path(reg.load(f"{v['name']}@{v['version']}").lineage["dataset"])).part("test")
+    x, _ = load_dataset(dataset).part("test")
     n_test, keep = len(x), replay_sample(len(x), x.shape[1:], o["replay_mb"])
     x = np.asarray(x[keep])                    # at most replay_mb of the test split in memory (a sharded split is a lazy view)
     want, want_k, _ = m.scores(x)
@@ -295,5 +296,6 @@ def record(s, rep: dict, report: dict | None = None):
     "`{'run': RUN_ID, 'stage': 'apptest'}` (the executed stage notebook) or `{'path': FILE}`; `approve` signs that report."
     from mlops_nb.build.registry import registry_for
     where = (f"run {report['run']}, stage {report['stage']}" if "run" in report else report["path"]) if report else ""
-    registry_for(s).record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep) + (f"; report: {where}" if where else ""), report)
+    with registry_for(s) as reg:
+        reg.record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep) + (f"; report: {where}" if where else ""), report)
 

@@ -155,9 +155,7 @@ def plan(s, model: str | None = None) -> dict:
     if p["policy"] == "off":
         p["steps"].append(f"[govern] retrain = off: {len(triggers)} check(s) failed ({', '.join(c['check'] for c in triggers)}); nothing retrains")
         return p
-    reg = registry_for(s, create=False)
-    try: v = reg.version(fig["model"], fig["version"])
-    finally: reg.close()
+    with registry_for(s, create=False) as reg: v = reg.version(fig["model"], fig["version"])
     src = s.runs / str(v["run_id"]) / "run.json"
     if not v["run_id"] or not src.is_file():
         raise ValueError(f"{fig['model']}@{fig['version']} was not made by a run of this workbook ({src} is missing): retrain it by hand")
@@ -227,8 +225,7 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
         echo(f"{name}@{v} is registered and application-tested. A reviewer reads its QA report, then:\n"
              f"  mlops-nb approve {name}@{v} --why '...'\n  mlops-nb release {name}@{v} --why 'retrained after: {p['triggers'][0]['check']}'")
         return {**out, "outcome": "awaiting-approval"}
-    reg = registry_for(s, create=False)
-    try:
+    with registry_for(s, create=False) as reg:
         if gates_of(s).get("require_approval"):
             reg.approve(name, v, f"automatic: [govern] retrain = auto after monitoring run {p['report']} ({short})", by=POLICY)
         try: r = release(reg, name, v, gates_of(s), why=f"retrained after monitoring run {p['report']}: {short}")
@@ -239,7 +236,6 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
         record(s, "released", f"{name}@{v} to production", name, v, {"moves": r["moves"], "run": rec["run_id"]}, by=POLICY)
         echo(f"{name}@{v} released to production (every gate passed)")
         return {**out, "outcome": "released", "checks": r["checks"]}
-    finally: reg.close()
 
 
 # %% ../../nbs/42_monitor.govern.ipynb #c012
@@ -252,9 +248,8 @@ def alias_event(action: str | None, alias: str) -> str:
 def audit(s, name: str | None = None) -> list[dict]:
     "Every governance event (of model `name`), oldest first: `{time, ts, who, action, model, version, why, refs}`."
     from mlops_nb.build.registry import registry_for
-    reg = registry_for(s, create=False)
     ev = []
-    try:
+    with registry_for(s, create=False) as reg:
         names = [name] if name else [m["name"] for m in reg.models()]
         for n in names:
             for v in reg.versions(n):
@@ -272,7 +267,6 @@ def audit(s, name: str | None = None) -> list[dict]:
             for a in reg.approvals(n):
                 ev.append({"ts": parse_time(a["at"]), "who": a["who"] or "", "action": "approved", "model": n, "version": a["version"], "why": a["why"],
                            "refs": {"report": json.loads(a["report"]), "report_digest": a["report_digest"]}})
-    finally: reg.close()
     for a in alerts(s.governance, model=name):
         ev.append({"ts": a["ts"], "who": "monitor", "action": f"alert ({a['severity']})", "model": a["model"], "version": a["version"],
                    "why": f"{a['check_name']}: {a['detail']}", "refs": {"alert": a["id"], "run": a["run_id"], "report": a["report"]}})
@@ -291,13 +285,11 @@ def lineage(s, name: str, version: int) -> dict:
     from mlops_nb.build.registry import registry_for
     from mlops_nb.core.predlog import compare
     from mlops_nb.core.store import Store
-    reg = registry_for(s, create=False)
-    try:
+    with registry_for(s, create=False) as reg:
         v = reg.version(name, version)
         b = reg.load(f"{name}@{version}")
         moves = [h for h in reg.history(name) if h["to_version"] == version]
         appr, problem = reg.approval(name, version) if v["apptest_passed"] == 1 else (None, "its application test did not pass")
-    finally: reg.close()
     run = json.loads((s.runs / str(v["run_id"]) / "run.json").read_text()) if v["run_id"] and (s.runs / str(v["run_id"]) / "run.json").is_file() else {}
     ingest = next((x for x in run.get("stages", []) if x["name"] == "ingest"), None)
     manifest = json.loads(Store(s.store).read_bytes(ingest["outputs"]["manifest"])) if ingest and ingest.get("outputs", {}).get("manifest") else {}

@@ -286,8 +286,7 @@ def held_out(s, info: dict, url: str = "the service") -> tuple:
     "found through this workbook's registry by the bundle's digest; `ValueError` when the registry lacks it."
     from mlops_nb.build.registry import registry_for
     from mlops_nb.build.data import load_dataset
-    reg = registry_for(s)
-    try:
+    with registry_for(s) as reg:
         v = reg.find(info["name"], info["digest"])
         if v is None:
             raise ValueError(f"{url} serves {info['name']}@{info.get('version')} ({info['digest'][:19]}), which is not in this "
@@ -296,7 +295,6 @@ def held_out(s, info: dict, url: str = "the service") -> tuple:
         ref = f"{info['name']}@{v}"
         b = reg.load(ref)
         ds = load_dataset(reg.store.path(b.lineage["dataset"]), reg.store)
-    finally: reg.close()
     x, y = ds.part("test")                      # lazy: `sample` reads only the rows it sends
     if not len(y): raise ValueError(f"{ref}: its dataset has no test rows to send")
     return x, y, list(ds.classes), ref

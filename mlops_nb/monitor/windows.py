@@ -186,11 +186,9 @@ def _version(s, ref: str | None) -> tuple:
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.served import pick
     from mlops_nb.build.bundle import read_bundle
-    reg = registry_for(s)
-    try:
+    with registry_for(s) as reg:
         v = pick(reg, ref)
         b = read_bundle(reg.verify(v["name"], v["version"], v["bundle"]))
-    finally: reg.close()
     mref = MonitoringReference.from_files(b.monitoring)
     if mref is None:
         raise ValueError(f"{v['name']}@{v['version']} was packaged without a monitoring reference (before monitoring "

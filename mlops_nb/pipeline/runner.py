@@ -90,11 +90,10 @@ def check_registered_shape(s: Settings, params: dict):
     ing, name = params["ingest"], params["register"]["model_name"] or model_name_for(params["ingest"]["source"])
     try: reg = registry_for(s, create=False)
     except RegistryError: return                                             # no registry yet: anything registers
-    try:
+    with reg:
         have, want = reg.input_shape(name), input_shape(ing)
         if have in (None, want): return
         new = _free_name(reg, name, want)
-    finally: reg.close()
     fmt = lambda t: "x".join(map(str, t))
     whence = "register.model_name" if params["register"]["model_name"] else f"the name ingest.source {ing['source']!r} gives"
     c, h, w = have

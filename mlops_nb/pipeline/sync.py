@@ -44,9 +44,7 @@ def link_plan(s: Settings) -> list:
     "Registry alias moves not yet mirrored in the W&B model registry (offline runs cannot `link_artifact`), in alias-history order."
     from mlops_nb.build.registry import registry_for
     if not Path(s.registry).exists(): return []
-    reg = registry_for(s)
-    rows = reg.unsynced_moves()
-    reg.close()
+    with registry_for(s) as reg: rows = reg.unsynced_moves()
     return [{**r, "source": f"<entity>/{s.wandb_project}/package-bundle:{artifact_alias(r['artifact'])}",
              "target": f"<entity>/model-registry/{r['name']}"} for r in rows]
 
@@ -87,9 +85,10 @@ def sync(s: Settings | None = None, run_id: str | None = None, echo=print) -> in
         echo(f"synced {p['run_id']} {p['stage']} ({len(p['uses'])} input artifact(s) linked)"); n += 1
     if links:
         from mlops_nb.build.registry import registry_for
-        reg, entity = registry_for(s), api.default_entity
-        for l in links:
-            api.artifact(l["source"].replace("<entity>", entity)).link(l["target"].replace("<entity>", entity), aliases=[l["alias"]])
-            reg.mark_synced(l["name"], l["history_id"])
-            echo(f"linked {l['name']}@{l['version']} as {l['alias']} in the W&B model registry")
+        entity = api.default_entity
+        with registry_for(s) as reg:
+            for l in links:
+                api.artifact(l["source"].replace("<entity>", entity)).link(l["target"].replace("<entity>", entity), aliases=[l["alias"]])
+                reg.mark_synced(l["name"], l["history_id"])
+                echo(f"linked {l['name']}@{l['version']} as {l['alias']} in the W&B model registry")
     return n
