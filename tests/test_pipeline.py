@@ -116,7 +116,7 @@ def test_register_to_production_refused_before_running(workbook):
     before = sorted(runs.iterdir()) if runs.exists() else []
     p = cli("run", "--profile", "smoke", "-p", "register.alias=production", settings=workbook)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
-    assert "register.alias = 'production'" in p.stderr and "registry promote" in p.stderr and "application test" in p.stderr
+    assert "register.alias = 'production'" in p.stderr and "mlops-nb release" in p.stderr and "application test" in p.stderr
     assert (sorted(runs.iterdir()) if runs.exists() else []) == before      # no run folder, no version left behind
 
 

@@ -44,35 +44,35 @@ def test_gates_promotion_history_rollback(two_versions):
     p = cli("registry", "apptest", "digits-cnn@2", "failed", settings=settings)
     assert p.returncode == 2 and "--why" in p.stderr                                 # an override needs its reason
     assert cli("registry", "apptest", "digits-cnn@2", "failed", "--why", "drill", settings=settings).returncode == 0
-    p = cli("registry", "promote", "digits-cnn@2", "--to", "production", settings=settings)
+    p = cli("release", "digits-cnn@2", settings=settings)
     assert p.returncode == 1 and "application test: application test failed by hand (override by" in p.stderr
     assert cli("registry", "apptest", "digits-cnn@2", "passed", "--why", "drill over", settings=settings).returncode == 0
-    p = cli("registry", "promote", "digits-cnn@2", "--to", "production", settings=settings)
+    p = cli("release", "digits-cnn@2", settings=settings)
     assert p.returncode == 1 and "approval: digits-cnn@2 is not approved" in p.stderr       # settings.ini: require_approval = true
     assert cli("approve", "digits-cnn@2", "--why", "QA read the report", settings=settings).returncode == 0
-    p = cli("registry", "promote", "digits-cnn@2", "--to", "production", "--why", "first release", settings=settings)
+    p = cli("release", "digits-cnn@2", "--why", "first release", settings=settings)
     assert p.returncode == 0, p.stderr
     assert "no current production version" in p.stdout and "digits-cnn@production: (none) -> v2" in p.stdout
     t_v2 = now_iso()
     time.sleep(0.05)
     # the weaker v1 as challenger: significantly worse by McNemar on the same test split
-    p = cli("registry", "promote", "digits-cnn@1", "--to", "production", settings=settings)
+    p = cli("release", "digits-cnn@1", settings=settings)
     assert p.returncode == 1
     assert "champion/challenger: candidate" in p.stderr and "McNemar exact" in p.stderr and "significantly worse" in p.stderr
     assert "accuracy:" not in p.stderr                                 # thresholds passed, only the comparison failed
-    p = cli("registry", "promote", "digits-cnn@1", "--to", "production", "--force", settings=settings)
+    p = cli("release", "digits-cnn@1", "--force", settings=settings)
     assert p.returncode == 2 and "--force needs --why" in p.stderr
-    p = cli("registry", "promote", "digits-cnn@1", "--to", "production", "--force", "--why", "drill", settings=settings)
-    assert p.returncode == 0 and "(forced)" in p.stdout
+    p = cli("release", "digits-cnn@1", "--force", "--why", "drill", settings=settings)
+    assert p.returncode == 0 and "(forced" in p.stdout
     p = cli("registry", "history", "digits-cnn", "--at", t_v2, settings=settings)
     assert "digits-cnn@production -> v2" in p.stdout and "digits-cnn@staging -> v2" in p.stdout
     p = cli("registry", "history", "digits-cnn", "--at", "2000-01-01", settings=settings)
     assert "no alias" in p.stdout
     p = cli("registry", "history", "digits-cnn", "--at", "yesterday", settings=settings)
     assert p.returncode == 2 and "is not a time" in p.stderr
-    p = cli("registry", "rollback", "digits-cnn", settings=settings)
+    p = cli("rollback", "digits-cnn", settings=settings)
     assert p.returncode == 0 and "digits-cnn@production: v1 -> v2" in p.stdout
-    p = cli("registry", "rollback", "digits-cnn", settings=settings)      # v1 was rolled back: nothing lies below v2
+    p = cli("rollback", "digits-cnn", settings=settings)      # v1 was rolled back: nothing lies below v2
     assert p.returncode == 2 and "no earlier version" in p.stderr
     lines = cli("registry", "history", "digits-cnn", "--alias", "production", settings=settings).stdout.splitlines()
     assert [l.split()[2:5] for l in lines] == [["(none)", "->", "v2"], ["v2", "->", "v1"], ["v1", "->", "v2"]]
@@ -91,7 +91,7 @@ def test_tampered_bundle_is_refused(two_versions, tmp_path):
         obj.write_bytes(bytes(data))
         with pytest.raises(BundleUnusable, match="digits-cnn@1: its bundle .* is corrupt"):
             reg.load("digits-cnn@1")
-        p = cli("registry", "promote", "digits-cnn@1", "--to", "production", settings=settings)   # the gate loads both bundles
+        p = cli("release", "digits-cnn@1", settings=settings)   # the gate loads both bundles
         assert p.returncode == 2 and "is corrupt" in p.stderr
     finally:
         obj.write_bytes(good)
@@ -169,13 +169,13 @@ def test_force_replaces_a_corrupt_production(two_versions, tmp_path):
     settings, _, rb = two_versions
     st, reg = fresh(settings, tmp_path)
     v1, v2 = variants(reg, rb, 2, "force")
-    assert cli("registry", "promote", "m@1", "--to", "production", settings=st).returncode == 0
+    assert cli("release", "m@1", settings=st).returncode == 0
     _flip(reg.store._obj(reg.version("m", v1)["bundle"]))                      # production's bundle is corrupted
-    p = cli("registry", "promote", "m@2", "--to", "production", settings=st)
+    p = cli("release", "m@2", settings=st)
     assert p.returncode == 1 and "champion/challenger: production v1 is unverifiable" in p.stderr
-    p = cli("registry", "promote", "m@2", "--to", "production", "--force", "--why", "v1 is corrupt", settings=st)
+    p = cli("release", "m@2", "--force", "--why", "v1 is corrupt", settings=st)
     assert p.returncode == 0, p.stderr
-    assert "FAIL champion/challenger" in p.stdout and "m@production: v1 -> v2  (forced)" in p.stdout
+    assert "FAIL champion/challenger" in p.stdout and "m@production: v1 -> v2" in p.stdout and "(forced" in p.stdout
     h = reg.history("m", alias="production")[-1]
     assert (h["from_version"], h["to_version"], h["forced"], h["why"]) == (1, 2, 1, "v1 is corrupt")
 
@@ -203,9 +203,9 @@ def test_rollback_walks_down_the_history(two_versions, tmp_path):
     variants(reg, rb, 4, "walk")
     for v in (1, 2, 3, 4): reg.promote("m", v, "production", GATES)
     assert [reg.rollback("m")["to"] for _ in range(2)] == [3, 2]                 # down, not back and forth
-    p = cli("registry", "rollback", "m", "--to", "4", settings=st)               # 4 was rolled back: promote it instead
+    p = cli("rollback", "m", "--to", "4", settings=st)               # 4 was rolled back: promote it instead
     assert p.returncode == 2 and "not among the versions it held before" in p.stderr
-    p = cli("registry", "rollback", "m", "--to", "1", "--why", "drill", settings=st)
+    p = cli("rollback", "m", "--to", "1", "--why", "drill", settings=st)
     assert p.returncode == 0 and "m@production: v2 -> v1" in p.stdout
     with pytest.raises(RegistryError, match="no earlier version"):
         reg.rollback("m")
@@ -216,6 +216,14 @@ def test_rollback_walks_down_the_history(two_versions, tmp_path):
     assert reg.rollback("m", "qa")["to"] == 2                                    # a promotion's reason does not make it a rollback
     h = " ".join(cli("registry", "rollback", "--help", settings=st).stdout.split())
     assert "before the current one" in h and "--to N" in h
+    # one command per action: production moves with release and rollback, every other alias with registry promote and rollback
+    p = cli("registry", "rollback", "m", "--alias", "production", settings=st)
+    assert p.returncode == 2 and "mlops-nb rollback m" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = cli("registry", "promote", "m@2", "--to", "production", settings=st)
+    assert p.returncode == 2 and "mlops-nb release m@2" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert reg.aliases("m")["production"] == 1                                    # nothing moved
+    p = cli("registry", "rollback", "m", "--alias", "qa", settings=st)
+    assert p.returncode == 0 and "m@qa: v2 -> v1" in p.stdout
 
 
 WORKER = r"""

@@ -16,8 +16,8 @@ from ..core.db import connect, create as create_schema, transaction
 
 # %% auto #0
 __all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for',
-           'signature_shape', 'Registry', 'parse_version', 'version_word', 'held', 'ReportUnusable', 'canary_percent',
-           'registry_for']
+           'signature_shape', 'Registry', 'parse_version', 'version_word', 'held', 'rollback', 'ReportUnusable',
+           'canary_percent', 'registry_for']
 
 # %% ../../nbs/15_build.registry.ipynb #c004
 SCHEMA = """
@@ -345,6 +345,8 @@ def held(rows) -> list:
     return stack
 
 @patch
+def _mover(alias: str) -> str: return "`mlops-nb release`" if alias == "production" else "`mlops-nb registry promote`"
+
 def rollback(self: Registry, name: str, alias: str = "production", why: str = "", to: int | None = None) -> dict:
     "Point `alias` back at the version that held it before the current one was set (repeated: further back), or at "
     "`to`, one of the versions it held before; read and written in one transaction."
@@ -357,11 +359,11 @@ def rollback(self: Registry, name: str, alias: str = "production", why: str = ""
         below = stack[:-1] if stack and stack[-1] == cur else stack
         if to is None:
             if not below: raise RegistryError(f"{name}@{alias} is v{cur} and has no earlier version to roll back to (each rollback "
-                                              f"steps further down its history; `registry promote` moves it anywhere)")
+                                              f"steps further down its history; {_mover(alias)} moves it anywhere)")
             target = below[-1]
         elif int(to) not in below:
             raise RegistryError(f"{name}@{alias}: v{to} is not among the versions it held before v{cur} "
-                                f"({', '.join(f'v{v}' for v in below) or 'none'}); `registry promote` moves it anywhere else")
+                                f"({', '.join(f'v{v}' for v in below) or 'none'}); {_mover(alias)} moves it anywhere else")
         else: target = int(to)
         self.verify(name, target)
         return self._move(c, name, alias, cur, target, why or f"rollback from v{cur}", action="rollback")

@@ -29,19 +29,19 @@ def add_commands(sub):
     x.add_argument("name", metavar="NAME"); x.add_argument("--at", metavar="TIME", help="ISO time, e.g. 2026-11-22T06:30:00Z")
     x.add_argument("--alias", help="only this alias")
     x.set_defaults(func=cmd_history)
-    x = rs.add_parser("promote", help="point an alias at a version (production: through the gate)",
-                      description="Point ALIAS at NAME@VERSION; its bundle is verified first. Promotion to production must pass "
-                                  "the gate: thresholds, parity, champion/challenger, application test; --force --why overrides "
-                                  "and is recorded. Moving an alias to the version it holds changes and records nothing.")
+    x = rs.add_parser("promote", help="point an alias other than production at a version",
+                      description="Point ALIAS at NAME@VERSION; its bundle is verified first. Moving an alias to the version it "
+                                  "holds changes and records nothing. Production is not moved here: `mlops-nb release` moves it "
+                                  "(through the gate, or as a canary or shadow) and `mlops-nb rollback` moves it back.")
     x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--to", required=True, metavar="ALIAS")
     x.add_argument("--why", default="", help="the reason, written to the history"); x.add_argument("--force", action="store_true",
                    help="override a failed gate (needs --why)")
     x.set_defaults(func=cmd_promote)
-    x = rs.add_parser("rollback", help="point an alias back at the version that held it before",
-                      description="Point ALIAS (default production) back at the version that held it before the current one "
-                                  "was set. Rollbacks undo: a second rollback goes one step further down the history, not back up. "
-                                  "--to N picks any earlier holder. No gate runs; the target's bundle is verified.")
-    x.add_argument("name", metavar="NAME"); x.add_argument("--alias", default="production", help="default: %(default)s")
+    x = rs.add_parser("rollback", help="point an alias other than production back at the version that held it before",
+                      description="Point ALIAS back at the version that held it before the current one was set. Rollbacks "
+                                  "undo: a second rollback goes one step further down the history, not back up. --to N picks "
+                                  "any earlier holder. No gate runs; the target's bundle is verified. Production: `mlops-nb rollback`.")
+    x.add_argument("name", metavar="NAME"); x.add_argument("--alias", required=True, help="the alias (production: `mlops-nb rollback`)")
     x.add_argument("--to", type=int, metavar="N", help="roll back to version N (one the alias held before the current one)")
     x.add_argument("--why", default="", help="the reason, written to the history")
     x.set_defaults(func=cmd_rollback)
@@ -124,6 +124,7 @@ def cmd_promote(a, s):
     from mlops_nb.build.registry import GateFailed, version_word
     from mlops_nb.build.gate import gates_of
     name, v = split_ref(a.ref)
+    if a.to == "production": raise ValueError(f"production is moved by `mlops-nb release {name}@{v}` (the same gate; also a canary or shadow)")
     try:
         with _registry(s) as reg: r = reg.promote(name, v, a.to, gates_of(s), a.why, a.force)
     except GateFailed as e: err(str(e)); return 1
@@ -134,6 +135,7 @@ def cmd_promote(a, s):
 
 def cmd_rollback(a, s):
     "`registry rollback`: the alias back one step down its history, or to `--to N`."
+    if a.alias == "production": raise ValueError(f"production is moved back by `mlops-nb rollback {a.name}` (it ends a canary first)")
     with _registry(s) as reg: r = reg.rollback(a.name, a.alias, a.why, to=a.to)
     print(f"{a.name}@{a.alias}: v{r['from']} -> v{r['to']}")
     return 0

@@ -99,7 +99,7 @@ def check_register_alias(alias: str) -> str:
     "The alias the register stage may set: anything but `production`, which is reached only through the gate."
     if alias == "production":
         raise ValueError("a version reaches production only through "
-                            "`mlops-nb registry promote NAME@VERSION --to production`, whose gate needs an application test "
+                            "`mlops-nb release NAME@VERSION`, whose gate needs an application test "
                             "that cannot have run before the version exists; register to 'staging' (the default) and promote it")
     return check_name("alias", alias)
 
