@@ -16,6 +16,7 @@ in a scratch folder (the workbook's registry and store are only read). Measured:
 import argparse, configparser, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
+from mlops_nb.core.times import stamp
 
 BIN = Path(sys.executable).parent
 
@@ -127,11 +128,10 @@ def main():
         out["log_mb"] = s2.predictions.stat().st_size / 2**20
         env = {**os.environ, "MLOPS_NB_SETTINGS": str(settings), "WANDB_MODE": "disabled"}
         since, until = day0, day0 + 86400
-        iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
         cli = []
         for _ in range(a.repeat):
             t0 = time.perf_counter()
-            p = subprocess.run([str(BIN / "mlops-nb"), "monitor", "--model", ref, "--since", iso(since), "--until", iso(until),
+            p = subprocess.run([str(BIN / "mlops-nb"), "monitor", "--model", ref, "--since", stamp(since), "--until", stamp(until),
                                 "--every", "1d", "-q"], env=env, capture_output=True, text=True)
             if p.returncode != 0: raise SystemExit(f"mlops-nb monitor failed:\n{p.stderr[-2000:]}")
             cli.append(time.perf_counter() - t0)

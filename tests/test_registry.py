@@ -6,7 +6,8 @@ import pytest
 from conftest import cli, make_workbook, run_record, variant_bundle
 from mlops_nb.core.config import load_settings
 from mlops_nb.build.bundle import BundleUnusable
-from mlops_nb.build.registry import Registry, RegistryError, now_iso
+from mlops_nb.build.registry import Registry, RegistryError
+from mlops_nb.core.times import stamp
 from mlops_nb.core.store import Store
 
 
@@ -53,7 +54,7 @@ def test_gates_promotion_history_rollback(two_versions):
     p = cli("release", "digits-cnn@2", "--why", "first release", settings=settings)
     assert p.returncode == 0, p.stderr
     assert "no current production version" in p.stdout and "digits-cnn@production: (none) -> v2" in p.stdout
-    t_v2 = now_iso()
+    t_v2 = stamp(digits=6)
     time.sleep(0.05)
     # the weaker v1 as challenger: significantly worse by McNemar on the same test split
     p = cli("release", "digits-cnn@1", settings=settings)

@@ -5,7 +5,6 @@
 # %% ../../nbs/15_build.registry.ipynb #c002
 from __future__ import annotations
 import getpass, json, os, re
-from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.basics import patch
 from ..core.store import Store, IntegrityError, MissingArtifact
@@ -13,11 +12,12 @@ from .bundle import BundleUnusable
 from .gate import production_gate as _production_gate
 from ..core.params import check_name, _NAME
 from ..core.db import connect, create as create_schema, transaction
+from ..core.times import stamp, parse_time
 
 # %% auto #0
-__all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'now_iso', 'parse_time', 'who', 'model_name_for',
-           'signature_shape', 'Registry', 'parse_version', 'version_word', 'held', 'rollback', 'ReportUnusable',
-           'canary_percent', 'registry_for']
+__all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'who', 'model_name_for', 'signature_shape',
+           'Registry', 'parse_version', 'version_word', 'held', 'rollback', 'ReportUnusable', 'canary_percent',
+           'registry_for']
 
 # %% ../../nbs/15_build.registry.ipynb #c004
 SCHEMA = """
@@ -76,15 +76,6 @@ class GateFailed(RuntimeError):
 
 class _Moved(Exception):
     "The alias moved between reading it and writing it."
-
-def now_iso() -> str: return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-def parse_time(t: str) -> str:
-    "An ISO time (date, date+time, with or without zone; naive means UTC) in the registry's format."
-    try: d = datetime.fromisoformat(t.strip().replace("Z", "+00:00"))
-    except ValueError: raise RegistryError(f"{t!r} is not a time; use ISO 8601, e.g. 2026-11-22T06:30:00Z or 2026-11-22") from None
-    if d.tzinfo is None: d = d.replace(tzinfo=timezone.utc)
-    return d.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 def who() -> str:
     "Who is acting: $MLOPS_NB_USER, else the login name."
@@ -153,7 +144,7 @@ class Registry:
             if last is not None: self._same_kind(c, name, last, sig, labels, b.lineage.get("source", ""))
             v = (last["version"] if last else 0) + 1
             c.execute("INSERT INTO versions (name, version, bundle, metrics, run_id, created, created_by, parity_passed, signature, labels) "
-                      "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, v, bundle, json.dumps(metrics), run_id, now_iso(), who(), int(parity_passed),
+                      "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, v, bundle, json.dumps(metrics), run_id, stamp(digits=6), who(), int(parity_passed),
                                                       sig, labels))
         return v
 
@@ -194,7 +185,7 @@ class Registry:
         with self.tx() as c:
             return c.execute("INSERT INTO apptest_verdicts (name, version, passed, detail, report, at, who) VALUES (?,?,?,?,?,?,?)",
                              (name, int(version), int(passed), detail, json.dumps(report, sort_keys=True) if report else None,
-                              now_iso(), who())).lastrowid
+                              stamp(digits=6), who())).lastrowid
 
     def apptest_verdicts(self, name: str, version: int | None = None) -> list:
         "Every application-test verdict of `name` (of one version), oldest first: `{id, name, version, passed, detail, report, at, who}`."
@@ -286,7 +277,7 @@ def _move(self: Registry, c, name, alias, old, new, why="", forced=False, gate=N
     "Inside a transaction `c`: point `alias` at `new` (from `old`, read in the same transaction) and append the history row."
     c.execute("INSERT INTO aliases VALUES (?,?,?) ON CONFLICT(name, alias) DO UPDATE SET version=excluded.version", (name, alias, new))
     c.execute("INSERT INTO alias_history (name, alias, from_version, to_version, at, who, why, forced, gate, action) "
-              "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, alias, old, new, now_iso(), who(), why, int(forced),
+              "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, alias, old, new, stamp(digits=6), who(), why, int(forced),
                                                json.dumps(gate) if gate else None, action))
     return {"name": name, "alias": alias, "from": old, "to": new, "changed": True}
 
@@ -311,7 +302,7 @@ def history(self: Registry, name: str, at: str | None = None, alias: str | None 
     rows = [dict(r) for r in self.db.execute("SELECT * FROM alias_history WHERE name=? ORDER BY id", (name,))]
     if alias: rows = [r for r in rows if r["alias"] == alias]
     if at is None: return rows
-    t, state = parse_time(at), {}
+    t, state = stamp(parse_time(at), 6), {}                       # the registry's own form: microseconds
     for r in rows:
         if r["at"] <= t:
             if r["to_version"] is None: state.pop(r["alias"], None)     # the alias was removed (a canary or shadow ended)
@@ -326,7 +317,7 @@ def unset_alias(self: Registry, name: str, alias: str, why: str = "", action: st
         if r is None: return {"name": name, "alias": alias, "from": None, "to": None, "changed": False}
         c.execute("DELETE FROM aliases WHERE name=? AND alias=?", (name, alias))
         c.execute("INSERT INTO alias_history (name, alias, from_version, to_version, at, who, why, action) VALUES (?,?,?,?,?,?,?,?)",
-                  (name, alias, r[0], None, now_iso(), who(), why, action))
+                  (name, alias, r[0], None, stamp(digits=6), who(), why, action))
     return {"name": name, "alias": alias, "from": r[0], "to": None, "changed": True}
 
 def _is_rollback(r) -> bool:
@@ -441,7 +432,7 @@ def approve(self: Registry, name: str, version: int, why: str, by: str | None = 
         raise RegistryError(f"{name}@{version}: its application test " + ("failed" if v["apptest_passed"] == 0 else "has not run") +
                             "; only a version whose test passed can be approved")
     rep = self.qa_report(name, version)
-    row = (name, int(version), v["bundle"], json.dumps(rep["ref"], sort_keys=True), rep["digest"], now_iso(), by or who(), why.strip())
+    row = (name, int(version), v["bundle"], json.dumps(rep["ref"], sort_keys=True), rep["digest"], stamp(digits=6), by or who(), why.strip())
     with self.tx() as c:
         i = c.execute("INSERT INTO approvals (name, version, bundle, report, report_digest, at, who, why) VALUES (?,?,?,?,?,?,?,?)", row).lastrowid
     return {"id": i, **dict(zip(("name", "version", "bundle", "report", "report_digest", "at", "who", "why"), row)), "path": str(rep["path"])}
@@ -497,7 +488,7 @@ def set_canary(self: Registry, name: str, version: int, percent: float, why: str
         why = f"{float(percent):g}% of requests" + (f" (was {oldp:g}%)" if old == version and oldp else "") + (f": {why}" if why else "")
         if old == version:
             c.execute("INSERT INTO alias_history (name, alias, from_version, to_version, at, who, why, forced, gate, action) "
-                      "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, "canary", None, version, now_iso(), who(), why, int(forced),
+                      "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, "canary", None, version, stamp(digits=6), who(), why, int(forced),
                                                        json.dumps(gate) if gate else None, "canary"))
             return {"name": name, "alias": "canary", "from": old, "to": version, "changed": True}
         return self._move(c, name, "canary", old, version, why, forced, gate, action="canary")

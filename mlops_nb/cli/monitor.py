@@ -47,7 +47,7 @@ def window_time(flag: str, value: str) -> float:
     "Unix seconds of a `--since`/`--until` value; refused in one line unless it lies between 1970-01-01 and a year from "
     "now (`--since 99999999d` would start a run that cannot even name its window)."
     import math, time
-    from mlops_nb.core.predlog import parse_time
+    from mlops_nb.core.times import parse_time
     t = parse_time(value)
     if math.isfinite(t) and 0 <= t <= time.time() + 366 * 86400: return t
     raise ValueError(f"{flag} {value!r} lies {'more than a year ahead' if t > 0 else 'before 1970'}: give a time from "

@@ -291,9 +291,10 @@ def cmd_predictions(a, s):
     "`mlops-nb predictions [export]`: the newest logged predictions, or the log as Parquet."
     import json
     from mlops_nb.core import predlog
+    from mlops_nb.core.times import parse_time
     from mlops_nb.core.images import term_safe                                        # labels, tags, routes: user strings
-    since = predlog.parse_time(a.since) if a.since else None
-    until = predlog.parse_time(a.until) if a.until else None
+    since = parse_time(a.since) if a.since else None
+    until = parse_time(a.until) if a.until else None
     if not s.predictions.exists(): print(f"no predictions logged yet ({s.predictions}): `mlops-nb serve` logs them"); return 0
     if a.action == "export":
         if not a.parquet: raise ValueError("export needs --parquet DIR")

@@ -13,11 +13,12 @@ import orjson
 from .db import connect, create, transaction, DbError
 from .config import input_share
 from .reference import features, properties, feature_names, property_names
+from .times import stamp, parse_time
 
 # %% auto #0
 __all__ = ['SCHEMA', 'REASONS', 'TABLES', 'INLINE_BYTES', 'open_log', 'summaries', 'unpack', 'logged_columns', 'failure_reason',
-           'PredictionLog', 'parse_time', 'iso', 'predictions', 'payloads', 'known', 'rejected', 'refusals', 'counts',
-           'compare', 'chunk_rows', 'chunks', 'export_parquet']
+           'PredictionLog', 'predictions', 'payloads', 'known', 'rejected', 'refusals', 'counts', 'compare',
+           'chunk_rows', 'chunks', 'export_parquet']
 
 # %% ../../nbs/08_core.predlog.ipynb #c004
 SCHEMA = """
@@ -417,19 +418,6 @@ def _since(since) -> float:
     if isinstance(since, datetime): return since.timestamp()
     return parse_time(since)
 
-def parse_time(s: str) -> float:
-    "Unix seconds for an ISO date or time (`2026-11-25`, `2026-11-25T08:00`, UTC unless it says otherwise) or an age "
-    "back from now (`30m`, `6h`, `2d`); `ValueError` naming the value otherwise."
-    s = str(s).strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if s[-1:] in units and s[:-1].replace(".", "", 1).isdigit(): return time.time() - float(s[:-1]) * units[s[-1]]
-    try: t = datetime.fromisoformat(s)
-    except ValueError: raise ValueError(f"{s!r} is not a time: give an ISO date or time (2026-11-25, 2026-11-25T08:00) "
-                                        "or an age (30m, 6h, 2d)") from None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-
-def iso(ts: float) -> str: return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 def predictions(path, since=None, until=None, limit: int | None = None, inputs: bool = False, with_input: bool = False) -> list[dict]:
     "Logged predictions, newest first, with `true_label` (None until feedback arrives); `inputs` adds each raw input as "
     "`input` (an array; None where `[serve] log_inputs` did not keep it, or its retention passed); `with_input` reads "
@@ -454,7 +442,7 @@ def payloads(db, digests) -> dict:
 def _record(r, inputs: bool, kept: dict) -> dict:
     d = {k: r[k] for k in ("request_id", "row", "model", "version", "digest", "role", "route", "label", "true_label",
                            "latency_ms", "input_digest")}
-    d["time"] = iso(r["ts"]); d["tags"] = orjson.loads(r["tags"])
+    d["time"] = stamp(r["ts"], 3); d["tags"] = orjson.loads(r["tags"])
     d["probabilities"] = np.frombuffer(r["probabilities"], np.float32).tolist()
     if inputs:
         raw = r["input"] or kept.get(r["input_digest"])
@@ -472,7 +460,7 @@ def rejected(path, since=None, limit: int | None = None, until=None) -> list[dic
     try: rows = db.execute("SELECT * FROM rejected WHERE ts >= ? AND ts < ? ORDER BY ts DESC LIMIT ?",
                            (_since(since), _since(until) if until is not None else float("inf"), -1 if limit is None else limit)).fetchall()
     finally: db.close()
-    return [{**{k: r[k] for k in ("route", "status", "reason", "request_id", "ts")}, "time": iso(r["ts"]), "tags": orjson.loads(r["tags"])}
+    return [{**{k: r[k] for k in ("route", "status", "reason", "request_id", "ts")}, "time": stamp(r["ts"], 3), "tags": orjson.loads(r["tags"])}
             for r in rows]
 
 def refusals(path, since=None, until=None, size: int = 100_000):
@@ -619,7 +607,7 @@ def export_parquet(path, out, since=None, until=None) -> list[Path]:
                 cols["tags"].append([(k, str(v)) for k, v in orjson.loads(r["tags"]).items()])
                 cols["input_shape"].append(orjson.loads(r["input_shape"]))
                 cols["probabilities"].append(np.frombuffer(r["probabilities"], np.float32))
-                cols["day"].append(iso(r["ts"])[:10])
+                cols["day"].append(stamp(r["ts"], 3)[:10])
             yield pa.RecordBatch.from_pydict(cols, schema=schema)
         db.close()
     days = set()

@@ -8,9 +8,10 @@ import ast, json, os, shutil, sys, tempfile, time, weakref
 from pathlib import Path
 from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
+from .times import stamp
 
 # %% auto #0
-__all__ = ['BY_HAND', 'WANDB_COPY_MAX', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output', 'now',
+__all__ = ['BY_HAND', 'WANDB_COPY_MAX', 'write_text', 'write_json', 'artifact_alias', 'MissingInput', 'latest_output',
            'typed_params', 'Stage', 'wandb_unreachable']
 
 # %% ../../nbs/05_core.tracking.ipynb #c004
@@ -59,10 +60,6 @@ def latest_output(runs_dir, name: str):
             cand = (rec.get("ended") or "", rec["outputs"][name], f"{rec['stage']} run by hand at {rec.get('ended')}")
             if best is None or cand[0] >= best[0]: best = cand
     return best[1:] if best else None
-
-def now(t: float | None = None) -> str:
-    "UTC time `t` (default: now) as run records write it: `2026-11-25T12:00:00Z`."
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 def typed_params(stage: str, params: dict, inputs, s: Settings) -> tuple:
     "By hand, papermill `-p` passes text: `params` as the types the stage notebook declares (and checked against what each "
@@ -138,7 +135,7 @@ class Stage:
                 if self.run_dir is not None: write_json(self.run_dir/f"{self.name}.outputs.json", rec)
                 else:                                   # by hand: the next stage run by hand takes these outputs
                     (self.s.runs/BY_HAND).mkdir(parents=True, exist_ok=True)
-                    write_json(self.s.runs/BY_HAND/f"{self.name}.outputs.json", {**rec, "params": self.params, "ended": now()})
+                    write_json(self.s.runs/BY_HAND/f"{self.name}.outputs.json", {**rec, "params": self.params, "ended": stamp()})
         finally:
             if self.wandb is not None:
                 self.wandb.finish(exit_code=0 if et is None else 1)

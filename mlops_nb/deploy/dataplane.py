@@ -12,11 +12,12 @@ from fastcore.basics import patch
 from .served import ServedModel, Batcher
 from .traffic import Routes, Variant, Traffic, Shadow, Follower
 from .inputs import BadInput, to_batch, parse_json, oip_body, oip_input, oip_outputs, oip_tensor, parse_tags, images, feedback_items, request_id
-from ..core.predlog import PredictionLog, open_log, known, parse_time, iso
+from ..core.predlog import PredictionLog, open_log, known
+from ..core.times import stamp, parse_time
 from .telemetry import Telemetry
 
 # %% auto #0
-__all__ = ['EXTENSIONS', 'request_time', 'stamp', 'DataPlane', 'RegistryFollower']
+__all__ = ['EXTENSIONS', 'request_time', 'reply_headers', 'DataPlane', 'RegistryFollower']
 
 # %% ../../nbs/30e_deploy.dataplane.ipynb #c004
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "model_repository"]   # of the protocol, served
@@ -32,9 +33,9 @@ def request_time(value: str) -> float:
         raise BadInput(f"X-Request-Time: {value[:64]!r} is not a time: give RFC 3339 (2026-11-25T08:00:00Z) or epoch seconds")
     return t
 
-def stamp(rid: str, ts: float | None) -> dict:
+def reply_headers(rid: str, ts: float | None) -> dict:
     "A response's headers: the request id, and the time logged when the client set it."
-    return {"x-request-id": rid} if ts is None else {"x-request-id": rid, "x-request-time": iso(ts)}
+    return {"x-request-id": rid} if ts is None else {"x-request-id": rid, "x-request-time": stamp(ts, 3)}
 
 # %% ../../nbs/30e_deploy.dataplane.ipynb #c005
 class DataPlane:
@@ -222,7 +223,7 @@ async def predict_rows(self: DataPlane, h, body: bytes, t0: float):
     x = to_batch(parse_json(body, h.get("content-type"), self.max_body).get("inputs"), self.m.shape, self.max_batch, raw=body)
     p, lab, v = await self.score("/v1/predict", t0, rid, x, tags, ts=ts)
     return {"request_id": rid, "model": v.obj,
-            "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, stamp(rid, ts), b""
+            "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, reply_headers(rid, ts), b""
 
 @patch
 async def infer(self: DataPlane, route: str, h, body: bytes, t0: float, v: Variant | None = None):
@@ -236,7 +237,7 @@ async def infer(self: DataPlane, route: str, h, body: bytes, t0: float, v: Varia
     want = oip_outputs(body)
     p, lab, v = await self.score(route, t0, rid, x, tags, v=v, ts=ts)
     out, tail = zip(*(oip_tensor(n, p if n == "probabilities" else lab, binary) for n, binary in want))
-    hdr = stamp(rid, ts)
+    hdr = reply_headers(rid, ts)
     if body.get("id") is not None and not rid.isascii(): del hdr["x-request-id"]   # a header is latin-1: the id is in the JSON
     return {"model_name": self.m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, hdr, b"".join(tail)
 
@@ -247,7 +248,7 @@ async def predict_files(self: DataPlane, rid: str, tags: dict, ts: float | None,
         self.decoding, images, files, self.m.shape, self.max_batch, self.o["max_pixels"])
     p, lab, v = await self.score("/v1/predict/image", t0, rid, x, tags, digests, ts=ts)
     return {"request_id": rid, "model": v.obj,
-            "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, stamp(rid, ts), b""
+            "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, reply_headers(rid, ts), b""
 
 @patch
 async def feedback(self: DataPlane, h, body: bytes, t0: float, ts: float | None = None):
@@ -269,7 +270,7 @@ async def feedback(self: DataPlane, h, body: bytes, t0: float, ts: float | None 
                        ": send feedback for a request this service answered", 404)
     for r, row, label in items: log.feedback(r, row, label, ts=ts)
     self.tel.feedback(len(items))
-    return {"accepted": len(items), **({"elsewhere": len(miss)} if miss else {})}, ({} if ts is None else {"x-request-time": iso(ts)}), b""
+    return {"accepted": len(items), **({"elsewhere": len(miss)} if miss else {})}, ({} if ts is None else {"x-request-time": stamp(ts, 3)}), b""
 
 # %% ../../nbs/30e_deploy.dataplane.ipynb #c012
 @patch

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, time, urllib.request
 from ..core.db import connect, create, transaction
-from ..core.predlog import iso, parse_time
+from ..core.times import stamp, parse_time
 from .windows import duration
 
 # %% auto #0
@@ -81,7 +81,7 @@ def raise_alerts(s, fig: dict, run_id: str | None = None, report: str | None = N
             line = f"ALERT [{a['severity']}] {a['model']}@{a['version']} {a['check_name']}: {a['detail']}"
             echo(term_safe(line)); delivered("report", True, "printed")             # details quote tags and labels
             if s.govern["webhook"]:
-                ok, why = _post(s.govern["webhook"], {**{k: v for k, v in a.items() if k != "deliveries"}, "time": iso(a["ts"])})
+                ok, why = _post(s.govern["webhook"], {**{k: v for k, v in a.items() if k != "deliveries"}, "time": stamp(a["ts"], 3)})
                 delivered("webhook", ok, why)
             if wandb_run is not None and getattr(wandb_run.settings, "mode", "") == "online":
                 import wandb
@@ -101,9 +101,9 @@ def alerts(path, since=None, model: str | None = None) -> list[dict]:
                           (parse_time(since) if isinstance(since, str) else since or 0.0, model, model)).fetchall()
         dl = {}
         for d in db.execute("SELECT * FROM deliveries ORDER BY ts"):
-            dl.setdefault(d["alert_id"], []).append({"channel": d["channel"], "ok": bool(d["ok"]), "detail": d["detail"], "time": iso(d["ts"])})
+            dl.setdefault(d["alert_id"], []).append({"channel": d["channel"], "ok": bool(d["ok"]), "detail": d["detail"], "time": stamp(d["ts"], 3)})
     finally: db.close()
-    return [{**{k: r[k] for k in r.keys()}, "time": iso(r["ts"]), "deliveries": dl.get(r["id"], [])} for r in rows]
+    return [{**{k: r[k] for k in r.keys()}, "time": stamp(r["ts"], 3), "deliveries": dl.get(r["id"], [])} for r in rows]
 
 def alerts_md(raised: list | None) -> str:
     "The alerts a monitoring run raised, as the report shows them."
@@ -277,7 +277,7 @@ def audit(s, name: str | None = None) -> list[dict]:
                        "why": r["why"], "refs": json.loads(r["refs"])})
     finally: db.close()
     ev.sort(key=lambda e: e["ts"])
-    return [{"time": iso(e["ts"]), **e} for e in ev]
+    return [{"time": stamp(e["ts"], 3), **e} for e in ev]
 
 def lineage(s, name: str, version: int) -> dict:
     "Where `name@version` came from and what it did since: data (with the production predictions it took), run, code, "

@@ -8,7 +8,7 @@ import html, math
 import numpy as np
 from .windows import MonitorReport, figures, checks, bias
 from ..core.plots import _plt, md_table, md_code, md_escape, bar_chart, laid_out, literal
-from ..core.predlog import iso
+from ..core.times import stamp
 
 
 # %% auto #0
@@ -36,8 +36,8 @@ def status(chk: list) -> str:
 def verdict_md(rep: MonitorReport, ev: dict) -> str:
     "The one-screen summary: the model, the period, the verdict, each check."
     t = ev["total"]
-    head = (f"**{md_code(f'{rep.model}@{rep.version}')}** {md_code(rep.digest[:19])} from {md_escape(iso(rep.since))} to "
-            f"{md_escape(iso(rep.until))}: **{t['rows']} predictions**, {t['labels']['labelled']} labelled. "
+    head = (f"**{md_code(f'{rep.model}@{rep.version}')}** {md_code(rep.digest[:19])} from {md_escape(stamp(rep.since, 3))} to "
+            f"{md_escape(stamp(rep.until, 3))}: **{t['rows']} predictions**, {t['labels']['labelled']} labelled. "
             f"Verdict: **{status(t['checks'])}**")
     other = "" if not rep.others else "\n\nNot monitored here (other versions in the period): " + ", ".join(
         f"{md_escape(k)}: {v} rows" for k, v in sorted(rep.others.items()))
@@ -55,7 +55,7 @@ def _most_shifted(t: dict) -> str:
     top = [x for x in ((t.get("estimate") or {}).get("most_shifted") or []) if x["ts"] is not None]
     if not top: return ""
     return ("\n\nLeast like the validation images (the domain classifier's score; `mlops-nb predictions --since` a second "
-            "before finds them): " + ", ".join(f"{md_escape(iso(x['ts']))} ({x['score']:.2f})" for x in top))
+            "before finds them): " + ", ".join(f"{md_escape(stamp(x['ts'], 3))} ({x['score']:.2f})" for x in top))
 
 def daily_md(ev: dict) -> str:
     "One row per window: rows, labels, accuracy, estimated accuracy, drifted shares, prediction PSI, p99, verdict."
@@ -167,7 +167,7 @@ def html_summary(rep: MonitorReport, ev: dict) -> str:
     days = "".join(f"<tr><td>{e(w['start'])}</td><td>{w['rows']}</td><td>{e(status(w['checks']))}</td></tr>" for w in ev["windows"])
     return (f"<!doctype html><meta charset='utf-8'>{csp_meta()}<title>monitor {e(rep.model)}@{e(rep.version)}</title>"
             "<style>body{font:14px sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}.ALERT{color:#b00;font-weight:bold}</style>"
-            f"<h1>{e(rep.model)}@{e(rep.version)}: {e(status(t['checks']))}</h1><p>{e(iso(rep.since))} to {e(iso(rep.until))}: "
+            f"<h1>{e(rep.model)}@{e(rep.version)}: {e(status(t['checks']))}</h1><p>{e(stamp(rep.since, 3))} to {e(stamp(rep.until, 3))}: "
             f"{t['rows']} predictions, {t['labels']['labelled']} labelled</p><table><tr><th>check</th><th>status</th><th>detail</th></tr>{rows}</table>"
             + (f"<h2>windows</h2><table><tr><th>start</th><th>rows</th><th>verdict</th></tr>{days}</table>" if days else ""))
 

@@ -8,7 +8,7 @@ import http.client, json, math, os, sys, threading, time
 from collections import deque
 from urllib.parse import urlsplit
 import numpy as np
-from ..core.predlog import iso
+from ..core.times import stamp
 
 # %% auto #0
 __all__ = ['DRIFTS', 'noise', 'blur', 'rotate', 'invert', 'brightness', 'class_shift', 'check_drift', 'apply_drift', 'sample',
@@ -189,7 +189,7 @@ class _Sender:
 
     def feedback(self, c, items: list, ts: float | None):
         "POST `items` to /v1/feedback on the connection `c` (logged at `ts` when given); the connection to go on with."
-        h = {"content-type": "application/json", **({"x-request-time": iso(ts)} if ts is not None else {})}
+        h = {"content-type": "application/json", **({"x-request-time": stamp(ts, 3)} if ts is not None else {})}
         s_, _, body, c = self.cl.call(c, "POST", "/v1/feedback", json.dumps(items).encode(), h)
         if s_ == 200:
             with self.lock: self.st["feedback"] += len(items)
@@ -199,7 +199,7 @@ class _Sender:
     def predict(self, c, j: int) -> tuple:
         "Request `j` to /v1/predict on the connection `c`: `(connection, answered)`."
         a, b, rid = self.starts[j], min(self.starts[j] + self.batch, self.n), f"{self.prefix}-{j:06d}"
-        h = {**self.head, "x-request-id": rid, **({"x-request-time": iso(self.times[j])} if self.times is not None else {})}
+        h = {**self.head, "x-request-id": rid, **({"x-request-time": stamp(self.times[j], 3)} if self.times is not None else {})}
         s_, hdr, body, c = self.cl.call(c, "POST", "/v1/predict", json.dumps({"inputs": self.flat[a:b].tolist()}).encode(), h)
         ok = s_ == 200
         if ok:
@@ -350,7 +350,7 @@ def simulate(s,                          # the workbook's settings: its registry
             "answered_rows": len(got), "feedback": r["feedback"], "feedback_failed": r["feedback_failed"],
             "classes": {c: int(k) for c, k in zip(*np.unique(np.array(truth), return_counts=True))},
             "accuracy": sum(a == t for a, t in got) / len(got) if got else None,
-            "from": iso(times[0]) if times is not None else None, "to": iso(times[-1]) if times is not None else None,
+            "from": stamp(times[0], 3) if times is not None else None, "to": stamp(times[-1], 3) if times is not None else None,
             "days": days, "client_time": None if times is None else (r["honoured"] > 0 if r["sent"] > r["failed"] else None),
             "tags": tags or {}, "seconds": round(r["seconds"], 3), "rps": round(r["sent"] / r["seconds"], 1) if r["seconds"] else None}
 

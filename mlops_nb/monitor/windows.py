@@ -10,7 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
-from ..core.predlog import chunks, refusals, parse_time, iso
+from ..core.predlog import chunks, refusals
+from ..core.times import stamp, parse_time
 from ..core.config import ENGINES
 from ..core.reference import MonitoringReference, calibrated
 from .estimate import Sample, estimate
@@ -199,7 +200,7 @@ def _period(s, since, until, every) -> tuple:
     "(since, until, step, edges): the period in Unix seconds and its windows' edges, aligned to UTC (days start at midnight)."
     until = time.time() if until is None else parse_time(until) if isinstance(until, str) else float(until)
     since = until - duration(s.monitor["window"]) if since is None else parse_time(since) if isinstance(since, str) else float(since)
-    if since >= until: raise ValueError(f"the period is empty: since {iso(since)} is not before until {iso(until)}")
+    if since >= until: raise ValueError(f"the period is empty: since {stamp(since, 3)} is not before until {stamp(until, 3)}")
     step = duration(every) if every else None
     t0 = math.floor(since / step) * step if step else since
     edges = [since] + [t0 + i * step for i in range(1, math.ceil((until - t0) / step))] + [until] if step else [since, until]
@@ -308,7 +309,7 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
     info = w.ref.info
     labels = [str(c) for c in info["labels"]]
     refused = sum(w.refused.values())
-    f = {"start": iso(w.start), "end": iso(w.end), "rows": int(w.rows), "refused": dict(w.refused), "refused_total": refused,
+    f = {"start": stamp(w.start, 3), "end": stamp(w.end, 3), "rows": int(w.rows), "refused": dict(w.refused), "refused_total": refused,
          "error_rate": _ratio(refused, refused + w.rows), "rows_per_s": w.rows / max(1e-9, w.end - w.start),
          "latency": {f"p{q}_ms": quantile(w.lat, LAT_EDGES, q / 100) for q in (50, 95, 99)}}
     if w.rows == 0:

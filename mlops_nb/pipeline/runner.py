@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from fastcore.basics import patch
 from pathlib import Path
 from ..core.config import Settings, load_settings, apply_env
-from ..core.tracking import write_json, now, wandb_unreachable
+from ..core.tracking import write_json, wandb_unreachable
+from ..core.times import stamp
 from ..core.store import Store, IntegrityError, MissingArtifact, sha256_bytes
 from ..core.lineage import Lineage
 from ..core.db import DbError
@@ -223,7 +224,7 @@ def lineage_for(s: Settings) -> Lineage: return Lineage(s.lineage)
 
 def _last_sign_of_life(run_dir: Path) -> str:
     "When a dead run last wrote anything (papermill saves the executed notebook as cells finish): where its duration ends."
-    return now(max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=None))
+    return stamp(max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=None))
 
 def reap(s: Settings, lin: Lineage | None = None) -> list:
     "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids. "
@@ -369,7 +370,7 @@ class RunRecorder:
     def stage_started(self, i: int, nb_out: Path, inputs: dict, key: str, code: str, raw: dict, params: dict) -> dict:
         "Stage `i` (from 1) is about to be looked up in the cache, then run: its record."
         srec = self.rec["stages"][i - 1]
-        srec.update(status="running", cached=False, started=now(), ended=None, notebook=nb_out.name, inputs=inputs, outputs={},
+        srec.update(status="running", cached=False, started=stamp(), ended=None, notebook=nb_out.name, inputs=inputs, outputs={},
                     cache_key=key, code_digest=code, **({"raw": raw} if raw else {}))
         # a reproduction is a check, not a source for the cache: its register stage does not register
         self.common = dict(cache_key=None if self.rec.get("reproduces") else key, params=params, code_digest=code,
@@ -378,13 +379,13 @@ class RunRecorder:
         return srec
 
     def stage_cached(self, srec: dict, hit: dict):
-        srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=now(), seconds=0.0, outputs=hit["outputs"])
+        srec.update(status="succeeded", cached=True, cached_from=hit["run_id"], ended=stamp(), seconds=0.0, outputs=hit["outputs"])
         self._execution(srec, "succeeded", hit["outputs"], cached=True, source_execution=hit["id"], metrics=hit["metrics"])
         self.rec["metrics"].update(hit["metrics"] or {})
         self.save()
 
     def stage_failed(self, srec: dict, err: str, cell, seconds: float, nb_out: Path):
-        srec.update(status="failed", ended=now(), seconds=seconds, error=err, failed_cell=cell)
+        srec.update(status="failed", ended=stamp(), seconds=seconds, error=err, failed_cell=cell)
         self.rec.update(status="failed", error={"stage": srec["name"], "message": err})
         try: srec["html"] = render_html(nb_out).name
         except Exception: pass                     # no notebook was written (the kernel never started)
@@ -392,7 +393,7 @@ class RunRecorder:
         self._execution(srec, "failed", {}, error=err)
 
     def stage_done(self, srec: dict, res: dict, seconds: float, nb_out: Path):
-        srec.update(status="succeeded", ended=now(), seconds=seconds, outputs=res["outputs"],
+        srec.update(status="succeeded", ended=stamp(), seconds=seconds, outputs=res["outputs"],
                     notebook_digest=sha256_bytes(nb_out.read_bytes()))   # the executed notebook: the report a reviewer signs off
         if res.get("wandb"): srec["wandb"] = res["wandb"]
         self._execution(srec, "succeeded", res["outputs"], metrics=res["metrics"])
@@ -405,7 +406,7 @@ def interrupted(self: RunRecorder):
     "Ctrl-C: the run and the stage it was on are interrupted."
     self.rec["status"] = "interrupted"
     for srec in self.rec["stages"]:
-        if srec["status"] == "running": srec.update(status="interrupted", ended=now())
+        if srec["status"] == "running": srec.update(status="interrupted", ended=stamp())
 
 @patch
 def runner_failed(self: RunRecorder, e: BaseException):
@@ -413,14 +414,14 @@ def runner_failed(self: RunRecorder, e: BaseException):
     msg = self.s.explain(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
     cur = next((x for x in self.rec["stages"] if x["status"] == "running"), None)
     if cur is not None:
-        cur.update(status="failed", ended=now(), error=msg)
+        cur.update(status="failed", ended=stamp(), error=msg)
         with contextlib.suppress(Exception): self._execution(cur, "failed", {}, error=msg)
     self.rec.update(status="failed", error={"stage": cur and cur["name"], "message": msg})
 
 @patch
 def run_end(self: RunRecorder, seconds: float, echo=print):
     "The run ended (`rec['status']` says how): its end recorded, its HTML report and the runs index written."
-    self.rec["ended"], self.rec["seconds"] = now(), seconds
+    self.rec["ended"], self.rec["seconds"] = stamp(), seconds
     explain = lambda e: self.s.explain(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
     try: self.save(); self.lin.record_run(self.rec)
     except Exception as e:       # never hide the error that ended the run behind one from recording it
@@ -448,7 +449,7 @@ def _run_params(s: Settings, pipeline: str, profile: str, overrides, params: dic
 def _new_record(s: Settings, stages, run_dir: Path, pipeline: str, profile: str, params: dict, env: dict, me: dict, tmp: Path,
                 reproduces: str | None, fallback: str | None) -> dict:
     "A run's record (run.json) as it starts: every stage pending."
-    rec = {"run_id": run_dir.name, "status": "running", "pipeline": pipeline, "profile": profile, "started": now(), "ended": None,
+    rec = {"run_id": run_dir.name, "status": "running", "pipeline": pipeline, "profile": profile, "started": stamp(), "ended": None,
            "git": git_info(s.pipelines), "params": params, "env_digest": env["digest"],
            "env": {k: v for k, v in env.items() if k != "packages"}, "runner": me, "run_dir": str(run_dir), "tmp": str(tmp),
            "stages": [{"name": st.name, "status": "pending", **({"measures": True} if st.measures else {})} for st in stages],
