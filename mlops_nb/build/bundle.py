@@ -21,6 +21,7 @@ def ort_session(model, threads: int = 2):
     o.log_severity_level = 3
     return ort.InferenceSession(str(model) if isinstance(model, Path) else model, o, providers=["CPUExecutionProvider"])
 
+# %% ../../nbs/14a_build.bundle.ipynb #c004-1
 def ort_outputs(sess, x, batch_size: int | None = None) -> list:
     "Every output of an ONNX Runtime session (logits, and the embedding when the graph has one) for uint8 images (an "
     "array or a lazy view), in batches of at most 8 MiB of pixels."
@@ -28,6 +29,7 @@ def ort_outputs(sess, x, batch_size: int | None = None) -> list:
     got = [sess.run(None, {"image": np.ascontiguousarray(b)}) for b in batches(x, batch_size or batch_rows(x.shape[1:]))]
     return [np.concatenate([g[i] for g in got]) for i in range(len(sess.get_outputs()))]
 
+# %% ../../nbs/14a_build.bundle.ipynb #c004-2
 def ort_logits(sess, x, batch_size: int | None = None) -> np.ndarray:
     "Logits from an ONNX Runtime session for uint8 images (an array or a lazy view), in batches of at most 8 MiB of pixels."
     return ort_outputs(sess, x, batch_size)[0]
@@ -39,11 +41,13 @@ class BundleUnusable(LookupError):
 
 BUNDLE_FILES = ("model.onnx", "signature.json", "preprocess.json", "labels.json", "metrics.json", "lineage.json", "MODEL_CARD.md")
 
+# %% ../../nbs/14a_build.bundle.ipynb #c006-1
 def _signature(shape, n_classes, dims: int = 0):
     return {"inputs": [{"name": "image", "shape": ["batch", *shape], "dtype": "uint8", "range": [0, 255], "layout": "NCHW"}],
             "outputs": [{"name": "logits", "shape": ["batch", n_classes], "dtype": "float32"},
                         *([{"name": "embedding", "shape": ["batch", dims], "dtype": "float32"}] if dims else [])]}
 
+# %% ../../nbs/14a_build.bundle.ipynb #c006-2
 def _preprocess_spec(shape, normalize: str | None = None):
     return {"function": "mlops_nb.build.data.prepare_image", "image_size": shape[1], "mode": "L" if shape[0] == 1 else "RGB",
             "resize": "bilinear", "dtype": "uint8", "layout": "CHW",
@@ -51,6 +55,7 @@ def _preprocess_spec(shape, normalize: str | None = None):
 
 MONITORING = "monitoring/"     # optional files under this folder: the monitoring reference (`mlops_nb.core.reference`)
 
+# %% ../../nbs/14a_build.bundle.ipynb #c006-3
 def write_bundle(path, onnx_path, shape, labels, metrics: dict, lineage: dict, card: str, monitoring: dict | None = None,
                  normalize: str | None = None, embedding_dims: int = 0) -> Path:
     "Write the bundle zip (byte-reproducible); `monitoring` maps file names to bytes, stored under `monitoring/`; "
@@ -67,6 +72,7 @@ def write_bundle(path, onnx_path, shape, labels, metrics: dict, lineage: dict, c
             zf.writestr(zi, data)
     return Path(path)
 
+# %% ../../nbs/14a_build.bundle.ipynb #c006-4
 @dataclass
 class Bundle:
     "A model bundle, read back."
@@ -91,6 +97,7 @@ class Bundle:
             raise ValueError(f"the model takes uint8 images of shape (N, {', '.join(map(str, want))}); got {x.dtype} {tuple(x.shape)}")
         return ort_logits(self.session(), x)
 
+# %% ../../nbs/14a_build.bundle.ipynb #c006-5
 def read_bundle(path) -> Bundle:
     "Read a bundle zip (no code is unpickled: ONNX bytes, JSON and markdown)."
     with zipfile.ZipFile(path) as zf:

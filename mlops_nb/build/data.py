@@ -50,11 +50,13 @@ def _save_npz(ds: Dataset, path) -> Path:
                 np.lib.format.write_array(f, arrays[k], allow_pickle=False)
     return Path(path)
 
+# %% ../../nbs/10_build.data.ipynb #c004b-1
 def _in_store(x: ShardArray, store) -> bool:
     "Whether every shard of `x` is an object of `store` (`<root>/objects/xx/<hex>`)."
     root = Path(store.root).resolve()
     return all(Path(p).resolve().parent.parent == root/"objects" for p in x.paths)
 
+# %% ../../nbs/10_build.data.ipynb #c004b-2
 def _shard_rows(x, store, shard_mb: float = 64) -> tuple:
     "`(shards [{digest, rows}], shard of each row, row in it)` for `x`: a ShardArray's own shards when they are in `store`, "
     "else `x` written into new shards, a batch at a time."
@@ -67,11 +69,13 @@ def _shard_rows(x, store, shard_mb: float = 64) -> tuple:
     at = np.array([w.add(im) for b in batches for im in b], np.int64).reshape(-1, 2); w.close()
     return w.shards, at[:, 0], at[:, 1]
 
+# %% ../../nbs/10_build.data.ipynb #c004b-3
 def _row_files(x) -> dict:
     "Per-row `path` and `sha256` for images that come from no file: the row number and the digest of its pixels."
     rows = (x[i:i + 1024] for i in range(0, len(x), 1024))
     return {"path": [f"row/{i}" for i in range(len(x))], "sha256": [hashlib.sha256(im.tobytes()).hexdigest() for b in rows for im in b]}
 
+# %% ../../nbs/10_build.data.ipynb #c004b-4
 def save_dataset(ds: Dataset, path, store=None, shard_mb: float = 64) -> Path:
     "Write `ds` as a JSON index of shards in `store` (format `FORMAT`); a path ending `.npz` writes the legacy single file."
     if Path(path).suffix == ".npz": return _save_npz(ds, path)
@@ -93,6 +97,7 @@ def _store_of(path: Path):
     if (p.parent/"objects").is_dir(): return Store(p.parent)
     raise ValueError(f"{path}: cannot tell which store holds its shards; pass store=")
 
+# %% ../../nbs/10_build.data.ipynb #c004c-1
 def load_dataset(path, store=None) -> Dataset:
     "Read a dataset written by `save_dataset` (no pickles): its images as a lazy `ShardArray` over shards resolved "
     "(and each verified once) through `store`, by default the store the index lives in; a legacy `.npz` is read whole."
@@ -132,6 +137,7 @@ def _outside(e: os.DirEntry, root: Path):
     except (OSError, RuntimeError) as err: return f"broken or looping symlink ({type(err).__name__})"
     return None if target.is_relative_to(root) else f"symlink to {target}, outside the image folder"
 
+# %% ../../nbs/10_build.data.ipynb #c008b-1
 def _scan(root, mode: str) -> tuple:
     "List `<root>/<class>/*` without reading a file: `(root, events, hidden, idents)`, where `events` in reading order are "
     "`('problem', path, reason)`, `('class', name, None)` and `('file', class, path)` (paths as text), `idents[path]` is "
@@ -174,6 +180,7 @@ def _drop_duplicates(events, read: dict, dup: set, kept: dict, problems: list):
             problems.append((str(f), f"same file (sha256 {dig[:12]}) under several classes: {', '.join(classes)}"))
             kept[c] = [g for g in kept[c] if g != f]
 
+# %% ../../nbs/10_build.data.ipynb #c008c-1
 def _validate(root: Path, events, read: dict, min_per_class: int, skip_bad: bool) -> tuple:
     "The files to keep, `{class: [path]}` (a class with too few usable images dropped), and every problem in reading "
     "order, from `_scan`'s `events` and `read[path] = (sha256, reason)`; raises `DataValidationError` unless `skip_bad`."
@@ -197,6 +204,7 @@ def _validate(root: Path, events, read: dict, min_per_class: int, skip_bad: bool
                                                 f"imagefolder:{root}")
     return kept, problems
 
+# %% ../../nbs/10_build.data.ipynb #c008c-2
 def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class: int = 5, skip_bad: bool = False,
                      max_pixels: int = MAX_PIXELS):
     "Read `<root>/<class>/*.png|jpg|jpeg` into memory; returns `(x, y, classes, skipped)` or raises `DataValidationError`. "
@@ -223,11 +231,13 @@ def stratified_split(y, val_frac: float = 0.1, test_frac: float = 0.1, seed: int
         split[idx[:n_test]] = 2; split[idx[n_test:n_test + n_val]] = 1
     return split
 
+# %% ../../nbs/10_build.data.ipynb #c010-1
 def _digest_arrays(*arrays) -> str:
     h = hashlib.sha256()
     for a in arrays: h.update(str(a.dtype).encode()); h.update(str(a.shape).encode()); h.update(np.ascontiguousarray(a).tobytes())
     return "sha256:" + h.hexdigest()
 
+# %% ../../nbs/10_build.data.ipynb #c010-2
 def _split_digest(ds: Dataset, name: str) -> str:
     "A content digest of one split: of its rows' (source sha256, label) list when the sources are known, else of its pixels and labels."
     m = ds.split == SPLITS.index(name)
@@ -235,6 +245,7 @@ def _split_digest(ds: Dataset, name: str) -> str:
     sha = np.asarray(ds.files["sha256"], object)[m]
     return "sha256:" + hashlib.sha256("".join(f"{s} {int(k)}\n" for s, k in zip(sha, ds.y[m])).encode()).hexdigest()
 
+# %% ../../nbs/10_build.data.ipynb #c010-3
 def make_manifest(ds: Dataset, source: str, version: str = "") -> dict:
     "Class names, counts per split, shape and a content digest per split."
     counts = {s: {c: int(((ds.split == i) & (ds.y == k)).sum()) for k, c in enumerate(ds.classes)} for i, s in enumerate(SPLITS)}
@@ -263,10 +274,12 @@ def _decoded(paths: list, size: int, mode: str, max_pixels: int, workers: int, c
             if (t := next(tasks, None)) is not None: pending.append(ex.submit(_read_files, t, size, mode, max_pixels))
             yield from done
 
+# %% ../../nbs/10_build.data.ipynb #c011b-1
 def _rel(f: str, root: Path) -> str:
     "`f` relative to `root` (which it is under: the scan made it from `root`), as text; pathlib's relative_to took a third of a re-ingest."
     return str(f)[len(str(root)) + 1:].replace(os.sep, "/")
 
+# %% ../../nbs/10_build.data.ipynb #c011b-2
 def _groups(files: list, root: Path, cap: int) -> list:
     "Cut `[(class, path)]` into shard groups of at most `cap` files: a new class starts one; a file whose relative path "
     "hashes onto a boundary (one in cap/2) ends one. Names alone decide, so one changed file moves no other group."
@@ -282,11 +295,13 @@ def _key(f: str) -> str:
     "A file's key in the shard cache: its absolute path, or its URL (an object on object storage)."
     return f if is_url(f) else os.path.abspath(f)
 
+# %% ../../nbs/10_build.data.ipynb #c011c-1
 def _known(cache: ShardCache, f: str, ident, key: str) -> tuple:
     "`(ident, cached)` of a file whose `file_ident` the scan took: what the cache knows of it (under `key`, its absolute "
     "path) while it is unchanged (None: read it; so is a file that is not a regular one, `ident` None)."
     return (None, None) if ident is None else (ident, cache.lookup(key, ident))
 
+# %% ../../nbs/10_build.data.ipynb #c011c-2
 def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, decoded, stats: dict) -> tuple:
     "Place every usable image: a group read whole (a first ingest, a new class) becomes one shard, or reuses the stored "
     "shard of the same images; in a re-ingest, unchanged files stay in the shards they are in and only what is new or "
@@ -318,6 +333,7 @@ def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, 
                      read[f][1]) for f in fresh if known[f][0] is not None and read[f][0] is not None])
     return read, at
 
+# %% ../../nbs/10_build.data.ipynb #c011c-3
 def _whole_group(w: ShardWriter, cache: ShardCache, good: list, imgs: dict, read: dict, at: dict, stats: dict):
     "A group read whole: one shard of its images, or the stored shard of the same images (`cache.shard`)."
     key = cache.key([read[f][0] for f in good])
@@ -328,6 +344,7 @@ def _whole_group(w: ShardWriter, cache: ShardCache, good: list, imgs: dict, read
         cache.remember_shard(key, w.shards[no]["digest"], len(good))
     for r, f in enumerate(good): at[f] = (no, r)
 
+# %% ../../nbs/10_build.data.ipynb #c011c-4
 def _refer(w: ShardWriter, placed: dict, digest: str, stats: dict) -> int:
     "The number of the stored shard `digest` in `w`'s list: appended the first time a re-ingest meets it."
     if digest not in placed:
@@ -355,6 +372,7 @@ def _folder_rows(root, w: ShardWriter, image_size: int, mode: str, min_per_class
     classes = sorted(kept)
     return [(*at[f], k, _rel(f, root), read[f][0]) for k, c in enumerate(classes) for f in kept[c]], classes, problems + hidden
 
+# %% ../../nbs/10_build.data.ipynb #c011d-1
 def _digits_rows(w: ShardWriter, image_size: int, mode: str) -> tuple:
     "The digits through `w` (made `mode` and `image_size` when those differ from 8x8 grey): `(rows, classes)`."
     from PIL import Image
@@ -377,6 +395,7 @@ class IngestResult:
 
 PRODUCTION = "+predictions:"      # `SOURCE+predictions:NAME`: SOURCE plus model NAME's labelled production predictions
 
+# %% ../../nbs/10_build.data.ipynb #c012-1
 def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None, archive_cache=None) -> tuple:
     "Stream the labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback "
     "names one of `classes` and whose raw input the log kept) into shards through `w`, a chunk at a time: `(rows, taken)`, "
@@ -402,6 +421,7 @@ def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None
     return rows, {"model": name, "rows": len(ids), "first": first, "last": last, "without_input": missing,
                   "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
 
+# %% ../../nbs/10_build.data.ipynb #c012-2
 def _production_rows(read, idx: dict, shape, name: str, w: ShardWriter) -> tuple:
     "The labelled rows with a kept raw input of `read`'s chunks, into shards: (rows, ids, first, last, labelled rows without input)."
     rows, ids, first, last, missing = [], [], np.inf, -np.inf, 0
@@ -428,12 +448,14 @@ def _dataset(w: ShardWriter, rows: list, classes: list, split) -> Dataset:
     return Dataset(x=x, y=np.array([r[2] for r in rows], np.int64), split=split, classes=list(classes),
                    files={"path": [r[3] for r in rows], "sha256": [r[4] for r in rows]})
 
+# %% ../../nbs/10_build.data.ipynb #c012b-1
 def image_shape(source: str, image_size: int = 0, mode: str = "L") -> tuple:
     "`(C, H, W)` of the images ingest makes from `source` (its `+predictions:` rows take the source's shape): `image_size`, "
     "else the source's own side (digits 8, an image folder 32); 3 channels for RGB, 1 for L."
     side = image_size or (8 if source.partition(PRODUCTION)[0] == "digits" else 32)
     return (3 if mode == "RGB" else 1, side, side)
 
+# %% ../../nbs/10_build.data.ipynb #c012b-2
 def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str = "L", min_per_class: int = 5,
            skip_bad: bool = False, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
            max_pixels: int = MAX_PIXELS, log=None,
@@ -479,6 +501,7 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
     if taken is not None: man["production"] = taken                # which predictions (request/row) it took
     return IngestResult(ds, path, man, skipped, stats)
 
+# %% ../../nbs/10_build.data.ipynb #c012b-3
 def source_fingerprint(source: str, log=None, archive=None) -> str:
     "A cheap digest of what `source` would read now: for an image folder, every entry's path, type, size and modification "
     "time (as make and DVC judge a file unchanged), so the stage cache sees a changed folder; for `digits`, the source name."
@@ -515,6 +538,7 @@ def plot_class_balance(ds: Dataset):
     counts = {s: [int(((ds.split == i) & (ds.y == k)).sum()) for k in range(len(ds.classes))] for i, s in enumerate(SPLITS)}
     return bar_chart(counts, ds.classes, title="images per class and split")
 
+# %% ../../nbs/10_build.data.ipynb #c014-1
 def plot_samples(ds: Dataset, per_class: int = 4):
     "A few training images of every class."
     from mlops_nb.core.plots import image_grid

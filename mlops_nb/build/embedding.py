@@ -25,6 +25,7 @@ def last_linear(net: nn.Module) -> tuple:
     if found is None: raise ValueError(f"{type(net).__name__} has no linear layer: no penultimate representation to monitor")
     return found
 
+# %% ../../nbs/14b_build.embedding.ipynb #c004-1
 class Embedded(nn.Module):
     "`net` with a second output: the input of its last linear layer (its penultimate representation), less `mean`, "
     "projected onto the columns of `basis` (none given: the representation itself). Refused when the layer is not "
@@ -47,6 +48,7 @@ class Embedded(nn.Module):
         e = self.trunk(x)
         return self.last(e), (e - self.mean) @ self.basis
 
+# %% ../../nbs/14b_build.embedding.ipynb #c004-2
 def _in_shape(net) -> tuple:
     "The input shape (C, H, W) a `Classifier` expects: its first convolution's channels, at 32 px."
     conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
@@ -59,6 +61,7 @@ def penultimate(net: nn.Module, x, batch: int = 256) -> np.ndarray:
     m = Embedded(net).eval()
     return np.concatenate([m(torch.as_tensor(np.asarray(x[i:i + batch])).float())[1].numpy() for i in range(0, len(x), batch)])
 
+# %% ../../nbs/14b_build.embedding.ipynb #c006-1
 def fit_projection(e: np.ndarray, dims: int = DIMS, seed: int = 0) -> tuple:
     "The mean and the first `dims` principal directions (D, k) of representations `e` (N, D), at most 5,000 rows drawn "
     "at random; k is at most D and N - 1. Each direction's sign is fixed (its largest entry positive), so the same "

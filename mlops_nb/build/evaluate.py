@@ -27,6 +27,7 @@ class Evaluation:
         "What `metrics.json` holds."
         return {"metrics": self.metrics, "per_class": self.per_class, "confusion": self.confusion.tolist(), "classes": self.classes}
 
+# %% ../../nbs/13_build.evaluate.ipynb #c004-1
 def evaluate(ds: Dataset, model, split: str = "test") -> Evaluation:
     "Score `model` on one split of `ds`."
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -55,6 +56,7 @@ def confident_mistakes(ev: Evaluation, k: int = 16) -> np.ndarray:
     wrong = np.flatnonzero(pred != ev.y)
     return wrong[np.argsort(-ev.proba[wrong, pred[wrong]], kind="stable")][:k]
 
+# %% ../../nbs/13_build.evaluate.ipynb #c005-1
 def plot_confusion(ev: Evaluation):
     "The confusion matrix, counts in the cells."
     import matplotlib.pyplot as plt
@@ -70,6 +72,7 @@ def plot_confusion(ev: Evaluation):
     from mlops_nb.core.plots import laid_out
     return laid_out(fig, "confusion matrix")                 # class names drawn as written, never as math text
 
+# %% ../../nbs/13_build.evaluate.ipynb #c005-2
 def plot_mistakes(ev: Evaluation, ds: Dataset, k: int = 16, split: str = "test"):
     "The most confident mistakes, titled `true -> predicted (confidence)`."
     from mlops_nb.core.plots import image_grid

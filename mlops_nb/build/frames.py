@@ -56,9 +56,13 @@ def _ellipse(cx, cy, rx, ry, angle=0.0, n=28):
     x, y = rx*np.cos(t), ry*np.sin(t)
     return list(zip(cx + x*np.cos(a) - y*np.sin(a), cy + x*np.sin(a) + y*np.cos(a)))
 
+# %% ../../nbs/10a_build.frames.ipynb #c007-1
 def _shade(c, k):  return tuple(int(min(255, max(0, v*k))) for v in c)
+
+# %% ../../nbs/10a_build.frames.ipynb #c007-2
 def _jitter(rng, c, d=18):  return tuple(int(np.clip(v + rng.integers(-d, d + 1), 0, 255)) for v in c)
 
+# %% ../../nbs/10a_build.frames.ipynb #c007-3
 class _Pen:
     "Draws on a w x h px RGBA layer, supersampled `ss` times, in units of `unit` px around the origin (ox, oy) px."
     def __init__(self, w, h, unit, ox, oy, ss=2):
@@ -96,6 +100,7 @@ def _pose(cat: bool, rng) -> dict:
     return dict(pose=pose, lw=lw*0.95, hr=hr, feet=0.3, body=(0.0, 0.12, 0.5, 0.17, 0),
                 legs=[(0.3, 0.24, 0.62, 0.27), (0.35, 0.22, 0.66, 0.25)], head=(0.5, -0.12), tail=(-0.47, 0.2), neck=(0.35, 0.04))
 
+# %% ../../nbs/10a_build.frames.ipynb #c009-1
 def _tail(pen, cat: bool, g: dict, rng, fur):
     "A cat's long thin curling tail, or a dog's short thick one, up or down; on the ground when sitting or lying."
     n, t = 8, np.linspace(0, 1, 8)
@@ -106,6 +111,7 @@ def _tail(pen, cat: bool, g: dict, rng, fur):
     x0, y0 = g["tail"]
     pen.line([(x0, y0)] + list(zip(x0 + np.cumsum(np.cos(ang))*length/n, y0 - np.cumsum(np.sin(ang))*length/n)), fur, width)
 
+# %% ../../nbs/10a_build.frames.ipynb #c009-2
 def _coat(pen, body, rng, dark):
     "Plain, a patch of a second colour, or stripes across the body: the same odds for cats and dogs."
     cx, cy, rx, ry, angle = body
@@ -134,6 +140,7 @@ def _cat_head(pen, hx, hy, hr, fur, far, rng):
     pen.ell(hx + hr*0.47, hy - hr*0.2, hr*0.04, hr*0.1, (10, 10, 10))
     for dy in (-0.12, 0.12): pen.line([(hx + hr*0.9, hy + hr*0.35), (hx + hr*1.7, hy + hr*0.35 + dy)], (225, 225, 225), 0.008)
 
+# %% ../../nbs/10a_build.frames.ipynb #c010-1
 def _dog_head(pen, hx, hy, hr, fur, far, dark, rng):
     "A head with a long muzzle, a dark nose and eye, and a floppy ear hanging down its side."
     ml = rng.uniform(0.9, 1.3)                                  # muzzle length
@@ -145,6 +152,7 @@ def _dog_head(pen, hx, hy, hr, fur, far, dark, rng):
     pen.poly([(hx - hr*0.5, hy - hr*0.85), (hx + hr*0.05, hy - hr*0.9), (hx, hy + hr*0.6*el),
               (hx - hr*0.35, hy + hr*0.75*el), (hx - hr*0.65, hy + hr*0.4*el)], dark if rng.random() < 0.6 else far)
 
+# %% ../../nbs/10a_build.frames.ipynb #c010-2
 def _animal(kind: str, rng, L: float):
     "An RGBA image of a cat or a dog seen from the side, facing right, its body about L px long; returns (image, feet y px)."
     cat = kind == "cat"
@@ -220,6 +228,8 @@ def _light(a, rng, hour: int):
     return a + rng.standard_normal(a.shape, dtype=np.float32) * np.float32(sigma), light
 
 _fonts = {}
+
+# %% ../../nbs/10a_build.frames.ipynb #c014-1
 def _overlay(im, text: str, corner: int):
     "Burn `text` into corner `corner` (0 top left, 1 top right, 2 bottom left, 3 bottom right) of `im`, as large as fits."
     from PIL import ImageDraw, ImageFont
@@ -240,6 +250,7 @@ def _size(size) -> tuple:
     if not all(16 <= v <= 8192 for v in wh): raise ValueError(f"size={size!r}: each side must be 16 to 8192 px")
     return int(wh[0]), int(wh[1])
 
+# %% ../../nbs/10a_build.frames.ipynb #c015-1
 def draw_frame(label: str,  # 'cat', 'dog' or 'empty'
                rng,         # a numpy Generator: everything random about the frame comes from it
                size=128):   # an int (square) or (width, height)
@@ -272,6 +283,7 @@ def make_frame(label: str, seed: int = 0, i: int = 0, size=128):
     "Frame `i` of a run seeded `seed`, as an RGB PIL image (not yet compressed): the frame make_frames writes, decoded."
     return draw_frame(label, np.random.default_rng([seed, i]), size)[0]
 
+# %% ../../nbs/10a_build.frames.ipynb #c016-1
 def encode(im, fmt: str = "jpg", quality: int = 88) -> bytes:
     "`im` as the bytes of a `fmt` file ('jpg' or 'png'; JPEG at `quality`, 4:2:0 as cameras send)."
     b = io.BytesIO()
@@ -279,6 +291,7 @@ def encode(im, fmt: str = "jpg", quality: int = 88) -> bytes:
     else: im.save(b, "PNG")
     return b.getvalue()
 
+# %% ../../nbs/10a_build.frames.ipynb #c016-2
 def frame_bytes(label: str, seed: int = 0, i: int = 0, size=128, fmt: str = "jpg", quality: int = 88) -> bytes:
     "Frame `i` of a run seeded `seed` as file bytes: what make_frames writes, and a request body for the serving benchmarks."
     return encode(make_frame(label, seed, i, size), fmt, quality)
@@ -301,6 +314,8 @@ def _check(root: Path, n, classes, seed, workers, fmt, quality, force) -> tuple:
     return classes
 
 _MADE = re.compile(r"(%s)_\d{6}\.(%s)" % ("|".join(CLASSES), "|".join(FORMATS)))
+
+# %% ../../nbs/10a_build.frames.ipynb #c021-1
 def _clear(root: Path) -> int:
     "Remove the frames an earlier make_frames wrote under `root` (nothing else), and class folders left empty, so a "
     "smaller run leaves none behind."
@@ -323,6 +338,7 @@ def _chunk(root: str, classes: tuple, seed: int, size: tuple, fmt: str, quality:
         lights[info["light"]] += 1
     return lights                                  # its frames, counted by light
 
+# %% ../../nbs/10a_build.frames.ipynb #c022-1
 def _progress(n: int, show: bool | None):
     "A function of frames done that keeps a progress line on stderr: shown when `show`, or (None) once a run lasts over 2 s."
     t0, last, tty = time.time(), [0.0], sys.stderr.isatty()
@@ -377,6 +393,7 @@ def _size_arg(v: str):
     if not m: raise argparse.ArgumentTypeError(f"{term_safe(repr(v))}: use 128 (square) or WIDTHxHEIGHT, e.g. 1280x720")
     return int(m[1]) if m[2] is None else (int(m[1]), int(m[2]))
 
+# %% ../../nbs/10a_build.frames.ipynb #c026-1
 def main(argv=None) -> int:
     "`python -m mlops_nb.build.frames OUT ...`: write camera-like frames; prints a summary line, or a one-line error (status 2)."
     p = argparse.ArgumentParser(prog="python -m mlops_nb.build.frames", description="Write camera-like labelled frames "

@@ -21,6 +21,7 @@ def mcnemar(correct_a, correct_b) -> dict:
     p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
     return {"only_a": b, "only_b": c, "p_value": p}
 
+# %% ../../nbs/15a_build.gate.ipynb #c004-1
 def champion_challenger(reg, cand: dict, champ: dict, significance: float = 0.05) -> dict:
     "Compare two versions of the registry `reg` on the candidate's test split."
     from mlops_nb.build.data import load_dataset
@@ -44,7 +45,6 @@ def champion_challenger(reg, cand: dict, champ: dict, significance: float = 0.05
             "detail": f"candidate {rc.mean():.4f} vs production v{champ['version']} {rp.mean():.4f} on {len(y)} test images; "
                       f"McNemar exact: production alone right {t['only_a']}, candidate alone right {t['only_b']}, p = {t['p_value']:.3g} "
                       f"({'significantly worse' if worse else 'not significantly worse'} at {significance:g})"}
-
 
 # %% ../../nbs/15a_build.gate.ipynb #c005
 def production_gate(reg, name: str, version: int, gates: dict, champion: int | None) -> list:
@@ -73,7 +73,7 @@ def production_gate(reg, name: str, version: int, gates: dict, champion: int | N
                        "detail": f"QA report approved by {a['who']} at {a['at']}: {a['why']}" if a else problem})
     return checks
 
+# %% ../../nbs/15a_build.gate.ipynb #c005-1
 def gates_of(s) -> dict:
     "The production gate's settings (`[gates]`: thresholds, significance, whether approval is required)."
     return dict(s.gates)
-

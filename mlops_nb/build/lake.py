@@ -60,6 +60,7 @@ def fetched(urls: list, size: int, mode: str, max_pixels: int, workers: int, bat
             if i + 1 < len(parts): nxt = io.submit(get, parts[i + 1])
             yield from ex.map(lambda u, g=got: one(g, u), part)
 
+# %% ../../nbs/10b_build.lake.ipynb #c004-1
 def fingerprint(url, h) -> None:
     "Add what an image folder on object storage holds now to the hash `h`: every object's key, size and ETag (one listing)."
     fs, root = url_fs(url)
@@ -109,12 +110,14 @@ def parquet_rows(url, w, size: int, mode: str, image_column: str = "image", labe
     problems.sort(key=lambda p: int(p[0][4:]))                  # in the table's order
     return _kept(rows, problems, min_per_class, skip_bad, src)
 
+# %% ../../nbs/10b_build.lake.ipynb #c005-1
 def _label_ok(y, i: int, problems: list) -> bool:
     "Whether row `i`'s label `y` can name a class (else its problem is listed)."
     why = "no label" if y is None or str(y) == "" else bad_name(str(y))
     if why: problems.append((f"row {i}", f"label {why}" if y is not None and str(y) else why))
     return not why
 
+# %% ../../nbs/10b_build.lake.ipynb #c005-2
 def _kept(rows: list, problems: list, min_per_class: int, skip_bad: bool, src: str) -> tuple:
     "The rows of the classes kept, labels as class numbers: an image under two classes dropped, small classes dropped."
     where = {}

@@ -140,6 +140,7 @@ def preprocess(x) -> torch.Tensor:
     if x.dtype != torch.uint8: raise TypeError(f"preprocess expects uint8 pixels, got {x.dtype}")
     return x.float()
 
+# %% ../../nbs/11_build.model.ipynb #c021-1
 @torch.no_grad()
 def predict_proba(model: nn.Module, x, batch_size: int | None = None) -> np.ndarray:
     "Class probabilities for uint8 images `x` (an array, or a lazy view read a batch at a time)."
@@ -150,7 +151,6 @@ def predict_proba(model: nn.Module, x, batch_size: int | None = None) -> np.ndar
         out = [torch.softmax(model(preprocess(x[i:i+bs]).to(dev)), 1).cpu() for i in range(0, len(x), bs)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
-
 # %% ../../nbs/11_build.model.ipynb #c023
 def save_checkpoint(model: Classifier, hparams: dict, classes, path, meta: dict | None = None):
     "Write weights + `hparams` (Classifier's arguments) + class names + `meta` (how it was made)."
@@ -158,6 +158,7 @@ def save_checkpoint(model: Classifier, hparams: dict, classes, path, meta: dict 
                 "hparams": dict(hparams), "classes": [str(c) for c in classes], "meta": dict(meta or {})}, path)
     return path
 
+# %% ../../nbs/11_build.model.ipynb #c023-1
 def load_checkpoint(path):
     "`(model, hparams, classes)` from a checkpoint, without unpickling anything but tensors and plain data."
     ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -167,13 +168,14 @@ def load_checkpoint(path):
     model = Classifier(**hp); model.load_state_dict(sd); model.eval()
     return model, hp, ck["classes"]
 
+# %% ../../nbs/11_build.model.ipynb #c023-2
 def checkpoint_meta(path) -> dict:
     "The `meta` a checkpoint was saved with ({} for older ones)."
     return dict(torch.load(path, map_location="cpu", weights_only=True).get("meta", {}))
 
+# %% ../../nbs/11_build.model.ipynb #c023-3
 def weights_digest(model: nn.Module) -> str:
     "sha256 over the model's tensors, in order."
     h = hashlib.sha256()
     for k, v in model.state_dict().items(): h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return "sha256:" + h.hexdigest()
-

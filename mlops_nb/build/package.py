@@ -32,6 +32,7 @@ class PixelModel(nn.Module):
         super().__init__(); self.net = net
     def forward(self, x): return self.net(x.float())
 
+# %% ../../nbs/14_build.package.ipynb #c005-1
 def export_onnx(net: nn.Module, shape, path,
                 projection: tuple | None = None) -> Path:   # (mean, basis) of `mlops_nb.build.embedding.fit_projection`
     "Export `net` for uint8 input of `shape` (C, H, W) with a dynamic batch dimension, weights inline; with a "
@@ -46,6 +47,7 @@ def export_onnx(net: nn.Module, shape, path,
     prog.save(str(path), external_data=False)
     return Path(path)
 
+# %% ../../nbs/14_build.package.ipynb #c005-2
 @torch.no_grad()
 def torch_logits(net: nn.Module, x, batch_size: int | None = None) -> np.ndarray:
     "Logits from the eager torch model for uint8 images (an array or a lazy view), in batches sized by bytes."
@@ -56,6 +58,7 @@ def torch_logits(net: nn.Module, x, batch_size: int | None = None) -> np.ndarray
 class ParityError(AssertionError):
     "ONNX Runtime and torch disagree beyond the tolerance."
 
+# %% ../../nbs/14_build.package.ipynb #c007-1
 def parity(net: nn.Module, onnx_path, x, tol: float = 1e-4, threads: int = 2) -> dict:
     "Compare ORT and torch on `x`; returns the figures, raises `ParityError` when the gate fails."
     with core_lease(threads, what="the parity check"):
@@ -75,6 +78,7 @@ def latency_batches(shape, batches=(1, 32, 512), budget: int = 2 << 20) -> tuple
     cap = batch_rows(shape, budget)
     return tuple(sorted({min(b, cap) for b in batches}))
 
+# %% ../../nbs/14_build.package.ipynb #c009-1
 def latency(net: nn.Module, onnx_path, x, batches=None, budget_s: float = 1.0, threads: int = 2) -> list:
     "Median ms per call for torch eager and ONNX Runtime at each batch size (default: `latency_batches`)."
     sess, m = ort_session(Path(onnx_path), threads), PixelModel(net).eval()
@@ -82,6 +86,7 @@ def latency(net: nn.Module, onnx_path, x, batches=None, budget_s: float = 1.0, t
     with core_lease(threads, what="the latency check"):       # figures taken while another run computes mean little
         return [_latency_at(b, x, m, sess, budget_s / len(batches)) for b in batches]
 
+# %% ../../nbs/14_build.package.ipynb #c009-2
 def _latency_at(b, x, m, sess, budget_s):
     "Median ms per call of torch (`m`) and ORT (`sess`) at batch size `b`, within about `budget_s`."
     xb = np.ascontiguousarray(np.resize(np.asarray(x[:b]), (b, *x.shape[1:])))   # reads at most b rows of a lazy view
@@ -107,6 +112,7 @@ def _made_of(lineage: dict) -> str:
     return (f"Architecture {code(arch)}{' (torchvision)' if arch != 'convnet' else ''}, {start}"
             + (f"; trained on {dev}." if dev else "."))
 
+# %% ../../nbs/14_build.package.ipynb #c011-1
 def model_card(labels, metrics: dict, lineage: dict, shape, parity_res: dict) -> str:
     "The model card: intended use, data, metrics, per-class gaps, limitations, how it was made."
     from mlops_nb.core.plots import md_escape as e, md_code as code
@@ -154,6 +160,7 @@ def projection(net: nn.Module, xv, rows: int = 5000, seed: int = 0) -> tuple | N
     try: return fit_projection(penultimate(net, xv[idx] if isinstance(xv, np.ndarray) else xv.take(idx)))
     except ValueError: return None
 
+# %% ../../nbs/14_build.package.ipynb #c014-1
 @dataclass
 class PackageResult:
     "What package made."
@@ -163,6 +170,7 @@ class PackageResult:
     card: str
     reference: object = None  # the monitoring reference packed into the bundle (`mlops_nb.core.reference.MonitoringReference`)
 
+# %% ../../nbs/14_build.package.ipynb #c014-2
 def package(ds, net: nn.Module, classes, metrics: dict, lineage: dict, out_dir, tol: float = 1e-4, threads: int = 2,
             measure_latency: bool = True) -> PackageResult:
     "Export, gate on parity over the test split, measure latency, compute the monitoring reference on the validation "

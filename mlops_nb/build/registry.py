@@ -70,18 +70,22 @@ class RegistryError(LookupError):
     "Unknown model, version or alias; a malformed reference; or a move the registry refuses."
     def __str__(self): return self.args[0]
 
+# %% ../../nbs/15_build.registry.ipynb #c004-1
 class GateFailed(RuntimeError):
     "A promotion gate refused the version; `checks` has every check with its numbers."
     def __init__(self, msg, checks): super().__init__(msg); self.checks = checks
 
+# %% ../../nbs/15_build.registry.ipynb #c004-2
 class _Moved(Exception):
     "The alias moved between reading it and writing it."
 
+# %% ../../nbs/15_build.registry.ipynb #c004-3
 def who() -> str:
     "Who is acting: $MLOPS_NB_USER, else the login name."
     try: return os.environ.get("MLOPS_NB_USER") or getpass.getuser()
     except Exception: return "unknown"
 
+# %% ../../nbs/15_build.registry.ipynb #c004-4
 def model_name_for(source: str) -> str:
     "The default model name for a data source: `digits` -> `digits-cnn`, `imagefolder:/data/pets` -> `pets-cnn`; the "
     "same with labelled production data added (`digits+predictions:digits-cnn` -> `digits-cnn`: a retrain of that model)."
@@ -90,12 +94,12 @@ def model_name_for(source: str) -> str:
     base = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-._")
     return f"{base or 'images'}-cnn"[:100]
 
-
 # %% ../../nbs/15_build.registry.ipynb #c005
 def signature_shape(sig: str) -> tuple:
     "The `(C, H, W)` of a bundle's input signature, as the registry records it (JSON of its `inputs`)."
     return tuple(json.loads(sig)[0]["shape"][1:])
 
+# %% ../../nbs/15_build.registry.ipynb #c005-1
 class Registry:
     "Model versions and aliases in SQLite, bundles in the artifact store; `create=False` refuses a missing file (a "
     "command that only reads, or a service that follows it) rather than starting an empty registry in its place."
@@ -193,7 +197,6 @@ class Registry:
         if version is not None: q += " AND version=?"; a.append(parse_version(version, f"{name}@{version}"))
         return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
 
-
 # %% ../../nbs/15_build.registry.ipynb #c007
 VERSION_MAX = 2**63 - 1                      # SQLite's largest INTEGER
 REF_FORMS = "NAME@VERSION or NAME@ALIAS, e.g. digits-cnn@3 or digits-cnn@production"
@@ -207,6 +210,7 @@ def parse_version(v, ref: str | None = None, forms: str = REF_FORMS) -> int:
                             f"{VERSION_MAX}); give {forms}")
     return n
 
+# %% ../../nbs/15_build.registry.ipynb #c007-1
 def _v(db, r) -> dict:
     "A version row: metrics parsed; `apptest_passed`, `_detail`, `_report`, `_at`, `_by` from its latest verdict (None: none yet)."
     d = dict(r); d["metrics"] = json.loads(d["metrics"] or "{}")
@@ -215,6 +219,7 @@ def _v(db, r) -> dict:
               (("passed", "passed"), ("detail", "detail"), ("report", "report"), ("at", "at"), ("by", "who"))})
     return d
 
+# %% ../../nbs/15_build.registry.ipynb #c007-2
 @patch
 def models(self: Registry) -> list:
     "Every model with its latest version and aliases."
@@ -224,22 +229,26 @@ def models(self: Registry) -> list:
         out.append({"name": name, "latest": latest, "aliases": self.aliases(name)})
     return out
 
+# %% ../../nbs/15_build.registry.ipynb #c007-3
 @patch
 def versions(self: Registry, name: str) -> list:
     rows = [_v(self.db, r) for r in self.db.execute("SELECT * FROM versions WHERE name=? ORDER BY version", (name,))]
     if not rows: raise RegistryError(f"no model {name!r} in the registry")
     return rows
 
+# %% ../../nbs/15_build.registry.ipynb #c007-4
 @patch
 def version(self: Registry, name: str, version: int) -> dict:
     r = self.db.execute("SELECT * FROM versions WHERE name=? AND version=?", (name, parse_version(version, f"{name}@{version}"))).fetchone()
     if r is None: raise RegistryError(f"{name}@{version}: no such version (have {[v['version'] for v in self.versions(name)]})")
     return _v(self.db, r)
 
+# %% ../../nbs/15_build.registry.ipynb #c007-5
 @patch
 def aliases(self: Registry, name: str) -> dict:
     return {r["alias"]: r["version"] for r in self.db.execute("SELECT alias, version FROM aliases WHERE name=? ORDER BY alias", (name,))}
 
+# %% ../../nbs/15_build.registry.ipynb #c007-6
 @patch
 def get(self: Registry, ref: str) -> dict:
     "A version from `NAME`, `NAME@VERSION` or `NAME@ALIAS` (plain NAME: the latest version)."
@@ -252,6 +261,7 @@ def get(self: Registry, ref: str) -> dict:
     if sel not in al: raise RegistryError(f"{name} has no alias {sel!r} (aliases: {', '.join(f'{k}->v{v}' for k, v in al.items()) or 'none'})")
     return self.version(name, al[sel])
 
+# %% ../../nbs/15_build.registry.ipynb #c007-7
 @patch
 def load(self: Registry, ref: str):
     "The bundle of a version, after verifying its digest (a tampered bundle is refused)."
@@ -259,12 +269,14 @@ def load(self: Registry, ref: str):
     v = self.get(ref)
     return read_bundle(self.verify(v["name"], v["version"], v["bundle"]))
 
+# %% ../../nbs/15_build.registry.ipynb #c007-8
 @patch
 def find(self: Registry, name: str, bundle: str):
     "The version of `name` whose bundle is `bundle`, or None."
     r = self.db.execute("SELECT version FROM versions WHERE name=? AND bundle=?", (name, bundle)).fetchone()
     return r[0] if r else None
 
+# %% ../../nbs/15_build.registry.ipynb #c007-9
 def version_word(version, none: str = "(none)") -> str:
     "A version as the terminal says it, `v3`; no version (an alias not set before, or ended) as words, never `v-`."
     return f"v{version}" if version is not None else none
@@ -281,6 +293,7 @@ def _move(self: Registry, c, name, alias, old, new, why="", forced=False, gate=N
                                                json.dumps(gate) if gate else None, action))
     return {"name": name, "alias": alias, "from": old, "to": new, "changed": True}
 
+# %% ../../nbs/15_build.registry.ipynb #c009-1
 @patch
 def set_alias(self: Registry, name: str, alias: str, version: int, why: str = "", forced: bool = False, gate=None,
               expect=_ANY, action: str = "set") -> dict:
@@ -295,6 +308,7 @@ def set_alias(self: Registry, name: str, alias: str, version: int, why: str = ""
         if old == version: return {"name": name, "alias": alias, "from": old, "to": version, "changed": False}
         return self._move(c, name, alias, old, version, why, forced, gate, action)
 
+# %% ../../nbs/15_build.registry.ipynb #c009-2
 @patch
 def history(self: Registry, name: str, at: str | None = None, alias: str | None = None):
     "The alias history (oldest first); with `at`, `{alias: version}` as it stood at that time."
@@ -309,6 +323,7 @@ def history(self: Registry, name: str, at: str | None = None, alias: str | None 
             else: state[r["alias"]] = r["to_version"]
     return state
 
+# %% ../../nbs/15_build.registry.ipynb #c009-3
 @patch
 def unset_alias(self: Registry, name: str, alias: str, why: str = "", action: str = "unset") -> dict:
     "Remove `alias` (a canary or shadow that ended); the history records it as a move to no version."
@@ -320,10 +335,12 @@ def unset_alias(self: Registry, name: str, alias: str, why: str = "", action: st
                   (name, alias, r[0], None, stamp(digits=6), who(), why, action))
     return {"name": name, "alias": alias, "from": r[0], "to": None, "changed": True}
 
+# %% ../../nbs/15_build.registry.ipynb #c009-4
 def _is_rollback(r) -> bool:
     return r["action"] == "rollback" or (r["action"] is None and (r["why"] or "").startswith("rollback from v")
                                          and r["forced"] == 0 and r["gate"] is None)     # rows written before `action` existed
 
+# %% ../../nbs/15_build.registry.ipynb #c009-5
 def held(rows) -> list:
     "The versions an alias stepped through, oldest first, with rolled-back ones removed: the last is current, "
     "the one before it is where `rollback` goes."
@@ -335,9 +352,11 @@ def held(rows) -> list:
         elif not stack or stack[-1] != r["to_version"]: stack.append(r["to_version"])
     return stack
 
+# %% ../../nbs/15_build.registry.ipynb #c009-6
 @patch
 def _mover(alias: str) -> str: return "`mlops-nb release`" if alias == "production" else "`mlops-nb registry promote`"
 
+# %% ../../nbs/15_build.registry.ipynb #c009-7
 def rollback(self: Registry, name: str, alias: str = "production", why: str = "", to: int | None = None) -> dict:
     "Point `alias` back at the version that held it before the current one was set (repeated: further back), or at "
     "`to`, one of the versions it held before; read and written in one transaction."
@@ -359,13 +378,13 @@ def rollback(self: Registry, name: str, alias: str = "production", why: str = ""
         self.verify(name, target)
         return self._move(c, name, alias, cur, target, why or f"rollback from v{cur}", action="rollback")
 
-
 # %% ../../nbs/15_build.registry.ipynb #c011
 @patch
 def production_gate(self: Registry, name: str, version: int, gates: dict, champion=_ANY) -> list:
     "Every check of the production gate (`mlops_nb.build.gate`) against `champion`, by default the current production version."
     return _production_gate(self, name, version, gates, self.aliases(name).get("production") if champion is _ANY else champion)
 
+# %% ../../nbs/15_build.registry.ipynb #c011-1
 @patch
 def judge(self: Registry, name: str, version: int, gates: dict, champion, force: bool = False, why: str = "",
           refused: str = "cannot be promoted to production") -> list:
@@ -379,6 +398,7 @@ def judge(self: Registry, name: str, version: int, gates: dict, champion, force:
     if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
     return checks
 
+# %% ../../nbs/15_build.registry.ipynb #c011-2
 @patch
 def promote(self: Registry, name: str, version: int, alias: str, gates: dict, why: str = "", force: bool = False) -> dict:
     "Point `alias` at `version` (its bundle verified); to `production` only through the gate (or `force` with a reason). "
@@ -395,11 +415,11 @@ def promote(self: Registry, name: str, version: int, alias: str, gates: dict, wh
         except _Moved: continue                                 # someone moved the alias meanwhile: judge again
     raise RegistryError(f"{name}@{alias} kept moving while the gate ran (20 attempts); try again")
 
-
 # %% ../../nbs/15_build.registry.ipynb #c011c
 class ReportUnusable(RegistryError):
     "A version's QA report is missing, or is no longer the report that was approved."
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-1
 @patch
 def qa_report(self: Registry, name: str, version: int) -> dict:
     "The QA report of a version's application test: `{ref, path, digest}` (the file's sha256), or `ReportUnusable`."
@@ -421,6 +441,7 @@ def qa_report(self: Registry, name: str, version: int) -> dict:
     if not path.is_file(): raise ReportUnusable(f"{name}@{version}: its QA report {path} is missing")
     return {"ref": ref, "path": path, "digest": sha256_bytes(path.read_bytes())}
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-2
 @patch
 def approve(self: Registry, name: str, version: int, why: str, by: str | None = None) -> dict:
     "Record a reviewer's approval of `name@version`'s QA report, tied to its bundle digest and the report's digest "
@@ -437,6 +458,7 @@ def approve(self: Registry, name: str, version: int, why: str, by: str | None = 
         i = c.execute("INSERT INTO approvals (name, version, bundle, report, report_digest, at, who, why) VALUES (?,?,?,?,?,?,?,?)", row).lastrowid
     return {"id": i, **dict(zip(("name", "version", "bundle", "report", "report_digest", "at", "who", "why"), row)), "path": str(rep["path"])}
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-3
 @patch
 def approvals(self: Registry, name: str, version: int | None = None) -> list:
     "Every approval of `name` (of one version), oldest first."
@@ -444,6 +466,7 @@ def approvals(self: Registry, name: str, version: int | None = None) -> list:
     if version is not None: q += " AND version=?"; a.append(parse_version(version, f"{name}@{version}"))
     return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-4
 @patch
 def approval(self: Registry, name: str, version: int) -> tuple:
     "`(approval, problem)`: the latest approval that still holds (same bundle, same report, report unchanged), or None "
@@ -461,6 +484,7 @@ def approval(self: Registry, name: str, version: int) -> tuple:
     return None, (f"{name}@{version} was approved for another QA report (the application test ran again since): "
                   f"approve the current one ({rep['path']})")
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-5
 @patch
 def routes(self: Registry, name: str) -> dict:
     "Which versions answer `name`'s requests: `{production, canary, percent, shadow}` (None where there is none)."
@@ -469,11 +493,13 @@ def routes(self: Registry, name: str) -> dict:
     canary = al.get("canary") if r else None
     return {"production": al.get("production"), "canary": canary, "percent": r[0] if canary else 0.0, "shadow": al.get("shadow")}
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-6
 def canary_percent(percent) -> float:
     "A canary's share of requests, checked: 0 < percent < 100."
     if not 0 < float(percent) < 100: raise RegistryError(f"--canary {percent}: give a share of requests between 0 and 100 (exclusive)")
     return float(percent)
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-7
 @patch
 def set_canary(self: Registry, name: str, version: int, percent: float, why: str = "", gate=None, forced=False) -> dict:
     "Send `percent` of `name`'s requests (0 < percent < 100) to `version`, as the `canary` alias."
@@ -493,19 +519,19 @@ def set_canary(self: Registry, name: str, version: int, percent: float, why: str
             return {"name": name, "alias": "canary", "from": old, "to": version, "changed": True}
         return self._move(c, name, "canary", old, version, why, forced, gate, action="canary")
 
+# %% ../../nbs/15_build.registry.ipynb #c011c-8
 @patch
 def end_canary(self: Registry, name: str, why: str = "") -> dict:
     "Stop the canary: every request goes to production again."
     with self.tx() as c: c.execute("DELETE FROM traffic WHERE name=?", (name,))
     return self.unset_alias(name, "canary", why, action="canary-end")
 
-
 # %% ../../nbs/15_build.registry.ipynb #c012
 def registry_for(s, create: bool = True) -> Registry:
     "The workbook's registry (settings `[paths] registry`); `create=False`: refuse (`RegistryError`) when there is none."
     return Registry(s.registry, Store(s.store), s.runs, create)
 
-
+# %% ../../nbs/15_build.registry.ipynb #c012-1
 @patch
 def unsynced_moves(self: Registry) -> list:
     "Alias moves not yet mirrored into the W&B model registry, in history order, so W&B ends where this registry is."
@@ -514,10 +540,10 @@ def unsynced_moves(self: Registry) -> list:
            JOIN versions v ON v.name = h.name AND v.version = h.to_version
            WHERE h.id > COALESCE((SELECT history_id FROM wandb_synced w WHERE w.name = h.name), 0) ORDER BY h.id""")]
 
+# %% ../../nbs/15_build.registry.ipynb #c012-2
 @patch
 def mark_synced(self: Registry, name: str, history_id: int):
     "Record that the alias moves of `name` up to `history_id` are mirrored in W&B."
     with self.tx() as c:
         c.execute("INSERT INTO wandb_synced VALUES (?,?) ON CONFLICT(name) DO UPDATE SET "
                   "history_id=MAX(history_id, excluded.history_id)", (name, history_id))
-

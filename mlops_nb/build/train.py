@@ -114,6 +114,7 @@ class ImageRows(torch.utils.data.Dataset):
         return list(zip(xb, torch.as_tensor(self.y[idx])))
     def __getitem__(self, i): return self.__getitems__([i])[0]
 
+# %% ../../nbs/12_build.train.ipynb #c006-1
 def augmentation(recipe: Recipe, shape):
     "torchvision's transforms for `recipe` on uint8 images of `shape` (C, H, W), or None when it asks for none."
     if not recipe.augments: return None
@@ -123,6 +124,7 @@ def augmentation(recipe: Recipe, shape):
     if recipe.jitter: steps.append(T.ColorJitter(brightness=recipe.jitter, contrast=recipe.jitter, saturation=recipe.jitter if shape[0] == 3 else 0))
     return T.Compose(steps)
 
+# %% ../../nbs/12_build.train.ipynb #c006-2
 class ImageDataModule(pl.LightningDataModule):
     "Train and val loaders streaming a `Dataset` (arrays or shards), shuffled by a seeded generator, in worker processes when asked."
     def __init__(self, ds: Dataset, batch_size: int = 64, seed: int = 0, recipe: Recipe | None = None):
@@ -140,6 +142,7 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader("train", batch_size=self.batch_size, shuffle=True, generator=torch.Generator().manual_seed(self.seed))
     def val_dataloader(self): return self._loader("val", batch_size=batch_rows(self.ds.shape))
 
+# %% ../../nbs/12_build.train.ipynb #c006-3
 class History(pl.Callback):
     "Per-epoch metrics of one fit (main process only)."
     def __init__(self): self.rows = []
@@ -152,6 +155,7 @@ def _strategy(strategy: str, devices: int) -> str:
     if strategy in ("ddp", "ddp_spawn") and "ipykernel" in sys.modules: return "ddp_notebook"
     return strategy
 
+# %% ../../nbs/12_build.train.ipynb #c008-1
 def device_of(accelerator: str) -> str:
     "'gpu' or 'cpu': where `accelerator` (auto, cpu, gpu) trains on this machine; 'gpu' with none visible is refused."
     gpu = torch.cuda.is_available()
@@ -159,6 +163,7 @@ def device_of(accelerator: str) -> str:
         raise ValueError("accelerator=gpu: torch sees no GPU here (torch.cuda.is_available() is False); use auto or cpu")
     return "gpu" if accelerator == "gpu" or (accelerator == "auto" and gpu) else "cpu"
 
+# %% ../../nbs/12_build.train.ipynb #c008-2
 def device_name(device: str) -> str:
     "The GPU's name, or the CPU's model as /proc/cpuinfo gives it."
     if device == "gpu": return torch.cuda.get_device_name(0)
@@ -166,12 +171,14 @@ def device_name(device: str) -> str:
     try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
+# %% ../../nbs/12_build.train.ipynb #c008-3
 def fit_trial(ds: Dataset, lr: float, channels: int, epochs: int, batch_size: int, seed: int = 0, devices: int = 1,
               num_nodes: int = 1, strategy: str = "auto", progress_bar: bool = False, logger=False, recipe: Recipe | None = None):
     "Train one configuration; returns `(LitClassifier, metrics (val/acc, val/loss, world_size, device ...), history rows)`."
     with core_lease(what="a training trial", echo=lambda m: print(m, file=sys.stderr, flush=True)):   # turns with other runs
         return _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strategy, progress_bar, logger, recipe or Recipe())
 
+# %% ../../nbs/12_build.train.ipynb #c008-4
 def _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strategy, progress_bar, logger, r):
     pl.seed_everything(seed, workers=True, verbose=False)
     blr = r.backbone_lr or (float(lr) / 10 if r.weights else float(lr))     # from random weights the backbone learns as fast as the head
@@ -192,7 +199,6 @@ def _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strateg
                "world_size": trainer.world_size, "device": dev, "device_name": device_name(dev), "precision": r.precision}
     return lit, metrics, hist.rows
 
-
 # %% ../../nbs/12_build.train.ipynb #c010
 SPACE_KEYS = ("lr", "channels", "epochs", "batch_size")
 
@@ -212,6 +218,7 @@ def trial_configs(space: dict, search: str = "grid", trials: int = 4, seed: int 
         return [dict(c) for c in ParameterSampler(grid, n_iter=n, random_state=seed)]
     raise ValueError(f"search={search!r}: use 'grid' or 'random'")
 
+# %% ../../nbs/12_build.train.ipynb #c010-1
 @dataclass
 class SearchResult:
     "Every trial's configuration and metrics, and the best model."
@@ -228,6 +235,7 @@ class SearchResult:
                 "train/world_size": t["world_size"], "train/device": t["device"], "train/device_name": t["device_name"],
                 "train/precision": t["precision"]}          # no timings: `reproduce` compares these
 
+# %% ../../nbs/12_build.train.ipynb #c010-2
 def search(ds: Dataset, lr=(3e-3,), channels=(16,), epochs=(5,), batch_size=(64,), search: str = "grid",
            trials: int = 4, seed: int = 0, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
            progress_bar: bool = False, make_logger=None, on_trial=None, recipe: Recipe | None = None) -> SearchResult:
@@ -251,7 +259,6 @@ def search(ds: Dataset, lr=(3e-3,), channels=(16,), epochs=(5,), batch_size=(64,
         key = (-m["val/acc"], m["val/loss"], i)
         if best_key is None or key < best_key: best, best_key, best_model, best_hp = i, key, lit.net, lit.net_hparams
     return SearchResult(rows, best, best_model, best_hp, hists)
-
 
 # %% ../../nbs/12_build.train.ipynb #c012
 def plot_history(res: SearchResult):

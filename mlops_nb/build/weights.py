@@ -18,11 +18,13 @@ WEIGHTS_URL = "https://download.pytorch.org/models/"
 class WeightsError(ValueError):
     "A weights file cannot be used: missing, unreadable, or made for another network."
 
+# %% ../../nbs/11a_build.weights.ipynb #c004-1
 def hub_checkpoints() -> Path:
     "Where torch's hub keeps downloaded weights: `$TORCH_HOME/hub/checkpoints` (default `~/.cache/torch/hub/checkpoints`)."
     home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch")
     return Path(home)/"hub"/"checkpoints"
 
+# %% ../../nbs/11a_build.weights.ipynb #c004-2
 def weights_file(arch: str, weights: str, allow_download: bool = False, fetch: bool = True) -> Path | None:
     "The weights file `weights` ('none', 'imagenet' or a path) names for `arch`; None for 'none'. Refuses in one line what is "
     "not there; with `allow_download`, fetches torchvision's file (unless `fetch` is False: the check before a run)."
@@ -43,10 +45,10 @@ def weights_file(arch: str, weights: str, allow_download: bool = False, fetch: b
     if not f.is_file(): raise WeightsError(f"weights={weights!r}: no such file (use none, imagenet or the path of a weights file)")
     return f
 
+# %% ../../nbs/11a_build.weights.ipynb #c004-3
 def file_digest(path) -> str:
     "sha256 of a file, read in chunks."
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(1 << 20): h.update(b)
     return "sha256:" + h.hexdigest()
-

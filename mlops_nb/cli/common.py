@@ -16,11 +16,13 @@ def err(*a):
     try: print(*a, file=sys.stderr, flush=True)
     except BrokenPipeError: gone(sys.stderr)
 
+# %% ../../nbs/51_cli.common.ipynb #c003-1
 def gone(stream):
     "Point a stream whose reader went away at /dev/null, as coreutils end quietly."
     try: os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
     except (OSError, ValueError): pass
 
+# %% ../../nbs/51_cli.common.ipynb #c003-2
 def run_id(s, ref: str) -> str:
     "A run id from a run id or a unique prefix of one."
     ids = sorted(p.parent.name for p in s.runs.glob("*/run.json"))
@@ -29,23 +31,27 @@ def run_id(s, ref: str) -> str:
     if len(hits) == 1: return hits[0]
     raise ValueError(f"{ref!r} matches {'no run' if not hits else 'several runs: ' + ', '.join(hits[:10])} (see `mlops-nb runs`)")
 
+# %% ../../nbs/51_cli.common.ipynb #c003-3
 def report_path(s, rec): "Where a run's HTML report is."; return s.runs/rec["run_id"]/"index.html"
 
 # the top-level modules of the `train` extra: a serving-only install lacks them
 TRAIN_MODULES = {"torch", "pytorch_lightning", "torchmetrics", "sklearn", "scipy", "matplotlib", "papermill", "nbformat",
                  "nbconvert", "nbclient", "ipykernel", "jupyter_client", "wandb", "onnxscript"}
 
+# %% ../../nbs/51_cli.common.ipynb #c003-4
 def require_train():
     "Refuse, before anything is written, a workbook command on a serving-only install (no `train` extra)."
     import importlib.util
     for m in sorted(TRAIN_MODULES):
         if importlib.util.find_spec(m) is None: raise ModuleNotFoundError(f"No module named {m!r}", name=m)
 
+# %% ../../nbs/51_cli.common.ipynb #c003-5
 def print_checks(checks):
     "A gate's checks, one line each: ok or FAIL, the check, its numbers."
     from mlops_nb.core.images import term_safe                  # a check's detail quotes names, labels and reasons users gave
     for c in checks: print(f"  {'ok  ' if c['passed'] else 'FAIL'} {term_safe(c['check'])}: {term_safe(c['detail'])}")
 
+# %% ../../nbs/51_cli.common.ipynb #c003-6
 def split_ref(ref: str) -> tuple[str, int]:
     "NAME@VERSION -> (name, version); anything else (an alias, a number past any version) is refused naming the form it needs."
     from mlops_nb.build.registry import parse_version
@@ -53,11 +59,10 @@ def split_ref(ref: str) -> tuple[str, int]:
     if not name: raise ValueError(f"{ref!r}: give NAME@VERSION, e.g. digits-cnn@3")
     return name, parse_version(v, ref, "NAME@VERSION, e.g. digits-cnn@3")
 
-
+# %% ../../nbs/51_cli.common.ipynb #c003-7
 def table(rows):
     "Print rows of strings as aligned columns, the first row the header; every cell escaped for the terminal (`data.term_safe`)."
     from mlops_nb.core.images import term_safe
     rows = [[term_safe(c) for c in r] for r in rows]
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows: print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
-

@@ -35,6 +35,7 @@ def add_commands(sub):
     a.add_argument("--json", action="store_true", help="print it as JSON")
     a.set_defaults(func=cmd_audit)
 
+# %% ../../nbs/59_cli.govern.ipynb #c003-1
 def cmd_govern(a, s):
     "`mlops-nb govern`: what it did, on stderr; the outcome on stdout."
     require_train()
@@ -46,6 +47,7 @@ def cmd_govern(a, s):
     print(r["outcome"] + (f" {r['model']}@{r['new_version']}" if r.get("new_version") else ""))
     return 1 if r["outcome"] == "refused" else 0
 
+# %% ../../nbs/59_cli.govern.ipynb #c003-2
 def cmd_audit(a, s):
     "`mlops-nb audit`: the trail, or a version's lineage."
     from mlops_nb.core.images import term_safe
@@ -79,4 +81,3 @@ def cmd_audit(a, s):
         v = "" if e["version"] is None else f"@{e['version']}"
         say(f"{e['time'][:19]}  {e['who'][:24]:<24} {e['action']:<24} {e['model']}{v}  {e['why']}")
     return 0
-

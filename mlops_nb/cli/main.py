@@ -53,11 +53,13 @@ def main(argv=None) -> int:
         sys.stdout.flush(); sys.stderr.flush()
         sys.stdout, sys.stderr = streams
 
+# %% ../../nbs/50_cli.main.ipynb #c005-1
 def _safe(message) -> str:
     "An error for the terminal: each of its lines escaped (`data.term_safe`): a path or name it quotes sends no escape sequence."
     from mlops_nb.core.images import term_safe
     return "\n".join(term_safe(l) for l in str(message).split("\n"))
 
+# %% ../../nbs/50_cli.main.ipynb #c005-2
 def _command(a) -> int:
     "Run the parsed command `a`; its exit status."
     from mlops_nb.core.lineage import LineageError

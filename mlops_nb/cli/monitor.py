@@ -43,6 +43,7 @@ def add_commands(sub):
     al.add_argument("--json", action="store_true", help="print them as JSON")
     al.set_defaults(func=cmd_alerts)
 
+# %% ../../nbs/57_cli.monitor.ipynb #c003-1
 def window_time(flag: str, value: str) -> float:
     "Unix seconds of a `--since`/`--until` value; refused in one line unless it lies between 1970-01-01 and a year from "
     "now (`--since 99999999d` would start a run that cannot even name its window)."
@@ -53,6 +54,7 @@ def window_time(flag: str, value: str) -> float:
     raise ValueError(f"{flag} {value!r} lies {'more than a year ahead' if t > 0 else 'before 1970'}: give a time from "
                      "1970-01-01 to a year from now, e.g. 7d, 12h or 2026-11-20")
 
+# %% ../../nbs/57_cli.monitor.ipynb #c003-2
 def cmd_monitor(a, s):
     "`mlops-nb monitor`: run id and report on stdout, the verdict on stderr; 1 when the run failed (or, with --strict, alerted)."
     require_train()
@@ -87,7 +89,7 @@ def cmd_monitor(a, s):
     print(rec["run_id"]); print(s.runs/rec["run_id"]/st.get("html", st["notebook"]))
     return 1 if a.strict and out["status"] == "ALERT" else 0
 
-
+# %% ../../nbs/57_cli.monitor.ipynb #c003-3
 def cmd_alerts(a, s):
     "`mlops-nb alerts`: the alert log, newest first."
     from mlops_nb.monitor.govern import alerts
@@ -103,4 +105,3 @@ def cmd_alerts(a, s):
         say(f"    {r['detail']}")
         say(f"    run {r['run_id']}  {r['report'] or ''}  delivered: {dl}")
     return 0
-

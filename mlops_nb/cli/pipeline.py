@@ -56,6 +56,7 @@ def cmd_run(a, s):
     print(rec["run_id"]); print(report_path(s, rec))
     return 0
 
+# %% ../../nbs/52_cli.pipeline.ipynb #c004-1
 def cmd_params(a, s):
     "`mlops-nb params`: every stage parameter, and a profile's values."
     from mlops_nb.pipeline.runner import stage_params
@@ -71,6 +72,7 @@ def cmd_params(a, s):
             for k, v in ps.items(): print(f"  {st}.{k} = {v!r}")
     return 0
 
+# %% ../../nbs/52_cli.pipeline.ipynb #c004-2
 def cmd_reproduce(a, s):
     "`mlops-nb reproduce`: 0 when the new run matches the original, 1 when it differs."
     require_train()
@@ -79,4 +81,3 @@ def cmd_reproduce(a, s):
     print(v)
     print(f"new run {new['run_id']}: {report_path(s, new)}")
     return 0 if v.ok else 1
-

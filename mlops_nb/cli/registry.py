@@ -61,6 +61,7 @@ def _registry(s):
     from mlops_nb.build.registry import registry_for
     return registry_for(s, create=False)
 
+# %% ../../nbs/54_cli.registry.ipynb #c004-1
 def _print_version(v, aliases, reg) -> bool:
     "Print one version; False when its bundle is missing or corrupt (said on stderr, one line)."
     from mlops_nb.build.bundle import BundleUnusable
@@ -85,6 +86,7 @@ def _print_version(v, aliases, reg) -> bool:
     if routes["canary"] == v["version"]: say(f"  traffic  canary: {routes['percent']:g}% of requests")
     return ok
 
+# %% ../../nbs/54_cli.registry.ipynb #c004-2
 def cmd_ls(a, s):
     "`registry ls`: each model, its latest version and aliases."
     with _registry(s) as reg: ms = reg.models()
@@ -92,6 +94,7 @@ def cmd_ls(a, s):
     for m in ms: print(f"{m['name']}  latest v{m['latest']}  " + "  ".join(f"{k}->v{v}" for k, v in m["aliases"].items()))
     return 0
 
+# %% ../../nbs/54_cli.registry.ipynb #c004-3
 def cmd_show(a, s):
     "`registry show`: 1 when a bundle shown is missing or corrupt."
     with _registry(s) as reg:
@@ -103,6 +106,7 @@ def cmd_show(a, s):
         al = reg.aliases(a.ref)
         return 0 if all([_print_version(v, al, reg) for v in reg.versions(a.ref)]) else 1
 
+# %% ../../nbs/54_cli.registry.ipynb #c004-4
 def cmd_history(a, s):
     "`registry history`: every alias move, or where each alias pointed at a time."
     from mlops_nb.core.images import term_safe                   # who and why are what users typed
@@ -119,6 +123,7 @@ def cmd_history(a, s):
                         f"{'  FORCED' if h['forced'] else ''}  {h['why'] or ''}"))
     return 0
 
+# %% ../../nbs/54_cli.registry.ipynb #c004-5
 def cmd_promote(a, s):
     "`registry promote`: 1 when the gate refused."
     from mlops_nb.build.registry import GateFailed, version_word
@@ -133,6 +138,7 @@ def cmd_promote(a, s):
     print(f"{name}@{a.to}: {version_word(r['from'])} -> v{r['to']}" + ("  (forced)" if a.force and any(not ch["passed"] for ch in r["checks"]) else ""))
     return 0
 
+# %% ../../nbs/54_cli.registry.ipynb #c004-6
 def cmd_rollback(a, s):
     "`registry rollback`: the alias back one step down its history, or to `--to N`."
     if a.alias == "production": raise ValueError(f"production is moved back by `mlops-nb rollback {a.name}` (it ends a canary first)")
@@ -140,6 +146,7 @@ def cmd_rollback(a, s):
     print(f"{a.name}@{a.alias}: v{r['from']} -> v{r['to']}")
     return 0
 
+# %% ../../nbs/54_cli.registry.ipynb #c004-7
 def cmd_apptest(a, s):
     "`registry apptest`: override an application-test verdict by hand, recorded with its reason and author."
     import getpass, json
@@ -151,4 +158,3 @@ def cmd_apptest(a, s):
                            json.loads(ref) if ref else None)
     print(f"{name}@{v}: application test {a.result} (override, recorded)")
     return 0
-

@@ -67,6 +67,7 @@ def cmd_approve(a, s):
           f"  digest  {r['report_digest']}")
     return 0
 
+# %% ../../nbs/56_cli.release.ipynb #c004-1
 def cmd_release(a, s):
     "`release`: gate, move, print the checks and what changed; 1 when the gate refused."
     from mlops_nb.build.registry import registry_for, GateFailed
@@ -85,6 +86,7 @@ def cmd_release(a, s):
     if a.force and any(not ch["passed"] for ch in r["checks"]): print("  (forced: recorded in the alias history with the gate's report)")
     return 0
 
+# %% ../../nbs/56_cli.release.ipynb #c004-2
 def cmd_rollback(a, s):
     "`rollback`: end the canary or shadow, or move production back."
     from mlops_nb.build.registry import registry_for
@@ -93,7 +95,7 @@ def cmd_rollback(a, s):
     for line in describe(r, a.name): print(line)
     return 0
 
-
+# %% ../../nbs/56_cli.release.ipynb #c004-3
 def cmd_export(a, s):
     "`export`: the Triton repository (and KServe manifest), checked; prints each file written."
     from mlops_nb.build.registry import registry_for

@@ -53,6 +53,7 @@ def cmd_runs(a, s):
     table([[term_safe(c) for c in row] for row in rows])
     return 0
 
+# %% ../../nbs/53_cli.runs.ipynb #c004-1
 def cmd_show(a, s):
     "`mlops-nb show`: one run's stages, artifacts and metrics."
     from mlops_nb.pipeline.reproduce import load_run
@@ -79,6 +80,7 @@ def cmd_show(a, s):
     print(f"\nreport {report_path(s, r)}")
     return 0
 
+# %% ../../nbs/53_cli.runs.ipynb #c004-2
 def markdown_summary(s, r) -> str:
     "A run as Markdown for a CI job summary: status, stages, metrics, and the production gate of the version it registered "
     "(thresholds, parity, champion/challenger, application test, approval). Every value is escaped: it reaches HTML."
@@ -106,6 +108,7 @@ def markdown_summary(s, r) -> str:
             out += [f"| {e(c['check'])} | {'yes' if c['passed'] else '**no**'} | {e(c['detail'])} |" for c in checks]
     return "\n".join(out)
 
+# %% ../../nbs/53_cli.runs.ipynb #c004-3
 def cmd_lineage(a, s):
     "`mlops-nb lineage`: the ancestry tree of a run or an artifact."
     from mlops_nb.core.lineage import Lineage, format_tree
@@ -115,6 +118,7 @@ def cmd_lineage(a, s):
     print(json.dumps({"ref": ref, "kind": kind, "trees": trees}, indent=2) if a.json else f"{kind} {ref}\n" + format_tree(trees))
     return 0
 
+# %% ../../nbs/53_cli.runs.ipynb #c004-4
 def cmd_report(a, s):
     "`mlops-nb report`: rewrite every run's page and the runs index."
     from mlops_nb.pipeline.report import load_runs, write_run_report, write_runs_index
@@ -122,6 +126,7 @@ def cmd_report(a, s):
     print(write_runs_index(s))
     return 0
 
+# %% ../../nbs/53_cli.runs.ipynb #c004-5
 def cmd_sync(a, s):
     "`mlops-nb sync`: 3 when W&B cannot be reached."
     from mlops_nb.pipeline.sync import sync, sync_plan, link_plan, format_plan, SyncError
@@ -130,4 +135,3 @@ def cmd_sync(a, s):
     try: sync(s, rid, echo=print)
     except SyncError as e: err(f"mlops-nb sync: {e}"); return 3
     return 0
-

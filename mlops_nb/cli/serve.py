@@ -38,6 +38,7 @@ def _serve_parser(sub):
                    "predictions_archive (default: [serve] replica, else $MLOPS_NB_REPLICA, else HOST-PORT)")
     x.set_defaults(func=cmd_serve)
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-1
 def _predict_parser(sub):
     "The `predict` command's arguments."
     x = sub.add_parser("predict", help="score images or rows offline (batch jobs)",
@@ -52,6 +53,7 @@ def _predict_parser(sub):
     x.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call (default: %(default)s)")
     x.set_defaults(func=cmd_predict)
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-2
 def _apptest_parser(sub):
     "The `apptest` command's arguments."
     x = sub.add_parser("apptest", help="test a version as an application; records the verdict",
@@ -68,6 +70,7 @@ def _apptest_parser(sub):
     x.add_argument("--no-record", action="store_true", help="do not record the verdict on the registry version")
     x.set_defaults(func=cmd_apptest)
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-3
 def _predictions_parser(sub):
     "The `predictions` command's arguments."
     x = sub.add_parser("predictions", help="the prediction log: show, compare versions, export",
@@ -85,12 +88,14 @@ def _predictions_parser(sub):
     x.add_argument("--parquet", metavar="DIR", help="export: the folder to write day=YYYY-MM-DD/ partitions into")
     x.set_defaults(func=cmd_predictions)
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-4
 def add_commands(sub):
     "Add `serve`, `predict`, `apptest` and `predictions` to the top-level parser's subcommands."
     for add in (_serve_parser, _predict_parser, _apptest_parser, _predictions_parser): add(sub)
 
 CANNOT_LISTEN = 4                              # the exit status of `serve` when it cannot listen (`mlops-nb --help` says so)
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-5
 def cannot_listen(host: str, port: int, other: str = "--port picks another") -> str | None:
     "Why nothing could listen on `host:port` now (the port taken, an address not this machine's; `other` says what to do "
     "about a taken port), or None."
@@ -102,6 +107,7 @@ def cannot_listen(host: str, port: int, other: str = "--port picks another") -> 
         return f"the port is taken (another service listens there; {other})" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
     return None
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-6
 def cmd_serve(a, s):
     "`mlops-nb serve`: runs until stopped; `CANNOT_LISTEN` when it cannot listen."
     import errno
@@ -148,6 +154,7 @@ def _inputs(paths, skipped=None):
         elif not p.exists(): raise FileNotFoundError(2, "No such file or directory", str(p))
         else: yield p, "npy" if p.suffix.lower() == ".npy" else "image"
 
+# %% ../../nbs/55_cli.serve.ipynb #c005-1
 def _npy(p, shape):
     "The rows of a .npy file as the model takes them: (N, *shape), (N, H, W) for a one-channel model, flat (N, C*H*W), "
     "or one row without its N."
@@ -165,6 +172,7 @@ def _npy(p, shape):
         except BadInput as e: raise ValueError(str(e)) from None
     return a.reshape(len(a), *shape)
 
+# %% ../../nbs/55_cli.serve.ipynb #c005-2
 def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped: list | None = None):
     "Rows `{path, digest, label, probabilities, error}` for every input under `paths`, scored by `m` (a `ServedModel`); "
     "files in folders that are not images are appended to `skipped`."
@@ -187,6 +195,7 @@ def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped:
     flush(); bar.close()
     return out
 
+# %% ../../nbs/55_cli.serve.ipynb #c005-3
 def _score_items(m, ahead, batch_size, out, batch, flush, bar):
     "The loop of `score_paths`: a row in `out` for each input, in order; images and rows scored a batch at a time."
     import hashlib
@@ -206,6 +215,7 @@ def _score_items(m, ahead, batch_size, out, batch, flush, bar):
         if x is not None: batch.append((r, x))
         if len(batch) >= batch_size: flush()
 
+# %% ../../nbs/55_cli.serve.ipynb #c005-4
 def cmd_predict(a, s):
     "`mlops-nb predict`: score inputs offline, write CSV or Parquet."
     import csv, sys
@@ -235,7 +245,6 @@ def cmd_predict(a, s):
     err(f"scored {len(rows) - bad} input(s) with {m.name}@{m.version}" + (f"; {bad} unreadable (see the error column)" if bad else "")
         + (f" -> {a.out}" if a.out else ""))
     return 1 if bad and bad == len(rows) else 0
-
 
 # %% ../../nbs/55_cli.serve.ipynb #c005e
 def _decode_ahead(items,              # `(path, kind)` pairs, as `_inputs` yields them

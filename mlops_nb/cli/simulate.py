@@ -64,6 +64,7 @@ def tags_from(values: list) -> dict:
         except BadInput as e: raise ValueError(f"--tag {t!r}: {e}") from None
     return out
 
+# %% ../../nbs/58_cli.simulate.ipynb #c004-1
 def cmd_simulate(a, s):
     "`simulate`: send the traffic, print the summary; 0 when every request and every label was taken, 1 when some failed."
     from mlops_nb.monitor.simulate import simulate, describe

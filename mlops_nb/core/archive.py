@@ -54,6 +54,7 @@ def _table(rows: list, table: str, log: str, replica: str) -> pa.Table:
     arrays = [pa.array(c, type=f.type) for c, f in zip(cols, SCHEMAS[table])]
     return pa.Table.from_arrays([*arrays, pa.array([log] * len(rows), _S), pa.array([replica] * len(rows), _S)], schema=SCHEMAS[table])
 
+# %% ../../nbs/08a_core.archive.ipynb #c004-1
 def encode(rows: list, table: str, log: str, replica: str) -> bytes:
     "Rows of `table` (tuples: rowid, then the log's columns) as the bytes of a Parquet segment (zstd); the same rows give "
     "the same bytes, so a segment written again after a crash has the same name."
@@ -62,6 +63,7 @@ def encode(rows: list, table: str, log: str, replica: str) -> bytes:
     pq.write_table(_table(rows, table, log, replica), sink, compression="zstd", row_group_size=64 * 1024)
     return sink.getvalue().to_pybytes()
 
+# %% ../../nbs/08a_core.archive.ipynb #c004-2
 def segment_path(root: str, table: str, ts: float, replica: str, first: int, data: bytes) -> str:
     "Where a segment goes: `ROOT/TABLE/day=YYYY-MM-DD/hour=HH/REPLICA-FIRSTROWID-SHA256.parquet` (its rows' UTC hour)."
     t = datetime.fromtimestamp(ts, timezone.utc)
@@ -77,6 +79,7 @@ def put(fs, path: str, data: bytes):
     with open(tmp, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, p)
 
+# %% ../../nbs/08a_core.archive.ipynb #c005-1
 def log_id(db) -> str:
     "The log file's own id, made when first asked: a log started afresh (the old one moved aside as corrupt) numbers its "
     "rows from 1 again, and its segments must not be taken for the old one's."
@@ -84,6 +87,7 @@ def log_id(db) -> str:
     with transaction(db) as c: c.execute("INSERT OR IGNORE INTO log_meta VALUES ('id', ?)", (uuid.uuid4().hex[:16],))
     return db.execute("SELECT value FROM log_meta WHERE key = 'id'").fetchone()[0]
 
+# %% ../../nbs/08a_core.archive.ipynb #c005-2
 @contextmanager
 def archive_lock(log_path, wait: float = 0.0):
     "Hold the log's archive lock (`LOG.archive-lock`) for one roller at a time among a service's workers, and for a monitor "
@@ -102,6 +106,7 @@ def archive_lock(log_path, wait: float = 0.0):
 # %% ../../nbs/08a_core.archive.ipynb #c006
 def _names(table: str) -> str: return ", ".join(f'"{n}"' for n, _ in COLUMNS[table])
 
+# %% ../../nbs/08a_core.archive.ipynb #c006-1
 def roll(log_path, url, replica: str, batch: int = 50_000) -> dict:
     "Archive the rows of the log at `log_path` not archived yet into `url` as Parquet segments of at most `batch` rows, "
     "one per table and UTC hour; returns the rows and segments written. Each table's watermark (`archived`) moves only "
@@ -121,6 +126,7 @@ def roll(log_path, url, replica: str, batch: int = 50_000) -> dict:
         finally: db.close()
     return out
 
+# %% ../../nbs/08a_core.archive.ipynb #c006-2
 def _roll_table(db, fs, root: str, table: str, lid: str, replica: str, batch: int) -> tuple:
     "Write the next at most `batch` rows of `table` past its watermark: (rows, segments)."
     upto, pending = db.execute("SELECT upto, pending FROM archived WHERE tbl = ?", (table,)).fetchone() or (0, None)
@@ -192,6 +198,7 @@ class Archiver:
 class SegmentError(ValueError):
     "A segment whose bytes do not match the digest in its name: changed after it was written."
 
+# %% ../../nbs/08a_core.archive.ipynb #c008-1
 def _days(since: float, until: float) -> list | None:
     "The UTC days `day=` folders a period covers; None: more than 62 (one listing of the whole table is cheaper)."
     if not math.isfinite(until) or until - since > 62 * 86400: return None
@@ -199,6 +206,7 @@ def _days(since: float, until: float) -> list | None:
     while d * 86400 < until: out.append(datetime.fromtimestamp(d * 86400, timezone.utc).strftime("%Y-%m-%d")); d += 1
     return out
 
+# %% ../../nbs/08a_core.archive.ipynb #c008-2
 def listing(fs, root: str, table: str, since: float = 0.0, until: float = math.inf) -> list[dict]:
     "The segments of `table` in the archive whose UTC hour overlaps [since, until): dicts `path`, `replica`, `first` (its "
     "first row's id in its log), `sha256`, `size`. Files there that are not segments are said on stderr and left out."
@@ -245,6 +253,7 @@ def verified(fs, seg: dict, cache) -> str:
     finally: tmp.unlink(missing_ok=True)
     return str(dest)
 
+# %% ../../nbs/08a_core.archive.ipynb #c009-1
 def _check(got: str, sha: str, path: str):
     if got != sha:
         raise SegmentError(f"segment {safe_url(path)} is refused: its bytes hash to {got[:16]}..., its name says {sha[:16]}...: "
@@ -276,6 +285,7 @@ def tail(log_path, dest) -> dict:
 # %% ../../nbs/08a_core.archive.ipynb #c011
 def _sql_list(paths) -> str: return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
+# %% ../../nbs/08a_core.archive.ipynb #c011-1
 class Fleet:
     "A fleet's prediction logs as DuckDB views `predictions`, `feedback`, `rejected`: the archive's segments (every "
     "replica; each checked against its digest, `verified`) from `since` on, and the rows of the `live` log files not "
@@ -348,6 +358,7 @@ def _ends(a) -> bytes:
     off = np.frombuffer(a.buffers()[1], np.int32)[a.offset:a.offset + len(a) + 1]
     return memoryview(a.buffers()[2])[off[0]:off[-1]]
 
+# %% ../../nbs/08a_core.archive.ipynb #c012-1
 def _lengths(a) -> np.ndarray:
     "Each value's length in a binary Arrow array."
     return np.diff(np.frombuffer(a.buffers()[1], np.int32)[a.offset:a.offset + len(a) + 1])
@@ -355,6 +366,7 @@ def _lengths(a) -> np.ndarray:
 TEXT = ("ts", "version", "role", "tags", "input_shape", "label", "latency_ms", "request_id", "row", "input_digest")  # read by name
 FEW = {"role", "tags", "input_shape", "label", "true_label"}   # text of a few distinct values: each made a Python string once
 
+# %% ../../nbs/08a_core.archive.ipynb #c012-2
 def _numpy(a, few: bool) -> np.ndarray:
     "An Arrow column as numpy; text of `few` distinct values through its dictionary, so that a value repeated on every "
     "row is one Python string, not one a row (what converting text costs)."
@@ -363,6 +375,7 @@ def _numpy(a, few: bool) -> np.ndarray:
     vals = np.append(d.dictionary.to_numpy(zero_copy_only=False), None)          # the last: null
     return vals[d.indices.fill_null(len(d.dictionary)).to_numpy()]
 
+# %% ../../nbs/08a_core.archive.ipynb #c012-3
 def _columns(b, name: str, inputs: bool = False, fields=None) -> dict:
     "A record batch of `Fleet.chunks`' query as `mlops_nb.core.predlog.chunks` columns (only `fields`, when given: making "
     "Python strings of the text columns is most of the cost of reading)."
@@ -451,6 +464,7 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
                          join=_PAYLOADS if inputs else "")
     yield from ahead(_columns(b, name, inputs, fields) for b in self.con.sql(sql, params=args).to_arrow_reader(n) if b.num_rows)
 
+# %% ../../nbs/08a_core.archive.ipynb #c014-1
 @patch
 def refusals(self: Fleet, since: float = 0.0, until: float = math.inf, size: int = 100_000):
     "The refused requests in [since, until) over the fleet, as chunks of at most `size` `(ts, reason)` rows."
@@ -479,11 +493,13 @@ def map_chunks(self: Fleet, name: str, since: float, until: float, step, roles=(
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with core_lease(k, what="monitoring"), ProcessPoolExecutor(k, mp_context=ctx) as ex: return list(ex.map(_share, job))
 
+# %% ../../nbs/08a_core.archive.ipynb #c015-1
 def pq_rows(path) -> int:
     "Rows of a Parquet file, from its footer."
     import pyarrow.parquet as pq
     return pq.ParquetFile(path).metadata.num_rows
 
+# %% ../../nbs/08a_core.archive.ipynb #c015-2
 def _share(job) -> bytes:
     "One worker of `Fleet.map_chunks`: its share's chunks through `step`."
     files, tails, memory_mb, part, name, since, until, roles, fields, max_bytes, step = job
@@ -536,6 +552,7 @@ class SparkFleet(Fleet):
         if getattr(self, "spark", None) is not None: self.spark.stop(); self.spark = None
         super().close()
 
+# %% ../../nbs/08a_core.archive.ipynb #c016-1
 @patch
 def map_chunks(self: SparkFleet, name: str, since: float, until: float, step, roles=("primary", "canary"), fields=None,  # noqa: F811 (fastcore's patch)
                max_bytes: int = 256 << 20, workers: int | None = None) -> list:

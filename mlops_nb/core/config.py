@@ -17,6 +17,7 @@ __all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'ENGINES', 'GATE_DEFAULTS', 'APPTEST
 class SettingsError(ValueError):
     "The settings file is missing or malformed."
 
+# %% ../../nbs/00_core.config.ipynb #c004-1
 def find_settings(start=None) -> Path:
     "Path of the workbook's `settings.ini`: `$MLOPS_NB_SETTINGS`, else the nearest one at or above `start`."
     if env := os.environ.get("MLOPS_NB_SETTINGS"):
@@ -61,6 +62,7 @@ def _archive(v: str, root: Path) -> str | None:
     "`[paths] predictions_archive` as the archive reads it: None when empty, a URL as written, a folder made absolute."
     return None if not v else v if "://" in v else str((root/v).resolve())
 
+# %% ../../nbs/00_core.config.ipynb #c005-1
 def input_share(policy: str, nbytes: int) -> float:
     "The share of predictions whose raw input (of `nbytes` bytes) `[serve] log_inputs = policy` keeps: `all` 1, `none` 0, "
     "`sample:R` R (0-1), `auto` every input up to 1 KiB (the digits' 64 bytes) and of larger ones a share worth 64 bytes "
@@ -126,6 +128,7 @@ GOVERN_DEFAULTS = dict(
     retrain="off",             # on a drift or performance alert: off | approve (retrain, stop for a reviewer) | auto (through the gates)
 )
 
+# %% ../../nbs/00_core.config.ipynb #c005-2
 @dataclass
 class Settings:
     "The workbook's settings, with every path absolute."
@@ -179,6 +182,7 @@ class Settings:
         if len(full) > 1 and os.path.commonpath(full) != "/": return os.path.commonpath(full)
         return " and ".join(dict.fromkeys(full)) or None
 
+# %% ../../nbs/00_core.config.ipynb #c005-3
 def disk_full(path, below: int = 1 << 20) -> bool:
     "Whether the disk holding `path` (or its nearest existing parent) has less than `below` bytes free."
     import shutil
@@ -198,6 +202,7 @@ def _literal(v, where):
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _ZERO_OK = ("retention_days", "payload_retention_days", "max_error_rate", "max_queue_delay_us", "inline_us")
 
+# %% ../../nbs/00_core.config.ipynb #c006-1
 def _typed(get, path, sec: str, defaults: dict) -> dict:
     "A settings section's values, each of its default's type (bool, whole number >= 1, number >= 0, text), or `SettingsError`."
     out = {}
@@ -213,6 +218,7 @@ def _typed(get, path, sec: str, defaults: dict) -> dict:
         else: out[k] = v
     return out
 
+# %% ../../nbs/00_core.config.ipynb #c006-2
 def load_settings(path=None) -> Settings:
     "Read `settings.ini` (found with `find_settings` when `path` is None)."
     path = Path(path).resolve() if path else find_settings()
@@ -267,6 +273,7 @@ def wandb_mode(s: Settings) -> str:
     "The W&B mode in force: `$WANDB_MODE` if set, else the settings'."
     return os.environ.get("WANDB_MODE") or s.wandb_mode
 
+# %% ../../nbs/00_core.config.ipynb #c007-1
 def apply_env(s: Settings) -> dict:
     "Point W&B's folders inside the workbook and pin the settings file for child kernels; returns what was set."
     env = {"MLOPS_NB_SETTINGS": str(s.path), "WANDB_DIR": str(s.wandb_dir), "WANDB_DATA_DIR": str(s.wandb_data_dir),

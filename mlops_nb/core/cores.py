@@ -21,6 +21,7 @@ def machine_cores() -> int:
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
+# %% ../../nbs/06a_core.cores.ipynb #c003-1
 def lock_dir() -> Path | None:
     "The machine-wide pool (a lock file per core), made when missing; None when it cannot be (leases are then skipped, with a warning)."
     # not $TMPDIR: a run gives its kernels a TMPDIR of their own, and the pool must be the machine's
@@ -33,20 +34,24 @@ def lock_dir() -> Path | None:
     except OSError as e:
         warnings.warn(f"core lease off: cannot make {d}: {e.strerror or e}"); return None
 
+# %% ../../nbs/06a_core.cores.ipynb #c003-2
 def _open(p: Path):
     fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o666)
     with contextlib.suppress(OSError): os.fchmod(fd, 0o666)
     return fd
 
+# %% ../../nbs/06a_core.cores.ipynb #c003-3
 def _threads() -> int:
     if "torch" in sys.modules:
         import torch; return torch.get_num_threads()
     return 1
 
+# %% ../../nbs/06a_core.cores.ipynb #c003-4
 def waited() -> float:
     "Seconds this process has waited for cores so far."
     return _waited
 
+# %% ../../nbs/06a_core.cores.ipynb #c003-5
 def run_of_process() -> str | None:
     "The pipeline run this process works for: `$MLOPS_NB_RUN_ID`, else the run its kernel TMPDIR (`mlops-nb-<run>-...`) names."
     if r := os.environ.get("MLOPS_NB_RUN_ID"): return r
@@ -58,12 +63,14 @@ def _put(fd, rec: dict | None):
     "Say in a lock file who holds it (`rec`), or that nobody does (None)."
     with contextlib.suppress(OSError): os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(rec).encode() if rec else b"", 0)
 
+# %% ../../nbs/06a_core.cores.ipynb #c003b-1
 def _alive(pid: int) -> bool:
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: pass              # another user's process
     return True
 
+# %% ../../nbs/06a_core.cores.ipynb #c003b-2
 def _records(paths) -> list:
     out = []
     for p in paths:
@@ -72,22 +79,26 @@ def _records(paths) -> list:
         if isinstance(rec, dict) and isinstance(rec.get("pid"), int) and _alive(rec["pid"]): out.append(rec)
     return out
 
+# %% ../../nbs/06a_core.cores.ipynb #c003b-3
 def holders(d: Path | None = None) -> list:
     "Who holds cores of the pool now, oldest first: `{pid, run, what, since, cores}` a process."
     d, by = d or lock_dir(), {}
     for r in _records(sorted(d.glob("core*")) if d else []): by.setdefault(r["pid"], {**r, "cores": 0})["cores"] += 1
     return sorted(by.values(), key=lambda r: r["since"])
 
+# %% ../../nbs/06a_core.cores.ipynb #c003b-4
 def waits(run: str | None = None, d: Path | None = None) -> list:
     "The leases waiting for cores now (of run `run`, when given): `{pid, run, what, since}` each, oldest first."
     d = d or lock_dir()
     return sorted((r for r in _records(d.glob("wait-*.json") if d else []) if run is None or r.get("run") == run),
                   key=lambda r: r["since"])
 
+# %% ../../nbs/06a_core.cores.ipynb #c003b-5
 def who(r: dict) -> str:
     "A lease's holder or waiter in words: `run RUN (pid PID, WHAT)`."
     return (f"run {r['run']} " if r.get("run") else "") + f"(pid {r['pid']}, {r.get('what') or 'compute'})"
 
+# %% ../../nbs/06a_core.cores.ipynb #c003b-6
 def wait_line(w: dict, d: Path | None = None) -> str:
     "What the waiting lease `w` waits for and since when, in one line."
     now, hs = time.time(), holders(d)
@@ -112,6 +123,7 @@ class _Waiting:
         self.done.set()
         with contextlib.suppress(OSError): self.path.unlink()
 
+# %% ../../nbs/06a_core.cores.ipynb #c003c-1
 @contextlib.contextmanager
 def relay(run: str, echo, after: float = 10.0, every: float = 30.0, poll: float = 1.0):
     "While the body runs, `echo` what run `run`'s leases wait for (`wait_line`): once a wait has lasted `after` s, then "
@@ -136,6 +148,7 @@ _count_lock = threading.Lock()
 def _holders_left() -> int:
     with _count_lock: _count[0] -= 1; return _count[0]
 
+# %% ../../nbs/06a_core.cores.ipynb #c004-1
 def _take(d: Path, cores: int, want: int, me: dict) -> list:
     "All or nothing: lock `want` free cores of the pool and say in each who holds it; [] (none kept) when fewer are free."
     held = []
@@ -151,6 +164,7 @@ def _take(d: Path, cores: int, want: int, me: dict) -> list:
     for fd in held: _put(fd, rec)
     return held
 
+# %% ../../nbs/06a_core.cores.ipynb #c004-2
 @contextlib.contextmanager
 def core_lease(threads: int | None = None,   # cores the body keeps busy (default: torch's thread count)
                what: str = "compute",         # what the cores are for, said while waiting

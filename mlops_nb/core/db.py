@@ -16,10 +16,12 @@ __all__ = ['DbError', 'connect', 'cause', 'transaction', 'create']
 class DbError(RuntimeError):
     "A database file cannot be opened, read or written: the message names the file and the cause."
 
+# %% ../../nbs/01a_core.db.ipynb #c004-1
 class _Connection(sqlite3.Connection):
     "A connection that knows its file, so that a write the disk refuses can name it."
     path: Path | None = None
 
+# %% ../../nbs/01a_core.db.ipynb #c004-2
 def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
     "Open (creating its folder) an SQLite database in WAL mode, rows as `sqlite3.Row`, autocommit outside `transaction`; "
     "a file that cannot be created, opened or read as a database raises `DbError` naming it."
@@ -36,12 +38,14 @@ def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
         raise DbError(f"the database {path} cannot be used: {cause(e, path)}") from None
     return db
 
+# %% ../../nbs/01a_core.db.ipynb #c004-3
 def cause(e: BaseException, path) -> str:
     "What went wrong with `path`: the error's own words, and a full disk named as such (SQLite says only 'disk I/O error')."
     why = getattr(e, "strerror", None) or str(e)
     if "No space left" not in why and disk_full(Path(path).parent): why += "; No space left on device (its disk is full)"
     return why
 
+# %% ../../nbs/01a_core.db.ipynb #c004-4
 @contextmanager
 def transaction(db: sqlite3.Connection):
     "One write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a write the database refuses "
@@ -57,6 +61,7 @@ def transaction(db: sqlite3.Connection):
         where = getattr(db, "path", None) or "in memory"
         raise DbError(f"the database {where} cannot be written: {cause(e, where)}") from None
 
+# %% ../../nbs/01a_core.db.ipynb #c004-5
 def create(db: sqlite3.Connection, schema: str):
     "Run a schema of `;`-separated statements (CREATE ... IF NOT EXISTS) in one transaction."
     with transaction(db) as c:

@@ -123,6 +123,7 @@ def _exact_public(m: int, n: int, d: float) -> tuple:
         r = ks_2samp(x, y, method="exact")
     return not caught, float(r.statistic), float(r.pvalue)
 
+# %% ../../nbs/07_core.drift.ipynb #5db456bf-1
 def _exact_2samp():
     "scipy's exact two-sample KS p as `f(m, n, d) -> (exact, d, p)`: its internal function where this scipy has it (a "
     "fraction of the public call's time: 198 features of a window at 500 x 500 in 22 ms, not 70), else `_exact_public`."
@@ -130,6 +131,7 @@ def _exact_2samp():
     except ImportError: return _exact_public
     return lambda m, n, d: _attempt_exact_2kssamp(m, n, math.gcd(m, n), d, "two-sided")
 
+# %% ../../nbs/07_core.drift.ipynb #5db456bf-2
 def ks_pvalues(d, n1, n2,
                exact_max: int | None = None,   # the exact path only where n1 x n2 is at most this (None: scipy's rule alone)
                exact_p=None                    # `f(m, n, d) -> (exact, d, p)`; default `_exact_2samp()`
@@ -164,6 +166,7 @@ def psi(expected,              # the reference's proportions (or counts) per bin
     e, a = smooth(e), smooth(a)
     return float(np.sum((a - e) * np.log(a / e)))
 
+# %% ../../nbs/07_core.drift.ipynb #d80987d3-1
 def bh(pvalues) -> np.ndarray:
     "Benjamini-Hochberg adjusted p-values (`scipy.stats.false_discovery_control`); NaN stays NaN and does not count as a test."
     from scipy.stats import false_discovery_control
@@ -172,8 +175,10 @@ def bh(pvalues) -> np.ndarray:
     if ok.any(): out[ok] = false_discovery_control(p[ok])
     return out
 
+# %% ../../nbs/07_core.drift.ipynb #d80987d3-2
 def _pearson(w: np.ndarray, e: np.ndarray) -> np.ndarray: return ((w - e) ** 2 / e).sum(axis=-1)
 
+# %% ../../nbs/07_core.drift.ipynb #d80987d3-3
 def chi2_counts(ref_counts,              # the reference's count per category
                 win_counts,              # the window's, over the same categories
                 eps: float = 1e-4,       # smoothing of the reference's proportions (one-sample test), as in `psi`

@@ -21,6 +21,7 @@ def term_safe(v) -> str:
     "included) written as its Python escape (`\\n`, `\\x1b`, `\\u202e`), the rest as it is; a name cannot forge a line."
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(v))
 
+# %% ../../nbs/03_core.images.ipynb #c007b-1
 def bad_name(name: str) -> str | None:
     "Why a class folder or file name is refused at ingest (control characters, bytes that are not UTF-8), or None."
     if not _UNSAFE.search(name): return None                 # nearly every name: one search, nothing built
@@ -42,6 +43,7 @@ class DataValidationError(ValueError):
         super().__init__(f"{len(self.problems)} problem(s) in {source or 'the source'} "
                          f"(fix them, or pass skip_bad=True to skip them):\n{lines}")
 
+# %% ../../nbs/03_core.images.ipynb #c008-1
 def _to_8bit(im):
     "An image in an 8-bit mode, deterministically: 16- and 32-bit grey scaled (not clipped) to 8 bits, palettes expanded, "
     "transparency composited over white, CMYK and YCbCr as RGB."
@@ -59,6 +61,7 @@ def _to_8bit(im):
     if im.mode not in ("L", "RGB"): im = im.convert("RGB")           # P, CMYK, YCbCr, LAB, HSV, 1
     return im
 
+# %% ../../nbs/03_core.images.ipynb #c008-2
 def prepare_image(im, size: int, mode: str) -> np.ndarray:
     "A PIL image as the model sees it: EXIF orientation applied, made 8-bit (`_to_8bit`), converted to `mode` ('L' or 'RGB'), "
     "resized to size x size (bilinear), uint8 (C, H, W)."
@@ -67,10 +70,12 @@ def prepare_image(im, size: int, mode: str) -> np.ndarray:
     a = np.asarray(_to_8bit(im).convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
+# %% ../../nbs/03_core.images.ipynb #c008-3
 def _kind(m) -> str:
     return next((k for t, k in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                                 (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")) if t(m)), "not a regular file")
 
+# %% ../../nbs/03_core.images.ipynb #c008-4
 def _read_image(path: Path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
     "Decode, convert and resize one image; returns `(array (C,H,W), sha256 of the file, None)` or `(None, sha256 or None, reason)`."
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)                # a FIFO named a.png must not block the read
@@ -82,6 +87,7 @@ def _read_image(path: Path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
 
 _OPENING = threading.Lock()
 
+# %% ../../nbs/03_core.images.ipynb #c008-5
 def _open(data: bytes):
     "`Image.open` of the bytes, without Pillow's own pixel limit (ours, `max_pixels`, is checked on the header next and says "
     "the size); that limit is a global, so it is lifted under a lock: images are decoded in several threads."
@@ -91,6 +97,7 @@ def _open(data: bytes):
         try: return Image.open(io.BytesIO(data))
         finally: Image.MAX_IMAGE_PIXELS = limit
 
+# %% ../../nbs/03_core.images.ipynb #c008-6
 def decode_image(data: bytes, size: int, mode: str, max_pixels: int = MAX_PIXELS):
     "An image file's bytes as the model sees them (`prepare_image`); returns `(array (C,H,W), sha256 of the bytes, None)` "
     "or `(None, sha256, reason)`. The pixel limit is checked on the header, before decoding. A JPEG decodes at the smallest "
@@ -110,15 +117,18 @@ def decode_image(data: bytes, size: int, mode: str, max_pixels: int = MAX_PIXELS
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
         return None, digest, f"corrupt or unreadable image ({type(e).__name__}: {re.sub(r' at 0x[0-9a-fA-F]+', '', str(e))})"
 
+# %% ../../nbs/03_core.images.ipynb #c008-7
 def _read_file(path, size: int, mode: str, max_pixels: int = MAX_PIXELS):
     "`_read_image`, with a file the system cannot read as its reason."
     try: return _read_image(Path(path), size, mode, max_pixels)
     except OSError as e: return None, None, f"unreadable ({e.strerror or e})"
 
+# %% ../../nbs/03_core.images.ipynb #c008-8
 def _read_files(paths, size: int, mode: str, max_pixels: int) -> list:
     "`_read_file` of several files: one task of a decoding worker process."
     return [_read_file(p, size, mode, max_pixels) for p in paths]
 
+# %% ../../nbs/03_core.images.ipynb #c008-9
 def _ext(name: str) -> str:
     "A file name's extension as pathlib's `suffix` gives it ('' for 'a.' too; names starting with '.' are hidden, never here)."
     i = name.rfind(".")

@@ -33,6 +33,7 @@ class LineageError(LookupError):
     "A reference matches nothing, or more than one thing."
     def __str__(self): return self.args[0]
 
+# %% ../../nbs/04_core.lineage.ipynb #c004-1
 def _j(v): return json.dumps(v, sort_keys=True, default=str)
 
 # %% ../../nbs/04_core.lineage.ipynb #c005
@@ -86,11 +87,13 @@ def _row(r) -> dict:
         if k in d and d[k] is not None: d[k] = json.loads(d[k])
     return d
 
+# %% ../../nbs/04_core.lineage.ipynb #c007-1
 @patch
 def _artifacts(self: Lineage, eid: int, role: str) -> dict:
     return {r["name"]: r["digest"] for r in self.db.execute(
         "SELECT name, digest FROM artifacts WHERE execution_id=? AND role=? ORDER BY name", (eid, role))}
 
+# %% ../../nbs/04_core.lineage.ipynb #c007-2
 @patch
 def _execution(self: Lineage, eid: int) -> dict:
     r = self.db.execute("SELECT * FROM executions WHERE id=?", (eid,)).fetchone()
@@ -98,12 +101,14 @@ def _execution(self: Lineage, eid: int) -> dict:
     d = _row(r); d["inputs"], d["outputs"] = self._artifacts(eid, "input"), self._artifacts(eid, "output")
     return d
 
+# %% ../../nbs/04_core.lineage.ipynb #c007-3
 @patch
 def runs(self: Lineage, limit: int | None = None) -> list:
     "Runs, newest first."
     q = "SELECT * FROM runs ORDER BY run_id DESC" + (f" LIMIT {int(limit)}" if limit else "")
     return [_row(r) for r in self.db.execute(q)]
 
+# %% ../../nbs/04_core.lineage.ipynb #c007-4
 @patch
 def run(self: Lineage, run_id: str) -> dict:
     "One run with its executions."
@@ -113,6 +118,7 @@ def run(self: Lineage, run_id: str) -> dict:
     d["executions"] = [self._execution(e["id"]) for e in self.db.execute("SELECT id FROM executions WHERE run_id=? ORDER BY id", (run_id,))]
     return d
 
+# %% ../../nbs/04_core.lineage.ipynb #c007-5
 @patch
 def cache_hit(self: Lineage, cache_key: str):
     "The newest executed (not cached) successful execution with `cache_key`, or None."
@@ -120,6 +126,7 @@ def cache_hit(self: Lineage, cache_key: str):
                         (cache_key,)).fetchone()
     return self._execution(r["id"]) if r else None
 
+# %% ../../nbs/04_core.lineage.ipynb #c007-6
 @patch
 def producer(self: Lineage, digest: str, run_id: str | None = None):
     "The execution that made `digest`: in `run_id` if that run has it (following a cache hit to its source), else the first one; None for raw inputs."
@@ -148,8 +155,10 @@ def resolve(self: Lineage, ref: str) -> tuple:
     if not hits: raise LineageError(f"{ref!r} matches no run and no artifact in the lineage store")
     raise LineageError(f"{ref!r} is ambiguous; it matches:\n" + "\n".join(f"  {k} {v}" for k, v in hits[:20]))
 
+# %% ../../nbs/04_core.lineage.ipynb #c009-1
 def _like(prefix): return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
+# %% ../../nbs/04_core.lineage.ipynb #c009-2
 @patch
 def ancestry(self: Lineage, digest: str, name: str = "", run_id: str | None = None, _seen=None) -> dict:
     "The tree of executions and artifacts that `digest` came from (as made in `run_id`, when given). An execution met "
@@ -167,6 +176,7 @@ def ancestry(self: Lineage, digest: str, name: str = "", run_id: str | None = No
     node["produced_by"] = step
     return node
 
+# %% ../../nbs/04_core.lineage.ipynb #c009-3
 @patch
 def run_ancestry(self: Lineage, run_id: str) -> list:
     "Ancestry trees of a run's final outputs (those no later stage of the run consumed); an execution two outputs share "

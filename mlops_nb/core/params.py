@@ -23,6 +23,7 @@ RESERVED = ("run_dir", "inputs", "record")   # parameters the runner sets itself
 
 _CONSTRAINT = re.compile(r"\{([^{}]*)\}\s*$")
 
+# %% ../../nbs/02_core.params.ipynb #c004-1
 @dataclass
 class Param:
     "One declared parameter of a stage notebook."
@@ -34,6 +35,7 @@ class Param:
         m = _CONSTRAINT.search(self.help or "")
         return [c.strip() for c in m.group(1).split(";") if c.strip()] if m else []
 
+# %% ../../nbs/02_core.params.ipynb #c004-2
 def describe_params(spec: dict) -> str:
     "A table of every parameter: `stage.name  type  default  help {constraint}`."
     rows = [(f"{p.stage}.{p.name}", p.type, repr(p.default), p.help) for ps in spec.values() for p in ps.values()]
@@ -43,6 +45,7 @@ def describe_params(spec: dict) -> str:
 
 _LINE = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>\w+)\s*=\s*(?P<default>.*?)(\s*#\s*(?P<help>.*))?$")
 
+# %% ../../nbs/02_core.params.ipynb #c004-3
 def read_parameters(nb_path) -> dict:
     "`{name: (type, default source, help)}` from a notebook's `parameters` cell, read as papermill does but strictly: "
     "a line that is not `name: type = default  # help` is an error, not skipped (and neither papermill nor nbformat is imported)."
@@ -61,6 +64,7 @@ def read_parameters(nb_path) -> dict:
         out[m["name"]] = (m["type"], m["default"], (m["help"] or "").strip())
     return out
 
+# %% ../../nbs/02_core.params.ipynb #c004-4
 def notebook_params(stage: str, nb_path) -> dict:
     "`{name: Param}` a stage notebook declares (the runner's own `RESERVED` ones left out), each of a type in `TYPES`."
     out = {}
@@ -89,12 +93,14 @@ def _source(v):
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
+# %% ../../nbs/02_core.params.ipynb #c005-1
 def check_name(kind: str, name: str) -> str:
     "`name` if it is a valid model or alias name, else a `ValueError` saying what is allowed."
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"{kind} name {name!r}: use letters, digits, '-', '_' or '.', starting with a letter or digit")
     return name
 
+# %% ../../nbs/02_core.params.ipynb #c005-2
 def check_register_alias(alias: str) -> str:
     "The alias the register stage may set: anything but `production`, which is reached only through the gate."
     if alias == "production":
@@ -103,11 +109,14 @@ def check_register_alias(alias: str) -> str:
                             "that cannot have run before the version exists; register to 'staging' (the default) and promote it")
     return check_name("alias", alias)
 
+# %% ../../nbs/02_core.params.ipynb #c005-3
 def _model_name(v):
     if v: check_name("model", v)
 
+# %% ../../nbs/02_core.params.ipynb #c005-4
 def _register_alias(v): check_register_alias(v)
 
+# %% ../../nbs/02_core.params.ipynb #c005-5
 def _weights(v):
     "none, imagenet, or the path of an existing file (whether imagenet's file is at hand is checked with the settings, before the run)."
     if v in ("none", "imagenet"): return
@@ -117,6 +126,7 @@ NAMED = {"source": _source, "model name": _model_name, "register alias": _regist
 
 _OPS = {"above": lambda a, b: a > b, "at least": lambda a, b: a >= b, "below": lambda a, b: a < b, "at most": lambda a, b: a <= b}
 
+# %% ../../nbs/02_core.params.ipynb #c005-6
 def _clause(clause: str, v):
     "None if `v` meets `clause`, else what the clause accepts (for the error)."
     items = v if isinstance(v, list) else [v]
@@ -137,6 +147,7 @@ def _clause(clause: str, v):
         return None
     raise ValueError(f"unknown constraint clause {clause!r}")
 
+# %% ../../nbs/02_core.params.ipynb #c005-7
 def absolute(clause: str, v):
     "A value naming a path, made absolute against the folder the command runs in, as the user meant it (the stage "
     "kernels run in other folders): `imagefolder:data/frames` and a relative weights file; anything else as it is."
@@ -148,6 +159,7 @@ def absolute(clause: str, v):
     if clause == "weights" and isinstance(v, str) and v not in ("none", "imagenet"): return os.path.abspath(os.path.expanduser(v))
     return v
 
+# %% ../../nbs/02_core.params.ipynb #c005-8
 def check_value(p: Param, v):
     "`v` if it meets `p`'s declared constraint (a path made `absolute`), else a one-line `ParamError` naming the "
     "parameter, the value and what it accepts."
@@ -162,6 +174,7 @@ def check_value(p: Param, v):
 
 CROSS = [("ingest", ("val_frac", "test_frac"), lambda a, b: a + b < 1, "val_frac + test_frac must be below 1 (train needs the rest)")]
 
+# %% ../../nbs/02_core.params.ipynb #c005-9
 def check_values(spec: dict, vals: dict) -> dict:
     "`vals` if every value meets its parameter's constraint and the rules across parameters (`CROSS`), else a `ParamError`."
     for st, ps in vals.items():
@@ -170,7 +183,6 @@ def check_values(spec: dict, vals: dict) -> dict:
         if st in vals and all(n in vals[st] for n in names) and not ok(*(vals[st][n] for n in names)):
             raise ParamError(f"parameters {', '.join(f'{st}.{n} = {vals[st][n]!r}' for n in names)}: {why}")
     return vals
-
 
 # %% ../../nbs/02_core.params.ipynb #c006
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -183,6 +195,7 @@ def example(p: Param) -> str:
     text = ("true" if v else "false") if isinstance(v, bool) else repr(v).replace(", ", ",").replace(": ", ":")
     return f"-p {p.stage}.{p.name}={text}"
 
+# %% ../../nbs/02_core.params.ipynb #c006-1
 def coerce(p: Param, value, from_text: bool = False):
     "`value` as `p`'s type, or a `ParamError` naming the parameter, its type, the value and an example of the right form."
     bad = ParamError(f"parameter {p.stage}.{p.name} is {p.type}; got {value!r}: write {_FORM[p.type]}, e.g. {example(p)}")
@@ -200,6 +213,7 @@ def coerce(p: Param, value, from_text: bool = False):
     if not isinstance(value, TYPES[p.type]) or (p.type in ("int", "float") and isinstance(value, bool)): raise bad
     return value
 
+# %% ../../nbs/02_core.params.ipynb #c006-2
 def resolve_params(spec: dict, profile: dict | None = None, overrides=()) -> dict:
     "Defaults, then the profile, then `key=value` overrides: `{stage: {name: value}}`, every value type-checked and constrained."
     vals = {st: {n: p.default for n, p in ps.items()} for st, ps in spec.items()}
@@ -215,6 +229,7 @@ def resolve_params(spec: dict, profile: dict | None = None, overrides=()) -> dic
         for t in targets: vals[t][name] = coerce(spec[t][name], v, text)
     return check_values(spec, vals)
 
+# %% ../../nbs/02_core.params.ipynb #c006-3
 def unknown_param(spec: dict, key: str, where: str = "-p") -> ParamError:
     "The one-line error for an unknown parameter `key`: the close matches (difflib), else where the list is."
     import difflib
@@ -227,4 +242,3 @@ def unknown_param(spec: dict, key: str, where: str = "-p") -> ParamError:
     said = " or ".join(f"{st + '.' if dot else ''}{n} ({spec[st][n].type})" for st, n in near[:3])
     return ParamError(f"unknown parameter {key!r} (from {where}): " + (f"did you mean {said}? " if near else "")
                       + "`mlops-nb params` lists them all")
-

@@ -14,6 +14,7 @@ def _plt():
     import matplotlib.pyplot as plt
     return plt
 
+# %% ../../nbs/06_core.plots.ipynb #c003-1
 def literal(fig):
     "`fig` with every text drawn as written: no title, label, legend or tick label of user strings (class names, "
     "tags) is read as math text (`$...$`). Tick labels a number formatter wrote (a log axis's powers) keep theirs."
@@ -30,6 +31,7 @@ def literal(fig):
         if id(t) not in keep: t.set_parse_math(False)
     return fig
 
+# %% ../../nbs/06_core.plots.ipynb #c003-2
 def laid_out(fig, what: str = ""):
     "`literal(fig)`, laid out tight; where matplotlib cannot draw a text, a `ValueError` naming the figure and the text."
     literal(fig)
@@ -44,6 +46,7 @@ def laid_out(fig, what: str = ""):
                          f"{', '.join(map(repr, bad)) or '(none found)'}: {str(e).strip()}") from e
     return fig
 
+# %% ../../nbs/06_core.plots.ipynb #c003-3
 def image_grid(images, titles=(), ncols: int = 8, size: float = 1.2, title: str = ""):
     "A figure showing `images` (N,C,H,W or N,H,W uint8) in a grid, each with an optional title above it."
     plt = _plt()
@@ -65,12 +68,14 @@ def image_grid(images, titles=(), ncols: int = 8, size: float = 1.2, title: str 
     if title: fig.suptitle(title)
     return laid_out(fig, title or "image grid")
 
+# %% ../../nbs/06_core.plots.ipynb #c003-4
 def _overlap(texts, gap: float = 4) -> bool:
     "Whether any two of the (drawn) `texts` come closer than `gap` pixels or one leaves its figure."
     bb = [t.get_window_extent().padded(gap / 2) for t in texts if t.get_visible() and t.get_text()]
     fig = texts[0].get_figure(root=True).bbox if texts else None
     return any(a.overlaps(b) for i, a in enumerate(bb) for b in bb[i+1:]) or any(b.x0 < fig.x0 or b.x1 > fig.x1 for b in bb)
 
+# %% ../../nbs/06_core.plots.ipynb #c003-5
 def bar_chart(groups: dict, labels, title: str = "", ylabel: str = "count"):
     "Grouped bars: `groups` maps a series name to one value per label; the legend beside the bars, never over them; "
     "the labels smaller, then upright, then smaller still while they would overlap."
@@ -99,18 +104,20 @@ def bar_chart(groups: dict, labels, title: str = "", ylabel: str = "count"):
 
 _MD_ESC = {c: f"&#{ord(c)};" for c in "&<>\"'\\`*_[]|~$#"}
 
+# %% ../../nbs/06_core.plots.ipynb #c003-6
 def md_escape(v) -> str:
     "`v` as literal text inside Markdown: HTML and Markdown syntax are written as entities, line breaks as spaces."
     return "".join(_MD_ESC.get(c, c) for c in str(v)).replace("\r", " ").replace("\n", " ")
 
+# %% ../../nbs/06_core.plots.ipynb #c003-7
 def md_code(v) -> str:
     "`v` as inline code that no name or path can break out of (a Markdown code span cannot hold every string safely)."
     return f"<code>{md_escape(v)}</code>"
 
+# %% ../../nbs/06_core.plots.ipynb #c003-8
 def md_table(rows, cols, bold=None) -> str:
     "A markdown table of `rows` (dicts) over `cols`; row index `bold` in bold; floats to 4 significant digits; every cell escaped."
     fmt = lambda v: md_escape(f"{v:.4g}" if isinstance(v, float) else v)
     cell = lambda i, v: f"**{fmt(v)}**" if i == bold else fmt(v)
     return "\n".join(["| " + " | ".join(map(md_escape, cols)) + " |", "|" + "---|" * len(cols)] +
                      ["| " + " | ".join(cell(i, r.get(c, "")) for c in cols) + " |" for i, r in enumerate(rows)])
-

@@ -64,6 +64,7 @@ def summaries(x: np.ndarray) -> list[bytes]:
         out += [a.tobytes() + c.tobytes() for a, c in zip(q, pr)]                      # HWC view costs 5x in place)
     return out
 
+# %% ../../nbs/08_core.predlog.ipynb #c004b-1
 def unpack(blobs, shape, steps: bool = False,
            embedding: bool = False,    # also return the model's embedding stored after them (N, k) float32, NaN where
                                        # a row has none; None when no row has one
@@ -89,6 +90,7 @@ def unpack(blobs, shape, steps: bool = False,
     out = (q if steps else q.astype(np.float32) / 256, pr.astype(np.float32))
     return (*out, e if e.shape[1] else None) if embedding else out
 
+# %% ../../nbs/08_core.predlog.ipynb #c004b-2
 def logged_columns(x: np.ndarray) -> dict:
     "The columns `chunks` reads back for images `x` (N, C, H, W) as the log keeps them: `f`, `props`, `input_shape`."
     f, p = unpack(summaries(x), x.shape[1:])
@@ -116,6 +118,7 @@ def failure_reason(e: BaseException) -> str:
     if name.startswith("SQLITE_IOERR") or "i/o error" in text: return "io"
     return "error"
 
+# %% ../../nbs/08_core.predlog.ipynb #c006-1
 class PredictionLog:
     "Batched background writer of the prediction log at `path`: `add`, `feedback`, `rejected` return at once. At most "
     "`backlog_rows` rows wait to be committed (queued, or held for a retry while the database refuses them); beyond that "
@@ -358,6 +361,7 @@ _PAYLOAD = ("INSERT INTO payloads (digest, ts, shape, data) VALUES (?,?,?,?) "
 _PIN = "UPDATE payloads SET pinned = 1 WHERE digest IN (SELECT input_digest FROM predictions WHERE request_id = ? AND row = ?)"
 _SHAPES = {}
 
+# %% ../../nbs/08_core.predlog.ipynb #c006-2
 def _summarize(xs: list) -> list:
     "`summaries` of each request's inputs, computed for all requests of one shape together (one pass of numpy, where one "
     "a request cost some 50 us of call overhead on single-row requests)."
@@ -372,6 +376,7 @@ def _summarize(xs: list) -> list:
 
 INLINE_BYTES = 1024          # a kept input this small (the digits' 64 bytes) stays in its row: no payload, no summary stored
 
+# %% ../../nbs/08_core.predlog.ipynb #c006-3
 def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_digests, emb=None, share: float = 1.0,
           rand=random.random, sums: list | None = None) -> tuple:
     "The `predictions` rows of one request, built column-wise, and the `payloads` rows of the raw inputs kept (each "
@@ -418,6 +423,7 @@ def _since(since) -> float:
     if isinstance(since, datetime): return since.timestamp()
     return parse_time(since)
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-1
 def predictions(path, since=None, until=None, limit: int | None = None, inputs: bool = False, with_input: bool = False) -> list[dict]:
     "Logged predictions, newest first, with `true_label` (None until feedback arrives); `inputs` adds each raw input as "
     "`input` (an array; None where `[serve] log_inputs` did not keep it, or its retention passed); `with_input` reads "
@@ -431,6 +437,7 @@ def predictions(path, since=None, until=None, limit: int | None = None, inputs: 
     finally: db.close()
     return [_record(r, inputs, kept) for r in rows]
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-2
 def payloads(db, digests) -> dict:
     "The raw inputs the payload store holds for `digests`: digest -> bytes."
     digests, out = list(digests), {}
@@ -439,6 +446,7 @@ def payloads(db, digests) -> dict:
         out.update(db.execute(f"SELECT digest, data FROM payloads WHERE digest IN ({','.join('?' * len(part))})", part).fetchall())
     return out
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-3
 def _record(r, inputs: bool, kept: dict) -> dict:
     d = {k: r[k] for k in ("request_id", "row", "model", "version", "digest", "role", "route", "label", "true_label",
                            "latency_ms", "input_digest")}
@@ -449,11 +457,13 @@ def _record(r, inputs: bool, kept: dict) -> dict:
         d["input"] = None if raw is None else np.frombuffer(raw, np.uint8).reshape(orjson.loads(r["input_shape"]))
     return d
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-4
 def known(db, rid: str) -> int:
     "How many rows a request with id `rid` had (the most, when the id was repeated; 0: no such request logged)."
     r = db.execute("SELECT MAX(row) FROM predictions WHERE request_id = ?", (rid,)).fetchone()[0]
     return 0 if r is None else r + 1
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-5
 def rejected(path, since=None, limit: int | None = None, until=None) -> list[dict]:
     "Refused requests in [since, until), newest first (`ts`: epoch seconds, `time`: the same in RFC 3339)."
     db = open_log(path)
@@ -463,6 +473,7 @@ def rejected(path, since=None, limit: int | None = None, until=None) -> list[dic
     return [{**{k: r[k] for k in ("route", "status", "reason", "request_id", "ts")}, "time": stamp(r["ts"], 3), "tags": orjson.loads(r["tags"])}
             for r in rows]
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-6
 def refusals(path, since=None, until=None, size: int = 100_000):
     "The refused requests in [since, until) as chunks of at most `size` `(ts, reason)` rows, oldest first: memory stays "
     "one chunk's however many were refused (`rejected` builds a dict a row, for listing a few)."
@@ -473,6 +484,7 @@ def refusals(path, since=None, until=None, size: int = 100_000):
         while rows := cur.fetchmany(size): yield rows
     finally: db.close()
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-7
 def counts(path) -> dict:
     "Rows in each table: `predictions`, `feedback`, `rejected`, and `payloads` (raw inputs kept)."
     db = open_log(path)
@@ -488,6 +500,7 @@ SELECT p.version, p.role, p.label, p.latency_ms, (
   ORDER BY f.ts DESC LIMIT 1) AS true_label
 FROM predictions p WHERE p.model = ? AND p.ts >= ? AND p.ts < ?"""
 
+# %% ../../nbs/08_core.predlog.ipynb #c008-8
 def compare(path, name: str, since=None, until=None) -> list[dict]:
     "Per version and role of model `name`: predictions, agreement with the answer the client got (a shadow's with the "
     "version that answered the same request), accuracy where labels arrived, latency p50/p99 (a shadow's: queue + model)."
@@ -531,6 +544,7 @@ def chunk_rows(shape, k: int, inputs: bool, max_bytes: int, from_inputs: bool = 
     per += 3 * nbytes * (inputs or from_inputs) + 8 * nbytes * from_inputs   # raw bytes, joined, the array; `properties`' work
     return max(1, int(max_bytes // per))
 
+# %% ../../nbs/08_core.predlog.ipynb #c010b-1
 def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary"),
            inputs: bool = False, max_bytes: int = 256 << 20):
     "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows and about "
@@ -552,6 +566,7 @@ def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("
             yield _columns(rows, name, inputs)
     finally: db.close()
 
+# %% ../../nbs/08_core.predlog.ipynb #c010b-2
 def _columns(rows, name: str, inputs: bool) -> dict:
     "A chunk's rows as columns (see `chunks`)."
     col = lambda k: [r[k] for r in rows]

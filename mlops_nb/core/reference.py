@@ -29,15 +29,18 @@ def features(x: np.ndarray) -> np.ndarray:
     s = v.sum(axis=5, dtype=np.uint16 if bw * 255 < 1 << 16 else np.uint32).sum(axis=3, dtype=np.uint32)
     return (s.astype(np.float32) / np.float32(bh * bw)).reshape(n, -1)
 
+# %% ../../nbs/07a_core.reference.ipynb #c004-1
 def feature_names(shape) -> list[str]:
     "Names of `features` for images of `shape` (C, H, W): `r{row}c{col}`, prefixed by the channel when there are several."
     c, h, w = shape
     oh, ow = h // max(1, h // POOL), w // max(1, w // POOL)
     return [f"{'' if c == 1 else f'ch{k}_'}r{i}c{j}" for k in range(c) for i in range(oh) for j in range(ow)]
 
+# %% ../../nbs/07a_core.reference.ipynb #c004-2
 def property_names(shape) -> list[str]:
     return ["brightness", "contrast", "sharpness", *(["mean"] if shape[0] == 1 else [f"mean_ch{k}" for k in range(shape[0])])]
 
+# %% ../../nbs/07a_core.reference.ipynb #c004-3
 def _variance(v: np.ndarray, total: np.ndarray) -> np.ndarray:
     "Per row of integer values `v` (N, M) whose row sums are `total`: the variance, from the values centred on their "
     "rounded mean. Their squares and sums are integers under 2**53, so float64 holds them exactly: nothing is lost to "
@@ -47,6 +50,7 @@ def _variance(v: np.ndarray, total: np.ndarray) -> np.ndarray:
     d = (v - mu[:, None].astype(v.dtype)).astype(np.float64)
     return np.einsum("ij,ij->i", d, d) / m - (total / m - mu) ** 2
 
+# %% ../../nbs/07a_core.reference.ipynb #c004-4
 def properties(x: np.ndarray) -> np.ndarray:
     "Per-image properties, float32 (N, 3 + C): brightness and RMS contrast of the grey image (0-1), sharpness (the "
     "variance of its 4-neighbour Laplacian), and each channel's mean (0-1). The grey image is kept as the integer sum of "
@@ -71,6 +75,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True); e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
+# %% ../../nbs/07a_core.reference.ipynb #c007-1
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     "The temperature T minimizing the negative log-likelihood of softmax(logits / T) on labelled data (temperature scaling)."
     from scipy.optimize import minimize_scalar
@@ -79,17 +84,18 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     nll = lambda t: -log_softmax(logits / t, axis=1)[np.arange(len(y)), y].mean()
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded", options={"xatol": 1e-4}).x)
 
+# %% ../../nbs/07a_core.reference.ipynb #c007-2
 def calibrated(p: np.ndarray, t: float) -> np.ndarray:
     "Calibrated probabilities from the uncalibrated ones the service returned: softmax(log p / T)."
     return softmax(np.log(np.clip(np.asarray(p, np.float64), 1e-30, None)) / t)
 
+# %% ../../nbs/07a_core.reference.ipynb #c007-3
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     "Expected calibration error of the top probability: the confidence-weighted gap between confidence and accuracy, over equal-width bins."
     conf, hit = p.max(axis=1), (p.argmax(axis=1) == y)
     idx = np.minimum((conf * bins).astype(int), bins - 1)
     gap = np.abs(np.bincount(idx, conf, bins) - np.bincount(idx, hit.astype(float), bins))
     return float(gap.sum() / max(1, len(y)))
-
 
 # %% ../../nbs/07a_core.reference.ipynb #c010
 FILES = ("monitoring.json", "features.npz", "properties.npz", "outputs.npz", "confidence.npz")   # every reference has these
@@ -135,12 +141,14 @@ class MonitoringReference:
         "The drift references it has, by name: features, properties, outputs, confidence, and embedding when exported."
         return ("features", "properties", "outputs", "confidence", *(("embedding",) if self.embedding is not None else ()))
 
+# %% ../../nbs/07a_core.reference.ipynb #c010-1
 def _in_batches(x) -> tuple:
     "`features(x)` and `properties(x)`, computed a batch of at most 8 MiB of pixels at a time (`mlops_nb.core.shards.batch_rows`)."
     from mlops_nb.core.shards import batch_rows, batches
     parts = [(features(b), properties(b)) for b in batches(x, batch_rows(x.shape[1:]))]
     return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
 
+# %% ../../nbs/07a_core.reference.ipynb #c010-2
 def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_rows: int = 5000, seed: int = 0,
           embedding: np.ndarray | None = None) -> MonitoringReference:
     "The monitoring reference from validation images `x` (N, C, H, W) uint8 (an array, or a lazy view read in batches), "
@@ -168,4 +176,3 @@ def build(x: np.ndarray, y: np.ndarray, logits: np.ndarray, labels: list, max_ro
     ref.rows = {"embedding": e[keep], "label": np.asarray(y)[keep].astype(np.int64), "predicted": pred[keep].astype(np.int64),
                 "confidence": pc.max(axis=1)[keep].astype(np.float32)}
     return ref
-

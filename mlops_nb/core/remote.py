@@ -15,14 +15,17 @@ def is_url(s) -> bool:
     "Whether `s` names a place by URL (`s3://bucket/prefix`), not a local path."
     return bool(re.match(r"^[a-z][a-z0-9+.-]*://", str(s), flags=re.I))
 
+# %% ../../nbs/01b_core.remote.ipynb #c004-1
 def safe_url(url) -> str:
     "`url` as it may be shown: any user name, password or query string removed (credentials come from the environment)."
     return re.sub(r"\?.*$", "", re.sub(r"^([a-z0-9+.-]+://)[^/@]*@", r"\1", str(url), flags=re.I))
 
+# %% ../../nbs/01b_core.remote.ipynb #c004-2
 def redact(text) -> str:
     "`text` with the user name and password of every URL in it replaced by `***` (for a value echoed in an error)."
     return re.sub(r"([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@", r"\1***@", str(text), flags=re.I)
 
+# %% ../../nbs/01b_core.remote.ipynb #c004-3
 def url_fs(url):
     "The fsspec file system and root path of a local folder or any fsspec URL (`s3://bucket/prefix`, `gs://`, "
     "`abfs://`); credentials come from the environment as each library reads them (for S3: `AWS_ACCESS_KEY_ID`, "
@@ -38,6 +41,7 @@ def url_fs(url):
         raise ValueError(f"{safe_url(url)!r}: {e} (s3:// needs s3fs, gs:// gcsfs, abfs:// adlfs)") from None
     return fs, root.rstrip("/")
 
+# %% ../../nbs/01b_core.remote.ipynb #c004-4
 def ident(info: dict) -> tuple:
     "What says a remote file is unchanged, as `(size, version tag, 0)`: its ETag (S3, Azure), generation or md5 (GCS), else "
     "its modification time; the same three fields as `mlops_nb.core.shards.file_ident` of a local file."

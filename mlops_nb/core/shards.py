@@ -39,6 +39,7 @@ def write_shard(path, x) -> Path:
     with open(path, "wb") as f: np.lib.format.write_array(f, np.ascontiguousarray(x), allow_pickle=False)
     return Path(path)
 
+# %% ../../nbs/03a_core.shards.ipynb #c005-1
 def put_shard(store, x, name: str = "shard.npy") -> str:
     "Store the images `x` (n, C, H, W) uint8 as a shard in `store`; returns its digest."
     fd, tmp = tempfile.mkstemp(dir=Path(store.root)/"tmp", prefix=f"{os.getpid()}-shard-", suffix=".npy")
@@ -60,6 +61,7 @@ def _fd(path: str) -> int:
         fd = _FDS[key] = os.open(path, os.O_RDONLY)
         return fd
 
+# %% ../../nbs/03a_core.shards.ipynb #c008-1
 def _pread_into(path: str, buf: np.ndarray, offset: int):
     "Fill the contiguous array `buf` with the bytes of `path` at `offset` (pread, looping over short reads)."
     view, got = memoryview(buf.reshape(-1)), 0
@@ -145,6 +147,7 @@ class ShardArray:
         a = self[:]
         return a if dtype is None else a.astype(dtype)
 
+# %% ../../nbs/03a_core.shards.ipynb #c009-1
 def _rows(index, total: int) -> np.ndarray:
     "`index` as int64 rows of `total`, checked."
     a = np.asarray(index, np.int64).reshape(-1)
@@ -156,6 +159,7 @@ def batch_rows(shape, budget: int = 8 << 20, most: int = 512) -> int:
     "How many images of `shape` (C, H, W) make a batch of at most `budget` bytes of uint8 pixels (at least 1, at most `most`)."
     return int(max(1, min(most, budget // max(1, int(np.prod(shape))))))
 
+# %% ../../nbs/03a_core.shards.ipynb #c009b-1
 def batches(x, batch_size: int = 1024):
     "The rows of `x` (an ndarray or a `ShardArray`) in order, `batch_size` at a time, as ndarrays: the way to consume a split."
     if isinstance(x, ShardArray): yield from x.batches(batch_size); return
@@ -251,10 +255,12 @@ class ShardCache:
 
     def close(self): self.db.close()
 
+# %% ../../nbs/03a_core.shards.ipynb #c016-1
 def file_ident(st: os.stat_result) -> tuple:
     "`(size, mtime_ns, inode)`: what says a file is unchanged (three ints, not the whole stat result: a folder has many files)."
     return st.st_size, st.st_mtime_ns, st.st_ino
 
+# %% ../../nbs/03a_core.shards.ipynb #c016-2
 def _canon(params: dict) -> str:
     import json
     return json.dumps({"format": "mlops-nb-shard/2", **params}, sort_keys=True)   # /2: JPEGs decoded at reduced scale

@@ -14,18 +14,21 @@ __all__ = ['IntegrityError', 'MissingArtifact', 'file_mode', 'sha256_bytes', 'St
 class IntegrityError(RuntimeError):
     "An artifact's content no longer matches its digest."
 
+# %% ../../nbs/01_core.store.ipynb #c004-1
 class MissingArtifact(KeyError):
     "No artifact with that digest in the store."
     def __str__(self): return self.args[0]
 
 _CHUNK = 1 << 20
 
+# %% ../../nbs/01_core.store.ipynb #c004-2
 def _hash_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(_CHUNK): h.update(b)
     return "sha256:" + h.hexdigest()
 
+# %% ../../nbs/01_core.store.ipynb #c004-3
 def file_mode() -> int:
     "The mode a new file gets under this process's umask (0o644 under the usual 022): temporary files start at 0600."
     try:
@@ -35,10 +38,12 @@ def file_mode() -> int:
     old = os.umask(0o022); os.umask(old)
     return 0o666 & ~old
 
+# %% ../../nbs/01_core.store.ipynb #c004-4
 def sha256_bytes(data: bytes) -> str:
     "`sha256:<hex>` of `data`."
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
+# %% ../../nbs/01_core.store.ipynb #c004-5
 def _hex(digest: str) -> str:
     algo, _, hx = str(digest).partition(":")
     if algo != "sha256" or len(hx) != 64 or any(c not in "0123456789abcdef" for c in hx):

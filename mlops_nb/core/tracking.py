@@ -28,20 +28,24 @@ def write_text(path, text: str) -> Path:
         if os.path.exists(tmp): os.unlink(tmp)
     return path
 
+# %% ../../nbs/05_core.tracking.ipynb #c004-1
 def write_json(path, obj):
     "Write JSON atomically (`write_text`)."
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
+# %% ../../nbs/05_core.tracking.ipynb #c004-2
 def artifact_alias(digest: str) -> str:
     "The W&B alias under which an output is logged: its digest, in the characters W&B allows."
     return digest.replace(":", "-")
 
+# %% ../../nbs/05_core.tracking.ipynb #c004-3
 class MissingInput(KeyError):
     "A stage asked for an input that nothing gave it and no earlier stage made."
     def __str__(self): return self.args[0]
 
 BY_HAND = "by-hand"   # runs/by-hand/<stage>.outputs.json: the latest outputs of each stage run by hand
 
+# %% ../../nbs/05_core.tracking.ipynb #c004-4
 def latest_output(runs_dir, name: str):
     "The newest output called `name`, from pipeline runs (`runs_dir/*/run.json`) and stages run by hand: "
     "`(digest, where it came from)`, or None."
@@ -61,6 +65,7 @@ def latest_output(runs_dir, name: str):
             if best is None or cand[0] >= best[0]: best = cand
     return best[1:] if best else None
 
+# %% ../../nbs/05_core.tracking.ipynb #c004-5
 def typed_params(stage: str, params: dict, inputs, s: Settings) -> tuple:
     "By hand, papermill `-p` passes text: `params` as the types the stage notebook declares (and checked against what each "
     "accepts, as a run would), and `inputs` as a dict."

@@ -21,6 +21,7 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c004-1
 def test_settings(s, folder) -> Path:
     "A settings file for the test environment: the workbook's registry and store, a prediction log of its own in `folder`."
     cp = configparser.ConfigParser(interpolation=None); cp.optionxform = str
@@ -32,6 +33,7 @@ def test_settings(s, folder) -> Path:
     with open(Path(folder)/"settings.ini", "w") as f: cp.write(f)
     return Path(folder)/"settings.ini"
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c004-2
 @contextmanager
 def service(s, ref: str, folder, timeout: float = 60.0):
     "Run `mlops-nb serve --model REF` as a user would, on a free loopback port, until the block ends; yields its base URL."
@@ -60,6 +62,7 @@ def service(s, ref: str, folder, timeout: float = 60.0):
         except subprocess.TimeoutExpired: p.kill(); p.wait()
         log.close()
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c004-3
 def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None, conn=None):
     "(status, headers, body bytes) of one HTTP request; `conn` reuses a keep-alive connection."
     c = conn or http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
@@ -70,7 +73,6 @@ def request(url: str, method: str, path: str, body: bytes | None = None, headers
     finally:
         if conn is None: c.close()
 
-
 # %% ../../nbs/31_deploy.apptest.ipynb #c006
 def _json(status, headers, body, what):
     if status != 200: raise AssertionError(f"{what}: HTTP {status}: {body[:300].decode(errors='replace')}")
@@ -79,14 +81,17 @@ def _json(status, headers, body, what):
 MAX_BODY = 16 << 20     # [serve] max_body when the settings give none (`config.SERVE_DEFAULTS`)
 BINARY_ROW = 100_000    # a row over this many bytes of JSON is replayed (and load-tested) as OIP binary tensor data
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c006-1
 def json_row_bytes(shape) -> int:
     "The most bytes one row of `shape` takes as JSON: `255, ` a value, and brackets."
     return 6 * math.prod(shape) + 16
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c006-2
 def per_request(row_bytes: int, max_body: int = MAX_BODY, most: int = 64) -> int:
     "Rows one replay request carries: at most `most`, in a body of at most a quarter of `max_body`; at least one."
     return max(1, min(most, max_body // 4 // max(row_bytes, 1)))
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c006-3
 def replay_rows(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY) -> np.ndarray:
     "Probabilities (N, K) for `x` through `POST /v1/predict`, at most `batch` rows a request (`per_request`)."
     out, c = [], http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
@@ -98,6 +103,7 @@ def replay_rows(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BO
     c.close()
     return np.array(out, np.float32)
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c006-4
 def oip_request(xb: np.ndarray, binary: bool, rid: str | None = None) -> tuple[bytes, dict]:
     "(body, headers) of an OIP inference request for uint8 rows `xb`, the probabilities asked for as JSON: the tensor as "
     "JSON `data`, or (`binary`) as binary tensor data after the JSON header (`Inference-Header-Content-Length`)."
@@ -108,6 +114,7 @@ def oip_request(xb: np.ndarray, binary: bool, rid: str | None = None) -> tuple[b
     if not binary: return head, {"content-type": "application/json"}
     return head + xb.tobytes(), {"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))}
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c006-5
 def replay_oip(url: str, name: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY, binary: bool | None = None) -> np.ndarray:
     "Probabilities (N, K) for `x` through the Open Inference Protocol's `/v2/models/NAME/infer`, as binary tensor data "
     "(`binary`; None: when a row is over `BINARY_ROW` bytes of JSON) or JSON, at most `batch` rows a request (`per_request`)."
@@ -122,6 +129,7 @@ def replay_oip(url: str, name: str, x: np.ndarray, batch: int = 64, max_body: in
     c.close()
     return np.concatenate(out)
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c006-6
 def png(a: np.ndarray) -> bytes:
     "A (C, H, W) uint8 image as PNG bytes."
     from PIL import Image
@@ -129,6 +137,7 @@ def png(a: np.ndarray) -> bytes:
     Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).save(b, "PNG")
     return b.getvalue()
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c006-7
 def replay_uploads(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY) -> np.ndarray:
     "Probabilities (N, K) for `x` encoded as PNG files and uploaded to `POST /v1/predict/image`, as few multipart "
     "requests as hold at most `batch` files and a quarter of `max_body` each (at least one file)."
@@ -147,7 +156,6 @@ def replay_uploads(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX
         i = j
     c.close()
     return np.array(out, np.float32)
-
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c008
 def probes(name: str, shape, label: str) -> list[tuple]:
@@ -170,6 +178,7 @@ def probes(name: str, shape, label: str) -> list[tuple]:
             ("feedback with an unknown label", "POST", "/v1/feedback", json.dumps({"request_id": "never-made", "label": "no-such-class"}).encode(), js, 422),
             ("an unknown route", "GET", "/v1/nothing-here", None, {}, 404)]
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c008-1
 def probe(url: str, name: str, shape, label: str) -> list[dict]:
     "Send every probe; each result says whether the answer was the documented status with a JSON `error`."
     out = []
@@ -180,7 +189,6 @@ def probe(url: str, name: str, shape, label: str) -> list[dict]:
         out.append({"probe": what, "route": f"{method} {path}", "expected": want, "status": st, "error": err,
                     "passed": st == want and isinstance(err, str) and bool(err)})
     return out
-
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c010
 BUCKETS_MS = (0.5, 1, 2, 3, 5, 10, 25, 50, 100, 250, 1000)
@@ -229,6 +237,7 @@ def replay_sample(n: int, shape, replay_mb: float) -> np.ndarray:
     k = min(n, max(1, int(replay_mb * 2**20) // max(1, int(np.prod(shape)))))
     return np.arange(n) if k == n else np.sort(np.random.default_rng(0).choice(n, k, replace=False))
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c012-1
 def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dict:
     "Test `ref` (NAME@VERSION or NAME@ALIAS) as an application in a test environment under `folder`; returns the report."
     from mlops_nb.core.config import APPTEST_DEFAULTS
@@ -283,6 +292,7 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
     return {"model": v["name"], "version": v["version"], "digest": v["bundle"], "passed": passed, "checks": checks, "load": ld,
             "seconds": round(time.time() - t0, 2), "settings": {k: o[k] for k in APPTEST_DEFAULTS}}
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c012-2
 def summary(rep: dict) -> str:
     "One line for the registry: the verdict and the figures a reviewer asks for first (or what failed)."
     ld = rep["load"]
@@ -291,6 +301,7 @@ def summary(rep: dict) -> str:
                 f"{ld['rps']:.0f} req/s, {ld['errors']} errors")
     return "FAILED: " + "; ".join(f"{c['check']}: {c['detail']}" for c in rep["checks"] if not c["passed"])
 
+# %% ../../nbs/31_deploy.apptest.ipynb #c012-3
 def record(s, rep: dict, report: dict | None = None):
     "Write the verdict onto the registry version (the production gate reads it), naming where its QA `report` is: "
     "`{'run': RUN_ID, 'stage': 'apptest'}` (the executed stage notebook) or `{'path': FILE}`; `approve` signs that report."
@@ -298,4 +309,3 @@ def record(s, rep: dict, report: dict | None = None):
     where = (f"run {report['run']}, stage {report['stage']}" if "run" in report else report["path"]) if report else ""
     with registry_for(s) as reg:
         reg.record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep) + (f"; report: {where}" if where else ""), report)
-

@@ -33,6 +33,7 @@ def request_time(value: str) -> float:
         raise BadInput(f"X-Request-Time: {value[:64]!r} is not a time: give RFC 3339 (2026-11-25T08:00:00Z) or epoch seconds")
     return t
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c004-1
 def reply_headers(rid: str, ts: float | None) -> dict:
     "A response's headers: the request id, and the time logged when the client set it."
     return {"x-request-id": rid} if ts is None else {"x-request-id": rid, "x-request-time": stamp(ts, 3)}
@@ -94,6 +95,7 @@ def meta(self: DataPlane) -> dict:
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.m.labels)]},
                         {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c007-1
 @patch
 def check_model(self: DataPlane, name: str, version: str | None = None) -> Variant | None:
     "The variant a request for `name` (and `version`) goes to (None: the traffic decides), or 404."
@@ -105,6 +107,7 @@ def check_model(self: DataPlane, name: str, version: str | None = None) -> Varia
                        f"{' and '.join(self.meta()['versions'])}", 404)
     return v
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c007-2
 @patch
 def readiness(self: DataPlane) -> tuple:
     "/readyz: (status, body): the model; while the prediction log fails, its problem too (503 with log_failure = refuse)."
@@ -112,6 +115,7 @@ def readiness(self: DataPlane) -> tuple:
     if h is None: return 200, self.ready
     return 503 if self.refusing else 200, self.ready[:-1] + b',"log":' + orjson.dumps(h) + b"}"
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c007-3
 @patch
 def stats(self: DataPlane) -> dict:
     "The statistics extension (`GET /v2/models/{name}/stats`, as Triton reports them) for each version served: requests, "
@@ -130,6 +134,7 @@ def stats(self: DataPlane) -> dict:
                                  "off_loop_batches": b.offloop}})
     return {"model_stats": out}
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c007-4
 @patch
 def config(self: DataPlane) -> dict:
     "`GET /v2/models/{name}/config`: the model's configuration as Triton states one (platform, inputs, outputs, batching)."
@@ -158,6 +163,7 @@ def refuse(self: DataPlane, route: str, h, t0: float, status: int, msg: str):
     if rid: hdr["x-request-id"] = rid
     return status, orjson.dumps({"error": msg}), hdr
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c009-1
 @patch
 def guard(self: DataPlane, h, needed: bool):
     "Refuse (401) a request that needs the API key and lacks it; constant-time comparison."
@@ -167,6 +173,7 @@ def guard(self: DataPlane, h, needed: bool):
         if not hmac.compare_digest(got.encode(), self.api_key.encode()):
             raise BadInput("missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`", 401)
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c009-2
 @patch
 def when(self: DataPlane, h) -> float | None:
     "The time to log: the client's `X-Request-Time` when `client_time` is on (with an API key set, only from a request "
@@ -175,12 +182,14 @@ def when(self: DataPlane, h) -> float | None:
     self.guard(h, True)
     return request_time(v)
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c009-3
 @patch
 def log_down(self: DataPlane):
     "With `[serve] log_failure = refuse`: refuse (503) while the prediction log's latest write failed, naming why."
     if self.refusing and self.log.problem is not None:
         raise BadInput(f"the prediction log cannot record this request, so it is refused ([serve] log_failure = refuse): {self.log.problem}", 503)
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c009-4
 @patch
 async def answer(self: DataPlane, route: str, h, t0: float, fn, *args):
     "Run a route function: (status, JSON bytes, headers), a refusal when it raises `BadInput`. A function returning a "
@@ -215,6 +224,7 @@ async def score(self: DataPlane, route: str, t0: float, rid: str, x, tags: dict,
     self.tel.predicted(v.m.version, k)
     return p, lab, v
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c011-1
 @patch
 async def predict_rows(self: DataPlane, h, body: bytes, t0: float):
     "`POST /v1/predict`: rows as JSON."
@@ -225,6 +235,7 @@ async def predict_rows(self: DataPlane, h, body: bytes, t0: float):
     return {"request_id": rid, "model": v.obj,
             "predictions": [{"label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, reply_headers(rid, ts), b""
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c011-2
 @patch
 async def infer(self: DataPlane, route: str, h, body: bytes, t0: float, v: Variant | None = None):
     "OIP inference over REST: a JSON body, or JSON and binary tensors (the binary data extension)."
@@ -241,6 +252,7 @@ async def infer(self: DataPlane, route: str, h, body: bytes, t0: float, v: Varia
     if body.get("id") is not None and not rid.isascii(): del hdr["x-request-id"]   # a header is latin-1: the id is in the JSON
     return {"model_name": self.m.name, "model_version": str(v.m.version), "id": rid, "outputs": list(out)}, hdr, b"".join(tail)
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c011-3
 @patch
 async def predict_files(self: DataPlane, rid: str, tags: dict, ts: float | None, files: list, t0: float):
     "`POST /v1/predict/image`: uploaded files `[(name, bytes)]`, decoded in the decoding threads (off the event loop)."
@@ -250,6 +262,7 @@ async def predict_files(self: DataPlane, rid: str, tags: dict, ts: float | None,
     return {"request_id": rid, "model": v.obj,
             "predictions": [{"file": names[i], "label": lab[i], "probabilities": p[i]} for i in range(len(p))]}, reply_headers(rid, ts), b""
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c011-4
 @patch
 async def feedback(self: DataPlane, h, body: bytes, t0: float, ts: float | None = None):
     "`POST /v1/feedback`: true labels for requests this service (any of its workers) answered, logged to join them. A "
@@ -305,6 +318,7 @@ async def swap(self: DataPlane, new: Traffic) -> Traffic:
     self.serving()
     return old
 
+# %% ../../nbs/30e_deploy.dataplane.ipynb #c014-1
 @patch
 def close(self: DataPlane):
     "At the service's stop: the shadow's queue scored and logged, the log drained (nothing acknowledged is lost), readers closed."

@@ -17,6 +17,7 @@ __all__ = ['ExportInvalid', 'with_labels', 'triton_config', 'check_triton_config
 class ExportInvalid(ValueError):
     "What was written does not pass its check (the message names the file and the problem)."
 
+# %% ../../nbs/33_deploy.export.ipynb #c004-1
 def with_labels(onnx_model: bytes, labels: list) -> bytes:
     "The bundle's network with softmax, argmax and the label lookup in its graph: outputs `probabilities` and `label`."
     import onnx
@@ -32,6 +33,7 @@ def with_labels(onnx_model: bytes, labels: list) -> bytes:
     onnx.checker.check_model(mp)
     return mp.SerializeToString()
 
+# %% ../../nbs/33_deploy.export.ipynb #c004-2
 def triton_config(name: str, version: int, shape, n_labels: int, max_batch: int) -> str:
     "Triton's `config.pbtxt` for the exported model."
     return "\n".join([
@@ -43,6 +45,7 @@ def triton_config(name: str, version: int, shape, n_labels: int, max_batch: int)
         '  { name: "label" data_type: TYPE_STRING dims: [ 1 ] reshape: { shape: [ ] } }',
         "]", "dynamic_batching { }", "instance_group [ { count: 1 kind: KIND_CPU } ]", ""])
 
+# %% ../../nbs/33_deploy.export.ipynb #c004-3
 def check_triton_config(path) -> dict:
     "Parse `config.pbtxt` with Triton's `ModelConfig` protobuf (shipped by tritonclient, loaded without its gRPC client); "
     "`ExportInvalid` naming the problem. Returns the parsed fields (None when tritonclient is not installed)."
@@ -58,7 +61,6 @@ def check_triton_config(path) -> dict:
     if not cfg.name or not cfg.input or not cfg.output: raise ExportInvalid(f"{path}: needs a name, inputs and outputs")
     return json_format.MessageToDict(cfg, preserving_proto_field_name=True)
 
-
 # %% ../../nbs/33_deploy.export.ipynb #c005
 _DNS1123 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _STORAGE = ("s3://", "gs://", "pvc://", "https://", "http://", "hdfs://", "webhdfs://", "oci://", "hf://")
@@ -70,6 +72,7 @@ def service_name(name: str) -> str:
     if not n: raise ExportInvalid(f"model name {name!r} gives no valid Kubernetes name")
     return n
 
+# %% ../../nbs/33_deploy.export.ipynb #c005-1
 def inference_service(name: str, version: int, digest: str, storage_uri: str) -> dict:
     "A KServe `InferenceService` serving the Triton repository at `storage_uri` over the Open Inference Protocol (v2)."
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
@@ -77,6 +80,7 @@ def inference_service(name: str, version: int, digest: str, storage_uri: str) ->
             "spec": {"predictor": {"model": {"modelFormat": {"name": "triton"}, "protocolVersion": "v2",
                                              "runtime": "kserve-tritonserver", "storageUri": storage_uri}}}}
 
+# %% ../../nbs/33_deploy.export.ipynb #c005-2
 def check_inference_service(m: dict, where: str = "the manifest") -> dict:
     "Check the `InferenceService` fields the export writes against what KServe accepts; `ExportInvalid` naming the field."
     def need(cond, msg):
@@ -92,7 +96,6 @@ def check_inference_service(m: dict, where: str = "the manifest") -> dict:
     need(isinstance(uri, str) and uri.startswith(_STORAGE), f"spec.predictor.model.storageUri {uri!r}: use one of {', '.join(_STORAGE)}")
     need(set(m) <= {"apiVersion", "kind", "metadata", "spec", "status"}, f"unknown top-level fields {sorted(set(m) - {'apiVersion', 'kind', 'metadata', 'spec', 'status'})}")
     return m
-
 
 # %% ../../nbs/33_deploy.export.ipynb #c006
 def export(reg, ref: str, out, fmt: str = "triton", max_batch: int = 1024, storage_uri: str | None = None) -> dict:

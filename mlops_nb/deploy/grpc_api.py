@@ -19,10 +19,12 @@ def _codes() -> dict:
     return {400: S.INVALID_ARGUMENT, 401: S.UNAUTHENTICATED, 403: S.PERMISSION_DENIED, 404: S.NOT_FOUND, 408: S.DEADLINE_EXCEEDED,
             409: S.FAILED_PRECONDITION, 413: S.RESOURCE_EXHAUSTED, 415: S.INVALID_ARGUMENT, 422: S.INVALID_ARGUMENT, 503: S.UNAVAILABLE}
 
+# %% ../../nbs/30f_deploy.grpc_api.ipynb #c004-1
 def _param(p):
     "An `InferParameter`'s value."
     return getattr(p, p.WhichOneof("parameter_choice")) if p.WhichOneof("parameter_choice") else None
 
+# %% ../../nbs/30f_deploy.grpc_api.ipynb #c004-2
 def request_dict(r) -> tuple[dict, bytes]:
     "A `ModelInferRequest` as the REST body it stands for, `(JSON object, binary tensor bytes)`, so the same checks "
     "(`inputs.oip_input`, `oip_outputs`) refuse it with the same words: raw input contents become the binary data "

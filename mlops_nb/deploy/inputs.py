@@ -19,6 +19,7 @@ class BadInput(ValueError):
     "A request the service refuses: `status` is the HTTP status (4xx); the message names the problem."
     def __init__(self, msg: str, status: int = 400): super().__init__(msg); self.status = status
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c004-1
 def to_batch(rows, shape, max_batch: int, what: str = "inputs", raw: bytes | None = None) -> np.ndarray:
     "JSON rows -> uint8 array (N, *shape), or `BadInput` naming the problem. `raw`: the JSON text the rows were parsed "
     "from: with no text but one key and no fraction, exponent, `true` or `false`, numpy converts straight to uint8; without "
@@ -39,6 +40,7 @@ def to_batch(rows, shape, max_batch: int, what: str = "inputs", raw: bytes | Non
         raise BadInput(f"{what}: each row must have shape {list(shape)} (or be flat, {n} values); got {list(a.shape[1:])}")
     return pixels(a.reshape(len(rows), *shape), what)
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c004-2
 def _odd(data: list) -> str:
     "The first value in nested lists that is not a JSON number, as JSON names it ('true', 'null', \"text '255'\", "
     "'an object'); '' when every value is a number."
@@ -52,10 +54,12 @@ def _odd(data: list) -> str:
                     f"text {v[:20]!r}" if t is str else "an object" if t is dict else f"a {t.__name__}"
     return ""
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c004-3
 def may_hold_booleans(raw: bytes | None) -> bool:
     "Whether JSON text (None: unknown) may hold a boolean: only then must `number_array` walk the values for one."
     return raw is None or b"true" in raw or b"false" in raw
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c004-4
 def number_array(data, what: str, ragged: str, strict: bool = True) -> np.ndarray:
     "Nested JSON lists as a numeric array, or `BadInput`: `ragged` when they are not of one shape, else naming the first "
     "value that is not a number (numpy would read \"255\" and \" 7 \" as 255 and 7, true as 1). `strict=False` trusts "
@@ -71,6 +75,7 @@ def number_array(data, what: str, ragged: str, strict: bool = True) -> np.ndarra
         except OverflowError: raise BadInput(f"{what}: pixel values must be in 0..255") from None
     return a
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c004-5
 def pixels(a: np.ndarray, what: str) -> np.ndarray:
     "A numeric array as uint8 pixels, or `BadInput` when a value is not a whole number in 0..255."
     lo, hi = a.min(), a.max()                                     # NaN makes both comparisons below false
@@ -86,11 +91,13 @@ def over_limit(what: str, max_body: int) -> BadInput:
     "The refusal (413) of a body, or uploads, over `max_body` bytes: `what` it was, the limit and the setting that sets it."
     return BadInput(f"{what} is over the limit of {max_body} bytes ([serve] max_body)", 413)
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c007-1
 def check_size(headers, max_body: int):
     "`BadInput` (413) when the declared body is over `max_body` bytes."
     n = headers.get("content-length")
     if n and n.isascii() and n.isdigit() and int(n) > max_body: raise over_limit(f"body of {n} bytes", max_body)
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c007-2
 def parse_json(raw: bytes, content_type: str | None, max_body: int, lists: bool = False):
     "A request body as a JSON object (or a list of objects when `lists`), or `BadInput` (size, content type, malformed JSON)."
     ct = (content_type or "").split(";")[0].strip().lower()
@@ -105,7 +112,6 @@ def parse_json(raw: bytes, content_type: str | None, max_body: int, lists: bool 
     if not isinstance(obj, dict): raise BadInput(f"the body must be a JSON object{' or a list of them' if lists else ''}, got {type(obj).__name__}")
     return obj
 
-
 # %% ../../nbs/30a_deploy.inputs.ipynb #c010
 OUTPUTS = ("probabilities", "label")
 
@@ -117,6 +123,7 @@ def oip_body(raw: bytes, headers, max_body: int) -> tuple[dict, bytes]:
         raise BadInput(f"Inference-Header-Content-Length {n[:20]!r}: give the JSON header's length in bytes (at most the body's {len(raw)})")
     return parse_json(raw[:int(n)], "application/json", max_body), raw[int(n):]
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c010-1
 def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"", raw: bytes | None = None) -> np.ndarray:
     "The `image` tensor of an OIP inference request as uint8 (N, *shape), from JSON `data` or binary bytes, or `BadInput`. "
     "`raw`: the JSON text `body` came from; with no `true` or `false` in it no value can be a boolean, and `data` converts "
@@ -150,6 +157,7 @@ def oip_input(body: dict, shape, max_batch: int, binary: bytes = b"", raw: bytes
     if a.size != math.prod(sh): raise BadInput(f"input 'image': {a.size} values for shape {sh} (needs {math.prod(sh)})")
     return pixels(a.reshape(sh), "input 'image'")
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c010-2
 def oip_outputs(body: dict) -> list[tuple[str, bool]]:
     "The outputs an OIP request asks for (all when it names none) as (name, as binary data), or `BadInput`."
     outs, params = body.get("outputs"), body.get("parameters")
@@ -164,6 +172,7 @@ def oip_outputs(body: dict) -> list[tuple[str, bool]]:
         raise BadInput(f"output {bad[0]!r}: parameters must be a JSON object")
     return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", every))) for o in outs]
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c010-3
 def oip_tensor(name: str, a, binary: bool) -> tuple[dict, bytes]:
     "An output tensor: FP32 probabilities or BYTES labels, as JSON data or (binary extension) raw bytes to append."
     if a.dtype == object:
@@ -176,7 +185,6 @@ def oip_tensor(name: str, a, binary: bool) -> tuple[dict, bytes]:
     else: t["data"] = data
     return t, raw
 
-
 # %% ../../nbs/30a_deploy.inputs.ipynb #c012
 _KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TAGS = 32
@@ -186,6 +194,7 @@ def _utf8(value: str) -> str:
     try: return value.encode("latin-1").decode("utf-8")
     except UnicodeError: return value                          # not UTF-8: keep the latin-1 reading
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c012-1
 def parse_tags(header: str | None, params: dict | None = None) -> dict:
     "Tags from an `X-Tags` header (`k=v,k=v`) and an OIP request's `parameters` (plain values only), or `BadInput`."
     tags = {}
@@ -204,7 +213,7 @@ def parse_tags(header: str | None, params: dict | None = None) -> dict:
     if len(tags) > MAX_TAGS: raise BadInput(f"{len(tags)} tags; at most {MAX_TAGS}")
     return tags
 
-
+# %% ../../nbs/30a_deploy.inputs.ipynb #c012-2
 def new_request_id() -> str:
     "A new request id: 32 hex digits laid out as a UUIDv7 (RFC 9562), the time in milliseconds first, then 74 random "
     "bits. Ids made later sort later, so the prediction log's request index grows at its end instead of taking every "
@@ -215,6 +224,7 @@ def new_request_id() -> str:
 
 _JSON_TYPES = {dict: "an object", list: "an array", int: "a number", float: "a number", bool: "a boolean"}
 
+# %% ../../nbs/30a_deploy.inputs.ipynb #c012-3
 def request_id(value: str | None, what: str = "X-Request-ID") -> str:
     "The client's request id (at most 128 printable characters), or a new one (`new_request_id`) when it sent none; "
     "`BadInput` otherwise. `what` names where it came from: the header (ASCII or latin-1, as a header can echo it) or an "

@@ -34,6 +34,8 @@ def _rows(shape, max_batch: int) -> dict:
             "description": f"images in the model's signature: {' x '.join(map(str, shape))} (C x H x W) uint8, all nested or all flat"}
 _TENSOR = {"type": "object", "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
            "datatype": {"type": "string"}, "data": {"type": "array"}, "parameters": {"type": "object"}}}
+
+# %% ../../nbs/30_deploy.serve.ipynb #c009-1
 def _feedback(labels) -> dict:
     return {"type": "object", "required": ["request_id", "label"], "properties": {
         "request_id": {"type": "string", "minLength": 1, "maxLength": 128}, "label": {"type": "string", "enum": list(labels)},
@@ -46,13 +48,16 @@ _HEADERS = [{"name": "X-Request-ID", "in": "header", "required": False, "schema"
              "description": "the time to log (RFC 3339 or epoch seconds) instead of the time of arrival: honoured only when "
                             "[serve] client_time = true (and, with an API key set, only with the key), then echoed"}]
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009-2
 def _body(schema, ct: str = "application/json"):
     return {"requestBody": {"required": True, "content": {ct: {"schema": schema}}}, "parameters": _HEADERS}
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009-3
 def _json(obj, status: int = 200, rid: str | None = None, headers: dict | None = None):
     h = {**({"x-request-id": rid} if rid else {}), **(headers or {})}
     return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, h or None, media_type="application/json")
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009-4
 def origin_allowed(origin: str, host: str, scheme: str, allowed) -> bool:
     "Whether a request with `Origin: origin` may be answered: a listed origin (`allowed`, from `[serve] cors_origins`; `*` "
     "lists all), or this service's own page (/docs) reached by its address: an IP or localhost, never a DNS name, which "
@@ -64,6 +69,7 @@ def origin_allowed(origin: str, host: str, scheme: str, allowed) -> bool:
         if name != "localhost": return False
     return origin == f"{scheme}://{host}"
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009-5
 def api_key_from(opts: dict) -> str | None:
     "The API key in force: the environment variable named by `api_key_env`, else `api_key` (None: no key)."
     return os.environ.get(opts.get("api_key_env") or "MLOPS_NB_API_KEY") or opts.get("api_key") or None
@@ -73,6 +79,7 @@ def api_key_from(opts: dict) -> str | None:
 from ..core.config import SERVE_DEFAULTS
 TIMEOUTS = {k: SERVE_DEFAULTS[k] for k in ("header_timeout_s", "body_timeout_s")}
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009-6
 async def _receive(receive, max_body: int, timeout: float = 0, declared: str | None = None) -> bytes:
     "The whole request body from ASGI `receive`, or `BadInput`: 413 as soon as it passes `max_body` bytes, 408 when it has "
     "not all come `timeout` seconds after the headers (0: no limit; `declared`: its Content-Length, for the message)."
@@ -91,6 +98,7 @@ async def _receive(receive, max_body: int, timeout: float = 0, declared: str | N
         raise BadInput(f"the body did not all arrive within [serve] body_timeout_s = {timeout:g} s "
                        f"({n} of {declared or 'an undeclared number of'} bytes)", 408) from None
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009-7
 async def _send(send, status: int, payload: bytes, headers: dict):
     ct = headers.pop("content-type", "application/json")
     await send({"type": "http.response.start", "status": status,
@@ -98,6 +106,7 @@ async def _send(send, status: int, payload: bytes, headers: dict):
                             *((k.encode(), v.encode("latin-1")) for k, v in headers.items())]})
     await send({"type": "http.response.body", "body": payload})
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009-8
 @dataclass
 class Service:
     "The service as one ASGI app: the fast path in front of the documented FastAPI app (`api`), its metrics and log."
@@ -120,6 +129,7 @@ def _rest(scope, got: int) -> int | None:
     if n.isdigit(): return max(int(n) - got, 0)
     return None if b"chunked" in h.get(b"transfer-encoding", b"").lower() else 0
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009e-1
 async def _discard(receive, limit: int, timeout: float = 0) -> int:
     "Read and throw away the rest of a request's body, at most `limit` bytes and `timeout` seconds (0: no limit): bytes read."
     n = 0
@@ -133,6 +143,7 @@ async def _discard(receive, limit: int, timeout: float = 0) -> int:
     except TimeoutError: pass
     return n
 
+# %% ../../nbs/30_deploy.serve.ipynb #c009e-2
 def drain_refused(app, most: int, timeout: float = 0):
     "ASGI `app` whose 413, sent while the request's body is still coming, is sent whole, then the rest of the body read "
     "and discarded (up to `most` bytes of body in all, within `timeout` seconds: `_discard`), then the response finished "
@@ -230,13 +241,16 @@ def rest_api(plane: DataPlane, follow: Follower | None = None, grpc_port: int | 
     v2_routes(api, plane)
     return api
 
+# %% ../../nbs/30_deploy.serve.ipynb #c010c-1
 def _respond(status, payload, hdr): return Response(payload, status, hdr, media_type="application/json")
 
+# %% ../../nbs/30_deploy.serve.ipynb #c010c-2
 def _start(request) -> float:
     "The request's start, kept in its scope for the error handlers."
     request.scope["t0"] = t0 = time.perf_counter()
     return t0
 
+# %% ../../nbs/30_deploy.serve.ipynb #c010c-3
 async def _body_of(plane: DataPlane, request) -> bytes:
     "The request's body, refused when over `[serve] max_body` (declared or as it arrives) or slower than `body_timeout_s`."
     check_size(request.headers, plane.max_body)
@@ -291,6 +305,7 @@ def v1_routes(api: FastAPI, plane: DataPlane):
         ts = plane.when(h)
         return _respond(*await plane.answer("/v1/feedback", h, t0, plane.feedback, h, await _body_of(plane, request), t0, ts))
 
+# %% ../../nbs/30_deploy.serve.ipynb #c010d-1
 async def _uploads(plane: DataPlane, request) -> list:
     "The files of a multipart/form-data upload, `[(filename, bytes)]`, read within `[serve] max_body`; `BadInput` names "
     "what is wrong with the body."
@@ -359,6 +374,7 @@ def v2_routes(api: FastAPI, plane: DataPlane):
     async def repository_index(): return _json(await asyncio.get_running_loop().run_in_executor(None, plane.repository_index))
     _v2_infer_routes(api, plane, NAME, VERSION)
 
+# %% ../../nbs/30_deploy.serve.ipynb #c010e-1
 def _v2_infer_routes(api: FastAPI, plane: DataPlane, NAME, VERSION):
     "The Open Inference Protocol's inference routes on `api`: the model's, and one version's (`NAME` and `VERSION`: their path parameters)."
     infer_doc = dict(responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
@@ -422,6 +438,7 @@ def fast_path(plane: DataPlane, api: FastAPI):
         await api(scope, receive, send)
     return app
 
+# %% ../../nbs/30_deploy.serve.ipynb #c010f-1
 def route_name(api: FastAPI, scope) -> str:
     "The documented route a request is for (as metrics and the log name it), 'unmatched' for none."
     from starlette.routing import Match
@@ -501,6 +518,7 @@ def _watch_parent():
         os.kill(os.getpid(), signal.SIGTERM)
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-1
 def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, threads: int = 1,
           echo=print, grpc_port: int | None = None):
     "Serve the chosen version until stopped (Ctrl-C or SIGTERM), logging every prediction to the workbook's log; with "
@@ -530,12 +548,14 @@ def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, 
     try: uvicorn.run("mlops_nb.deploy.serve:app_from_env", factory=True, workers=workers, **opts)
     finally: shutil.rmtree(mp, ignore_errors=True)
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-2
 def _replica(s, port: int) -> str | None:
     "This service's replica name in the archive (`mlops_nb.core.archive.replica_id`); None without an archive."
     if s.archive is None: return None
     from mlops_nb.core.archive import replica_id
     return replica_id(port, s.serve["replica"])
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-3
 def listening(host: str, port: int):
     "A socket bound to `host:port` and listening, as uvicorn binds (SO_REUSEADDR); port 0: a free one. OSError when it cannot."
     import socket
@@ -547,6 +567,7 @@ def listening(host: str, port: int):
     except OSError: sk.close(); raise
     return sk
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-4
 def _say_serving(s, r, follow, key, host: str, port: int, echo):
     "What the service serves, where, what it follows and how it is guarded: a few lines for the terminal."
     m = r.primary
@@ -569,12 +590,14 @@ def _say_serving(s, r, follow, key, host: str, port: int, echo):
         echo(f"note: [govern] retrain retrains on the labelled production rows whose raw input the log kept, here {kept}: "
              "set [serve] log_inputs = all (or sample:R) to keep more")
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-5
 def uvicorn_options(host: str, port: int, serve: dict) -> dict:
     "uvicorn's settings for the service (`serve`: the `[serve]` settings): uvloop, httptools with a header timeout "
     "(`HeadersTimed`, whose timeout this sets: uvicorn makes one protocol object per connection), no access log."
     HeadersTimed.timeout = float({**TIMEOUTS, **serve}["header_timeout_s"])
     return dict(host=host, port=port, loop="uvloop", http=HeadersTimed, access_log=False, log_level="warning")
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-6
 def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
     "What to serve for `ref`, loaded and verified: `(Routes, Follower)`. `NAME@VERSION` pins that version (no follower); "
     "`NAME@ALIAS`, `NAME` or nothing follow the registry (production, else staging, else the latest; canary and shadow)."
@@ -585,6 +608,7 @@ def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
     finally: f.close()                              # this thread's registry connection; the follower's thread opens its own
     return r, f
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-7
 def log_for(s, replica: str | None = None) -> PredictionLog:
     "The workbook's prediction log writer, as `[paths] predictions` and `[serve]` say; with `[paths] predictions_archive`, "
     "rolled into the archive as `replica` (`mlops_nb.core.archive.Archiver`)."
@@ -595,6 +619,7 @@ def log_for(s, replica: str | None = None) -> PredictionLog:
         Archiver(s.predictions, s.archive, replica or replica_id(name=s.serve["replica"]), s.serve["archive_every_s"]).attach(log)
     return log
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-8
 def app_from_env():
     "The app for one uvicorn worker, from the environment `serve` set."
     from mlops_nb.core.config import load_settings

@@ -27,6 +27,7 @@ def pick(reg, ref: str | None = None) -> dict:
         if a in al: return reg.version(ref, al[a])
     return reg.versions(ref)[-1]
 
+# %% ../../nbs/30c_deploy.served.ipynb #c004-1
 def with_head(onnx_model: bytes) -> bytes:
     "The bundle's model (logits) with softmax and argmax added to its graph, so one session call gives `probabilities` "
     "(N, K) and `class_index` (N,): about 8 us a call less than doing both in numpy; and `embedding` (N, k), what "
@@ -44,6 +45,7 @@ def with_head(onnx_model: bytes) -> bytes:
                      helper.make_tensor_value_info("class_index", TensorProto.INT64, ["N"]), *emb])
     return mp.SerializeToString()
 
+# %% ../../nbs/30c_deploy.served.ipynb #c004-2
 @dataclass
 class ServedModel:
     "A verified bundle ready to predict: `scores(x)` gives class probabilities and indices for uint8 images (N, C, H, W)."

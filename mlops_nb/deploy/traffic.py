@@ -19,6 +19,7 @@ def bucket(rid: str) -> float:
     "A request id's place in [0, 100): the same id always lands in the same place."
     return int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "big") * (100 / 2**64)
 
+# %% ../../nbs/30d_deploy.traffic.ipynb #c004-1
 @dataclass
 class Routes:
     "The models a service should serve: the primary, a canary with its share of requests, a shadow."
@@ -31,6 +32,7 @@ class Routes:
         v = lambda m: None if m is None else m.version
         return (v(self.primary), v(self.canary), self.percent if self.canary else 0.0, v(self.shadow))
 
+# %% ../../nbs/30d_deploy.traffic.ipynb #c004-2
 @dataclass
 class Variant:
     "One loaded version in one role, with what a request needs from it."
@@ -43,7 +45,6 @@ class Variant:
     def __post_init__(self):
         self.ident, self.labels = (self.m.name, self.m.version, self.m.digest), np.array(self.m.labels, dtype=object)
         self.obj = {"name": self.m.name, "version": self.m.version, "digest": self.m.digest}
-
 
 # %% ../../nbs/30d_deploy.traffic.ipynb #c005
 class Shadow:
@@ -115,7 +116,7 @@ class Shadow:
         try: self.proc.wait(max(1.0, timeout / 3))
         except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
 
-
+# %% ../../nbs/30d_deploy.traffic.ipynb #c005-1
 def shadow_worker():
     "The shadow's process: reads the model, then batches, from stdin (pickles from its own service), scores each batch "
     "and logs it; on the end message (or stdin closed) it flushes the log and writes what it did to stdout."
@@ -153,7 +154,6 @@ def shadow_worker():
     try: out.write(pickle.dumps({"scored": scored, "failed": failed, "nice": nice, "policy": policy,
                                  "written": 0 if log is None else log.written}, protocol=5)); out.flush()
     except BrokenPipeError: pass                              # the service was gone already (killed): nobody to tell
-
 
 # %% ../../nbs/30d_deploy.traffic.ipynb #c006
 @dataclass

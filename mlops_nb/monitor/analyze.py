@@ -25,12 +25,14 @@ def _fill(x: np.ndarray, fill) -> np.ndarray:
     if not 0 <= fill <= 255: raise ValueError(f"fill {fill!r} is not a pixel value (0-255)")
     return np.full((len(x), x.shape[1], 1, 1), fill, np.uint8)
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c005-1
 def _images(x) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4 or x.dtype != np.uint8: raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {x.shape}")
     if len(x) == 0: raise ValueError("no images to explain")
     return np.ascontiguousarray(x)
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c005-2
 def _probe(m, x: np.ndarray, masks, k: int, fill, target, batch: int) -> np.ndarray:
     "The target probability (N, k + 1) of each image (column 0) and of its `k` copies, copy j with the pixels of "
     "`masks(images, j)` (rows, H, W) filled; all rows in calls of at most `batch` rows and `MAX_BYTES` of images."
@@ -47,6 +49,7 @@ def _probe(m, x: np.ndarray, masks, k: int, fill, target, batch: int) -> np.ndar
     if not ((0 <= t) & (t < p.shape[2])).all(): raise ValueError(f"target classes must lie in 0..{p.shape[2] - 1}")
     return np.take_along_axis(p, t[:, None, None], axis=2)[..., 0]
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c005-3
 def occlusion(m,                           # a `ServedModel`, or anything with its `scores(x)`
               x: np.ndarray,                # uint8 images (N, C, H, W)
               patch: int | None = None,     # the square patch's side (default: a quarter of the shorter side, at least 1)
@@ -70,7 +73,6 @@ def occlusion(m,                           # a `ServedModel`, or anything with i
     flat = masks.reshape(len(masks), -1).astype(np.float32)
     return (((q[:, :1] - q[:, 1:]) @ flat) / flat.sum(axis=0)).reshape(-1, h, w)
 
-
 # %% ../../nbs/41_monitor.analyze.ipynb #c010
 def deletion_curve(m, x: np.ndarray, maps: np.ndarray, steps: int = 10, target=None, order: str = "map", seed: int = 0,
                    fill=None, batch: int = BATCH) -> np.ndarray:
@@ -86,18 +88,19 @@ def deletion_curve(m, x: np.ndarray, maps: np.ndarray, steps: int = 10, target=N
     cut = np.rint(np.arange(1, steps + 1) * hw / steps)                          # pixels deleted after each step
     return _probe(m, x, lambda i, j: (rank[i] < cut[j, None]).reshape(-1, *x.shape[2:]), steps, fill, target, batch)
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c010-1
 def deletion_score(m, x: np.ndarray, maps: np.ndarray, steps: int = 10, target=None, order: str = "map", seed: int = 0,
                    fill=None, batch: int = BATCH) -> np.ndarray:
     "Faithfulness of each map (N,): the area under its `deletion_curve` (lower: more faithful); `order='random'`: the baseline."
     c = deletion_curve(m, x, maps, steps, target, order, seed, fill, batch)
     return ((c[:, 1:] + c[:, :-1]) / 2).mean(axis=1)
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c010-2
 def faithfulness(m, x: np.ndarray, maps: np.ndarray, steps: int = 10, seed: int = 0) -> dict:
     "Mean deletion scores of `maps` and of a random order, and `ratio` (random / maps): how many times faster the maps delete the prediction."
     a = float(deletion_score(m, x, maps, steps).mean())
     r = float(deletion_score(m, x, maps, steps, order="random", seed=seed).mean())
     return {"maps": a, "random": r, "ratio": r / a if a > 0 else None, "images": int(len(x)), "steps": steps}
-
 
 # %% ../../nbs/41_monitor.analyze.ipynb #c015
 def _rows(k: int | None = None, **cols) -> int:
@@ -112,6 +115,7 @@ def _rows(k: int | None = None, **cols) -> int:
             raise ValueError(f"{c} must hold class indices 0..{k - 1}")
     return n
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c015-1
 def errors_by_class(y, pred, labels) -> list[dict]:
     "Per true class: support, errors, error rate with its Wilson 95% interval (`low`, `high`; None without labels)."
     _rows(len(labels), y=y, pred=pred); y, pred, k = np.asarray(y), np.asarray(pred), len(labels)
@@ -119,6 +123,7 @@ def errors_by_class(y, pred, labels) -> list[dict]:
     return [{"class": str(c), "support": int(sup[i]), "errors": int(err[i]), "error_rate": float(err[i] / sup[i]) if sup[i] else None,
              **dict(zip(("low", "high"), wilson(int(err[i]), int(sup[i]))))} for i, c in enumerate(labels)]
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c015-2
 def errors_by_confidence(y, pred, conf, buckets=(0, .5, .7, .8, .9, .95, 1)) -> list[dict]:
     "A reliability table: per confidence bucket [lo, hi) (the last holds 1): rows, correct, accuracy with its interval, "
     "mean confidence, and the gap confidence minus accuracy (positive: over-confident)."
@@ -132,6 +137,7 @@ def errors_by_confidence(y, pred, conf, buckets=(0, .5, .7, .8, .9, .95, 1)) -> 
                     "gap": None if n == 0 else c - acc, **dict(zip(("low", "high"), wilson(ok, n)))})
     return out
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c015-3
 def _slices(y, pred, tags) -> dict:
     "Tag key -> value -> (rows, correct)."
     _rows(y=y, pred=pred, tags=tags)
@@ -144,11 +150,13 @@ def _slices(y, pred, tags) -> dict:
             out[str(k)][str(v)] = (n + int(s.sum()), c + int(hit[s].sum()))
     return out
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c015-4
 def errors_by_slice(y, pred, tags) -> list[dict]:
     "Per tag `key=value` (tags as the log's JSON text or dicts): rows, errors, accuracy with its Wilson 95% interval."
     return [{"slice": f"{k}={v}", "rows": n, "errors": n - c, "accuracy": c / n, **dict(zip(("low", "high"), wilson(c, n)))}
             for k, vals in sorted(_slices(y, pred, tags).items()) for v, (n, c) in sorted(vals.items())]
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c015-5
 def confused_pairs(y, pred, labels, top: int = 5, examples: int = 4) -> list[dict]:
     "The `top` most frequent mistakes (true, predicted): the classes, count, share of all errors, up to `examples` row indices."
     _rows(len(labels), y=y, pred=pred); y, pred, k = np.asarray(y), np.asarray(pred), len(labels)
@@ -158,6 +166,7 @@ def confused_pairs(y, pred, labels, top: int = 5, examples: int = 4) -> list[dic
     return [{"true": str(labels[c // k]), "predicted": str(labels[c % k]), "count": int(cnt[c]), "share": float(cnt[c] / len(wrong)),
              "rows": wrong[pair == c][:examples].tolist()} for c in np.argsort(-cnt, kind="stable")[:top] if cnt[c]]
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c015-6
 def confident_mistakes(y, pred, conf, top: int = 8, x=None) -> list[int]:
     "Row indices of the `top` most confident wrong predictions, most confident first; given the inputs `x`, one row per "
     "distinct input (a camera resending a frame, a replayed request: the gallery shows each mistake once)."
@@ -173,7 +182,6 @@ def confident_mistakes(y, pred, conf, top: int = 8, x=None) -> list[int]:
         if len(out) == top: break
     return out
 
-
 # %% ../../nbs/41_monitor.analyze.ipynb #c019
 def bias(y, pred, labels, tags, min_labels: int = 20) -> dict:
     "The recall gap between classes (`recall_gap`) and per tag key the accuracy gap between its values (`slice_gaps`), "
@@ -186,6 +194,7 @@ def bias(y, pred, labels, tags, min_labels: int = 20) -> dict:
     return {"min_labels": min_labels, "recall_gap": rec, "slice_gaps": keys,
             "slice_gap": max(keys.values(), key=lambda g: (g["significant"], g["gap"]), default=None)}
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c019-1
 def bias_md(b: dict) -> str:
     "The gaps `bias` found as a markdown table, every name escaped (a sentence when none could be judged)."
     side = lambda s: f"{s['name']} {s['rate']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] on {s['n']} labels"
@@ -193,7 +202,6 @@ def bias_md(b: dict) -> str:
             for what, g in [("recall by class", b["recall_gap"]), *((f"accuracy by {k}", g) for k, g in b["slice_gaps"].items())] if g]
     if not rows: return f"No gap judged: fewer than two classes or tag values with {b['min_labels']} labels each."
     return md_table(rows, ["gap", "size", "lowest", "highest", "significant"])
-
 
 # %% ../../nbs/41_monitor.analyze.ipynb #c023
 def load_labelled(path,                        # the prediction log, or a reader of logs (`mlops_nb.monitor.windows.log_reader`)
@@ -232,18 +240,20 @@ def load_labelled(path,                        # the prediction log, or a reader
     return {**{k: c[k] for k in ("x", "y", "pred", "p", "tags", "ts", "request_id", "has_x")}, "conf": c["p"].max(axis=1),
             "labelled": seen, "unknown": unknown, "rows": int(len(c["y"]))}
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c023-1
 def _join(ps: list) -> dict: return {k: np.concatenate([p[k] for p in ps]) for k in ps[0]}
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c023-2
 def _take(c: dict, i: np.ndarray) -> dict:
     "Rows `i` of the columns `c`; `x` holds only the rows `has_x` marks, so it is taken through their positions."
     pos = np.cumsum(c["has_x"]) - 1
     return {**{k: v[i] for k, v in c.items() if k != "x"}, "x": c["x"][pos[i][c["has_x"][i]]]}
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c023-3
 def _sample(c: dict, limit: int | None) -> dict:
     "The `limit` rows with the smallest random keys (a uniform sample), all of them under `limit`."
     if limit is None or len(c["y"]) <= limit: return c
     return _take(c, np.argpartition(c["key"], limit)[:limit])
-
 
 # %% ../../nbs/41_monitor.analyze.ipynb #c027
 def plot_occlusion(x: np.ndarray, maps: np.ndarray, titles=(), ncols: int = 8, size: float = 1.3):
@@ -264,6 +274,7 @@ def plot_occlusion(x: np.ndarray, maps: np.ndarray, titles=(), ncols: int = 8, s
         ax[2 * r + 1, c].imshow(maps[i], cmap="bwr", vmin=-lim, vmax=lim, alpha=0.7, interpolation="nearest")
     return laid_out(fig, "occlusion maps")
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c027-1
 def plot_reliability(table: list[dict]):
     "Accuracy against mean confidence per bucket of `errors_by_confidence`, with 95% intervals and row counts (calibrated: on the diagonal)."
     plt = _plt()
@@ -278,6 +289,7 @@ def plot_reliability(table: list[dict]):
     ax.set_title("reliability (numbers: rows)", fontsize=10); ax.legend(fontsize=8)
     return laid_out(fig, "reliability")
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c027-2
 def plot_confused(x: np.ndarray, pairs: list[dict], labels=None, per: int = 4):
     "Example images of each pair of `confused_pairs` (its `rows` index `x`), one row a pair, titled true->predicted (count); "
     "`labels` is not needed (the pairs carry the names)."
@@ -289,4 +301,3 @@ def plot_confused(x: np.ndarray, pairs: list[dict], labels=None, per: int = 4):
         ims += [x[i] for i in r] + [blank] * (per - len(r))
         titles += [f"{p['true']}->{p['predicted']} ({p['count']})"] * len(r) + [""] * (per - len(r))
     return image_grid(np.stack(ims) if ims else np.zeros((0, *x.shape[1:]), np.uint8), titles, ncols=per, title="confused pairs")
-

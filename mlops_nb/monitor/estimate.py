@@ -69,6 +69,7 @@ def _ess(w: np.ndarray) -> float:
     "Kish's effective sample size of weights `w`: how many rows of equal weight they are worth."
     return float(w.sum() ** 2 / (w @ w))
 
+# %% ../../nbs/40c_monitor.estimate.ipynb #c008-1
 def _weighted_ks(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple:
     "Per column: KS distance between the `w`-weighted sample `a` and sample `b`, and its p-value at the effective sizes "
     "(Kish's for the weighted side)."
@@ -82,6 +83,7 @@ def _weighted_ks(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple:
     n = max(1, round(ess * len(b) / (ess + len(b))))
     return d, kstwo.sf(d, n)
 
+# %% ../../nbs/40c_monitor.estimate.ipynb #c008-2
 def _residual(rows: dict, w: np.ndarray, prod: np.ndarray, pred_counts, cbpe: tuple, L: dict) -> list:
     "Why reweighting does not explain production (empty: it does), each a test at `residual_p`: the reweighted "
     "validation rows against production on the embedding (KS per component, Benjamini-Hochberg), the predicted classes "
@@ -108,6 +110,7 @@ def _residual(rows: dict, w: np.ndarray, prod: np.ndarray, pred_counts, cbpe: tu
         why.append(f"reweighted, the validation rows' confidence differs from production's by {wm - mean:+.3f}")
     return why
 
+# %% ../../nbs/40c_monitor.estimate.ipynb #c008-3
 def estimate(rows: dict,                # the reference's validation rows (`MonitoringReference.rows`)
              prod: np.ndarray,          # a sample of the window's embeddings (`Sample.rows`)
              cbpe: float,               # the window's CBPE estimate (mean calibrated confidence)

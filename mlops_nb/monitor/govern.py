@@ -38,12 +38,12 @@ CRITICAL = ("accuracy", "recall gap", "refused requests")      # and every "slic
 def severity(check: str) -> str:
     return "critical" if check in CRITICAL or check.startswith("slice gap") else "warning"
 
+# %% ../../nbs/42_monitor.govern.ipynb #c004-1
 def open_govern(path):
     "The governance database at `path`, created (schema included) when missing."
     db = connect(path)
     create(db, SCHEMA)
     return db
-
 
 # %% ../../nbs/42_monitor.govern.ipynb #c005
 def _post(url: str, payload: dict, timeout: float = 5.0) -> tuple[bool, str]:
@@ -52,6 +52,7 @@ def _post(url: str, payload: dict, timeout: float = 5.0) -> tuple[bool, str]:
         with urllib.request.urlopen(req, timeout=timeout) as r: return 200 <= r.status < 300, f"HTTP {r.status}"
     except Exception as e: return False, f"{type(e).__name__}: {e}"
 
+# %% ../../nbs/42_monitor.govern.ipynb #c005-1
 def raise_alerts(s, fig: dict, run_id: str | None = None, report: str | None = None, wandb_run=None,
                  now: float | None = None, echo=print) -> list[dict]:
     "Alerts for the failed checks of a monitoring run's figures (`monitor.json`: model, version, since, until, total "
@@ -93,6 +94,7 @@ def raise_alerts(s, fig: dict, run_id: str | None = None, report: str | None = N
     finally: db.close()
     return out
 
+# %% ../../nbs/42_monitor.govern.ipynb #c005-2
 def alerts(path, since=None, model: str | None = None) -> list[dict]:
     "The alert log, newest first, each alert with its deliveries."
     db = open_govern(path)
@@ -105,6 +107,7 @@ def alerts(path, since=None, model: str | None = None) -> list[dict]:
     finally: db.close()
     return [{**{k: r[k] for k in r.keys()}, "time": stamp(r["ts"], 3), "deliveries": dl.get(r["id"], [])} for r in rows]
 
+# %% ../../nbs/42_monitor.govern.ipynb #c005-3
 def alerts_md(raised: list | None) -> str:
     "The alerts a monitoring run raised, as the report shows them."
     from mlops_nb.core.plots import md_table
@@ -113,7 +116,6 @@ def alerts_md(raised: list | None) -> str:
     return f"**{len(raised)} alert(s) raised**, in the alert log (`mlops-nb alerts`):\n\n" + md_table(
         [{**a, "delivered": ", ".join(f"{d['channel']}{'' if d['ok'] else ' FAILED'}" for d in a["deliveries"])} for a in raised],
         ["severity", "check_name", "value", "threshold", "delivered"])
-
 
 # %% ../../nbs/42_monitor.govern.ipynb #c009
 RETRAIN_ON = ("input drift", "image properties", "output drift", "prediction drift", "accuracy", "estimated accuracy", "recall gap")
@@ -130,6 +132,7 @@ def record(s, action: str, why: str, model: str | None = None, version: int | No
                               (time.time(), by or who(), action, model, version, why, json.dumps(refs or {}, sort_keys=True))).lastrowid
     finally: db.close()
 
+# %% ../../nbs/42_monitor.govern.ipynb #c009-1
 def latest_monitor(s, model: str | None = None) -> tuple:
     "(run record, figures) of the newest monitoring run that succeeded (of `model`), or (None, None)."
     from mlops_nb.core.store import Store
@@ -141,6 +144,7 @@ def latest_monitor(s, model: str | None = None) -> tuple:
         if model is None or fig["model"] == model: return rec, fig
     return None, None
 
+# %% ../../nbs/42_monitor.govern.ipynb #c009-2
 def plan(s, model: str | None = None) -> dict:
     "What `govern` would do now: the monitoring run it reads, the failed checks that call for retraining, the policy, "
     "and for a retrain the parameters of the new run (the production version's, with the production data added)."
@@ -171,7 +175,6 @@ def plan(s, model: str | None = None) -> dict:
                     "release it through every production gate; a refusal is recorded and production stays"])
     return p
 
-
 # %% ../../nbs/42_monitor.govern.ipynb #c010
 def unfinished_retrains(s, name: str) -> list[dict]:
     "The `retrain started` audit entries of `name` with no outcome after them (retrained, failed or interrupted)."
@@ -183,6 +186,7 @@ def unfinished_retrains(s, name: str) -> list[dict]:
     finally: db.close()
     return [{"id": i, "version": v, "runner": json.loads(r).get("runner")} for i, v, r in rows if i not in ended]
 
+# %% ../../nbs/42_monitor.govern.ipynb #c010-1
 def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> dict:
     "Act on the newest monitoring run as `[govern] retrain` says (see above); returns the plan with what happened "
     "(`outcome`: nothing, dry-run, off, awaiting-approval, released, refused, unchanged)."
@@ -237,7 +241,6 @@ def govern(s, model: str | None = None, dry_run: bool = False, echo=print) -> di
         echo(f"{name}@{v} released to production (every gate passed)")
         return {**out, "outcome": "released", "checks": r["checks"]}
 
-
 # %% ../../nbs/42_monitor.govern.ipynb #c012
 def alias_event(action: str | None, alias: str) -> str:
     "An alias move as the trail says it: `shadow started`, `canary ended`, `promote production`; never `shadow shadow`."
@@ -245,6 +248,7 @@ def alias_event(action: str | None, alias: str) -> str:
     if action == f"{alias}-end": return f"{alias} ended"
     return f"{action or 'set'} {alias}"
 
+# %% ../../nbs/42_monitor.govern.ipynb #c012-1
 def audit(s, name: str | None = None) -> list[dict]:
     "Every governance event (of model `name`), oldest first: `{time, ts, who, action, model, version, why, refs}`."
     from mlops_nb.build.registry import registry_for
@@ -279,6 +283,7 @@ def audit(s, name: str | None = None) -> list[dict]:
     ev.sort(key=lambda e: e["ts"])
     return [{"time": stamp(e["ts"], 3), **e} for e in ev]
 
+# %% ../../nbs/42_monitor.govern.ipynb #c012-2
 def lineage(s, name: str, version: int) -> dict:
     "Where `name@version` came from and what it did since: data (with the production predictions it took), run, code, "
     "gates, approval, the alert that caused it, what it served."
@@ -312,4 +317,3 @@ def lineage(s, name: str, version: int) -> dict:
                        "checks": json.loads(h["gate"])["checks"] if h["gate"] else []} for h in moves],
             "approval": None if appr is None else {k: appr[k] for k in ("at", "who", "why", "report_digest")},
             "approval_problem": problem or None, "caused_by": why, "served": served}
-

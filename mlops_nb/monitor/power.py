@@ -45,6 +45,7 @@ def window(mref, cols: dict, idx: np.ndarray) -> Window:
          "label_ts": np.zeros(n), "latency_ms": np.ones(n), **{k: cols[k][idx] for k in ("f", "props", "p", "e") if k in cols}}
     return Window(mref, 0.0, 1.0).add(c)
 
+# %% ../../nbs/40b_monitor.power.ipynb #c006-1
 def verdicts(mref, cols: dict, idx: np.ndarray, m: dict, extra: dict | None = None) -> dict:
     "Whether each drift check alerts on the window of rows `idx` (`checks` against the `[monitor]` settings `m`), and "
     "`overall`: whether any does (the monitor's verdict on drift); `extra`: other rules to judge by, name -> "
@@ -126,6 +127,7 @@ def family(shape) -> str:
     "The model family of inputs shaped (C, H, W) the shipped table has figures for: `digits` (one channel, 16 px at most) or `frames`."
     return "digits" if shape[0] == 1 and max(shape[1:]) <= 16 else "frames"
 
+# %% ../../nbs/40b_monitor.power.ipynb #c017-1
 def compact(table: list, verdicts=VERDICTS) -> dict:
     "Per verdict of `rates`' rows: the largest false-alarm rate over the sizes measured, and the window size each medium "
     "shift needs for power 0.9 (None: more than the sizes measured)."
@@ -138,6 +140,7 @@ def compact(table: list, verdicts=VERDICTS) -> dict:
                   "needed": {k.rsplit(" ", 1)[0]: n for k, n in need.items() if k.endswith(" medium")}}
     return out
 
+# %% ../../nbs/40b_monitor.power.ipynb #c017-2
 def measured(shape, path=TABLE) -> dict:
     "Per check, what the shipped table says of it for the family of `shape`: its false-alarm rate and the predictions "
     "medium shifts need for power 0.9, as one line; {} where the table or the family is missing."

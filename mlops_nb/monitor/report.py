@@ -28,11 +28,13 @@ def evaluate(rep: MonitorReport, m: dict) -> dict:
         return {**f, "checks": [{**c, "measured": known.get(c["check"], "")} for c in checks(f, m)]}
     return {"total": one(rep.total), "windows": [one(w) for w in rep.windows] if rep.every else []}
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-1
 def status(chk: list) -> str:
     "ALERT when a check alerted, else ok (n/a when nothing could be judged)."
     s = {c["status"] for c in chk}
     return "ALERT" if "ALERT" in s else "ok" if "ok" in s else "n/a"
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-2
 def verdict_md(rep: MonitorReport, ev: dict) -> str:
     "The one-screen summary: the model, the period, the verdict, each check."
     t = ev["total"]
@@ -50,6 +52,7 @@ def verdict_md(rep: MonitorReport, ev: dict) -> str:
     table = md_table(rows, ["check", "status", "detail", "measured"]).replace("&#42;&#42;ALERT&#42;&#42;", "**ALERT**")
     return head + other + "\n\n" + table + _most_shifted(t)
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-3
 def _most_shifted(t: dict) -> str:
     "The predictions the domain classifier found least like the validation split (their times, to find them in the log)."
     top = [x for x in ((t.get("estimate") or {}).get("most_shifted") or []) if x["ts"] is not None]
@@ -57,6 +60,7 @@ def _most_shifted(t: dict) -> str:
     return ("\n\nLeast like the validation images (the domain classifier's score; `mlops-nb predictions --since` a second "
             "before finds them): " + ", ".join(f"{md_escape(stamp(x['ts'], 3))} ({x['score']:.2f})" for x in top))
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-4
 def daily_md(ev: dict) -> str:
     "One row per window: rows, labels, accuracy, estimated accuracy, drifted shares, prediction PSI, p99, verdict."
     def r(f):
@@ -69,6 +73,7 @@ def daily_md(ev: dict) -> str:
     return md_table([r(f) for f in ev["windows"]], ["window", "rows", "labelled", "accuracy", "estimated", "input drift",
                                                    "output drift", "PSI", "p99 ms", "verdict"])
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-5
 def drift_md(f: dict, part: str, top: int = 10) -> str:
     "The `top` features of one part by KS statistic: statistic, adjusted p-value, PSI, drifted."
     d = f["drift"][part]
@@ -76,6 +81,7 @@ def drift_md(f: dict, part: str, top: int = 10) -> str:
     return md_table([{"feature": d["names"][i], "KS": d["stat"][i], "p (BH)": d["p_adj"][i], "PSI": d["psi"][i],
                       "drifted": "yes" if d["drifted"][i] else ""} for i in order], ["feature", "KS", "p (BH)", "PSI", "drifted"])
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-6
 def per_class_md(f: dict) -> str:
     "Per class: the labels it rests on, precision, recall with its 95% interval, F1, and the recall expected without labels."
     fmt = lambda v: "" if v is None else f"{v:.3f}"
@@ -83,13 +89,13 @@ def per_class_md(f: dict) -> str:
                       **{k: fmt(r[k]) for k in ("precision", "recall", "f1", "expected_recall")}} for r in f["per_class"]],
                     ["class", "support", "precision", "recall", "recall 95%", "f1", "expected_recall"])
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-7
 def slices_md(f: dict) -> str:
     "Per tag value: predictions, labels, accuracy realized and estimated, prediction PSI, the confidence's drift (KS)."
     rows = [{**r, "confidence drift": f"KS {r['confidence_ks']:.3f}, p {r['confidence_p']:.2g}" + (" (drifted)" if r["confidence_drifted"] else ""),
              "psi": "too few rows" if r["psi"] is None else r["psi"]}
             for r in f["slices"]]
     return md_table(rows, ["slice", "rows", "labelled", "accuracy", "estimated_accuracy", "psi", "confidence drift"])
-
 
 # %% ../../nbs/40a_monitor.report.ipynb #c004
 def plot_pixel_drift(f: dict, shape):
@@ -105,12 +111,14 @@ def plot_pixel_drift(f: dict, shape):
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     return literal(fig)
 
+# %% ../../nbs/40a_monitor.report.ipynb #c004-1
 def plot_classes(f: dict, labels):
     "The predicted class shares: the reference's (validation) beside the window's."
     ref, now = np.asarray(f["prediction"]["reference"], float), np.asarray(f["prediction"]["counts"], float)
     return bar_chart({"reference (validation)": ref / ref.sum(), "monitored": now / max(1, now.sum())}, labels,
                      title="predicted classes", ylabel="share")
 
+# %% ../../nbs/40a_monitor.report.ipynb #c004-2
 def plot_timeline(ev: dict):
     "Window by window: traffic, accuracy (realized with its 95% interval, and estimated), drifted shares and PSI, latency."
     plt = _plt()
@@ -138,6 +146,7 @@ def plot_timeline(ev: dict):
     for a in ax[1]: a.set_xticks(x, ticks, rotation=45 if len(ws) > 8 else 0, fontsize=8)
     return laid_out(fig, "monitoring timeline")
 
+# %% ../../nbs/40a_monitor.report.ipynb #c004-3
 def plot_per_class(f: dict):
     "Recall per class: realized where labels arrived (with its 95% interval) beside the recall expected without labels."
     plt = _plt()
@@ -152,12 +161,14 @@ def plot_per_class(f: dict):
     ax.set_xticks(x, [r["class"] for r in per]); ax.set_ylim(0, 1.05); ax.set_title("recall by class", fontsize=10); ax.legend(fontsize=8)
     return laid_out(fig, "recall by class")
 
+# %% ../../nbs/40a_monitor.report.ipynb #c004-4
 def plot_slices(f: dict, top: int = 20):
     "Per tag value (the busiest `top`): predictions, and accuracy realized and estimated."
     sl = sorted(f["slices"], key=lambda r: -r["rows"])[:top]
     return bar_chart({"realized accuracy": [r["accuracy"] or 0 for r in sl], "estimated accuracy": [r["estimated_accuracy"] for r in sl]},
                      [r["slice"] for r in sl], title="accuracy by slice (0: no labels yet)", ylabel="accuracy")
 
+# %% ../../nbs/40a_monitor.report.ipynb #c004-5
 def html_summary(rep: MonitorReport, ev: dict) -> str:
     "A small standalone HTML page of the verdict and each window (every value escaped, under a CSP that runs no script), for the W&B artifact."
     from mlops_nb.pipeline.report import csp_meta
@@ -170,7 +181,6 @@ def html_summary(rep: MonitorReport, ev: dict) -> str:
             f"<h1>{e(rep.model)}@{e(rep.version)}: {e(status(t['checks']))}</h1><p>{e(stamp(rep.since, 3))} to {e(stamp(rep.until, 3))}: "
             f"{t['rows']} predictions, {t['labels']['labelled']} labelled</p><table><tr><th>check</th><th>status</th><th>detail</th></tr>{rows}</table>"
             + (f"<h2>windows</h2><table><tr><th>start</th><th>rows</th><th>verdict</th></tr>{days}</table>" if days else ""))
-
 
 # %% ../../nbs/40a_monitor.report.ipynb #c005
 def record(st, rep: MonitorReport, ev: dict, svc: dict | None = None) -> dict:

@@ -19,12 +19,14 @@ DRIFTS = ("none", "noise", "blur", "rotate", "invert", "brightness", "class-shif
 
 def _u8(a) -> np.ndarray: return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-1
 def noise(x: np.ndarray,        # uint8 images (N, C, H, W)
           severity: float = 0.5, # 0 (none) to 1: standard deviation of 0 to 100 grey levels
           seed: int = 0) -> np.ndarray:
     "Gaussian noise on every pixel, clipped to 0..255: a sensor in poor light."
     return _u8(x + np.random.default_rng(seed).normal(0.0, severity * 100, x.shape))
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-2
 def blur(x: np.ndarray, severity: float = 0.5, seed: int = 0) -> np.ndarray:
     "Gaussian blur with sigma `severity` x 2 pixels (separable; edges repeated): a lens out of focus. `seed` is unused."
     sigma = severity * 2
@@ -38,6 +40,7 @@ def blur(x: np.ndarray, severity: float = 0.5, seed: int = 0) -> np.ndarray:
         a = sum(w * np.take(p, np.arange(i, i + n), axis=ax) for i, w in enumerate(k))
     return _u8(a)
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-3
 def rotate(x: np.ndarray, severity: float = 0.5, seed: int = 0) -> np.ndarray:
     "Each image turned about its centre by `severity` x 90 degrees, one way or the other at random (bilinear; what "
     "comes from outside the image is black): a camera knocked askew."
@@ -56,16 +59,19 @@ def rotate(x: np.ndarray, severity: float = 0.5, seed: int = 0) -> np.ndarray:
         out += (wt * inside)[..., None] * a[i, :, np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]   # (n, h, w, c)
     return _u8(out.transpose(0, 3, 1, 2))
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-4
 def invert(x: np.ndarray, severity: float = 0.5, seed: int = 0) -> np.ndarray:
     "A share `severity` of the images, chosen at random (1: all), as negatives, 255 - x: a camera switched to another mode."
     pick = np.random.default_rng(seed).random(len(x)) < severity
     out = x.copy(); out[pick] = 255 - x[pick]
     return out
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-5
 def brightness(x: np.ndarray, severity: float = 0.5, seed: int = 0) -> np.ndarray:
     "Every pixel `severity` x 128 grey levels brighter, clipped at 255: an overexposed camera. `seed` is unused."
     return _u8(x.astype(np.float32) + severity * 128)
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-6
 def class_shift(x: np.ndarray, y: np.ndarray, severity: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     "The class prior moves, the images do not: a share `severity` of the rows, chosen at random, are replaced by rows "
     "(of this batch) of the first half of the classes present, so those grow from about half of the traffic towards all "
@@ -80,11 +86,13 @@ def class_shift(x: np.ndarray, y: np.ndarray, severity: float = 0.5, seed: int =
 
 _INPUT_DRIFTS = {"noise": noise, "blur": blur, "rotate": rotate, "invert": invert, "brightness": brightness}
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-7
 def check_drift(name: str, severity: float):
     "`ValueError` naming the problem when `name` is not one of `DRIFTS` or `severity` is not in [0, 1]."
     if name not in DRIFTS: raise ValueError(f"unknown drift {name!r}: choose one of {', '.join(DRIFTS)}")
     if not 0 <= severity <= 1: raise ValueError(f"severity {severity:g} is out of range: give a number from 0 (no drift) to 1")
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c004-8
 def apply_drift(name: str,            # one of `DRIFTS`
                 x: np.ndarray,        # uint8 images (N, C, H, W)
                 y: np.ndarray,        # their class indices (N,)
@@ -103,6 +111,7 @@ def sample(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndar
     idx = rng.permutation(len(y))[:n] if n <= len(y) else rng.integers(0, len(y), n)
     return x[idx], y[idx]
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c009-1
 def timestamps(n: int,                  # how many
                days: float,             # the span, ending at `end`
                end: float | None = None, # Unix seconds (default: now)
@@ -116,6 +125,7 @@ def timestamps(n: int,                  # how many
 class ServiceError(ValueError):
     "No service answers at the URL, or not one that answers like `mlops-nb serve`."
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c012-1
 class Client:
     "HTTP to one service at `url` (`http://HOST:PORT`, or https, with an optional path prefix), sending `api_key` as "
     "`X-API-Key` when given; `conn()` opens a keep-alive connection, `call` sends over one and reconnects once if it dropped."
@@ -143,6 +153,7 @@ class Client:
                 c.close(); c = self.conn()
                 if attempt: return None, {}, f"{type(e).__name__}: {e}".encode(), c
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c012-2
 def service_model(cl: Client) -> dict:
     "What the service serves (`GET /v1/model`: name, version, digest, labels, signature), or `ServiceError`."
     c = cl.conn()
@@ -162,6 +173,7 @@ def _error(st, body: bytes) -> str:
     except (ValueError, AttributeError): msg = body[:200].decode(errors="replace")
     return f"HTTP {st}: {msg}"
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-1
 class _Sender:
     "One `send`: the counts it returns, the labels answered, and the feedback that falls due later."
     def __init__(self, cl: Client, x: np.ndarray, truth: list, batch: int, feedback_rate: float, feedback_delay: float, times,
@@ -260,6 +272,7 @@ class _Sender:
             self.stop.set(); self.bar.close()
         return {**self.st, "requests": len(self.starts), "rows": self.n, "answered": self.answered, "seconds": time.perf_counter() - t0}
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-2
 def send(cl: Client,
          x: np.ndarray,                 # uint8 rows (N, C, H, W), in the order to send them
          truth: list,                   # their true labels (the model's class names)
@@ -299,6 +312,7 @@ def held_out(s, info: dict, url: str = "the service") -> tuple:
     if not len(y): raise ValueError(f"{ref}: its dataset has no test rows to send")
     return x, y, list(ds.classes), ref
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c016-1
 def simulate(s,                          # the workbook's settings: its registry and store hold the served model
              url: str = "http://127.0.0.1:8000", # the running service
              n: int = 500,               # rows to send
@@ -354,6 +368,7 @@ def simulate(s,                          # the workbook's settings: its registry
             "days": days, "client_time": None if times is None else (r["honoured"] > 0 if r["sent"] > r["failed"] else None),
             "tags": tags or {}, "seconds": round(r["seconds"], 3), "rps": round(r["sent"] / r["seconds"], 1) if r["seconds"] else None}
 
+# %% ../../nbs/43_monitor.simulate.ipynb #c016-2
 def describe(r: dict) -> list[str]:
     "A simulation's summary as lines for a terminal."
     d = "clean (no drift)" if r["drift"] == "none" else f"drift {r['drift']} at severity {r['severity']:g}" + (

@@ -35,9 +35,11 @@ def duration(text: str) -> float:
 LAT_EDGES = np.concatenate([[0.0], np.geomspace(0.01, 600_000, 240)])        # latency histogram buckets, ms (about 8% wide)
 DELAY_EDGES = np.concatenate([[0.0], np.geomspace(0.1, 400 * 86400, 240)])   # label delay buckets, seconds
 
+# %% ../../nbs/40_monitor.windows.ipynb #c004-1
 def _hist(v, edges) -> np.ndarray:
     return np.bincount(np.searchsorted(edges, np.asarray(v, float), side="right"), minlength=len(edges) + 1)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c004-2
 def quantile(h: np.ndarray, edges: np.ndarray, q: float) -> float | None:
     "The `q` quantile of what histogram `h` counted: the upper edge of the bucket holding it (None when empty)."
     n = h.sum()
@@ -45,13 +47,13 @@ def quantile(h: np.ndarray, edges: np.ndarray, q: float) -> float | None:
     i = int(np.searchsorted(np.cumsum(h), q * n))
     return float(edges[min(max(i, 1), len(edges) - 1)])
 
+# %% ../../nbs/40_monitor.windows.ipynb #c004-3
 def wilson(k: int, n: int, z: float = 1.96) -> tuple:
     "The Wilson score interval of a proportion k/n: (low, high); (None, None) when n is 0."
     if n == 0: return (None, None)
     p, d = k / n, 1 + z * z / n
     c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return (max(0.0, min(p, c - h)), min(1.0, max(p, c + h)))        # it holds k/n (also where rounding says otherwise)
-
 
 # %% ../../nbs/40_monitor.windows.ipynb #c006
 DRIFTS = ("features", "properties", "outputs", "confidence", "embedding")   # the reference's parts (`MonitoringReference.parts`:
@@ -141,12 +143,14 @@ def check_logs(s, engine: str):
     elif s.archive is None:
         raise ValueError(f"engine {engine} reads the archive, and settings.ini sets no [paths] predictions_archive")
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008r-1
 class _Live:
     "The live log alone, read with SQLite (`mlops_nb.core.predlog.chunks`, `refusals`)."
     def __init__(self, path): self.path, self.sources = path, {"engine": "sqlite", "live": [str(path)]}
     def chunks(self, *a, fields=None, **k): return chunks(self.path, *a, **k)
     def refusals(self, *a, **k): return refusals(self.path, *a, **k)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008r-2
 @contextmanager
 def log_reader(s, engine: str = "auto", since: float = 0.0, echo=None):
     "What monitoring reads, as `chunks(name, since, until, size, max_bytes=)` and `refusals(since, until)`: with `sqlite` "
@@ -180,8 +184,10 @@ class MonitorReport:
     others: dict = field(default_factory=dict)   # rows of other versions in the period: "vN role" -> rows (not monitored here)
     sources: dict = field(default_factory=dict)  # what was read: engine, the archive's segments per table, the live logs
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-1
 def _cut(c: dict, m: np.ndarray) -> dict: return {k: v[m] for k, v in c.items()}
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-2
 def _version(s, ref: str | None) -> tuple:
     "The registered version `ref` names (`mlops_nb.deploy.served.pick`), its bundle verified, and its monitoring reference."
     from mlops_nb.build.registry import registry_for
@@ -196,6 +202,7 @@ def _version(s, ref: str | None) -> tuple:
                          "existed): run the pipeline again to package and register a version that carries one")
     return v, mref
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-3
 def _period(s, since, until, every) -> tuple:
     "(since, until, step, edges): the period in Unix seconds and its windows' edges, aligned to UTC (days start at midnight)."
     until = time.time() if until is None else parse_time(until) if isinstance(until, str) else float(until)
@@ -206,6 +213,7 @@ def _period(s, since, until, every) -> tuple:
     edges = [since] + [t0 + i * step for i in range(1, math.ceil((until - t0) / step))] + [until] if step else [since, until]
     return since, until, step, edges
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-4
 def monitor(s, ref: str | None = None, since=None, until=None, every: str | None = None, size: int = 50_000,
             progress: bool = False, engine: str | None = None) -> MonitorReport:
     "Monitor the version `ref` names (`NAME`, `NAME@ALIAS`, `NAME@VERSION`; default: what `mlops-nb serve` picks) over "
@@ -223,8 +231,10 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
     for w in windows[1:]: total = total.merge(w)
     return MonitorReport(v["name"], v["version"], v["bundle"], mref.info, since, until, step, windows, total, dict(others), sources)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-5
 def _err(*a): print(*a, file=sys.stderr, flush=True)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-6
 class _Step:
     "Monitoring's step on one share of the rows, run where the reader says (a process of its own, a Spark worker): "
     "chunks in, the windows they fill out, pickled without the reference (each side has it)."
@@ -246,6 +256,7 @@ class _Step:
         u = pickle.Unpickler(io.BytesIO(b)); u.persistent_load = self._refs().__getitem__
         return u.load()
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-7
 def _fill_by_parts(windows: list, edges: list, r, v: dict, max_bytes: int) -> Counter:
     "`_add_chunks` run by `r.map_chunks` on each share of the rows (processes, a Spark job), merged into `windows`."
     step, others = _Step(windows, edges, v["version"]), Counter()
@@ -256,6 +267,7 @@ def _fill_by_parts(windows: list, edges: list, r, v: dict, max_bytes: int) -> Co
 
 FIELDS = ("ts", "version", "role", "tags", "input_shape", "true_label", "label_ts", "latency_ms")   # what `Window.add` reads (and f, props, p)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-8
 def _add_chunks(windows: list, edges: list, chunks, version: int, bar=None) -> Counter:
     "Add each chunk's rows of `version` to the window its time falls in; the other versions' rows, counted by version and role."
     others = Counter()
@@ -269,6 +281,7 @@ def _add_chunks(windows: list, edges: list, chunks, version: int, bar=None) -> C
         if bar is not None: bar.update(int(len(mine)))
     return others
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-9
 def _fill(windows: list, edges: list, r, v: dict, size: int, max_bytes: int, progress: bool) -> Counter:
     "Add what reader `r` reads in the period to `windows` (in place); the rows of other versions of the model, counted "
     "by version and role. A reader that runs a per-segment step as a job (`map_chunks`: Spark) summarizes there."
@@ -286,7 +299,6 @@ def _fill(windows: list, edges: list, r, v: dict, size: int, max_bytes: int, pro
         for i, (_, reason) in zip(idx, rows): windows[int(i)].refused[reason] += 1
     return others
 
-
 # %% ../../nbs/40_monitor.windows.ipynb #c010
 def _drift(acc, alpha: float) -> dict:
     "One part's drift figures from its accumulator: per feature KS statistic, BH-adjusted p-value, PSI, drifted; the drifted share."
@@ -294,12 +306,15 @@ def _drift(acc, alpha: float) -> dict:
     return {"names": list(r["names"]), "stat": [float(v) for v in r["stat"]], "p_adj": [float(v) for v in r["p_adj"]],
             "psi": [float(v) for v in r["psi"]], "drifted": [bool(v) for v in r["drifted"]], "share": float(r["drifted_share"])}
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-1
 def _ratio(a, b): return float(a / b) if b else None
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-2
 def _simes(part: dict) -> float:
     "A drift part's global p-value: its smallest Benjamini-Hochberg-adjusted p (Simes' test that no feature moved)."
     return min(part["p_adj"], default=math.nan)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-3
 def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows: int = 30,
             limits: dict | None = None,        # the label-free estimate's verdict (`mlops_nb.monitor.estimate.LIMITS`); None: its defaults
             reweight: bool = True) -> dict:    # the reweighted estimate (a domain classifier: some 0.1 s a window) where there is an embedding
@@ -357,6 +372,7 @@ def figures(w: Window, alpha: float = 0.05, min_support: int = 5, min_slice_rows
 TESTS = ("input drift", "image properties", "output drift", "prediction drift", "estimated accuracy", "embedding drift")   # one multiple test
 _PARTS = {"input drift": "features", "image properties": "properties", "output drift": "outputs", "embedding drift": "embedding"}
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-4
 def tests(f: dict, max_drop: float) -> dict:
     "Each drift check's test on a window's figures, `{check: {p, effect}}`: for a part tested feature by feature, the "
     "smallest Benjamini-Hochberg-adjusted p (Simes' test that no feature moved) and the drifted share; for the predicted "
@@ -373,6 +389,7 @@ def tests(f: dict, max_drop: float) -> dict:
     out["estimated accuracy"] = {"p": float(norm.cdf(z)), "effect": ref - est}
     return out
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-5
 def holm(p: dict, alpha: float) -> dict:
     "Holm's step-down correction of the p-values `p` (name -> p; NaN is no test): name -> the level its p was held to, "
     "and whether it was rejected. The chance that any is rejected when none should be stays at most `alpha`."
@@ -384,6 +401,7 @@ def holm(p: dict, alpha: float) -> dict:
         out[k] = {"level": level, "rejected": going}
     return out
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-6
 def gap(sides: list, min_n: int) -> dict | None:
     "The largest gap in a rate between `sides` (dicts: name, k successes, n trials) having at least `min_n` trials: the "
     "two sides with their rates, counts and Wilson 95% intervals, and `significant` when the intervals do not overlap. "
@@ -396,6 +414,7 @@ def gap(sides: list, min_n: int) -> dict | None:
             "low": {"name": lo["name"], "rate": lo["k"] / lo["n"], "n": lo["n"], "ci": [ll, lh]},
             "high": {"name": hi["name"], "rate": hi["k"] / hi["n"], "n": hi["n"], "ci": [hl, hh]}}
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-7
 def bias(f: dict, min_n: int) -> dict:
     "The per-class recall gap and, per tag key, the accuracy gap between its values (`gap`), from a window's figures."
     classes = gap([{"name": r["class"], "k": round(r["recall"] * r["support"]) if r["support"] else 0, "n": r["support"]}
@@ -407,6 +426,7 @@ def bias(f: dict, min_n: int) -> dict:
     slices = {k: g for k, sides in keys.items() if (g := gap(sides, min_n)) is not None}
     return {"min_labels": min_n, "recall_gap": classes, "slice_gaps": slices}
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-8
 def checks(f: dict, m: dict) -> list[dict]:
     "A window's figures against the `[monitor]` thresholds `m`: one row a check, status `ok`, `ALERT` or `n/a`, with the "
     "metric, its value and the threshold it was judged against (what an alert records). A drift check alerts when its "
@@ -444,6 +464,7 @@ def checks(f: dict, m: dict) -> list[dict]:
     add("latency", p99 is not None and p99 <= m["p99_ms"], f"p99 at most {p99:.3g} ms (limit {m['p99_ms']:g} ms)", "p99_ms", p99, m["p99_ms"])
     return out
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-9
 def _estimated(f: dict, m: dict, significant: bool, said: str, add):
     "The label-free estimate's check: CBPE judged by its test where the model exports no embedding; else the reweighted "
     "estimate (`mlops_nb.monitor.estimate`) judged by its range, and an unreliable one shown as its reasons and a ceiling."
@@ -461,6 +482,7 @@ def _estimated(f: dict, m: dict, significant: bool, said: str, add):
         f"{said_} (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} below)", "estimated_accuracy",
         r["weighted"] if r["verdict"] == "reliable" else None, floor)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-10
 def _gaps(f: dict, m: dict, add):
     "The bias checks: the per-class recall gap and each tag's slice gap, alerting only where the intervals part."
     b = f.get("bias") or bias(f, m["min_class_labels"])
@@ -476,7 +498,6 @@ def _gaps(f: dict, m: dict, add):
         add(f"slice gap ({key})", not (g["gap"] > m["max_slice_gap"] and g["significant"]),
             f"{g['gap']:.3f} (at most {m['max_slice_gap']:g}): {side(g['low'])} against {side(g['high'])}"
             + ("" if g["significant"] else "; the intervals overlap: not significant"), f"slice_gap:{g['low']['name']}", g["gap"], m["max_slice_gap"])
-
 
 # %% ../../nbs/40_monitor.windows.ipynb #c012
 def service_metrics(url: str, timeout: float = 5.0) -> dict | None:

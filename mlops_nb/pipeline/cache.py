@@ -30,17 +30,20 @@ def _imports(src: str, pkg: str, here: str = "") -> frozenset:
             out |= {".".join(base)} | {".".join(base + [a.name]) for a in node.names}
     return frozenset(out - {""})
 
+# %% ../../nbs/20a_pipeline.cache.ipynb #c004-1
 def _module_file(pkg_dir: Path, name: str) -> Path | None:
     "The file of the module `name` (dotted, under the package at `pkg_dir`), or None when it names no module file."
     f = pkg_dir.joinpath(*name.split(".")).with_suffix(".py")
     return f if f.is_file() else None
 
+# %% ../../nbs/20a_pipeline.cache.ipynb #c004-2
 def notebook_code(nb_path) -> str:
     "The code cells of a notebook, joined (outputs and metadata do not change what runs)."
     nb = json.loads(Path(nb_path).read_text())
     return "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
                      for c in nb["cells"] if c["cell_type"] == "code")
 
+# %% ../../nbs/20a_pipeline.cache.ipynb #c004-3
 def code_modules(nb_path, pkg_dir=None) -> list:
     "The `mlops_nb` modules a stage notebook imports, directly or through other modules, sorted."
     import mlops_nb
@@ -52,6 +55,7 @@ def code_modules(nb_path, pkg_dir=None) -> list:
         seen.add(m); todo |= _imports(f.read_text(), "mlops_nb", m) - seen
     return sorted(seen)
 
+# %% ../../nbs/20a_pipeline.cache.ipynb #c004-4
 def code_digest(nb_path, pkg_dir=None) -> str:
     "sha256 over the notebook's code and the source of every module it imports."
     import mlops_nb
@@ -61,6 +65,7 @@ def code_digest(nb_path, pkg_dir=None) -> str:
         h.update(f"\0{m}\0".encode()); h.update(_module_file(pkg_dir, m).read_bytes())
     return "sha256:" + h.hexdigest()
 
+# %% ../../nbs/20a_pipeline.cache.ipynb #c004-5
 def cache_key(stage: str, code: str, params: dict, inputs: dict, env_digest: str) -> str:
     "The digest that decides whether a stage can be reused."
     blob = json.dumps({"stage": stage, "code": code, "params": params, "inputs": inputs, "env": env_digest}, sort_keys=True)

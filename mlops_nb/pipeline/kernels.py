@@ -27,24 +27,27 @@ def notebook_imports(nb_path) -> list[str]:
             elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module: mods.add(n.module)
     return sorted(mods)
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c003-1
 def warm_code(modules) -> str:
     "Code that imports `modules` without binding a name or printing anything (a module that fails is left to the notebook)."
     return ("def __mlops_nb_warm(mods):\n    import importlib\n    for m in mods:\n        try: importlib.import_module(m)\n"
             f"        except BaseException: pass\n__mlops_nb_warm({list(modules)!r}); del __mlops_nb_warm")
-
 
 # %% ../../nbs/20c_pipeline.kernels.ipynb #c005
 def _lowest_priority():
     "In the child before exec: the lowest CPU priority (nice 19)."
     os.nice(19)
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-1
 class KernelStartError(RuntimeError):
     "A kernel died while it started, every time it was tried; says the cause its log gives (a port taken: a ZMQError)."
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-2
 def _log_size(log) -> int:
     try: return os.path.getsize(log) if log else 0
     except OSError: return 0
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-3
 def _death_cause(log, since: int) -> str | None:
     "The last error line the kernel log got after offset `since` (`zmq.error.ZMQError: Address already in use ...`)."
     if not log: return None
@@ -54,6 +57,7 @@ def _death_cause(log, since: int) -> str | None:
     lines = [l.strip() for l in text.splitlines() if re.search(r"(Error|Exception)\b.*:", l)]
     return lines[-1][:300] if lines else None
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-4
 def _async_client_manager(kernel_name: str, zygote: "Zygote | None" = None, log=None, background: bool = False, needs=()):
     "A KernelManager whose clients are asynchronous, as nbclient needs, while starting and stopping stay synchronous; "
     "with a `zygote`, it forks the kernel from it when the kernel spec runs this Python's ipykernel (else starts it)."
@@ -70,6 +74,7 @@ def _async_client_manager(kernel_name: str, zygote: "Zygote | None" = None, log=
             self._reconcile_connection_info(p.connection_info)
     return ForkingKernelManager(kernel_name=kernel_name, client_class="jupyter_client.asynchronous.AsyncKernelClient")
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-5
 class Kernel:
     "A kernel for one stage, started in a background thread in `cwd` with `env`, the `warm` modules imported. "
     "`background`: started ahead of its turn, at the lowest CPU priority, so it only uses cores nothing else wants; "
@@ -169,7 +174,6 @@ class Kernel:
             try: km.cleanup_resources()
             except Exception: pass
 
-
 # %% ../../nbs/20c_pipeline.kernels.ipynb #c006
 def execute(nb_in, nb_out, kernel: Kernel, parameters: dict, cwd, progress_bar: bool = False):
     "Execute `nb_in` into `nb_out` with papermill on `kernel` (which the caller shuts down)."
@@ -179,6 +183,7 @@ def execute(nb_in, nb_out, kernel: Kernel, parameters: dict, cwd, progress_bar: 
                                cwd=str(cwd), progress_bar=progress_bar, log_output=False, engine_name="mlops-nb",
                                km=kernel.ready(kernel.start_timeout * 2))
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c006-1
 def _register_engine():
     from papermill.engines import NBClientEngine, papermill_engines
     if "mlops-nb" in papermill_engines._engines: return
@@ -201,11 +206,11 @@ def _register_engine():
                     except Exception: pass
     papermill_engines.register("mlops-nb", OwnKernelEngine)
 
-
 # %% ../../nbs/20c_pipeline.kernels.ipynb #895df1d3
 class ZygoteError(RuntimeError):
     "The zygote could not fork a kernel (it failed to start, or died): the kernel is started the usual way."
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #895df1d3-1
 def zygote_main():
     "The zygote: import the modules named on the command line, in their order, then fork a kernel for each JSON request "
     "read from stdin (`args`, `cwd`, `env`, `log`, `nice`, `needs`) and answer its pid on stdout; ends at the end of "
@@ -246,6 +251,7 @@ def zygote_main():
     sys.stderr.flush()
     os._exit(0)             # nothing to save: skipping the interpreter's teardown of torch and the rest saves about 0.9 s a run
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #895df1d3-2
 def _forked_kernel(req: dict, answers: int):
     "In the forked child: become the stage's kernel process (never returns)."
     import signal, tempfile, traceback
@@ -265,6 +271,7 @@ def _forked_kernel(req: dict, answers: int):
     except BaseException: traceback.print_exc()
     finally: os._exit(0)
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #895df1d3-3
 class _Forked:
     "A `Popen`-like handle on a kernel the zygote forked: it is not our child, so its exit is seen by polling, its exit "
     "status is the zygote's to collect (reported as -1), and signals are sent by pid."
@@ -293,6 +300,7 @@ class _Forked:
     def kill(self): import signal; self.send_signal(signal.SIGKILL)
     def terminate(self): import signal; self.send_signal(signal.SIGTERM)
 
+# %% ../../nbs/20c_pipeline.kernels.ipynb #895df1d3-4
 class Zygote:
     "A process that imports `modules` once, in their order, and forks kernels from itself (`fork`); `close` ends it."
     def __init__(self, modules, env: dict | None = None, log=None):

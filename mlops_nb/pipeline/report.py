@@ -27,8 +27,10 @@ def csp(scripts=()) -> str:
     return (f"default-src 'none'; script-src {allowed}; style-src 'unsafe-inline'; img-src data:; font-src data:; "
             "base-uri 'none'; form-action 'none'")
 
+# %% ../../nbs/21_pipeline.report.ipynb #c004-1
 def csp_meta(scripts=()) -> str: return f'<meta http-equiv="Content-Security-Policy" content="{csp(scripts)}">'
 
+# %% ../../nbs/21_pipeline.report.ipynb #c004-2
 def _exporter():
     import jinja2
     from nbconvert import HTMLExporter
@@ -40,6 +42,7 @@ def _exporter():
 
 _SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.S | re.I)
 
+# %% ../../nbs/21_pipeline.report.ipynb #c004-3
 @functools.lru_cache(maxsize=1)
 def _template_scripts() -> tuple:
     "The inline scripts the template itself writes (rendered from an empty notebook): the only ones a notebook page may run."
@@ -47,6 +50,7 @@ def _template_scripts() -> tuple:
     body, _ = _exporter().from_notebook_node(nbformat.v4.new_notebook())
     return tuple(code for attrs, code in _SCRIPT.findall(body) if "src=" not in attrs and "application/json" not in attrs)
 
+# %% ../../nbs/21_pipeline.report.ipynb #c004-4
 def render_notebook(nb_path) -> Path:
     "Render an executed notebook to self-contained HTML beside it, under a CSP that runs only the template's own scripts."
     import nbformat
@@ -70,6 +74,7 @@ th{background:#f4f4f4}th.sort{cursor:pointer}th.sort:after{content:' \\2195';col
 
 def _e(v) -> str: return html.escape(str(v), quote=True)
 
+# %% ../../nbs/21_pipeline.report.ipynb #c005-1
 def run_seconds(rec) -> float | None:
     "A run's duration in seconds (None while it has not ended)."
     if isinstance(rec.get("seconds"), (int, float)): return float(rec["seconds"])
@@ -78,14 +83,17 @@ def run_seconds(rec) -> float | None:
         return t("ended") - t("started")
     except (KeyError, TypeError, ValueError): return None
 
+# %% ../../nbs/21_pipeline.report.ipynb #c005-2
 def _badge(status, cached=False) -> str:
     return f'<span class="st {"cached" if cached else _e(status)}">{"cached" if cached else _e(status)}</span>'
 
+# %% ../../nbs/21_pipeline.report.ipynb #c005-3
 def _page(title, body, scripts=()) -> str:
     "A page whose only runnable scripts are `scripts` (its CSP names them by hash); `body` must hold none."
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{csp_meta(scripts)}<title>{_e(title)}</title>'
             f'<style>{_CSS}</style></head><body>{body}' + "".join(f"<script>{s}</script>" for s in scripts) + "</body></html>")
 
+# %% ../../nbs/21_pipeline.report.ipynb #c005-4
 def _fmt(v) -> str: return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 # %% ../../nbs/21_pipeline.report.ipynb #c007
@@ -147,6 +155,7 @@ def _plots(run_dir: Path, rec: dict) -> list:
         out += [(st["name"], i) for i in (imgs[:1] if st["name"] == "ingest" else imgs)]
     return out
 
+# %% ../../nbs/21_pipeline.report.ipynb #c009-1
 def write_run_report(s: Settings, rec: dict) -> Path:
     "Write `runs/<run-id>/index.html`."
     run_dir = s.runs/rec["run_id"]
@@ -225,10 +234,12 @@ def load_runs(s: Settings) -> list:
         except (OSError, json.JSONDecodeError): continue
     return out
 
+# %% ../../nbs/21_pipeline.report.ipynb #c011-1
 def _wbr(v) -> str:
     "`v` escaped, with a line break allowed after each `/`, `_` and `-` (a narrow column breaks names there, not mid-word)."
     return re.sub(r"([/_-])", r"\1<wbr>", _e(v))
 
+# %% ../../nbs/21_pipeline.report.ipynb #c011-2
 def compare_pair(runs: list) -> tuple | None:
     "Indices (A, B) into `runs` (newest first) the comparison opens on: the newest run that has an older one of the same "
     "pipeline (build beside build, monitor beside monitor) and that one; the two newest when no pipeline has two; None below two runs."
@@ -238,6 +249,7 @@ def compare_pair(runs: list) -> tuple | None:
         if a is not None: return a, b
     return (1, 0) if len(runs) > 1 else None
 
+# %% ../../nbs/21_pipeline.report.ipynb #c011-3
 def write_runs_index(s: Settings) -> Path:
     "Write `runs/index.html`."
     runs = load_runs(s)

@@ -25,8 +25,10 @@ class Verdict:
     def __str__(self):
         return "\n".join([f"verdict: {self.kind}"] + [f"  {d}" for d in self.differences] + [f"warning: {w}" for w in self.warnings])
 
+# %% ../../nbs/20b_pipeline.reproduce.ipynb #c004-1
 def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+# %% ../../nbs/20b_pipeline.reproduce.ipynb #c004-2
 def compare_runs(orig: dict, new: dict, tol: float = 1e-4) -> Verdict:
     "Compare a reproduction `new` with the run `orig` (both run.json records)."
     warn = []
@@ -75,6 +77,7 @@ def load_run(s: Settings, run_id: str) -> dict:
     if not p.is_file(): raise FileNotFoundError(f"no run {run_id!r}: {p} does not exist (see `mlops-nb runs`)")
     return json.loads(p.read_text())
 
+# %% ../../nbs/20b_pipeline.reproduce.ipynb #c005-1
 def reproduce(run_id: str, settings: Settings | None = None, echo=print) -> tuple:
     "Re-execute `run_id` with its recorded parameters, every stage, as a new run; returns `(Verdict, new record)`."
     from mlops_nb.pipeline.runner import run, RunFailed

@@ -53,6 +53,7 @@ STAGES = (
 MONITOR = (StageSpec("monitor", "monitor.ipynb", measures=True, cache=False),)
 PIPELINES = {"build": STAGES, "monitor": MONITOR}   # a run executes one of these; run.json names it (`pipeline`)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c004-1
 def downstream(names, stages=STAGES) -> set:
     "The named stages and every stage that depends on them."
     out = set(names)
@@ -78,11 +79,13 @@ def input_shape(ingest: dict) -> tuple:
     from mlops_nb.build.data import image_shape
     return image_shape(ingest.get("source", "digits"), ingest.get("image_size") or 0, ingest.get("mode", "L"))
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c006b-1
 def _free_name(reg, name: str, shape: tuple) -> str:
     "A model name for `shape` beside `name`: `name-CxHxW` (or `-2`, `-3`, ...), new or already of that shape."
     base = f"{name[:80]}-{'x'.join(map(str, shape))}"
     return next(n for n in [base, *(f"{base}-{i}" for i in range(2, 1000))] if reg.input_shape(n) in (None, shape))
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c006b-2
 def check_registered_shape(s: Settings, params: dict):
     "Refuse (`ParamError`, one line) parameters whose bundle the register stage would refuse: its model name already holds "
     "versions of another input shape. A missing registry is not created (nothing is registered there yet)."
@@ -106,7 +109,6 @@ def check_registered_shape(s: Settings, params: dict):
                      f"would refuse the bundle: register a new model with -p register.model_name={new}"
                      + (f", or keep {fmt(have)} with -p {back}" if back else f" (no ingest parameters give {fmt(have)})"))
 
-
 # %% ../../nbs/20_pipeline.runner.ipynb #c006d
 def check_weights(s: Settings, params: dict):
     "Refuse (`ParamError`, one line) a `train.weights` that cannot be had: imagenet's file missing from the torch hub cache "
@@ -117,6 +119,7 @@ def check_weights(s: Settings, params: dict):
     try: weights_file(t["arch"], t["weights"], s.train["allow_download"], fetch=False)
     except WeightsError as e: raise ParamError(f"parameter train.{e}") from None
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c006d-1
 def raw_fingerprint(s: Settings, st: StageSpec, p: dict) -> str:
     "What a stage's raw input outside the store is now: an image folder's listing (`source_fingerprint`), a weights "
     "file's sha256 (fetched first when imagenet's may be downloaded), 'none' for random initialisation."
@@ -138,6 +141,7 @@ def git_info(root) -> dict:
     status = git("status", "--porcelain") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-1
 def _name_version(d) -> tuple:
     "A distribution's name and version from the head of its metadata file: what `d.metadata` gives, without parsing the "
     "whole file (long descriptions included) as e-mail, about 1 ms a package."
@@ -149,6 +153,7 @@ def _name_version(d) -> tuple:
         elif k == "Version" and version is None: version = v.strip()
     return (name, version) if name and version else (d.metadata["Name"], d.version)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-2
 def env_info(s: Settings) -> dict:
     "Python, platform, thread count and package versions, with a digest over them."
     from importlib.metadata import distributions
@@ -158,6 +163,7 @@ def env_info(s: Settings) -> dict:
     env["digest"] = "sha256:" + hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()
     return env
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-3
 def new_run_id() -> str:
     "A sortable, unique run id: UTC time plus 4 random hex digits."
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -165,6 +171,7 @@ def new_run_id() -> str:
 
 _held: dict = {}                 # lock file -> fd: the locks this process holds while it runs something (`_me`)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-4
 def _drop_held():
     "In a forked child: close its copies of the parent's lock fds (a flock belongs to the open file, which fork shares), "
     "so a child that outlives its parent never keeps the parent's run alive."
@@ -174,6 +181,7 @@ def _drop_held():
 
 os.register_at_fork(after_in_child=_drop_held)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-5
 def _own_lock() -> Path:
     "A lock file for a process with no folder of its own to hold one in (govern's `retrain started` record); removed at exit."
     import atexit
@@ -183,6 +191,7 @@ def _own_lock() -> Path:
     atexit.register(lambda: p.unlink(missing_ok=True) if str(p) in _held else None)
     return p
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-6
 def _me(lock=None) -> dict:
     "Who is at work: pid, host, and the lock file it holds exclusively until `_release` or its death (`lock`: a file in "
     "the run folder; default, one of the process's own). `_alive` tests that lock: no clock enters into it."
@@ -196,10 +205,12 @@ def _me(lock=None) -> dict:
         _held[lock] = fd
     return {"pid": os.getpid(), "host": platform.node(), "lock": lock}
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-7
 def _release(runner: dict):
     "Let go of the lock `_me` took: the work it stood for has ended, and its record says so."
     if (fd := _held.pop(runner.get("lock"), None)) is not None: os.close(fd)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-8
 @contextlib.contextmanager
 def _gone(runner: dict | None):
     "True, holding the runner's lock for the body, when the process that wrote a record has ended; else False. A lock that "
@@ -216,16 +227,20 @@ def _gone(runner: dict | None):
         yield free
     finally: os.close(fd)                # closing lets go of it
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-9
 def _alive(runner: dict | None) -> bool:
     "Is the process that wrote a record (`_me`) still at work? (Unknown or another host: assume it is.)"
     with _gone(runner) as gone: return not gone
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-10
 def lineage_for(s: Settings) -> Lineage: return Lineage(s.lineage)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-11
 def _last_sign_of_life(run_dir: Path) -> str:
     "When a dead run last wrote anything (papermill saves the executed notebook as cells finish): where its duration ends."
     return stamp(max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=None))
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-12
 def reap(s: Settings, lin: Lineage | None = None) -> list:
     "Mark runs whose runner died as `interrupted` (run.json and lineage); drop temp files of dead writers. Returns their ids. "
     "A run whose runner still holds its lock is never touched."
@@ -263,6 +278,7 @@ def _kernel_error(e: Exception, kernel: str) -> str:
     if isinstance(e, NoSuchKernel): return f"the kernel {kernel!r} ([run] kernel in settings.ini) is not installed: {text}"
     return f"the stage could not be executed: {name}: {text}"
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011-1
 class RunFailed(RuntimeError):
     "A stage failed; `record` is the run's run.json content."
     def __init__(self, msg, record): super().__init__(msg); self.record = record
@@ -278,6 +294,7 @@ def _reuse(s, store, lin, key, echo):
         echo(f"  cache entry of run {hit['run_id']} unusable ({e}); executing"); return None
     return hit
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011a-1
 def _take_report(s, hit, srec, run_dir, nb_out):
     "Copy the cached execution's executed notebook and HTML into this run, so its report is complete."
     src = s.runs/hit["run_id"]/(hit["notebook"] or "")
@@ -408,6 +425,7 @@ def interrupted(self: RunRecorder):
     for srec in self.rec["stages"]:
         if srec["status"] == "running": srec.update(status="interrupted", ended=stamp())
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011i-1
 @patch
 def runner_failed(self: RunRecorder, e: BaseException):
     "The runner's own work failed (a full disk, a database): the stage it was on fails with `e`."
@@ -418,6 +436,7 @@ def runner_failed(self: RunRecorder, e: BaseException):
         with contextlib.suppress(Exception): self._execution(cur, "failed", {}, error=msg)
     self.rec.update(status="failed", error={"stage": cur and cur["name"], "message": msg})
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011i-2
 @patch
 def run_end(self: RunRecorder, seconds: float, echo=print):
     "The run ended (`rec['status']` says how): its end recorded, its HTML report and the runs index written."
@@ -446,6 +465,7 @@ def _run_params(s: Settings, pipeline: str, profile: str, overrides, params: dic
     check_weights(s, params)
     return stages, params
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011k-1
 def _new_record(s: Settings, stages, run_dir: Path, pipeline: str, profile: str, params: dict, env: dict, me: dict, tmp: Path,
                 reproduces: str | None, fallback: str | None) -> dict:
     "A run's record (run.json) as it starts: every stage pending."
@@ -571,15 +591,18 @@ def _renderer():
         with contextlib.suppress(OSError): os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render", initializer=lowest)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o-1
 def _render_quietly(nb_out) -> str | None:
     "The rendered HTML's file name, or None when it could not be made (the report links the notebook instead)."
     try: return render_html(nb_out).name
     except Exception: return None
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o-2
 def render_html(nb_path):
     from mlops_nb.pipeline.report import render_notebook
     return render_notebook(nb_path)
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o-3
 def write_reports(s: Settings, rec: dict):
     from mlops_nb.pipeline.report import write_run_report, write_runs_index
     write_run_report(s, rec); write_runs_index(s)

@@ -17,6 +17,7 @@ __all__ = ['SyncError', 'sync_plan', 'link_plan', 'format_plan', 'server_check',
 class SyncError(RuntimeError):
     "W&B cannot be reached, or refused the upload."
 
+# %% ../../nbs/22_pipeline.sync.ipynb #c004-1
 def sync_plan(s: Settings, run_id: str | None = None) -> list:
     "What sync would do: per executed stage with an offline W&B run, its folder and the artifacts it used."
     from mlops_nb.pipeline.report import load_runs
@@ -40,6 +41,7 @@ def sync_plan(s: Settings, run_id: str | None = None) -> list:
     lin.close()
     return plan
 
+# %% ../../nbs/22_pipeline.sync.ipynb #c004-2
 def link_plan(s: Settings) -> list:
     "Registry alias moves not yet mirrored in the W&B model registry (offline runs cannot `link_artifact`), in alias-history order."
     from mlops_nb.build.registry import registry_for
@@ -48,6 +50,7 @@ def link_plan(s: Settings) -> list:
     return [{**r, "source": f"<entity>/{s.wandb_project}/package-bundle:{artifact_alias(r['artifact'])}",
              "target": f"<entity>/model-registry/{r['name']}"} for r in rows]
 
+# %% ../../nbs/22_pipeline.sync.ipynb #c004-3
 def format_plan(plan: list, links=()) -> str:
     "The plan as lines: one per W&B run, one per use_artifact edge."
     lines = []
@@ -62,6 +65,7 @@ def server_check(timeout: float = 3.0):
     "Raise `SyncError` saying why, unless the W&B server answers and an API key is set (`wandb_unreachable`)."
     if why := wandb_unreachable(timeout): raise SyncError(f"{why}; nothing was synced")
 
+# %% ../../nbs/22_pipeline.sync.ipynb #c005-1
 def sync(s: Settings | None = None, run_id: str | None = None, echo=print) -> int:
     "Upload offline runs and back-fill their used artifacts; returns how many W&B runs were synced."
     s = s or load_settings()
