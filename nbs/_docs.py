@@ -15,17 +15,18 @@ BIN = Path(sys.executable).parent
 DIRECTIVE = re.compile(r"^#\|.*\n?", re.M)
 QUARTO_ATTRS = re.compile(r"\{(?:target|style|\.)[^}\n]*\}")
 SOURCE_LINK = re.compile(r"\[source\]\([^)]*\)\s*")
+# the sidebar's sections: (title, folder under the processed notebooks, page name prefix)
+SECTIONS = [("Tutorials", "tutorials", "tutorial-"), ("Explanations", "explanations", "explanation-"), ("Library", ".", ""),
+            ("Stages", "pipelines", "stage-")]
 
 
 def frontmatter(cell) -> dict:
-    "title/description/output-file of a raw `---` frontmatter cell."
-    out, key = {}, None
-    for line in "".join(cell["source"]).splitlines():
-        if m := re.match(r"^([\w-]+):\s*(.*)$", line): key = m[1]; out[key] = m[2].strip()
-        elif key and line.startswith("  "): out[key] += " " + line.strip()
-    for k, v in out.items():                 # YAML quoting: 'it''s' -> it's
-        if len(v) > 1 and v[0] == v[-1] and v[0] in "'\"": out[k] = v[1:-1].replace("''", "'") if v[0] == "'" else v[1:-1]
-    return out
+    "title/description/output-file of a raw `---` frontmatter cell (YAML, read with pyyaml's safe loader)."
+    import yaml
+    text = "".join(cell["source"]).strip()
+    if not text.startswith("---"): return {}
+    meta = yaml.safe_load(text.strip("-").strip()) or {}
+    return {k: str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def clean(nb):
@@ -72,27 +73,29 @@ def build(out_dir: Path, proc: bool = True) -> list:
         subprocess.run([sys.executable, "-c", "import sys, nbdev.quarto as q; q._ensure_quarto = lambda: None; "
                         "sys.argv = ['nbdev-proc-nbs', '--force']; q.nbdev_proc_nbs()"], cwd=ROOT, check=True)
     procd = ROOT/"_proc"
-    pages = []                               # (processed notebook, page, title, description)
-    for p in sorted(procd.glob("*.ipynb")) + sorted((procd/"pipelines").glob("*.ipynb")):
-        if p.name == "index.ipynb": continue
-        meta = frontmatter(json.loads(p.read_text())["cells"][0])
-        stage = p.parent.name == "pipelines"   # a stage notebook shares its name with a library module
-        name = f"stage-{p.stem}.html" if stage else (meta.get("output-file") or p.with_suffix(".html").name)
-        title = ("Stage: " if stage else "") + meta.get("title", p.stem)
-        pages.append((p, name, title, meta.get("description", "")))
-    nav = "**mlops_nb** &nbsp; [home](index.html) &nbsp;·&nbsp; " + " &nbsp;·&nbsp; ".join(
-        f"[{html.escape(t)}]({f})" for _, f, t, _ in pages)
+    pages = []                               # (section, processed notebook, page, title, description)
+    for section, folder, prefix in SECTIONS:
+        for p in sorted((procd/folder).glob("*.ipynb")):
+            if p.name == "index.ipynb": continue
+            meta = frontmatter(json.loads(p.read_text())["cells"][0])
+            # a stage notebook shares its name with a library module, a tutorial with a phase: prefixed pages
+            name = f"{prefix}{p.stem}.html" if prefix else (meta.get("output-file") or p.with_suffix(".html").name)
+            pages.append((section, p, name, meta.get("title", p.stem), meta.get("description", "")))
+    nav = "**mlops_nb** &nbsp; [home](index.html)\n\n" + "\n\n".join(
+        f"**{sec}**: " + " &nbsp;·&nbsp; ".join(f"[{html.escape(t)}]({f})" for s_, _, f, t, _ in pages if s_ == sec)
+        for sec, _, _ in SECTIONS)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for p, name, title, desc in pages: page(p, name, title, desc, nav, out_dir)
+    for _, p, name, title, desc in pages: page(p, name, title, desc, nav, out_dir)
     # the home page: the README's notebook, then every page with its one-line description
     import nbformat
     nb = nbformat.read(procd/"index.ipynb", as_version=4)
     clean(nb)
-    nb.cells.append(nbformat.v4.new_markdown_cell("## Reference\n\n" + "\n".join(f"- [{t}]({f}): {d}" for _, f, t, d in pages)))
+    nb.cells.append(nbformat.v4.new_markdown_cell("\n\n".join(f"## {sec}\n\n" + "\n".join(f"- [{t}]({f}): {d}" for s_, _, f, t, d in pages if s_ == sec)
+                                                             for sec, _, _ in SECTIONS)))
     nbformat.write(nb, tmp := procd/"_home.ipynb")
     page(tmp, "index.html", "mlops_nb", "", nav, out_dir)
     tmp.unlink()
-    return [("index.html", "mlops_nb", ""), *[(f, t, d) for _, f, t, d in pages]]
+    return [("index.html", "mlops_nb", ""), *[(f, t, d) for _, _, f, t, d in pages]]
 
 
 def main():
