@@ -137,15 +137,15 @@ def test_every_read_verifies_the_bundle(two_versions, tmp_path):
     v1, v2 = variants(reg, rb, 2, "read")
     obj2, obj1 = reg.store._obj(reg.version("m", v2)["bundle"]), reg.store._obj(reg.version("m", v1)["bundle"])
     _flip(obj2)                                                              # one byte flipped
-    for args in (["show", "m@2"], ["promote", "m@2", "--to", "production"], ["promote", "m@2", "--to", "canary"],
-                 ["promote", "m@2", "--to", "production", "--force", "--why", "try"]):
+    for args in (["show", "m@2"], ["promote", "m@2", "--to", "staging"], ["promote", "m@2", "--to", "canary"],
+                 ["promote", "m@2", "--to", "staging", "--force", "--why", "try"]):
         p = cli("registry", *args, settings=st)
         assert p.returncode == 2 and p.stdout == "", (args, p.stdout)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr                # one line ...
         assert "m@2" in p.stderr and str(obj2) in p.stderr and "corrupt" in p.stderr   # ... naming model, version, file
     import numpy as np
     np.save(rows := tmp_path / "rows.npy", np.zeros((2, 1, 8, 8), np.uint8))
-    for args in (["predict", "m@2", str(rows)], ["apptest", "m@2"], ["approve", "m@2", "--why", "QA"], ["release", "m@2", "--why", "go"],
+    for args in (["predict", "m@2", str(rows)], ["apptest", "m@2"], ["approve", "m@2", "--why", "QA"], ["release", "m@2", "--why", "go"], ["release", "m@2", "--force", "--why", "try"],
                  ["export", "m@2", "--to", str(tmp_path / "out")], ["serve", "--model", "m@2", "--port", "1"]):
         p = cli(*args, settings=st, timeout=120)                                 # every other command that reads a bundle
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)

@@ -16,8 +16,7 @@ from ..core.times import stamp, parse_time
 
 # %% auto #0
 __all__ = ['SCHEMA', 'VERSION_MAX', 'REF_FORMS', 'RegistryError', 'GateFailed', 'who', 'model_name_for', 'signature_shape',
-           'Registry', 'parse_version', 'version_word', 'held', 'rollback', 'ReportUnusable', 'canary_percent',
-           'registry_for']
+           'Registry', 'parse_version', 'version_word', 'held', 'ReportUnusable', 'canary_percent', 'registry_for']
 
 # %% ../../nbs/15_build.registry.ipynb #c004
 SCHEMA = """
@@ -353,10 +352,12 @@ def held(rows) -> list:
     return stack
 
 # %% ../../nbs/15_build.registry.ipynb #c009-6
-@patch
-def _mover(alias: str) -> str: return "`mlops-nb release`" if alias == "production" else "`mlops-nb registry promote`"
+def _mover(alias: str) -> str:
+    "The command that moves `alias` anywhere: production has its own."
+    return "`mlops-nb release`" if alias == "production" else "`mlops-nb registry promote`"
 
 # %% ../../nbs/15_build.registry.ipynb #c009-7
+@patch
 def rollback(self: Registry, name: str, alias: str = "production", why: str = "", to: int | None = None) -> dict:
     "Point `alias` back at the version that held it before the current one was set (repeated: further back), or at "
     "`to`, one of the versions it held before; read and written in one transaction."
