@@ -71,3 +71,22 @@ def test_docs_signatures_resolve_in_notebook_order():
                 bad += [f"{py.name}: {node.name} annotates with {n!r}, defined in a later cell (quote the annotation)"
                         for f in fns for n in sorted(_annotation_names(f) - known)]
     assert not bad, "\n".join(bad)
+
+
+def test_example_cells_keep_imports_apart():
+    "nbdev's docs processing (`make docs`) executes every cell holding an import, for show_doc, without the examples "
+    "before it: an example cell mixing imports with other code ran alone there and killed the site (a NameError). Imports "
+    "go in a cell of their own (nbdev's FAQ)."
+    import json
+    mixed = []
+    for nb in sorted((REPO / "nbs").glob("*.ipynb")):
+        for c in json.loads(nb.read_text())["cells"]:
+            src = "".join(c["source"])
+            if c["cell_type"] != "code" or re.search(r"^#\| ?(export|exports|exporti|exec_doc|default_exp|eval: ?false)", src, re.M): continue
+            try: tree = ast.parse("\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!"))))
+            except SyntaxError: continue
+            top = [isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body]
+            nested = any(isinstance(m, (ast.Import, ast.ImportFrom)) for n in tree.body if not isinstance(n, (ast.Import, ast.ImportFrom))
+                         for m in ast.walk(n))
+            if (any(top) and not all(top)) or nested: mixed.append(f"{nb.name}:{c['id']}")
+    assert mixed == [], mixed
