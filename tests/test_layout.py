@@ -2,28 +2,22 @@
 exported from a notebook named after it (`nbs/NN_<phase>.<module>.ipynb`)."""
 import ast, re
 from pathlib import Path
+from mlops_nb.pipeline.cache import _imports, _module_file
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "mlops_nb"
 PHASES = ["core", "build", "pipeline", "deploy", "monitor", "cli"]    # in this order: each may import those before it
 
 
+def _here(py: Path) -> str:
+    "The dotted name of a module of the package (`build.data`); '' for a file outside it."
+    return ".".join(py.relative_to(PKG).with_suffix("").parts) if py.is_relative_to(PKG) else ""
+
+
 def imported(py: Path) -> set[str]:
-    "The `mlops_nb` subpackages the module `py` imports anywhere (inside functions too), relative imports resolved."
-    here = py.relative_to(PKG).with_suffix("").parts                  # ('build', 'data')
-    out = set()
-    for node in ast.walk(ast.parse(py.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("mlops_nb.")}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                parts = (node.module or "").split(".")
-                if parts[0] != "mlops_nb": continue
-                out |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
-            else:
-                base = list(here[:len(here) - node.level]) + [p for p in (node.module or "").split(".") if p]
-                out |= {base[0]} if base else {a.name for a in node.names}
-    return out
+    "The `mlops_nb` subpackages the module `py` imports anywhere (inside functions too): the stage cache's own reading "
+    "of imports (`_imports`, relative ones resolved), cut to its first part."
+    return {n.split(".")[0] for n in _imports(py.read_text(), "mlops_nb", _here(py))}
 
 
 def modules():
@@ -53,15 +47,10 @@ def test_each_module_comes_from_its_notebook():
         assert re.fullmatch(rf"\d\d[a-z]?_{py.parent.name}\.{py.stem}", m[1]), f"{py} comes from nbs/{m[1]}.ipynb"
 
 
-def test_the_check_sees_a_backward_import(tmp_path):
-    "`imported` resolves what nbdev writes: `from ..monitor.windows import x` in a core module names monitor."
-    (tmp_path / "core").mkdir()
-    f = tmp_path / "core" / "x.py"
-    f.write_text("from ..monitor.windows import a\nfrom .db import b\ndef g():\n    import mlops_nb.deploy.serve\n")
-    global PKG
-    saved, PKG = PKG, tmp_path
-    try: assert imported(f) == {"monitor", "core", "deploy"}
-    finally: PKG = saved
+def test_the_check_sees_a_backward_import():
+    "What nbdev writes, `from ..monitor.windows import x` in a core module, names monitor."
+    src = "from ..monitor.windows import a\nfrom .db import b\ndef g():\n    import mlops_nb.deploy.serve\n"
+    assert {n.split(".")[0] for n in _imports(src, "mlops_nb", "core.x")} == {"monitor", "core", "deploy"}
 
 
 def _defines(py: Path) -> set[str]:
@@ -80,15 +69,10 @@ def test_names_are_imported_from_where_they_are_defined():
     files = [*modules(), *sorted((REPO / "tests").glob("*.py")), *sorted((REPO / "bench").rglob("*.py"))]
     defined, wrong = {}, []
     for f in files:
-        here = f.relative_to(PKG).with_suffix("").parts if f.is_relative_to(PKG) else ()
-        for node in ast.walk(ast.parse(f.read_text())):
-            if not isinstance(node, ast.ImportFrom) or (node.level == 0 and not (node.module or "").startswith("mlops_nb.")): continue
-            parts = node.module.split(".")[1:] if node.level == 0 else \
-                    list(here[:len(here) - node.level]) + [p for p in (node.module or "").split(".") if p]
-            target = PKG.joinpath(*parts).with_suffix(".py")
-            if not target.is_file(): continue                                # a package: `from . import lake`
-            have = defined.setdefault(target, _defines(target))
-            wrong += [f"{f.relative_to(REPO)}: {a.name} from {'.'.join(parts)}" for a in node.names if a.name not in have]
+        for name in _imports(f.read_text(), "mlops_nb", _here(f)):       # `from A import b` gives A.b
+            mod, _, attr = name.rpartition(".")
+            if not mod or (target := _module_file(PKG, mod)) is None: continue   # a package, or the module itself
+            if attr not in defined.setdefault(target, _defines(target)): wrong.append(f"{f.relative_to(REPO)}: {attr} from {mod}")
     assert wrong == [], wrong
 
 
