@@ -62,7 +62,10 @@ export: install  ## notebooks -> mlops_nb/ and README.md
 
 # README.md is nbs/index.ipynb rendered to markdown. nbdev-readme would need quarto, which is a binary
 # download (not on PyPI in a usable form), so nbconvert renders it instead.
-readme: install  ## README.md from nbs/index.ipynb
+# nbs/_settings.py first: the settings' documentation (the README's map, the settings page, settings.ini's comments) is
+# generated from their models in nbs/00_core.config.ipynb
+readme: install  ## README.md from nbs/index.ipynb (and the settings' generated documentation)
+	$(BIN)/python nbs/_settings.py
 	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --TemplateExporter.exclude_input=True --output-dir . --output README nbs/index.ipynb
 
 # nbdev-docs needs Quarto, a binary download the quarto-cli package only fetches at install time: without it on the

@@ -4,14 +4,19 @@
 
 # %% ../../nbs/00_core.config.ipynb #c002
 from __future__ import annotations
-import ast, configparser, os, random
+import ast, configparser, os, random, re, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # %% auto #0
-__all__ = ['SERVE_DEFAULTS', 'LOG_FAILURE', 'ENGINES', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'TRAIN_DEFAULTS',
-           'GOVERN_DEFAULTS', 'SettingsError', 'find_settings', 'input_share', 'Settings', 'disk_full', 'load_settings',
-           'wandb_mode', 'apply_env', 'scratch_settings', 'seed_everything']
+__all__ = ['SECTIONS', 'SERVE_DEFAULTS', 'GATE_DEFAULTS', 'APPTEST_DEFAULTS', 'MONITOR_DEFAULTS', 'TRAIN_DEFAULTS',
+           'GOVERN_DEFAULTS', 'LOG_FAILURE', 'ENGINES', 'SETTINGS_HEADER', 'PROFILES_INTRO', 'SettingsError',
+           'find_settings', 'input_share', 'PathsSection', 'WandbSection', 'RunSection', 'GatesSection', 'ServeSection',
+           'TrainSection', 'ApptestSection', 'MonitorSection', 'GovernSection', 'ReproduceSection', 'Settings',
+           'disk_full', 'load_settings', 'settings_text', 'settings_table', 'sections_table', 'wandb_mode', 'apply_env',
+           'scratch_settings', 'seed_everything']
 
 # %% ../../nbs/00_core.config.ipynb #c004
 class SettingsError(ValueError):
@@ -31,33 +36,6 @@ def find_settings(start=None) -> Path:
                         "or set MLOPS_NB_SETTINGS")
 
 # %% ../../nbs/00_core.config.ipynb #c005
-SERVE_DEFAULTS = dict(
-    max_batch=1024,            # most rows (or images) one request may carry
-    max_body=16 << 20,         # largest request body, bytes
-    max_pixels=4_000_000,      # largest uploaded image, pixels (width x height), checked before it is decoded
-    flush_ms=5,                # the prediction log's writer commits this often: small commits keep its GIL bursts (and p99) short
-    retention_days=90,         # predictions older than this are deleted from the log (0 keeps everything)
-    api_key_env="MLOPS_NB_API_KEY",  # environment variable holding the API key (read when the service starts)
-    api_key="",                # or the key itself (the environment variable wins)
-    protect_predict=False,     # require the key on prediction routes too (feedback and admin routes always need it when set)
-    cors_origins="",           # comma-separated origins allowed by CORS; empty: no CORS headers
-    follow_ms=500,             # a service following an alias checks the registry this often for a release, canary or shadow
-    shadow_queue=10000,        # shadow requests waiting beyond this are dropped (counted), never queued on the primary's path
-    client_time=False,         # log the time a client sends in X-Request-Time (a trusted simulator back-dating traffic)
-    log_failure="keep",        # the prediction log cannot be written: keep answering (rows held, then dropped, all counted) | refuse (503)
-    log_backlog_rows=100_000,  # most log rows waiting in memory (queued, or held while writes fail); beyond: the newest dropped, counted
-    header_timeout_s=10.0,     # a request's headers must all arrive this long after the connection (or its first byte); 0: no limit
-    body_timeout_s=30.0,       # its body this long after its headers: else 408 and the connection closed; 0: no limit
-    max_queue_delay_us=0,      # an idle model waits this long for more requests before it computes a batch (Triton's name)
-    inline_us=2000,            # a batch expected to compute in less runs on the event loop; longer ones in the scoring thread
-    log_inputs="auto",         # raw inputs kept in the log's payload store: all | none | sample:R | auto (see `input_share`)
-    payload_retention_days=30, # kept raw inputs older than this are deleted, except those a label pinned (0: as retention_days)
-    archive_every_s=900,       # with [paths] predictions_archive: the log's new rows roll into Parquet segments this often
-    replica="",                # this replica's name in segment paths (empty: $MLOPS_NB_REPLICA, else HOST-PORT)
-)
-LOG_FAILURE = ("keep", "refuse")
-ENGINES = ("auto", "sqlite", "duckdb", "spark")     # [monitor] engine, `mlops-nb monitor --engine`
-
 def _archive(v: str, root: Path) -> str | None:
     "`[paths] predictions_archive` as the archive reads it: None when empty, a URL as written, a folder made absolute."
     return None if not v else v if "://" in v else str((root/v).resolve())
@@ -78,55 +56,240 @@ def input_share(policy: str, nbytes: int) -> float:
         if 0 <= r <= 1: return r
     raise ValueError(f"log_inputs = {policy!r}: use all, none, auto, or sample:R with R a share from 0 to 1 (sample:0.01)")
 
-GATE_DEFAULTS = dict(
-    min_accuracy=0.95,         # test accuracy at least this
-    max_recall_gap=0.10,       # largest gap between two classes' recall
-    significance=0.05,         # champion/challenger: McNemar's exact test level
-    require_approval=False,    # production needs a reviewer's `mlops-nb approve` of the version's QA report
-)
+# %% ../../nbs/00_core.config.ipynb #c005-s0
+class _Section(BaseModel):
+    "A `settings.ini` section: its fields' types, ranges and choices, and the descriptions its comments are made of."
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
-APPTEST_DEFAULTS = dict(
-    concurrency=4,             # load test: clients sending at once
-    seconds=5,                 # load test: how long
-    p99_ms=50.0,               # gate: the load test's p99 latency must stay under this
-    max_error_rate=0.0,        # gate: share of load-test requests that may fail
-    uploads=32,                # test images replayed as PNG uploads through /v1/predict/image
-    tolerance=1e-5,            # gate: largest |probability difference| between the service and the bundle offline
-    replay_mb=256.0,           # the replay sends at most this many MiB of test images (a seeded sample of a larger test split)
-)
+    @classmethod
+    def defaults(cls) -> dict:
+        "Every field's default, typed (a required field: absent)."
+        return {k: f.default for k, f in cls.model_fields.items() if not f.is_required()}
 
-MONITOR_DEFAULTS = dict(
-    window="7d",               # mlops-nb monitor without --since: this far back from now
-    alpha=0.05,                # drift checks: one multiple test at this level (Holm across the checks, Benjamini-Hochberg across features)
-    max_drifted_share=0.25,    # a drift check alerts when its test is significant and more than this share of its features drifted
-    max_psi=0.2,               # prediction drift alerts when its chi-square test is significant and the PSI is above this
-    min_labels=30,             # accuracy and per-class figures are judged only on at least this many labels
-    min_accuracy=0.9,          # realized accuracy (where labels arrived) must reach this
-    max_accuracy_drop=0.05,    # estimated accuracy (label-free) may fall at most this below the reference's
-    max_outside=0.05,          # the reweighted estimate is unreliable when more predictions than this look unlike every validation image,
-    min_ess=100.0,             # when fewer validation rows than this (Kish's effective size) carry the weights,
-    max_ece=0.05,              # when the model's calibration error on the validation split exceeds this,
-    min_reweight_rows=100,     # when the window has fewer predictions with an embedding than this,
-    residual_p=0.01,           # or when, reweighted, the validation rows still differ from production at this significance
-    max_error_rate=0.01,       # share of requests the service refused
-    p99_ms=50.0,               # the logged p99 latency must stay under this
-    min_class_labels=20,       # bias: a class or tag slice enters a gap only with at least this many labels
-    max_recall_gap=0.2,        # bias: the largest minus the smallest per-class recall (alerts only when the intervals part)
-    max_slice_gap=0.2,         # bias: the largest accuracy gap between values of one tag (e.g. cameras), the same rule
-    min_slice_rows=30,         # a tag slice's prediction PSI is shown only on at least this many predictions
-    memory_mb=256,             # monitoring reads the log in chunks of at most about this many MiB, whatever the window's length
-    engine="auto",             # what reads the logs: auto (duckdb with an archive, else sqlite) | sqlite | duckdb | spark
-)
+    @classmethod
+    def choices(cls, key: str) -> tuple:
+        "The values a `Literal` field allows."
+        return get_args(cls.model_fields[key].annotation)
 
-TRAIN_DEFAULTS = dict(
-    allow_download=False,      # train.weights=imagenet may download torchvision's weights file when it is not in the torch hub cache
-)
+# %% ../../nbs/00_core.config.ipynb #c005-p
+class PathsSection(_Section):
+    "Where the workbook keeps things. Relative paths are resolved against the folder that holds this file."
+    runs: str = Field(description="executed stage notebooks, their HTML and run.json, one folder per run")
+    store: str = Field(description="content-addressed artifact store (datasets, checkpoints, metrics); outside git")
+    lineage: str = Field("", description="lineage database (SQLite): every stage execution, its inputs, outputs, parameters, "
+                         "code and environment (empty: lineage.db beside the store)")
+    registry: str = Field("", description="model registry (SQLite): versions, aliases and their append-only history "
+                          "(empty: registry.db beside the store)")
+    predictions: str = Field("", description="prediction log (SQLite, WAL): every prediction the service makes, feedback "
+                             "labels, rejected requests (empty: predictions.db beside the store)")
+    predictions_archive: str = Field("", description="the prediction log's archive: a folder or an fsspec URL "
+        "(s3://bucket/prefix, gs://, abfs://; credentials from the environment, e.g. AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL). Set, each service replica rolls its log's new rows into immutable "
+        "Parquet segments there ([serve] archive_every_s), and `mlops-nb monitor` reads every replica's segments (with "
+        "DuckDB) and its own live log; the log keeps each row until it is archived. Empty: no archive")
+    archive_cache: str = Field("", description="where monitoring keeps the remote segments it has downloaded and checked "
+                               "against their digests (empty: segments/ beside the store)")
+    governance: str = Field("", description="governance (SQLite): the alert log and the audit log, both append-only "
+                            "(empty: governance.db beside the store)")
+    pipelines: str = Field(description="the stage notebooks that papermill executes")
+    wandb_dir: str = Field(description="W&B's run folders (WANDB_DIR)")
+    wandb_data_dir: str = Field(description="W&B's staging area for artifact files of offline runs (WANDB_DATA_DIR); "
+        "`wandb sync` reads it. Only files up to 1 MiB are staged (copied); larger outputs and dataset shards are "
+        "recorded by reference to their store objects")
 
-GOVERN_DEFAULTS = dict(
-    cooldown="1d",             # an alert that keeps firing is raised again only after this long
-    webhook="",                # POST every alert (JSON) to this URL; empty: none
-    retrain="off",             # on a drift or performance alert: off | approve (retrain, stop for a reviewer) | auto (through the gates)
-)
+# %% ../../nbs/00_core.config.ipynb #c005-w
+class WandbSection(_Section):
+    "Weights & Biases: where runs, metrics, artifacts and monitoring reports are recorded."
+    project: str = Field("mlops_nb", description="W&B project")
+    entity: str = Field("", description="W&B entity (empty: the logged-in user's default)")
+    mode: Literal["offline", "online", "disabled"] = Field("offline", description="offline | online | disabled; the "
+                                                           "environment variable WANDB_MODE, when set, wins")
+
+# %% ../../nbs/00_core.config.ipynb #c005-r
+class RunSection(_Section):
+    "How `mlops-nb run` executes the stage notebooks."
+    torch_threads: int = Field(2, ge=1, description="torch CPU threads for every stage; part of a run's recorded "
+        "environment, since training results are bit-identical only at the same thread count")
+    kernel: str = Field("python3", description="jupyter kernel that papermill starts for each stage notebook")
+    fork_kernels: bool = Field(True, description="true: each stage's kernel is forked from one process that imported "
+        "every stage's modules once (a fresh process still, ready in a fraction of a second); false: each kernel starts "
+        "cold and imports torch itself")
+
+# %% ../../nbs/00_core.config.ipynb #c005-g
+class GatesSection(_Section):
+    "Promotion to `production` (`mlops-nb release`): what a candidate must show on the test split."
+    min_accuracy: float = Field(0.95, ge=0, le=1, description="test accuracy at least this")
+    max_recall_gap: float = Field(0.10, ge=0, le=1, description="largest gap between two classes' recall")
+    significance: float = Field(0.05, gt=0, lt=1, description="champion/challenger: McNemar's exact test; a less "
+                                "accurate candidate fails when p < significance")
+    require_approval: bool = Field(False, description="QA approval: production takes a version only after a reviewer "
+        "ran `mlops-nb approve NAME@VERSION --why ...` on its application-test report (the approval is tied to the "
+        "bundle's digest and to that report's digest)")
+
+# %% ../../nbs/00_core.config.ipynb #c005-s
+class ServeSection(_Section):
+    "`mlops-nb serve`: limits, the prediction log, the API key, following the registry, the dynamic batcher, the archive."
+    max_batch: int = Field(1024, ge=1, description="most rows (or images) one request may carry")
+    max_body: int = Field(16 << 20, ge=1, description="largest request body, bytes (more: 413 with a JSON error)")
+    max_pixels: int = Field(4_000_000, ge=1, description="largest uploaded image, pixels (width x height), checked "
+                            "before it is decoded")
+    flush_ms: int = Field(5, ge=1, description="the prediction log's background writer commits this often, "
+                          "milliseconds (small commits keep tail latency low)")
+    retention_days: int = Field(90, ge=0, description="predictions older than this are deleted from the log "
+                                "(0 keeps everything)")
+    api_key_env: str = Field("MLOPS_NB_API_KEY", description="API key: when set, /v1/feedback (and prediction routes "
+        "too if protect_predict = true) need the header `Authorization: Bearer KEY` or `X-API-Key: KEY`. The "
+        "environment variable named here wins over api_key; prefer it, so the key stays out of this file. The key is "
+        "never logged")
+    api_key: str = Field("", description="or the key itself (the environment variable wins)")
+    protect_predict: bool = Field(False, description="require the key on prediction routes too (feedback and admin "
+                                  "routes always need it when set)")
+    cors_origins: str = Field("", description="comma-separated origins a browser may call the service from; empty: no "
+                              "CORS headers at all")
+    follow_ms: int = Field(500, ge=1, description="a service started on an alias (not a pinned NAME@VERSION) checks the "
+        "registry this often, milliseconds, and swaps to a released version, a canary or a shadow without dropping a "
+        "request")
+    shadow_queue: int = Field(10000, ge=1, description="shadow requests waiting beyond this are dropped (counted), "
+                              "never queued on the primary's path")
+    client_time: bool = Field(False, description="true: the prediction log records the time a client sends in the "
+        "header X-Request-Time (RFC 3339 or epoch seconds) instead of the time of arrival, on predictions and "
+        "feedback; `mlops-nb simulate --days` uses it to spread traffic over past days. With an API key set, only "
+        "requests carrying the key may do this (others: 401); an unreadable time is refused (400). false: the header "
+        "is ignored and the server's clock is logged")
+    log_failure: Literal["keep", "refuse"] = Field("keep", description="when the prediction log cannot be written (its "
+        "disk full, its file locked by another process past a second, corrupt): keep answers predictions anyway: the "
+        "writer holds what it could not write and retries (a corrupt file is moved aside to NAME.corrupt-TIME and a "
+        "new log started); refuse answers predictions with 503 and a JSON error naming the log's problem while the "
+        "log's latest write failed or its backlog is full, so every answered prediction is logged. /metrics counts "
+        "failed writes (mlops_nb_log_write_failures_total{reason}) and dropped rows (mlops_nb_log_dropped_rows_total)")
+    log_backlog_rows: int = Field(100_000, ge=1, description="most log rows waiting in memory (queued, or held while "
+                                  "writes fail); beyond it the newest are dropped and counted")
+    header_timeout_s: float = Field(10.0, ge=0, description="a request's headers must all arrive this long after the "
+        "connection opens (or after its first byte); else 408 and the connection is closed (a client that never "
+        "finishes holds nothing). 0: no limit")
+    body_timeout_s: float = Field(30.0, ge=0, description="its body this long after its headers; else 408 and the "
+                                  "connection closed. 0: no limit")
+    max_queue_delay_us: int = Field(0, ge=0, description="the dynamic batcher (Triton's name): requests that arrive "
+        "while the model computes a batch run together as the next one, in a scoring thread, so the event loop keeps "
+        "parsing and decoding meanwhile. An idle model waits this many microseconds for more requests before it "
+        "computes (0: none; more rows a call, at that much latency)")
+    inline_us: int = Field(2000, ge=0, description="a batch expected to compute in less than this many microseconds "
+        "runs on the event loop instead: on 2 cores shared with the load generator, computing a 0.45 ms batch (a "
+        "3x64x64 convnet) in the thread cost a fifth of the throughput (the hop, and the GIL handed back), so only "
+        "batches of 2 ms or more leave the loop, where parsing and decoding the next requests meanwhile pays")
+    log_inputs: str = Field("auto", description="what the log keeps of each input. Every prediction keeps its "
+        "monitoring summary (the reference's pixel features and image properties, 408 bytes for a colour frame), "
+        "which is all monitoring reads; log_inputs says which also keep the raw input, in a content-addressed payload "
+        "store beside the log (a frame sent twice is stored once): all | none | sample:R (a share R from 0 to 1) | "
+        "auto (every input up to 1 KiB, such as the digits; of larger ones a sample worth 64 bytes a prediction: 1 in "
+        "192 frames of 3x64x64, 1 in 2,352 of 3x224x224, 37 a day of a camera at 1 fps)")
+    payload_retention_days: int = Field(30, ge=0, description="kept raw inputs older than this are deleted (0: with "
+        "their predictions, after retention_days), except those a label arrived for, which stay as long as their row "
+        "for retraining on production data")
+    archive_every_s: int = Field(900, ge=1, description="with [paths] predictions_archive: roll the log's new rows "
+        "into segments this often (seconds), and once more at a clean stop; a roll that fails is retried, its rows "
+        "stay in the log")
+    replica: str = Field("", description="this replica's name in the segments' file names (empty: $MLOPS_NB_REPLICA, "
+                         "else HOST-PORT; a Kubernetes pod's host name is its own)")
+
+    @field_validator("log_inputs")
+    @classmethod
+    def _policy(cls, v):
+        input_share(v, 0)
+        return v
+
+# %% ../../nbs/00_core.config.ipynb #c005-t
+class TrainSection(_Section):
+    "Training settings that are not stage parameters (those are in the stage notebooks and the profiles below)."
+    allow_download: bool = Field(False, description="train.weights = imagenet takes torchvision's ImageNet weights file "
+        "for the architecture from the torch hub cache ($TORCH_HOME/hub/checkpoints, by default "
+        "~/.cache/torch/hub/checkpoints); when it is not there the run is refused before it starts, naming the file "
+        "and where to put it. true: download it instead (nothing is ever downloaded otherwise)")
+
+# %% ../../nbs/00_core.config.ipynb #c005-a
+class ApptestSection(_Section):
+    "`mlops-nb apptest NAME@VERSION`: the candidate's service, started as a user starts it, must replay the test split " \
+    "exactly (labels equal to the bundle's offline, probabilities within tolerance), answer bad requests with the " \
+    "documented 4xx, and hold its latency under load."
+    concurrency: int = Field(4, ge=1, description="load test: clients sending single-row requests at once")
+    seconds: int = Field(5, ge=1, description="load test: how long, seconds")
+    p99_ms: float = Field(50.0, gt=0, description="gate: the load test's p99 latency must stay under this, milliseconds")
+    max_error_rate: float = Field(0.0, ge=0, le=1, description="gate: share of load-test requests that may fail")
+    uploads: int = Field(32, ge=1, description="test images replayed as PNG uploads through /v1/predict/image")
+    tolerance: float = Field(1e-5, ge=0, description="gate: largest |probability difference| between the service and "
+                             "the bundle offline")
+    replay_mb: float = Field(256.0, gt=0, description="the replay holds at most this many MiB of test images: a larger "
+                             "test split (camera frames) is replayed as a seeded sample")
+
+# %% ../../nbs/00_core.config.ipynb #c005-m
+class MonitorSection(_Section):
+    "`mlops-nb monitor`: the report's one-screen summary judges each window against these. The drift checks (pixel " \
+    "features, image properties, outputs, the model's embedding, predicted classes, the label-free estimate) are one " \
+    "multiple test at alpha: KS per feature against the bundle's monitoring reference (Benjamini-Hochberg across " \
+    "features), Holm's correction across the checks; a check alerts when its test is significant AND its effect is " \
+    "over its threshold (max_drifted_share, max_psi), so clean windows alert at most alpha of the time (bench/detect.py)."
+    window: str = Field("7d", description="`mlops-nb monitor` without --since: this far back from now")
+    alpha: float = Field(0.05, gt=0, lt=1, description="drift checks: one multiple test at this level")
+    max_drifted_share: float = Field(0.25, ge=0, le=1, description="a drift check alerts when its test is significant "
+                                     "and more than this share of its features drifted")
+    max_psi: float = Field(0.2, ge=0, description="prediction drift alerts when its chi-square test is significant and "
+                           "the PSI is above this")
+    min_labels: int = Field(30, ge=1, description="accuracy is judged only where at least this many labels arrived")
+    min_accuracy: float = Field(0.9, ge=0, le=1, description="realized accuracy (where labels arrived) must reach this")
+    max_accuracy_drop: float = Field(0.05, ge=0, le=1, description="the label-free estimate may fall at most this below "
+                                     "the reference's (the validation split's)")
+    max_outside: float = Field(0.05, ge=0, le=1, description="the label-free estimate reweights the validation split to "
+        "production (a domain classifier on the embedding); it is `reliable` only when at most this share of the "
+        "predictions look unlike every validation image (otherwise the report says why and shows a range)")
+    min_ess: float = Field(100.0, ge=0, description="reliable only when at least this many validation rows (Kish's "
+                           "effective size) carry the weights")
+    max_ece: float = Field(0.05, ge=0, le=1, description="reliable only when the model's calibration error on the "
+                           "validation split is at most this")
+    min_reweight_rows: int = Field(100, ge=1, description="reliable only when the window has at least this many "
+                                   "predictions with an embedding")
+    residual_p: float = Field(0.01, gt=0, lt=1, description="reliable only when, reweighted, the validation rows match "
+                              "production (embedding, classes, confidence) at this significance")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="share of requests the service refused")
+    p99_ms: float = Field(50.0, gt=0, description="the logged p99 latency must stay under this, milliseconds")
+    min_class_labels: int = Field(20, ge=1, description="bias: a class or tag slice enters a gap only with at least "
+                                  "this many labels")
+    max_recall_gap: float = Field(0.2, ge=0, le=1, description="bias: the largest minus the smallest per-class recall; "
+        "an alert needs the gap above this AND the two sides' 95% intervals apart, so a gap resting on a handful of "
+        "labels never alarms")
+    max_slice_gap: float = Field(0.2, ge=0, le=1, description="bias: the largest accuracy gap between values of one tag "
+                                 "(e.g. cameras), by the same rule")
+    min_slice_rows: int = Field(30, ge=1, description="a tag slice's prediction PSI is shown only on at least this many "
+                                "predictions (on 1-2 rows it reads 6.8 whatever happens)")
+    memory_mb: int = Field(256, ge=1, description="monitoring reads the log in chunks of about this many MiB, so its "
+                             "memory stays flat whatever the window's length")
+    engine: Literal["auto", "sqlite", "duckdb", "spark"] = Field("auto", description="what reads the logs: auto "
+        "(duckdb when [paths] predictions_archive is set, else sqlite: the live log alone) | sqlite | duckdb (the "
+        "archive's segments and the live log) | spark (the same, summarized per segment by a local Spark job)")
+
+# %% ../../nbs/00_core.config.ipynb #c005-v
+class GovernSection(_Section):
+    "What a monitoring alert sets off. An alert (a [monitor] check that failed) goes to the alert log (governance.db), " \
+    "is printed in the report, POSTed to `webhook` when set, and sent with wandb.alert when W&B is online."
+    cooldown: str = Field("1d", description="the same condition alerts again only after this long")
+    webhook: str = Field("", description="POST every alert (JSON) to this URL; empty: none")
+    retrain: Literal["off", "approve", "auto"] = Field("off", description="on a drift or performance alert: off | "
+        "approve (retrain on data that adds the labelled production predictions, test it, stop for a reviewer) | auto "
+        "(release it, only through the production gates)")
+
+# %% ../../nbs/00_core.config.ipynb #c005-x
+class ReproduceSection(_Section):
+    "`mlops-nb reproduce`: re-executing a run and comparing it with the original."
+    metric_tolerance: float = Field(1e-4, ge=0, description="the largest absolute difference in a metric that still "
+                                    "counts as \"equal within tolerance\" when output digests differ")
+
+# %% ../../nbs/00_core.config.ipynb #c005-y
+SECTIONS = dict(paths=PathsSection, wandb=WandbSection, run=RunSection, gates=GatesSection, serve=ServeSection,
+                train=TrainSection, apptest=ApptestSection, monitor=MonitorSection, govern=GovernSection,
+                reproduce=ReproduceSection)
+SERVE_DEFAULTS, GATE_DEFAULTS = ServeSection.defaults(), GatesSection.defaults()
+APPTEST_DEFAULTS, MONITOR_DEFAULTS = ApptestSection.defaults(), MonitorSection.defaults()
+TRAIN_DEFAULTS, GOVERN_DEFAULTS = TrainSection.defaults(), GovernSection.defaults()
+LOG_FAILURE, ENGINES = ServeSection.choices("log_failure"), MonitorSection.choices("engine")
 
 # %% ../../nbs/00_core.config.ipynb #c005-2
 @dataclass
@@ -158,6 +321,7 @@ class Settings:
     monitor: dict = field(default_factory=lambda: dict(MONITOR_DEFAULTS))  # the [monitor] section, typed
     govern: dict = field(default_factory=lambda: dict(GOVERN_DEFAULTS))  # the [govern] section, typed
     train: dict = field(default_factory=lambda: dict(TRAIN_DEFAULTS))  # the [train] section, typed
+    sections: dict = field(default_factory=dict)  # every section of `SECTIONS` as the file gives it, typed (paths as written)
 
     @property
     def root(self) -> Path: return self.path.parent
@@ -192,81 +356,146 @@ def disk_full(path, below: int = 1 << 20) -> bool:
     except OSError: return False
 
 # %% ../../nbs/00_core.config.ipynb #c006
-_WANDB_MODES = ("offline", "online", "disabled")
-
 def _literal(v, where):
     try: return ast.literal_eval(v)
     except (ValueError, SyntaxError) as e:
         raise SettingsError(f"{where}: {v!r} is not a Python literal (quote strings: \"text\")") from e
 
-_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_ZERO_OK = ("retention_days", "payload_retention_days", "max_error_rate", "max_queue_delay_us", "inline_us")
-
 # %% ../../nbs/00_core.config.ipynb #c006-1
-def _typed(get, path, sec: str, defaults: dict) -> dict:
-    "A settings section's values, each of its default's type (bool, whole number >= 1, number >= 0, text), or `SettingsError`."
-    out = {}
-    for k, default in defaults.items():
-        v = get(sec, k, str(default))
-        if isinstance(default, bool):
-            if v.lower() not in _BOOLS: raise SettingsError(f"{path}: [{sec}] {k} = {v!r}; expected true or false")
-            out[k] = _BOOLS[v.lower()]
-        elif isinstance(default, (int, float)):
-            try: out[k] = type(default)(v)
-            except ValueError: raise SettingsError(f"{path}: [{sec}] {k} = {v!r}; expected a {'whole ' if isinstance(default, int) else ''}number") from None
-            if out[k] < (0 if k in _ZERO_OK or isinstance(default, float) else 1): raise SettingsError(f"{path}: [{sec}] {k} = {v!r}; out of range")
-        else: out[k] = v
-    return out
+def _reason(e: dict, choices: tuple = ()) -> str:
+    "What is wrong, in one clause, for one of pydantic's errors (`choices`: a `Literal` field's values)."
+    t, ctx = e["type"], e.get("ctx", {})
+    if t == "bool_parsing": return "; expected true or false"
+    if t in ("int_parsing", "int_from_float"): return "; expected a whole number"
+    if t == "float_parsing": return "; expected a number"
+    if t == "literal_error": return f": use {', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else f": use {choices[0]}"
+    bound = {"greater_than_equal": "at least {ge:g}", "greater_than": "more than {gt:g}", "less_than_equal": "at most {le:g}",
+             "less_than": "less than {lt:g}"}.get(t)
+    return f"; out of range ({bound.format(**ctx)})" if bound else f"; {e['msg']}"
 
 # %% ../../nbs/00_core.config.ipynb #c006-2
+def _section(cp, path, sec: str) -> dict:
+    "`settings.ini`'s section `sec`, checked against its model in `SECTIONS` and typed, or `SettingsError` naming the key."
+    model = SECTIONS[sec]
+    raw = {k: v.strip() for k, v in cp.items(sec)} if cp.has_section(sec) else {}
+    try: return model.model_validate(raw).model_dump()
+    except ValidationError as err:
+        e = err.errors()[0]
+        k = str(e["loc"][0]) if e["loc"] else "?"
+        if e["type"] == "missing": raise SettingsError(f"{path}: [{sec}] needs `{k}`") from None
+        if e["type"] == "extra_forbidden":
+            raise SettingsError(f"{path}: [{sec}] {k}: no such setting; [{sec}] has {', '.join(model.model_fields)}") from None
+        if e["type"] == "value_error": raise SettingsError(f"{path}: [{sec}] {e['ctx']['error']}") from None
+        choices = model.choices(k) if e["type"] == "literal_error" else ()
+        raise SettingsError(f"{path}: [{sec}] {k} = {raw.get(k)!r}{_reason(e, choices)}") from None
+
+# %% ../../nbs/00_core.config.ipynb #c006-2b
 def load_settings(path=None) -> Settings:
-    "Read `settings.ini` (found with `find_settings` when `path` is None)."
+    "Read `settings.ini` (found with `find_settings` when `path` is None): every section checked against its model."
     path = Path(path).resolve() if path else find_settings()
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
     cp.optionxform = str  # keep parameter names as written
     try: cp.read_string(path.read_text(), source=str(path))
     except configparser.Error as e: raise SettingsError(f"{path}: {e}") from e
-    def get(sec, key, default=None):
-        if not cp.has_option(sec, key):
-            if default is None: raise SettingsError(f"{path}: [{sec}] needs `{key}`")
-            return default
-        return cp.get(sec, key).strip()
-    rel = lambda key: (path.parent/get("paths", key)).resolve()
-    mode = get("wandb", "mode", "offline")
-    if mode not in _WANDB_MODES: raise SettingsError(f"{path}: [wandb] mode = {mode!r}; use one of {_WANDB_MODES}")
-    threads = get("run", "torch_threads", "2")
-    if not threads.isdigit() or int(threads) < 1:
-        raise SettingsError(f"{path}: [run] torch_threads = {threads!r}; expected a whole number >= 1")
-    tol = get("reproduce", "metric_tolerance", "1e-4")
-    try: tol = float(tol); assert tol >= 0
-    except (ValueError, AssertionError): raise SettingsError(f"{path}: [reproduce] metric_tolerance = {tol!r}; expected a number >= 0") from None
-    serve, apptest = _typed(get, path, "serve", SERVE_DEFAULTS), _typed(get, path, "apptest", APPTEST_DEFAULTS)
-    monitor = _typed(get, path, "monitor", MONITOR_DEFAULTS)
-    govern = _typed(get, path, "govern", GOVERN_DEFAULTS)
-    train = _typed(get, path, "train", TRAIN_DEFAULTS)
-    if serve["log_failure"] not in LOG_FAILURE:
-        raise SettingsError(f"{path} [serve] log_failure = {serve['log_failure']!r}: use keep or refuse")
-    try: input_share(serve["log_inputs"], 0)
-    except ValueError as e: raise SettingsError(f"{path} [serve] {e}") from None
-    if monitor["engine"] not in ENGINES:
-        raise SettingsError(f"{path} [monitor] engine = {monitor['engine']!r}: use one of {', '.join(ENGINES)}")
-    if govern["retrain"] not in ("off", "approve", "auto"):
-        raise SettingsError(f"{path} [govern] retrain = {govern['retrain']!r}: use off, approve or auto")
-    gates = _typed(get, path, "gates", GATE_DEFAULTS)
-    profiles = {sec.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{sec}] {k}") for k, v in cp.items(sec)}
-                for sec in cp.sections() if sec.startswith("profile:")}
+    sec = {name: _section(cp, path, name) for name in SECTIONS}
+    p, w, r = sec["paths"], sec["wandb"], sec["run"]
+    rel = lambda key: (path.parent/p[key]).resolve() if p[key] else None
+    profiles = {name.split(":", 1)[1].strip(): {k: _literal(v, f"{path} [{name}] {k}") for k, v in cp.items(name)}
+                for name in cp.sections() if name.startswith("profile:")}
     return Settings(path=path, runs=rel("runs"), store=rel("store"), pipelines=rel("pipelines"),
-                    wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"),
-                    lineage=rel("lineage") if cp.has_option("paths", "lineage") else None, metric_tolerance=tol,
-                    registry=rel("registry") if cp.has_option("paths", "registry") else None, gates=gates, serve=serve, apptest=apptest, monitor=monitor, govern=govern, train=train,
-                    predictions=rel("predictions") if cp.has_option("paths", "predictions") else None,
-                    governance=rel("governance") if cp.has_option("paths", "governance") else None,
-                    archive=_archive(get("paths", "predictions_archive", ""), path.parent),
-                    archive_cache=rel("archive_cache") if cp.has_option("paths", "archive_cache") else None,
-                    wandb_project=get("wandb", "project", "mlops_nb"), wandb_entity=get("wandb", "entity", ""),
-                    wandb_mode=mode, torch_threads=int(threads), kernel=get("run", "kernel", "python3"),
-                    fork_kernels=_typed(get, path, "run", {"fork_kernels": True})["fork_kernels"],
-                    profiles=profiles)
+                    wandb_dir=rel("wandb_dir"), wandb_data_dir=rel("wandb_data_dir"), lineage=rel("lineage"),
+                    registry=rel("registry"), predictions=rel("predictions"), governance=rel("governance"),
+                    archive=_archive(p["predictions_archive"], path.parent), archive_cache=rel("archive_cache"),
+                    wandb_project=w["project"], wandb_entity=w["entity"], wandb_mode=w["mode"],
+                    torch_threads=r["torch_threads"], kernel=r["kernel"], fork_kernels=r["fork_kernels"],
+                    metric_tolerance=sec["reproduce"]["metric_tolerance"], profiles=profiles, sections=sec,
+                    **{k: sec[k] for k in ("gates", "serve", "apptest", "monitor", "govern", "train")})
+
+# %% ../../nbs/00_core.config.ipynb #c006-3
+SETTINGS_HEADER = """\
+# mlops_nb workbook settings (read by mlops_nb.core.config; this is not nbdev's file).
+# Relative paths are resolved against the folder that holds this file.
+# Point MLOPS_NB_SETTINGS at another file to use it instead (the tests do).
+# The comments in the sections up to [reproduce] are the settings' own descriptions (nbs/00_core.config.ipynb):
+# `mlops-nb settings --write` rewrites them, keeping every value; `mlops-nb settings` lists what is in force."""
+
+PROFILES_INTRO = """\
+# Run profiles: parameter values for `mlops-nb run --profile NAME`, applied over the defaults in
+# the stage notebooks' `parameters` cells. `name = value` sets a parameter in every stage that
+# declares it; `stage.name = value` in one stage. Values are Python literals, checked against
+# the parameter's declared type; an unknown name is refused. `-p key=value` on the command line
+# goes on top of the profile."""
+
+def _comment(text: str, width: int = 118) -> list[str]:
+    return ["# " + ln for ln in textwrap.wrap(" ".join(text.split()), width - 2, break_long_words=False, break_on_hyphens=False)]
+
+def _ini_value(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+# %% ../../nbs/00_core.config.ipynb #c006-4
+def _chunks(text: str) -> list[tuple[str | None, str]]:
+    "A settings file cut at its section headers: (section name or None before the first, its text with the header)."
+    out, name, lines = [], None, []
+    for ln in text.splitlines(keepends=True):
+        m = re.match(r"\s*\[([^\]]+)\]\s*$", ln)
+        if m: out.append((name, "".join(lines))); name, lines = m.group(1).strip(), []
+        lines.append(ln)
+    out.append((name, "".join(lines)))
+    return out
+
+# %% ../../nbs/00_core.config.ipynb #c006-5
+def settings_text(path) -> str:
+    "`path`'s settings file rewritten: every section of `SECTIONS` in order with its values and each key's description "
+    "as its comment; profiles and any other section kept as written. Refuses (`SettingsError`) a file that does not load."
+    path = Path(path)
+    load_settings(path)
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None); cp.optionxform = str
+    cp.read_string(path.read_text(), source=str(path))
+    out = [SETTINGS_HEADER]
+    for sec, model in SECTIONS.items():
+        lines = ["", f"[{sec}]", *_comment(model.__doc__), "#"]
+        for k, f in model.model_fields.items():
+            v = cp.get(sec, k).strip() if cp.has_option(sec, k) else _ini_value(f.default)
+            lines += [*_comment(f.description), f"{k} = {v}".rstrip()]
+        out.append("\n".join(lines))
+    kept = [t.rstrip("\n") for name, t in _chunks(path.read_text()) if name is not None and name not in SECTIONS]
+    if any(n and n.startswith("profile:") for n, _ in _chunks(path.read_text())): out += ["", PROFILES_INTRO]
+    return "\n".join(out) + "".join("\n\n" + t for t in kept) + "\n"
+
+# %% ../../nbs/00_core.config.ipynb #c006-6
+def _allowed(f) -> str:
+    "What a field accepts, in words: its choices, true/false, a (whole) number and its range, or text."
+    if get_args(f.annotation): return " \\| ".join(get_args(f.annotation))
+    if f.annotation in (bool, "bool"): return "true \\| false"
+    if f.annotation not in (int, float, "int", "float"): return "text"
+    lo = next((f"≥ {m.ge}" if hasattr(m, "ge") else f"> {m.gt}" for m in f.metadata if hasattr(m, "ge") or hasattr(m, "gt")), "")
+    hi = next((f"≤ {m.le}" if hasattr(m, "le") else f"< {m.lt}" for m in f.metadata if hasattr(m, "le") or hasattr(m, "lt")), "")
+    kind = "whole number" if f.annotation in (int, "int") else "number"
+    return " ".join(x for x in (kind, lo, "and" if lo and hi else "", hi) if x)
+
+# %% ../../nbs/00_core.config.ipynb #c006-7
+def settings_table() -> str:
+    "Every setting as markdown, a table per section (setting, default, what it accepts, what it does), generated from "
+    "`SECTIONS` like `settings.ini`'s comments; the documentation's settings page is this."
+    cell = lambda t: str(t).replace("|", "\\|").replace("\n", " ")
+    out = []
+    for sec, model in SECTIONS.items():
+        out += [f"### [{sec}]", "", " ".join(model.__doc__.split()), "", "| setting | default | accepts | what it does |",
+                "|---|---|---|---|"]
+        for k, f in model.model_fields.items():
+            d = "(required)" if f.is_required() else f"`{_ini_value(f.default)}`" if f.default != "" else "(empty)"
+            out.append(f"| `{k}` | {d} | {_allowed(f)} | {cell(f.description)} |")
+        out.append("")
+    return "\n".join(out)
+
+# %% ../../nbs/00_core.config.ipynb #c006-8
+def sections_table() -> str:
+    "One markdown row per `settings.ini` section (what it governs, its keys): the README's map of the settings."
+    rows = ["| section | what it governs | settings |", "|---|---|---|"]
+    for sec, model in SECTIONS.items():
+        first = re.split(r"(?<=\.)\s", " ".join(model.__doc__.split()), maxsplit=1)[0].rstrip(".:")
+        rows.append(f"| `[{sec}]` | {first.replace('|', chr(92) + '|')} | {', '.join(model.model_fields)} |")
+    return "\n".join(rows)
 
 # %% ../../nbs/00_core.config.ipynb #c007
 def wandb_mode(s: Settings) -> str:
