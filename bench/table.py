@@ -143,6 +143,14 @@ def rows_log_ids(d):
              f"{times(div(d['random_last_ms'], d['ordered_last_ms']))} faster")]
 
 
+def rows_client(d):
+    c, ours = d["clients"], d["clients"]["core"]
+    what = f"HTTP client as a load generator (apptest, simulate): mlops_nb.core.client, {d['concurrency']} threads, one-row JSON"
+    fig = lambda v: f"{num(v['rps'])} req/s, {num(v['cpu_us'])} µs of client CPU a request"
+    return [(f"{what}, against {c[k]['what']}", fig(ours), fig(c[k]), f"{times(div(ours['rps'], c[k]['rps']))} the req/s")
+            for k in ("httpclient", "httpcore", "httpx")]
+
+
 def rows_drift(d):
     n, q = d["rows"], d["rows"] // 4
     what = f"drift over {n:,} rows x {d['features']} features (KS+PSI+BH, chunked)"
@@ -398,6 +406,8 @@ SPECS = {
                 [("--rows", "rows"), ("--chunk", "chunk"), ("--repeat", "repeat")]),
     "release": ("swap time, failed during swaps, shadow cost, load test", rows_release,
                 [("--repeat", "repeat"), ("--seconds", "seconds"), ("--swaps", "swaps")]),
+    "client": ("the workbook's HTTP client against http.client, httpcore and httpx", rows_client,
+               [("--seconds", "seconds"), ("--concurrency", "concurrency"), ("--repeat", "repeat")]),
     "drift": ("drift vs Evidently", rows_drift, [("--rows", "rows"), ("--features", "features"), ("--repeat", "repeat"),
                                                  ("--evidently-python", "evidently_python")]),
     "monitor": ("monitor over a day of predictions, label-free estimate", rows_monitor, [("--rows", "rows"), ("--repeat", "repeat")]),
@@ -614,6 +624,8 @@ def main():
     ap.add_argument("--settings", help="the workbook's settings.ini for the scripts that take --settings (default: found as mlops-nb finds it)")
     ap.add_argument("--mlflow-python", help="passed to the scripts that take it (bench/serve.py): a Python with MLflow")
     ap.add_argument("--evidently-python", help="passed to the scripts that take it (bench/drift.py): a Python with Evidently")
+    ap.add_argument("--before", help="passed to the scripts that take it (bench/peers.py): the Python of a checkout of the commit "
+                                     "before, for the A/B of the digits model")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds a script may run before it counts as failed (default: %(default)s)")
     a = ap.parse_args()
     out = a.out or ("-" if a.only else str(REPO / "BENCHMARKS.md"))

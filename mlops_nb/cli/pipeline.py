@@ -30,7 +30,7 @@ def add_commands(sub):
                         description="List every parameter the stage notebooks declare, with the values a profile gives.")
     pp.add_argument("--profile", default=None, help="also show this profile's values")
     pp.set_defaults(func=cmd_params)
-    st = sub.add_parser("settings", help="the settings in force; rewrite or check settings.ini's comments",
+    st = sub.add_parser("settings", help="the settings in force; settings.ini's comments",
                         description="List every setting of settings.ini with its value (those off their default marked "
                                     "with the default). --write rewrites the file's comments from the settings' own "
                                     "descriptions, keeping every value and the profiles; --check exits 1 when they differ.")

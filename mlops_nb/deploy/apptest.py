@@ -4,16 +4,17 @@
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c002
 from __future__ import annotations
-import configparser, http.client, io, json, math, os, socket, subprocess, sys, threading, time
+import configparser, io, json, math, os, socket, subprocess, sys, threading, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
+from ..core.client import Client, Response
 
 
 # %% auto #0
-__all__ = ['MAX_BODY', 'BINARY_ROW', 'BUCKETS_MS', 'free_port', 'test_settings', 'service', 'request', 'json_row_bytes',
-           'per_request', 'replay_rows', 'oip_request', 'replay_oip', 'png', 'replay_uploads', 'probes', 'probe',
-           'load', 'replay_sample', 'run_apptest', 'summary', 'record']
+__all__ = ['MAX_BODY', 'BINARY_ROW', 'BUCKETS_MS', 'free_port', 'test_settings', 'service', 'json_row_bytes', 'per_request',
+           'replay_rows', 'oip_request', 'replay_oip', 'png', 'replay_uploads', 'probes', 'probe', 'load',
+           'replay_sample', 'run_apptest', 'summary', 'record']
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c004
 def free_port() -> int:
@@ -46,15 +47,13 @@ def service(s, ref: str, folder, timeout: float = 60.0):
                           "--grpc-port", str(free_port())],      # both free: the default, port + 1, may be another's
                          env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url, t0 = f"http://127.0.0.1:{port}", time.time()
-        while True:
-            try:
-                if request(url, "GET", "/readyz")[0] == 200: break
-            except OSError: pass
+        url, t0, cl = f"http://127.0.0.1:{port}", time.time(), Client(f"http://127.0.0.1:{port}", timeout=5)
+        while cl.get("/readyz").status != 200:
             if p.poll() is not None:
                 raise RuntimeError(f"the service for {ref} stopped before it was ready: {(Path(folder)/'service.log').read_text().strip()[-500:]}")
             if time.time() - t0 > timeout: raise RuntimeError(f"the service for {ref} was not ready within {timeout:g} s")
             time.sleep(0.05)
+        cl.close()
         yield url
     finally:
         p.terminate()
@@ -62,21 +61,10 @@ def service(s, ref: str, folder, timeout: float = 60.0):
         except subprocess.TimeoutExpired: p.kill(); p.wait()
         log.close()
 
-# %% ../../nbs/31_deploy.apptest.ipynb #c004-3
-def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None, conn=None):
-    "(status, headers, body bytes) of one HTTP request; `conn` reuses a keep-alive connection."
-    c = conn or http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
-    try:
-        c.request(method, path, body, headers or {})
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        if conn is None: c.close()
-
 # %% ../../nbs/31_deploy.apptest.ipynb #c006
-def _json(status, headers, body, what):
-    if status != 200: raise AssertionError(f"{what}: HTTP {status}: {body[:300].decode(errors='replace')}")
-    return json.loads(body)
+def _json(r: Response, what: str):
+    if r.status != 200: raise AssertionError(f"{what}: {r.error()}")
+    return r.json()
 
 MAX_BODY = 16 << 20     # [serve] max_body when the settings give none (`config.SERVE_DEFAULTS`)
 BINARY_ROW = 100_000    # a row over this many bytes of JSON is replayed (and load-tested) as OIP binary tensor data
@@ -94,13 +82,11 @@ def per_request(row_bytes: int, max_body: int = MAX_BODY, most: int = 64) -> int
 # %% ../../nbs/31_deploy.apptest.ipynb #c006-3
 def replay_rows(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY) -> np.ndarray:
     "Probabilities (N, K) for `x` through `POST /v1/predict`, at most `batch` rows a request (`per_request`)."
-    out, c = [], http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
-    k = per_request(json_row_bytes(x.shape[1:]), max_body, batch)
-    for i in range(0, len(x), k):
-        r = _json(*request(url, "POST", "/v1/predict", json.dumps({"inputs": x[i:i + k].tolist()}).encode(),
-                           {"content-type": "application/json", "x-request-id": f"apptest-rows-{i}"}, c), "/v1/predict")
-        out += [p["probabilities"] for p in r["predictions"]]
-    c.close()
+    out, k = [], per_request(json_row_bytes(x.shape[1:]), max_body, batch)
+    with Client(url, timeout=60) as cl:
+        for i in range(0, len(x), k):
+            r = _json(cl.post_json("/v1/predict", {"inputs": x[i:i + k].tolist()}, {"x-request-id": f"apptest-rows-{i}"}), "/v1/predict")
+            out += [p["probabilities"] for p in r["predictions"]]
     return np.array(out, np.float32)
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c006-4
@@ -119,14 +105,12 @@ def replay_oip(url: str, name: str, x: np.ndarray, batch: int = 64, max_body: in
     "Probabilities (N, K) for `x` through the Open Inference Protocol's `/v2/models/NAME/infer`, as binary tensor data "
     "(`binary`; None: when a row is over `BINARY_ROW` bytes of JSON) or JSON, at most `batch` rows a request (`per_request`)."
     binary = json_row_bytes(x.shape[1:]) > BINARY_ROW if binary is None else binary
-    out, c = [], http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
-    k = per_request(math.prod(x.shape[1:]) if binary else json_row_bytes(x.shape[1:]), max_body, batch)
-    for i in range(0, len(x), k):
-        body, hdr = oip_request(x[i:i + k], binary, f"apptest-oip-{i}")
-        r = _json(*request(url, "POST", f"/v2/models/{name}/infer", body, hdr, c), "OIP infer")
-        t = r["outputs"][0]
-        out.append(np.array(t["data"], np.float32).reshape(t["shape"]))
-    c.close()
+    out, k = [], per_request(math.prod(x.shape[1:]) if binary else json_row_bytes(x.shape[1:]), max_body, batch)
+    with Client(url, timeout=60) as cl:
+        for i in range(0, len(x), k):
+            t = _json(cl.request("POST", f"/v2/models/{name}/infer", *oip_request(x[i:i + k], binary, f"apptest-oip-{i}")),
+                      "OIP infer")["outputs"][0]
+            out.append(np.array(t["data"], np.float32).reshape(t["shape"]))
     return np.concatenate(out)
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c006-6
@@ -141,20 +125,14 @@ def png(a: np.ndarray) -> bytes:
 def replay_uploads(url: str, x: np.ndarray, batch: int = 64, max_body: int = MAX_BODY) -> np.ndarray:
     "Probabilities (N, K) for `x` encoded as PNG files and uploaded to `POST /v1/predict/image`, as few multipart "
     "requests as hold at most `batch` files and a quarter of `max_body` each (at least one file)."
-    import uuid
-    sep = uuid.uuid4().hex
-    parts = [f'--{sep}\r\nContent-Disposition: form-data; name="image"; filename="test-{i}.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
-             + png(a) + b"\r\n" for i, a in enumerate(x)]
-    out, c, i = [], http.client.HTTPConnection(url.removeprefix("http://"), timeout=60), 0
-    while i < len(parts):
-        j, size = i + 1, len(parts[i])
-        while j < len(parts) and j - i < batch and size + len(parts[j]) <= max_body // 4: size += len(parts[j]); j += 1
-        body = b"".join(parts[i:j]) + f"--{sep}--\r\n".encode()
-        r = _json(*request(url, "POST", "/v1/predict/image", body, {"content-type": f"multipart/form-data; boundary={sep}"}, c),
-                  "/v1/predict/image")
-        out += [p["probabilities"] for p in r["predictions"]]
-        i = j
-    c.close()
+    files = [("image", f"test-{i}.png", png(a), "image/png") for i, a in enumerate(x)]
+    out, i = [], 0
+    with Client(url, timeout=60) as cl:
+        while i < len(files):
+            j, size = i + 1, len(files[i][2]) + 200                    # a part's headers and boundary: under 200 bytes
+            while j < len(files) and j - i < batch and size + len(files[j][2]) + 200 <= max_body // 4: size += len(files[j][2]) + 200; j += 1
+            out += [p["probabilities"] for p in _json(cl.upload("/v1/predict/image", files[i:j]), "/v1/predict/image")["predictions"]]
+            i = j
     return np.array(out, np.float32)
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c008
@@ -182,12 +160,13 @@ def probes(name: str, shape, label: str) -> list[tuple]:
 def probe(url: str, name: str, shape, label: str) -> list[dict]:
     "Send every probe; each result says whether the answer was the documented status with a JSON `error`."
     out = []
-    for what, method, path, body, headers, want in probes(name, shape, label):
-        st, h, b = request(url, method, path, body, headers)
-        try: err = json.loads(b).get("error")
-        except (ValueError, AttributeError): err = None
-        out.append({"probe": what, "route": f"{method} {path}", "expected": want, "status": st, "error": err,
-                    "passed": st == want and isinstance(err, str) and bool(err)})
+    with Client(url) as cl:
+        for what, method, path, body, headers, want in probes(name, shape, label):
+            r = cl.request(method, path, body, headers)
+            try: err = r.json().get("error")
+            except (ValueError, AttributeError): err = None
+            out.append({"probe": what, "route": f"{method} {path}", "expected": want, "status": r.status, "error": err,
+                        "passed": r.status == want and isinstance(err, str) and bool(err)})
     return out
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c010
@@ -201,24 +180,20 @@ def load(url: str, x: np.ndarray, concurrency: int = 4, seconds: float = 5.0, na
     reqs = [oip_request(r[None], True) if binary else (json.dumps({"inputs": [r.ravel().tolist()]}).encode(), {"content-type": "application/json"})
             for r in x[:256]]                                         # (body, headers) of each single-row request
     lat, errors, stop = [[] for _ in range(concurrency)], [0] * concurrency, time.perf_counter() + seconds
+    cl = Client(url)                                                # a keep-alive connection for each client thread
     def client(k):
-        c, i = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30), k
+        i = k
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            try:
-                c.request("POST", path, *reqs[i % len(reqs)])
-                r = c.getresponse(); r.read()
-                ok = r.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False; c.close(); c = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+            ok = cl.request("POST", path, *reqs[i % len(reqs)]).status == 200
             lat[k].append((time.perf_counter() - t) * 1000)
             if not ok: errors[k] += 1
             i += concurrency
-        c.close()
     t0 = time.perf_counter()
     ts = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
     for t in ts: t.start()
     for t in ts: t.join()
+    cl.close()
     ms = np.concatenate([np.array(l) for l in lat]) if any(lat) else np.zeros(0)
     n, wall = len(ms), time.perf_counter() - t0
     pct = lambda q: float(np.percentile(ms, q)) if n else float("nan")
@@ -286,7 +261,7 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
                                  f"{ld['rps']:.0f} req/s at {o['concurrency']} clients on {ld['route']}"})
         checks.append({"check": "load: errors", "passed": ld["error_rate"] <= o["max_error_rate"],
                        "detail": f"{ld['errors']} of {ld['requests']} requests failed (allowed rate {o['max_error_rate']:g})"})
-        alive = request(url, "GET", "/readyz")[0] == 200
+        with Client(url) as cl: alive = cl.get("/readyz").status == 200
         checks.append({"check": "still ready", "passed": alive, "detail": "ready after the test" if alive else "NOT ready after the test"})
     passed = all(c["passed"] for c in checks)
     return {"model": v["name"], "version": v["version"], "digest": v["bundle"], "passed": passed, "checks": checks, "load": ld,

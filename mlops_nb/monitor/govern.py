@@ -4,7 +4,8 @@
 
 # %% ../../nbs/42_monitor.govern.ipynb #c003
 from __future__ import annotations
-import json, time, urllib.request
+import json, time
+from ..core.client import Client
 from ..core.db import connect, create, transaction
 from ..core.times import stamp, parse_time
 from .windows import duration
@@ -47,10 +48,11 @@ def open_govern(path):
 
 # %% ../../nbs/42_monitor.govern.ipynb #c005
 def _post(url: str, payload: dict, timeout: float = 5.0) -> tuple[bool, str]:
-    req = urllib.request.Request(url, json.dumps(payload).encode(), {"content-type": "application/json"}, method="POST")
+    "POST `payload` as JSON to a webhook: (delivered, what happened: `HTTP <status>` or why it was not reached)."
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r: return 200 <= r.status < 300, f"HTTP {r.status}"
-    except Exception as e: return False, f"{type(e).__name__}: {e}"
+        with Client(url, timeout=timeout) as cl: r = cl.post_json("", payload)
+    except ValueError as e: return False, f"[govern] webhook {e}"
+    return (r.status is not None and 200 <= r.status < 300), (f"HTTP {r.status}" if r.status is not None else r.error())
 
 # %% ../../nbs/42_monitor.govern.ipynb #c005-1
 def raise_alerts(s, fig: dict, run_id: str | None = None, report: str | None = None, wandb_run=None,

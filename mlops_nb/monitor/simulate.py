@@ -4,15 +4,15 @@
 
 # %% ../../nbs/43_monitor.simulate.ipynb #c002
 from __future__ import annotations
-import http.client, json, math, os, sys, threading, time
+import json, math, os, sys, threading, time
 from collections import deque
-from urllib.parse import urlsplit
 import numpy as np
+from ..core.client import Client
 from ..core.times import stamp
 
 # %% auto #0
 __all__ = ['DRIFTS', 'noise', 'blur', 'rotate', 'invert', 'brightness', 'class_shift', 'check_drift', 'apply_drift', 'sample',
-           'timestamps', 'ServiceError', 'Client', 'service_model', 'send', 'held_out', 'simulate', 'describe']
+           'timestamps', 'ServiceError', 'service_model', 'send', 'held_out', 'simulate', 'describe']
 
 # %% ../../nbs/43_monitor.simulate.ipynb #c004
 DRIFTS = ("none", "noise", "blur", "rotate", "invert", "brightness", "class-shift")
@@ -125,53 +125,16 @@ def timestamps(n: int,                  # how many
 class ServiceError(ValueError):
     "No service answers at the URL, or not one that answers like `mlops-nb serve`."
 
-# %% ../../nbs/43_monitor.simulate.ipynb #c012-1
-class Client:
-    "HTTP to one service at `url` (`http://HOST:PORT`, or https, with an optional path prefix), sending `api_key` as "
-    "`X-API-Key` when given; `conn()` opens a keep-alive connection, `call` sends over one and reconnects once if it dropped."
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0):
-        u = urlsplit(url if "://" in url else "http://" + url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"--url {url!r}: give the service's address, e.g. http://127.0.0.1:8000")
-        try: u.port
-        except ValueError: raise ValueError(f"--url {url!r}: the port is not a number from 0 to 65535") from None
-        self.url, self.base, self.timeout = url.rstrip("/"), u.path.rstrip("/"), timeout
-        self.host, self.port = u.hostname, u.port
-        self.cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-        self.key = {"x-api-key": api_key} if api_key else {}
-
-    def conn(self): return self.cls(self.host, self.port, timeout=self.timeout)
-
-    def call(self, c, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple:
-        "`(status, headers, body, connection)`; status None (and the error in body) when the service could not be reached."
-        for attempt in (0, 1):
-            try:
-                c.request(method, self.base + path, body, {**self.key, **(headers or {})})
-                r = c.getresponse()
-                return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read(), c
-            except (OSError, http.client.HTTPException) as e:     # a keep-alive connection the server closed: once more
-                c.close(); c = self.conn()
-                if attempt: return None, {}, f"{type(e).__name__}: {e}".encode(), c
-
 # %% ../../nbs/43_monitor.simulate.ipynb #c012-2
 def service_model(cl: Client) -> dict:
     "What the service serves (`GET /v1/model`: name, version, digest, labels, signature), or `ServiceError`."
-    c = cl.conn()
-    try: st, _, body, c = cl.call(c, "GET", "/v1/model")
-    finally: c.close()
-    if st is None: raise ServiceError(f"no service answers at {cl.url} ({body.decode()}): start one with `mlops-nb serve`")
-    try: info = json.loads(body) if st == 200 else None
+    r = cl.get("/v1/model")
+    if r.status is None: raise ServiceError(f"no service answers at {cl.url} ({r.error()}): start one with `mlops-nb serve`")
+    try: info = r.json() if r.status == 200 else None
     except ValueError: info = None
     if not isinstance(info, dict) or not {"name", "digest", "labels"} <= set(info):
-        raise ServiceError(f"{cl.url} does not answer like `mlops-nb serve`: GET /v1/model gave HTTP {st}")
+        raise ServiceError(f"{cl.url} does not answer like `mlops-nb serve`: GET /v1/model gave HTTP {r.status}")
     return info
-
-# %% ../../nbs/43_monitor.simulate.ipynb #c013
-def _error(st, body: bytes) -> str:
-    if st is None: return body.decode()
-    try: msg = json.loads(body).get("error") or ""
-    except (ValueError, AttributeError): msg = body[:200].decode(errors="replace")
-    return f"HTTP {st}: {msg}"
 
 # %% ../../nbs/43_monitor.simulate.ipynb #c013-1
 class _Sender:
@@ -199,53 +162,48 @@ class _Sender:
             self.st["errors"][key] = self.st["errors"].get(key, 0) + 1
             self.st["first_error"] = self.st["first_error"] or f"{what}: {msg}"
 
-    def feedback(self, c, items: list, ts: float | None):
-        "POST `items` to /v1/feedback on the connection `c` (logged at `ts` when given); the connection to go on with."
-        h = {"content-type": "application/json", **({"x-request-time": stamp(ts, 3)} if ts is not None else {})}
-        s_, _, body, c = self.cl.call(c, "POST", "/v1/feedback", json.dumps(items).encode(), h)
-        if s_ == 200:
+    def feedback(self, items: list, ts: float | None):
+        "POST `items` to /v1/feedback (logged at `ts` when given)."
+        r = self.cl.post_json("/v1/feedback", items, {"x-request-time": stamp(ts, 3)} if ts is not None else {})
+        if r.status == 200:
             with self.lock: self.st["feedback"] += len(items)
-        else: self.failed("feedback", _error(s_, body), len(items))
-        return c
+        else: self.failed("feedback", r.error(), len(items))
 
-    def predict(self, c, j: int) -> tuple:
-        "Request `j` to /v1/predict on the connection `c`: `(connection, answered)`."
+    def predict(self, j: int) -> bool:
+        "Request `j` to /v1/predict; whether it was answered."
         a, b, rid = self.starts[j], min(self.starts[j] + self.batch, self.n), f"{self.prefix}-{j:06d}"
         h = {**self.head, "x-request-id": rid, **({"x-request-time": stamp(self.times[j], 3)} if self.times is not None else {})}
-        s_, hdr, body, c = self.cl.call(c, "POST", "/v1/predict", json.dumps({"inputs": self.flat[a:b].tolist()}).encode(), h)
-        ok = s_ == 200
+        r = self.cl.request("POST", "/v1/predict", json.dumps({"inputs": self.flat[a:b].tolist()}).encode(), h)
+        ok, msg = r.status == 200, None
         if ok:
-            try: self.answered[a:b] = [p["label"] for p in json.loads(body)["predictions"]]
-            except (ValueError, KeyError, TypeError): ok, body = False, b'{"error": "the answer is not /v1/predict\'s JSON"}'
-        if not ok: self.failed("predict", _error(s_, body))
+            try: self.answered[a:b] = [p["label"] for p in r.json()["predictions"]]
+            except (ValueError, KeyError, TypeError): ok, msg = False, "HTTP 200: the answer is not /v1/predict's JSON"
+        if not ok: self.failed("predict", msg or r.error())
         with self.lock:
             st = self.st
-            st["sent"] += 1; st["honoured"] += ok and "x-request-time" in hdr
+            st["sent"] += 1; st["honoured"] += ok and "x-request-time" in r.headers
             if st["failed"] == st["sent"] == min(self.abort_after, len(self.starts)) and not self.stop.is_set():
                 st["aborted"] = f"the first {st['sent']} requests all failed ({st['first_error']})"; self.stop.set()
         self.bar.update(1)
-        return c, ok
+        return ok
 
     def worker(self):
         "Send requests until there are none left (or the first ones all failed), and the feedback of their rows."
-        c = self.cl.conn()
         while not self.stop.is_set():
             with self.lock: j = next(self.jobs, None)
             if j is None: break
-            c, ok = self.predict(c, j)
+            ok = self.predict(j)
             a = self.starts[j]
             rows = np.flatnonzero(self.fb[a:a + self.batch]) if ok else ()
             if not len(rows): continue
             items = [{"request_id": f"{self.prefix}-{j:06d}", "row": int(i), "label": self.truth[a + i]} for i in rows]
             if self.times is not None or self.delay <= 0:
-                c = self.feedback(c, items, None if self.times is None else min(self.times[j] + self.delay, time.time()))
+                self.feedback(items, None if self.times is None else min(self.times[j] + self.delay, time.time()))
             else:
                 with self.cv: self.later.append((time.monotonic() + self.delay, items)); self.cv.notify()
-        c.close()
 
     def feeder(self):
         "Send delayed feedback, each list when it falls due, until the workers are done and nothing is left."
-        c = self.cl.conn()
         while True:
             with self.cv:
                 while not self.later and not self.ended: self.cv.wait()
@@ -255,8 +213,7 @@ class _Sender:
             with self.cv:
                 items = []
                 while self.later and self.later[0][0] <= time.monotonic() and len(items) < 256: items += self.later.popleft()[1]
-            if not self.stop.is_set(): c = self.feedback(c, items, None)
-        c.close()
+            if not self.stop.is_set(): self.feedback(items, None)
 
     def run(self, concurrency: int) -> dict:
         t0 = time.perf_counter()
@@ -337,7 +294,8 @@ def simulate(s,                          # the workbook's settings: its registry
         if not (v >= lo and (hi is None or v <= hi)):
             raise ValueError(f"{what} {v:g} is out of range: give a number " + (f"from {lo:g} to {hi:g}" if hi is not None else f"of at least {lo:g}"))
     if api_key is None: api_key = os.environ.get(s.serve.get("api_key_env") or "MLOPS_NB_API_KEY") or s.serve.get("api_key") or None
-    cl = Client(url, api_key)
+    try: cl = Client(url, api_key)                          # a keep-alive connection for each sender thread
+    except ValueError as e: raise ValueError(f"--url {e}") from None
     info = service_model(cl)
     x, y, classes, ref = held_out(s, info, cl.url)
     seeds = [int(v) for v in np.random.SeedSequence(seed).generate_state(4)]
@@ -356,6 +314,7 @@ def simulate(s,                          # the workbook's settings: its registry
     R = -(-n // batch)
     times = timestamps(R, days, seed=seeds[2]) if days else None
     r = send(cl, x, truth, batch, concurrency, feedback_rate, feedback_delay, times, tags, seeds[3], progress)
+    cl.close()
     got = [(a, t) for a, t in zip(r["answered"], truth) if a is not None]
     return {"url": cl.url, "model": ref, "digest": info["digest"], "drift": drift, "severity": severity if drift != "none" else 0.0,
             "only": [str(c) for c in only] if only else None,

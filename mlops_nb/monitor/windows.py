@@ -502,11 +502,11 @@ def _gaps(f: dict, m: dict, add):
 # %% ../../nbs/40_monitor.windows.ipynb #c012
 def service_metrics(url: str, timeout: float = 5.0) -> dict | None:
     "CPU seconds and resident memory of the service at `url` (all its workers), from its `/metrics`; None when it cannot be reached."
-    import urllib.request
     from prometheus_client.parser import text_string_to_metric_families
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as r: text = r.read().decode()
-    except OSError: return None
+    from mlops_nb.core.client import Client
+    with Client(url, timeout=timeout) as cl: r = cl.get("/metrics")
+    if r.status != 200: return None
+    text = r.body.decode(errors="replace")
     got = {}
     for fam in text_string_to_metric_families(text):
         for x in fam.samples: got[x.name] = got.get(x.name, 0.0) + x.value       # one sample a worker: summed
