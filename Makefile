@@ -64,9 +64,10 @@ export: install  ## notebooks -> mlops_nb/ and README.md
 # download (not on PyPI in a usable form), so nbconvert renders it instead.
 # nbs/_settings.py first: the settings' documentation (the README's map, the settings page, settings.ini's comments) is
 # generated from their models in nbs/00_core.config.ipynb
-readme: install  ## README.md from nbs/index.ipynb (and the settings' generated documentation)
+readme: install  ## README.md from nbs/index.ipynb, SECURITY.md from the threat model's page, the settings' generated documentation
 	$(BIN)/python nbs/_settings.py
 	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --TemplateExporter.exclude_input=True --output-dir . --output README nbs/index.ipynb
+	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown --TemplateExporter.exclude_input=True --output-dir . --output SECURITY nbs/explanations/threat_model.ipynb
 
 # nbdev-docs needs Quarto, a binary download the quarto-cli package only fetches at install time: without it on the
 # PATH, nbs/_docs.py renders nbdev's processed notebooks (nbdev-proc-nbs) with nbconvert instead, offline.
