@@ -1,0 +1,44 @@
+"""The tutorials' scratch workbook: a settings file in a folder of its own (runs, store, registry, logs all inside it)
+that uses this checkout's stage notebooks, `mlops-nb` run in it, and a service started from it. Each tutorial's "Try
+it" cells use one, so the pages run anywhere (`nbdev-test` executes them) and never touch your own runs."""
+import os, subprocess, sys, tempfile, time
+from contextlib import contextmanager
+from pathlib import Path
+from mlops_nb.core.client import Client
+from mlops_nb.core.config import find_settings, scratch_settings
+from mlops_nb.deploy.apptest import free_port
+
+
+class Workbook:
+    "A scratch workbook in a new temporary folder; calling it runs `mlops-nb ARGS` there, shows the output, checks the exit status."
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="mlops-nb-tutorial-"))
+        self.settings = scratch_settings(self.root, find_settings())
+        self.env = {**os.environ, "MLOPS_NB_SETTINGS": str(self.settings), "WANDB_MODE": "disabled"}
+        self.exe = str(Path(sys.executable).parent / "mlops-nb")
+
+    def __call__(self, *args, ok: int = 0, show: int = 40) -> str:
+        "Run `mlops-nb ARGS`: print the command and (at most `show` lines of) what it printed, stdout then stderr; that text."
+        p = subprocess.run([self.exe, *map(str, args)], env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        text = (p.stdout + p.stderr).lstrip("\n").rstrip()
+        lines = text.splitlines()
+        print("$ mlops-nb " + " ".join(map(str, args)), *lines[:show], *(["..."] if len(lines) > show else []), sep="\n")
+        assert p.returncode == ok, f"exit status {p.returncode}, expected {ok}"
+        return text
+
+    @contextmanager
+    def serve(self, *args):
+        "`mlops-nb serve ARGS` on a free port for the block; yields a `Client` for it."
+        port, log = free_port(), self.root / "service.log"
+        with open(log, "w") as out:
+            p = subprocess.Popen([self.exe, "serve", "--port", str(port), "--no-grpc", *map(str, args)], env=self.env,
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        cl, t0 = Client(f"http://127.0.0.1:{port}", timeout=5), time.time()
+        try:
+            while cl.get("/readyz").status != 200:
+                if p.poll() is not None or time.time() - t0 > 60: raise RuntimeError(f"the service did not start: {log.read_text()[-500:]}")
+                time.sleep(0.1)
+            print(f"serving on {cl.url}")
+            yield cl
+        finally:
+            cl.close(); p.terminate(); p.wait(30)
