@@ -487,6 +487,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'mlops_nb.core.archive.ahead': ('core.archive.html#ahead', 'mlops_nb/core/archive.py'),
                                        'mlops_nb.core.archive.archive_lock': ('core.archive.html#archive_lock', 'mlops_nb/core/archive.py'),
                                        'mlops_nb.core.archive.encode': ('core.archive.html#encode', 'mlops_nb/core/archive.py'),
+                                       'mlops_nb.core.archive.evict': ('core.archive.html#evict', 'mlops_nb/core/archive.py'),
                                        'mlops_nb.core.archive.listing': ('core.archive.html#listing', 'mlops_nb/core/archive.py'),
                                        'mlops_nb.core.archive.log_id': ('core.archive.html#log_id', 'mlops_nb/core/archive.py'),
                                        'mlops_nb.core.archive.pq_rows': ('core.archive.html#pq_rows', 'mlops_nb/core/archive.py'),

@@ -19,7 +19,7 @@ from .reference import feature_names, property_names
 
 # %% auto #0
 __all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'TEXT', 'FEW', 'replica_id', 'encode', 'segment_path', 'put', 'log_id',
-           'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'tail', 'Fleet', 'ahead',
+           'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'evict', 'tail', 'Fleet', 'ahead',
            'pq_rows', 'SparkFleet']
 
 # %% ../../nbs/08a_core.archive.ipynb #c003
@@ -243,7 +243,8 @@ def verified(fs, seg: dict, cache) -> str:
         _check(got, sha, path)
         mark.write_text(key); return path
     dest = cache/f"{sha}.parquet"
-    if dest.is_file(): return str(dest)                 # verified when it was downloaded
+    if dest.is_file():                                  # verified when it was downloaded
+        os.utime(dest); return str(dest)                # read now: the last `evict` lets go of
     tmp, h = cache/f".{sha}.{os.getpid()}.tmp", hashlib.sha256()
     try:
         with fs.open(path, "rb", block_size=8 << 20) as src, open(tmp, "wb") as out:
@@ -258,6 +259,23 @@ def _check(got: str, sha: str, path: str):
     if got != sha:
         raise SegmentError(f"segment {safe_url(path)} is refused: its bytes hash to {got[:16]}..., its name says {sha[:16]}...: "
                            "it was changed after it was written (move it out of the archive to monitor without it)")
+
+# %% ../../nbs/08a_core.archive.ipynb #c07x2
+def evict(cache, max_bytes: int, keep=()) -> tuple[int, int]:
+    "Delete the downloaded segments (`SHA256.parquet`) in `cache` read least recently (`verified` marks a read) until "
+    "they take at most `max_bytes`, sparing the paths in `keep`; `(segments deleted, bytes freed)`."
+    keep = {os.path.abspath(k) for k in keep}
+    files = []
+    for p in Path(cache).glob("*.parquet"):
+        try: st = p.stat()
+        except FileNotFoundError: continue              # another monitor evicted it meanwhile
+        files.append((st.st_mtime, st.st_size, p))
+    total, gone, freed = sum(f[1] for f in files), 0, 0
+    for _, size, p in sorted(files, key=lambda f: f[0]):
+        if total <= max_bytes: break
+        if os.path.abspath(p) in keep: continue
+        p.unlink(missing_ok=True); total -= size; gone += 1; freed += size
+    return gone, freed
 
 # %% ../../nbs/08a_core.archive.ipynb #c010
 def tail(log_path, dest) -> dict:
@@ -290,8 +308,9 @@ class Fleet:
     "A fleet's prediction logs as DuckDB views `predictions`, `feedback`, `rejected`: the archive's segments (every "
     "replica; each checked against its digest, `verified`) from `since` on, and the rows of the `live` log files not "
     "archived yet (`tail`). `cache`: where remote segments are kept once checked; DuckDB keeps within half of `memory_mb` "
-    "(spilling to a temporary folder beyond), `chunks` within the other half. A context manager: the temporary files go at its end."
-    def __init__(self, url=None, live=(), cache=None, memory_mb: int = 256, since: float = 0.0, echo=None):
+    "(spilling to a temporary folder beyond), `chunks` within the other half; `cache_mb`: `cache` is cut back to about "
+    "that size (`evict`) once this fleet's segments are in it (0: never). A context manager: the temporary files go at its end."
+    def __init__(self, url=None, live=(), cache=None, memory_mb: int = 256, since: float = 0.0, echo=None, cache_mb: int = 0):
         self._start(memory_mb)
         try:
             self.tails = [tail(p, self.tmp/f"live{i}") for i, p in enumerate(live) if Path(p).is_file()]
@@ -301,6 +320,10 @@ class Fleet:
                 if echo and segs: echo(f"checking {len(segs)} {t} segment(s) of {safe_url(url)}")
                 self.files[t] = [verified(fs, s, cache or self.tmp/"cache") for s in segs]
                 self.segments[t] = len(segs); self.replicas.update(x["replica"] for x in segs)
+            if cache is not None and cache_mb:
+                gone = evict(cache, cache_mb << 20, keep={f for fs_ in self.files.values() for f in fs_})
+                if echo and gone[0]: echo(f"archive cache: {gone[0]} segment(s) read least recently deleted ({gone[1] / 2**20:.0f} MiB), "
+                                          f"keeping it near [monitor] archive_cache_mb = {cache_mb}")
             self._open()
         except BaseException: self.close(); raise
 

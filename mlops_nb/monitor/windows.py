@@ -163,7 +163,7 @@ def log_reader(s, engine: str = "auto", since: float = 0.0, echo=None):
     from mlops_nb.core import archive
     live = [s.predictions] if s.predictions is not None and s.predictions.is_file() else []
     kind = archive.SparkFleet if engine == "spark" else archive.Fleet
-    with kind(s.archive, live, s.archive_cache, s.monitor["memory_mb"], since, echo) as fl:
+    with kind(s.archive, live, s.archive_cache, s.monitor["memory_mb"], since, echo, cache_mb=s.monitor["archive_cache_mb"]) as fl:
         fl.sources = {"engine": "spark" if engine == "spark" else "duckdb", "archive": archive.safe_url(s.archive),
                       "segments": dict(fl.segments), "replicas": sorted(fl.replicas), "live": [str(p) for p in live]}
         yield fl
