@@ -4,7 +4,7 @@
 
 # %% ../../nbs/00_core.config.ipynb #c002
 from __future__ import annotations
-import ast, configparser, os, random, re, textwrap
+import ast, configparser, difflib, os, random, re, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -387,7 +387,9 @@ def _section(cp, path, sec: str) -> dict:
         k = str(e["loc"][0]) if e["loc"] else "?"
         if e["type"] == "missing": raise SettingsError(f"{path}: [{sec}] needs `{k}`") from None
         if e["type"] == "extra_forbidden":
-            raise SettingsError(f"{path}: [{sec}] {k}: no such setting; [{sec}] has {', '.join(model.model_fields)}") from None
+            near = difflib.get_close_matches(k, model.model_fields, 1)
+            raise SettingsError(f"{path}: [{sec}] {k}: no such setting" + (f" (did you mean {near[0]}?)" if near else "") +
+                                f"; [{sec}] has {', '.join(model.model_fields)}") from None
         if e["type"] == "value_error": raise SettingsError(f"{path}: [{sec}] {e['ctx']['error']}") from None
         choices = model.choices(k) if e["type"] == "literal_error" else ()
         raise SettingsError(f"{path}: [{sec}] {k} = {raw.get(k)!r}{_reason(e, choices)}") from None
