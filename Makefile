@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -
 PROFILE ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install sysdeps sysdeps-container run test test-slow check-sync lint nbtest pytest lab bench docs export readme clean proto
+.PHONY: help install sysdeps sysdeps-container run test test-slow check-sync lint nbtest pytest lab bench docs export readme outputs clean proto
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -73,6 +73,13 @@ readme: install  ## README.md from nbs/index.ipynb, SECURITY.md from the threat 
 # PATH, nbs/_docs.py renders nbdev's processed notebooks (nbdev-proc-nbs) with nbconvert instead, offline.
 docs: install  ## the documentation site in _docs/: a page per notebook, every exported function's signature and docs
 	$(BIN)/python nbs/_docs.py
+
+# The library notebooks, explanations and tutorials keep their examples' outputs (the docs pages show them); nbdev-clean
+# keeps outputs, so this is the only step that refreshes them: two notebooks at a time, each run in its own folder as nbdev-test runs it.
+outputs: install  ## re-execute the library notebooks, explanations and tutorials in place, keeping their outputs
+	cd nbs && ls [0-9]*.ipynb explanations/*.ipynb tutorials/*.ipynb | WANDB_MODE=disabled xargs -P2 -I{} sh -c \
+	  '$(abspath $(BIN))/jupyter nbconvert --log-level=ERROR --to notebook --execute --inplace {} || echo "FAILED {}"'
+	$(BIN)/nbdev-clean
 
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
