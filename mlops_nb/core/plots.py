@@ -19,12 +19,13 @@ def literal(fig):
     "`fig` with every text drawn as written: no title, label, legend or tick label of user strings (class names, "
     "tags) is read as math text (`$...$`). Tick labels a number formatter wrote (a log axis's powers) keep theirs."
     from matplotlib.text import Text
+    from matplotlib.category import StrCategoryFormatter                # bars drawn over class names given as the x values
     from matplotlib.ticker import FixedFormatter, FuncFormatter         # what `set_xticks(x, labels)` leaves
     keep = set()
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             ticks = axis.get_major_ticks(len(axis.get_majorticklocs()))        # made now: set below, not made later at draw
-            if not isinstance(axis.get_major_formatter(), (FixedFormatter, FuncFormatter)):
+            if not isinstance(axis.get_major_formatter(), (FixedFormatter, FuncFormatter, StrCategoryFormatter)):
                 keep.update(id(t) for tk in ticks + axis.get_minor_ticks() for t in (tk.label1, tk.label2))
                 keep.add(id(axis.offsetText))
     for t in fig.findobj(Text):
