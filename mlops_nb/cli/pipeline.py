@@ -103,7 +103,7 @@ def cmd_settings(a, s):
         print(f"[{sec}]")
         for k, f in SECTIONS[sec].model_fields.items():
             v, off = s.sections[sec][k], not f.is_required() and s.sections[sec][k] != f.default
-            if k == "api_key" and v: v = "(set, not shown)"              # a secret never reaches the terminal
+            if v and (f.json_schema_extra or {}).get("secret"): v = "(set, not shown)"   # a secret never reaches the terminal
             print(f"  {k} = {term_safe(_ini_value(v))}" + (f"    (default: {term_safe(_ini_value(f.default))})" if off else ""))
             if a.describe: print(f"      {f.description}")
     return 0

@@ -141,7 +141,8 @@ class ServeSection(_Section):
         "too if protect_predict = true) need the header `Authorization: Bearer KEY` or `X-API-Key: KEY`. The "
         "environment variable named here wins over api_key; prefer it, so the key stays out of this file. The key is "
         "never logged")
-    api_key: str = Field("", description="or the key itself (the environment variable wins)")
+    api_key: str = Field("", description="or the key itself (the environment variable wins)",
+                         json_schema_extra={"secret": True})      # `mlops-nb settings` never shows it
     protect_predict: bool = Field(False, description="require the key on prediction routes too (feedback and admin "
                                   "routes always need it when set)")
     cors_origins: str = Field("", description="comma-separated origins a browser may call the service from; empty: no "
@@ -437,6 +438,10 @@ def _comment(text: str, width: int = 118) -> list[str]:
 def _ini_value(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
+def _cell(text) -> str:
+    "Text in a Markdown table's cell: its pipes escaped, on one line (backticks kept: descriptions name settings as code)."
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
 # %% ../../nbs/00_core.config.ipynb #c006-4
 def _chunks(text: str) -> list[tuple[str | None, str]]:
     "A settings file cut at its section headers: (section name or None before the first, its text with the header)."
@@ -454,8 +459,9 @@ def settings_text(path) -> str:
     "as its comment; profiles and any other section kept as written. Refuses (`SettingsError`) a file that does not load."
     path = Path(path)
     load_settings(path)
-    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None); cp.optionxform = str
-    cp.read_string(path.read_text(), source=str(path))
+    text, cp = path.read_text(), configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
+    cp.optionxform = str
+    cp.read_string(text, source=str(path))
     out = [SETTINGS_HEADER]
     for sec, model in SECTIONS.items():
         lines = ["", f"[{sec}]", *_comment(model.__doc__), "#"]
@@ -463,33 +469,33 @@ def settings_text(path) -> str:
             v = cp.get(sec, k).strip() if cp.has_option(sec, k) else _ini_value(f.default)
             lines += [*_comment(f.description), f"{k} = {v}".rstrip()]
         out.append("\n".join(lines))
-    kept = [t.rstrip("\n") for name, t in _chunks(path.read_text()) if name is not None and name not in SECTIONS]
-    if any(n and n.startswith("profile:") for n, _ in _chunks(path.read_text())): out += ["", PROFILES_INTRO]
+    chunks = _chunks(text)
+    kept = [t.rstrip("\n") for name, t in chunks if name is not None and name not in SECTIONS]
+    if any(n and n.startswith("profile:") for n, _ in chunks): out += ["", PROFILES_INTRO]
     return "\n".join(out) + "".join("\n\n" + t for t in kept) + "\n"
 
 # %% ../../nbs/00_core.config.ipynb #c006-6
 def _allowed(f) -> str:
     "What a field accepts, in words: its choices, true/false, a (whole) number and its range, or text."
     if get_args(f.annotation): return " \\| ".join(get_args(f.annotation))
-    if f.annotation in (bool, "bool"): return "true \\| false"
-    if f.annotation not in (int, float, "int", "float"): return "text"
+    if f.annotation is bool: return "true \\| false"
+    if f.annotation not in (int, float): return "text"
     lo = next((f"≥ {m.ge}" if hasattr(m, "ge") else f"> {m.gt}" for m in f.metadata if hasattr(m, "ge") or hasattr(m, "gt")), "")
     hi = next((f"≤ {m.le}" if hasattr(m, "le") else f"< {m.lt}" for m in f.metadata if hasattr(m, "le") or hasattr(m, "lt")), "")
-    kind = "whole number" if f.annotation in (int, "int") else "number"
+    kind = "whole number" if f.annotation is int else "number"
     return " ".join(x for x in (kind, lo, "and" if lo and hi else "", hi) if x)
 
 # %% ../../nbs/00_core.config.ipynb #c006-7
 def settings_table() -> str:
     "Every setting as markdown, a table per section (setting, default, what it accepts, what it does), generated from "
     "`SECTIONS` like `settings.ini`'s comments; the documentation's settings page is this."
-    cell = lambda t: str(t).replace("|", "\\|").replace("\n", " ")
     out = []
     for sec, model in SECTIONS.items():
         out += [f"### [{sec}]", "", " ".join(model.__doc__.split()), "", "| setting | default | accepts | what it does |",
                 "|---|---|---|---|"]
         for k, f in model.model_fields.items():
             d = "(required)" if f.is_required() else f"`{_ini_value(f.default)}`" if f.default != "" else "(empty)"
-            out.append(f"| `{k}` | {d} | {_allowed(f)} | {cell(f.description)} |")
+            out.append(f"| `{k}` | {d} | {_allowed(f)} | {_cell(f.description)} |")
         out.append("")
     return "\n".join(out)
 
@@ -499,7 +505,7 @@ def sections_table() -> str:
     rows = ["| section | what it governs | settings |", "|---|---|---|"]
     for sec, model in SECTIONS.items():
         first = re.split(r"(?<=\.)\s", " ".join(model.__doc__.split()), maxsplit=1)[0].rstrip(".:")
-        rows.append(f"| `[{sec}]` | {first.replace('|', chr(92) + '|')} | {', '.join(model.model_fields)} |")
+        rows.append(f"| `[{sec}]` | {_cell(first)} | {', '.join(model.model_fields)} |")
     return "\n".join(rows)
 
 # %% ../../nbs/00_core.config.ipynb #c007

@@ -12,9 +12,9 @@ from ..core.client import Client, Response
 
 
 # %% auto #0
-__all__ = ['MAX_BODY', 'BINARY_ROW', 'BUCKETS_MS', 'free_port', 'test_settings', 'service', 'json_row_bytes', 'per_request',
-           'replay_rows', 'oip_request', 'replay_oip', 'png', 'replay_uploads', 'probes', 'probe', 'load',
-           'replay_sample', 'run_apptest', 'summary', 'record']
+__all__ = ['MAX_BODY', 'BINARY_ROW', 'BUCKETS_MS', 'free_port', 'test_settings', 'serving', 'service', 'json_row_bytes',
+           'per_request', 'replay_rows', 'oip_request', 'replay_oip', 'png', 'replay_uploads', 'probes', 'probe',
+           'load', 'replay_sample', 'run_apptest', 'summary', 'record']
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c004
 def free_port() -> int:
@@ -36,30 +36,39 @@ def test_settings(s, folder) -> Path:
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c004-2
 @contextmanager
-def service(s, ref: str, folder, timeout: float = 60.0):
-    "Run `mlops-nb serve --model REF` as a user would, on a free loopback port, until the block ends; yields its base URL."
+def serving(env: dict, args, log_path, what: str = "the service", timeout: float = 60.0):
+    "Run `mlops-nb serve ARGS` on a free loopback port with environment `env`, its output to `log_path`, until the block "
+    "ends; yields its base URL once `/readyz` answers. `RuntimeError` with the log's end when it stops or is not ready in time."
     port = free_port()
-    env = {**os.environ, "MLOPS_NB_SETTINGS": str(test_settings(s, folder)), "MLOPS_NB_PARENT_PID": str(os.getpid())}   # it ends with us
-    for k in {"MLOPS_NB_API_KEY", s.serve.get("api_key_env") or "MLOPS_NB_API_KEY"}:
-        env.pop(k, None)                                     # the test environment has no key: its probes expect open routes
-    log = open(Path(folder)/"service.log", "w")
-    p = subprocess.Popen([str(Path(sys.executable).parent/"mlops-nb"), "serve", "--model", ref, "--port", str(port),
-                          "--grpc-port", str(free_port())],      # both free: the default, port + 1, may be another's
+    log = open(log_path, "w")
+    p = subprocess.Popen([str(Path(sys.executable).parent/"mlops-nb"), "serve", "--port", str(port), *map(str, args)],
                          env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url, t0, cl = f"http://127.0.0.1:{port}", time.time(), Client(f"http://127.0.0.1:{port}", timeout=5)
-        while cl.get("/readyz").status != 200:
-            if p.poll() is not None:
-                raise RuntimeError(f"the service for {ref} stopped before it was ready: {(Path(folder)/'service.log').read_text().strip()[-500:]}")
-            if time.time() - t0 > timeout: raise RuntimeError(f"the service for {ref} was not ready within {timeout:g} s")
-            time.sleep(0.05)
-        cl.close()
+        url, t0 = f"http://127.0.0.1:{port}", time.time()
+        with Client(url, timeout=5) as cl:
+            while cl.get("/readyz").status != 200:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{what} stopped before it was ready: {Path(log_path).read_text().strip()[-500:]}")
+                if time.time() - t0 > timeout: raise RuntimeError(f"{what} was not ready within {timeout:g} s")
+                time.sleep(0.05)
         yield url
     finally:
         p.terminate()
         try: p.wait(30)
         except subprocess.TimeoutExpired: p.kill(); p.wait()
         log.close()
+
+# %% ../../nbs/31_deploy.apptest.ipynb #c004-2b
+@contextmanager
+def service(s, ref: str, folder, timeout: float = 60.0):
+    "Run `mlops-nb serve --model REF` as a user would, in the test environment under `folder` (`test_settings`), until "
+    "the block ends; yields its base URL."
+    env = {**os.environ, "MLOPS_NB_SETTINGS": str(test_settings(s, folder)), "MLOPS_NB_PARENT_PID": str(os.getpid())}   # it ends with us
+    for k in {"MLOPS_NB_API_KEY", s.serve.get("api_key_env") or "MLOPS_NB_API_KEY"}:
+        env.pop(k, None)                                     # the test environment has no key: its probes expect open routes
+    with serving(env, ["--model", ref, "--grpc-port", free_port()],      # both free: the default, port + 1, may be another's
+                 Path(folder)/"service.log", f"the service for {ref}", timeout) as url:
+        yield url
 
 # %% ../../nbs/31_deploy.apptest.ipynb #c006
 def _json(r: Response, what: str):

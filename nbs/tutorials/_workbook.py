@@ -1,12 +1,12 @@
 """The tutorials' scratch workbook: a settings file in a folder of its own (runs, store, registry, logs all inside it)
 that uses this checkout's stage notebooks, `mlops-nb` run in it, and a service started from it. Each tutorial's "Try
 it" cells use one, so the pages run anywhere (`nbdev-test` executes them) and never touch your own runs."""
-import os, subprocess, sys, tempfile, time
+import os, subprocess, sys, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from mlops_nb.core.client import Client
 from mlops_nb.core.config import find_settings, scratch_settings
-from mlops_nb.deploy.apptest import free_port
+from mlops_nb.deploy.apptest import serving
 
 
 class Workbook:
@@ -28,17 +28,7 @@ class Workbook:
 
     @contextmanager
     def serve(self, *args):
-        "`mlops-nb serve ARGS` on a free port for the block; yields a `Client` for it."
-        port, log = free_port(), self.root / "service.log"
-        with open(log, "w") as out:
-            p = subprocess.Popen([self.exe, "serve", "--port", str(port), "--no-grpc", *map(str, args)], env=self.env,
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        cl, t0 = Client(f"http://127.0.0.1:{port}", timeout=5), time.time()
-        try:
-            while cl.get("/readyz").status != 200:
-                if p.poll() is not None or time.time() - t0 > 60: raise RuntimeError(f"the service did not start: {log.read_text()[-500:]}")
-                time.sleep(0.1)
-            print(f"serving on {cl.url}")
+        "`mlops-nb serve ARGS` on a free port for the block (`mlops_nb.deploy.apptest.serving`); yields a `Client` for it."
+        with serving(self.env, ["--no-grpc", *args], self.root/"service.log") as url, Client(url, timeout=5) as cl:
+            print(f"serving on {url}")
             yield cl
-        finally:
-            cl.close(); p.terminate(); p.wait(30)
