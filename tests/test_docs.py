@@ -1,5 +1,5 @@
 """`make docs`: the documentation site builds offline, with a page per module showing every exported function."""
-import ast, importlib, inspect, re, subprocess, sys
+import ast, importlib, inspect, os, re, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -111,3 +111,14 @@ def test_settings_documentation_is_generated(tmp_path):
     old, f.description = f.description, "EDITED most rows"
     try: assert "EDITED most rows" in settings_text(ini) and "EDITED most rows" in settings_table()
     finally: f.description = old
+
+
+def test_tutorial_workbook_leaves_no_scratch_folder(tmp_path):
+    "Each tutorial's scratch workbook is removed when its kernel exits (nbdev-test ran them, and left a folder a run in /tmp)."
+    code = ("import sys; sys.path.insert(0, 'nbs/tutorials'); from _workbook import Workbook\n"
+            "wb = Workbook(); (wb.root/'runs').mkdir(exist_ok=True); print(wb.root)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env={**os.environ,
+                       "TMPDIR": str(tmp_path)}, timeout=120)
+    assert p.returncode == 0, p.stderr
+    root = Path(p.stdout.strip().splitlines()[-1])
+    assert root.parent == tmp_path and not root.exists(), f"{root} left behind"

@@ -1,7 +1,7 @@
 """The tutorials' scratch workbook: a settings file in a folder of its own (runs, store, registry, logs all inside it)
 that uses this checkout's stage notebooks, `mlops-nb` run in it, and a service started from it. Each tutorial's "Try
 it" cells use one, so the pages run anywhere (`nbdev-test` executes them) and never touch your own runs."""
-import os, subprocess, sys, tempfile
+import os, shutil, subprocess, sys, tempfile, weakref
 from contextlib import contextmanager
 from pathlib import Path
 from mlops_nb.core.client import Client
@@ -10,9 +10,11 @@ from mlops_nb.deploy.apptest import serving
 
 
 class Workbook:
-    "A scratch workbook in a new temporary folder; calling it runs `mlops-nb ARGS` there, shows the output, checks the exit status."
+    "A scratch workbook in a new temporary folder (removed when the workbook is collected or the kernel exits); calling it "
+    "runs `mlops-nb ARGS` there, shows the output, checks the exit status."
     def __init__(self):
         self.root = Path(tempfile.mkdtemp(prefix="mlops-nb-tutorial-"))
+        self.close = weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)   # call it to remove the folder now
         self.settings = scratch_settings(self.root, find_settings())
         self.env = {**os.environ, "MLOPS_NB_SETTINGS": str(self.settings), "WANDB_MODE": "disabled"}
         self.exe = str(Path(sys.executable).parent / "mlops-nb")
