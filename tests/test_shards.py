@@ -161,6 +161,34 @@ def test_reingest_reads_only_the_changed_file(tmp_path, monkeypatch):
     assert len(calls) == 1 and u.stats["shards_written"] == 1 and len(set(digests(u.path)) - set(digests(r.path))) == 1
 
 
+def test_a_damaged_or_stale_ingest_cache_reads_the_files_again(tmp_path):
+    "The cache is a snapshot of the folder's files: damaged, it is read as empty (every file decoded again, the same "
+    "dataset); a shard gone from the store sends its files to be read again; the table of an older cache is dropped."
+    import sqlite3
+    root, store = folder(tmp_path / "pics", n=30), Store(tmp_path / "store")
+    (tmp_path / "store").mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(tmp_path / "store" / "ingest-cache.db")            # a cache as an earlier version left it
+    old.execute("CREATE TABLE files (path TEXT, params TEXT, size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT, "
+                "shard TEXT, row INTEGER, reason TEXT, PRIMARY KEY (path, params))"); old.commit(); old.close()
+    kw = dict(image_size=16, mode="RGB", shard_mb=0.01, store=store, workers=1)
+    first = ingest(f"imagefolder:{root}", tmp_path / "a", **kw)
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "store" / "ingest-cache.db").execute("SELECT name FROM sqlite_master")}
+    assert "files" not in tables and "shards" in tables
+    (snap,) = (tmp_path / "store" / "ingest-cache").glob("*.npz")
+    snap.write_bytes(b"not a snapshot")
+    again = ingest(f"imagefolder:{root}", tmp_path / "b", **kw)
+    assert again.stats["decoded"] == again.stats["files"] == 90 and again.manifest["version"] == first.manifest["version"]
+    assert ingest(f"imagefolder:{root}", tmp_path / "c", **kw).stats["decoded"] == 0          # whole again
+
+    gone = digests(first.path)[0]
+    store.path(gone, verify=False).unlink()
+    rows = sum(1 for s in json.loads(first.path.read_text())["rows"]["shard"] if s == 0)
+    r = ingest(f"imagefolder:{root}", tmp_path / "d", **kw)
+    assert r.stats["decoded"] == rows and r.manifest["version"] == first.manifest["version"] and store.has(gone)
+    x, y, _, _ = read_imagefolder(root, image_size=16, mode="RGB")
+    assert (r.dataset.x[:] == x).all() and (r.dataset.y == y).all()
+
+
 def test_production_rows_stream_into_shards(tmp_path, monkeypatch):
     "`SOURCE+predictions:MODEL` adds the labelled production inputs a chunk at a time, never all at once."
     from mlops_nb.core.predlog import PredictionLog

@@ -130,71 +130,93 @@ def read_digits():
     return x, d.target.astype(np.int64), [str(c) for c in d.target_names]
 
 # %% ../../nbs/10_build.data.ipynb #c008b
-def _outside(e: os.DirEntry, root: Path):
-    "Why the entry `e` is refused as a symlink leading out of `root` (None when it stays inside, or is no symlink)."
+def _outside(e: os.DirEntry, root: Path, path: str | None = None):
+    "Why the entry `e` (at `path`, by default its own) is refused as a symlink leading out of `root` (None when it stays "
+    "inside, or is no symlink)."
     if not e.is_symlink(): return None
-    try: target = Path(e.path).resolve(strict=True)
+    try: target = Path(path or e.path).resolve(strict=True)
     except (OSError, RuntimeError) as err: return f"broken or looping symlink ({type(err).__name__})"
     return None if target.is_relative_to(root) else f"symlink to {target}, outside the image folder"
 
 # %% ../../nbs/10_build.data.ipynb #c008b-1
 def _scan(root, mode: str) -> tuple:
-    "List `<root>/<class>/*` without reading a file: `(root, events, hidden, idents)`, where `events` in reading order are "
-    "`('problem', path, reason)`, `('class', name, None)` and `('file', class, path)` (paths as text), `idents[path]` is "
-    "the `file_ident` of each file (None: not a regular file), and hidden (dot) entries go to `hidden`. One `os.scandir` "
-    "a folder and one stat a file: a re-ingest of an unchanged folder is this scan and little else."
+    "List `<root>/<class>/*` without reading a file: `(root, events, hidden, paths, idents)`, where `events` in reading "
+    "order are `('problem', path, reason)`, `('class', name, None)` and `('file', class, i)`, `paths[i]` is file `i`'s path "
+    "(text) and `idents[i]` its `file_ident` (None: not a regular file), and hidden (dot) entries go to `hidden`. One "
+    "`os.scandir` a folder and one stat a file: a re-ingest of an unchanged folder is this scan and little else."
     root = Path(root).expanduser()
     if not root.is_dir(): raise DataValidationError([(str(root), "not a folder")], f"imagefolder:{root}")
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
-    real, events, hidden, idents = root.resolve(), [], [], {}
-    def visible(folder):
-        with os.scandir(folder) as it: entries = sorted(it, key=lambda e: e.name)   # by name, as Path order was
+    real, events, hidden, paths, idents = root.resolve(), [], [], [], []
+    for p in _listed(str(root)):
+        if p.name.startswith("."): hidden.append((p.path, "hidden (its name starts with '.'): not read"))
+        elif why := bad_name(p.name) or _outside(p, real): events.append(("problem", p.path, why))
+        elif not p.is_dir(): events.append(("problem", p.path, "file outside any class folder"))
+        else:
+            at = len(events); events.append(("class", p.name, None))
+            if not _class_files(p, real, events, hidden, paths, idents): del events[at]; events.append(("problem", p.path, "empty class folder"))
+    return root, events, hidden, paths, idents
+
+# %% ../../nbs/10_build.data.ipynb #c008b-2
+def _listed(folder) -> list:
+    "A folder's entries (`folder` a path, or an open descriptor of it) by name, as Path order was."
+    with os.scandir(folder) as it: return sorted(it, key=lambda e: e.name)
+
+# %% ../../nbs/10_build.data.ipynb #c008b-3
+def _class_files(folder: os.DirEntry, real: Path, events: list, hidden: list, paths: list, idents: list) -> int:
+    "Add one class folder's files to the scan's lists (`_scan`); returns how many entries it has that are not hidden or "
+    "refused by name. The common entry, a regular image file with a plain name, takes one test and one stat, made "
+    "relative to the open folder where the system allows (no path looked up again a file: a sixth of the scan)."
+    at_fd = os.scandir in os.supports_fd
+    fd = os.open(folder.path, os.O_RDONLY) if at_fd else None
+    try:
+        cls, entries, n, base = folder.name, _listed(folder.path if fd is None else fd), 0, folder.path + os.sep
+        plain = bad_name("/".join(e.name for e in entries)) is None      # no name in the folder needs a second look
         for e in entries:
-            if e.name.startswith("."): hidden.append((e.path, "hidden (its name starts with '.'): not read"))
-            elif why := bad_name(e.name) or _outside(e, real): events.append(("problem", e.path, why))
-            else: yield e
-    for p in visible(str(root)):
-        if not p.is_dir(): events.append(("problem", p.path, "file outside any class folder")); continue
-        files = list(visible(p.path))
-        if not files: events.append(("problem", p.path, "empty class folder")); continue
-        events.append(("class", p.name, None))
-        for f in files:
-            if f.is_dir(): events.append(("problem", f.path, "nested folder (classes are one level deep)")); continue
-            if (ext := _ext(f.name)).lower() not in IMAGE_EXTS:
-                events.append(("problem", f.path, f"not an image file (extension {ext or 'none'})")); continue
-            events.append(("file", p.name, f.path))
-            try: st = f.stat()
-            except OSError: st = None
-            idents[f.path] = file_ident(st) if st is not None and stat.S_ISREG(st.st_mode) else None
-    return root, events, hidden, idents
+            name = e.name
+            if plain and name[0] != "." and e.is_file(follow_symlinks=False) and name.lower().endswith(IMAGE_EXTS):
+                try: st = e.stat(); ident = f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"      # file_ident, inline: 100,000 calls
+                except OSError: ident = None
+            elif name.startswith("."): hidden.append((base + name, "hidden (its name starts with '.'): not read")); continue
+            elif why := bad_name(name) or _outside(e, real, base + name): events.append(("problem", base + name, why)); continue
+            elif e.is_dir(): events.append(("problem", base + name, "nested folder (classes are one level deep)")); n += 1; continue
+            elif (ext := _ext(name)).lower() not in IMAGE_EXTS:
+                events.append(("problem", base + name, f"not an image file (extension {ext or 'none'})")); n += 1; continue
+            else:
+                try: st = e.stat(); ident = file_ident(st) if stat.S_ISREG(st.st_mode) else None
+                except OSError: ident = None
+            events.append(("file", cls, len(paths))); paths.append(base + name); idents.append(ident); n += 1
+        return n
+    finally:
+        if fd is not None: os.close(fd)
 
 # %% ../../nbs/10_build.data.ipynb #c008c
-def _drop_duplicates(events, read: dict, dup: set, kept: dict, problems: list):
+def _drop_duplicates(events, paths: list, sha: list, reasons: list, dup: set, kept: dict, problems: list):
     "Drop from `kept` every copy of a file (its sha256 in `dup`) found under several classes, each a problem."
-    where = {}                                 # digest -> [(class, path)], in reading order
+    where = {}                                 # digest -> [(class, file)], in reading order
     for kind, a, b in events if dup else ():
-        if kind == "file" and not read[b][1] and read[b][0] in dup: where.setdefault(read[b][0], []).append((a, b))
+        if kind == "file" and not reasons[b] and sha[b] in dup: where.setdefault(sha[b], []).append((a, b))
     for dig, found in where.items():
         classes = sorted({c for c, _ in found})
-        for c, f in found:
-            problems.append((str(f), f"same file (sha256 {dig[:12]}) under several classes: {', '.join(classes)}"))
-            kept[c] = [g for g in kept[c] if g != f]
+        for c, i in found:
+            problems.append((str(paths[i]), f"same file (sha256 {dig[:12]}) under several classes: {', '.join(classes)}"))
+            kept[c] = [g for g in kept[c] if g != i]
 
 # %% ../../nbs/10_build.data.ipynb #c008c-1
-def _validate(root: Path, events, read: dict, min_per_class: int, skip_bad: bool) -> tuple:
-    "The files to keep, `{class: [path]}` (a class with too few usable images dropped), and every problem in reading "
-    "order, from `_scan`'s `events` and `read[path] = (sha256, reason)`; raises `DataValidationError` unless `skip_bad`."
-    problems, kept, first, dup = [], {}, {}, set()   # kept: class -> [path]; first: digest -> the class it was first seen in
+def _validate(root: Path, events, paths: list, sha: list, reasons: list, min_per_class: int, skip_bad: bool) -> tuple:
+    "The files to keep, `{class: [file number]}` (a class with too few usable images dropped), and every problem in "
+    "reading order, from `_scan`'s `events` and each file's `sha[i]` and `reasons[i]` (None: usable); raises "
+    "`DataValidationError` unless `skip_bad`."
+    problems, kept, first, dup = [], {}, {}, set()   # kept: class -> [file]; first: digest -> the class it was first seen in
     for kind, a, b in events:
         if kind == "file":
-            dig, why = read[b]
-            if why: problems.append((str(b), why))
+            if why := reasons[b]: problems.append((str(paths[b]), why))
             else:
                 kept[a].append(b)
-                if first.setdefault(dig, a) != a: dup.add(dig)
+                if first.setdefault(sha[b], a) != a: dup.add(sha[b])
         elif kind == "class": kept[a] = []
         else: problems.append((a, b))
-    _drop_duplicates(events, read, dup, kept, problems)
+    if dup: _drop_duplicates(events, paths, sha, reasons, dup, kept, problems)
     for c in list(kept):
         if len(kept[c]) < min_per_class:
             problems.append((f"{root}/{c}", f"class has {len(kept[c])} usable image(s), fewer than min_per_class={min_per_class}"))
@@ -209,12 +231,12 @@ def read_imagefolder(root, image_size: int = 32, mode: str = "L", min_per_class:
                      max_pixels: int = MAX_PIXELS):
     "Read `<root>/<class>/*.png|jpg|jpeg` into memory; returns `(x, y, classes, skipped)` or raises `DataValidationError`. "
     "Hidden (dot) entries are never read and are listed in `skipped`. (`ingest` streams the same into shards.)"
-    root, events, hidden, _ = _scan(root, mode)
-    got = {f: _read_file(f, image_size, mode, max_pixels) for kind, _, f in events if kind == "file"}
-    kept, problems = _validate(root, events, {f: (d, why) for f, (_, d, why) in got.items()}, min_per_class, skip_bad)
+    root, events, hidden, paths, _ = _scan(root, mode)
+    got = [_read_file(f, image_size, mode, max_pixels) for f in paths]
+    kept, problems = _validate(root, events, paths, [g[1] for g in got], [g[2] for g in got], min_per_class, skip_bad)
     classes = sorted(kept)
-    x = np.stack([got[f][0] for c in classes for f in kept[c]])
-    y = np.array([i for i, c in enumerate(classes) for _ in kept[c]], np.int64)
+    x = np.stack([got[i][0] for c in classes for i in kept[c]])
+    y = np.array([k for k, c in enumerate(classes) for _ in kept[c]], np.int64)
     return x, y, classes, problems + hidden
 
 # %% ../../nbs/10_build.data.ipynb #c010
@@ -275,74 +297,57 @@ def _decoded(paths: list, size: int, mode: str, max_pixels: int, workers: int, c
             yield from done
 
 # %% ../../nbs/10_build.data.ipynb #c011b-1
-def _rel(f: str, root: Path) -> str:
-    "`f` relative to `root` (which it is under: the scan made it from `root`), as text; pathlib's relative_to took a third of a re-ingest."
-    return str(f)[len(str(root)) + 1:].replace(os.sep, "/")
+def _rels(paths: list, root) -> list:
+    "Each path relative to `root` (which they are under: the scan made them from `root`), as text with '/'."
+    cut = len(str(root)) + 1
+    return [p[cut:] for p in paths] if os.sep == "/" or is_url(str(root)) else [p[cut:].replace(os.sep, "/") for p in paths]
 
 # %% ../../nbs/10_build.data.ipynb #c011b-2
-def _groups(files: list, root: Path, cap: int) -> list:
-    "Cut `[(class, path)]` into shard groups of at most `cap` files: a new class starts one; a file whose relative path "
-    "hashes onto a boundary (one in cap/2) ends one. Names alone decide, so one changed file moves no other group."
-    groups, cur, every = [], [], max(1, cap // 2)
-    for c, f in files:
-        if cur and (cur[-1][0] != c or len(cur) >= cap): groups.append(cur); cur = []
-        cur.append((c, f))
-        if zlib.crc32(_rel(f, root).encode()) % every == 0: groups.append(cur); cur = []
-    return groups + [cur] * bool(cur)
-
-# %% ../../nbs/10_build.data.ipynb #c011c
-def _key(f: str) -> str:
-    "A file's key in the shard cache: its absolute path, or its URL (an object on object storage)."
-    return f if is_url(f) else os.path.abspath(f)
-
-# %% ../../nbs/10_build.data.ipynb #c011c-1
-def _known(cache: ShardCache, f: str, ident, key: str) -> tuple:
-    "`(ident, cached)` of a file whose `file_ident` the scan took: what the cache knows of it (under `key`, its absolute "
-    "path) while it is unchanged (None: read it; so is a file that is not a regular one, `ident` None)."
-    return (None, None) if ident is None else (ident, cache.lookup(key, ident))
+def _groups(classes: list, rels: list, cap: int) -> list:
+    "Cut the files (their class and relative path, in reading order) into shard groups `[(start, end)]` of at most `cap` "
+    "files: a new class starts one; a file whose relative path hashes onto a boundary (one in cap/2) ends one. Names "
+    "alone decide, so one changed file moves no other group."
+    groups, start, every = [], 0, max(1, cap // 2)
+    for i, (c, r) in enumerate(zip(classes, rels)):
+        if i > start and (classes[i - 1] != c or i - start >= cap): groups.append((start, i)); start = i
+        if zlib.crc32(r.encode()) % every == 0: groups.append((start, i + 1)); start = i + 1
+    return groups + [(start, len(rels))] * (start < len(rels))
 
 # %% ../../nbs/10_build.data.ipynb #c011c-2
-def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, known: dict, decoded, stats: dict) -> tuple:
+def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, rels: list, hits: list, decoded, stats: dict) -> tuple:
     "Place every usable image: a group read whole (a first ingest, a new class) becomes one shard, or reuses the stored "
-    "shard of the same images; in a re-ingest, unchanged files stay in the shards they are in and only what is new or "
-    "changed is written, to new shards after the others (so a 1% change writes about 1% of the pixels). Returns "
-    "`(read, at)`: `read[path] = (sha256, reason)`, `at[path] = (shard number, row)`; the cache learns every file read."
-    read, at, placed, fresh = {}, {}, {}, []
+    "shard of the same images; in a re-ingest, unchanged files (`hits[i]`, what the cache knows) stay in the shards they "
+    "are in and only what is new or changed is written, to new shards after the others (so a 1% change writes about 1% "
+    "of the pixels). Returns `(sha, reasons, shard, row)`, lists per file: its sha256, why it is unusable (None: usable), "
+    "and the shard number and row of its pixels (-1: none)."
+    n = len(hits)
+    sha, why, at, placed = [h and h[0] for h in hits], [h and h[3] for h in hits], [None] * n, {}
     delta = ShardWriter(w.store, w.item_shape, w.capacity * int(np.prod(w.item_shape)) / 2**20, w.name)
-    for group in groups:
+    stays = [h is not None and h[3] is None for h in hits]          # usable and where it was: its group is not read whole
+    for s, e in groups:
         imgs = {}
-        for _, f in group:
-            if hit := known[f][1]: read[f] = (hit[0], hit[3]); continue
-            a, dig, why = next(decoded)
-            read[f], imgs[f] = (dig, why), a
-            fresh.append(f)
-        good = [f for _, f in group if read[f][1] is None]
-        if good and all(f in imgs for f in good): _whole_group(w, cache, good, imgs, read, at, stats); continue
-        for f in good:
-            old = known[f][1] if f not in imgs else cache.previous(_key(f), read[f][0])   # only its time changed?
-            at[f] = (_refer(w, placed, old[1], stats), old[2]) if old and old[1] else ("delta", *delta.add(imgs[f]))
+        for i in range(s, e):
+            if hits[i] is None:
+                a, sha[i], why[i] = next(decoded)
+                if why[i] is None: imgs[i] = a
+        if imgs and not any(stays[s:e]): _whole_group(w, cache, imgs, sha, at, stats); continue
+        for i, a in imgs.items():
+            old = cache.previous(rels[i], sha[i])                     # only its time changed?
+            at[i] = (_refer(w, placed, old[1], stats), old[2]) if old and old[1] else ("delta", *delta.add(a))
+    for d in {h[1] for h in hits if h is not None and h[1]}: _refer(w, placed, d, stats)
     delta.close()
-    first, w.shards = len(w.shards), w.shards + delta.shards
-    stats["shards_written"] += len(delta.shards)
-    at.update({f: (first + a[1], a[2]) for f, a in at.items() if a[0] == "delta"})
-    order = sorted({s["digest"]: s for s in w.shards}.values(), key=lambda s: s["digest"])   # one layout for one content,
-    no = {s["digest"]: i for i, s in enumerate(order)}                                        # whatever history made it
-    at = {f: (no[w.shards[a[0]]["digest"]], a[1]) for f, a in at.items()}
-    w.shards[:] = order
-    cache.remember([(_key(f), known[f][0], read[f][0], *((w.shards[at[f][0]]["digest"], at[f][1]) if f in at else (None, None)),
-                     read[f][1]) for f in fresh if known[f][0] is not None and read[f][0] is not None])
-    return read, at
+    return (sha, why, *_placed(w, delta, at, hits, placed, stats))
 
 # %% ../../nbs/10_build.data.ipynb #c011c-3
-def _whole_group(w: ShardWriter, cache: ShardCache, good: list, imgs: dict, read: dict, at: dict, stats: dict):
-    "A group read whole: one shard of its images, or the stored shard of the same images (`cache.shard`)."
-    key = cache.key([read[f][0] for f in good])
-    if (prev := cache.shard(key)) and prev[1] == len(good): no = w.reuse(*prev); stats["shards_reused"] += 1
+def _whole_group(w: ShardWriter, cache: ShardCache, imgs: dict, sha: list, at: list, stats: dict):
+    "A group read whole, `imgs` its usable images by file: one shard of them, or the stored shard of the same images (`cache.shard`)."
+    key = cache.key([sha[i] for i in imgs])
+    if (prev := cache.shard(key)) and prev[1] == len(imgs): no = w.reuse(*prev); stats["shards_reused"] += 1
     else:
-        for f in good: w.add(imgs[f])
+        for a in imgs.values(): w.add(a)
         w.close(); no = len(w.shards) - 1; stats["shards_written"] += 1
-        cache.remember_shard(key, w.shards[no]["digest"], len(good))
-    for r, f in enumerate(good): at[f] = (no, r)
+        cache.remember_shard(key, w.shards[no]["digest"], len(imgs))
+    for r, i in enumerate(imgs): at[i] = (no, r)
 
 # %% ../../nbs/10_build.data.ipynb #c011c-4
 def _refer(w: ShardWriter, placed: dict, digest: str, stats: dict) -> int:
@@ -351,26 +356,46 @@ def _refer(w: ShardWriter, placed: dict, digest: str, stats: dict) -> int:
         placed[digest] = w.reuse(digest, read_header(w.store.path(digest, verify=False))[0]); stats["shards_reused"] += 1
     return placed[digest]
 
+# %% ../../nbs/10_build.data.ipynb #c011c-5
+def _placed(w: ShardWriter, delta: ShardWriter, at: list, hits: list, placed: dict, stats: dict) -> tuple:
+    "`(shard, row)` lists per file once the new shards of `delta` join `w`'s and the shards are put in digest order (one "
+    "layout for one content, whatever history made it): files placed now (`at`), unchanged ones where the cache has them."
+    first, w.shards = len(w.shards), w.shards + delta.shards
+    stats["shards_written"] += len(delta.shards)
+    order = sorted({s["digest"]: s for s in w.shards}.values(), key=lambda s: s["digest"])
+    no = {s["digest"]: k for k, s in enumerate(order)}
+    new = [no[s["digest"]] for s in w.shards]                       # a shard's number now, by its number before
+    by = {d: new[k] for d, k in placed.items()}
+    w.shards[:] = order
+    shard, row = [-1] * len(at), [-1] * len(at)
+    for i, (a, h) in enumerate(zip(at, hits)):
+        if a is not None: shard[i], row[i] = (new[first + a[1]], a[2]) if a[0] == "delta" else (new[a[0]], a[1])
+        elif h is not None and h[1]: shard[i], row[i] = by[h[1]], h[2]
+    return shard, row
+
 # %% ../../nbs/10_build.data.ipynb #c011d
 def _folder_rows(root, w: ShardWriter, image_size: int, mode: str, min_per_class: int, skip_bad: bool, max_pixels: int,
                  workers: int, stats: dict) -> tuple:
     "Stream an image folder into shards through `w`, decoding only what the cache does not know: `(rows, classes, skipped)`, "
     "`rows` per kept image `(shard number, row, label, relative path, sha256)`."
     remote = is_url(root)                                    # imagefolder:s3://bucket/prefix: listed and fetched (mlops_nb.build.lake)
-    root, events, hidden, idents = (lake.scan_folder if remote else _scan)(root, mode)
-    files = [(c, f) for kind, c, f in events if kind == "file"]
-    cache = ShardCache(w.store, {"image_size": image_size, "mode": mode, "max_pixels": max_pixels})
-    cut, absroot = len(str(root)), str(root) if remote else os.path.abspath(root)   # the cache's keys: absolute paths, URLs
+    root, events, hidden, paths, idents = (lake.scan_folder if remote else _scan)(root, mode)
+    rels, classes = _rels(paths, root), [None] * len(paths)
+    for kind, c, i in events:
+        if kind == "file": classes[i] = c
+    cache = ShardCache(w.store, {"image_size": image_size, "mode": mode, "max_pixels": max_pixels},
+                       str(root) if remote else os.path.abspath(root))
     try:
-        known = {f: _known(cache, f, idents[f], absroot + f[cut:]) for _, f in files}
-        todo = [f for _, f in files if known[f][1] is None]
-        stats.update(files=len(files), decoded=len(todo))
+        hits = cache.lookup(rels, idents)
+        todo = [f for f, h in zip(paths, hits) if h is None]
+        stats.update(files=len(paths), decoded=len(todo))
         decoded = (lake.fetched if remote else _decoded)(todo, image_size, mode, max_pixels, workers)
-        read, at = _write_groups(w, cache, _groups(files, root, w.capacity), known, decoded, stats)
+        sha, why, shard, row = _write_groups(w, cache, _groups(classes, rels, w.capacity), rels, hits, decoded, stats)
+        cache.remember(rels, idents, sha, why, shard, row, [s["digest"] for s in w.shards])
     finally: cache.close()
-    kept, problems = _validate(root, events, read, min_per_class, skip_bad)
-    classes = sorted(kept)
-    return [(*at[f], k, _rel(f, root), read[f][0]) for k, c in enumerate(classes) for f in kept[c]], classes, problems + hidden
+    kept, problems = _validate(root, events, paths, sha, why, min_per_class, skip_bad)
+    names = sorted(kept)
+    return [(shard[i], row[i], k, rels[i], sha[i]) for k, c in enumerate(names) for i in kept[c]], names, problems + hidden
 
 # %% ../../nbs/10_build.data.ipynb #c011d-1
 def _digits_rows(w: ShardWriter, image_size: int, mode: str) -> tuple:

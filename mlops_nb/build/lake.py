@@ -14,8 +14,8 @@ __all__ = ['scan_folder', 'fetched', 'fingerprint', 'parquet_rows']
 # %% ../../nbs/10b_build.lake.ipynb #c003
 def scan_folder(url, mode: str) -> tuple:
     "`mlops_nb.build.data`'s scan of an image folder on object storage (`s3://bucket/prefix/<class>/<image>`): one listing of "
-    "every object under the prefix, no object read. `(root URL, events, hidden, idents)` as the local scan gives them, "
-    "paths as URLs, `idents[url]` the object's `mlops_nb.core.remote.ident` (size and ETag): what the shard cache compares."
+    "every object under the prefix, no object read. `(root URL, events, hidden, paths, idents)` as the local scan gives "
+    "them, paths as URLs, `idents[i]` the object's `mlops_nb.core.remote.ident` (size and ETag) as text: what the shard cache compares."
     if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
     fs, root = url_fs(url)
     fs.invalidate_cache()
@@ -23,7 +23,7 @@ def scan_folder(url, mode: str) -> tuple:
     except FileNotFoundError: found = {}
     base = fs.unstrip_protocol(root)
     if not found: raise DataValidationError([(safe_url(base), "no such folder, or nothing in it")], f"imagefolder:{safe_url(base)}")
-    events, hidden, idents, classes, nested = [], [], {}, {}, set()
+    events, hidden, paths, idents, classes, nested = [], [], [], [], {}, set()
     for path, info in sorted(found.items()):
         parts, full = path[len(root) + 1:].split("/"), fs.unstrip_protocol(path)
         if any(p.startswith(".") for p in parts): hidden.append((full, "hidden (its name starts with '.'): not read"))
@@ -34,10 +34,11 @@ def scan_folder(url, mode: str) -> tuple:
                 nested.add(sub); events.append(("problem", sub, "nested folder (classes are one level deep)"))
         elif (ext := _ext(parts[1])).lower() not in IMAGE_EXTS:
             events.append(("problem", full, f"not an image file (extension {ext or 'none'})"))
-        else: classes.setdefault(parts[0], []).append(full); idents[full] = ident(info)
+        else: classes.setdefault(parts[0], []).append((full, " ".join(map(str, ident(info)))))
     for c in sorted(classes):
-        events.append(("class", c, None)); events += [("file", c, f) for f in classes[c]]
-    return base, events, hidden, idents
+        events.append(("class", c, None))
+        for f, t in classes[c]: events.append(("file", c, len(paths))); paths.append(f); idents.append(t)
+    return base, events, hidden, paths, idents
 
 # %% ../../nbs/10b_build.lake.ipynb #c004
 def fetched(urls: list, size: int, mode: str, max_pixels: int, workers: int, batch: int = 64):

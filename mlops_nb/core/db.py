@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from .config import disk_full
 
 # %% auto #0
 __all__ = ['DbError', 'connect', 'cause', 'transaction', 'create']
@@ -41,6 +40,7 @@ def connect(path, timeout: float = 60.0) -> sqlite3.Connection:
 # %% ../../nbs/01a_core.db.ipynb #c004-3
 def cause(e: BaseException, path) -> str:
     "What went wrong with `path`: the error's own words, and a full disk named as such (SQLite says only 'disk I/O error')."
+    from mlops_nb.core.config import disk_full     # here, not at the top: config (pydantic) is a fifth of a second to import
     why = getattr(e, "strerror", None) or str(e)
     if "No space left" not in why and disk_full(Path(path).parent): why += "; No space left on device (its disk is full)"
     return why

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/03a_core.shards.ipynb #c002
 from __future__ import annotations
-import collections, hashlib, os, tempfile, threading
+import collections, hashlib, os, tempfile, threading, zipfile
 from pathlib import Path
 import numpy as np
 
@@ -200,45 +200,58 @@ class ShardWriter:
         return len(self.shards) - 1
 
 # %% ../../nbs/03a_core.shards.ipynb #c016
-_SCHEMA = """CREATE TABLE IF NOT EXISTS files (path TEXT NOT NULL, params TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, inode INTEGER,
-  sha256 TEXT, shard TEXT, row INTEGER, reason TEXT, PRIMARY KEY (path, params));
-CREATE TABLE IF NOT EXISTS shards (key TEXT PRIMARY KEY, digest TEXT NOT NULL, rows INTEGER NOT NULL)"""
+_SCHEMA = """CREATE TABLE IF NOT EXISTS shards (key TEXT PRIMARY KEY, digest TEXT NOT NULL, rows INTEGER NOT NULL);
+DROP TABLE IF EXISTS files"""     # a row a file, before a folder's files became one snapshot: gone, read again once
+_COLUMNS = ("key", "ident", "sha", "reason", "shards")    # a snapshot's text columns; `shard` and `row` are int arrays
 
 class ShardCache:
-    "Where a file's decoded pixels already are, and which shard a group of files made (SQLite under the store's root)."
-    def __init__(self, store, params: dict):   # params: what decoding depends on (image size, mode, pixel limit)
+    "Where each file of one folder had its pixels put when last read with these decode parameters (a snapshot of the folder "
+    "under `<store>/ingest-cache/`, loaded and written whole: a folder of 100,000 files is a few arrays, not a query a file), "
+    "and which shard a group of files made (SQLite, `<store>/ingest-cache.db`)."
+    def __init__(self, store, params: dict, root: str = ""):   # params: what decoding depends on; root: the folder (path or URL)
         from mlops_nb.core.db import connect, create
         self.store, self.params = store, _canon(params)
         self.db = connect(Path(store.root)/"ingest-cache.db")
         create(self.db, _SCHEMA)
-        self._files, self._have = None, {}
+        self.snapshot = Path(store.root)/"ingest-cache"/(hashlib.sha256(f"{self.params}\0{root}".encode()).hexdigest()[:32] + ".npz")
+        self._files = None
 
-    def _row(self, path: str):
-        if self._files is None:                   # one query for every file read with these parameters, not one a file
-            cur = self.db.cursor(); cur.row_factory = None          # plain tuples: a third of the time of sqlite3.Row
-            self._files = {p: ((size, mtime, ino), sha, shard, row, why) for p, size, mtime, ino, sha, shard, row, why in cur.execute(
-                "SELECT path, size, mtime_ns, inode, sha256, shard, row, reason FROM files WHERE params=?", (self.params,))}
-        r = self._files.get(path)
-        if r is None or not r[2]: return r
-        if (have := self._have.get(r[2])) is None: have = self._have[r[2]] = self.store.has(r[2])
-        return r if have else None                # a shard gone from the store: read again
+    def _load(self) -> dict:
+        "The snapshot, with `entries[i]`: `(sha256, shard digest or None, row, reason)` of file `i`, None where its shard is gone from the store."
+        if self._files is None:
+            f = self._files = _read_snapshot(self.snapshot)
+            digests = [d if d and self.store.has(d) else None for d in f["shards"]] + [""]      # shard -1: none, "" for the file's None
+            f["entries"] = [None if d is None else (s or None, d or None, r, why or None)
+                            for s, d, r, why in zip(f["sha"], map(digests.__getitem__, f["shard"].tolist()), f["row"].tolist(), f["reason"])]
+        return self._files
 
-    def lookup(self, path: str, ident: tuple):
-        "`(sha256, shard digest or None, row, reason)` of `path` as last read, if its `ident` (`file_ident`) is unchanged."
-        r = self._row(path)
-        return None if r is None or r[0] != ident else r[1:]
+    def lookup(self, keys: list, idents: list) -> list:
+        "Per file (`keys[i]` its path under the folder, `idents[i]` its `file_ident` as text, None when not a regular file): "
+        "`(sha256, shard digest or None, row, reason)` as last read while its ident is unchanged, else None (read it)."
+        f = self._load()
+        at, known, entries = f["index"], f["ident"], f["entries"]
+        pos = [at.get(k, -1) for k in keys]
+        return [entries[p] if p >= 0 and t is not None and known[p] == t else None for p, t in zip(pos, idents)]
 
-    def previous(self, path: str, sha256: str):
+    def previous(self, key: str, sha256: str):
         "Like `lookup`, for a file read again whose content (`sha256`) is what it was: its time or inode changed, its pixels did not."
-        r = self._row(path)
-        return None if r is None or r[1] != sha256 else r[1:]
+        f = self._load()
+        i = f["index"].get(key, -1)
+        return f["entries"][i] if i >= 0 and f["sha"][i] == sha256 else None
 
-    def remember(self, rows):
-        "Record `(path, ident, sha256, shard, row, reason)` for many files at once."
-        from mlops_nb.core.db import transaction
-        with transaction(self.db) as c:
-            c.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          [(p, self.params, *ident, sha, shard, row, why) for p, ident, sha, shard, row, why in rows])
+    def remember(self, keys: list, idents: list, sha: list, reasons: list, shard, row, shards: list):
+        "Write the folder's snapshot: per file its key, ident text, sha256, reason, shard number in `shards` (digests; -1: "
+        "none) and row (a file with no ident or no sha256 is left out: it is read again). Written whole, then renamed into place."
+        keep = None if None not in idents and None not in sha else [i for i, (t, s) in enumerate(zip(idents, sha)) if t is not None and s is not None]
+        pick = (lambda v: v) if keep is None else (lambda v: [v[i] for i in keep])    # nearly always every file: no copies
+        cols = {"key": pick(keys), "ident": pick(idents), "sha": pick(sha), "shards": list(shards),
+                "reason": [r.replace("\0", " ") if r else "" for r in pick(reasons)]}
+        arrays = {k: np.frombuffer("\0".join(v).encode("utf-8", "surrogateescape"), np.uint8) for k, v in cols.items()}
+        arrays.update(shard=np.asarray(pick(list(shard)), np.int32), row=np.asarray(pick(list(row)), np.int64))
+        self.snapshot.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.snapshot.with_name(f".{self.snapshot.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as out: np.savez(out, **arrays)
+        os.replace(tmp, self.snapshot); self._files = None
 
     def key(self, shas) -> str:
         "The key of a shard holding the images of files with these sha256s, in order, decoded with this cache's parameters."
@@ -255,10 +268,25 @@ class ShardCache:
 
     def close(self): self.db.close()
 
+# %% ../../nbs/03a_core.shards.ipynb #c016-0
+def _read_snapshot(path: Path) -> dict:
+    "A folder's snapshot as lists and arrays, `index` its keys' positions (empty when there is none, or it cannot be read)."
+    empty = {**{k: [] for k in _COLUMNS}, "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int64), "index": {}}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            f = {k: bytes(z[k]).decode("utf-8", "surrogateescape").split("\0") for k in _COLUMNS}
+            f.update(shard=z["shard"], row=z["row"])
+    except FileNotFoundError: return empty
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile): return empty        # damaged: a cache, read the files again
+    n = len(f["row"])
+    if n == 0 or any(len(f[k]) != n for k in _COLUMNS[:4]): return empty
+    f["index"] = dict(zip(f["key"], range(n)))
+    return f
+
 # %% ../../nbs/03a_core.shards.ipynb #c016-1
-def file_ident(st: os.stat_result) -> tuple:
-    "`(size, mtime_ns, inode)`: what says a file is unchanged (three ints, not the whole stat result: a folder has many files)."
-    return st.st_size, st.st_mtime_ns, st.st_ino
+def file_ident(st: os.stat_result) -> str:
+    "`'size mtime_ns inode'`: what says a file is unchanged (as make and DVC judge it), as the text the cache compares."
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
 
 # %% ../../nbs/03a_core.shards.ipynb #c016-2
 def _canon(params: dict) -> str:

@@ -9,11 +9,23 @@ from mlops_nb.core.config import find_settings, scratch_settings
 from mlops_nb.deploy.apptest import serving
 
 
+def _sweep():
+    "Remove the scratch folders of tutorials whose process is gone (a pool worker leaves without running exit handlers)."
+    for d in Path(tempfile.gettempdir()).glob("mlops-nb-tutorial-*-*"):
+        try: pid = int(d.name.split("-")[3])
+        except (IndexError, ValueError): continue
+        try: os.kill(pid, 0)
+        except ProcessLookupError: shutil.rmtree(d, ignore_errors=True)
+        except PermissionError: pass                     # another user's process: alive
+
+
 class Workbook:
-    "A scratch workbook in a new temporary folder (removed when the workbook is collected or the kernel exits); calling it "
+    "A scratch workbook in a new temporary folder (removed when the workbook is collected or the kernel exits, else by the "
+    "next workbook once its process is gone); calling it "
     "runs `mlops-nb ARGS` there, shows the output, checks the exit status."
     def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="mlops-nb-tutorial-"))
+        _sweep()
+        self.root = Path(tempfile.mkdtemp(prefix=f"mlops-nb-tutorial-{os.getpid()}-"))
         self.close = weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)   # call it to remove the folder now
         self.settings = scratch_settings(self.root, find_settings())
         self.env = {**os.environ, "MLOPS_NB_SETTINGS": str(self.settings), "WANDB_MODE": "disabled"}
