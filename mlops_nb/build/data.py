@@ -420,6 +420,22 @@ class IngestResult:
 
 PRODUCTION = "+predictions:"      # `SOURCE+predictions:NAME`: SOURCE plus model NAME's labelled production predictions
 
+# %% ../../nbs/10_build.data.ipynb #c012-2
+def _production_rows(read, idx: dict, shape, name: str, w: ShardWriter) -> tuple:
+    "The labelled rows with a kept raw input of `read`'s chunks, into shards: (rows, ids, first, last, labelled rows without input)."
+    rows, ids, first, last, missing = [], [], np.inf, -np.inf, 0
+    for c in read:
+        keep = np.array([t is not None and str(t) in idx for t in c["true_label"]], bool)
+        missing += int((keep & ~c["has_x"]).sum()); keep &= c["has_x"]
+        if not keep.any(): continue
+        if tuple(c["x"].shape[1:]) != tuple(shape):
+            raise ValueError(f"source predictions:{name}: logged inputs have shape {list(c['x'].shape[1:])}, the data {list(shape)}")
+        for im, t, r, k in zip(c["x"][keep], c["true_label"][keep], c["request_id"][keep], c["row"][keep]):
+            rows.append((*w.add(im), idx[str(t)], f"predictions/{r}/{k}", hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()))
+            ids.append(f"{r}/{k}")
+        first, last = min(first, float(c["ts"][keep].min())), max(last, float(c["ts"][keep].max()))
+    return rows, ids, first, last, missing
+
 # %% ../../nbs/10_build.data.ipynb #c012-1
 def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None, archive_cache=None) -> tuple:
     "Stream the labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback "
@@ -445,22 +461,6 @@ def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None
         f"whose raw input was kept ({missing} labelled rows have none: see [serve] log_inputs)" if missing else "(send feedback first)"))
     return rows, {"model": name, "rows": len(ids), "first": first, "last": last, "without_input": missing,
                   "ids_digest": "sha256:" + hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids}
-
-# %% ../../nbs/10_build.data.ipynb #c012-2
-def _production_rows(read, idx: dict, shape, name: str, w: ShardWriter) -> tuple:
-    "The labelled rows with a kept raw input of `read`'s chunks, into shards: (rows, ids, first, last, labelled rows without input)."
-    rows, ids, first, last, missing = [], [], np.inf, -np.inf, 0
-    for c in read:
-        keep = np.array([t is not None and str(t) in idx for t in c["true_label"]], bool)
-        missing += int((keep & ~c["has_x"]).sum()); keep &= c["has_x"]
-        if not keep.any(): continue
-        if tuple(c["x"].shape[1:]) != tuple(shape):
-            raise ValueError(f"source predictions:{name}: logged inputs have shape {list(c['x'].shape[1:])}, the data {list(shape)}")
-        for im, t, r, k in zip(c["x"][keep], c["true_label"][keep], c["request_id"][keep], c["row"][keep]):
-            rows.append((*w.add(im), idx[str(t)], f"predictions/{r}/{k}", hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()))
-            ids.append(f"{r}/{k}")
-        first, last = min(first, float(c["ts"][keep].min())), max(last, float(c["ts"][keep].max()))
-    return rows, ids, first, last, missing
 
 # %% ../../nbs/10_build.data.ipynb #c012b
 def _dataset(w: ShardWriter, rows: list, classes: list, split) -> Dataset:

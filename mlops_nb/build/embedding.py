@@ -25,6 +25,12 @@ def last_linear(net: nn.Module) -> tuple:
     if found is None: raise ValueError(f"{type(net).__name__} has no linear layer: no penultimate representation to monitor")
     return found
 
+# %% ../../nbs/14b_build.embedding.ipynb #c004-2
+def _in_shape(net) -> tuple:
+    "The input shape (C, H, W) a `Classifier` expects: its first convolution's channels, at 32 px."
+    conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    return (conv.in_channels, 32, 32)
+
 # %% ../../nbs/14b_build.embedding.ipynb #c004-1
 class Embedded(nn.Module):
     "`net` with a second output: the input of its last linear layer (its penultimate representation), less `mean`, "
@@ -47,12 +53,6 @@ class Embedded(nn.Module):
     def forward(self, x):
         e = self.trunk(x)
         return self.last(e), (e - self.mean) @ self.basis
-
-# %% ../../nbs/14b_build.embedding.ipynb #c004-2
-def _in_shape(net) -> tuple:
-    "The input shape (C, H, W) a `Classifier` expects: its first convolution's channels, at 32 px."
-    conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
-    return (conv.in_channels, 32, 32)
 
 # %% ../../nbs/14b_build.embedding.ipynb #c006
 @torch.no_grad()

@@ -70,6 +70,32 @@ def fingerprint(url, h) -> None:
     except FileNotFoundError: found = {}
     for path, info in sorted(found.items()): h.update(f"{path[len(root):]}\0{ident(info)}\n".encode())
 
+# %% ../../nbs/10b_build.lake.ipynb #c005-1
+def _label_ok(y, i: int, problems: list) -> bool:
+    "Whether row `i`'s label `y` can name a class (else its problem is listed)."
+    why = "no label" if y is None or str(y) == "" else bad_name(str(y))
+    if why: problems.append((f"row {i}", f"label {why}" if y is not None and str(y) else why))
+    return not why
+
+# %% ../../nbs/10b_build.lake.ipynb #c005-2
+def _kept(rows: list, problems: list, min_per_class: int, skip_bad: bool, src: str) -> tuple:
+    "The rows of the classes kept, labels as class numbers: an image under two classes dropped, small classes dropped."
+    where = {}
+    for r in rows: where.setdefault(r[4], set()).add(r[2])
+    twice = {d for d, cs in where.items() if len(cs) > 1}
+    problems += [(f"row {r[3]}", f"same image (sha256 {r[4][:12]}) under several classes: {', '.join(sorted(where[r[4]]))}")
+                 for r in rows if r[4] in twice]
+    counts = {}
+    for r in rows:
+        if r[4] not in twice: counts[r[2]] = counts.get(r[2], 0) + 1
+    small = {c for c, k in counts.items() if k < min_per_class}
+    problems += [(f"class {c}", f"class has {counts[c]} usable image(s), fewer than min_per_class={min_per_class}") for c in sorted(small)]
+    if problems and not skip_bad: raise DataValidationError(problems, src)
+    classes = sorted(set(counts) - small)
+    if len(classes) < 2: raise DataValidationError(problems + [(src, f"{len(classes)} usable class(es); need at least 2")], src)
+    idx = {c: k for k, c in enumerate(classes)}
+    return [(r[0], r[1], idx[r[2]], r[3], r[4]) for r in rows if r[2] in idx and r[4] not in twice], classes, problems
+
 # %% ../../nbs/10b_build.lake.ipynb #c005
 def parquet_rows(url, w, size: int, mode: str, image_column: str = "image", label_column: str = "label",
                  min_per_class: int = 5, skip_bad: bool = False, max_pixels: int = 40_000_000, workers: int = 4,
@@ -110,29 +136,3 @@ def parquet_rows(url, w, size: int, mode: str, image_column: str = "image", labe
     if stats is not None: stats.update(files=n, decoded=n)
     problems.sort(key=lambda p: int(p[0][4:]))                  # in the table's order
     return _kept(rows, problems, min_per_class, skip_bad, src)
-
-# %% ../../nbs/10b_build.lake.ipynb #c005-1
-def _label_ok(y, i: int, problems: list) -> bool:
-    "Whether row `i`'s label `y` can name a class (else its problem is listed)."
-    why = "no label" if y is None or str(y) == "" else bad_name(str(y))
-    if why: problems.append((f"row {i}", f"label {why}" if y is not None and str(y) else why))
-    return not why
-
-# %% ../../nbs/10b_build.lake.ipynb #c005-2
-def _kept(rows: list, problems: list, min_per_class: int, skip_bad: bool, src: str) -> tuple:
-    "The rows of the classes kept, labels as class numbers: an image under two classes dropped, small classes dropped."
-    where = {}
-    for r in rows: where.setdefault(r[4], set()).add(r[2])
-    twice = {d for d, cs in where.items() if len(cs) > 1}
-    problems += [(f"row {r[3]}", f"same image (sha256 {r[4][:12]}) under several classes: {', '.join(sorted(where[r[4]]))}")
-                 for r in rows if r[4] in twice]
-    counts = {}
-    for r in rows:
-        if r[4] not in twice: counts[r[2]] = counts.get(r[2], 0) + 1
-    small = {c for c, k in counts.items() if k < min_per_class}
-    problems += [(f"class {c}", f"class has {counts[c]} usable image(s), fewer than min_per_class={min_per_class}") for c in sorted(small)]
-    if problems and not skip_bad: raise DataValidationError(problems, src)
-    classes = sorted(set(counts) - small)
-    if len(classes) < 2: raise DataValidationError(problems + [(src, f"{len(classes)} usable class(es); need at least 2")], src)
-    idx = {c: k for k, c in enumerate(classes)}
-    return [(r[0], r[1], idx[r[2]], r[3], r[4]) for r in rows if r[2] in idx and r[4] not in twice], classes, problems

@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 
 # %% auto #0
 __all__ = ['ACCELERATORS', 'PRECISIONS', 'SPACE_KEYS', 'Recipe', 'LitClassifier', 'ImageRows', 'augmentation', 'ImageDataModule',
-           'History', 'device_of', 'device_name', 'fit_trial', 'trial_configs', 'SearchResult', 'search',
-           'plot_history']
+           'History', 'device_of', 'device_name', 'fit_trial', 'trial_configs', 'SearchResult', 'plot_history',
+           'search']
 
 # %% ../../nbs/12_build.train.ipynb #c003
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
@@ -235,6 +235,20 @@ class SearchResult:
                 "train/world_size": t["world_size"], "train/device": t["device"], "train/device_name": t["device_name"],
                 "train/precision": t["precision"]}          # no timings: `reproduce` compares these
 
+# %% ../../nbs/12_build.train.ipynb #c012
+def plot_history(res: SearchResult):
+    "Validation accuracy per epoch for every trial; the best one drawn bold."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for i, rows in enumerate(res.histories):
+        if not rows: continue
+        t = res.trials[i]
+        ax.plot([r["epoch"] + 1 for r in rows], [r.get("val/acc", np.nan) for r in rows], lw=2.5 if i == res.best else 1,
+                label=f"#{i} lr={t['lr']:g} ch={t['channels']} bs={t['batch_size']}")
+    ax.set_xlabel("epoch"); ax.set_ylabel("val/acc"); ax.set_title("validation accuracy per trial")
+    ax.legend(fontsize=7); fig.tight_layout()
+    return fig
+
 # %% ../../nbs/12_build.train.ipynb #c010-2
 def search(ds: Dataset, lr=(3e-3,), channels=(16,), epochs=(5,), batch_size=(64,), search: str = "grid",
            trials: int = 4, seed: int = 0, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
@@ -259,17 +273,3 @@ def search(ds: Dataset, lr=(3e-3,), channels=(16,), epochs=(5,), batch_size=(64,
         key = (-m["val/acc"], m["val/loss"], i)
         if best_key is None or key < best_key: best, best_key, best_model, best_hp = i, key, lit.net, lit.net_hparams
     return SearchResult(rows, best, best_model, best_hp, hists)
-
-# %% ../../nbs/12_build.train.ipynb #c012
-def plot_history(res: SearchResult):
-    "Validation accuracy per epoch for every trial; the best one drawn bold."
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for i, rows in enumerate(res.histories):
-        if not rows: continue
-        t = res.trials[i]
-        ax.plot([r["epoch"] + 1 for r in rows], [r.get("val/acc", np.nan) for r in rows], lw=2.5 if i == res.best else 1,
-                label=f"#{i} lr={t['lr']:g} ch={t['channels']} bs={t['batch_size']}")
-    ax.set_xlabel("epoch"); ax.set_ylabel("val/acc"); ax.set_title("validation accuracy per trial")
-    ax.legend(fontsize=7); fig.tight_layout()
-    return fig

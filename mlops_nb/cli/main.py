@@ -42,17 +42,6 @@ class Outlives:
     def flush(self): self._do(self.stream.flush)
     def __getattr__(self, name): return getattr(self.stream, name)
 
-# %% ../../nbs/50_cli.main.ipynb #c005
-def main(argv=None) -> int:
-    "Entry point of `mlops-nb`: parse, run the command, turn a failure into one line on stderr and an exit status; "
-    "a reader of stdout or stderr that goes away early (`| head`) changes nothing of the work or its exit status."
-    streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = Outlives(sys.stdout), Outlives(sys.stderr)
-    try: return _command(parser().parse_args(argv))
-    finally:
-        sys.stdout.flush(); sys.stderr.flush()
-        sys.stdout, sys.stderr = streams
-
 # %% ../../nbs/50_cli.main.ipynb #c005-1
 def _safe(message) -> str:
     "An error for the terminal: each of its lines escaped (`data.term_safe`): a path or name it quotes sends no escape sequence."
@@ -88,3 +77,14 @@ def _command(a) -> int:
         common.err(f"mlops-nb {a.cmd}: error: {_safe(line)}"); return 2
     except KeyboardInterrupt:
         common.err(f"mlops-nb {a.cmd}: interrupted"); return 130
+
+# %% ../../nbs/50_cli.main.ipynb #c005
+def main(argv=None) -> int:
+    "Entry point of `mlops-nb`: parse, run the command, turn a failure into one line on stderr and an exit status; "
+    "a reader of stdout or stderr that goes away early (`| head`) changes nothing of the work or its exit status."
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Outlives(sys.stdout), Outlives(sys.stderr)
+    try: return _command(parser().parse_args(argv))
+    finally:
+        sys.stdout.flush(); sys.stderr.flush()
+        sys.stdout, sys.stderr = streams

@@ -8,52 +8,7 @@ from .common import err, print_checks, split_ref
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_ls', 'cmd_show', 'cmd_history', 'cmd_promote', 'cmd_rollback', 'cmd_apptest']
-
-# %% ../../nbs/54_cli.registry.ipynb #c003
-def add_commands(sub):
-    "Add `registry` and its actions to the top-level parser's subcommands."
-    rg = sub.add_parser("registry", help="the model registry: versions, aliases, promotion",
-                        description="The model registry: versions, aliases with their history, gated promotion.")
-    rs = rg.add_subparsers(dest="reg_cmd", required=True, metavar="ACTION")
-    rg.set_defaults(reads_runs=True)
-    x = rs.add_parser("ls", help="registered models with their latest version and aliases")
-    x.set_defaults(func=cmd_ls)
-    x = rs.add_parser("show", help="a model's versions, or one version",
-                      description="NAME: every version; NAME@VERSION or NAME@ALIAS: one. Every bundle shown is verified "
-                                  "against its digest; a missing or corrupt one is reported (exit 1), one line each.")
-    x.add_argument("ref", metavar="NAME[@VERSION|@ALIAS]")
-    x.set_defaults(func=cmd_show)
-    x = rs.add_parser("history", help="the alias history", description="Every alias change (who, when, from, to, why); "
-                      "with --at, the version each alias pointed at at that time.")
-    x.add_argument("name", metavar="NAME"); x.add_argument("--at", metavar="TIME", help="ISO time, e.g. 2026-11-22T06:30:00Z")
-    x.add_argument("--alias", help="only this alias")
-    x.set_defaults(func=cmd_history)
-    x = rs.add_parser("promote", help="point an alias other than production at a version",
-                      description="Point ALIAS at NAME@VERSION; its bundle is verified first. Moving an alias to the version it "
-                                  "holds changes and records nothing. Production is not moved here: `mlops-nb release` moves it "
-                                  "(through the gate, or as a canary or shadow) and `mlops-nb rollback` moves it back.")
-    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--to", required=True, metavar="ALIAS")
-    x.add_argument("--why", default="", help="the reason, written to the history"); x.add_argument("--force", action="store_true",
-                   help="override a failed gate (needs --why)")
-    x.set_defaults(func=cmd_promote)
-    x = rs.add_parser("rollback", help="point an alias other than production back at the version that held it before",
-                      description="Point ALIAS back at the version that held it before the current one was set. Rollbacks "
-                                  "undo: a second rollback goes one step further down the history, not back up. --to N picks "
-                                  "any earlier holder. No gate runs; the target's bundle is verified. Production: `mlops-nb rollback`.")
-    x.add_argument("name", metavar="NAME"); x.add_argument("--alias", required=True, help="the alias (production: `mlops-nb rollback`)")
-    x.add_argument("--to", type=int, metavar="N", help="roll back to version N (one the alias held before the current one)")
-    x.add_argument("--why", default="", help="the reason, written to the history")
-    x.set_defaults(func=cmd_rollback)
-    x = rs.add_parser("apptest", help="override a version's application-test verdict by hand (recorded, with --why)",
-                      description="Set NAME@VERSION's application-test verdict by hand, as an explicit override: the verdict "
-                                  "normally comes from `mlops-nb apptest`. The override, its reason and who made it are "
-                                  "recorded as a verdict of its own; the production gate and `registry show` read the "
-                                  "latest, and `mlops-nb audit` lists every verdict at its time.")
-    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("result", choices=["passed", "failed"])
-    x.add_argument("--why", required=True, help="why the test's own verdict is overridden (recorded)")
-    x.set_defaults(func=cmd_apptest)
-
+__all__ = ['cmd_ls', 'cmd_show', 'cmd_history', 'cmd_promote', 'cmd_rollback', 'cmd_apptest', 'add_commands']
 
 # %% ../../nbs/54_cli.registry.ipynb #c004
 def _registry(s):
@@ -158,3 +113,48 @@ def cmd_apptest(a, s):
                            json.loads(ref) if ref else None)
     print(f"{name}@{v}: application test {a.result} (override, recorded)")
     return 0
+
+# %% ../../nbs/54_cli.registry.ipynb #c003
+def add_commands(sub):
+    "Add `registry` and its actions to the top-level parser's subcommands."
+    rg = sub.add_parser("registry", help="the model registry: versions, aliases, promotion",
+                        description="The model registry: versions, aliases with their history, gated promotion.")
+    rs = rg.add_subparsers(dest="reg_cmd", required=True, metavar="ACTION")
+    rg.set_defaults(reads_runs=True)
+    x = rs.add_parser("ls", help="registered models with their latest version and aliases")
+    x.set_defaults(func=cmd_ls)
+    x = rs.add_parser("show", help="a model's versions, or one version",
+                      description="NAME: every version; NAME@VERSION or NAME@ALIAS: one. Every bundle shown is verified "
+                                  "against its digest; a missing or corrupt one is reported (exit 1), one line each.")
+    x.add_argument("ref", metavar="NAME[@VERSION|@ALIAS]")
+    x.set_defaults(func=cmd_show)
+    x = rs.add_parser("history", help="the alias history", description="Every alias change (who, when, from, to, why); "
+                      "with --at, the version each alias pointed at at that time.")
+    x.add_argument("name", metavar="NAME"); x.add_argument("--at", metavar="TIME", help="ISO time, e.g. 2026-11-22T06:30:00Z")
+    x.add_argument("--alias", help="only this alias")
+    x.set_defaults(func=cmd_history)
+    x = rs.add_parser("promote", help="point an alias other than production at a version",
+                      description="Point ALIAS at NAME@VERSION; its bundle is verified first. Moving an alias to the version it "
+                                  "holds changes and records nothing. Production is not moved here: `mlops-nb release` moves it "
+                                  "(through the gate, or as a canary or shadow) and `mlops-nb rollback` moves it back.")
+    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--to", required=True, metavar="ALIAS")
+    x.add_argument("--why", default="", help="the reason, written to the history"); x.add_argument("--force", action="store_true",
+                   help="override a failed gate (needs --why)")
+    x.set_defaults(func=cmd_promote)
+    x = rs.add_parser("rollback", help="point an alias other than production back at the version that held it before",
+                      description="Point ALIAS back at the version that held it before the current one was set. Rollbacks "
+                                  "undo: a second rollback goes one step further down the history, not back up. --to N picks "
+                                  "any earlier holder. No gate runs; the target's bundle is verified. Production: `mlops-nb rollback`.")
+    x.add_argument("name", metavar="NAME"); x.add_argument("--alias", required=True, help="the alias (production: `mlops-nb rollback`)")
+    x.add_argument("--to", type=int, metavar="N", help="roll back to version N (one the alias held before the current one)")
+    x.add_argument("--why", default="", help="the reason, written to the history")
+    x.set_defaults(func=cmd_rollback)
+    x = rs.add_parser("apptest", help="override a version's application-test verdict by hand (recorded, with --why)",
+                      description="Set NAME@VERSION's application-test verdict by hand, as an explicit override: the verdict "
+                                  "normally comes from `mlops-nb apptest`. The override, its reason and who made it are "
+                                  "recorded as a verdict of its own; the production gate and `registry show` read the "
+                                  "latest, and `mlops-nb audit` lists every verdict at its time.")
+    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("result", choices=["passed", "failed"])
+    x.add_argument("--why", required=True, help="why the test's own verdict is overridden (recorded)")
+    x.set_defaults(func=cmd_apptest)
+

@@ -8,7 +8,7 @@ from .common import err, print_checks, split_ref
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_approve', 'cmd_release', 'cmd_rollback', 'cmd_export']
+__all__ = ['add_commands', 'cmd_approve', 'cmd_rollback', 'cmd_export', 'cmd_release']
 
 # %% ../../nbs/56_cli.release.ipynb #c003
 def add_commands(sub):
@@ -67,25 +67,6 @@ def cmd_approve(a, s):
           f"  digest  {r['report_digest']}")
     return 0
 
-# %% ../../nbs/56_cli.release.ipynb #c004-1
-def cmd_release(a, s):
-    "`release`: gate, move, print the checks and what changed; 1 when the gate refused."
-    from mlops_nb.build.registry import registry_for, GateFailed
-    from mlops_nb.build.gate import gates_of
-    from mlops_nb.deploy.release import release, describe
-    name, v = split_ref(a.ref)
-    try:
-        with registry_for(s) as reg: r = release(reg, name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
-    except GateFailed as e:
-        from mlops_nb.monitor.govern import record
-        print_checks(e.checks)
-        record(s, "release refused", str(e), name, v, {"checks": e.checks, "canary": a.canary, "shadow": a.shadow})   # on the audit trail
-        err(f"mlops-nb release: {e}"); return 1
-    print_checks(r["checks"])
-    for line in describe(r, name): print(line)
-    if a.force and any(not ch["passed"] for ch in r["checks"]): print("  (forced: recorded in the alias history with the gate's report)")
-    return 0
-
 # %% ../../nbs/56_cli.release.ipynb #c004-2
 def cmd_rollback(a, s):
     "`rollback`: end the canary or shadow, or move production back."
@@ -105,4 +86,23 @@ def cmd_export(a, s):
     for f in r["files"]: print(f)
     err(f"{r['name']}@{r['version']} exported for {a.format} (checked: the graph answers as the bundle does; "
         f"config.pbtxt parses as Triton's ModelConfig" + ("; the manifest has the InferenceService fields)" if a.format == "kserve" else ")"))
+    return 0
+
+# %% ../../nbs/56_cli.release.ipynb #c004-1
+def cmd_release(a, s):
+    "`release`: gate, move, print the checks and what changed; 1 when the gate refused."
+    from mlops_nb.build.registry import registry_for, GateFailed
+    from mlops_nb.build.gate import gates_of
+    from mlops_nb.deploy.release import release, describe
+    name, v = split_ref(a.ref)
+    try:
+        with registry_for(s) as reg: r = release(reg, name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
+    except GateFailed as e:
+        from mlops_nb.monitor.govern import record
+        print_checks(e.checks)
+        record(s, "release refused", str(e), name, v, {"checks": e.checks, "canary": a.canary, "shadow": a.shadow})   # on the audit trail
+        err(f"mlops-nb release: {e}"); return 1
+    print_checks(r["checks"])
+    for line in describe(r, name): print(line)
+    if a.force and any(not ch["passed"] for ch in r["checks"]): print("  (forced: recorded in the alias history with the gate's report)")
     return 0

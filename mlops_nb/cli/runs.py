@@ -9,31 +9,7 @@ from .common import err, report_path, run_id, table
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_runs', 'cmd_show', 'markdown_summary', 'cmd_lineage', 'cmd_report', 'cmd_sync']
-
-# %% ../../nbs/53_cli.runs.ipynb #c003
-def add_commands(sub):
-    "Add `runs`, `show`, `lineage`, `report` and `sync` to the top-level parser's subcommands."
-    x = sub.add_parser("runs", help="list the runs, newest first", description="The runs, newest first, with status, duration and key metrics.")
-    x.set_defaults(func=cmd_runs, reads_runs=True)
-    x = sub.add_parser("show", help="show one run", description="One run: stages (cached or executed), artifacts, metrics, report.")
-    x.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
-    x.add_argument("--markdown", action="store_true", help="a summary in Markdown (stages, metrics, the registered version's "
-                   "production gate): what CI writes to the job summary")
-    x.set_defaults(func=cmd_show, reads_runs=True)
-    x = sub.add_parser("lineage", help="ancestry of a run or artifact",
-                       description="The ancestry tree of a run's outputs or of one artifact, down to the raw data.")
-    x.add_argument("ref", metavar="REF", help="run id, artifact digest, or a unique prefix of either")
-    x.add_argument("--json", action="store_true", help="machine-readable output")
-    x.set_defaults(func=cmd_lineage, reads_runs=True)
-    x = sub.add_parser("report", help="rebuild the HTML reports", description="Rebuild runs/index.html and each run's index.html.")
-    x.set_defaults(func=cmd_report, reads_runs=True)
-    x = sub.add_parser("sync", help="upload offline W&B runs and link their input artifacts",
-                       description="Run `wandb sync` on the offline W&B runs, then record on each the artifacts it used.")
-    x.add_argument("run_id", nargs="?", metavar="RUN_ID", help="only this run (default: every run)")
-    x.add_argument("--dry-run", action="store_true", help="print what would be synced and linked; touch nothing")
-    x.set_defaults(func=cmd_sync, reads_runs=True)
-
+__all__ = ['cmd_runs', 'cmd_show', 'markdown_summary', 'cmd_lineage', 'cmd_report', 'cmd_sync', 'add_commands']
 
 # %% ../../nbs/53_cli.runs.ipynb #c004
 def cmd_runs(a, s):
@@ -135,3 +111,27 @@ def cmd_sync(a, s):
     try: sync(s, rid, echo=print)
     except SyncError as e: err(f"mlops-nb sync: {e}"); return 3
     return 0
+
+# %% ../../nbs/53_cli.runs.ipynb #c003
+def add_commands(sub):
+    "Add `runs`, `show`, `lineage`, `report` and `sync` to the top-level parser's subcommands."
+    x = sub.add_parser("runs", help="list the runs, newest first", description="The runs, newest first, with status, duration and key metrics.")
+    x.set_defaults(func=cmd_runs, reads_runs=True)
+    x = sub.add_parser("show", help="show one run", description="One run: stages (cached or executed), artifacts, metrics, report.")
+    x.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
+    x.add_argument("--markdown", action="store_true", help="a summary in Markdown (stages, metrics, the registered version's "
+                   "production gate): what CI writes to the job summary")
+    x.set_defaults(func=cmd_show, reads_runs=True)
+    x = sub.add_parser("lineage", help="ancestry of a run or artifact",
+                       description="The ancestry tree of a run's outputs or of one artifact, down to the raw data.")
+    x.add_argument("ref", metavar="REF", help="run id, artifact digest, or a unique prefix of either")
+    x.add_argument("--json", action="store_true", help="machine-readable output")
+    x.set_defaults(func=cmd_lineage, reads_runs=True)
+    x = sub.add_parser("report", help="rebuild the HTML reports", description="Rebuild runs/index.html and each run's index.html.")
+    x.set_defaults(func=cmd_report, reads_runs=True)
+    x = sub.add_parser("sync", help="upload offline W&B runs and link their input artifacts",
+                       description="Run `wandb sync` on the offline W&B runs, then record on each the artifacts it used.")
+    x.add_argument("run_id", nargs="?", metavar="RUN_ID", help="only this run (default: every run)")
+    x.add_argument("--dry-run", action="store_true", help="print what would be synced and linked; touch nothing")
+    x.set_defaults(func=cmd_sync, reads_runs=True)
+

@@ -8,7 +8,7 @@ from .common import err, table
 
 
 # %% auto #0
-__all__ = ['CANNOT_LISTEN', 'add_commands', 'cannot_listen', 'cmd_serve', 'score_paths', 'cmd_predict', 'cmd_apptest',
+__all__ = ['CANNOT_LISTEN', 'add_commands', 'cannot_listen', 'cmd_serve', 'cmd_predict', 'score_paths', 'cmd_apptest',
            'cmd_predictions']
 
 # %% ../../nbs/55_cli.serve.ipynb #c003
@@ -172,29 +172,6 @@ def _npy(p, shape):
         except BadInput as e: raise ValueError(str(e)) from None
     return a.reshape(len(a), *shape)
 
-# %% ../../nbs/55_cli.serve.ipynb #c005-2
-def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped: list | None = None):
-    "Rows `{path, digest, label, probabilities, error}` for every input under `paths`, scored by `m` (a `ServedModel`); "
-    "files in folders that are not images are appended to `skipped`."
-    import numpy as np
-    from tqdm.auto import tqdm
-    items = list(_inputs(paths, skipped))
-    c, h, w = m.shape
-    mode = {1: "L", 3: "RGB"}.get(c)
-    mode = mode if h == w else None                       # images only for a model of square images
-    out, batch = [], []
-    def flush():
-        if not batch: return
-        p = m.predict(np.stack([x for _, x in batch]))
-        for (r, _), q in zip(batch, p): r.update(label=m.labels[int(q.argmax())], probabilities=q.tolist())
-        batch.clear()
-    bar = tqdm(total=len(items), unit="input", disable=None if progress else True, file=__import__("sys").stderr)
-    ahead = _decode_ahead(items, h, mode, ahead=2 * batch_size)
-    try: _score_items(m, ahead, batch_size, out, batch, flush, bar)
-    finally: ahead.close()
-    flush(); bar.close()
-    return out
-
 # %% ../../nbs/55_cli.serve.ipynb #c005-3
 def _score_items(m, ahead, batch_size, out, batch, flush, bar):
     "The loop of `score_paths`: a row in `out` for each input, in order; images and rows scored a batch at a time."
@@ -272,6 +249,29 @@ def _decode_ahead(items,              # `(path, kind)` pairs, as `_inputs` yield
         pool.shutdown(wait=True, cancel_futures=True)
         Image.MAX_IMAGE_PIXELS = limit
 
+
+# %% ../../nbs/55_cli.serve.ipynb #c005-2
+def score_paths(m, paths, batch_size: int = 256, progress: bool = True, skipped: list | None = None):
+    "Rows `{path, digest, label, probabilities, error}` for every input under `paths`, scored by `m` (a `ServedModel`); "
+    "files in folders that are not images are appended to `skipped`."
+    import numpy as np
+    from tqdm.auto import tqdm
+    items = list(_inputs(paths, skipped))
+    c, h, w = m.shape
+    mode = {1: "L", 3: "RGB"}.get(c)
+    mode = mode if h == w else None                       # images only for a model of square images
+    out, batch = [], []
+    def flush():
+        if not batch: return
+        p = m.predict(np.stack([x for _, x in batch]))
+        for (r, _), q in zip(batch, p): r.update(label=m.labels[int(q.argmax())], probabilities=q.tolist())
+        batch.clear()
+    bar = tqdm(total=len(items), unit="input", disable=None if progress else True, file=__import__("sys").stderr)
+    ahead = _decode_ahead(items, h, mode, ahead=2 * batch_size)
+    try: _score_items(m, ahead, batch_size, out, batch, flush, bar)
+    finally: ahead.close()
+    flush(); bar.close()
+    return out
 
 # %% ../../nbs/55_cli.serve.ipynb #c006c
 def cmd_apptest(a, s):

@@ -75,7 +75,8 @@ def cmd_simulate(a, s):
     if r["client_time"] is False:
         err("mlops-nb simulate: note: the service logged the time each request arrived, not the --days times: set [serve] "
             "client_time = true in its settings.ini and restart it to record them")
-    key = " (pass the service's key: --api-key KEY, or set the environment variable [serve] api_key_env names)"         if "HTTP 401" in (r["first_error"] or "") else ""
+    key = " (pass the service's key: --api-key KEY, or set the environment variable [serve] api_key_env names)" \
+        if "HTTP 401" in (r["first_error"] or "") else ""
     if r["aborted"]: err(f"mlops-nb simulate: error: stopped: {r['aborted']}{key}"); return 1
     if r["failed"] or r["feedback_failed"]:
         err(f"mlops-nb simulate: {r['failed']} of {r['requests']} requests failed, {r['feedback_failed']} labels refused; "

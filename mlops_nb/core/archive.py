@@ -106,26 +106,6 @@ def archive_lock(log_path, wait: float = 0.0):
 # %% ../../nbs/08a_core.archive.ipynb #c006
 def _names(table: str) -> str: return ", ".join(f'"{n}"' for n, _ in COLUMNS[table])
 
-# %% ../../nbs/08a_core.archive.ipynb #c006-1
-def roll(log_path, url, replica: str, batch: int = 50_000) -> dict:
-    "Archive the rows of the log at `log_path` not archived yet into `url` as Parquet segments of at most `batch` rows, "
-    "one per table and UTC hour; returns the rows and segments written. Each table's watermark (`archived`) moves only "
-    "after its segments are written, and the range about to be written is recorded first: a roll cut short is redone "
-    "with the same rows, giving the same segment names (nothing lost, nothing twice). Another worker rolling: nothing done."
-    fs, root = url_fs(url)
-    out = {**dict.fromkeys(ARCHIVED, 0), "segments": 0}
-    with archive_lock(log_path) as held:
-        if not held: return out
-        db = open_log(log_path); db.row_factory = None
-        try:
-            lid = log_id(db)
-            with transaction(db) as c: c.execute("INSERT OR REPLACE INTO log_meta VALUES ('replica', ?)", (replica,))
-            for t in ARCHIVED:
-                while (got := _roll_table(db, fs, root, t, lid, replica, batch))[0]:
-                    out[t] += got[0]; out["segments"] += got[1]
-        finally: db.close()
-    return out
-
 # %% ../../nbs/08a_core.archive.ipynb #c006-2
 def _roll_table(db, fs, root: str, table: str, lid: str, replica: str, batch: int) -> tuple:
     "Write the next at most `batch` rows of `table` past its watermark: (rows, segments)."
@@ -145,6 +125,26 @@ def _roll_table(db, fs, root: str, table: str, lid: str, replica: str, batch: in
         put(fs, segment_path(root, table, h * 3600, replica, g[0][0], data), data)
     with transaction(db) as c: c.execute("UPDATE archived SET upto = ?, pending = NULL WHERE tbl = ?", (pending, table))
     return len(rows), len(hours)
+
+# %% ../../nbs/08a_core.archive.ipynb #c006-1
+def roll(log_path, url, replica: str, batch: int = 50_000) -> dict:
+    "Archive the rows of the log at `log_path` not archived yet into `url` as Parquet segments of at most `batch` rows, "
+    "one per table and UTC hour; returns the rows and segments written. Each table's watermark (`archived`) moves only "
+    "after its segments are written, and the range about to be written is recorded first: a roll cut short is redone "
+    "with the same rows, giving the same segment names (nothing lost, nothing twice). Another worker rolling: nothing done."
+    fs, root = url_fs(url)
+    out = {**dict.fromkeys(ARCHIVED, 0), "segments": 0}
+    with archive_lock(log_path) as held:
+        if not held: return out
+        db = open_log(log_path); db.row_factory = None
+        try:
+            lid = log_id(db)
+            with transaction(db) as c: c.execute("INSERT OR REPLACE INTO log_meta VALUES ('replica', ?)", (replica,))
+            for t in ARCHIVED:
+                while (got := _roll_table(db, fs, root, t, lid, replica, batch))[0]:
+                    out[t] += got[0]; out["segments"] += got[1]
+        finally: db.close()
+    return out
 
 # %% ../../nbs/08a_core.archive.ipynb #c007
 class Archiver:
@@ -228,6 +228,12 @@ def listing(fs, root: str, table: str, since: float = 0.0, until: float = math.i
         out.append({"path": path, "replica": m["replica"], "first": int(m["first"]), "sha256": m["sha"], "size": info.get("size")})
     return out
 
+# %% ../../nbs/08a_core.archive.ipynb #c009-1
+def _check(got: str, sha: str, path: str):
+    if got != sha:
+        raise SegmentError(f"segment {safe_url(path)} is refused: its bytes hash to {got[:16]}..., its name says {sha[:16]}...: "
+                           "it was changed after it was written (move it out of the archive to monitor without it)")
+
 # %% ../../nbs/08a_core.archive.ipynb #c009
 def verified(fs, seg: dict, cache) -> str:
     "A local path to segment `seg` (from `listing`) whose bytes hash to the digest in its name; `SegmentError` naming it "
@@ -253,12 +259,6 @@ def verified(fs, seg: dict, cache) -> str:
         os.replace(tmp, dest)
     finally: tmp.unlink(missing_ok=True)
     return str(dest)
-
-# %% ../../nbs/08a_core.archive.ipynb #c009-1
-def _check(got: str, sha: str, path: str):
-    if got != sha:
-        raise SegmentError(f"segment {safe_url(path)} is refused: its bytes hash to {got[:16]}..., its name says {sha[:16]}...: "
-                           "it was changed after it was written (move it out of the archive to monitor without it)")
 
 # %% ../../nbs/08a_core.archive.ipynb #c07x2
 def evict(cache, max_bytes: int, keep=()) -> tuple[int, int]:

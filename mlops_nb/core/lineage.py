@@ -139,6 +139,9 @@ def producer(self: Lineage, digest: str, run_id: str | None = None):
                         (digest,)).fetchone()
     return self._execution(r["id"]) if r else None
 
+# %% ../../nbs/04_core.lineage.ipynb #c009-1
+def _like(prefix): return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
 # %% ../../nbs/04_core.lineage.ipynb #c009
 @patch
 def resolve(self: Lineage, ref: str) -> tuple:
@@ -154,9 +157,6 @@ def resolve(self: Lineage, ref: str) -> tuple:
     if len(hits) == 1: return hits[0]
     if not hits: raise LineageError(f"{ref!r} matches no run and no artifact in the lineage store")
     raise LineageError(f"{ref!r} is ambiguous; it matches:\n" + "\n".join(f"  {k} {v}" for k, v in hits[:20]))
-
-# %% ../../nbs/04_core.lineage.ipynb #c009-1
-def _like(prefix): return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 # %% ../../nbs/04_core.lineage.ipynb #c009-2
 @patch

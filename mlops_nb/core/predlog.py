@@ -118,6 +118,53 @@ def failure_reason(e: BaseException) -> str:
     if name.startswith("SQLITE_IOERR") or "i/o error" in text: return "io"
     return "error"
 
+# %% ../../nbs/08_core.predlog.ipynb #c006-2
+def _summarize(xs: list) -> list:
+    "`summaries` of each request's inputs, computed for all requests of one shape together (one pass of numpy, where one "
+    "a request cost some 50 us of call overhead on single-row requests)."
+    out, groups = [None] * len(xs), {}
+    for i, x in enumerate(xs):
+        if x[0].nbytes > 1 << 14: out[i] = summaries(x)            # a frame: alone (nothing to gain from company)
+        else: groups.setdefault(x.shape[1:], []).append(i)
+    for idx in groups.values():
+        s, k = summaries(np.concatenate([xs[i] for i in idx]) if len(idx) > 1 else xs[idx[0]]), 0
+        for i in idx: out[i] = s[k:k + len(xs[i])]; k += len(xs[i])
+    return out
+
+INLINE_BYTES = 1024          # a kept input this small (the digits' 64 bytes) stays in its row: no payload, no summary stored
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-3
+def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_digests, emb=None, share: float = 1.0,
+          rand=random.random, sums: list | None = None) -> tuple:
+    "The `predictions` rows of one request, built column-wise, and the `payloads` rows of the raw inputs kept (each "
+    "with probability `share`); `sums`: its inputs' `summaries`, when already computed. A kept input of at most "
+    "`INLINE_BYTES` is stored in its row instead (`input`), without a summary: readers compute it from the input. The "
+    "model's embedding `emb` (N, k) follows each row's summary (then stored for inline inputs too: no reader can make it)."
+    from itertools import repeat
+    n, tags = len(x), orjson.dumps(tags).decode() if tags else "{}"
+    if emb is not None:
+        sums = [s + e.tobytes() for s, e in zip(sums or summaries(np.ascontiguousarray(x)), np.asarray(emb, "<f4"))]
+    shape = _SHAPES.get(x.shape[1:]) or _SHAPES.setdefault(x.shape[1:], orjson.dumps(list(x.shape[1:])).decode())
+    x = np.ascontiguousarray(x)
+    if n == 1:                                          # the common case, without the column machinery (2.5 us, not 8)
+        b = x.tobytes()
+        d = input_digests[0] if input_digests else "sha256:" + hashlib.sha256(b).hexdigest()
+        k, inline = share >= 1 or (share > 0 and rand() < share), len(b) <= INLINE_BYTES
+        return [(rid, 0, ts, model[0], int(model[1]), model[2], role, route, tags, b if inline and k else b"", shape, d,
+                 p.astype(np.float32, copy=False).tobytes(), str(labels[0]), float(latency_ms),
+                 None if inline and k and emb is None else (sums or summaries(x))[0])], [(d, ts, shape, b)] if k and not inline else []
+    xs = [r.tobytes() for r in x.reshape(n, -1)]
+    digests = input_digests or ["sha256:" + hashlib.sha256(b).hexdigest() for b in xs]
+    keep = [share >= 1 or (share > 0 and rand() < share) for _ in range(n)]
+    inline = n > 0 and len(xs[0]) <= INLINE_BYTES
+    if sums is None and not (inline and all(keep)): sums = summaries(x)
+    if inline: raw, feats, kept = [b if k else b"" for b, k in zip(xs, keep)], [None if k and emb is None else s for k, s in zip(keep, sums or keep)], []
+    else: raw, feats, kept = repeat(b"", n), sums, [(d, ts, shape, b) for d, b, k in zip(digests, xs, keep) if k]
+    ps = [r.tobytes() for r in np.ascontiguousarray(p, dtype=np.float32)]
+    c = lambda v: repeat(v, n)
+    return list(zip(c(rid), range(n), c(ts), c(model[0]), c(int(model[1])), c(model[2]), c(role), c(route), c(tags),
+                    raw, c(shape), digests, ps, map(str, labels), c(float(latency_ms)), feats)), kept
+
 # %% ../../nbs/08_core.predlog.ipynb #c006-1
 class PredictionLog:
     "Batched background writer of the prediction log at `path`: `add`, `feedback`, `rejected` return at once. At most "
@@ -361,53 +408,6 @@ _PAYLOAD = ("INSERT INTO payloads (digest, ts, shape, data) VALUES (?,?,?,?) "
 _PIN = "UPDATE payloads SET pinned = 1 WHERE digest IN (SELECT input_digest FROM predictions WHERE request_id = ? AND row = ?)"
 _SHAPES = {}
 
-# %% ../../nbs/08_core.predlog.ipynb #c006-2
-def _summarize(xs: list) -> list:
-    "`summaries` of each request's inputs, computed for all requests of one shape together (one pass of numpy, where one "
-    "a request cost some 50 us of call overhead on single-row requests)."
-    out, groups = [None] * len(xs), {}
-    for i, x in enumerate(xs):
-        if x[0].nbytes > 1 << 14: out[i] = summaries(x)            # a frame: alone (nothing to gain from company)
-        else: groups.setdefault(x.shape[1:], []).append(i)
-    for idx in groups.values():
-        s, k = summaries(np.concatenate([xs[i] for i in idx]) if len(idx) > 1 else xs[idx[0]]), 0
-        for i in idx: out[i] = s[k:k + len(xs[i])]; k += len(xs[i])
-    return out
-
-INLINE_BYTES = 1024          # a kept input this small (the digits' 64 bytes) stays in its row: no payload, no summary stored
-
-# %% ../../nbs/08_core.predlog.ipynb #c006-3
-def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_digests, emb=None, share: float = 1.0,
-          rand=random.random, sums: list | None = None) -> tuple:
-    "The `predictions` rows of one request, built column-wise, and the `payloads` rows of the raw inputs kept (each "
-    "with probability `share`); `sums`: its inputs' `summaries`, when already computed. A kept input of at most "
-    "`INLINE_BYTES` is stored in its row instead (`input`), without a summary: readers compute it from the input. The "
-    "model's embedding `emb` (N, k) follows each row's summary (then stored for inline inputs too: no reader can make it)."
-    from itertools import repeat
-    n, tags = len(x), orjson.dumps(tags).decode() if tags else "{}"
-    if emb is not None:
-        sums = [s + e.tobytes() for s, e in zip(sums or summaries(np.ascontiguousarray(x)), np.asarray(emb, "<f4"))]
-    shape = _SHAPES.get(x.shape[1:]) or _SHAPES.setdefault(x.shape[1:], orjson.dumps(list(x.shape[1:])).decode())
-    x = np.ascontiguousarray(x)
-    if n == 1:                                          # the common case, without the column machinery (2.5 us, not 8)
-        b = x.tobytes()
-        d = input_digests[0] if input_digests else "sha256:" + hashlib.sha256(b).hexdigest()
-        k, inline = share >= 1 or (share > 0 and rand() < share), len(b) <= INLINE_BYTES
-        return [(rid, 0, ts, model[0], int(model[1]), model[2], role, route, tags, b if inline and k else b"", shape, d,
-                 p.astype(np.float32, copy=False).tobytes(), str(labels[0]), float(latency_ms),
-                 None if inline and k and emb is None else (sums or summaries(x))[0])], [(d, ts, shape, b)] if k and not inline else []
-    xs = [r.tobytes() for r in x.reshape(n, -1)]
-    digests = input_digests or ["sha256:" + hashlib.sha256(b).hexdigest() for b in xs]
-    keep = [share >= 1 or (share > 0 and rand() < share) for _ in range(n)]
-    inline = n > 0 and len(xs[0]) <= INLINE_BYTES
-    if sums is None and not (inline and all(keep)): sums = summaries(x)
-    if inline: raw, feats, kept = [b if k else b"" for b, k in zip(xs, keep)], [None if k and emb is None else s for k, s in zip(keep, sums or keep)], []
-    else: raw, feats, kept = repeat(b"", n), sums, [(d, ts, shape, b) for d, b, k in zip(digests, xs, keep) if k]
-    ps = [r.tobytes() for r in np.ascontiguousarray(p, dtype=np.float32)]
-    c = lambda v: repeat(v, n)
-    return list(zip(c(rid), range(n), c(ts), c(model[0]), c(int(model[1])), c(model[2]), c(role), c(route), c(tags),
-                    raw, c(shape), digests, ps, map(str, labels), c(float(latency_ms)), feats)), kept
-
 # %% ../../nbs/08_core.predlog.ipynb #c008
 _LABELLED = """
 SELECT p.rowid AS pid, p.*, (
@@ -422,6 +422,17 @@ def _since(since) -> float:
     if isinstance(since, (int, float)): return float(since)
     if isinstance(since, datetime): return since.timestamp()
     return parse_time(since)
+
+# %% ../../nbs/08_core.predlog.ipynb #c008-3
+def _record(r, inputs: bool, kept: dict) -> dict:
+    d = {k: r[k] for k in ("request_id", "row", "model", "version", "digest", "role", "route", "label", "true_label",
+                           "latency_ms", "input_digest")}
+    d["time"] = stamp(r["ts"], 3); d["tags"] = orjson.loads(r["tags"])
+    d["probabilities"] = np.frombuffer(r["probabilities"], np.float32).tolist()
+    if inputs:
+        raw = r["input"] or kept.get(r["input_digest"])
+        d["input"] = None if raw is None else np.frombuffer(raw, np.uint8).reshape(orjson.loads(r["input_shape"]))
+    return d
 
 # %% ../../nbs/08_core.predlog.ipynb #c008-1
 def predictions(path, since=None, until=None, limit: int | None = None, inputs: bool = False, with_input: bool = False) -> list[dict]:
@@ -445,17 +456,6 @@ def payloads(db, digests) -> dict:
         part = digests[i:i + 500]
         out.update(db.execute(f"SELECT digest, data FROM payloads WHERE digest IN ({','.join('?' * len(part))})", part).fetchall())
     return out
-
-# %% ../../nbs/08_core.predlog.ipynb #c008-3
-def _record(r, inputs: bool, kept: dict) -> dict:
-    d = {k: r[k] for k in ("request_id", "row", "model", "version", "digest", "role", "route", "label", "true_label",
-                           "latency_ms", "input_digest")}
-    d["time"] = stamp(r["ts"], 3); d["tags"] = orjson.loads(r["tags"])
-    d["probabilities"] = np.frombuffer(r["probabilities"], np.float32).tolist()
-    if inputs:
-        raw = r["input"] or kept.get(r["input_digest"])
-        d["input"] = None if raw is None else np.frombuffer(raw, np.uint8).reshape(orjson.loads(r["input_shape"]))
-    return d
 
 # %% ../../nbs/08_core.predlog.ipynb #c008-4
 def known(db, rid: str) -> int:
@@ -544,28 +544,6 @@ def chunk_rows(shape, k: int, inputs: bool, max_bytes: int, from_inputs: bool = 
     per += 3 * nbytes * (inputs or from_inputs) + 8 * nbytes * from_inputs   # raw bytes, joined, the array; `properties`' work
     return max(1, int(max_bytes // per))
 
-# %% ../../nbs/08_core.predlog.ipynb #c010b-1
-def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary"),
-           inputs: bool = False, max_bytes: int = 256 << 20):
-    "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows and about "
-    "`max_bytes` of memory (`chunk_rows`): dicts of numpy arrays `ts`, `version`, `role`, `tags` (JSON text), "
-    "`input_shape` (JSON text), `f` (features, uint16 steps of 1/256: `unpack`) and `props` (properties), `e` (the "
-    "model's embedding, NaN where a row has none; absent when none has), `p` (probabilities), `label`, `true_label` and "
-    "`label_ts` (None where no label arrived), `latency_ms`, `request_id`, `row`, `input_digest`; with `inputs`, also "
-    "`x` (raw inputs, N x shape, zeros where none was kept) and `has_x`. Memory stays that of one chunk."
-    db = open_log(path)
-    try:
-        payload, join = ("pl.data", "\nLEFT JOIN payloads pl ON pl.digest = q.input_digest") if inputs else ("NULL", "")
-        cur = db.execute(_COLUMNS.format(roles=", ".join("?" * len(roles)), payload=payload, join=join),
-                         (name, _since(since), _since(until) if until is not None else float("inf"), *roles))
-        n = 1
-        while rows := cur.fetchmany(n):
-            shape = orjson.loads(rows[0]["input_shape"])
-            n = min(size, chunk_rows(shape, len(rows[0]["probabilities"]) // 4, inputs, max_bytes, rows[0]["features"] is None))
-            if len(rows) < n: rows += cur.fetchmany(n - len(rows))
-            yield _columns(rows, name, inputs)
-    finally: db.close()
-
 # %% ../../nbs/08_core.predlog.ipynb #c010b-2
 def _columns(rows, name: str, inputs: bool) -> dict:
     "A chunk's rows as columns (see `chunks`)."
@@ -596,6 +574,28 @@ def _columns(rows, name: str, inputs: bool) -> dict:
         if out["has_x"].any():
             out["x"][out["has_x"]] = np.frombuffer(b"".join(b for b in raw if b is not None), np.uint8).reshape(-1, *shape)
     return out
+
+# %% ../../nbs/08_core.predlog.ipynb #c010b-1
+def chunks(path, name: str, since=None, until=None, size: int = 50_000, roles=("primary", "canary"),
+           inputs: bool = False, max_bytes: int = 256 << 20):
+    "Model `name`'s logged predictions in [since, until), oldest first, as column chunks of at most `size` rows and about "
+    "`max_bytes` of memory (`chunk_rows`): dicts of numpy arrays `ts`, `version`, `role`, `tags` (JSON text), "
+    "`input_shape` (JSON text), `f` (features, uint16 steps of 1/256: `unpack`) and `props` (properties), `e` (the "
+    "model's embedding, NaN where a row has none; absent when none has), `p` (probabilities), `label`, `true_label` and "
+    "`label_ts` (None where no label arrived), `latency_ms`, `request_id`, `row`, `input_digest`; with `inputs`, also "
+    "`x` (raw inputs, N x shape, zeros where none was kept) and `has_x`. Memory stays that of one chunk."
+    db = open_log(path)
+    try:
+        payload, join = ("pl.data", "\nLEFT JOIN payloads pl ON pl.digest = q.input_digest") if inputs else ("NULL", "")
+        cur = db.execute(_COLUMNS.format(roles=", ".join("?" * len(roles)), payload=payload, join=join),
+                         (name, _since(since), _since(until) if until is not None else float("inf"), *roles))
+        n = 1
+        while rows := cur.fetchmany(n):
+            shape = orjson.loads(rows[0]["input_shape"])
+            n = min(size, chunk_rows(shape, len(rows[0]["probabilities"]) // 4, inputs, max_bytes, rows[0]["features"] is None))
+            if len(rows) < n: rows += cur.fetchmany(n - len(rows))
+            yield _columns(rows, name, inputs)
+    finally: db.close()
 
 # %% ../../nbs/08_core.predlog.ipynb #c014
 def export_parquet(path, out, since=None, until=None) -> list[Path]:

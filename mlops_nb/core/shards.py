@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['read_header', 'write_shard', 'put_shard', 'ShardArray', 'batch_rows', 'batches', 'ShardWriter', 'ShardCache',
-           'file_ident']
+__all__ = ['read_header', 'write_shard', 'put_shard', 'ShardArray', 'batch_rows', 'batches', 'ShardWriter', 'file_ident',
+           'ShardCache']
 
 # %% ../../nbs/03a_core.shards.ipynb #c004
 _READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -199,6 +199,31 @@ class ShardWriter:
         self.shards.append({"digest": digest, "rows": int(rows)})
         return len(self.shards) - 1
 
+# %% ../../nbs/03a_core.shards.ipynb #c016-1
+def file_ident(st: os.stat_result) -> str:
+    "`'size mtime_ns inode'`: what says a file is unchanged (as make and DVC judge it), as the text the cache compares."
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+# %% ../../nbs/03a_core.shards.ipynb #c016-2
+def _canon(params: dict) -> str:
+    import json
+    return json.dumps({"format": "mlops-nb-shard/2", **params}, sort_keys=True)   # /2: JPEGs decoded at reduced scale
+
+# %% ../../nbs/03a_core.shards.ipynb #c016-0
+def _read_snapshot(path: Path) -> dict:
+    "A folder's snapshot as lists and arrays, `index` its keys' positions (empty when there is none, or it cannot be read)."
+    empty = {**{k: [] for k in _COLUMNS}, "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int64), "index": {}}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            f = {k: bytes(z[k]).decode("utf-8", "surrogateescape").split("\0") for k in _COLUMNS}
+            f.update(shard=z["shard"], row=z["row"])
+    except FileNotFoundError: return empty
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile): return empty        # damaged: a cache, read the files again
+    n = len(f["row"])
+    if n == 0 or any(len(f[k]) != n for k in _COLUMNS[:4]): return empty
+    f["index"] = dict(zip(f["key"], range(n)))
+    return f
+
 # %% ../../nbs/03a_core.shards.ipynb #c016
 _SCHEMA = """CREATE TABLE IF NOT EXISTS shards (key TEXT PRIMARY KEY, digest TEXT NOT NULL, rows INTEGER NOT NULL);
 DROP TABLE IF EXISTS files"""     # a row a file, before a folder's files became one snapshot: gone, read again once
@@ -267,28 +292,3 @@ class ShardCache:
         with transaction(self.db) as c: c.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?)", (key, digest, int(rows)))
 
     def close(self): self.db.close()
-
-# %% ../../nbs/03a_core.shards.ipynb #c016-0
-def _read_snapshot(path: Path) -> dict:
-    "A folder's snapshot as lists and arrays, `index` its keys' positions (empty when there is none, or it cannot be read)."
-    empty = {**{k: [] for k in _COLUMNS}, "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int64), "index": {}}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            f = {k: bytes(z[k]).decode("utf-8", "surrogateescape").split("\0") for k in _COLUMNS}
-            f.update(shard=z["shard"], row=z["row"])
-    except FileNotFoundError: return empty
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile): return empty        # damaged: a cache, read the files again
-    n = len(f["row"])
-    if n == 0 or any(len(f[k]) != n for k in _COLUMNS[:4]): return empty
-    f["index"] = dict(zip(f["key"], range(n)))
-    return f
-
-# %% ../../nbs/03a_core.shards.ipynb #c016-1
-def file_ident(st: os.stat_result) -> str:
-    "`'size mtime_ns inode'`: what says a file is unchanged (as make and DVC judge it), as the text the cache compares."
-    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
-
-# %% ../../nbs/03a_core.shards.ipynb #c016-2
-def _canon(params: dict) -> str:
-    import json
-    return json.dumps({"format": "mlops-nb-shard/2", **params}, sort_keys=True)   # /2: JPEGs decoded at reduced scale

@@ -8,7 +8,7 @@ from ..build.registry import Registry, RegistryError, canary_percent, version_wo
 
 
 # %% auto #0
-__all__ = ['release', 'rollback', 'describe']
+__all__ = ['release', 'describe', 'rollback']
 
 # %% ../../nbs/32_deploy.release.ipynb #c004
 def release(reg: Registry, name: str, version: int, gates: dict, why: str = "", force: bool = False,
@@ -38,6 +38,15 @@ def release(reg: Registry, name: str, version: int, gates: dict, why: str = "", 
     if routes["shadow"] == version: moves.append(reg.unset_alias(name, "shadow", f"v{version} released to production", "shadow-end"))
     return {"action": "release", "moves": moves, "checks": r["checks"]}
 
+# %% ../../nbs/32_deploy.release.ipynb #c004-2
+def describe(r: dict, name: str) -> list[str]:
+    "What a release or rollback changed, one line a move."
+    out = []
+    for m in r["moves"]:
+        if not m["changed"]: out.append(f"{name}@{m['alias']} is already v{m['to']}: nothing changed"); continue
+        out.append(f"{name}@{m['alias']}: {version_word(m['from'])} -> {version_word(m['to'], '(ended)')}")
+    return out
+
 # %% ../../nbs/32_deploy.release.ipynb #c004-1
 def rollback(reg: Registry, name: str, why: str = "", to: int | None = None, shadow: bool = False) -> dict:
     "End the shadow (`shadow`), else end the canary if one runs, else move production back (`Registry.rollback`)."
@@ -49,12 +58,3 @@ def rollback(reg: Registry, name: str, why: str = "", to: int | None = None, sha
     if routes["canary"] is not None and to is None:
         return {"action": "canary-end", "moves": [reg.end_canary(name, why or f"canary v{routes['canary']} rolled back")]}
     return {"action": "rollback", "moves": [reg.rollback(name, "production", why, to)]}
-
-# %% ../../nbs/32_deploy.release.ipynb #c004-2
-def describe(r: dict, name: str) -> list[str]:
-    "What a release or rollback changed, one line a move."
-    out = []
-    for m in r["moves"]:
-        if not m["changed"]: out.append(f"{name}@{m['alias']} is already v{m['to']}: nothing changed"); continue
-        out.append(f"{name}@{m['alias']}: {version_word(m['from'])} -> {version_word(m['to'], '(ended)')}")
-    return out

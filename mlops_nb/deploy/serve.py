@@ -17,8 +17,8 @@ from ..core.predlog import PredictionLog
 from .dataplane import DataPlane, RegistryFollower, EXTENSIONS
 
 # %% auto #0
-__all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused', 'create_app',
-           'rest_api', 'v1_routes', 'v2_routes', 'fast_path', 'route_name', 'offline_docs', 'HeadersTimed', 'serve',
+__all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused', 'v1_routes',
+           'v2_routes', 'fast_path', 'route_name', 'offline_docs', 'rest_api', 'create_app', 'HeadersTimed', 'serve',
            'listening', 'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
 
 # %% ../../nbs/30_deploy.serve.ipynb #c009
@@ -168,27 +168,6 @@ def drain_refused(app, most: int, timeout: float = 0):
         await app(scope, recv, snd)
     return drained
 
-# %% ../../nbs/30_deploy.serve.ipynb #c010
-def create_app(m: ServedModel | Routes, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None,
-               follow: Follower | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
-               registry=None, shared_grpc: bool = False):
-    "The ASGI app serving `m` (one model, or `Routes`: a primary with a canary and a shadow) with our routes under /v1, "
-    "the Open Inference Protocol under /v2, /metrics, over one `DataPlane`; `opts` are `[serve]` settings, `log` receives "
-    "every prediction (closed when the app shuts down), `api_key` guards feedback; with `follow`, the app follows the "
-    "registry and swaps; with `grpc_port`, the protocol's gRPC service runs beside it on that port (0: a free one); "
-    "`registry` (a callable opening the workbook's registry) answers the repository index; `shared_grpc`: several worker "
-    "processes listen on the gRPC port (SO_REUSEPORT)."
-    o = {**TIMEOUTS, **(opts or {})}
-    plane = DataPlane(m, o, log, api_key, registry)
-    api = rest_api(plane, follow, grpc_port, grpc_host, shared_grpc)
-    fast = fast_path(plane, api)
-    app = drain_refused(fast, DRAIN * plane.max_body, float(plane.o["body_timeout_s"]))
-    if origins := plane.origins:
-        from starlette.middleware.cors import CORSMiddleware
-        app = CORSMiddleware(app, allow_origins=sorted(origins),
-                             allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
-    return Service(app, api, plane.tel, log, plane)
-
 # %% ../../nbs/30_deploy.serve.ipynb #c010a
 def _lifespan(plane: DataPlane, follow: Follower | None, grpc_port: int | None, grpc_host: str, shared: bool = False):
     "The app's start and stop: the registry follower's thread and the gRPC server started; at the stop, both stopped and "
@@ -210,36 +189,6 @@ def _lifespan(plane: DataPlane, follow: Follower | None, grpc_port: int | None, 
             if f is not None: f.close()
             plane.close()
     return lifespan
-
-# %% ../../nbs/30_deploy.serve.ipynb #c010c
-def rest_api(plane: DataPlane, follow: Follower | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
-             shared_grpc: bool = False) -> FastAPI:
-    "The documented FastAPI app over `plane`: errors as `{\"error\": ...}` (counted and logged by the data plane), our "
-    "routes (`v1_routes`), the Open Inference Protocol's (`v2_routes`), /docs offline; its lifespan runs the follower and gRPC."
-    from starlette.exceptions import HTTPException
-    from mlops_nb import __version__
-    m = plane.m
-    api = FastAPI(title="mlops_nb prediction service", version=__version__, docs_url=None, redoc_url=None,
-                  lifespan=_lifespan(plane, follow, grpc_port, grpc_host, shared_grpc),
-                  description=f"Serves {m.name}" + (f"@{m.version} ({m.digest})" if follow is None else
-                              " at the versions its registry releases (`GET /v1/model` says which)") + ". Errors are `{\"error\": \"...\"}`.")
-    offline_docs(api)
-
-    def route_of(request):
-        r = request.scope.get("route")
-        return r.path if r is not None else "unmatched"
-
-    @api.exception_handler(BadInput)
-    async def bad_input(request, e: BadInput):
-        return _respond(*plane.refuse(route_of(request), request.headers, request.scope.get("t0", time.perf_counter()), e.status, str(e)))
-
-    @api.exception_handler(HTTPException)
-    async def http_error(request, e: HTTPException):
-        return _respond(*plane.refuse(route_of(request), request.headers, time.perf_counter(), e.status_code, str(e.detail)))
-
-    v1_routes(api, plane)
-    v2_routes(api, plane)
-    return api
 
 # %% ../../nbs/30_deploy.serve.ipynb #c010c-1
 def _respond(status, payload, hdr): return Response(payload, status, hdr, media_type="application/json")
@@ -327,6 +276,26 @@ async def _uploads(plane: DataPlane, request) -> list:
     if sum(len(b) for _, b in files) > max_body: raise over_limit("the uploads' size", max_body)
     return files
 
+# %% ../../nbs/30_deploy.serve.ipynb #c010e-1
+def _v2_infer_routes(api: FastAPI, plane: DataPlane, NAME, VERSION):
+    "The Open Inference Protocol's inference routes on `api`: the model's, and one version's (`NAME` and `VERSION`: their path parameters)."
+    infer_doc = dict(responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
+        "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
+        "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))
+
+    async def infer_route(request, route, name, version=None):
+        t0 = _start(request)
+        v = plane.check_model(name, version)
+        return _respond(*await plane.answer(route, request.headers, t0, plane.infer, route, request.headers,
+                                            await _body_of(plane, request), t0, v))
+
+    @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
+    async def infer_any(request: Request, name: str = NAME): return await infer_route(request, "/v2/models/{name}/infer", name)
+
+    @api.post("/v2/models/{name}/versions/{version}/infer", summary="OIP inference, one version", **infer_doc)
+    async def infer_v(request: Request, name: str = NAME, version: str = VERSION):
+        return await infer_route(request, "/v2/models/{name}/versions/{version}/infer", name, version)
+
 # %% ../../nbs/30_deploy.serve.ipynb #c010e
 def v2_routes(api: FastAPI, plane: DataPlane):
     "The Open Inference Protocol's REST routes on `api`: server and model metadata and health, inference (any version "
@@ -373,26 +342,6 @@ def v2_routes(api: FastAPI, plane: DataPlane):
               "and which are served now")
     async def repository_index(): return _json(await asyncio.get_running_loop().run_in_executor(None, plane.repository_index))
     _v2_infer_routes(api, plane, NAME, VERSION)
-
-# %% ../../nbs/30_deploy.serve.ipynb #c010e-1
-def _v2_infer_routes(api: FastAPI, plane: DataPlane, NAME, VERSION):
-    "The Open Inference Protocol's inference routes on `api`: the model's, and one version's (`NAME` and `VERSION`: their path parameters)."
-    infer_doc = dict(responses={400: _ERR, 401: _ERR, 403: _ERR, 404: _ERR, 413: _ERR, 415: _ERR, 503: _LOG}, openapi_extra=_body({
-        "type": "object", "required": ["inputs"], "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
-        "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": {"type": "object"}}}}))
-
-    async def infer_route(request, route, name, version=None):
-        t0 = _start(request)
-        v = plane.check_model(name, version)
-        return _respond(*await plane.answer(route, request.headers, t0, plane.infer, route, request.headers,
-                                            await _body_of(plane, request), t0, v))
-
-    @api.post("/v2/models/{name}/infer", summary="OIP inference", **infer_doc)
-    async def infer_any(request: Request, name: str = NAME): return await infer_route(request, "/v2/models/{name}/infer", name)
-
-    @api.post("/v2/models/{name}/versions/{version}/infer", summary="OIP inference, one version", **infer_doc)
-    async def infer_v(request: Request, name: str = NAME, version: str = VERSION):
-        return await infer_route(request, "/v2/models/{name}/versions/{version}/infer", name, version)
 
 # %% ../../nbs/30_deploy.serve.ipynb #c010f
 def fast_path(plane: DataPlane, api: FastAPI):
@@ -479,6 +428,57 @@ def offline_docs(api: FastAPI):
         if asset not in _ASSETS: return Response(orjson.dumps({"error": f"no such file {asset[:80]!r} in /docs"}), 404,
                                                  media_type="application/json")
         return FileResponse(static / asset, media_type=_ASSETS[asset], headers={**safe, "cache-control": "max-age=86400"})
+
+# %% ../../nbs/30_deploy.serve.ipynb #c010c
+def rest_api(plane: DataPlane, follow: Follower | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
+             shared_grpc: bool = False) -> FastAPI:
+    "The documented FastAPI app over `plane`: errors as `{\"error\": ...}` (counted and logged by the data plane), our "
+    "routes (`v1_routes`), the Open Inference Protocol's (`v2_routes`), /docs offline; its lifespan runs the follower and gRPC."
+    from starlette.exceptions import HTTPException
+    from mlops_nb import __version__
+    m = plane.m
+    api = FastAPI(title="mlops_nb prediction service", version=__version__, docs_url=None, redoc_url=None,
+                  lifespan=_lifespan(plane, follow, grpc_port, grpc_host, shared_grpc),
+                  description=f"Serves {m.name}" + (f"@{m.version} ({m.digest})" if follow is None else
+                              " at the versions its registry releases (`GET /v1/model` says which)") + ". Errors are `{\"error\": \"...\"}`.")
+    offline_docs(api)
+
+    def route_of(request):
+        r = request.scope.get("route")
+        return r.path if r is not None else "unmatched"
+
+    @api.exception_handler(BadInput)
+    async def bad_input(request, e: BadInput):
+        return _respond(*plane.refuse(route_of(request), request.headers, request.scope.get("t0", time.perf_counter()), e.status, str(e)))
+
+    @api.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):
+        return _respond(*plane.refuse(route_of(request), request.headers, time.perf_counter(), e.status_code, str(e.detail)))
+
+    v1_routes(api, plane)
+    v2_routes(api, plane)
+    return api
+
+# %% ../../nbs/30_deploy.serve.ipynb #c010
+def create_app(m: ServedModel | Routes, opts: dict | None = None, log: PredictionLog | None = None, api_key: str | None = None,
+               follow: Follower | None = None, grpc_port: int | None = None, grpc_host: str = "127.0.0.1",
+               registry=None, shared_grpc: bool = False):
+    "The ASGI app serving `m` (one model, or `Routes`: a primary with a canary and a shadow) with our routes under /v1, "
+    "the Open Inference Protocol under /v2, /metrics, over one `DataPlane`; `opts` are `[serve]` settings, `log` receives "
+    "every prediction (closed when the app shuts down), `api_key` guards feedback; with `follow`, the app follows the "
+    "registry and swaps; with `grpc_port`, the protocol's gRPC service runs beside it on that port (0: a free one); "
+    "`registry` (a callable opening the workbook's registry) answers the repository index; `shared_grpc`: several worker "
+    "processes listen on the gRPC port (SO_REUSEPORT)."
+    o = {**TIMEOUTS, **(opts or {})}
+    plane = DataPlane(m, o, log, api_key, registry)
+    api = rest_api(plane, follow, grpc_port, grpc_host, shared_grpc)
+    fast = fast_path(plane, api)
+    app = drain_refused(fast, DRAIN * plane.max_body, float(plane.o["body_timeout_s"]))
+    if origins := plane.origins:
+        from starlette.middleware.cors import CORSMiddleware
+        app = CORSMiddleware(app, allow_origins=sorted(origins),
+                             allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["X-Request-ID"])
+    return Service(app, api, plane.tel, log, plane)
 
 # %% ../../nbs/30_deploy.serve.ipynb #c012b
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol

@@ -203,6 +203,21 @@ def bias_md(b: dict) -> str:
     if not rows: return f"No gap judged: fewer than two classes or tag values with {b['min_labels']} labels each."
     return md_table(rows, ["gap", "size", "lowest", "highest", "significant"])
 
+# %% ../../nbs/41_monitor.analyze.ipynb #c023-1
+def _join(ps: list) -> dict: return {k: np.concatenate([p[k] for p in ps]) for k in ps[0]}
+
+# %% ../../nbs/41_monitor.analyze.ipynb #c023-2
+def _take(c: dict, i: np.ndarray) -> dict:
+    "Rows `i` of the columns `c`; `x` holds only the rows `has_x` marks, so it is taken through their positions."
+    pos = np.cumsum(c["has_x"]) - 1
+    return {**{k: v[i] for k, v in c.items() if k != "x"}, "x": c["x"][pos[i][c["has_x"][i]]]}
+
+# %% ../../nbs/41_monitor.analyze.ipynb #c023-3
+def _sample(c: dict, limit: int | None) -> dict:
+    "The `limit` rows with the smallest random keys (a uniform sample), all of them under `limit`."
+    if limit is None or len(c["y"]) <= limit: return c
+    return _take(c, np.argpartition(c["key"], limit)[:limit])
+
 # %% ../../nbs/41_monitor.analyze.ipynb #c023
 def load_labelled(path,                        # the prediction log, or a reader of logs (`mlops_nb.monitor.windows.log_reader`)
                   name: str,                    # the model
@@ -239,21 +254,6 @@ def load_labelled(path,                        # the prediction log, or a reader
     c = _take(c, np.argsort(c["ts"], kind="stable"))
     return {**{k: c[k] for k in ("x", "y", "pred", "p", "tags", "ts", "request_id", "has_x")}, "conf": c["p"].max(axis=1),
             "labelled": seen, "unknown": unknown, "rows": int(len(c["y"]))}
-
-# %% ../../nbs/41_monitor.analyze.ipynb #c023-1
-def _join(ps: list) -> dict: return {k: np.concatenate([p[k] for p in ps]) for k in ps[0]}
-
-# %% ../../nbs/41_monitor.analyze.ipynb #c023-2
-def _take(c: dict, i: np.ndarray) -> dict:
-    "Rows `i` of the columns `c`; `x` holds only the rows `has_x` marks, so it is taken through their positions."
-    pos = np.cumsum(c["has_x"]) - 1
-    return {**{k: v[i] for k, v in c.items() if k != "x"}, "x": c["x"][pos[i][c["has_x"][i]]]}
-
-# %% ../../nbs/41_monitor.analyze.ipynb #c023-3
-def _sample(c: dict, limit: int | None) -> dict:
-    "The `limit` rows with the smallest random keys (a uniform sample), all of them under `limit`."
-    if limit is None or len(c["y"]) <= limit: return c
-    return _take(c, np.argpartition(c["key"], limit)[:limit])
 
 # %% ../../nbs/41_monitor.analyze.ipynb #c027
 def plot_occlusion(x: np.ndarray, maps: np.ndarray, titles=(), ncols: int = 8, size: float = 1.3):

@@ -34,6 +34,14 @@ def status(chk: list) -> str:
     s = {c["status"] for c in chk}
     return "ALERT" if "ALERT" in s else "ok" if "ok" in s else "n/a"
 
+# %% ../../nbs/40a_monitor.report.ipynb #c003-3
+def _most_shifted(t: dict) -> str:
+    "The predictions the domain classifier found least like the validation split (their times, to find them in the log)."
+    top = [x for x in ((t.get("estimate") or {}).get("most_shifted") or []) if x["ts"] is not None]
+    if not top: return ""
+    return ("\n\nLeast like the validation images (the domain classifier's score; `mlops-nb predictions --since` a second "
+            "before finds them): " + ", ".join(f"{md_escape(stamp(x['ts'], 3))} ({x['score']:.2f})" for x in top))
+
 # %% ../../nbs/40a_monitor.report.ipynb #c003-2
 def verdict_md(rep: MonitorReport, ev: dict) -> str:
     "The one-screen summary: the model, the period, the verdict, each check."
@@ -51,14 +59,6 @@ def verdict_md(rep: MonitorReport, ev: dict) -> str:
     rows = [{**c, "status": c["status"] if c["status"] != "ALERT" else "**ALERT**"} for c in t["checks"]]
     table = md_table(rows, ["check", "status", "detail", "measured"]).replace("&#42;&#42;ALERT&#42;&#42;", "**ALERT**")
     return head + other + "\n\n" + table + _most_shifted(t)
-
-# %% ../../nbs/40a_monitor.report.ipynb #c003-3
-def _most_shifted(t: dict) -> str:
-    "The predictions the domain classifier found least like the validation split (their times, to find them in the log)."
-    top = [x for x in ((t.get("estimate") or {}).get("most_shifted") or []) if x["ts"] is not None]
-    if not top: return ""
-    return ("\n\nLeast like the validation images (the domain classifier's score; `mlops-nb predictions --since` a second "
-            "before finds them): " + ", ".join(f"{md_escape(stamp(x['ts'], 3))} ({x['score']:.2f})" for x in top))
 
 # %% ../../nbs/40a_monitor.report.ipynb #c003-4
 def daily_md(ev: dict) -> str:

@@ -426,6 +426,41 @@ def bias(f: dict, min_n: int) -> dict:
     slices = {k: g for k, sides in keys.items() if (g := gap(sides, min_n)) is not None}
     return {"min_labels": min_n, "recall_gap": classes, "slice_gaps": slices}
 
+# %% ../../nbs/40_monitor.windows.ipynb #c010-9
+def _estimated(f: dict, m: dict, significant: bool, said: str, add):
+    "The label-free estimate's check: CBPE judged by its test where the model exports no embedding; else the reweighted "
+    "estimate (`mlops_nb.monitor.estimate`) judged by its range, and an unreliable one shown as its reasons and a ceiling."
+    est, ref = f["estimated_accuracy"], f["reference"]["estimated_accuracy"]
+    r, floor = f.get("estimate"), ref - m["max_accuracy_drop"]
+    if r is None:
+        moved = f["drift"]["features"]["share"] > m["max_drifted_share"]
+        add("estimated accuracy", not significant, f"{est:.3f} without labels (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} "
+            "below)" + said + ("; the inputs drifted, so this overstates accuracy: trust labels" if moved else ""), "estimated_accuracy", est, floor)
+        return
+    lo, hi = r["range"]
+    said_ = (f"{r['weighted']:.3f} [{lo:.3f}, {hi:.3f}] without labels, reliable" if r["verdict"] == "reliable" else
+             f"unreliable: {'; '.join(r['why'])}; at most {hi:.3f}")
+    add("estimated accuracy", None if r["verdict"] != "reliable" and floor <= hi else hi >= floor,
+        f"{said_} (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} below)", "estimated_accuracy",
+        r["weighted"] if r["verdict"] == "reliable" else None, floor)
+
+# %% ../../nbs/40_monitor.windows.ipynb #c010-10
+def _gaps(f: dict, m: dict, add):
+    "The bias checks: the per-class recall gap and each tag's slice gap, alerting only where the intervals part."
+    b = f.get("bias") or bias(f, m["min_class_labels"])
+    g = b["recall_gap"]
+    if g is None: add("recall gap", None, f"fewer than two classes with {m['min_class_labels']} labels: not judged")
+    else:
+        side = lambda s: f"{s['name']} {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] on {s['n']}"
+        add("recall gap", not (g["gap"] > m["max_recall_gap"] and g["significant"]),
+            f"{g['gap']:.3f} (at most {m['max_recall_gap']:g}): lowest class {side(g['low'])}, highest {side(g['high'])}"
+            + ("" if g["significant"] else "; the intervals overlap: not significant"), f"recall_gap:{g['low']['name']}", g["gap"], m["max_recall_gap"])
+    for key, g in sorted(b["slice_gaps"].items()):
+        side = lambda s: f"{s['name']} {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] on {s['n']}"
+        add(f"slice gap ({key})", not (g["gap"] > m["max_slice_gap"] and g["significant"]),
+            f"{g['gap']:.3f} (at most {m['max_slice_gap']:g}): {side(g['low'])} against {side(g['high'])}"
+            + ("" if g["significant"] else "; the intervals overlap: not significant"), f"slice_gap:{g['low']['name']}", g["gap"], m["max_slice_gap"])
+
 # %% ../../nbs/40_monitor.windows.ipynb #c010-8
 def checks(f: dict, m: dict) -> list[dict]:
     "A window's figures against the `[monitor]` thresholds `m`: one row a check, status `ok`, `ALERT` or `n/a`, with the "
@@ -463,41 +498,6 @@ def checks(f: dict, m: dict) -> list[dict]:
     p99 = f["latency"]["p99_ms"]
     add("latency", p99 is not None and p99 <= m["p99_ms"], f"p99 at most {p99:.3g} ms (limit {m['p99_ms']:g} ms)", "p99_ms", p99, m["p99_ms"])
     return out
-
-# %% ../../nbs/40_monitor.windows.ipynb #c010-9
-def _estimated(f: dict, m: dict, significant: bool, said: str, add):
-    "The label-free estimate's check: CBPE judged by its test where the model exports no embedding; else the reweighted "
-    "estimate (`mlops_nb.monitor.estimate`) judged by its range, and an unreliable one shown as its reasons and a ceiling."
-    est, ref = f["estimated_accuracy"], f["reference"]["estimated_accuracy"]
-    r, floor = f.get("estimate"), ref - m["max_accuracy_drop"]
-    if r is None:
-        moved = f["drift"]["features"]["share"] > m["max_drifted_share"]
-        add("estimated accuracy", not significant, f"{est:.3f} without labels (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} "
-            "below)" + said + ("; the inputs drifted, so this overstates accuracy: trust labels" if moved else ""), "estimated_accuracy", est, floor)
-        return
-    lo, hi = r["range"]
-    said_ = (f"{r['weighted']:.3f} [{lo:.3f}, {hi:.3f}] without labels, reliable" if r["verdict"] == "reliable" else
-             f"unreliable: {'; '.join(r['why'])}; at most {hi:.3f}")
-    add("estimated accuracy", None if r["verdict"] != "reliable" and floor <= hi else hi >= floor,
-        f"{said_} (reference {ref:.3f}, at most {m['max_accuracy_drop']:g} below)", "estimated_accuracy",
-        r["weighted"] if r["verdict"] == "reliable" else None, floor)
-
-# %% ../../nbs/40_monitor.windows.ipynb #c010-10
-def _gaps(f: dict, m: dict, add):
-    "The bias checks: the per-class recall gap and each tag's slice gap, alerting only where the intervals part."
-    b = f.get("bias") or bias(f, m["min_class_labels"])
-    g = b["recall_gap"]
-    if g is None: add("recall gap", None, f"fewer than two classes with {m['min_class_labels']} labels: not judged")
-    else:
-        side = lambda s: f"{s['name']} {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] on {s['n']}"
-        add("recall gap", not (g["gap"] > m["max_recall_gap"] and g["significant"]),
-            f"{g['gap']:.3f} (at most {m['max_recall_gap']:g}): lowest class {side(g['low'])}, highest {side(g['high'])}"
-            + ("" if g["significant"] else "; the intervals overlap: not significant"), f"recall_gap:{g['low']['name']}", g["gap"], m["max_recall_gap"])
-    for key, g in sorted(b["slice_gaps"].items()):
-        side = lambda s: f"{s['name']} {s['rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] on {s['n']}"
-        add(f"slice gap ({key})", not (g["gap"] > m["max_slice_gap"] and g["significant"]),
-            f"{g['gap']:.3f} (at most {m['max_slice_gap']:g}): {side(g['low'])} against {side(g['high'])}"
-            + ("" if g["significant"] else "; the intervals overlap: not significant"), f"slice_gap:{g['low']['name']}", g["gap"], m["max_slice_gap"])
 
 # %% ../../nbs/40_monitor.windows.ipynb #c012
 def service_metrics(url: str, timeout: float = 5.0) -> dict | None:

@@ -174,15 +174,6 @@ class Kernel:
             try: km.cleanup_resources()
             except Exception: pass
 
-# %% ../../nbs/20c_pipeline.kernels.ipynb #c006
-def execute(nb_in, nb_out, kernel: Kernel, parameters: dict, cwd, progress_bar: bool = False):
-    "Execute `nb_in` into `nb_out` with papermill on `kernel` (which the caller shuts down)."
-    import papermill as pm
-    _register_engine()
-    return pm.execute_notebook(str(nb_in), str(nb_out), parameters=parameters, kernel_name=kernel.kernel_name,
-                               cwd=str(cwd), progress_bar=progress_bar, log_output=False, engine_name="mlops-nb",
-                               km=kernel.ready(kernel.start_timeout * 2))
-
 # %% ../../nbs/20c_pipeline.kernels.ipynb #c006-1
 def _register_engine():
     from papermill.engines import NBClientEngine, papermill_engines
@@ -205,6 +196,15 @@ def _register_engine():
                     try: client.kc.stop_channels()
                     except Exception: pass
     papermill_engines.register("mlops-nb", OwnKernelEngine)
+
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c006
+def execute(nb_in, nb_out, kernel: Kernel, parameters: dict, cwd, progress_bar: bool = False):
+    "Execute `nb_in` into `nb_out` with papermill on `kernel` (which the caller shuts down)."
+    import papermill as pm
+    _register_engine()
+    return pm.execute_notebook(str(nb_in), str(nb_out), parameters=parameters, kernel_name=kernel.kernel_name,
+                               cwd=str(cwd), progress_bar=progress_bar, log_output=False, engine_name="mlops-nb",
+                               km=kernel.ready(kernel.start_timeout * 2))
 
 # %% ../../nbs/20c_pipeline.kernels.ipynb #895df1d3
 class ZygoteError(RuntimeError):
