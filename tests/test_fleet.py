@@ -206,6 +206,11 @@ def test_retraining_takes_every_replicas_labelled_rows_from_the_archive(tmp_path
     before = source_fingerprint("digits+predictions:digits-cnn", tmp_path / "b.db", str(tmp_path / "archive"))
     roll(tmp_path / "b.db", tmp_path / "archive", "b")
     assert source_fingerprint("digits+predictions:digits-cnn", tmp_path / "b.db", str(tmp_path / "archive")) != before
-    r = ingest("digits+predictions:digits-cnn", tmp_path / "ds", log=None, archive=str(tmp_path / "archive"), archive_cache=tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    stale = tmp_path / "cache" / ("0" * 64 + ".parquet")                  # a segment downloaded long ago, 2 MiB
+    stale.write_bytes(b"\0" * (2 << 20)); os.utime(stale, (1e9, 1e9))
+    r = ingest("digits+predictions:digits-cnn", tmp_path / "ds", log=None, archive=str(tmp_path / "archive"), archive_cache=tmp_path / "cache",
+               archive_cache_mb=1)
+    assert not stale.exists()                                             # retraining cuts the cache back as monitoring does
     assert r.manifest["production"]["rows"] == 30 and r.manifest["n"] == 1797 + 30
     assert sorted(i.split("/")[0] for i in r.manifest["production"]["ids"]) == sorted(f"{c}{i}" for c in "ab" for i in range(0, 30, 2))

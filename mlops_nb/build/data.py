@@ -437,13 +437,15 @@ def _production_rows(read, idx: dict, shape, name: str, w: ShardWriter) -> tuple
     return rows, ids, first, last, missing
 
 # %% ../../nbs/10_build.data.ipynb #c012-1
-def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None, archive_cache=None) -> tuple:
+def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None, archive_cache=None,
+                    archive_cache_mb: int = 0) -> tuple:
     "Stream the labelled predictions of model `name` in the prediction log `log` (primary and canary rows whose feedback "
     "names one of `classes` and whose raw input the log kept) into shards through `w`, a chunk at a time: `(rows, taken)`, "
     "`rows` per image `(shard number, row, label, 'predictions/<request id>/<row>', sha256 of its pixels)`, `taken` what "
     "was taken (ids, first and last time, and `without_input`: labelled rows whose raw input `[serve] log_inputs` did not keep). "
     "With `archive` (`[paths] predictions_archive`), every replica's rows are read from it, with the labels any replica "
-    "took, and the rows of `log` not archived yet (`mlops_nb.core.archive.Fleet`)."
+    "took, and the rows of `log` not archived yet (`mlops_nb.core.archive.Fleet`); `archive_cache` is then cut back to about "
+    "`archive_cache_mb` MiB (`[monitor] archive_cache_mb`; 0: never), as after a monitor's read."
     from contextlib import nullcontext
     from mlops_nb.core.predlog import chunks
     live = log is not None and Path(log).is_file()
@@ -451,7 +453,7 @@ def read_production(log, name: str, classes, shape, w: ShardWriter, archive=None
     fleet = nullcontext()
     if archive is not None:
         from mlops_nb.core.archive import Fleet
-        fleet = Fleet(archive, [log] if live else [], archive_cache, 128)
+        fleet = Fleet(archive, [log] if live else [], archive_cache, 128, cache_mb=archive_cache_mb)
     idx, rows, ids, first, last, missing = {str(c): i for i, c in enumerate(classes)}, [], [], np.inf, -np.inf, 0
     with fleet as fl:
         read = fl.chunks(name, inputs=True, max_bytes=64 << 20) if fl is not None else chunks(log, name, inputs=True, max_bytes=64 << 20)
@@ -491,6 +493,7 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
            label_column: str = "label",   # parquet: the column of class names
            archive=None,                  # +predictions: also every replica's rows in this archive (`[paths] predictions_archive`)
            archive_cache=None,            # where the archive's remote segments are kept once checked
+           archive_cache_mb: int = 0,     # ... cut back to about this many MiB after the read (0: never)
            ) -> IngestResult:
     "Read `source` ('digits', 'imagefolder:<path or URL>' or 'parquet:<path or URL>', any followed by "
     "'+predictions:NAME' to add model NAME's labelled production predictions from the prediction log `log`), validate "
@@ -516,7 +519,7 @@ def ingest(source: str = "digits", out_dir=".", image_size: int = 0, mode: str =
                                                 workers or machine_cores(), stats)
     taken = None
     if prod:                                       # the labelled production data, after the original rows
-        more, taken = read_production(log, prod, classes, w.item_shape, w, archive, archive_cache)
+        more, taken = read_production(log, prod, classes, w.item_shape, w, archive, archive_cache, archive_cache_mb)
         rows += more
     ds = _dataset(w, rows, classes, stratified_split([r[2] for r in rows], val_frac, test_frac, seed))
     Path(out_dir).mkdir(parents=True, exist_ok=True)

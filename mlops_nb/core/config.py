@@ -263,7 +263,7 @@ class MonitorSection(_Section):
                                 "predictions (on 1-2 rows it reads 6.8 whatever happens)")
     memory_mb: int = Field(256, ge=1, description="monitoring reads the log in chunks of about this many MiB, so its "
                              "memory stays flat whatever the window's length")
-    archive_cache_mb: int = Field(4096, ge=0, description="the remote segments monitoring has downloaded ([paths] "
+    archive_cache_mb: int = Field(4096, ge=0, description="the remote segments monitoring and retraining have downloaded ([paths] "
         "archive_cache) are cut back to about this many MiB after each read, those read least recently going first "
         "(0: kept forever)")
     engine: Literal["auto", "sqlite", "duckdb", "spark"] = Field("auto", description="what reads the logs: auto "
