@@ -8,47 +8,7 @@ from .common import err, report_path, require_train, run_id
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_run', 'cmd_params', 'cmd_settings', 'cmd_reproduce']
-
-# %% ../../nbs/52_cli.pipeline.ipynb #c003
-def add_commands(sub):
-    "Add `run`, `params`, `settings` and `reproduce` to the top-level parser's subcommands."
-    from mlops_nb.pipeline.runner import STAGES                     # the stage list in the help follows the stage graph
-    r = sub.add_parser("run", help=f"run the pipeline ({STAGES[0].name} to {STAGES[-1].name}) with papermill",
-                       description="Run the pipeline; every stage notebook is executed into runs/<run-id>/, "
-                                   "unless an identical execution is in the cache.")
-    r.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
-    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a parameter: NAME=VALUE in every stage declaring it, STAGE.NAME=VALUE in one; "
-                        "repeatable; values are Python literals (lists: [0.01,0.003]); see `mlops-nb params`")
-    r.add_argument("--force", action="store_true", help="re-execute every stage, ignoring the cache")
-    r.add_argument("--force-stage", action="append", default=[], metavar="STAGE",
-                   help="re-execute this stage and every stage after it that depends on it (repeatable)")
-    r.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
-    r.set_defaults(func=cmd_run)
-    pp = sub.add_parser("params", help="the pipeline's parameters: type, constraint, default",
-                        description="List every parameter the stage notebooks declare, with the values a profile gives.")
-    pp.add_argument("--profile", default=None, help="also show this profile's values")
-    pp.set_defaults(func=cmd_params)
-    st = sub.add_parser("settings", help="the settings in force; settings.ini's comments",
-                        description="List every setting of settings.ini with its value (those off their default marked "
-                                    "with the default). --write rewrites the file's comments from the settings' own "
-                                    "descriptions, keeping every value and the profiles; --check exits 1 when they differ.")
-    st.add_argument("section", nargs="?", help="only this section (paths, wandb, run, gates, serve, train, apptest, monitor, "
-                    "govern, reproduce)")
-    st.add_argument("--describe", action="store_true", help="each setting's description too")
-    how = st.add_mutually_exclusive_group()
-    how.add_argument("--write", action="store_true", help="rewrite the settings file's comments (values kept)")
-    how.add_argument("--check", action="store_true", help="exit 1 when the file's comments are not its descriptions")
-    st.set_defaults(func=cmd_settings)
-    rp = sub.add_parser("reproduce", help="re-execute a run and compare with the original",
-                        description="Re-execute RUN_ID with its recorded parameters and inputs, ignoring the cache, as a "
-                                    "new run; print identical / equal within tolerance / differs. Exit 0 unless it differs. "
-                                    "It writes a new run folder, store objects and lineage rows; it never registers a version "
-                                    "or moves an alias: its register stage reports which version its bundle matches.")
-    rp.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
-    rp.set_defaults(func=cmd_reproduce, reads_runs=True)
-
+__all__ = ['cmd_run', 'cmd_params', 'cmd_settings', 'cmd_reproduce', 'add_commands']
 
 # %% ../../nbs/52_cli.pipeline.ipynb #c004
 def cmd_run(a, s):
@@ -117,3 +77,43 @@ def cmd_reproduce(a, s):
     print(v)
     print(f"new run {new['run_id']}: {report_path(s, new)}")
     return 0 if v.ok else 1
+
+# %% ../../nbs/52_cli.pipeline.ipynb #c003
+def add_commands(sub):
+    "Add `run`, `params`, `settings` and `reproduce` to the top-level parser's subcommands."
+    from mlops_nb.pipeline.runner import STAGES                     # the stage list in the help follows the stage graph
+    r = sub.add_parser("run", help=f"run the pipeline ({STAGES[0].name} to {STAGES[-1].name}) with papermill",
+                       description="Run the pipeline; every stage notebook is executed into runs/<run-id>/, "
+                                   "unless an identical execution is in the cache.")
+    r.add_argument("--profile", default="default", help="run profile from settings.ini (default: %(default)s)")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a parameter: NAME=VALUE in every stage declaring it, STAGE.NAME=VALUE in one; "
+                        "repeatable; values are Python literals (lists: [0.01,0.003]); see `mlops-nb params`")
+    r.add_argument("--force", action="store_true", help="re-execute every stage, ignoring the cache")
+    r.add_argument("--force-stage", action="append", default=[], metavar="STAGE",
+                   help="re-execute this stage and every stage after it that depends on it (repeatable)")
+    r.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
+    r.set_defaults(func=cmd_run)
+    pp = sub.add_parser("params", help="the pipeline's parameters: type, constraint, default",
+                        description="List every parameter the stage notebooks declare, with the values a profile gives.")
+    pp.add_argument("--profile", default=None, help="also show this profile's values")
+    pp.set_defaults(func=cmd_params)
+    st = sub.add_parser("settings", help="the settings in force; settings.ini's comments",
+                        description="List every setting of settings.ini with its value (those off their default marked "
+                                    "with the default). --write rewrites the file's comments from the settings' own "
+                                    "descriptions, keeping every value and the profiles; --check exits 1 when they differ.")
+    st.add_argument("section", nargs="?", help="only this section (paths, wandb, run, gates, serve, train, apptest, monitor, "
+                    "govern, reproduce)")
+    st.add_argument("--describe", action="store_true", help="each setting's description too")
+    how = st.add_mutually_exclusive_group()
+    how.add_argument("--write", action="store_true", help="rewrite the settings file's comments (values kept)")
+    how.add_argument("--check", action="store_true", help="exit 1 when the file's comments are not its descriptions")
+    st.set_defaults(func=cmd_settings)
+    rp = sub.add_parser("reproduce", help="re-execute a run and compare with the original",
+                        description="Re-execute RUN_ID with its recorded parameters and inputs, ignoring the cache, as a "
+                                    "new run; print identical / equal within tolerance / differs. Exit 0 unless it differs. "
+                                    "It writes a new run folder, store objects and lineage rows; it never registers a version "
+                                    "or moves an alias: its register stage reports which version its bundle matches.")
+    rp.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of one")
+    rp.set_defaults(func=cmd_reproduce, reads_runs=True)
+

@@ -8,54 +8,7 @@ from .common import err, print_checks, split_ref
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_approve', 'cmd_rollback', 'cmd_export', 'cmd_release']
-
-# %% ../../nbs/56_cli.release.ipynb #c003
-def add_commands(sub):
-    "Add `approve`, `release` and `rollback` to the top-level parser's subcommands."
-    x = sub.add_parser("approve", help="sign off a version's QA report (the application test)",
-                       description="Record your approval of NAME@VERSION's QA report (the executed application-test notebook of "
-                                   "its run, or the report.json of `mlops-nb apptest`) in the registry's append-only history: "
-                                   "who, when, why, the bundle's digest and the report's digest. The approval holds only for "
-                                   "that bundle and that report: a new application test needs a new approval.")
-    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--why", required=True, help="what you checked (recorded)")
-    x.set_defaults(func=cmd_approve, reads_runs=True)
-    x = sub.add_parser("release", help="production, a canary or a shadow to a version (gated)",
-                       description="Run every production gate (thresholds, parity, champion/challenger, application test, "
-                                   "approval when required) and point `production` at NAME@VERSION; services serving the "
-                                   "model's aliases swap to it without dropping a request. --canary PERCENT sends that share "
-                                   "of requests (chosen by request id) to the version instead; a later plain release completes "
-                                   "it. --shadow has the version score every request off the critical path, logged and never "
-                                   "returned (no gate: nobody sees its answers). Exit 1 when the gate refused.")
-    x.add_argument("ref", metavar="NAME@VERSION")
-    g = x.add_mutually_exclusive_group()
-    g.add_argument("--canary", type=float, metavar="PERCENT", help="share of requests (0 < PERCENT < 100) for this version")
-    g.add_argument("--shadow", action="store_true", help="score every request with this version too, off the critical path")
-    x.add_argument("--why", default="", help="the reason, written to the alias history")
-    x.add_argument("--force", action="store_true", help="override a failed gate (needs --why; recorded as forced)")
-    x.set_defaults(func=cmd_release, reads_runs=True)
-    x = sub.add_parser("rollback", help="end the canary, else production back one version",
-                       description="With a canary running: end it (every request goes to production again). Otherwise point "
-                                   "production back at the version that held it before (repeated: further back; --to N: any "
-                                   "earlier holder). --shadow ends the shadow. No gate runs; the target's bundle is verified.")
-    x.add_argument("name", metavar="NAME")
-    x.add_argument("--to", type=int, metavar="N", help="production back to version N (one it held before)")
-    x.add_argument("--shadow", action="store_true", help="end the shadow instead")
-    x.add_argument("--why", default="", help="the reason, written to the alias history")
-    x.set_defaults(func=cmd_rollback, reads_runs=True)
-    x = sub.add_parser("export", help="a version as a Triton repository or KServe service",
-                       description="Write NAME@VERSION (or @ALIAS) for serving beyond one machine over the same protocol: "
-                                   "DIR/NAME/VERSION/model.onnx (the network with its head: probabilities and label, as "
-                                   "`mlops-nb serve` answers) and DIR/NAME/config.pbtxt for Triton; with --format kserve also "
-                                   "DIR/inferenceservice.yaml, a KServe InferenceService serving that repository from "
-                                   "--storage-uri. Every file is checked before the command returns.")
-    x.add_argument("ref", metavar="NAME@VERSION")
-    x.add_argument("--to", required=True, metavar="DIR", help="the folder to write (the model repository)")
-    x.add_argument("--format", choices=["triton", "kserve"], default="triton", help="default: %(default)s")
-    x.add_argument("--storage-uri", metavar="URI", help="kserve: where DIR will be uploaded (s3://, gs://, pvc://, ...); "
-                   "default pvc://mlops-nb-models/DIRNAME")
-    x.set_defaults(func=cmd_export)
-
+__all__ = ['cmd_approve', 'cmd_rollback', 'cmd_export', 'cmd_release', 'add_commands']
 
 # %% ../../nbs/56_cli.release.ipynb #c004
 def cmd_approve(a, s):
@@ -106,3 +59,50 @@ def cmd_release(a, s):
     for line in describe(r, name): print(line)
     if a.force and any(not ch["passed"] for ch in r["checks"]): print("  (forced: recorded in the alias history with the gate's report)")
     return 0
+
+# %% ../../nbs/56_cli.release.ipynb #c003
+def add_commands(sub):
+    "Add `approve`, `release` and `rollback` to the top-level parser's subcommands."
+    x = sub.add_parser("approve", help="sign off a version's QA report (the application test)",
+                       description="Record your approval of NAME@VERSION's QA report (the executed application-test notebook of "
+                                   "its run, or the report.json of `mlops-nb apptest`) in the registry's append-only history: "
+                                   "who, when, why, the bundle's digest and the report's digest. The approval holds only for "
+                                   "that bundle and that report: a new application test needs a new approval.")
+    x.add_argument("ref", metavar="NAME@VERSION"); x.add_argument("--why", required=True, help="what you checked (recorded)")
+    x.set_defaults(func=cmd_approve, reads_runs=True)
+    x = sub.add_parser("release", help="production, a canary or a shadow to a version (gated)",
+                       description="Run every production gate (thresholds, parity, champion/challenger, application test, "
+                                   "approval when required) and point `production` at NAME@VERSION; services serving the "
+                                   "model's aliases swap to it without dropping a request. --canary PERCENT sends that share "
+                                   "of requests (chosen by request id) to the version instead; a later plain release completes "
+                                   "it. --shadow has the version score every request off the critical path, logged and never "
+                                   "returned (no gate: nobody sees its answers). Exit 1 when the gate refused.")
+    x.add_argument("ref", metavar="NAME@VERSION")
+    g = x.add_mutually_exclusive_group()
+    g.add_argument("--canary", type=float, metavar="PERCENT", help="share of requests (0 < PERCENT < 100) for this version")
+    g.add_argument("--shadow", action="store_true", help="score every request with this version too, off the critical path")
+    x.add_argument("--why", default="", help="the reason, written to the alias history")
+    x.add_argument("--force", action="store_true", help="override a failed gate (needs --why; recorded as forced)")
+    x.set_defaults(func=cmd_release, reads_runs=True)
+    x = sub.add_parser("rollback", help="end the canary, else production back one version",
+                       description="With a canary running: end it (every request goes to production again). Otherwise point "
+                                   "production back at the version that held it before (repeated: further back; --to N: any "
+                                   "earlier holder). --shadow ends the shadow. No gate runs; the target's bundle is verified.")
+    x.add_argument("name", metavar="NAME")
+    x.add_argument("--to", type=int, metavar="N", help="production back to version N (one it held before)")
+    x.add_argument("--shadow", action="store_true", help="end the shadow instead")
+    x.add_argument("--why", default="", help="the reason, written to the alias history")
+    x.set_defaults(func=cmd_rollback, reads_runs=True)
+    x = sub.add_parser("export", help="a version as a Triton repository or KServe service",
+                       description="Write NAME@VERSION (or @ALIAS) for serving beyond one machine over the same protocol: "
+                                   "DIR/NAME/VERSION/model.onnx (the network with its head: probabilities and label, as "
+                                   "`mlops-nb serve` answers) and DIR/NAME/config.pbtxt for Triton; with --format kserve also "
+                                   "DIR/inferenceservice.yaml, a KServe InferenceService serving that repository from "
+                                   "--storage-uri. Every file is checked before the command returns.")
+    x.add_argument("ref", metavar="NAME@VERSION")
+    x.add_argument("--to", required=True, metavar="DIR", help="the folder to write (the model repository)")
+    x.add_argument("--format", choices=["triton", "kserve"], default="triton", help="default: %(default)s")
+    x.add_argument("--storage-uri", metavar="URI", help="kserve: where DIR will be uploaded (s3://, gs://, pvc://, ...); "
+                   "default pvc://mlops-nb-models/DIRNAME")
+    x.set_defaults(func=cmd_export)
+

@@ -8,7 +8,40 @@ import json
 from .common import err
 
 # %% auto #0
-__all__ = ['DRIFTS', 'add_commands', 'tags_from', 'cmd_simulate']
+__all__ = ['DRIFTS', 'tags_from', 'cmd_simulate', 'add_commands']
+
+# %% ../../nbs/58_cli.simulate.ipynb #c004
+def tags_from(values: list) -> dict:
+    "`--tag KEY=VALUE` values as a dict, checked as the service checks `X-Tags`; `ValueError` naming the bad one."
+    from mlops_nb.deploy.inputs import BadInput, parse_tags
+    out = {}
+    for t in values:
+        k, eq, _ = t.partition("=")
+        if not eq or not k.strip(): raise ValueError(f"--tag {t!r}: give KEY=VALUE, e.g. --tag camera=north")
+        if "," in t: raise ValueError(f"--tag {t!r}: a tag may not contain ',' (give one --tag per pair)")
+        try: out.update(parse_tags(t))
+        except BadInput as e: raise ValueError(f"--tag {t!r}: {e}") from None
+    return out
+
+# %% ../../nbs/58_cli.simulate.ipynb #c004-1
+def cmd_simulate(a, s):
+    "`simulate`: send the traffic, print the summary; 0 when every request and every label was taken, 1 when some failed."
+    from mlops_nb.monitor.simulate import simulate, describe
+    tags = tags_from(a.tag)
+    r = simulate(s, a.url, a.n, a.drift, a.severity, a.feedback_rate, a.feedback_delay, a.days, tags, a.batch, a.concurrency,
+                 a.seed, a.api_key, progress=not a.quiet, only=a.only_class or None)
+    print(json.dumps(r, indent=1) if a.json else "\n".join(describe(r)), flush=True)
+    if r["client_time"] is False:
+        err("mlops-nb simulate: note: the service logged the time each request arrived, not the --days times: set [serve] "
+            "client_time = true in its settings.ini and restart it to record them")
+    key = " (pass the service's key: --api-key KEY, or set the environment variable [serve] api_key_env names)" \
+        if "HTTP 401" in (r["first_error"] or "") else ""
+    if r["aborted"]: err(f"mlops-nb simulate: error: stopped: {r['aborted']}{key}"); return 1
+    if r["failed"] or r["feedback_failed"]:
+        err(f"mlops-nb simulate: {r['failed']} of {r['requests']} requests failed, {r['feedback_failed']} labels refused; "
+            f"the first: {r['first_error']}{key}")
+        return 1
+    return 0
 
 # %% ../../nbs/58_cli.simulate.ipynb #c003
 DRIFTS = ("none", "noise", "blur", "rotate", "invert", "brightness", "class-shift")   # simulate.DRIFTS, without numpy for --help
@@ -50,36 +83,3 @@ def add_commands(sub):
     x.add_argument("--json", action="store_true", help="print the summary as JSON")
     x.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=cmd_simulate)
-
-# %% ../../nbs/58_cli.simulate.ipynb #c004
-def tags_from(values: list) -> dict:
-    "`--tag KEY=VALUE` values as a dict, checked as the service checks `X-Tags`; `ValueError` naming the bad one."
-    from mlops_nb.deploy.inputs import BadInput, parse_tags
-    out = {}
-    for t in values:
-        k, eq, _ = t.partition("=")
-        if not eq or not k.strip(): raise ValueError(f"--tag {t!r}: give KEY=VALUE, e.g. --tag camera=north")
-        if "," in t: raise ValueError(f"--tag {t!r}: a tag may not contain ',' (give one --tag per pair)")
-        try: out.update(parse_tags(t))
-        except BadInput as e: raise ValueError(f"--tag {t!r}: {e}") from None
-    return out
-
-# %% ../../nbs/58_cli.simulate.ipynb #c004-1
-def cmd_simulate(a, s):
-    "`simulate`: send the traffic, print the summary; 0 when every request and every label was taken, 1 when some failed."
-    from mlops_nb.monitor.simulate import simulate, describe
-    tags = tags_from(a.tag)
-    r = simulate(s, a.url, a.n, a.drift, a.severity, a.feedback_rate, a.feedback_delay, a.days, tags, a.batch, a.concurrency,
-                 a.seed, a.api_key, progress=not a.quiet, only=a.only_class or None)
-    print(json.dumps(r, indent=1) if a.json else "\n".join(describe(r)), flush=True)
-    if r["client_time"] is False:
-        err("mlops-nb simulate: note: the service logged the time each request arrived, not the --days times: set [serve] "
-            "client_time = true in its settings.ini and restart it to record them")
-    key = " (pass the service's key: --api-key KEY, or set the environment variable [serve] api_key_env names)" \
-        if "HTTP 401" in (r["first_error"] or "") else ""
-    if r["aborted"]: err(f"mlops-nb simulate: error: stopped: {r['aborted']}{key}"); return 1
-    if r["failed"] or r["feedback_failed"]:
-        err(f"mlops-nb simulate: {r['failed']} of {r['requests']} requests failed, {r['feedback_failed']} labels refused; "
-            f"the first: {r['first_error']}{key}")
-        return 1
-    return 0
