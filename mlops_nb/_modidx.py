@@ -29,6 +29,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'mlops_nb.build.data._digest_arrays': ('build.data.html#_digest_arrays', 'mlops_nb/build/data.py'),
                                      'mlops_nb.build.data._digits_rows': ('build.data.html#_digits_rows', 'mlops_nb/build/data.py'),
                                      'mlops_nb.build.data._drop_duplicates': ('build.data.html#_drop_duplicates', 'mlops_nb/build/data.py'),
+                                     'mlops_nb.build.data._entry_problem': ('build.data.html#_entry_problem', 'mlops_nb/build/data.py'),
                                      'mlops_nb.build.data._folder_rows': ('build.data.html#_folder_rows', 'mlops_nb/build/data.py'),
                                      'mlops_nb.build.data._groups': ('build.data.html#_groups', 'mlops_nb/build/data.py'),
                                      'mlops_nb.build.data._in_store': ('build.data.html#_in_store', 'mlops_nb/build/data.py'),

@@ -162,29 +162,34 @@ def _listed(folder) -> list:
     "A folder's entries (`folder` a path, or an open descriptor of it) by name, as Path order was."
     with os.scandir(folder) as it: return sorted(it, key=lambda e: e.name)
 
+# %% ../../nbs/10_build.data.ipynb #c008b-4
+def _entry_problem(e: os.DirEntry, name: str, path: str, real: Path) -> tuple | None:
+    "How the scan takes a class folder's entry that is not plainly an image file: `('hidden', why)`, `('refused', why)` "
+    "(a name or symlink it will not follow: the folder does not count it), `('problem', why)`, or None (an image file after all)."
+    if name.startswith("."): return "hidden", "hidden (its name starts with '.'): not read"
+    if why := bad_name(name) or _outside(e, real, path): return "refused", why
+    if e.is_dir(): return "problem", "nested folder (classes are one level deep)"
+    if (ext := _ext(name)).lower() not in IMAGE_EXTS: return "problem", f"not an image file (extension {ext or 'none'})"
+    return None
+
 # %% ../../nbs/10_build.data.ipynb #c008b-3
 def _class_files(folder: os.DirEntry, real: Path, events: list, hidden: list, paths: list, idents: list) -> int:
     "Add one class folder's files to the scan's lists (`_scan`); returns how many entries it has that are not hidden or "
     "refused by name. The common entry, a regular image file with a plain name, takes one test and one stat, made "
     "relative to the open folder where the system allows (no path looked up again a file: a sixth of the scan)."
-    at_fd = os.scandir in os.supports_fd
-    fd = os.open(folder.path, os.O_RDONLY) if at_fd else None
+    fd = os.open(folder.path, os.O_RDONLY) if os.scandir in os.supports_fd else None
     try:
         cls, entries, n, base = folder.name, _listed(folder.path if fd is None else fd), 0, folder.path + os.sep
         plain = bad_name("/".join(e.name for e in entries)) is None      # no name in the folder needs a second look
         for e in entries:
             name = e.name
-            if plain and name[0] != "." and e.is_file(follow_symlinks=False) and name.lower().endswith(IMAGE_EXTS):
-                try: st = e.stat(); ident = f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"      # file_ident, inline: 100,000 calls
-                except OSError: ident = None
-            elif name.startswith("."): hidden.append((base + name, "hidden (its name starts with '.'): not read")); continue
-            elif why := bad_name(name) or _outside(e, real, base + name): events.append(("problem", base + name, why)); continue
-            elif e.is_dir(): events.append(("problem", base + name, "nested folder (classes are one level deep)")); n += 1; continue
-            elif (ext := _ext(name)).lower() not in IMAGE_EXTS:
-                events.append(("problem", base + name, f"not an image file (extension {ext or 'none'})")); n += 1; continue
-            else:
-                try: st = e.stat(); ident = file_ident(st) if stat.S_ISREG(st.st_mode) else None
-                except OSError: ident = None
+            common = plain and name[0] != "." and e.is_file(follow_symlinks=False) and name.lower().endswith(IMAGE_EXTS)
+            if not common and (got := _entry_problem(e, name, base + name, real)):
+                if got[0] == "hidden": hidden.append((base + name, got[1]))
+                else: events.append(("problem", base + name, got[1])); n += got[0] == "problem"
+                continue
+            try: st = e.stat(); ident = file_ident(st) if stat.S_ISREG(st.st_mode) else None
+            except OSError: ident = None
             events.append(("file", cls, len(paths))); paths.append(base + name); idents.append(ident); n += 1
         return n
     finally:

@@ -274,9 +274,13 @@ class ShardCache:
         arrays = {k: np.frombuffer("\0".join(v).encode("utf-8", "surrogateescape"), np.uint8) for k, v in cols.items()}
         arrays.update(shard=np.asarray(pick(list(shard)), np.int32), row=np.asarray(pick(list(row)), np.int64))
         self.snapshot.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.snapshot.with_name(f".{self.snapshot.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as out: np.savez(out, **arrays)
-        os.replace(tmp, self.snapshot); self._files = None
+        fd, tmp = self.store._tmp()                     # the store's own temporary files: named after this process, umask's mode
+        try:
+            with os.fdopen(fd, "wb") as out: np.savez(out, **arrays)
+            os.replace(tmp, self.snapshot)
+        finally:
+            if os.path.exists(tmp): os.unlink(tmp)      # a failed write (a full disk) leaves nothing behind
+        self._files = None
 
     def key(self, shas) -> str:
         "The key of a shard holding the images of files with these sha256s, in order, decoded with this cache's parameters."
