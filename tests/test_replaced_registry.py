@@ -46,7 +46,9 @@ def test_a_follower_refuses_to_start_on_a_missing_registry(tmp_path):
 
 @pytest.mark.parametrize("args", [["registry", "ls"], ["registry", "show", "toy-cnn"], ["registry", "history", "toy-cnn"],
                                   ["registry", "promote", "toy-cnn@1", "--to", "staging"], ["audit"], ["audit", "toy-cnn@1"],
-                                  ["monitor"]])
+                                  ["monitor"], ["serve", "--model", "toy-cnn@1", "--port", "0"], ["predict", "toy-cnn@1", "x.png"],
+                                  ["apptest", "toy-cnn@1"], ["approve", "toy-cnn@1", "--why", "read it"], ["release", "toy-cnn@1"],
+                                  ["rollback", "toy-cnn"], ["export", "toy-cnn@1", "--to", "out"]])
 def test_commands_refuse_a_missing_registry_instead_of_creating_one(tmp_path, args):
     settings = make_workbook(tmp_path)
     s = load_settings(settings)

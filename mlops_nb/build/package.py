@@ -16,7 +16,7 @@ from ..core.shards import batch_rows
 from ..core import reference
 
 # %% auto #0
-__all__ = ['PixelModel', 'export_onnx', 'torch_logits', 'ParityError', 'parity', 'latency_batches', 'latency', 'model_card',
+__all__ = ['PixelModel', 'torch_logits', 'export_onnx', 'ParityError', 'parity', 'latency_batches', 'latency', 'model_card',
            'projection', 'PackageResult', 'package']
 
 # %% ../../nbs/14_build.package.ipynb #c003
@@ -24,6 +24,7 @@ logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 for _m in ("torch.onnx._internal.exporter._registration", "torch.onnx._internal.exporter"):
     logging.getLogger(_m).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", module=r"torch\.onnx.*|onnxscript.*")
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)", FutureWarning)   # torch.export's own deprecation, met on every export
 
 # %% ../../nbs/14_build.package.ipynb #c005
 class PixelModel(nn.Module):
@@ -31,6 +32,13 @@ class PixelModel(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__(); self.net = net
     def forward(self, x): return self.net(x.float())
+
+# %% ../../nbs/14_build.package.ipynb #c005-2
+@torch.no_grad()
+def torch_logits(net: nn.Module, x, batch_size: int | None = None) -> np.ndarray:
+    "Logits from the eager torch model for uint8 images (an array or a lazy view), in batches sized by bytes."
+    m, bs = PixelModel(net).eval(), batch_size or batch_rows(x.shape[1:])
+    return np.concatenate([m(torch.as_tensor(np.asarray(x[i:i+bs]))).numpy() for i in range(0, len(x), bs)])
 
 # %% ../../nbs/14_build.package.ipynb #c005-1
 def export_onnx(net: nn.Module, shape, path,
@@ -46,13 +54,6 @@ def export_onnx(net: nn.Module, shape, path,
                              dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False)
     prog.save(str(path), external_data=False)
     return Path(path)
-
-# %% ../../nbs/14_build.package.ipynb #c005-2
-@torch.no_grad()
-def torch_logits(net: nn.Module, x, batch_size: int | None = None) -> np.ndarray:
-    "Logits from the eager torch model for uint8 images (an array or a lazy view), in batches sized by bytes."
-    m, bs = PixelModel(net).eval(), batch_size or batch_rows(x.shape[1:])
-    return np.concatenate([m(torch.as_tensor(np.asarray(x[i:i+bs]))).numpy() for i in range(0, len(x), bs)])
 
 # %% ../../nbs/14_build.package.ipynb #c007
 class ParityError(AssertionError):
@@ -78,14 +79,6 @@ def latency_batches(shape, batches=(1, 32, 512), budget: int = 2 << 20) -> tuple
     cap = batch_rows(shape, budget)
     return tuple(sorted({min(b, cap) for b in batches}))
 
-# %% ../../nbs/14_build.package.ipynb #c009-1
-def latency(net: nn.Module, onnx_path, x, batches=None, budget_s: float = 1.0, threads: int = 2) -> list:
-    "Median ms per call for torch eager and ONNX Runtime at each batch size (default: `latency_batches`)."
-    sess, m = ort_session(Path(onnx_path), threads), PixelModel(net).eval()
-    batches = batches or latency_batches(x.shape[1:])
-    with core_lease(threads, what="the latency check"):       # figures taken while another run computes mean little
-        return [_latency_at(b, x, m, sess, budget_s / len(batches)) for b in batches]
-
 # %% ../../nbs/14_build.package.ipynb #c009-2
 def _latency_at(b, x, m, sess, budget_s):
     "Median ms per call of torch (`m`) and ORT (`sess`) at batch size `b`, within about `budget_s`."
@@ -102,6 +95,14 @@ def _latency_at(b, x, m, sess, budget_s):
             t0 = time.perf_counter(); f(); ts.append((time.perf_counter() - t0) * 1e3)
         med[name] = float(np.median(ts))
     return {"batch": b, **med, "ort_speedup": med["torch_ms"] / med["ort_ms"]}
+
+# %% ../../nbs/14_build.package.ipynb #c009-1
+def latency(net: nn.Module, onnx_path, x, batches=None, budget_s: float = 1.0, threads: int = 2) -> list:
+    "Median ms per call for torch eager and ONNX Runtime at each batch size (default: `latency_batches`)."
+    sess, m = ort_session(Path(onnx_path), threads), PixelModel(net).eval()
+    batches = batches or latency_batches(x.shape[1:])
+    with core_lease(threads, what="the latency check"):       # figures taken while another run computes mean little
+        return [_latency_at(b, x, m, sess, budget_s / len(batches)) for b in batches]
 
 # %% ../../nbs/14_build.package.ipynb #c011
 def _made_of(lineage: dict) -> str:

@@ -171,13 +171,6 @@ def device_name(device: str) -> str:
     try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
-# %% ../../nbs/12_build.train.ipynb #c008-3
-def fit_trial(ds: Dataset, lr: float, channels: int, epochs: int, batch_size: int, seed: int = 0, devices: int = 1,
-              num_nodes: int = 1, strategy: str = "auto", progress_bar: bool = False, logger=False, recipe: Recipe | None = None):
-    "Train one configuration; returns `(LitClassifier, metrics (val/acc, val/loss, world_size, device ...), history rows)`."
-    with core_lease(what="a training trial", echo=lambda m: print(m, file=sys.stderr, flush=True)):   # turns with other runs
-        return _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strategy, progress_bar, logger, recipe or Recipe())
-
 # %% ../../nbs/12_build.train.ipynb #c008-4
 def _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strategy, progress_bar, logger, r):
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -198,6 +191,13 @@ def _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strateg
                "val/loss": float(F.nll_loss(torch.log(torch.as_tensor(p) + 1e-12), torch.as_tensor(yv))),
                "world_size": trainer.world_size, "device": dev, "device_name": device_name(dev), "precision": r.precision}
     return lit, metrics, hist.rows
+
+# %% ../../nbs/12_build.train.ipynb #c008-3
+def fit_trial(ds: Dataset, lr: float, channels: int, epochs: int, batch_size: int, seed: int = 0, devices: int = 1,
+              num_nodes: int = 1, strategy: str = "auto", progress_bar: bool = False, logger=False, recipe: Recipe | None = None):
+    "Train one configuration; returns `(LitClassifier, metrics (val/acc, val/loss, world_size, device ...), history rows)`."
+    with core_lease(what="a training trial", echo=lambda m: print(m, file=sys.stderr, flush=True)):   # turns with other runs
+        return _fit(ds, lr, channels, epochs, batch_size, seed, devices, num_nodes, strategy, progress_bar, logger, recipe or Recipe())
 
 # %% ../../nbs/12_build.train.ipynb #c010
 SPACE_KEYS = ("lr", "channels", "epochs", "batch_size")

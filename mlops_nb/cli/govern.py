@@ -9,31 +9,7 @@ from .common import err, require_train
 
 
 # %% auto #0
-__all__ = ['add_commands', 'cmd_govern', 'cmd_audit']
-
-# %% ../../nbs/59_cli.govern.ipynb #c003
-def add_commands(sub):
-    "Add `govern` and `audit` to the top-level parser's subcommands."
-    g = sub.add_parser("govern", help="act on the newest monitoring run: retrain, approve, release",
-                       description="Read the newest monitoring run (`mlops-nb monitor`). When a check that retraining can "
-                                   "answer failed (drift, accuracy, the recall or slice gap) and settings.ini [govern] retrain "
-                                   "is not off: run the pipeline with the production version's parameters on its data plus the "
-                                   "labelled production predictions (source SOURCE+predictions:NAME), which registers and "
-                                   "application-tests a new version; then `approve` stops for a reviewer, `auto` approves in "
-                                   "the policy's name and releases through every production gate. Every step is in the audit "
-                                   "log. Exit 0; 1 when the gates refused (production stays) or the run failed.")
-    g.add_argument("--model", default=None, metavar="NAME", help="the model whose newest monitoring run to read (default: any)")
-    g.add_argument("--dry-run", action="store_true", help="print every step it would take; change nothing")
-    g.set_defaults(func=cmd_govern, reads_runs=True)
-    a = sub.add_parser("audit", help="the audit trail, or one version's lineage",
-                       description="NAME or nothing: every governance event, oldest first (registrations, application tests, "
-                                   "alias moves with their gate verdicts, approvals, alerts, retrains, releases and refusals), "
-                                   "each with who, when, why and what it refers to. NAME@VERSION: where that version came from "
-                                   "(data, the production predictions in it, run, code), its gates and approval, the alert "
-                                   "that caused it, and what it has served since.")
-    a.add_argument("ref", nargs="?", default=None, metavar="NAME[@VERSION]", help="a model, or one version of it")
-    a.add_argument("--json", action="store_true", help="print it as JSON")
-    a.set_defaults(func=cmd_audit)
+__all__ = ['cmd_govern', 'cmd_audit', 'add_commands']
 
 # %% ../../nbs/59_cli.govern.ipynb #c003-1
 def cmd_govern(a, s):
@@ -81,3 +57,27 @@ def cmd_audit(a, s):
         v = "" if e["version"] is None else f"@{e['version']}"
         say(f"{e['time'][:19]}  {e['who'][:24]:<24} {e['action']:<24} {e['model']}{v}  {e['why']}")
     return 0
+
+# %% ../../nbs/59_cli.govern.ipynb #c003
+def add_commands(sub):
+    "Add `govern` and `audit` to the top-level parser's subcommands."
+    g = sub.add_parser("govern", help="act on the newest monitoring run: retrain, approve, release",
+                       description="Read the newest monitoring run (`mlops-nb monitor`). When a check that retraining can "
+                                   "answer failed (drift, accuracy, the recall or slice gap) and settings.ini [govern] retrain "
+                                   "is not off: run the pipeline with the production version's parameters on its data plus the "
+                                   "labelled production predictions (source SOURCE+predictions:NAME), which registers and "
+                                   "application-tests a new version; then `approve` stops for a reviewer, `auto` approves in "
+                                   "the policy's name and releases through every production gate. Every step is in the audit "
+                                   "log. Exit 0; 1 when the gates refused (production stays) or the run failed.")
+    g.add_argument("--model", default=None, metavar="NAME", help="the model whose newest monitoring run to read (default: any)")
+    g.add_argument("--dry-run", action="store_true", help="print every step it would take; change nothing")
+    g.set_defaults(func=cmd_govern, reads_runs=True)
+    a = sub.add_parser("audit", help="the audit trail, or one version's lineage",
+                       description="NAME or nothing: every governance event, oldest first (registrations, application tests, "
+                                   "alias moves with their gate verdicts, approvals, alerts, retrains, releases and refusals), "
+                                   "each with who, when, why and what it refers to. NAME@VERSION: where that version came from "
+                                   "(data, the production predictions in it, run, code), its gates and approval, the alert "
+                                   "that caused it, and what it has served since.")
+    a.add_argument("ref", nargs="?", default=None, metavar="NAME[@VERSION]", help="a model, or one version of it")
+    a.add_argument("--json", action="store_true", help="print it as JSON")
+    a.set_defaults(func=cmd_audit)

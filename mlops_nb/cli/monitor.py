@@ -10,38 +10,7 @@ from ..core.config import ENGINES
 
 
 # %% auto #0
-__all__ = ['add_commands', 'window_time', 'cmd_monitor', 'cmd_alerts']
-
-# %% ../../nbs/57_cli.monitor.ipynb #c003
-def add_commands(sub):
-    "Add `monitor` to the top-level parser's subcommands."
-    m = sub.add_parser("monitor", help="drift, performance, telemetry from the prediction log",
-                       description="Execute the monitoring notebook (nbs/pipelines/monitor.ipynb) with papermill as a run "
-                                   "of its own under runs/ (lineage, a W&B run, an HTML report): integrity, input and "
-                                   "prediction drift against the bundle's monitoring reference, accuracy where labels "
-                                   "arrived and estimated where they did not, per-tag slices, telemetry. The verdict is "
-                                   "judged against settings.ini [monitor]. Exit 0 (1 with --strict when a check alerted).")
-    m.add_argument("--model", default="", metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION (default: what `mlops-nb serve` picks)")
-    m.add_argument("--since", default="", metavar="T", help="start: an RFC 3339 time (2026-11-20, 2026-11-20T06:00Z) or a "
-                                                            "duration back from now (7d, 12h); default: [monitor] window before --until")
-    m.add_argument("--until", default="", metavar="T", help="end, the same forms (default: now)")
-    m.add_argument("--every", default="", metavar="DURATION", help="one window per DURATION: 1d gives a row per UTC day and a "
-                                                                   "time axis on every plot (default: one window)")
-    m.add_argument("--url", default="", help="the running service (http://127.0.0.1:8000): its /metrics adds CPU and memory")
-    m.add_argument("--engine", default="", choices=["", *ENGINES[1:]], metavar="ENGINE",
-                   help="what reads the logs: sqlite (the live log), duckdb (the archive's segments of every replica and "
-                        "the live log), spark (the same, a local Spark job); default: [monitor] engine")
-    m.add_argument("--strict", action="store_true", help="exit 1 when a check alerted (for a scheduled job)")
-    m.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
-    m.set_defaults(func=cmd_monitor)
-    al = sub.add_parser("alerts", help="the alert log: what monitoring raised, where it went",
-                        description="List the alert log (the governance database, append-only), newest first: when, the "
-                                    "model version, severity, the check, its value against the threshold, the run and report, "
-                                    "and each delivery (report, webhook, W&B).")
-    al.add_argument("--since", default=None, metavar="T", help="only alerts since T (an RFC 3339 time or an age: 7d, 12h)")
-    al.add_argument("--model", default=None, metavar="NAME", help="only this model's alerts")
-    al.add_argument("--json", action="store_true", help="print them as JSON")
-    al.set_defaults(func=cmd_alerts)
+__all__ = ['window_time', 'cmd_monitor', 'cmd_alerts', 'add_commands']
 
 # %% ../../nbs/57_cli.monitor.ipynb #c003-1
 def window_time(flag: str, value: str) -> float:
@@ -105,3 +74,34 @@ def cmd_alerts(a, s):
         say(f"    {r['detail']}")
         say(f"    run {r['run_id']}  {r['report'] or ''}  delivered: {dl}")
     return 0
+
+# %% ../../nbs/57_cli.monitor.ipynb #c003
+def add_commands(sub):
+    "Add `monitor` to the top-level parser's subcommands."
+    m = sub.add_parser("monitor", help="drift, performance, telemetry from the prediction log",
+                       description="Execute the monitoring notebook (nbs/pipelines/monitor.ipynb) with papermill as a run "
+                                   "of its own under runs/ (lineage, a W&B run, an HTML report): integrity, input and "
+                                   "prediction drift against the bundle's monitoring reference, accuracy where labels "
+                                   "arrived and estimated where they did not, per-tag slices, telemetry. The verdict is "
+                                   "judged against settings.ini [monitor]. Exit 0 (1 with --strict when a check alerted).")
+    m.add_argument("--model", default="", metavar="REF", help="NAME, NAME@ALIAS or NAME@VERSION (default: what `mlops-nb serve` picks)")
+    m.add_argument("--since", default="", metavar="T", help="start: an RFC 3339 time (2026-11-20, 2026-11-20T06:00Z) or a "
+                                                            "duration back from now (7d, 12h); default: [monitor] window before --until")
+    m.add_argument("--until", default="", metavar="T", help="end, the same forms (default: now)")
+    m.add_argument("--every", default="", metavar="DURATION", help="one window per DURATION: 1d gives a row per UTC day and a "
+                                                                   "time axis on every plot (default: one window)")
+    m.add_argument("--url", default="", help="the running service (http://127.0.0.1:8000): its /metrics adds CPU and memory")
+    m.add_argument("--engine", default="", choices=["", *ENGINES[1:]], metavar="ENGINE",
+                   help="what reads the logs: sqlite (the live log), duckdb (the archive's segments of every replica and "
+                        "the live log), spark (the same, a local Spark job); default: [monitor] engine")
+    m.add_argument("--strict", action="store_true", help="exit 1 when a check alerted (for a scheduled job)")
+    m.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
+    m.set_defaults(func=cmd_monitor)
+    al = sub.add_parser("alerts", help="the alert log: what monitoring raised, where it went",
+                        description="List the alert log (the governance database, append-only), newest first: when, the "
+                                    "model version, severity, the check, its value against the threshold, the run and report, "
+                                    "and each delivery (report, webhook, W&B).")
+    al.add_argument("--since", default=None, metavar="T", help="only alerts since T (an RFC 3339 time or an age: 7d, 12h)")
+    al.add_argument("--model", default=None, metavar="NAME", help="only this model's alerts")
+    al.add_argument("--json", action="store_true", help="print them as JSON")
+    al.set_defaults(func=cmd_alerts)

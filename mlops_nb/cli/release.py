@@ -15,7 +15,7 @@ def cmd_approve(a, s):
     "`approve`: record the sign-off; prints what was approved."
     from mlops_nb.build.registry import registry_for
     name, v = split_ref(a.ref)
-    with registry_for(s) as reg: r = reg.approve(name, v, a.why)
+    with registry_for(s, create=False) as reg: r = reg.approve(name, v, a.why)
     print(f"{name}@{v} approved by {r['who']} at {r['at']}\n  bundle  {r['bundle']}\n  report  {r['path']}\n"
           f"  digest  {r['report_digest']}")
     return 0
@@ -25,7 +25,7 @@ def cmd_rollback(a, s):
     "`rollback`: end the canary or shadow, or move production back."
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.release import rollback, describe
-    with registry_for(s) as reg: r = rollback(reg, a.name, a.why, a.to, a.shadow)
+    with registry_for(s, create=False) as reg: r = rollback(reg, a.name, a.why, a.to, a.shadow)
     for line in describe(r, a.name): print(line)
     return 0
 
@@ -35,7 +35,7 @@ def cmd_export(a, s):
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.export import export
     if "@" not in a.ref: raise ValueError(f"{a.ref!r}: give NAME@VERSION or NAME@ALIAS (e.g. digits-cnn@production)")
-    with registry_for(s) as reg: r = export(reg, a.ref, a.to, a.format, s.serve["max_batch"], a.storage_uri)
+    with registry_for(s, create=False) as reg: r = export(reg, a.ref, a.to, a.format, s.serve["max_batch"], a.storage_uri)
     for f in r["files"]: print(f)
     err(f"{r['name']}@{r['version']} exported for {a.format} (checked: the graph answers as the bundle does; "
         f"config.pbtxt parses as Triton's ModelConfig" + ("; the manifest has the InferenceService fields)" if a.format == "kserve" else ")"))
@@ -49,7 +49,7 @@ def cmd_release(a, s):
     from mlops_nb.deploy.release import release, describe
     name, v = split_ref(a.ref)
     try:
-        with registry_for(s) as reg: r = release(reg, name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
+        with registry_for(s, create=False) as reg: r = release(reg, name, v, gates_of(s), a.why, a.force, a.canary, a.shadow)
     except GateFailed as e:
         from mlops_nb.monitor.govern import record
         print_checks(e.checks)

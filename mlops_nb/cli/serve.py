@@ -8,8 +8,8 @@ from .common import err, table
 
 
 # %% auto #0
-__all__ = ['CANNOT_LISTEN', 'add_commands', 'cannot_listen', 'cmd_serve', 'cmd_predict', 'score_paths', 'cmd_apptest',
-           'cmd_predictions']
+__all__ = ['CANNOT_LISTEN', 'cannot_listen', 'cmd_serve', 'cmd_predict', 'score_paths', 'cmd_apptest', 'cmd_predictions',
+           'add_commands']
 
 # %% ../../nbs/55_cli.serve.ipynb #c003
 def _serve_parser(sub):
@@ -88,14 +88,9 @@ def _predictions_parser(sub):
     x.add_argument("--parquet", metavar="DIR", help="export: the folder to write day=YYYY-MM-DD/ partitions into")
     x.set_defaults(func=cmd_predictions)
 
-# %% ../../nbs/55_cli.serve.ipynb #c003-4
-def add_commands(sub):
-    "Add `serve`, `predict`, `apptest` and `predictions` to the top-level parser's subcommands."
-    for add in (_serve_parser, _predict_parser, _apptest_parser, _predictions_parser): add(sub)
-
+# %% ../../nbs/55_cli.serve.ipynb #c003-5
 CANNOT_LISTEN = 4                              # the exit status of `serve` when it cannot listen (`mlops-nb --help` says so)
 
-# %% ../../nbs/55_cli.serve.ipynb #c003-5
 def cannot_listen(host: str, port: int, other: str = "--port picks another") -> str | None:
     "Why nothing could listen on `host:port` now (the port taken, an address not this machine's; `other` says what to do "
     "about a taken port), or None."
@@ -282,7 +277,7 @@ def cmd_apptest(a, s):
     if "@" not in a.model: raise ValueError(f"{a.model!r}: give NAME@VERSION or NAME@ALIAS (e.g. digits-cnn@3)")
     opts = {k: v for k, v in (("seconds", a.seconds), ("concurrency", a.concurrency)) if v is not None}
     if any(v <= 0 for v in opts.values()): raise ValueError(f"--seconds and --concurrency must be > 0 (got {opts})")
-    with registry_for(s) as reg: v = reg.get(a.model)
+    with registry_for(s, create=False) as reg: v = reg.get(a.model)
     folder = s.runs/"apptest"/f"{v['name']}-v{v['version']}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     rep = run_apptest(s, a.model, folder, opts, log=err)
     (folder/"report.json").write_text(json.dumps(rep, indent=2))
@@ -335,3 +330,8 @@ def cmd_predictions(a, s):
                                    ",".join(f"{k}={v}" for k, v in r["tags"].items()))] for r in rows])
     return 0
 
+
+# %% ../../nbs/55_cli.serve.ipynb #c003-4
+def add_commands(sub):
+    "Add `serve`, `predict`, `apptest` and `predictions` to the top-level parser's subcommands."
+    for add in (_serve_parser, _predict_parser, _apptest_parser, _predictions_parser): add(sub)

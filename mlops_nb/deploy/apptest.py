@@ -229,7 +229,7 @@ def run_apptest(s, ref: str, folder, opts: dict | None = None, log=print) -> dic
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.served import ServedModel
     o = {**APPTEST_DEFAULTS, **s.apptest, **(opts or {})}
-    with registry_for(s) as reg:
+    with registry_for(s, create=False) as reg:
         v = reg.get(ref)
         dataset = reg.store.path(reg.load(f"{v['name']}@{v['version']}").lineage["dataset"])
     m = ServedModel.load(s, f"{v['name']}@{v['version']}")
@@ -291,5 +291,5 @@ def record(s, rep: dict, report: dict | None = None):
     "`{'run': RUN_ID, 'stage': 'apptest'}` (the executed stage notebook) or `{'path': FILE}`; `approve` signs that report."
     from mlops_nb.build.registry import registry_for
     where = (f"run {report['run']}, stage {report['stage']}" if "run" in report else report["path"]) if report else ""
-    with registry_for(s) as reg:
+    with registry_for(s, create=False) as reg:
         reg.record_apptest(rep["model"], rep["version"], rep["passed"], summary(rep) + (f"; report: {where}" if where else ""), report)

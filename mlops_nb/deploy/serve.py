@@ -18,8 +18,8 @@ from .dataplane import DataPlane, RegistryFollower, EXTENSIONS
 
 # %% auto #0
 __all__ = ['TIMEOUTS', 'DRAIN', 'DOCS_CSP', 'origin_allowed', 'api_key_from', 'Service', 'drain_refused', 'v1_routes',
-           'v2_routes', 'fast_path', 'route_name', 'offline_docs', 'rest_api', 'create_app', 'HeadersTimed', 'serve',
-           'listening', 'uvicorn_options', 'routes_for', 'log_for', 'app_from_env']
+           'v2_routes', 'fast_path', 'route_name', 'offline_docs', 'rest_api', 'create_app', 'HeadersTimed',
+           'routes_for', 'serve', 'listening', 'uvicorn_options', 'log_for', 'app_from_env']
 
 # %% ../../nbs/30_deploy.serve.ipynb #c009
 _ERR = {"description": "refused: the body names the problem",
@@ -518,6 +518,17 @@ def _watch_parent():
         os.kill(os.getpid(), signal.SIGTERM)
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
+# %% ../../nbs/30_deploy.serve.ipynb #c013-6
+def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
+    "What to serve for `ref`, loaded and verified: `(Routes, Follower)`. `NAME@VERSION` pins that version (no follower); "
+    "`NAME@ALIAS`, `NAME` or nothing follow the registry (production, else staging, else the latest; canary and shadow)."
+    name, _, sel = (ref or "").partition("@")
+    if sel.isdigit(): return Routes(ServedModel.load(s, ref, threads)), None
+    f = Follower(s, name or None, sel or None, threads)
+    try: r = f.poll()
+    finally: f.close()                              # this thread's registry connection; the follower's thread opens its own
+    return r, f
+
 # %% ../../nbs/30_deploy.serve.ipynb #c013-1
 def serve(s, ref: str | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, threads: int = 1,
           echo=print, grpc_port: int | None = None):
@@ -596,17 +607,6 @@ def uvicorn_options(host: str, port: int, serve: dict) -> dict:
     "(`HeadersTimed`, whose timeout this sets: uvicorn makes one protocol object per connection), no access log."
     HeadersTimed.timeout = float({**TIMEOUTS, **serve}["header_timeout_s"])
     return dict(host=host, port=port, loop="uvloop", http=HeadersTimed, access_log=False, log_level="warning")
-
-# %% ../../nbs/30_deploy.serve.ipynb #c013-6
-def routes_for(s, ref: str | None = None, threads: int = 1) -> tuple:
-    "What to serve for `ref`, loaded and verified: `(Routes, Follower)`. `NAME@VERSION` pins that version (no follower); "
-    "`NAME@ALIAS`, `NAME` or nothing follow the registry (production, else staging, else the latest; canary and shadow)."
-    name, _, sel = (ref or "").partition("@")
-    if sel.isdigit(): return Routes(ServedModel.load(s, ref, threads)), None
-    f = Follower(s, name or None, sel or None, threads)
-    try: r = f.poll()
-    finally: f.close()                              # this thread's registry connection; the follower's thread opens its own
-    return r, f
 
 # %% ../../nbs/30_deploy.serve.ipynb #c013-7
 def log_for(s, replica: str | None = None) -> PredictionLog:

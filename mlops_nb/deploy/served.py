@@ -63,7 +63,7 @@ class ServedModel:
     def load(cls, s, ref: str | None = None, threads: int = 1) -> "ServedModel":
         "Resolve `ref` in the workbook's registry, verify the bundle (refused when missing or tampered), open a session."
         from mlops_nb.build.registry import registry_for
-        with registry_for(s) as reg: return cls.of(reg, pick(reg, ref), threads)
+        with registry_for(s, create=False) as reg: return cls.of(reg, pick(reg, ref), threads)
 
     @classmethod
     def of(cls, reg, v: dict, threads: int = 1) -> "ServedModel":

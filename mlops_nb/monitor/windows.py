@@ -193,7 +193,7 @@ def _version(s, ref: str | None) -> tuple:
     from mlops_nb.build.registry import registry_for
     from mlops_nb.deploy.served import pick
     from mlops_nb.build.bundle import read_bundle
-    with registry_for(s) as reg:
+    with registry_for(s, create=False) as reg:
         v = pick(reg, ref)
         b = read_bundle(reg.verify(v["name"], v["version"], v["bundle"]))
     mref = MonitoringReference.from_files(b.monitoring)

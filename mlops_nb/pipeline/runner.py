@@ -23,7 +23,7 @@ from ..core.images import term_safe
 # %% auto #0
 __all__ = ['STAGES', 'MONITOR', 'PIPELINES', 'StageSpec', 'downstream', 'stage_params', 'input_shape', 'check_registered_shape',
            'check_weights', 'raw_fingerprint', 'git_info', 'env_info', 'new_run_id', 'lineage_for', 'reap', 'RunFailed',
-           'wandb_fallback', 'Kernels', 'Renders', 'RunRecorder', 'run', 'render_html', 'write_reports']
+           'wandb_fallback', 'Kernels', 'render_html', 'Renders', 'RunRecorder', 'write_reports', 'run']
 
 # %% ../../nbs/20_pipeline.runner.ipynb #c004
 @dataclass(frozen=True)
@@ -348,6 +348,26 @@ class Kernels:
         for t in self.closing: t.join(30)
         for z in self.zygote: z.close()
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o-2
+def render_html(nb_path):
+    from mlops_nb.pipeline.report import render_notebook
+    return render_notebook(nb_path)
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o
+def _renderer():
+    "One background thread, at the lowest CPU priority, that renders stage HTML while the next stage runs."
+    import concurrent.futures, nbconvert, nbformat   # noqa: F401 (imported here: two threads importing one package can see it half made)
+    from mlops_nb.pipeline import report              # noqa: F401 (the same)
+    def lowest():
+        with contextlib.suppress(OSError): os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render", initializer=lowest)
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o-1
+def _render_quietly(nb_out) -> str | None:
+    "The rendered HTML's file name, or None when it could not be made (the report links the notebook instead)."
+    try: return render_html(nb_out).name
+    except Exception: return None
+
 # %% ../../nbs/20_pipeline.runner.ipynb #c011f
 class Renders:
     "Executed notebooks waiting to be rendered to HTML, and those being rendered."
@@ -416,6 +436,12 @@ class RunRecorder:
         self._execution(srec, "succeeded", res["outputs"], metrics=res["metrics"])
         self.rec["metrics"].update(res["metrics"])
         self.save()
+
+# %% ../../nbs/20_pipeline.runner.ipynb #c011o-3
+def write_reports(s: Settings, rec: dict):
+    "The run's page (`runs/<run-id>/index.html`) and the index of every run (`runs/index.html`)."
+    from mlops_nb.pipeline.report import write_run_report, write_runs_index
+    write_run_report(s, rec); write_runs_index(s)
 
 # %% ../../nbs/20_pipeline.runner.ipynb #c011i
 @patch
@@ -581,28 +607,3 @@ def run(profile: str = "default", overrides=(), settings: Settings | None = None
             lin.close()
             _release(me)
     return recorder.rec
-
-# %% ../../nbs/20_pipeline.runner.ipynb #c011o
-def _renderer():
-    "One background thread, at the lowest CPU priority, that renders stage HTML while the next stage runs."
-    import concurrent.futures, nbconvert, nbformat   # noqa: F401 (imported here: two threads importing one package can see it half made)
-    from mlops_nb.pipeline import report              # noqa: F401 (the same)
-    def lowest():
-        with contextlib.suppress(OSError): os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # this thread only
-    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render", initializer=lowest)
-
-# %% ../../nbs/20_pipeline.runner.ipynb #c011o-1
-def _render_quietly(nb_out) -> str | None:
-    "The rendered HTML's file name, or None when it could not be made (the report links the notebook instead)."
-    try: return render_html(nb_out).name
-    except Exception: return None
-
-# %% ../../nbs/20_pipeline.runner.ipynb #c011o-2
-def render_html(nb_path):
-    from mlops_nb.pipeline.report import render_notebook
-    return render_notebook(nb_path)
-
-# %% ../../nbs/20_pipeline.runner.ipynb #c011o-3
-def write_reports(s: Settings, rec: dict):
-    from mlops_nb.pipeline.report import write_run_report, write_runs_index
-    write_run_report(s, rec); write_runs_index(s)
