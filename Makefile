@@ -54,8 +54,12 @@ lint: install  ## ruff (pinned): pyflakes' checks over the notebooks, the packag
 nbtest: install  ## run the library notebooks (nbdev-test)
 	WANDB_MODE=disabled $(BIN)/nbdev-test --n-workers 2
 
-pytest: install sysdeps  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B
-	$(BIN)/python -m pytest tests --durations=25
+# Two workers (pytest-xdist), each test module whole on one of them so its fixtures run once: the suite spends about half
+# its time waiting (kernels starting, services, subprocesses), 1.17 cores busy on average in one process; training in two
+# workers turns through `core_lease` as concurrent runs do. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+pytest: install sysdeps  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B (PYTEST_WORKERS=2)
+	$(BIN)/python -m pytest tests -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 export: install  ## notebooks -> mlops_nb/ and README.md
 	$(BIN)/nbdev-export && $(MAKE) -s readme
