@@ -51,8 +51,9 @@ check-sync: install  ## nbdev-clean and nbdev-export must leave git status as it
 lint: install  ## ruff (pinned): pyflakes' checks over the notebooks, the package, the tests and the benches ([tool.ruff])
 	$(BIN)/ruff check .
 
+# in a temporary folder of their own (TMPDIR), removed after: the examples' scratch folders and files go with it
 nbtest: install  ## run the library notebooks (nbdev-test)
-	WANDB_MODE=disabled $(BIN)/nbdev-test --n-workers 2
+	@t=$$(mktemp -d -t mlops-nb-nbtest-XXXXXX) && WANDB_MODE=disabled TMPDIR=$$t $(BIN)/nbdev-test --n-workers 2; rc=$$?; rm -rf "$$t"; exit $$rc
 
 # Two workers (pytest-xdist), each test module whole on one of them so its fixtures run once: the suite spends about half
 # its time waiting (kernels starting, services, subprocesses), 1.17 cores busy on average in one process; training in two

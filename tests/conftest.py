@@ -56,7 +56,7 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     assert CHROMIUM and DRIVER, "chromium and chromedriver are needed (make sysdeps installs them)"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -66,7 +66,8 @@ def browser():
               "--disable-sync", "--no-first-run", "--window-size=1200,1600"):
         o.add_argument(a)
     o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(DRIVER), options=o)
+    tmp = tmp_path_factory.mktemp("chromium")           # its profile and scratch folders (org.chromium.Chromium.*): with the
+    d = webdriver.Chrome(service=Service(DRIVER, env={**os.environ, "TMPDIR": str(tmp)}), options=o)   # tests', not in /tmp
     yield d
     d.quit()
 

@@ -50,11 +50,12 @@ def camera_bundle(store, dataset: str) -> str:
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
                           [helper.make_tensor("w", TensorProto.FLOAT, [3, 3], [0.05, 0, 0, 0, 0.05, 0, 0, 0, 0.05])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
-    d = Path(tempfile.mkdtemp())
-    (d / "model.onnx").write_bytes(m.SerializeToString())
-    b = write_bundle(d / "bundle.zip", d / "model.onnx", (3, 224, 224), ["red", "green", "blue"],
-                     {"metrics": {"test/accuracy": 0.99, "test/recall_gap": 0.0}}, {"source": "camera", "dataset": dataset}, "camera frames\n")
-    return store.put_file(b)
+    with tempfile.TemporaryDirectory() as tmp:                  # the store keeps the bundle: nothing left in /tmp
+        d = Path(tmp)
+        (d / "model.onnx").write_bytes(m.SerializeToString())
+        b = write_bundle(d / "bundle.zip", d / "model.onnx", (3, 224, 224), ["red", "green", "blue"],
+                         {"metrics": {"test/accuracy": 0.99, "test/recall_gap": 0.0}}, {"source": "camera", "dataset": dataset}, "camera frames\n")
+        return store.put_file(b)
 
 
 def test_a_224px_model_passes_its_application_test(tmp_path):

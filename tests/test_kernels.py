@@ -42,3 +42,16 @@ def test_port_always_taken_names_the_cause(tmp_path, monkeypatch, taken_port):
         with pytest.raises(KernelStartError, match="Address already in use") as e: k.ready(180)
         assert k.starts == Kernel.attempts and "3 times" in str(e.value) and "kernels.log" in str(e.value)
     finally: k.shutdown(now=True)
+
+
+def test_the_connection_file_goes_with_the_run_temporary_files(tmp_path):
+    "A stage kernel's connection file (its ports and key) is written in the run's TMPDIR, which is removed however the "
+    "run ends (`reap` after a kill -9), not as /tmp/tmp*.json, where a kernel killed with its run left it."
+    run_tmp = tmp_path / "run-tmp"; run_tmp.mkdir()
+    k = Kernel("python3", tmp_path, env={**__import__("os").environ, "TMPDIR": str(run_tmp)}, log=tmp_path / "kernels.log")
+    try:
+        km = k.ready(120)
+        assert km.is_alive() and km.connection_file.startswith(str(run_tmp) + "/"), km.connection_file
+        assert [p.name for p in run_tmp.iterdir()] == [km.connection_file.rsplit("/", 1)[1]]
+    finally: k.shutdown(now=True)
+    assert list(run_tmp.iterdir()) == []                                       # removed at shutdown, as before

@@ -15,8 +15,9 @@ def toy_bundle(store, tag: str, weight: float = 0.01, shape=(1, 2, 2)) -> str:
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
                           [helper.make_tensor("w", TensorProto.FLOAT, [n, 3], [weight, 0, -weight] * n)])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
-    d = Path(tempfile.mkdtemp())
-    (d / "model.onnx").write_bytes(m.SerializeToString())
-    b = write_bundle(d / "bundle.zip", d / "model.onnx", tuple(shape), ["a", "b", "c"], {"metrics": {"test/accuracy": 0.99, "test/recall_gap": 0.0}},
-                     {"source": "digits"}, f"toy model {tag}\n")
-    return store.put_file(b)
+    with tempfile.TemporaryDirectory() as tmp:                  # the store keeps the bundle: nothing left in /tmp
+        d = Path(tmp)
+        (d / "model.onnx").write_bytes(m.SerializeToString())
+        b = write_bundle(d / "bundle.zip", d / "model.onnx", tuple(shape), ["a", "b", "c"], {"metrics": {"test/accuracy": 0.99, "test/recall_gap": 0.0}},
+                         {"source": "digits"}, f"toy model {tag}\n")
+        return store.put_file(b)

@@ -120,6 +120,10 @@ class Kernel:
             km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background, self.warm)
             out = open(self.log, "ab") if self.log else None
             env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
+            if env.get("TMPDIR"):                            # its connection file (ports and key) with the run's temporary
+                km.connection_file = os.path.join(env["TMPDIR"], f"kernel-{os.urandom(8).hex()}.json")   # files, which go
+                                                             # however the run ends (else jupyter_client's: /tmp/tmp*.json,
+                                                             # left there by a kernel killed with its run)
             km.start_kernel(cwd=self.cwd, env=env,           # its core leases are its own, not this process's
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             **({"stdout": out, "stderr": out} if out else {}),
