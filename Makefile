@@ -55,12 +55,13 @@ lint: install  ## ruff (pinned): pyflakes' checks over the notebooks, the packag
 nbtest: install  ## run the library notebooks (nbdev-test)
 	@t=$$(mktemp -d -t mlops-nb-nbtest-XXXXXX) && WANDB_MODE=disabled TMPDIR=$$t $(BIN)/nbdev-test --n-workers 2; rc=$$?; rm -rf "$$t"; exit $$rc
 
-# Two workers (pytest-xdist), each test module whole on one of them so its fixtures run once: the suite spends about half
-# its time waiting (kernels starting, services, subprocesses), 1.17 cores busy on average in one process; training in two
-# workers turns through `core_lease` as concurrent runs do. PYTEST_WORKERS=0 runs it in one process.
+# Two workers (pytest-xdist): the suite spends about half its time waiting (kernels starting, services, subprocesses),
+# 1.17 cores busy on average in one process; training in two workers turns through `core_lease` as concurrent runs do.
+# Groups (tests/conftest.py): each module whole on one worker, and the modules sharing the session's smoke workbook on
+# one worker in file order, as in one process. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 pytest: install sysdeps  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B (PYTEST_WORKERS=2)
-	$(BIN)/python -m pytest tests -n $(PYTEST_WORKERS) --dist loadfile --durations=25
+	$(BIN)/python -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 export: install  ## notebooks -> mlops_nb/ and README.md
 	$(BIN)/nbdev-export && $(MAKE) -s readme

@@ -26,6 +26,16 @@ def run_record(settings, proc):
     return json.loads((Path(settings).parent / "runs" / run_id / "run.json").read_text())
 
 
+def pytest_collection_modifyitems(config, items):
+    "With pytest-xdist (`make pytest`: `-n 2 --dist loadgroup`), a module runs whole on one worker, so its module fixtures "
+    "run once; and the modules that use the session's `smoke` workbook all run on one worker, in file order, as they do "
+    "in one process: they share that workbook, and some change it (an approval, a newer version at staging)."
+    shared = {item.module.__name__ for item in items if "smoke" in item.fixturenames}
+    for item in items:
+        name = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("smoke" if name in shared else name))
+
+
 @pytest.fixture(scope="session")
 def workbook(tmp_path_factory):
     return make_workbook(tmp_path_factory.mktemp("workbook"))

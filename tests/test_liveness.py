@@ -11,9 +11,12 @@ import json, os, subprocess, sys, time
 from mlops_nb.pipeline.runner import _me
 me = _me(sys.argv[1])
 exec_child = subprocess.Popen(["sleep", "60"], close_fds=False)     # an exec'd child: the lock's fd is close-on-exec
+ready, said = os.pipe()
 fork_child = os.fork()                                              # a forked child (a kernel forked from a zygote is one)
-if fork_child == 0:
-    time.sleep(60); os._exit(0)
+if fork_child == 0:                                                 # running: the at-fork hook has run in it
+    os.write(said, b"1"); time.sleep(60); os._exit(0)
+os.read(ready, 1)                                                   # (not before: a child not scheduled yet still holds
+                                                                    # the lock, which a loaded machine showed)
 print(json.dumps({"runner": me, "children": [exec_child.pid, fork_child]}), flush=True)
 time.sleep(60)
 """

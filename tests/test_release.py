@@ -10,9 +10,14 @@ from conftest import cli, variant_bundle
 from test_serve import http, start, stop
 
 
-def test_approving_the_pipelines_qa_report(smoke):
-    settings, _, rec = smoke
+def test_approving_the_pipelines_qa_report(smoke, tmp_path):
+    "On a copy of the smoke workbook's registry (its runs and store shared, read only): an approval here would change what "
+    "other modules read from the session's registry (tests/test_workflows.py expects the gate to ask for one)."
+    import sqlite3
     from mlops_nb.core.config import load_settings
+    src = load_settings(smoke[0]).registry
+    settings = own_registry(smoke, tmp_path)
+    with sqlite3.connect(src) as db: db.execute("VACUUM INTO ?", (str(tmp_path / "registry.db"),))   # WAL included
     from mlops_nb.build.registry import registry_for
     reg = registry_for(load_settings(settings))
     v = reg.get("digits-cnn@staging")["version"]
@@ -22,9 +27,9 @@ def test_approving_the_pipelines_qa_report(smoke):
     assert p.returncode == 0, p.stderr
     ref = json.loads(reg.version("digits-cnn", v)["apptest_report"])        # what tested it last: a run's stage, or the command
     if "run" in ref:
-        run = json.loads((Path(settings).parent / "runs" / ref["run"] / "run.json").read_text())
+        run = json.loads((load_settings(settings).runs / ref["run"] / "run.json").read_text())
         stage = next(s for s in run["stages"] if s["name"] == "apptest")
-        report = Path(settings).parent / "runs" / ref["run"] / stage["notebook"]  # the executed stage notebook is the QA report
+        report = load_settings(settings).runs / ref["run"] / stage["notebook"]  # the executed stage notebook is the QA report
     else:
         from mlops_nb.core.store import sha256_bytes
         report = Path(ref["path"]); stage = {"notebook_digest": sha256_bytes(report.read_bytes())}
