@@ -61,7 +61,7 @@ nbtest: install  ## run the library notebooks (nbdev-test)
 # one worker in file order, as in one process. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 pytest: install sysdeps  ## pytest: pipeline notebooks through papermill and nbval, CLI, data validation, DDP, W&B (PYTEST_WORKERS=2)
-	$(BIN)/python -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/python -m pytest tests -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 export: install  ## notebooks -> mlops_nb/ and README.md
 	$(BIN)/nbdev-export && $(MAKE) -s readme

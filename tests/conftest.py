@@ -26,14 +26,27 @@ def run_record(settings, proc):
     return json.loads((Path(settings).parent / "runs" / run_id / "run.json").read_text())
 
 
-def pytest_collection_modifyitems(config, items):
-    "With pytest-xdist (`make pytest`: `-n 2 --dist loadgroup`), a module runs whole on one worker, so its module fixtures "
-    "run once; and the modules that use the session's `smoke` workbook all run on one worker, in file order, as they do "
-    "in one process: they share that workbook, and some change it (an approval, a newer version at staging)."
-    shared = {item.module.__name__ for item in items if "smoke" in item.fixturenames}
-    for item in items:
-        name = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("smoke" if name in shared else name))
+def _sharing_smoke(tests: Path) -> set:
+    "The test files with a test or fixture that asks for the session's `smoke` workbook (an argument named `smoke`)."
+    import ast
+    return {f"tests/{f.name}" for f in tests.glob("test_*.py")
+            if any(isinstance(n, ast.FunctionDef) and any(a.arg == "smoke" for a in n.args.args) for n in ast.walk(ast.parse(f.read_text())))}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    "With pytest-xdist (`make pytest`: `-n 2 --dist loadfile`): each test file runs whole on one worker (its module "
+    "fixtures once), and the files that use the session's `smoke` workbook all on one worker, in file order, as in one "
+    "process: they share that workbook, and some change it (an approval, a newer version at staging). (xdist's own "
+    "`xdist_group` marks do nothing under pytest 9: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)"
+    if config.getvalue("dist") != "loadfile": return None
+    from xdist.scheduler import LoadFileScheduling
+    shared = _sharing_smoke(Path(__file__).parent)
+
+    class Groups(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "smoke" if path in shared else path
+    return Groups(config, log)
 
 
 @pytest.fixture(scope="session")
