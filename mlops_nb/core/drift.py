@@ -6,6 +6,7 @@
 from __future__ import annotations
 import hashlib, io, math
 from dataclasses import dataclass
+from fastcore.basics import patch
 import numpy as np
 
 # %% auto #0
@@ -51,55 +52,59 @@ class Reference:
     @property
     def features(self) -> int: return self.sample.shape[1]
 
-    def step_codes(self, scale: int) -> tuple:
-        "For windows of uint16 steps of 1/`scale` (`Window._add_coded`), made once and kept: per feature the integer "
-        "boundaries that decide `q < value` and `q <= value` for its distinct values (`ceil(value x scale)`, "
-        "`floor(value x scale) + 1`, within 0..65536); `codes[f][q]`, how many of them are at most q; and where each "
-        "distinct value's two boundaries stand (`ilo`, `ihi`), with each feature's count of boundaries."
-        if (got := getattr(self, "_codes", {}).get(scale)) is not None: return got
-        t = self.values * scale
-        lo, hi = np.clip(np.ceil(t), 0, 65536).astype(np.int64), np.clip(np.floor(t) + 1, 0, 65536).astype(np.int64)
-        codes, ilo, ihi, nb, every = np.empty((self.features, 65536), np.uint16), np.empty_like(lo), np.empty_like(hi), [], np.arange(65536)
-        for f in range(self.features):
-            s = slice(self.start[f], self.start[f + 1])
-            b = np.unique(np.concatenate([lo[s], hi[s]]))
-            codes[f] = np.searchsorted(b, every, "right"); nb.append(len(b))
-            ilo[s], ihi[s] = np.searchsorted(b, lo[s]), np.searchsorted(b, hi[s])
-        self._codes = {**getattr(self, "_codes", {}), scale: (codes, ilo, ihi, nb)}
-        return self._codes[scale]
-
     def __getstate__(self):                       # pickled (to another process): without the tables, made again there
         return {k: v for k, v in self.__dict__.items() if k != "_codes"}
-
-    @classmethod
-    def build(cls, x,                   # (rows, features) numbers: the validation split's features
-              names=None,               # a name per feature; default f0, f1, ...
-              max_rows: int = 5000,     # rows kept at most, drawn at random: KS's reference sample
-              bins: int = 10,           # PSI bins, cut at the reference's quantiles (fewer where cuts coincide)
-              seed: int = 0) -> Reference:
-        "The reference of `x` (rows, features): at most `max_rows` rows drawn at random (seeded), `bins` quantile bins for PSI."
-        x = _as_2d(x, what="reference")
-        if len(x) == 0: raise ValueError("reference: no rows")
-        if len(x) > max_rows: x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_rows, replace=False))]
-        return cls(np.sort(x.astype(np.float64), axis=0), [f"f{i}" for i in range(x.shape[1])] if names is None else names, bins)
 
     def bin_counts(self, le: np.ndarray, n: np.ndarray) -> np.ndarray:
         "Counts per PSI bin, all features end to end, from the counts `le` of values <= each distinct value and the totals `n`."
         c = le[self.edges]
         return np.insert(c, self.edge_start[1:], n) - np.insert(c, self.edge_start[:-1], 0)
 
-    def to_bytes(self) -> bytes:
-        "The reference as .npz bytes (no pickle: names are a unicode array)."
-        b = io.BytesIO()
-        np.savez_compressed(b, sample=self.sample, names=np.array(self.names, dtype=str), bins=np.array(self.bins))
-        return b.getvalue()
+# %% ../../nbs/07_core.drift.ipynb #e157f257-1
+@patch(cls_method=True)
+def build(cls: Reference, x,        # (rows, features) numbers: the validation split's features
+          names=None,               # a name per feature; default f0, f1, ...
+          max_rows: int = 5000,     # rows kept at most, drawn at random: KS's reference sample
+          bins: int = 10,           # PSI bins, cut at the reference's quantiles (fewer where cuts coincide)
+          seed: int = 0) -> Reference:
+    "The reference of `x` (rows, features): at most `max_rows` rows drawn at random (seeded), `bins` quantile bins for PSI."
+    x = _as_2d(x, what="reference")
+    if len(x) == 0: raise ValueError("reference: no rows")
+    if len(x) > max_rows: x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_rows, replace=False))]
+    return cls(np.sort(x.astype(np.float64), axis=0), [f"f{i}" for i in range(x.shape[1])] if names is None else names, bins)
 
-    @classmethod
-    def from_bytes(cls, b: bytes) -> Reference:
-        "The reference `to_bytes` wrote; loads no pickle."
-        with np.load(io.BytesIO(b), allow_pickle=False) as z: return cls(z["sample"], z["names"].tolist(), int(z["bins"]))
+# %% ../../nbs/07_core.drift.ipynb #e157f257-2
+@patch
+def step_codes(self: Reference, scale: int) -> tuple:
+    "For windows of uint16 steps of 1/`scale` (`Window._add_coded`), made once and kept: per feature the integer "
+    "boundaries that decide `q < value` and `q <= value` for its distinct values (`ceil(value x scale)`, "
+    "`floor(value x scale) + 1`, within 0..65536); `codes[f][q]`, how many of them are at most q; and where each "
+    "distinct value's two boundaries stand (`ilo`, `ihi`), with each feature's count of boundaries."
+    if (got := getattr(self, "_codes", {}).get(scale)) is not None: return got
+    t = self.values * scale
+    lo, hi = np.clip(np.ceil(t), 0, 65536).astype(np.int64), np.clip(np.floor(t) + 1, 0, 65536).astype(np.int64)
+    codes, ilo, ihi, nb, every = np.empty((self.features, 65536), np.uint16), np.empty_like(lo), np.empty_like(hi), [], np.arange(65536)
+    for f in range(self.features):
+        s = slice(self.start[f], self.start[f + 1])
+        b = np.unique(np.concatenate([lo[s], hi[s]]))
+        codes[f] = np.searchsorted(b, every, "right"); nb.append(len(b))
+        ilo[s], ihi[s] = np.searchsorted(b, lo[s]), np.searchsorted(b, hi[s])
+    self._codes = {**getattr(self, "_codes", {}), scale: (codes, ilo, ihi, nb)}
+    return self._codes[scale]
 
-    def window(self) -> Window: return Window(self)
+# %% ../../nbs/07_core.drift.ipynb #e157f257-3
+@patch
+def to_bytes(self: Reference) -> bytes:
+    "The reference as .npz bytes (no pickle: names are a unicode array)."
+    b = io.BytesIO()
+    np.savez_compressed(b, sample=self.sample, names=np.array(self.names, dtype=str), bins=np.array(self.bins))
+    return b.getvalue()
+
+# %% ../../nbs/07_core.drift.ipynb #e157f257-4
+@patch(cls_method=True)
+def from_bytes(cls: Reference, b: bytes) -> Reference:
+    "The reference `to_bytes` wrote; loads no pickle."
+    with np.load(io.BytesIO(b), allow_pickle=False) as z: return cls(z["sample"], z["names"].tolist(), int(z["bins"]))
 
 # %% ../../nbs/07_core.drift.ipynb #5db456bf
 EXACT_MAX = 250_000             # windows: the exact KS p-value only where the two samples' sizes multiply to at most this
@@ -246,66 +251,6 @@ class Window:
         self.lt, self.le = np.zeros(K, np.int64), np.zeros(K, np.int64)   # window values < / <= each distinct reference value
         self.n, self.nan = np.zeros(F, np.int64), np.zeros(F, np.int64)   # values counted, NaNs left out, per feature
 
-    def add(self, chunk,                   # (rows, features) numbers, the reference's features in its order
-            scale: int = 1                     # the chunk holds uint16 steps: its values are chunk / scale (the log's summaries: 256)
-            ) -> Window:
-        "Count a chunk of rows (rows, features); NaNs are counted apart and left out of the statistics."
-        x, r = _as_2d(chunk, self.ref.features, "chunk"), self.ref
-        if not len(x): return self
-        if scale != 1: return self._add_steps(x, scale)
-        if x.dtype.kind in "ui" and x.min() >= 0 and x.max() < 65536:     # small non-negative integers (pixels): one bincount
-            V, F = int(x.max()) + 1, r.features
-            c = np.bincount((x.astype(np.intp) + np.arange(F) * V).ravel(), minlength=F * V).reshape(F, V).cumsum(1)
-            def at(v):                                                     # window count <= v, v a whole number (or -1)
-                v = np.clip(v, -1, V - 1)
-                return np.where(v < 0, 0, c[r.feature, np.maximum(v, 0).astype(np.intp)])
-            self.le += at(np.floor(r.values)); self.lt += at(np.ceil(r.values) - 1)
-            self.n += len(x)
-            return self
-        xs = np.ascontiguousarray(x.T, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
-        xs.sort(axis=1)                                                    # one sort for all features; NaN sorts last
-        xs = xs.astype(np.float64, copy=False)                             # compared with the reference's values exactly
-        nan = np.isnan(xs).sum(1)
-        for f in range(r.features):                                        # k reference values into m sorted ones: cheap
-            s, col = slice(r.start[f], r.start[f + 1]), xs[f, :len(x) - nan[f]]
-            self.lt[s] += np.searchsorted(col, r.values[s], "left"); self.le[s] += np.searchsorted(col, r.values[s], "right")
-        self.n += len(x) - nan; self.nan += nan
-        return self
-
-    def _add_steps(self, q: np.ndarray, scale: int) -> Window:
-        "Count uint16 values `q` that stand for `q / scale`: sorted by radix (a sixth of a float sort's time), then "
-        "compared with the reference's values times `scale` (exact: `scale` is a power of two), so the counts are those "
-        "of the values themselves."
-        if q.dtype != np.uint16 or scale & (scale - 1): raise ValueError(f"scaled chunks hold uint16 steps of 1/scale, scale a power of two; got {q.dtype}, {scale}")
-        r, n = self.ref, len(q)
-        if n >= 4096: return self._add_coded(q, scale)
-        qs = np.ascontiguousarray(q.T); qs.sort(axis=1, kind="stable")
-        t = r.values * scale
-        lo, hi = np.ceil(t), np.floor(t)                                  # q < t: q < ceil(t); q <= t: q <= floor(t)
-        lo16, hi16 = np.clip(lo, 0, 65535).astype(np.uint16), np.clip(hi, 0, 65535).astype(np.uint16)
-        lt, le = np.empty(len(t), np.int64), np.empty(len(t), np.int64)
-        for f in range(r.features):
-            s, col = slice(r.start[f], r.start[f + 1]), qs[f]
-            lt[s] = np.searchsorted(col, lo16[s], "left"); le[s] = np.searchsorted(col, hi16[s], "right")
-        lt[lo > 65535] = n; le[hi > 65535] = n; le[hi < 0] = 0
-        self.lt += lt; self.le += le; self.n += n
-        return self
-
-    def _add_coded(self, q: np.ndarray, scale: int) -> Window:
-        "`_add_steps` for a large chunk, without sorting: each value looked up in its feature's table of codes (how many "
-        "of the reference's integer boundaries it reaches; `Reference.step_codes`, 128 KB a feature), the codes counted, "
-        "and the counts below each boundary read off their running sum. Twice the speed of the sort on a chunk of thousands."
-        r, n = self.ref, len(q)
-        lut, ilo, ihi, nb = r.step_codes(scale)
-        qt = np.ascontiguousarray(q.T)
-        lt, le = np.empty(len(r.values), np.int64), np.empty(len(r.values), np.int64)
-        for f in range(r.features):
-            cum = np.bincount(lut[f][qt[f]], minlength=nb[f] + 1).cumsum()   # cum[j]: values below boundary j
-            s = slice(r.start[f], r.start[f + 1])
-            lt[s], le[s] = cum[ilo[s]], cum[ihi[s]]
-        self.lt += lt; self.le += le; self.n += n
-        return self
-
     def merge(self, other: Window) -> Window:
         "A new window holding both windows' rows (the same reference), without their rows."
         if other.ref.digest != self.ref.digest: raise ValueError("merge: the windows were counted against different references")
@@ -316,35 +261,110 @@ class Window:
     __add__ = merge
     def __radd__(self, other): return self if isinstance(other, int) and other == 0 else self.merge(other)   # sum(windows)
 
-    def result(self, alpha: float = 0.05   # false discovery rate: drifted where the BH-adjusted p-value is below it
-               ) -> Drift:
-        "KS (as scipy.stats.ks_2samp), PSI and BH-adjusted p-values per feature; a feature drifted when its adjusted p < `alpha`."
-        r, f = self.ref, self.ref.feature
-        n1, n2 = r.n[f], self.n[f]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            F1 = r.cum / n1                                                # reference ECDF at each distinct value
-            F1_below = np.concatenate(([0.0], F1[:-1])); F1_below[r.start[:-1]] = 0   # just below each distinct value
-            up = np.maximum.reduceat(F1 - self.le / n2, r.start[:-1])      # reference above the window, at a reference value
-            down = np.maximum.reduceat(self.lt / n2 - F1_below, r.start[:-1])  # window above, just below a reference value
-        has = self.n > 0
-        d, p, exact = ks_pvalues(np.where(has, np.maximum(up, down), 0), r.n, self.n, EXACT_MAX)
-        d[~has] = np.nan
-        props = r.bin_counts(self.le, self.n) / np.repeat(np.maximum(self.n, 1), np.diff(r.bin_start))
-        s = np.array([psi(r.props[a:b], props[a:b]) if h else math.nan for a, b, h in zip(r.bin_start[:-1], r.bin_start[1:], has)])
-        q = bh(p)
-        return Drift(r.names, self.n.copy(), self.nan.copy(), d, p, exact, s, q, np.nan_to_num(q, nan=1.0) < alpha, alpha)
+# %% ../../nbs/07_core.drift.ipynb #dcc28673-1
+@patch
+def window(self: Reference) -> Window: return Window(self)
 
-    def to_bytes(self) -> bytes:
-        "The window's counts as .npz bytes, to merge later (another day, another machine)."
-        b = io.BytesIO()
-        np.savez_compressed(b, lt=self.lt, le=self.le, n=self.n, nan=self.nan, ref=np.array(self.ref.digest))
-        return b.getvalue()
+# %% ../../nbs/07_core.drift.ipynb #dcc28673-2
+@patch
+def add(self: Window, chunk,           # (rows, features) numbers, the reference's features in its order
+        scale: int = 1                     # the chunk holds uint16 steps: its values are chunk / scale (the log's summaries: 256)
+        ) -> Window:
+    "Count a chunk of rows (rows, features); NaNs are counted apart and left out of the statistics."
+    x, r = _as_2d(chunk, self.ref.features, "chunk"), self.ref
+    if not len(x): return self
+    if scale != 1: return self._add_steps(x, scale)
+    if x.dtype.kind in "ui" and x.min() >= 0 and x.max() < 65536:     # small non-negative integers (pixels): one bincount
+        V, F = int(x.max()) + 1, r.features
+        c = np.bincount((x.astype(np.intp) + np.arange(F) * V).ravel(), minlength=F * V).reshape(F, V).cumsum(1)
+        def at(v):                                                     # window count <= v, v a whole number (or -1)
+            v = np.clip(v, -1, V - 1)
+            return np.where(v < 0, 0, c[r.feature, np.maximum(v, 0).astype(np.intp)])
+        self.le += at(np.floor(r.values)); self.lt += at(np.ceil(r.values) - 1)
+        self.n += len(x)
+        return self
+    xs = np.ascontiguousarray(x.T, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    xs.sort(axis=1)                                                    # one sort for all features; NaN sorts last
+    xs = xs.astype(np.float64, copy=False)                             # compared with the reference's values exactly
+    nan = np.isnan(xs).sum(1)
+    for f in range(r.features):                                        # k reference values into m sorted ones: cheap
+        s, col = slice(r.start[f], r.start[f + 1]), xs[f, :len(x) - nan[f]]
+        self.lt[s] += np.searchsorted(col, r.values[s], "left"); self.le[s] += np.searchsorted(col, r.values[s], "right")
+    self.n += len(x) - nan; self.nan += nan
+    return self
 
-    @classmethod
-    def from_bytes(cls, b: bytes, ref: Reference) -> Window:
-        "The window `to_bytes` wrote, counted against `ref` (checked)."
-        with np.load(io.BytesIO(b), allow_pickle=False) as z:
-            if str(z["ref"]) != ref.digest: raise ValueError("from_bytes: the window was counted against another reference")
-            w = cls(ref)
-            for k in ("lt", "le", "n", "nan"): setattr(w, k, z[k].copy())
-        return w
+# %% ../../nbs/07_core.drift.ipynb #dcc28673-3
+@patch
+def _add_coded(self: Window, q: np.ndarray, scale: int) -> Window:
+    "`_add_steps` for a large chunk, without sorting: each value looked up in its feature's table of codes (how many "
+    "of the reference's integer boundaries it reaches; `Reference.step_codes`, 128 KB a feature), the codes counted, "
+    "and the counts below each boundary read off their running sum. Twice the speed of the sort on a chunk of thousands."
+    r, n = self.ref, len(q)
+    lut, ilo, ihi, nb = r.step_codes(scale)
+    qt = np.ascontiguousarray(q.T)
+    lt, le = np.empty(len(r.values), np.int64), np.empty(len(r.values), np.int64)
+    for f in range(r.features):
+        cum = np.bincount(lut[f][qt[f]], minlength=nb[f] + 1).cumsum()   # cum[j]: values below boundary j
+        s = slice(r.start[f], r.start[f + 1])
+        lt[s], le[s] = cum[ilo[s]], cum[ihi[s]]
+    self.lt += lt; self.le += le; self.n += n
+    return self
+
+# %% ../../nbs/07_core.drift.ipynb #dcc28673-4
+@patch
+def _add_steps(self: Window, q: np.ndarray, scale: int) -> Window:
+    "Count uint16 values `q` that stand for `q / scale`: sorted by radix (a sixth of a float sort's time), then "
+    "compared with the reference's values times `scale` (exact: `scale` is a power of two), so the counts are those "
+    "of the values themselves."
+    if q.dtype != np.uint16 or scale & (scale - 1): raise ValueError(f"scaled chunks hold uint16 steps of 1/scale, scale a power of two; got {q.dtype}, {scale}")
+    r, n = self.ref, len(q)
+    if n >= 4096: return self._add_coded(q, scale)
+    qs = np.ascontiguousarray(q.T); qs.sort(axis=1, kind="stable")
+    t = r.values * scale
+    lo, hi = np.ceil(t), np.floor(t)                                  # q < t: q < ceil(t); q <= t: q <= floor(t)
+    lo16, hi16 = np.clip(lo, 0, 65535).astype(np.uint16), np.clip(hi, 0, 65535).astype(np.uint16)
+    lt, le = np.empty(len(t), np.int64), np.empty(len(t), np.int64)
+    for f in range(r.features):
+        s, col = slice(r.start[f], r.start[f + 1]), qs[f]
+        lt[s] = np.searchsorted(col, lo16[s], "left"); le[s] = np.searchsorted(col, hi16[s], "right")
+    lt[lo > 65535] = n; le[hi > 65535] = n; le[hi < 0] = 0
+    self.lt += lt; self.le += le; self.n += n
+    return self
+
+# %% ../../nbs/07_core.drift.ipynb #dcc28673-5
+@patch
+def result(self: Window, alpha: float = 0.05   # false discovery rate: drifted where the BH-adjusted p-value is below it
+           ) -> Drift:
+    "KS (as scipy.stats.ks_2samp), PSI and BH-adjusted p-values per feature; a feature drifted when its adjusted p < `alpha`."
+    r, f = self.ref, self.ref.feature
+    n1, n2 = r.n[f], self.n[f]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        F1 = r.cum / n1                                                # reference ECDF at each distinct value
+        F1_below = np.concatenate(([0.0], F1[:-1])); F1_below[r.start[:-1]] = 0   # just below each distinct value
+        up = np.maximum.reduceat(F1 - self.le / n2, r.start[:-1])      # reference above the window, at a reference value
+        down = np.maximum.reduceat(self.lt / n2 - F1_below, r.start[:-1])  # window above, just below a reference value
+    has = self.n > 0
+    d, p, exact = ks_pvalues(np.where(has, np.maximum(up, down), 0), r.n, self.n, EXACT_MAX)
+    d[~has] = np.nan
+    props = r.bin_counts(self.le, self.n) / np.repeat(np.maximum(self.n, 1), np.diff(r.bin_start))
+    s = np.array([psi(r.props[a:b], props[a:b]) if h else math.nan for a, b, h in zip(r.bin_start[:-1], r.bin_start[1:], has)])
+    q = bh(p)
+    return Drift(r.names, self.n.copy(), self.nan.copy(), d, p, exact, s, q, np.nan_to_num(q, nan=1.0) < alpha, alpha)
+
+# %% ../../nbs/07_core.drift.ipynb #dcc28673-6
+@patch
+def to_bytes(self: Window) -> bytes:  # noqa: F811 (fastcore's patch: Reference's bound the name)
+    "The window's counts as .npz bytes, to merge later (another day, another machine)."
+    b = io.BytesIO()
+    np.savez_compressed(b, lt=self.lt, le=self.le, n=self.n, nan=self.nan, ref=np.array(self.ref.digest))
+    return b.getvalue()
+
+# %% ../../nbs/07_core.drift.ipynb #dcc28673-7
+@patch(cls_method=True)
+def from_bytes(cls: Window, b: bytes, ref: Reference) -> Window:  # noqa: F811 (fastcore's patch: Reference's bound the name)
+    "The window `to_bytes` wrote, counted against `ref` (checked)."
+    with np.load(io.BytesIO(b), allow_pickle=False) as z:
+        if str(z["ref"]) != ref.digest: raise ValueError("from_bytes: the window was counted against another reference")
+        w = cls(ref)
+        for k in ("lt", "le", "n", "nan"): setattr(w, k, z[k].copy())
+    return w

@@ -14,6 +14,7 @@ from .db import connect, create, transaction, DbError
 from .config import input_share
 from .reference import features, properties, feature_names, property_names
 from .times import stamp, parse_time
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SCHEMA', 'REASONS', 'TABLES', 'INLINE_BYTES', 'open_log', 'summaries', 'unpack', 'logged_columns', 'failure_reason',
@@ -165,6 +166,8 @@ def _rows(rid, ts, model, x, p, labels, latency_ms, route, tags, role, input_dig
     return list(zip(c(rid), range(n), c(ts), c(model[0]), c(int(model[1])), c(model[2]), c(role), c(route), c(tags),
                     raw, c(shape), digests, ps, map(str, labels), c(float(latency_ms)), feats)), kept
 
+_SHAPES = {}                 # input shape -> its JSON text (`input_shape`), built once a shape
+
 # %% ../../nbs/08_core.predlog.ipynb #c006-1
 class PredictionLog:
     "Batched background writer of the prediction log at `path`: `add`, `feedback`, `rejected` return at once. At most "
@@ -192,221 +195,254 @@ class PredictionLog:
         self._t = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._t.start()
 
-    def _accept(self, n: int, table: str) -> bool:
-        "Count `n` rows into the backlog, or drop them (counted) when it would pass `backlog_rows`; a request larger than "
-        "the whole backlog is taken only when nothing waits."
-        with self._lock:
-            if self._pending and self._pending + n > self.backlog_rows:
-                self.dropped[table] += n; return False
-            self._pending += n
-        return True
-
-    def add(self, rid: str, model: tuple, x: np.ndarray, p: np.ndarray, labels, latency_ms: float, route: str,
-            tags: dict | None = None, role: str = "primary", input_digests=None, ts: float | None = None, emb=None) -> bool:
-        "Record a request's predictions: `model` is (name, version, digest), `x` its inputs (N, ...), `p` (N, K), `emb` "
-        "the model's embedding (N, k) when its graph exports one (kept after each row's summary). False: dropped, the "
-        "backlog being full."
-        if not self._accept(len(x), "predictions"): return False
-        self._q.append(("p", (rid, ts or time.time(), model, x, p, labels, latency_ms, route, tags or {}, role, input_digests, emb)))
-        return True
-
-    def feedback(self, rid: str, row: int, label: str, source: str = "api", ts: float | None = None) -> bool:
-        "Record the true label of row `row` of request `rid` (False: dropped, the backlog being full)."
-        if not self._accept(1, "feedback"): return False
-        self._q.append(("f", (rid, row, ts or time.time(), label, source)))
-        return True
-
-    def rejected(self, route: str, status: int, reason: str, rid: str | None = None, tags: dict | None = None) -> bool:
-        "Record a refused request and why (False: dropped, the backlog being full)."
-        if not self._accept(1, "rejected"): return False
-        self._q.append(("r", (time.time(), route, status, reason, rid, orjson.dumps(tags or {}).decode())))
-        return True
-
     @property
     def depth(self) -> int:
         "Rows waiting to be committed: queued, or held for a retry (at most about `backlog_rows`)."
         return self._pending
 
-    def health(self) -> dict | None:
-        "None while writes succeed; else the problem, the rows waiting and the rows dropped so far (what /readyz shows)."
-        why = self.problem
-        return None if why is None else {"problem": why, "waiting_rows": self._pending, "dropped_rows": sum(self.dropped.values())}
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-2
+@patch
+def _run(self: PredictionLog):
+    db, held, waiting = None, {"p": [], "f": [], "r": [], "x": []}, []
+    pruned, backoff = 0.0, 0.0
+    while True:
+        self._wake.wait(backoff or self.flush_s); self._wake.clear()
+        closing = self._closing
+        self._drain(held, waiting)
+        try:
+            if held["p"] or held["f"] or held["r"]:
+                db = self._ready(db)
+                self._write(db, held)
+            if (self.retention_days or self.payload_retention_days) and time.time() - pruned > 3600:
+                db = self._ready(db); self._prune(db); pruned = time.time()
+            if self.problem is not None:
+                print(f"prediction log: writing again to {self.path} (rows dropped while it could not: "
+                      f"{sum(self.dropped.values())})", file=sys.stderr, flush=True)
+            self.problem, backoff, self._suspect = None, 0.0, 0
+        except Exception as e:
+            why = failure_reason(e)
+            msg = str(e) if isinstance(e, DbError) else f"the database {self.path} cannot be written: {type(e).__name__}: {e}"
+            if self.problem is None:
+                print(f"prediction log: {msg} (reason: {why}); keeping up to {self.backlog_rows} rows and retrying",
+                      file=sys.stderr, flush=True)
+            self.failures += 1; self.failed[why] += 1; self.problem = self.last_error = msg
+            if why != "locked":                          # reopened next round (moved aside when it fails as corrupt again)
+                db = self._close(db); self._suspect += why == "corrupt"
+            backoff = min(1.0, max(4 * self.flush_s, 2 * backoff))
+            if closing: break
+        if not (held["p"] or held["f"] or held["r"]):
+            for s in waiting: s.set()
+            waiting = []
+        if closing and not self._q and not (held["p"] or held["f"] or held["r"]): break
+    self._close(db)
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        "Wait until everything added so far is committed; False when that took over `timeout` seconds (writes failing meanwhile)."
-        done = threading.Event()
-        self._q.append(("sync", done)); self._wake.set()
-        return done.wait(timeout)
-
-    def close(self, timeout: float = 30.0):
-        "Drain the queue and stop the thread (the service calls this when it shuts down)."
-        self._closing = True; self._wake.set()
-        self._t.join(timeout)
-        if self._pending and self.last_error:
-            print(f"prediction log: {self._pending} row(s) not written: {self.last_error}", file=sys.stderr, flush=True)
-        for f in self.on_close: f()
-
-    def _run(self):
-        db, held, waiting = None, {"p": [], "f": [], "r": [], "x": []}, []
-        pruned, backoff = 0.0, 0.0
-        while True:
-            self._wake.wait(backoff or self.flush_s); self._wake.clear()
-            closing = self._closing
-            self._drain(held, waiting)
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-3
+@patch
+def _drain(self: PredictionLog, held: dict, waiting: list):
+    "Move what is queued into `held` (prediction rows built, the inputs of all requests summarized together) and "
+    "`waiting` (the events of `flush` calls)."
+    items = [self._q.popleft() for _ in range(len(self._q))]
+    preds = [a for kind, a in items if kind == "p"]
+    shares = [input_share(self.log_inputs, a[3][0].nbytes if len(a[3]) else 0) for a in preds]
+    need = [i for i, (a, s) in enumerate(zip(preds, shares)) if len(a[3]) and (s < 1 or a[3][0].nbytes > INLINE_BYTES or a[11] is not None)]
+    sums = [None] * len(preds)                      # inputs kept inline need none (but for an embedding): they are summarized when read
+    try:
+        for i, s in zip(need, _summarize([preds[i][3] for i in need])): sums[i] = s
+    except Exception: pass                          # summarized one request at a time below: a bad one dropped alone
+    j = 0
+    for kind, a in items:
+        if kind == "sync": waiting.append(a)
+        elif kind == "p":
+            j += 1
             try:
-                if held["p"] or held["f"] or held["r"]:
-                    db = self._ready(db)
-                    self._write(db, held)
-                if (self.retention_days or self.payload_retention_days) and time.time() - pruned > 3600:
-                    db = self._ready(db); self._prune(db); pruned = time.time()
-                if self.problem is not None:
-                    print(f"prediction log: writing again to {self.path} (rows dropped while it could not: "
-                          f"{sum(self.dropped.values())})", file=sys.stderr, flush=True)
-                self.problem, backoff, self._suspect = None, 0.0, 0
-            except Exception as e:
-                why = failure_reason(e)
-                msg = str(e) if isinstance(e, DbError) else f"the database {self.path} cannot be written: {type(e).__name__}: {e}"
-                if self.problem is None:
-                    print(f"prediction log: {msg} (reason: {why}); keeping up to {self.backlog_rows} rows and retrying",
-                          file=sys.stderr, flush=True)
-                self.failures += 1; self.failed[why] += 1; self.problem = self.last_error = msg
-                if why != "locked":                          # reopened next round (moved aside when it fails as corrupt again)
-                    db = self._close(db); self._suspect += why == "corrupt"
-                backoff = min(1.0, max(4 * self.flush_s, 2 * backoff))
-                if closing: break
-            if not (held["p"] or held["f"] or held["r"]):
-                for s in waiting: s.set()
-                waiting = []
-            if closing and not self._q and not (held["p"] or held["f"] or held["r"]): break
-        self._close(db)
+                rows, kept = _rows(*a, share=shares[j - 1], rand=self._rand, sums=sums[j - 1])
+                held["p"].extend(rows); held["x"].extend(kept)
+            except Exception as e:                  # rows that cannot be built (never seen): dropped, said once
+                self._drop(len(a[3]), "predictions", f"{type(e).__name__}: {e}")
+        else: held[kind].append(a)
 
-    def _drain(self, held: dict, waiting: list):
-        "Move what is queued into `held` (prediction rows built, the inputs of all requests summarized together) and "
-        "`waiting` (the events of `flush` calls)."
-        items = [self._q.popleft() for _ in range(len(self._q))]
-        preds = [a for kind, a in items if kind == "p"]
-        shares = [input_share(self.log_inputs, a[3][0].nbytes if len(a[3]) else 0) for a in preds]
-        need = [i for i, (a, s) in enumerate(zip(preds, shares)) if len(a[3]) and (s < 1 or a[3][0].nbytes > INLINE_BYTES or a[11] is not None)]
-        sums = [None] * len(preds)                      # inputs kept inline need none (but for an embedding): they are summarized when read
-        try:
-            for i, s in zip(need, _summarize([preds[i][3] for i in need])): sums[i] = s
-        except Exception: pass                          # summarized one request at a time below: a bad one dropped alone
-        j = 0
-        for kind, a in items:
-            if kind == "sync": waiting.append(a)
-            elif kind == "p":
-                j += 1
-                try:
-                    rows, kept = _rows(*a, share=shares[j - 1], rand=self._rand, sums=sums[j - 1])
-                    held["p"].extend(rows); held["x"].extend(kept)
-                except Exception as e:                  # rows that cannot be built (never seen): dropped, said once
-                    self._drop(len(a[3]), "predictions", f"{type(e).__name__}: {e}")
-            else: held[kind].append(a)
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-4
+@patch
+def _drop(self: PredictionLog, n: int, table: str, why: str):
+    with self._lock: self._pending -= n; self.dropped[table] += n
+    print(f"prediction log: {n} row(s) dropped: {why}", file=sys.stderr, flush=True)
 
-    def _drop(self, n: int, table: str, why: str):
-        with self._lock: self._pending -= n; self.dropped[table] += n
-        print(f"prediction log: {n} row(s) dropped: {why}", file=sys.stderr, flush=True)
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-5
+@patch
+def _ready(self: PredictionLog, db):
+    "The writer's connection, to the file now at `path`: reopened when that file was removed or replaced; a new log "
+    "started when the file there is not a database, or failed as corrupt twice (the old file moved aside)."
+    if db is not None:
+        why = self._changed()
+        if why is None: return db
+        if why == "corrupt":                        # moved aside before the connection closes: closing checkpoints the
+            self._move_aside("its header is not SQLite's: the file was overwritten")   # WAL, which would write valid
+        db = self._close(db)                        # pages (the header among them) over the garbage and hide it
+        if why != "corrupt": print(f"prediction log: {self.path} was {why} while the service ran; writing to the file now at that path",
+                                   file=sys.stderr, flush=True)
+    elif self._suspect >= 2 and self.path.exists():
+        self._move_aside(self.problem or "writes failed as corrupt twice")
+    try: return self._open()
+    except DbError as e:
+        if failure_reason(e) != "corrupt": raise
+        self._move_aside(str(e).rsplit(": ", 1)[-1])
+        return self._open()
 
-    def _open(self):
-        "A connection to the file at `path` (created when missing), and a descriptor of that file for `_changed`; a file "
-        "there whose header is not SQLite's is moved aside first (SQLite could otherwise read it through a stale -wal)."
-        try:
-            with open(self.path, "rb") as f: head = f.read(16)
-        except FileNotFoundError: head = b""
-        if head and head != _MAGIC: self._move_aside("its header is not SQLite's: the file was overwritten or replaced")
-        db = open_log(self.path, self.lock_wait_s)
-        try:
-            db.execute("PRAGMA synchronous=NORMAL")     # WAL + NORMAL: no fsync per commit; a crash loses nothing committed
-            self._fd = os.open(self.path, os.O_RDONLY)
-            st = os.fstat(self._fd); self._ident = (st.st_dev, st.st_ino)
-        except BaseException: self._close(db); raise
-        return db
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-6
+@patch
+def _open(self: PredictionLog):
+    "A connection to the file at `path` (created when missing), and a descriptor of that file for `_changed`; a file "
+    "there whose header is not SQLite's is moved aside first (SQLite could otherwise read it through a stale -wal)."
+    try:
+        with open(self.path, "rb") as f: head = f.read(16)
+    except FileNotFoundError: head = b""
+    if head and head != _MAGIC: self._move_aside("its header is not SQLite's: the file was overwritten or replaced")
+    db = open_log(self.path, self.lock_wait_s)
+    try:
+        db.execute("PRAGMA synchronous=NORMAL")     # WAL + NORMAL: no fsync per commit; a crash loses nothing committed
+        self._fd = os.open(self.path, os.O_RDONLY)
+        st = os.fstat(self._fd); self._ident = (st.st_dev, st.st_ino)
+    except BaseException: self._close(db); raise
+    return db
 
-    def _close(self, db):
-        if db is not None:
-            try: db.close()
-            except sqlite3.Error: pass
-        if self._fd is not None: os.close(self._fd); self._fd = None
-        return None
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-7
+@patch
+def _changed(self: PredictionLog) -> str | None:
+    "Whether the file at `path` is still the database this writer opened: None, or removed, replaced, or corrupt (its "
+    "header is no longer SQLite's: overwritten). A stat and a 16-byte read, before each commit."
+    try: st = os.stat(self.path)
+    except FileNotFoundError: return "removed"
+    if (st.st_dev, st.st_ino) != self._ident: return "replaced"
+    head = os.pread(self._fd, 16, 0)
+    return None if head == _MAGIC or not head else "corrupt"
 
-    def _changed(self) -> str | None:
-        "Whether the file at `path` is still the database this writer opened: None, or removed, replaced, or corrupt (its "
-        "header is no longer SQLite's: overwritten). A stat and a 16-byte read, before each commit."
-        try: st = os.stat(self.path)
-        except FileNotFoundError: return "removed"
-        if (st.st_dev, st.st_ino) != self._ident: return "replaced"
-        head = os.pread(self._fd, 16, 0)
-        return None if head == _MAGIC or not head else "corrupt"
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-8
+@patch
+def _move_aside(self: PredictionLog, why: str):
+    "Rename the corrupt log (and its -wal and -shm) to `NAME.corrupt-TIME`, say so in one line; the next open starts a new log."
+    aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}")
+    try:
+        for sfx in ("", "-wal", "-shm"):
+            if os.path.lexists(f"{self.path}{sfx}"): os.replace(f"{self.path}{sfx}", f"{aside}{sfx}")
+    except OSError as e: raise DbError(f"the corrupt database {self.path} cannot be moved aside: {e.strerror or e}") from e
+    self.moved_aside.append(aside); self._suspect = 0
+    self.failures += 1; self.failed["corrupt"] += 1               # counted as a failure of the log, reason corrupt
+    print(f"prediction log: {self.path} is corrupt ({why}); moved it to {aside.name} and started a new log "
+          f"(the old rows stay in that file; `sqlite3 {aside.name} .recover` may save them)", file=sys.stderr, flush=True)
 
-    def _ready(self, db):
-        "The writer's connection, to the file now at `path`: reopened when that file was removed or replaced; a new log "
-        "started when the file there is not a database, or failed as corrupt twice (the old file moved aside)."
-        if db is not None:
-            why = self._changed()
-            if why is None: return db
-            if why == "corrupt":                        # moved aside before the connection closes: closing checkpoints the
-                self._move_aside("its header is not SQLite's: the file was overwritten")   # WAL, which would write valid
-            db = self._close(db)                        # pages (the header among them) over the garbage and hide it
-            if why != "corrupt": print(f"prediction log: {self.path} was {why} while the service ran; writing to the file now at that path",
-                                       file=sys.stderr, flush=True)
-        elif self._suspect >= 2 and self.path.exists():
-            self._move_aside(self.problem or "writes failed as corrupt twice")
-        try: return self._open()
-        except DbError as e:
-            if failure_reason(e) != "corrupt": raise
-            self._move_aside(str(e).rsplit(": ", 1)[-1])
-            return self._open()
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-9
+@patch
+def _close(self: PredictionLog, db):
+    if db is not None:
+        try: db.close()
+        except sqlite3.Error: pass
+    if self._fd is not None: os.close(self._fd); self._fd = None
+    return None
 
-    def _move_aside(self, why: str):
-        "Rename the corrupt log (and its -wal and -shm) to `NAME.corrupt-TIME`, say so in one line; the next open starts a new log."
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}")
-        try:
-            for sfx in ("", "-wal", "-shm"):
-                if os.path.lexists(f"{self.path}{sfx}"): os.replace(f"{self.path}{sfx}", f"{aside}{sfx}")
-        except OSError as e: raise DbError(f"the corrupt database {self.path} cannot be moved aside: {e.strerror or e}") from e
-        self.moved_aside.append(aside); self._suspect = 0
-        self.failures += 1; self.failed["corrupt"] += 1               # counted as a failure of the log, reason corrupt
-        print(f"prediction log: {self.path} is corrupt ({why}); moved it to {aside.name} and started a new log "
-              f"(the old rows stay in that file; `sqlite3 {aside.name} .recover` may save them)", file=sys.stderr, flush=True)
-
-    def _write(self, db, held: dict):
-        "Commit the held rows in transactions of at most `chunk_rows`; what commits leaves `held`, what fails stays."
-        while held["p"] or held["f"] or held["r"]:
-            room, take = self.chunk_rows, {}
-            for k in ("p", "f", "r"): take[k] = held[k][:room]; room -= len(take[k])
-            with transaction(db) as c:                  # the raw inputs held go with the first transaction, before any label pins them
-                if held["x"]: c.executemany(_PAYLOAD, held["x"])
-                if take["p"]: c.executemany(_PREDICTION, take["p"])
-                if take["f"]:
-                    c.executemany("INSERT INTO feedback VALUES (?,?,?,?,?)", take["f"])
-                    c.executemany(_PIN, [(f[0], f[1]) for f in take["f"]])
-                if take["r"]: c.executemany("INSERT INTO rejected VALUES (?,?,?,?,?,?)", take["r"])
-            held["x"] = []
-            for k in ("p", "f", "r"): del held[k][:len(take[k])]
-            with self._lock: self._pending -= len(take["p"]) + len(take["f"]) + len(take["r"])
-            self.written += len(take["p"])
-
-    def _prune(self, db, batch: int = 10_000):
-        "Delete rows older than `retention_days` and raw inputs older than `payload_retention_days` that no label pinned, "
-        "`batch` rows a transaction (the write lock is never held long); with `keep_unarchived` (an archive attached: "
-        "`mlops_nb.core.archive.Archiver`), only rows already archived (below the watermark, whose own row stays)."
-        now = time.time()
-        cut = now - self.retention_days * 86400 if self.retention_days else -math.inf
-        keep = now - self.payload_retention_days * 86400 if self.payload_retention_days else -math.inf
-        spare = " AND rowid < coalesce((SELECT upto FROM archived WHERE tbl = '{t}'), 0)" if self.keep_unarchived else ""
-        for t, where, args in [*((t, "ts < ?" + spare.format(t=t), (cut,)) for t in TABLES),
-                               ("payloads", "ts < ? OR (ts < ? AND pinned = 0)", (cut, keep))]:
-            while True:
-                with transaction(db) as c:
-                    n = c.execute(f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE {where} LIMIT ?)", (*args, batch)).rowcount
-                if n < batch: break
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-10
+@patch
+def _write(self: PredictionLog, db, held: dict):
+    "Commit the held rows in transactions of at most `chunk_rows`; what commits leaves `held`, what fails stays."
+    while held["p"] or held["f"] or held["r"]:
+        room, take = self.chunk_rows, {}
+        for k in ("p", "f", "r"): take[k] = held[k][:room]; room -= len(take[k])
+        with transaction(db) as c:                  # the raw inputs held go with the first transaction, before any label pins them
+            if held["x"]: c.executemany(_PAYLOAD, held["x"])
+            if take["p"]: c.executemany(_PREDICTION, take["p"])
+            if take["f"]:
+                c.executemany("INSERT INTO feedback VALUES (?,?,?,?,?)", take["f"])
+                c.executemany(_PIN, [(f[0], f[1]) for f in take["f"]])
+            if take["r"]: c.executemany("INSERT INTO rejected VALUES (?,?,?,?,?,?)", take["r"])
+        held["x"] = []
+        for k in ("p", "f", "r"): del held[k][:len(take[k])]
+        with self._lock: self._pending -= len(take["p"]) + len(take["f"]) + len(take["r"])
+        self.written += len(take["p"])
 
 _PREDICTION = ("INSERT INTO predictions (request_id, row, ts, model, version, digest, role, route, tags, input, input_shape, "
                "input_digest, probabilities, label, latency_ms, features) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _PAYLOAD = ("INSERT INTO payloads (digest, ts, shape, data) VALUES (?,?,?,?) "
             "ON CONFLICT(digest) DO UPDATE SET ts = max(ts, excluded.ts)")     # a frame seen again: stored once, kept longer
 _PIN = "UPDATE payloads SET pinned = 1 WHERE digest IN (SELECT input_digest FROM predictions WHERE request_id = ? AND row = ?)"
-_SHAPES = {}
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-11
+@patch
+def _prune(self: PredictionLog, db, batch: int = 10_000):
+    "Delete rows older than `retention_days` and raw inputs older than `payload_retention_days` that no label pinned, "
+    "`batch` rows a transaction (the write lock is never held long); with `keep_unarchived` (an archive attached: "
+    "`mlops_nb.core.archive.Archiver`), only rows already archived (below the watermark, whose own row stays)."
+    now = time.time()
+    cut = now - self.retention_days * 86400 if self.retention_days else -math.inf
+    keep = now - self.payload_retention_days * 86400 if self.payload_retention_days else -math.inf
+    spare = " AND rowid < coalesce((SELECT upto FROM archived WHERE tbl = '{t}'), 0)" if self.keep_unarchived else ""
+    for t, where, args in [*((t, "ts < ?" + spare.format(t=t), (cut,)) for t in TABLES),
+                           ("payloads", "ts < ? OR (ts < ? AND pinned = 0)", (cut, keep))]:
+        while True:
+            with transaction(db) as c:
+                n = c.execute(f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE {where} LIMIT ?)", (*args, batch)).rowcount
+            if n < batch: break
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-12
+@patch
+def _accept(self: PredictionLog, n: int, table: str) -> bool:
+    "Count `n` rows into the backlog, or drop them (counted) when it would pass `backlog_rows`; a request larger than "
+    "the whole backlog is taken only when nothing waits."
+    with self._lock:
+        if self._pending and self._pending + n > self.backlog_rows:
+            self.dropped[table] += n; return False
+        self._pending += n
+    return True
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-13
+@patch
+def add(self: PredictionLog, rid: str, model: tuple, x: np.ndarray, p: np.ndarray, labels, latency_ms: float, route: str,
+        tags: dict | None = None, role: str = "primary", input_digests=None, ts: float | None = None, emb=None) -> bool:
+    "Record a request's predictions: `model` is (name, version, digest), `x` its inputs (N, ...), `p` (N, K), `emb` "
+    "the model's embedding (N, k) when its graph exports one (kept after each row's summary). False: dropped, the "
+    "backlog being full."
+    if not self._accept(len(x), "predictions"): return False
+    self._q.append(("p", (rid, ts or time.time(), model, x, p, labels, latency_ms, route, tags or {}, role, input_digests, emb)))
+    return True
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-14
+@patch
+def feedback(self: PredictionLog, rid: str, row: int, label: str, source: str = "api", ts: float | None = None) -> bool:
+    "Record the true label of row `row` of request `rid` (False: dropped, the backlog being full)."
+    if not self._accept(1, "feedback"): return False
+    self._q.append(("f", (rid, row, ts or time.time(), label, source)))
+    return True
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-15
+@patch
+def rejected(self: PredictionLog, route: str, status: int, reason: str, rid: str | None = None, tags: dict | None = None) -> bool:
+    "Record a refused request and why (False: dropped, the backlog being full)."
+    if not self._accept(1, "rejected"): return False
+    self._q.append(("r", (time.time(), route, status, reason, rid, orjson.dumps(tags or {}).decode())))
+    return True
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-16
+@patch
+def health(self: PredictionLog) -> dict | None:
+    "None while writes succeed; else the problem, the rows waiting and the rows dropped so far (what /readyz shows)."
+    why = self.problem
+    return None if why is None else {"problem": why, "waiting_rows": self._pending, "dropped_rows": sum(self.dropped.values())}
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-17
+@patch
+def flush(self: PredictionLog, timeout: float = 10.0) -> bool:
+    "Wait until everything added so far is committed; False when that took over `timeout` seconds (writes failing meanwhile)."
+    done = threading.Event()
+    self._q.append(("sync", done)); self._wake.set()
+    return done.wait(timeout)
+
+# %% ../../nbs/08_core.predlog.ipynb #c006-1-18
+@patch
+def close(self: PredictionLog, timeout: float = 30.0):
+    "Drain the queue and stop the thread (the service calls this when it shuts down)."
+    self._closing = True; self._wake.set()
+    self._t.join(timeout)
+    if self._pending and self.last_error:
+        print(f"prediction log: {self._pending} row(s) not written: {self.last_error}", file=sys.stderr, flush=True)
+    for f in self.on_close: f()
 
 # %% ../../nbs/08_core.predlog.ipynb #c008
 _LABELLED = """
@@ -464,7 +500,7 @@ def known(db, rid: str) -> int:
     return 0 if r is None else r + 1
 
 # %% ../../nbs/08_core.predlog.ipynb #c008-5
-def rejected(path, since=None, limit: int | None = None, until=None) -> list[dict]:
+def rejected(path, since=None, limit: int | None = None, until=None) -> list[dict]:  # noqa: F811 (fastcore's patch of PredictionLog.rejected bound the name)
     "Refused requests in [since, until), newest first (`ts`: epoch seconds, `time`: the same in RFC 3339)."
     db = open_log(path)
     try: rows = db.execute("SELECT * FROM rejected WHERE ts >= ? AND ts < ? ORDER BY ts DESC LIMIT ?",

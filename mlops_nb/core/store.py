@@ -5,6 +5,7 @@
 # %% ../../nbs/01_core.store.ipynb #c002
 from __future__ import annotations
 import hashlib, json, os, shutil, stat, tempfile
+from fastcore.basics import patch
 from pathlib import Path
 
 # %% auto #0
@@ -57,93 +58,117 @@ class Store:
         self.root = Path(root)
         for d in ("objects", "tmp", "meta"): (self.root/d).mkdir(parents=True, exist_ok=True)
 
-    def _tmp(self):
-        "A new temporary file in `tmp/`, named after the writing process so a dead writer's leftovers can be found."
-        fd, tmp = tempfile.mkstemp(dir=self.root/"tmp", prefix=f"{os.getpid()}-")
-        os.fchmod(fd, file_mode())          # readable by the group and others as the umask allows, like any new file
-        return fd, tmp
+# %% ../../nbs/01_core.store.ipynb #c005-1
+@patch
+def _tmp(self: Store):
+    "A new temporary file in `tmp/`, named after the writing process so a dead writer's leftovers can be found."
+    fd, tmp = tempfile.mkstemp(dir=self.root/"tmp", prefix=f"{os.getpid()}-")
+    os.fchmod(fd, file_mode())          # readable by the group and others as the umask allows, like any new file
+    return fd, tmp
 
-    def _obj(self, digest): hx = _hex(digest); return self.root/"objects"/hx[:2]/hx
+# %% ../../nbs/01_core.store.ipynb #c005-2
+@patch
+def _obj(self: Store, digest): hx = _hex(digest); return self.root/"objects"/hx[:2]/hx
 
-    def _commit(self, tmp: Path, digest: str, name: str) -> str:
-        dst = self._obj(digest)
-        dst.parent.mkdir(exist_ok=True)
-        if dst.exists() and stat.S_ISREG(os.lstat(dst).st_mode) and _hash_file(dst) == digest: tmp.unlink()
-        else:                               # new, or repairing a copy that was corrupted (even into a FIFO or a folder)
-            if dst.is_dir() and not dst.is_symlink(): shutil.rmtree(dst)
-            os.replace(tmp, dst)
-        meta = self.root/"meta"/(_hex(digest) + ".json")
-        if not meta.exists():
-            fd, t = self._tmp()
-            with os.fdopen(fd, "w") as f: json.dump({"name": str(name), "size": dst.stat().st_size}, f)
-            os.replace(t, meta)
-        return digest
+# %% ../../nbs/01_core.store.ipynb #c005-3
+@patch
+def _commit(self: Store, tmp: Path, digest: str, name: str) -> str:
+    dst = self._obj(digest)
+    dst.parent.mkdir(exist_ok=True)
+    if dst.exists() and stat.S_ISREG(os.lstat(dst).st_mode) and _hash_file(dst) == digest: tmp.unlink()
+    else:                               # new, or repairing a copy that was corrupted (even into a FIFO or a folder)
+        if dst.is_dir() and not dst.is_symlink(): shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    meta = self.root/"meta"/(_hex(digest) + ".json")
+    if not meta.exists():
+        fd, t = self._tmp()
+        with os.fdopen(fd, "w") as f: json.dump({"name": str(name), "size": dst.stat().st_size}, f)
+        os.replace(t, meta)
+    return digest
 
-    def put_bytes(self, data: bytes, name: str) -> str:
-        "Store `data` under its digest; returns the digest."
-        fd, tmp = self._tmp()
-        try:
-            with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-            return self._commit(Path(tmp), sha256_bytes(data), name)
-        finally:
-            if os.path.exists(tmp): os.unlink(tmp)
+# %% ../../nbs/01_core.store.ipynb #c005-4
+@patch
+def put_bytes(self: Store, data: bytes, name: str) -> str:
+    "Store `data` under its digest; returns the digest."
+    fd, tmp = self._tmp()
+    try:
+        with os.fdopen(fd, "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
+        return self._commit(Path(tmp), sha256_bytes(data), name)
+    finally:
+        if os.path.exists(tmp): os.unlink(tmp)
 
-    def put_file(self, src, name: str | None = None) -> str:
-        "Copy the file `src` into the store; returns its digest."
-        src = Path(src)
-        if not src.is_file(): raise FileNotFoundError(f"cannot store {src}: not a file")
-        fd, tmp = self._tmp()
-        h = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-                while b := f.read(_CHUNK): h.update(b); out.write(b)
-                out.flush(); os.fsync(out.fileno())
-            return self._commit(Path(tmp), "sha256:" + h.hexdigest(), name or src.name)
-        finally:
-            if os.path.exists(tmp): os.unlink(tmp)
+# %% ../../nbs/01_core.store.ipynb #c005-5
+@patch
+def put_file(self: Store, src, name: str | None = None) -> str:
+    "Copy the file `src` into the store; returns its digest."
+    src = Path(src)
+    if not src.is_file(): raise FileNotFoundError(f"cannot store {src}: not a file")
+    fd, tmp = self._tmp()
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            while b := f.read(_CHUNK): h.update(b); out.write(b)
+            out.flush(); os.fsync(out.fileno())
+        return self._commit(Path(tmp), "sha256:" + h.hexdigest(), name or src.name)
+    finally:
+        if os.path.exists(tmp): os.unlink(tmp)
 
-    def has(self, digest) -> bool: return self._obj(digest).exists()
+# %% ../../nbs/01_core.store.ipynb #c005-6
+@patch
+def has(self: Store, digest) -> bool: return self._obj(digest).exists()
 
-    def name(self, digest) -> str:
-        "The name an artifact was stored under ('' if unknown)."
-        m = self.root/"meta"/(_hex(digest) + ".json")
-        return json.loads(m.read_text())["name"] if m.exists() else ""
+# %% ../../nbs/01_core.store.ipynb #c005-7
+@patch
+def name(self: Store, digest) -> str:
+    "The name an artifact was stored under ('' if unknown)."
+    m = self.root/"meta"/(_hex(digest) + ".json")
+    return json.loads(m.read_text())["name"] if m.exists() else ""
 
-    def path(self, digest, verify=True) -> Path:
-        "Local path of an artifact, after checking that its content still matches `digest`."
-        p = self._obj(digest)
-        if not p.exists(): raise MissingArtifact(f"artifact {digest} is not in the store {self.root}")
-        if verify: self._regular(p, digest)
-        if verify and (got := _hash_file(p)) != digest:
-            raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: stored as {digest} "
-                                 f"but its content hashes to {got}; it was changed after it was written")
-        return p
+# %% ../../nbs/01_core.store.ipynb #c005-8
+@patch
+def _regular(self: Store, p: Path, digest) -> Path:
+    "`p` if it is a regular file; anything else in its place (a FIFO, a folder) is corruption, and is never opened."
+    if not stat.S_ISREG(os.stat(p).st_mode):
+        raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: {p} is not a regular file")
+    return p
 
-    def _regular(self, p: Path, digest) -> Path:
-        "`p` if it is a regular file; anything else in its place (a FIFO, a folder) is corruption, and is never opened."
-        if not stat.S_ISREG(os.stat(p).st_mode):
-            raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: {p} is not a regular file")
-        return p
+# %% ../../nbs/01_core.store.ipynb #c005-9
+@patch
+def path(self: Store, digest, verify=True) -> Path:
+    "Local path of an artifact, after checking that its content still matches `digest`."
+    p = self._obj(digest)
+    if not p.exists(): raise MissingArtifact(f"artifact {digest} is not in the store {self.root}")
+    if verify: self._regular(p, digest)
+    if verify and (got := _hash_file(p)) != digest:
+        raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: stored as {digest} "
+                             f"but its content hashes to {got}; it was changed after it was written")
+    return p
 
-    def read_bytes(self, digest) -> bytes:
-        "The verified content of an artifact."
-        if not self.has(digest): raise MissingArtifact(f"artifact {digest} is not in the store {self.root}")
-        data = self._regular(self._obj(digest), digest).read_bytes()
-        if (got := sha256_bytes(data)) != digest:
-            raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: stored as {digest} "
-                                 f"but its content hashes to {got}; it was changed after it was written")
-        return data
+# %% ../../nbs/01_core.store.ipynb #c005-10
+@patch
+def read_bytes(self: Store, digest) -> bytes:
+    "The verified content of an artifact."
+    if not self.has(digest): raise MissingArtifact(f"artifact {digest} is not in the store {self.root}")
+    data = self._regular(self._obj(digest), digest).read_bytes()
+    if (got := sha256_bytes(data)) != digest:
+        raise IntegrityError(f"artifact {self.name(digest) or '?'} is corrupt: stored as {digest} "
+                             f"but its content hashes to {got}; it was changed after it was written")
+    return data
 
-    def partials(self) -> list:
-        "Temporary files left by writes that never finished (empty unless a writer is running or died)."
-        return sorted((self.root/"tmp").iterdir())
+# %% ../../nbs/01_core.store.ipynb #c005-11
+@patch
+def partials(self: Store) -> list:
+    "Temporary files left by writes that never finished (empty unless a writer is running or died)."
+    return sorted((self.root/"tmp").iterdir())
 
-    def clean_partials(self) -> list:
-        "Delete temporary files whose writer process is gone; returns them."
-        import psutil
-        gone = []
-        for p in self.partials():
-            pid = p.name.split("-", 1)[0]
-            if not pid.isdigit() or not psutil.pid_exists(int(pid)):
-                p.unlink(missing_ok=True); gone.append(p)
-        return gone
+# %% ../../nbs/01_core.store.ipynb #c005-12
+@patch
+def clean_partials(self: Store) -> list:
+    "Delete temporary files whose writer process is gone; returns them."
+    import psutil
+    gone = []
+    for p in self.partials():
+        pid = p.name.split("-", 1)[0]
+        if not pid.isdigit() or not psutil.pid_exists(int(pid)):
+            p.unlink(missing_ok=True); gone.append(p)
+    return gone

@@ -5,6 +5,7 @@
 # %% ../../nbs/05_core.tracking.ipynb #c002
 from __future__ import annotations
 import ast, json, os, shutil, sys, tempfile, time, weakref
+from fastcore.basics import patch
 from pathlib import Path
 from .config import Settings, load_settings, apply_env, wandb_mode
 from .store import Store, file_mode
@@ -147,68 +148,82 @@ class Stage:
             if self._work is not None: self._rm()                              # the scratch folder goes, however it ended
         return False
 
-    def run_record(self) -> dict:
-        "The run's run.json as the runner last wrote it ({} when interactive)."
-        p = self.run_dir/"run.json" if self.run_dir else None
-        return json.loads(p.read_text()) if p and p.is_file() else {}
+# %% ../../nbs/05_core.tracking.ipynb #c005-1
+@patch
+def run_record(self: Stage) -> dict:
+    "The run's run.json as the runner last wrote it ({} when interactive)."
+    p = self.run_dir/"run.json" if self.run_dir else None
+    return json.loads(p.read_text()) if p and p.is_file() else {}
 
-    def wandb_ref(self):
-        "`{id, project, entity, dir, mode}` of this stage's W&B run (None when disabled): what `mlops-nb sync` needs."
-        if self.wandb is None: return None
-        return {"id": self.wandb.id, "project": self.s.wandb_project, "entity": self.s.wandb_entity or None,
-                "dir": str(Path(self.wandb.dir).parent), "mode": wandb_mode(self.s)}
+# %% ../../nbs/05_core.tracking.ipynb #c005-2
+@patch
+def wandb_ref(self: Stage):
+    "`{id, project, entity, dir, mode}` of this stage's W&B run (None when disabled): what `mlops-nb sync` needs."
+    if self.wandb is None: return None
+    return {"id": self.wandb.id, "project": self.s.wandb_project, "entity": self.s.wandb_entity or None,
+            "dir": str(Path(self.wandb.dir).parent), "mode": wandb_mode(self.s)}
 
-    def input(self, name: str) -> Path:
-        "Verified local path of the input artifact `name`; says which digest it is and where it came from."
-        if name not in self.inputs and self.interactive:
-            if hit := latest_output(self.s.runs, name): self.inputs[name], self.sources[name] = hit
-        if name not in self.inputs:
-            raise MissingInput(f"stage {self.name} has no input {name!r}" + (
-                f"; run the stage that makes it first (by hand, or `mlops-nb run`), or pass -p inputs "
-                f"'{{\"{name}\": \"sha256:...\"}}'" if self.interactive else f"; it has {sorted(self.inputs)}"))
-        print(f"input {name}: {self.inputs[name]}  ({self.sources.get(name, 'given')})")
-        return self.store.path(self.inputs[name])
+# %% ../../nbs/05_core.tracking.ipynb #c005-3
+@patch
+def input(self: Stage, name: str) -> Path:
+    "Verified local path of the input artifact `name`; says which digest it is and where it came from."
+    if name not in self.inputs and self.interactive:
+        if hit := latest_output(self.s.runs, name): self.inputs[name], self.sources[name] = hit
+    if name not in self.inputs:
+        raise MissingInput(f"stage {self.name} has no input {name!r}" + (
+            f"; run the stage that makes it first (by hand, or `mlops-nb run`), or pass -p inputs "
+            f"'{{\"{name}\": \"sha256:...\"}}'" if self.interactive else f"; it has {sorted(self.inputs)}"))
+    print(f"input {name}: {self.inputs[name]}  ({self.sources.get(name, 'given')})")
+    return self.store.path(self.inputs[name])
 
-    def output(self, name: str, path, kind: str = "file",
-               metadata: dict | None = None,    # goes to the W&B artifact
-               refs: dict | None = None) -> str: # other store objects that belong to it (a dataset's shards): entry name -> digest
-        "Move a finished file into the store as output `name`; returns its digest. W&B gets an artifact of it and its `refs`."
-        refs = dict(refs or {})
-        if Path(path).name in refs: raise ValueError(f"output {name}: refs name {Path(path).name!r}, the output's own file")
-        for k, dg in refs.items():                      # each must already be in the store: referenced, never copied
-            if not isinstance(k, str) or not k: raise ValueError(f"output {name}: refs maps entry names to digests; got {k!r}")
-            self.store.path(dg, verify=False)           # a malformed digest: ValueError; one not in the store: MissingArtifact
-        d = self.store.put_file(path, name=f"{self.name}/{name}{Path(path).suffix}")
-        self.outputs[name] = d
-        if self.wandb is not None: self._log_artifact(name, kind, {Path(path).name: d, **refs}, metadata)
-        return d
+# %% ../../nbs/05_core.tracking.ipynb #c005-4
+@patch
+def output(self: Stage, name: str, path, kind: str = "file",
+           metadata: dict | None = None,    # goes to the W&B artifact
+           refs: dict | None = None) -> str: # other store objects that belong to it (a dataset's shards): entry name -> digest
+    "Move a finished file into the store as output `name`; returns its digest. W&B gets an artifact of it and its `refs`."
+    refs = dict(refs or {})
+    if Path(path).name in refs: raise ValueError(f"output {name}: refs name {Path(path).name!r}, the output's own file")
+    for k, dg in refs.items():                      # each must already be in the store: referenced, never copied
+        if not isinstance(k, str) or not k: raise ValueError(f"output {name}: refs maps entry names to digests; got {k!r}")
+        self.store.path(dg, verify=False)           # a malformed digest: ValueError; one not in the store: MissingArtifact
+    d = self.store.put_file(path, name=f"{self.name}/{name}{Path(path).suffix}")
+    self.outputs[name] = d
+    if self.wandb is not None: self._log_artifact(name, kind, {Path(path).name: d, **refs}, metadata)
+    return d
 
-    def _log_artifact(self, name: str, kind: str, entries: dict, metadata: dict | None):
-        "Log `entries` (entry name -> digest; the output's own file first) as one W&B artifact: a file up to `WANDB_COPY_MAX` "
-        "copied in (W&B shows it once synced), larger ones and every ref by reference to the store object (no second copy)."
-        import wandb
-        d = next(iter(entries.values()))
-        art = wandb.Artifact(f"{self.name}-{name}", type=kind, metadata={"digest": d, "digests": entries, "run_id": self.run_id,
-                                                                        **(metadata or {})})
-        for i, (entry, dg) in enumerate(entries.items()):
-            p = self.store.path(dg, verify=False)
-            if i == 0 and p.stat().st_size <= WANDB_COPY_MAX: art.add_file(str(p), name=entry)
-            else: art.add_reference(p.resolve().as_uri(), name=entry)   # md5 read in place: an unchanged object, the same entry
-        self.wandb.log_artifact(art, aliases=[artifact_alias(d)])
+# %% ../../nbs/05_core.tracking.ipynb #c005-5
+@patch
+def _log_artifact(self: Stage, name: str, kind: str, entries: dict, metadata: dict | None):
+    "Log `entries` (entry name -> digest; the output's own file first) as one W&B artifact: a file up to `WANDB_COPY_MAX` "
+    "copied in (W&B shows it once synced), larger ones and every ref by reference to the store object (no second copy)."
+    import wandb
+    d = next(iter(entries.values()))
+    art = wandb.Artifact(f"{self.name}-{name}", type=kind, metadata={"digest": d, "digests": entries, "run_id": self.run_id,
+                                                                    **(metadata or {})})
+    for i, (entry, dg) in enumerate(entries.items()):
+        p = self.store.path(dg, verify=False)
+        if i == 0 and p.stat().st_size <= WANDB_COPY_MAX: art.add_file(str(p), name=entry)
+        else: art.add_reference(p.resolve().as_uri(), name=entry)   # md5 read in place: an unchanged object, the same entry
+    self.wandb.log_artifact(art, aliases=[artifact_alias(d)])
 
-    def log(self, metrics: dict):
-        "Record scalar metrics (they go into run.json and W&B's summary)."
-        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-        self.metrics.update(clean)
-        if self.wandb is not None:
-            self.wandb.log({k: v for k, v in clean.items() if not isinstance(v, str)})
-            self.wandb.summary.update(clean)
+# %% ../../nbs/05_core.tracking.ipynb #c005-6
+@patch
+def log(self: Stage, metrics: dict):
+    "Record scalar metrics (they go into run.json and W&B's summary)."
+    clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+    self.metrics.update(clean)
+    if self.wandb is not None:
+        self.wandb.log({k: v for k, v in clean.items() if not isinstance(v, str)})
+        self.wandb.summary.update(clean)
 
-    def lightning_logger(self, prefix: str = ""):
-        "A Lightning logger writing into this stage's W&B run (False when W&B is disabled)."
-        if self.wandb is None: return False
-        from pytorch_lightning.loggers import WandbLogger
-        return WandbLogger(experiment=self.wandb, prefix=prefix, log_model=False)
+# %% ../../nbs/05_core.tracking.ipynb #c005-7
+@patch
+def lightning_logger(self: Stage, prefix: str = ""):
+    "A Lightning logger writing into this stage's W&B run (False when W&B is disabled)."
+    if self.wandb is None: return False
+    from pytorch_lightning.loggers import WandbLogger
+    return WandbLogger(experiment=self.wandb, prefix=prefix, log_model=False)
 
 # %% ../../nbs/05_core.tracking.ipynb #e4ef7b80
 def wandb_unreachable(timeout: float = 3.0) -> str | None:

@@ -5,6 +5,7 @@
 # %% ../../nbs/30b_deploy.telemetry.ipynb #c002
 from __future__ import annotations
 import os, threading
+from fastcore.basics import patch
 
 
 # %% auto #0
@@ -63,43 +64,6 @@ class Telemetry:
         self._thread = threading.Thread(target=self._loop, args=(every_s,), name="telemetry", daemon=True)
         self._thread.start()
 
-    def request(self, route: str, status: int, seconds: float):
-        "Count an answered request and its latency."
-        k = (route, status)
-        c = self._children.get(k)
-        if c is None: c = self._children[k] = (self._req.labels(route, str(status)), self._lat.labels(route))
-        c[0].inc(); c[1].observe(seconds)
-
-    def predicted(self, version, classes):
-        "Count predictions of `version` by class index."
-        c = self._pred.get(version)
-        if c is None: c = self._pred[version] = [self._predc.labels(self._name, str(version), l) for l in self._labels]
-        for k in classes: c[k].inc()
-
-    def serving(self, traffic):
-        "Mark the versions `traffic` serves now, in their roles (1), and those it no longer serves (0)."
-        now = {(str(v.m.version), v.m.digest, role) for role, v in (("primary", traffic.primary), ("canary", traffic.canary),
-                                                                    ("shadow", traffic.shadow)) if v is not None}
-        for ver, dig, role in self._served - now: self._info.labels(self._name, ver, dig, role).set(0)
-        for ver, dig, role in now: self._info.labels(self._name, ver, dig, role).set(1)
-        self._served = now
-
-    def swapped(self, seconds: float): self._swaps.observe(seconds)
-    def swap_failed(self): self._swap_fail.inc()
-    def shadow_dropped(self): self._shadow_drop.inc()
-
-    def registry_file(self, reopened: int, missing: bool):
-        "Follow a `Follower`: `reopened` in all so far, `missing` now."
-        if reopened > self._seen.get("reopened", 0): self._reopen.inc(reopened - self._seen.get("reopened", 0)); self._seen["reopened"] = reopened
-        self._missing.set(missing)
-
-    def batched(self, requests: int): self._batch.observe(requests)
-
-    def rejected(self, route: str, status: int):
-        self._rej.labels(route, REASONS.get(status, str(status))).inc()
-
-    def feedback(self, n: int = 1): self._fb.inc(n)
-
     def tick(self):
         "Update the process and log gauges (every few seconds, and on each scrape)."
         import psutil
@@ -114,27 +78,92 @@ class Telemetry:
                 if n != self._seen.get(key, 0): c.inc(n - self._seen.get(key, 0)); self._seen[key] = n
             if (a := getattr(g, "archiver", None)) is not None: self._archive(a)
 
-    def _archive(self, a):
-        "The archiver's counters since the last tick (`mlops_nb.core.archive.Archiver`)."
-        self._archive_down.set(a.problem is not None)
-        for key, n, c in (("archive-failures", a.failures, self._archive_fail), *((("archived", t), n, self._archived.labels(t)) for t, n in dict(a.rows).items())):
-            if n != self._seen.get(key, 0): c.inc(n - self._seen.get(key, 0)); self._seen[key] = n
-
     def _loop(self, every_s):
         while not self._stop.wait(every_s):                     # until close (a notebook's namespace may be gone by then)
             try: self.tick()
             except Exception: pass                              # metrics never take the service down
 
-    def close(self, timeout: float = 5):
-        "Stop updating the gauges in the background (a service stopping, an example done)."
-        self._stop.set(); self._thread.join(timeout)
 
-    def render(self) -> tuple[bytes, str]:
-        "The exposition text (all workers' metrics in multiprocess mode) and its content type."
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-        self.tick()
-        if not self.multiprocess: return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        from prometheus_client.multiprocess import MultiProcessCollector
-        r = CollectorRegistry(); MultiProcessCollector(r)
-        return generate_latest(r), CONTENT_TYPE_LATEST
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-1
+@patch
+def request(self: Telemetry, route: str, status: int, seconds: float):
+    "Count an answered request and its latency."
+    k = (route, status)
+    c = self._children.get(k)
+    if c is None: c = self._children[k] = (self._req.labels(route, str(status)), self._lat.labels(route))
+    c[0].inc(); c[1].observe(seconds)
 
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-2
+@patch
+def predicted(self: Telemetry, version, classes):
+    "Count predictions of `version` by class index."
+    c = self._pred.get(version)
+    if c is None: c = self._pred[version] = [self._predc.labels(self._name, str(version), l) for l in self._labels]
+    for k in classes: c[k].inc()
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-3
+@patch
+def serving(self: Telemetry, traffic):
+    "Mark the versions `traffic` serves now, in their roles (1), and those it no longer serves (0)."
+    now = {(str(v.m.version), v.m.digest, role) for role, v in (("primary", traffic.primary), ("canary", traffic.canary),
+                                                                ("shadow", traffic.shadow)) if v is not None}
+    for ver, dig, role in self._served - now: self._info.labels(self._name, ver, dig, role).set(0)
+    for ver, dig, role in now: self._info.labels(self._name, ver, dig, role).set(1)
+    self._served = now
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-4
+@patch
+def swapped(self: Telemetry, seconds: float): self._swaps.observe(seconds)
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-5
+@patch
+def swap_failed(self: Telemetry): self._swap_fail.inc()
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-6
+@patch
+def shadow_dropped(self: Telemetry): self._shadow_drop.inc()
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-7
+@patch
+def registry_file(self: Telemetry, reopened: int, missing: bool):
+    "Follow a `Follower`: `reopened` in all so far, `missing` now."
+    if reopened > self._seen.get("reopened", 0): self._reopen.inc(reopened - self._seen.get("reopened", 0)); self._seen["reopened"] = reopened
+    self._missing.set(missing)
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-8
+@patch
+def batched(self: Telemetry, requests: int): self._batch.observe(requests)
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-9
+@patch
+def rejected(self: Telemetry, route: str, status: int):
+    self._rej.labels(route, REASONS.get(status, str(status))).inc()
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-10
+@patch
+def feedback(self: Telemetry, n: int = 1): self._fb.inc(n)
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-11
+@patch
+def _archive(self: Telemetry, a):
+    "The archiver's counters since the last tick (`mlops_nb.core.archive.Archiver`)."
+    self._archive_down.set(a.problem is not None)
+    for key, n, c in (("archive-failures", a.failures, self._archive_fail), *((("archived", t), n, self._archived.labels(t)) for t, n in dict(a.rows).items())):
+        if n != self._seen.get(key, 0): c.inc(n - self._seen.get(key, 0)); self._seen[key] = n
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-12
+@patch
+def render(self: Telemetry) -> tuple[bytes, str]:
+    "The exposition text (all workers' metrics in multiprocess mode) and its content type."
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    self.tick()
+    if not self.multiprocess: return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    from prometheus_client.multiprocess import MultiProcessCollector
+    r = CollectorRegistry(); MultiProcessCollector(r)
+    return generate_latest(r), CONTENT_TYPE_LATEST
+
+# %% ../../nbs/30b_deploy.telemetry.ipynb #c003-13
+@patch
+def close(self: Telemetry, timeout: float = 5):
+    "Stop updating the gauges in the background (a service stopping, an example done)."
+    self._stop.set(); self._thread.join(timeout)
