@@ -138,25 +138,6 @@ def _outside(e: os.DirEntry, root: Path, path: str | None = None):
     except (OSError, RuntimeError) as err: return f"broken or looping symlink ({type(err).__name__})"
     return None if target.is_relative_to(root) else f"symlink to {target}, outside the image folder"
 
-# %% ../../nbs/10_build.data.ipynb #c008b-1
-def _scan(root, mode: str) -> tuple:
-    "List `<root>/<class>/*` without reading a file: `(root, events, hidden, paths, idents)`, where `events` in reading "
-    "order are `('problem', path, reason)`, `('class', name, None)` and `('file', class, i)`, `paths[i]` is file `i`'s path "
-    "(text) and `idents[i]` its `file_ident` (None: not a regular file), and hidden (dot) entries go to `hidden`. One "
-    "`os.scandir` a folder and one stat a file: a re-ingest of an unchanged folder is this scan and little else."
-    root = Path(root).expanduser()
-    if not root.is_dir(): raise DataValidationError([(str(root), "not a folder")], f"imagefolder:{root}")
-    if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
-    real, events, hidden, paths, idents = root.resolve(), [], [], [], []
-    for p in _listed(str(root)):
-        if p.name.startswith("."): hidden.append((p.path, "hidden (its name starts with '.'): not read"))
-        elif why := bad_name(p.name) or _outside(p, real): events.append(("problem", p.path, why))
-        elif not p.is_dir(): events.append(("problem", p.path, "file outside any class folder"))
-        else:
-            at = len(events); events.append(("class", p.name, None))
-            if not _class_files(p, real, events, hidden, paths, idents): del events[at]; events.append(("problem", p.path, "empty class folder"))
-    return root, events, hidden, paths, idents
-
 # %% ../../nbs/10_build.data.ipynb #c008b-2
 def _listed(folder) -> list:
     "A folder's entries (`folder` a path, or an open descriptor of it) by name, as Path order was."
@@ -194,6 +175,25 @@ def _class_files(folder: os.DirEntry, real: Path, events: list, hidden: list, pa
         return n
     finally:
         if fd is not None: os.close(fd)
+
+# %% ../../nbs/10_build.data.ipynb #c008b-1
+def _scan(root, mode: str) -> tuple:
+    "List `<root>/<class>/*` without reading a file: `(root, events, hidden, paths, idents)`, where `events` in reading "
+    "order are `('problem', path, reason)`, `('class', name, None)` and `('file', class, i)`, `paths[i]` is file `i`'s path "
+    "(text) and `idents[i]` its `file_ident` (None: not a regular file), and hidden (dot) entries go to `hidden`. One "
+    "`os.scandir` a folder and one stat a file: a re-ingest of an unchanged folder is this scan and little else."
+    root = Path(root).expanduser()
+    if not root.is_dir(): raise DataValidationError([(str(root), "not a folder")], f"imagefolder:{root}")
+    if mode not in ("L", "RGB"): raise ValueError(f"mode={mode!r}: use 'L' (grayscale) or 'RGB'")
+    real, events, hidden, paths, idents = root.resolve(), [], [], [], []
+    for p in _listed(str(root)):
+        if p.name.startswith("."): hidden.append((p.path, "hidden (its name starts with '.'): not read"))
+        elif why := bad_name(p.name) or _outside(p, real): events.append(("problem", p.path, why))
+        elif not p.is_dir(): events.append(("problem", p.path, "file outside any class folder"))
+        else:
+            at = len(events); events.append(("class", p.name, None))
+            if not _class_files(p, real, events, hidden, paths, idents): del events[at]; events.append(("problem", p.path, "empty class folder"))
+    return root, events, hidden, paths, idents
 
 # %% ../../nbs/10_build.data.ipynb #c008c
 def _drop_duplicates(events, paths: list, sha: list, reasons: list, dup: set, kept: dict, problems: list):
@@ -318,31 +318,6 @@ def _groups(classes: list, rels: list, cap: int) -> list:
         if zlib.crc32(r.encode()) % every == 0: groups.append((start, i + 1)); start = i + 1
     return groups + [(start, len(rels))] * (start < len(rels))
 
-# %% ../../nbs/10_build.data.ipynb #c011c-2
-def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, rels: list, hits: list, decoded, stats: dict) -> tuple:
-    "Place every usable image: a group read whole (a first ingest, a new class) becomes one shard, or reuses the stored "
-    "shard of the same images; in a re-ingest, unchanged files (`hits[i]`, what the cache knows) stay in the shards they "
-    "are in and only what is new or changed is written, to new shards after the others (so a 1% change writes about 1% "
-    "of the pixels). Returns `(sha, reasons, shard, row)`, lists per file: its sha256, why it is unusable (None: usable), "
-    "and the shard number and row of its pixels (-1: none)."
-    n = len(hits)
-    sha, why, at, placed = [h and h[0] for h in hits], [h and h[3] for h in hits], [None] * n, {}
-    delta = ShardWriter(w.store, w.item_shape, w.capacity * int(np.prod(w.item_shape)) / 2**20, w.name)
-    stays = [h is not None and h[3] is None for h in hits]          # usable and where it was: its group is not read whole
-    for s, e in groups:
-        imgs = {}
-        for i in range(s, e):
-            if hits[i] is None:
-                a, sha[i], why[i] = next(decoded)
-                if why[i] is None: imgs[i] = a
-        if imgs and not any(stays[s:e]): _whole_group(w, cache, imgs, sha, at, stats); continue
-        for i, a in imgs.items():
-            old = cache.previous(rels[i], sha[i])                     # only its time changed?
-            at[i] = (_refer(w, placed, old[1], stats), old[2]) if old and old[1] else ("delta", *delta.add(a))
-    for d in {h[1] for h in hits if h is not None and h[1]}: _refer(w, placed, d, stats)
-    delta.close()
-    return (sha, why, *_placed(w, delta, at, hits, placed, stats))
-
 # %% ../../nbs/10_build.data.ipynb #c011c-3
 def _whole_group(w: ShardWriter, cache: ShardCache, imgs: dict, sha: list, at: list, stats: dict):
     "A group read whole, `imgs` its usable images by file: one shard of them, or the stored shard of the same images (`cache.shard`)."
@@ -377,6 +352,31 @@ def _placed(w: ShardWriter, delta: ShardWriter, at: list, hits: list, placed: di
         if a is not None: shard[i], row[i] = (new[first + a[1]], a[2]) if a[0] == "delta" else (new[a[0]], a[1])
         elif h is not None and h[1]: shard[i], row[i] = by[h[1]], h[2]
     return shard, row
+
+# %% ../../nbs/10_build.data.ipynb #c011c-2
+def _write_groups(w: ShardWriter, cache: ShardCache, groups: list, rels: list, hits: list, decoded, stats: dict) -> tuple:
+    "Place every usable image: a group read whole (a first ingest, a new class) becomes one shard, or reuses the stored "
+    "shard of the same images; in a re-ingest, unchanged files (`hits[i]`, what the cache knows) stay in the shards they "
+    "are in and only what is new or changed is written, to new shards after the others (so a 1% change writes about 1% "
+    "of the pixels). Returns `(sha, reasons, shard, row)`, lists per file: its sha256, why it is unusable (None: usable), "
+    "and the shard number and row of its pixels (-1: none)."
+    n = len(hits)
+    sha, why, at, placed = [h and h[0] for h in hits], [h and h[3] for h in hits], [None] * n, {}
+    delta = ShardWriter(w.store, w.item_shape, w.capacity * int(np.prod(w.item_shape)) / 2**20, w.name)
+    stays = [h is not None and h[3] is None for h in hits]          # usable and where it was: its group is not read whole
+    for s, e in groups:
+        imgs = {}
+        for i in range(s, e):
+            if hits[i] is None:
+                a, sha[i], why[i] = next(decoded)
+                if why[i] is None: imgs[i] = a
+        if imgs and not any(stays[s:e]): _whole_group(w, cache, imgs, sha, at, stats); continue
+        for i, a in imgs.items():
+            old = cache.previous(rels[i], sha[i])                     # only its time changed?
+            at[i] = (_refer(w, placed, old[1], stats), old[2]) if old and old[1] else ("delta", *delta.add(a))
+    for d in {h[1] for h in hits if h is not None and h[1]}: _refer(w, placed, d, stats)
+    delta.close()
+    return (sha, why, *_placed(w, delta, at, hits, placed, stats))
 
 # %% ../../nbs/10_build.data.ipynb #c011d
 def _folder_rows(root, w: ShardWriter, image_size: int, mode: str, min_per_class: int, skip_bad: bool, max_pixels: int,

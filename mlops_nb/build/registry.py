@@ -115,86 +115,87 @@ class Registry:
                     c.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
             c.execute(_MIGRATE_VERDICTS)
 
-    def tx(self): return transaction(self.db)
-
-    def close(self): self.db.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-    def verify(self, name: str, version: int, bundle: str | None = None) -> Path:
-        "The verified path of a version's bundle; a missing or tampered one raises `BundleUnusable` naming model, version and file."
-        bundle = bundle or self.version(name, version)["bundle"]
-        try: return self.store.path(bundle)
-        except MissingArtifact:
-            raise BundleUnusable(f"{name}@{version}: its bundle {self.store._obj(bundle)} is missing from the store; refusing to use it") from None
-        except IntegrityError:
-            raise BundleUnusable(f"{name}@{version}: its bundle {self.store._obj(bundle)} is corrupt (its content no longer "
-                                 f"hashes to {bundle}); refusing to use it") from None
+# %% ../../nbs/15_build.registry.ipynb #c005-1-2
+@patch
+def tx(self: Registry): return transaction(self.db)
 
-    def register(self, name: str, bundle: str, metrics: dict | None = None, run_id: str | None = None,
-                 parity_passed: bool = True) -> int:
-        "Register a bundle as the next version of `name` (or return the version it already is); refuses another signature or label set."
-        from mlops_nb.build.bundle import read_bundle
-        check_name("model", name)
-        try: b = read_bundle(self.store.path(bundle))          # the bundle must exist and verify
-        except (MissingArtifact, IntegrityError) as e: raise BundleUnusable(f"cannot register {name}: {e}") from None
-        sig, labels = json.dumps(b.signature["inputs"], sort_keys=True), json.dumps(b.labels)
-        metrics = b.metrics.get("metrics", {}) if metrics is None else metrics
-        with self.tx() as c:
-            r = c.execute("SELECT version FROM versions WHERE name=? AND bundle=?", (name, bundle)).fetchone()
-            if r: return r[0]
-            last = c.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
-            if last is not None: self._same_kind(c, name, last, sig, labels, b.lineage.get("source", ""))
-            v = (last["version"] if last else 0) + 1
-            c.execute("INSERT INTO versions (name, version, bundle, metrics, run_id, created, created_by, parity_passed, signature, labels) "
-                      "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, v, bundle, json.dumps(metrics), run_id, stamp(digits=6), who(), int(parity_passed),
-                                                      sig, labels))
-        return v
+# %% ../../nbs/15_build.registry.ipynb #c005-1-3
+@patch
+def close(self: Registry): self.db.close()
 
-    def _kind(self, c, name, row) -> tuple:
-        "`(signature, labels)` JSON of a version row (read from its bundle for versions registered before they were recorded)."
-        from mlops_nb.build.bundle import read_bundle
-        if row["signature"] is not None: return row["signature"], row["labels"]
-        ob = read_bundle(self.verify(name, row["version"], row["bundle"]))
-        return json.dumps(ob.signature["inputs"], sort_keys=True), json.dumps(ob.labels)
+# %% ../../nbs/15_build.registry.ipynb #c005-1-4
+@patch
+def verify(self: Registry, name: str, version: int, bundle: str | None = None) -> Path:
+    "The verified path of a version's bundle; a missing or tampered one raises `BundleUnusable` naming model, version and file."
+    bundle = bundle or self.version(name, version)["bundle"]
+    try: return self.store.path(bundle)
+    except MissingArtifact:
+        raise BundleUnusable(f"{name}@{version}: its bundle {self.store._obj(bundle)} is missing from the store; refusing to use it") from None
+    except IntegrityError:
+        raise BundleUnusable(f"{name}@{version}: its bundle {self.store._obj(bundle)} is corrupt (its content no longer "
+                             f"hashes to {bundle}); refusing to use it") from None
 
-    def input_shape(self, name: str) -> tuple | None:
-        "The `(C, H, W)` images the latest version of `name` takes (every version of a name takes the same); None: no version."
-        last = self.db.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
-        return None if last is None else signature_shape(self._kind(self.db, name, last)[0])
+# %% ../../nbs/15_build.registry.ipynb #c005-1-5
+@patch
+def _kind(self: Registry, c, name, row) -> tuple:
+    "`(signature, labels)` JSON of a version row (read from its bundle for versions registered before they were recorded)."
+    from mlops_nb.build.bundle import read_bundle
+    if row["signature"] is not None: return row["signature"], row["labels"]
+    ob = read_bundle(self.verify(name, row["version"], row["bundle"]))
+    return json.dumps(ob.signature["inputs"], sort_keys=True), json.dumps(ob.labels)
 
-    def _fits(self, c, name, sig, labels) -> bool:
-        "Can a bundle of this signature and label set be a version of `name` (new, or of the same kind)?"
+# %% ../../nbs/15_build.registry.ipynb #c005-1-6
+@patch
+def _fits(self: Registry, c, name, sig, labels) -> bool:
+    "Can a bundle of this signature and label set be a version of `name` (new, or of the same kind)?"
+    last = c.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+    return last is None or self._kind(c, name, last) == (sig, labels)
+
+# %% ../../nbs/15_build.registry.ipynb #c005-1-7
+@patch
+def _same_kind(self: Registry, c, name, last, sig, labels, source):
+    "Refuse a bundle whose inputs or labels differ from the model's latest version: it is another model."
+    osig, olabels = self._kind(c, name, last)
+    if (osig, olabels) == (sig, labels): return
+    shape = lambda s: "x".join(map(str, signature_shape(s)))
+    base = f"{name}-{shape(sig)}-{len(json.loads(labels))}cls"
+    tries = ([model_name_for(source)] if source else []) + [base] + [f"{base}-{i}" for i in range(2, 100)]
+    suggest = next(t for t in tries if t != name and self._fits(c, t, sig, labels))   # a name that will be accepted
+    raise RegistryError(f"{name}@{last['version']} takes other inputs or labels than this bundle (inputs {shape(osig)}, "
+                        f"labels {json.loads(olabels)} vs this bundle's inputs {shape(sig)}, labels {json.loads(labels)}); "
+                        f"it is another model: register it under another name, e.g. -p register.model_name={suggest}")
+
+# %% ../../nbs/15_build.registry.ipynb #c005-1-8
+@patch
+def register(self: Registry, name: str, bundle: str, metrics: dict | None = None, run_id: str | None = None,
+             parity_passed: bool = True) -> int:
+    "Register a bundle as the next version of `name` (or return the version it already is); refuses another signature or label set."
+    from mlops_nb.build.bundle import read_bundle
+    check_name("model", name)
+    try: b = read_bundle(self.store.path(bundle))          # the bundle must exist and verify
+    except (MissingArtifact, IntegrityError) as e: raise BundleUnusable(f"cannot register {name}: {e}") from None
+    sig, labels = json.dumps(b.signature["inputs"], sort_keys=True), json.dumps(b.labels)
+    metrics = b.metrics.get("metrics", {}) if metrics is None else metrics
+    with self.tx() as c:
+        r = c.execute("SELECT version FROM versions WHERE name=? AND bundle=?", (name, bundle)).fetchone()
+        if r: return r[0]
         last = c.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
-        return last is None or self._kind(c, name, last) == (sig, labels)
+        if last is not None: self._same_kind(c, name, last, sig, labels, b.lineage.get("source", ""))
+        v = (last["version"] if last else 0) + 1
+        c.execute("INSERT INTO versions (name, version, bundle, metrics, run_id, created, created_by, parity_passed, signature, labels) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?)", (name, v, bundle, json.dumps(metrics), run_id, stamp(digits=6), who(), int(parity_passed),
+                                                  sig, labels))
+    return v
 
-    def _same_kind(self, c, name, last, sig, labels, source):
-        "Refuse a bundle whose inputs or labels differ from the model's latest version: it is another model."
-        osig, olabels = self._kind(c, name, last)
-        if (osig, olabels) == (sig, labels): return
-        shape = lambda s: "x".join(map(str, signature_shape(s)))
-        base = f"{name}-{shape(sig)}-{len(json.loads(labels))}cls"
-        tries = ([model_name_for(source)] if source else []) + [base] + [f"{base}-{i}" for i in range(2, 100)]
-        suggest = next(t for t in tries if t != name and self._fits(c, t, sig, labels))   # a name that will be accepted
-        raise RegistryError(f"{name}@{last['version']} takes other inputs or labels than this bundle (inputs {shape(osig)}, "
-                            f"labels {json.loads(olabels)} vs this bundle's inputs {shape(sig)}, labels {json.loads(labels)}); "
-                            f"it is another model: register it under another name, e.g. -p register.model_name={suggest}")
-
-    def record_apptest(self, name: str, version: int, passed: bool, detail: str = "", report: dict | None = None) -> int:
-        "Append an application-test verdict for a version (the deploy stage, or an override by hand; the production gate "
-        "reads the latest), with where its QA `report` is: `{'run': RUN_ID, 'stage': 'apptest'}` or `{'path': FILE}` "
-        "(None: no report). Earlier verdicts stay, each at its own time; returns the verdict's id."
-        self.version(name, version)
-        with self.tx() as c:
-            return c.execute("INSERT INTO apptest_verdicts (name, version, passed, detail, report, at, who) VALUES (?,?,?,?,?,?,?)",
-                             (name, int(version), int(passed), detail, json.dumps(report, sort_keys=True) if report else None,
-                              stamp(digits=6), who())).lastrowid
-
-    def apptest_verdicts(self, name: str, version: int | None = None) -> list:
-        "Every application-test verdict of `name` (of one version), oldest first: `{id, name, version, passed, detail, report, at, who}`."
-        q, a = "SELECT * FROM apptest_verdicts WHERE name=?", [name]
-        if version is not None: q += " AND version=?"; a.append(parse_version(version, f"{name}@{version}"))
-        return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
+# %% ../../nbs/15_build.registry.ipynb #c005-1-9
+@patch
+def input_shape(self: Registry, name: str) -> tuple | None:
+    "The `(C, H, W)` images the latest version of `name` takes (every version of a name takes the same); None: no version."
+    last = self.db.execute("SELECT * FROM versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+    return None if last is None else signature_shape(self._kind(self.db, name, last)[0])
 
 # %% ../../nbs/15_build.registry.ipynb #c007
 VERSION_MAX = 2**63 - 1                      # SQLite's largest INTEGER
@@ -398,6 +399,26 @@ def judge(self: Registry, name: str, version: int, gates: dict, champion, force:
                          "\n".join(f"  {c['check']}: {c['detail']}" for c in failed), checks)
     if failed and not why.strip(): raise RegistryError("--force needs --why: the reason is written to the alias history")
     return checks
+
+# %% ../../nbs/15_build.registry.ipynb #c011-1-2
+@patch
+def record_apptest(self: Registry, name: str, version: int, passed: bool, detail: str = "", report: dict | None = None) -> int:
+    "Append an application-test verdict for a version (the deploy stage, or an override by hand; the production gate "
+    "reads the latest), with where its QA `report` is: `{'run': RUN_ID, 'stage': 'apptest'}` or `{'path': FILE}` "
+    "(None: no report). Earlier verdicts stay, each at its own time; returns the verdict's id."
+    self.version(name, version)
+    with self.tx() as c:
+        return c.execute("INSERT INTO apptest_verdicts (name, version, passed, detail, report, at, who) VALUES (?,?,?,?,?,?,?)",
+                         (name, int(version), int(passed), detail, json.dumps(report, sort_keys=True) if report else None,
+                          stamp(digits=6), who())).lastrowid
+
+# %% ../../nbs/15_build.registry.ipynb #c011-1-3
+@patch
+def apptest_verdicts(self: Registry, name: str, version: int | None = None) -> list:
+    "Every application-test verdict of `name` (of one version), oldest first: `{id, name, version, passed, detail, report, at, who}`."
+    q, a = "SELECT * FROM apptest_verdicts WHERE name=?", [name]
+    if version is not None: q += " AND version=?"; a.append(parse_version(version, f"{name}@{version}"))
+    return [dict(r) for r in self.db.execute(q + " ORDER BY id", a)]
 
 # %% ../../nbs/15_build.registry.ipynb #c011-2
 @patch

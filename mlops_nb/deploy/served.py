@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
+from fastcore.basics import patch
 from ..build.bundle import read_bundle, ort_session
 
 
@@ -120,51 +121,59 @@ class Batcher:
         elif self.handle is None: self.handle = loop.call_later(self.delay, self.run) if self.delay else loop.call_soon(self.run)
         return f
 
-    def run(self):
-        import asyncio, time
-        batch, self.pending, self.rows, self.handle = self.pending, [], 0, None
-        x = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
-        t = time.perf_counter()
-        self.batches += 1; self.requests += len(batch); self.inferences += len(x)
-        self.queue_s += sum(t - b[2] for b in batch)
-        if self.tel is not None: self.tel.batched(len(batch))
-        if self.per_row is not None and self.per_row * len(x) < self.inline: return self._deliver(batch, self._scores(x))
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"score-{self.m.name}-{self.m.version}")
-        self.busy, self.offloop = True, self.offloop + 1
-        fut = asyncio.get_running_loop().run_in_executor(self.pool, self._scores, x)
-        fut.add_done_callback(lambda fu: self._done(batch, fu))
+# %% ../../nbs/30c_deploy.served.ipynb #c008-1
+@patch
+def _scores(self: Batcher, x):
+    "`(model output or the exception it raised, seconds it computed)`: timed where it runs, the thread's hop not counted."
+    import time
+    t = time.perf_counter()
+    try: out = self.m.scores(x)
+    except Exception as e: out = e
+    return out, time.perf_counter() - t
 
-    def _scores(self, x):
-        "`(model output or the exception it raised, seconds it computed)`: timed where it runs, the thread's hop not counted."
-        import time
-        t = time.perf_counter()
-        try: out = self.m.scores(x)
-        except Exception as e: out = e
-        return out, time.perf_counter() - t
+# %% ../../nbs/30c_deploy.served.ipynb #c008-2
+@patch
+def _deliver(self: Batcher, batch, timed):
+    out, took = timed
+    self.compute_s += took
+    if isinstance(out, BaseException):
+        self.failed += len(batch)
+        for _, f, _ in batch:
+            if not f.done(): f.set_exception(out)
+        return
+    p, k, e = out
+    per = took / max(1, len(p))
+    self.per_row = per if self.per_row is None else 0.8 * self.per_row + 0.2 * per
+    i = 0
+    for x, f, _ in batch:
+        n = len(x)
+        if not f.done(): f.set_result((p[i:i + n], k[i:i + n], None if e is None else e[i:i + n]))
+        i += n
 
-    def _done(self, batch, fu):
-        "A batch computed in the thread: answer its requests, then run the requests that came meanwhile, without waiting."
-        self.busy = False
-        self._deliver(batch, fu.result())
-        if self.pending:
-            if self.handle: self.handle.cancel()
-            self.run()
+# %% ../../nbs/30c_deploy.served.ipynb #c008-3
+@patch
+def _done(self: Batcher, batch, fu):
+    "A batch computed in the thread: answer its requests, then run the requests that came meanwhile, without waiting."
+    self.busy = False
+    self._deliver(batch, fu.result())
+    if self.pending:
+        if self.handle: self.handle.cancel()
+        self.run()
 
-    def _deliver(self, batch, timed):
-        out, took = timed
-        self.compute_s += took
-        if isinstance(out, BaseException):
-            self.failed += len(batch)
-            for _, f, _ in batch:
-                if not f.done(): f.set_exception(out)
-            return
-        p, k, e = out
-        per = took / max(1, len(p))
-        self.per_row = per if self.per_row is None else 0.8 * self.per_row + 0.2 * per
-        i = 0
-        for x, f, _ in batch:
-            n = len(x)
-            if not f.done(): f.set_result((p[i:i + n], k[i:i + n], None if e is None else e[i:i + n]))
-            i += n
+# %% ../../nbs/30c_deploy.served.ipynb #c008-4
+@patch
+def run(self: Batcher):
+    import asyncio, time
+    batch, self.pending, self.rows, self.handle = self.pending, [], 0, None
+    x = batch[0][0] if len(batch) == 1 else np.concatenate([b[0] for b in batch])
+    t = time.perf_counter()
+    self.batches += 1; self.requests += len(batch); self.inferences += len(x)
+    self.queue_s += sum(t - b[2] for b in batch)
+    if self.tel is not None: self.tel.batched(len(batch))
+    if self.per_row is not None and self.per_row * len(x) < self.inline: return self._deliver(batch, self._scores(x))
+    if self.pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"score-{self.m.name}-{self.m.version}")
+    self.busy, self.offloop = True, self.offloop + 1
+    fut = asyncio.get_running_loop().run_in_executor(self.pool, self._scores, x)
+    fut.add_done_callback(lambda fu: self._done(batch, fu))

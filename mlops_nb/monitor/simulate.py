@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, math, os, sys, threading, time
 from collections import deque
+from fastcore.basics import patch
 import numpy as np
 from ..core.client import Client
 from ..core.times import stamp
@@ -154,80 +155,92 @@ class _Sender:
         self.lock, self.jobs, self.stop = threading.Lock(), iter(range(len(self.starts))), threading.Event()
         self.later, self.cv, self.ended, self.abort_after = deque(), threading.Condition(), False, abort_after
 
-    def failed(self, what: str, msg: str, rows: int = 0):
-        with self.lock:
-            if what == "feedback": self.st["feedback_failed"] += rows
-            else: self.st["failed"] += 1
-            key = f"{what}: {msg.split(':')[0]}"
-            self.st["errors"][key] = self.st["errors"].get(key, 0) + 1
-            self.st["first_error"] = self.st["first_error"] or f"{what}: {msg}"
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-1-1
+@patch
+def failed(self: _Sender, what: str, msg: str, rows: int = 0):
+    with self.lock:
+        if what == "feedback": self.st["feedback_failed"] += rows
+        else: self.st["failed"] += 1
+        key = f"{what}: {msg.split(':')[0]}"
+        self.st["errors"][key] = self.st["errors"].get(key, 0) + 1
+        self.st["first_error"] = self.st["first_error"] or f"{what}: {msg}"
 
-    def feedback(self, items: list, ts: float | None):
-        "POST `items` to /v1/feedback (logged at `ts` when given)."
-        r = self.cl.post_json("/v1/feedback", items, {"x-request-time": stamp(ts, 3)} if ts is not None else {})
-        if r.status == 200:
-            with self.lock: self.st["feedback"] += len(items)
-        else: self.failed("feedback", r.error(), len(items))
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-1-2
+@patch
+def feedback(self: _Sender, items: list, ts: float | None):
+    "POST `items` to /v1/feedback (logged at `ts` when given)."
+    r = self.cl.post_json("/v1/feedback", items, {"x-request-time": stamp(ts, 3)} if ts is not None else {})
+    if r.status == 200:
+        with self.lock: self.st["feedback"] += len(items)
+    else: self.failed("feedback", r.error(), len(items))
 
-    def predict(self, j: int) -> bool:
-        "Request `j` to /v1/predict; whether it was answered."
-        a, b, rid = self.starts[j], min(self.starts[j] + self.batch, self.n), f"{self.prefix}-{j:06d}"
-        h = {**self.head, "x-request-id": rid, **({"x-request-time": stamp(self.times[j], 3)} if self.times is not None else {})}
-        r = self.cl.request("POST", "/v1/predict", json.dumps({"inputs": self.flat[a:b].tolist()}).encode(), h)
-        ok, msg = r.status == 200, None
-        if ok:
-            try: self.answered[a:b] = [p["label"] for p in r.json()["predictions"]]
-            except (ValueError, KeyError, TypeError): ok, msg = False, "HTTP 200: the answer is not /v1/predict's JSON"
-        if not ok: self.failed("predict", msg or r.error())
-        with self.lock:
-            st = self.st
-            st["sent"] += 1; st["honoured"] += ok and "x-request-time" in r.headers
-            if st["failed"] == st["sent"] == min(self.abort_after, len(self.starts)) and not self.stop.is_set():
-                st["aborted"] = f"the first {st['sent']} requests all failed ({st['first_error']})"; self.stop.set()
-        self.bar.update(1)
-        return ok
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-1-3
+@patch
+def predict(self: _Sender, j: int) -> bool:
+    "Request `j` to /v1/predict; whether it was answered."
+    a, b, rid = self.starts[j], min(self.starts[j] + self.batch, self.n), f"{self.prefix}-{j:06d}"
+    h = {**self.head, "x-request-id": rid, **({"x-request-time": stamp(self.times[j], 3)} if self.times is not None else {})}
+    r = self.cl.request("POST", "/v1/predict", json.dumps({"inputs": self.flat[a:b].tolist()}).encode(), h)
+    ok, msg = r.status == 200, None
+    if ok:
+        try: self.answered[a:b] = [p["label"] for p in r.json()["predictions"]]
+        except (ValueError, KeyError, TypeError): ok, msg = False, "HTTP 200: the answer is not /v1/predict's JSON"
+    if not ok: self.failed("predict", msg or r.error())
+    with self.lock:
+        st = self.st
+        st["sent"] += 1; st["honoured"] += ok and "x-request-time" in r.headers
+        if st["failed"] == st["sent"] == min(self.abort_after, len(self.starts)) and not self.stop.is_set():
+            st["aborted"] = f"the first {st['sent']} requests all failed ({st['first_error']})"; self.stop.set()
+    self.bar.update(1)
+    return ok
 
-    def worker(self):
-        "Send requests until there are none left (or the first ones all failed), and the feedback of their rows."
-        while not self.stop.is_set():
-            with self.lock: j = next(self.jobs, None)
-            if j is None: break
-            ok = self.predict(j)
-            a = self.starts[j]
-            rows = np.flatnonzero(self.fb[a:a + self.batch]) if ok else ()
-            if not len(rows): continue
-            items = [{"request_id": f"{self.prefix}-{j:06d}", "row": int(i), "label": self.truth[a + i]} for i in rows]
-            if self.times is not None or self.delay <= 0:
-                self.feedback(items, None if self.times is None else min(self.times[j] + self.delay, time.time()))
-            else:
-                with self.cv: self.later.append((time.monotonic() + self.delay, items)); self.cv.notify()
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-1-4
+@patch
+def worker(self: _Sender):
+    "Send requests until there are none left (or the first ones all failed), and the feedback of their rows."
+    while not self.stop.is_set():
+        with self.lock: j = next(self.jobs, None)
+        if j is None: break
+        ok = self.predict(j)
+        a = self.starts[j]
+        rows = np.flatnonzero(self.fb[a:a + self.batch]) if ok else ()
+        if not len(rows): continue
+        items = [{"request_id": f"{self.prefix}-{j:06d}", "row": int(i), "label": self.truth[a + i]} for i in rows]
+        if self.times is not None or self.delay <= 0:
+            self.feedback(items, None if self.times is None else min(self.times[j] + self.delay, time.time()))
+        else:
+            with self.cv: self.later.append((time.monotonic() + self.delay, items)); self.cv.notify()
 
-    def feeder(self):
-        "Send delayed feedback, each list when it falls due, until the workers are done and nothing is left."
-        while True:
-            with self.cv:
-                while not self.later and not self.ended: self.cv.wait()
-                if not self.later: break
-                due = self.later[0][0]
-            time.sleep(max(0.0, due - time.monotonic()))
-            with self.cv:
-                items = []
-                while self.later and self.later[0][0] <= time.monotonic() and len(items) < 256: items += self.later.popleft()[1]
-            if not self.stop.is_set(): self.feedback(items, None)
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-1-5
+@patch
+def feeder(self: _Sender):
+    "Send delayed feedback, each list when it falls due, until the workers are done and nothing is left."
+    while True:
+        with self.cv:
+            while not self.later and not self.ended: self.cv.wait()
+            if not self.later: break
+            due = self.later[0][0]
+        time.sleep(max(0.0, due - time.monotonic()))
+        with self.cv:
+            items = []
+            while self.later and self.later[0][0] <= time.monotonic() and len(items) < 256: items += self.later.popleft()[1]
+        if not self.stop.is_set(): self.feedback(items, None)
 
-    def run(self, concurrency: int) -> dict:
-        t0 = time.perf_counter()
-        ts = [threading.Thread(target=self.worker, daemon=True) for _ in range(min(concurrency, len(self.starts)))]
-        fd = threading.Thread(target=self.feeder, daemon=True)
-        for t in (*ts, fd): t.start()
-        try:
-            for t in ts: t.join()
-            with self.cv: self.ended = True; self.cv.notify()
-            if self.later: self.bar.set_postfix_str(f"feedback due in {max(0.0, self.later[-1][0] - time.monotonic()):.0f} s")
-            fd.join()
-        finally:
-            self.stop.set(); self.bar.close()
-        return {**self.st, "requests": len(self.starts), "rows": self.n, "answered": self.answered, "seconds": time.perf_counter() - t0}
+# %% ../../nbs/43_monitor.simulate.ipynb #c013-1-6
+@patch
+def run(self: _Sender, concurrency: int) -> dict:
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=self.worker, daemon=True) for _ in range(min(concurrency, len(self.starts)))]
+    fd = threading.Thread(target=self.feeder, daemon=True)
+    for t in (*ts, fd): t.start()
+    try:
+        for t in ts: t.join()
+        with self.cv: self.ended = True; self.cv.notify()
+        if self.later: self.bar.set_postfix_str(f"feedback due in {max(0.0, self.later[-1][0] - time.monotonic()):.0f} s")
+        fd.join()
+    finally:
+        self.stop.set(); self.bar.close()
+    return {**self.st, "requests": len(self.starts), "rows": self.n, "answered": self.answered, "seconds": time.perf_counter() - t0}
 
 # %% ../../nbs/43_monitor.simulate.ipynb #c013-2
 def send(cl: Client,

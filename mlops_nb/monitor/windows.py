@@ -8,6 +8,7 @@ import json, math, sys, time
 from contextlib import contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
+from fastcore.basics import patch
 import numpy as np
 import pyarrow as pa
 from ..core.predlog import chunks, refusals
@@ -78,60 +79,65 @@ class Window:
         self.slices = {}                                 # "key=value" -> counters (rows, labelled, correct, est, pred, conf)
         self.refused = Counter()                         # reason -> requests the service refused
 
-    def add(self, c: dict):
-        "Add a chunk of logged rows (`mlops_nb.core.predlog.chunks`' columns, already cut to this window and version)."
-        n = len(c["ts"])
-        if n == 0: return self
-        p = c["p"]
-        if json.loads(c["input_shape"][0]) != list(self.ref.info["shape"]):
-            raise ValueError(f"logged inputs have shape {json.loads(c['input_shape'][0])}, the model's reference {self.ref.info['shape']}")
-        self.drift["features"].add(c["f"], scale=256 if c["f"].dtype == np.uint16 else 1)   # the log's steps of 1/256
-        self.drift["properties"].add(c["props"])
-        self.drift["outputs"].add(p); self.drift["confidence"].add(p.max(axis=1, keepdims=True))
-        if "embedding" in self.drift and c.get("e") is not None and c["e"].shape[1] >= self.ref.embedding.features:
-            self.drift["embedding"].add(c["e"][:, :self.ref.embedding.features])     # NaN rows (none logged) are left out
-            self.sample.add(c["e"][:, :self.ref.embedding.features], c["ts"])
-        pred, q = p.argmax(axis=1), calibrated(p, self.t)
-        conf, onehot = q.max(axis=1), np.eye(self.k)[pred]
-        self.pred += np.bincount(pred, minlength=self.k); self.ecm += q.T @ onehot; self.est += float(conf.sum()); self.est2 += float(conf @ conf)
-        true = np.array([-2 if t is None else self.index.get(str(t), -1) for t in c["true_label"]])
-        has = true >= 0
-        self.unknown_labels += int((true == -1).sum())
-        self.cm += np.bincount(true[has] * self.k + pred[has], minlength=self.k * self.k).reshape(self.k, self.k)
-        self.labelled += int(has.sum()); self.est_labelled += float(conf[has].sum())
-        if has.any(): self.delay += _hist(c["label_ts"][has].astype(float) - c["ts"][has], DELAY_EDGES)
-        self.lat += _hist(c["latency_ms"], LAT_EDGES)
-        self.rows += n; self.first, self.last = min(self.first, float(c["ts"].min())), max(self.last, float(c["ts"].max()))
-        enc = pa.array(c["tags"], pa.string()).dictionary_encode()      # Arrow's hash: a fifth of np.unique's sort of strings
-        tags, inv = enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
-        for u, text in enumerate(tags):
-            m = inv == u
-            for key, val in json.loads(text).items():
-                sl = self.slices.get(f"{key}={val}") or self.slices.setdefault(f"{key}={val}", self._slice())
-                hm = has & m
-                sl["rows"] += int(m.sum()); sl["labelled"] += int(hm.sum()); sl["correct"] += int((true[hm] == pred[hm]).sum())
-                sl["est"] += float(conf[m].sum()); sl["pred"] += np.bincount(pred[m], minlength=self.k)
-                sl["conf"].add(p[m].max(axis=1, keepdims=True))           # the slice's confidence against the reference's
-        return self
+# %% ../../nbs/40_monitor.windows.ipynb #c006-1
+@patch
+def _slice(self: Window) -> dict:
+    return {"rows": 0, "labelled": 0, "correct": 0, "est": 0.0, "pred": np.zeros(self.k, np.int64), "conf": self.ref.confidence.window()}
 
-    def _slice(self) -> dict:
-        return {"rows": 0, "labelled": 0, "correct": 0, "est": 0.0, "pred": np.zeros(self.k, np.int64), "conf": self.ref.confidence.window()}
+# %% ../../nbs/40_monitor.windows.ipynb #c006-2
+@patch
+def add(self: Window, c: dict):
+    "Add a chunk of logged rows (`mlops_nb.core.predlog.chunks`' columns, already cut to this window and version)."
+    n = len(c["ts"])
+    if n == 0: return self
+    p = c["p"]
+    if json.loads(c["input_shape"][0]) != list(self.ref.info["shape"]):
+        raise ValueError(f"logged inputs have shape {json.loads(c['input_shape'][0])}, the model's reference {self.ref.info['shape']}")
+    self.drift["features"].add(c["f"], scale=256 if c["f"].dtype == np.uint16 else 1)   # the log's steps of 1/256
+    self.drift["properties"].add(c["props"])
+    self.drift["outputs"].add(p); self.drift["confidence"].add(p.max(axis=1, keepdims=True))
+    if "embedding" in self.drift and c.get("e") is not None and c["e"].shape[1] >= self.ref.embedding.features:
+        self.drift["embedding"].add(c["e"][:, :self.ref.embedding.features])     # NaN rows (none logged) are left out
+        self.sample.add(c["e"][:, :self.ref.embedding.features], c["ts"])
+    pred, q = p.argmax(axis=1), calibrated(p, self.t)
+    conf, onehot = q.max(axis=1), np.eye(self.k)[pred]
+    self.pred += np.bincount(pred, minlength=self.k); self.ecm += q.T @ onehot; self.est += float(conf.sum()); self.est2 += float(conf @ conf)
+    true = np.array([-2 if t is None else self.index.get(str(t), -1) for t in c["true_label"]])
+    has = true >= 0
+    self.unknown_labels += int((true == -1).sum())
+    self.cm += np.bincount(true[has] * self.k + pred[has], minlength=self.k * self.k).reshape(self.k, self.k)
+    self.labelled += int(has.sum()); self.est_labelled += float(conf[has].sum())
+    if has.any(): self.delay += _hist(c["label_ts"][has].astype(float) - c["ts"][has], DELAY_EDGES)
+    self.lat += _hist(c["latency_ms"], LAT_EDGES)
+    self.rows += n; self.first, self.last = min(self.first, float(c["ts"].min())), max(self.last, float(c["ts"].max()))
+    enc = pa.array(c["tags"], pa.string()).dictionary_encode()      # Arrow's hash: a fifth of np.unique's sort of strings
+    tags, inv = enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
+    for u, text in enumerate(tags):
+        m = inv == u
+        for key, val in json.loads(text).items():
+            sl = self.slices.get(f"{key}={val}") or self.slices.setdefault(f"{key}={val}", self._slice())
+            hm = has & m
+            sl["rows"] += int(m.sum()); sl["labelled"] += int(hm.sum()); sl["correct"] += int((true[hm] == pred[hm]).sum())
+            sl["est"] += float(conf[m].sum()); sl["pred"] += np.bincount(pred[m], minlength=self.k)
+            sl["conf"].add(p[m].max(axis=1, keepdims=True))           # the slice's confidence against the reference's
+    return self
 
-    def merge(self, o: "Window") -> "Window":
-        "The window covering both (the same version's reference): every summary added, nothing re-read."
-        w = Window(self.ref, min(self.start, o.start), max(self.end, o.end))
-        for a in ("rows", "labelled", "unknown_labels", "pred", "cm", "ecm", "est", "est2", "est_labelled", "lat", "delay"):
-            setattr(w, a, getattr(self, a) + getattr(o, a))
-        w.first, w.last = min(self.first, o.first), max(self.last, o.last)
-        w.drift = {d: self.drift[d].merge(o.drift[d]) for d in self.drift}
-        w.sample = self.sample.merge(o.sample) if self.sample is not None else None
-        for src in (self.slices, o.slices):
-            for key, sl in src.items():
-                t = w.slices.setdefault(key, self._slice())
-                for f in t: t[f] = t[f].merge(sl[f]) if f == "conf" else t[f] + sl[f]
-        w.refused = self.refused + o.refused
-        return w
-
+# %% ../../nbs/40_monitor.windows.ipynb #c006-3
+@patch
+def merge(self: Window, o: "Window") -> "Window":
+    "The window covering both (the same version's reference): every summary added, nothing re-read."
+    w = Window(self.ref, min(self.start, o.start), max(self.end, o.end))
+    for a in ("rows", "labelled", "unknown_labels", "pred", "cm", "ecm", "est", "est2", "est_labelled", "lat", "delay"):
+        setattr(w, a, getattr(self, a) + getattr(o, a))
+    w.first, w.last = min(self.first, o.first), max(self.last, o.last)
+    w.drift = {d: self.drift[d].merge(o.drift[d]) for d in self.drift}
+    w.sample = self.sample.merge(o.sample) if self.sample is not None else None
+    for src in (self.slices, o.slices):
+        for key, sl in src.items():
+            t = w.slices.setdefault(key, self._slice())
+            for f in t: t[f] = t[f].merge(sl[f]) if f == "conf" else t[f] + sl[f]
+    w.refused = self.refused + o.refused
+    return w
 
 # %% ../../nbs/40_monitor.windows.ipynb #c008r
 def check_logs(s, engine: str):
@@ -234,6 +240,20 @@ def monitor(s, ref: str | None = None, since=None, until=None, every: str | None
 # %% ../../nbs/40_monitor.windows.ipynb #c008-5
 def _err(*a): print(*a, file=sys.stderr, flush=True)
 
+# %% ../../nbs/40_monitor.windows.ipynb #c008-8
+def _add_chunks(windows: list, edges: list, chunks, version: int, bar=None) -> Counter:
+    "Add each chunk's rows of `version` to the window its time falls in; the other versions' rows, counted by version and role."
+    others = Counter()
+    for c in chunks:
+        mine = c["version"] == version
+        if not mine.all():
+            others.update(f"v{ver} {role}" for ver, role in zip(c["version"][~mine], c["role"][~mine]))
+            c = _cut(c, mine)
+        idx = np.searchsorted(edges, c["ts"], side="right") - 1
+        for i in np.unique(idx): windows[i].add(c if len(windows) == 1 else _cut(c, idx == i))
+        if bar is not None: bar.update(int(len(mine)))
+    return others
+
 # %% ../../nbs/40_monitor.windows.ipynb #c008-6
 class _Step:
     "Monitoring's step on one share of the rows, run where the reader says (a process of its own, a Spark worker): "
@@ -266,20 +286,6 @@ def _fill_by_parts(windows: list, edges: list, r, v: dict, max_bytes: int) -> Co
     return others
 
 FIELDS = ("ts", "version", "role", "tags", "input_shape", "true_label", "label_ts", "latency_ms")   # what `Window.add` reads (and f, props, p)
-
-# %% ../../nbs/40_monitor.windows.ipynb #c008-8
-def _add_chunks(windows: list, edges: list, chunks, version: int, bar=None) -> Counter:
-    "Add each chunk's rows of `version` to the window its time falls in; the other versions' rows, counted by version and role."
-    others = Counter()
-    for c in chunks:
-        mine = c["version"] == version
-        if not mine.all():
-            others.update(f"v{ver} {role}" for ver, role in zip(c["version"][~mine], c["role"][~mine]))
-            c = _cut(c, mine)
-        idx = np.searchsorted(edges, c["ts"], side="right") - 1
-        for i in np.unique(idx): windows[i].add(c if len(windows) == 1 else _cut(c, idx == i))
-        if bar is not None: bar.update(int(len(mine)))
-    return others
 
 # %% ../../nbs/40_monitor.windows.ipynb #c008-9
 def _fill(windows: list, edges: list, r, v: dict, size: int, max_bytes: int, progress: bool) -> Counter:

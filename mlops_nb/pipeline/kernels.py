@@ -6,6 +6,7 @@
 from __future__ import annotations
 import ast, contextlib, json, os, re, sys, threading
 from pathlib import Path
+from fastcore.basics import patch
 from ..core.cores import HELD_BY
 
 
@@ -92,91 +93,103 @@ class Kernel:
 
     attempts = 3       # a kernel that dies while it starts is started again, on fresh ports, this many times in all
 
-    def _start(self):
-        try:
-            if self.after is not None: self.after.launched.wait(self.start_timeout)
-            for attempt in range(1, self.attempts + 1):
-                since = _log_size(self.log)
-                try: return self._launch()
-                except RuntimeError as e:      # jupyter_client's "Kernel died before replying to kernel_info"
-                    if self._closed or self.km is None or self.km.is_alive(): raise
-                    cause = _death_cause(self.log, since)
-                    self._discard()            # its ports and connection file: the next manager picks new ones
-                    if attempt == self.attempts:
-                        raise KernelStartError(f"kernel {self.kernel_name!r} died while starting, {attempt} times; "
-                                               f"the last time: {cause or 'its log says nothing'}"
-                                               + (f" (see {self.log})" if self.log else "")) from e
-        except BaseException as e: self.error = e
-        finally: self.launched.set()           # launched, or failed to: the kernel after it goes on
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-5-1
+@patch
+def _start(self: Kernel):
+    try:
+        if self.after is not None: self.after.launched.wait(self.start_timeout)
+        for attempt in range(1, self.attempts + 1):
+            since = _log_size(self.log)
+            try: return self._launch()
+            except RuntimeError as e:      # jupyter_client's "Kernel died before replying to kernel_info"
+                if self._closed or self.km is None or self.km.is_alive(): raise
+                cause = _death_cause(self.log, since)
+                self._discard()            # its ports and connection file: the next manager picks new ones
+                if attempt == self.attempts:
+                    raise KernelStartError(f"kernel {self.kernel_name!r} died while starting, {attempt} times; "
+                                           f"the last time: {cause or 'its log says nothing'}"
+                                           + (f" (see {self.log})" if self.log else "")) from e
+    except BaseException as e: self.error = e
+    finally: self.launched.set()           # launched, or failed to: the kernel after it goes on
 
-    def _discard(self):
-        km, self.km = self.km, None
-        with contextlib.suppress(Exception): km.cleanup_resources()
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-5-2
+@patch
+def _discard(self: Kernel):
+    km, self.km = self.km, None
+    with contextlib.suppress(Exception): km.cleanup_resources()
 
-    def _launch(self):
-        "One start: a new manager (new ports), the kernel launched, ready, its imports done."
-        out, self.starts = None, self.starts + 1
-        try:
-            km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background, self.warm)
-            out = open(self.log, "ab") if self.log else None
-            env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
-            if env.get("TMPDIR"):                            # its connection file (ports and key) with the run's temporary
-                km.connection_file = os.path.join(env["TMPDIR"], f"kernel-{os.urandom(8).hex()}.json")   # files, which go
-                                                             # however the run ends (else jupyter_client's: /tmp/tmp*.json,
-                                                             # left there by a kernel killed with its run)
-            km.start_kernel(cwd=self.cwd, env=env,           # its core leases are its own, not this process's
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                            **({"stdout": out, "stderr": out} if out else {}),
-                            **({"preexec_fn": _lowest_priority} if self.background else {}))
-        finally:
-            self.launched.set()
-            if out: out.close()                # the kernel has its own copy
-        self.km = km
-        if self._closed: return
-        self._wait_ready(km)
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-5-3
+@patch
+def _launch(self: Kernel):
+    "One start: a new manager (new ports), the kernel launched, ready, its imports done."
+    out, self.starts = None, self.starts + 1
+    try:
+        km = _async_client_manager(self.kernel_name, self.zygote, self.log, self.background, self.warm)
+        out = open(self.log, "ab") if self.log else None
+        env = {k: v for k, v in (self.env if self.env is not None else os.environ).items() if k != HELD_BY}
+        if env.get("TMPDIR"):                            # its connection file (ports and key) with the run's temporary
+            km.connection_file = os.path.join(env["TMPDIR"], f"kernel-{os.urandom(8).hex()}.json")   # files, which go
+                                                         # however the run ends (else jupyter_client's: /tmp/tmp*.json,
+                                                         # left there by a kernel killed with its run)
+        km.start_kernel(cwd=self.cwd, env=env,           # its core leases are its own, not this process's
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                        **({"stdout": out, "stderr": out} if out else {}),
+                        **({"preexec_fn": _lowest_priority} if self.background else {}))
+    finally:
+        self.launched.set()
+        if out: out.close()                # the kernel has its own copy
+    self.km = km
+    if self._closed: return
+    self._wait_ready(km)
 
-    def _wait_ready(self, km):
-        from jupyter_client import BlockingKernelClient
-        kc = BlockingKernelClient(parent=km)   # the manager tells whether the process lives; without it the client asks the
-                                               # heartbeat, which has not beaten yet while a loaded machine starts the kernel
-                                               # ("Kernel died before replying to kernel_info" for a kernel that was starting)
-        kc.load_connection_info(km.get_connection_info())
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=self.start_timeout)
-            if self.warm:
-                mid = kc.execute(warm_code(self.warm), silent=True, store_history=False)
-                while kc.get_shell_msg(timeout=max(120, self.start_timeout))["parent_header"].get("msg_id") != mid: pass
-        finally: kc.stop_channels()
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-5-4
+@patch
+def _wait_ready(self: Kernel, km):
+    from jupyter_client import BlockingKernelClient
+    kc = BlockingKernelClient(parent=km)   # the manager tells whether the process lives; without it the client asks the
+                                           # heartbeat, which has not beaten yet while a loaded machine starts the kernel
+                                           # ("Kernel died before replying to kernel_info" for a kernel that was starting)
+    kc.load_connection_info(km.get_connection_info())
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=self.start_timeout)
+        if self.warm:
+            mid = kc.execute(warm_code(self.warm), silent=True, store_history=False)
+            while kc.get_shell_msg(timeout=max(120, self.start_timeout))["parent_header"].get("msg_id") != mid: pass
+    finally: kc.stop_channels()
 
-    def ready(self, timeout: float | None = None):
-        "The started kernel's manager, back at normal priority; raises what stopped it from starting "
-        "(`NoSuchKernel`, a timeout, a dead kernel)."
-        self._thread.join(timeout)
-        if self._thread.is_alive(): raise TimeoutError(f"kernel {self.kernel_name!r} did not start within {timeout} s")
-        if self.error is not None: raise self.error
-        if not self.km.is_alive():
-            from nbclient.exceptions import DeadKernelError
-            raise DeadKernelError(f"kernel {self.kernel_name!r} died before its stage started")
-        if self.background:
-            pid = getattr(self.km.provisioner, "pid", None)
-            try: os.setpriority(os.PRIO_PROCESS, pid, 0)   # its turn: normal priority (needs root; else it stays low)
-            except (OSError, TypeError): pass
-            self.background = False
-        return self.km
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-5-5
+@patch
+def ready(self: Kernel, timeout: float | None = None):
+    "The started kernel's manager, back at normal priority; raises what stopped it from starting "
+    "(`NoSuchKernel`, a timeout, a dead kernel)."
+    self._thread.join(timeout)
+    if self._thread.is_alive(): raise TimeoutError(f"kernel {self.kernel_name!r} did not start within {timeout} s")
+    if self.error is not None: raise self.error
+    if not self.km.is_alive():
+        from nbclient.exceptions import DeadKernelError
+        raise DeadKernelError(f"kernel {self.kernel_name!r} died before its stage started")
+    if self.background:
+        pid = getattr(self.km.provisioner, "pid", None)
+        try: os.setpriority(os.PRIO_PROCESS, pid, 0)   # its turn: normal priority (needs root; else it stays low)
+        except (OSError, TypeError): pass
+        self.background = False
+    return self.km
 
-    def shutdown(self, now: bool = False):
-        "Stop the kernel (waiting for it to start first, if it is still starting); safe to call more than once."
-        self._closed = True
-        self._thread.join()
-        km, self.km = self.km, None
-        if km is None: return
-        try:
-            if km.is_alive(): km.shutdown_kernel(now=now)
+# %% ../../nbs/20c_pipeline.kernels.ipynb #c005-5-6
+@patch
+def shutdown(self: Kernel, now: bool = False):
+    "Stop the kernel (waiting for it to start first, if it is still starting); safe to call more than once."
+    self._closed = True
+    self._thread.join()
+    km, self.km = self.km, None
+    if km is None: return
+    try:
+        if km.is_alive(): km.shutdown_kernel(now=now)
+    except Exception: pass
+    finally:
+        try: km.cleanup_resources()
         except Exception: pass
-        finally:
-            try: km.cleanup_resources()
-            except Exception: pass
 
 # %% ../../nbs/20c_pipeline.kernels.ipynb #c006-1
 def _register_engine():
