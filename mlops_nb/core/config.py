@@ -432,12 +432,17 @@ PROFILES_INTRO = """\
 # the parameter's declared type; an unknown name is refused. `-p key=value` on the command line
 # goes on top of the profile."""
 
+# %% ../../nbs/00_core.config.ipynb #c006-3a
 def _comment(text: str, width: int = 118) -> list[str]:
+    "`text` as `#` comment lines of at most `width` characters, its whitespace made single spaces, no word broken."
     return ["# " + ln for ln in textwrap.wrap(" ".join(text.split()), width - 2, break_long_words=False, break_on_hyphens=False)]
 
+# %% ../../nbs/00_core.config.ipynb #c006-3b
 def _ini_value(v) -> str:
+    "A default as settings.ini writes it: `true`/`false` for booleans, else its text."
     return str(v).lower() if isinstance(v, bool) else str(v)
 
+# %% ../../nbs/00_core.config.ipynb #c006-3c
 def _cell(text) -> str:
     "Text in a Markdown table's cell: its pipes escaped, on one line (backticks kept: descriptions name settings as code)."
     return str(text).replace("|", "\\|").replace("\n", " ")
