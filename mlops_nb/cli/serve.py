@@ -11,83 +11,6 @@ from .common import err, table
 __all__ = ['CANNOT_LISTEN', 'cannot_listen', 'cmd_serve', 'cmd_predict', 'score_paths', 'cmd_apptest', 'cmd_predictions',
            'add_commands']
 
-# %% ../../nbs/55_cli.serve.ipynb #c003
-def _serve_parser(sub):
-    "The `serve` command's arguments."
-    x = sub.add_parser("serve", help="serve a registered model over HTTP (also OIP)",
-                       description="Serve a registered version with FastAPI on uvicorn: POST /v1/predict, /v1/predict/image, "
-                                   "/v1/feedback, GET /v1/model, /metrics, /healthz, /readyz, and the Open Inference Protocol "
-                                   "under /v2 (tritonclient, KServe and MLServer clients work against it), and the protocol over gRPC on "
-                                   "--grpc-port (default: --port + 1). The bundle is "
-                                   "verified before it listens; every prediction goes to the prediction log. Limits, the API "
-                                   "key and CORS are in settings.ini [serve]. Interactive API docs at /docs. Exit status 4 when it cannot listen "
-                                   "(the port is taken, or the address is not this machine's).")
-    x.add_argument("--model", metavar="NAME[@ALIAS|@VERSION]",
-                   help="what to serve (default: the only registered model, at production, else staging, else latest)")
-    x.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
-    x.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    x.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with the model (default: %(default)s)")
-    x.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per worker (default: %(default)s)")
-    x.add_argument("--max-batch", type=int, help="most rows one request may carry (default: settings.ini [serve] max_batch)")
-    x.add_argument("--grpc-port", type=int, help="the Open Inference Protocol over gRPC on this port (default: --port + 1, as "
-                   "Triton's 8000 and 8001; 0: any free port, said when it listens)")
-    x.add_argument("--no-grpc", action="store_true", help="HTTP only: no gRPC service")
-    x.add_argument("--log", metavar="PATH", help="the prediction log (default: settings.ini [paths] predictions): replicas "
-                   "side by side on one machine each keep their own")
-    x.add_argument("--replica", metavar="NAME", help="this replica's name in the archive's segment paths, with [paths] "
-                   "predictions_archive (default: [serve] replica, else $MLOPS_NB_REPLICA, else HOST-PORT)")
-    x.set_defaults(func=cmd_serve)
-
-# %% ../../nbs/55_cli.serve.ipynb #c003-1
-def _predict_parser(sub):
-    "The `predict` command's arguments."
-    x = sub.add_parser("predict", help="score images or rows offline (batch jobs)",
-                       description="Score image files, folders of them (searched recursively) or .npy files of rows with "
-                                   "the same verified bundle and preprocessing as the service. Writes one row per input: "
-                                   "its path, digest, label and class probabilities; an unreadable image gets its reason "
-                                   "in `error` and the others go on.")
-    x.add_argument("model", metavar="NAME@ALIAS|NAME@VERSION", help="the registered version to use")
-    x.add_argument("paths", nargs="+", metavar="PATH", help="image files (PNG, JPEG), folders of them (other files there are skipped, and said), "
-                                                             "or .npy arrays (N, C, H, W), (N, H, W) for one channel, or flat (N, C*H*W)")
-    x.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.parquet (default: CSV on stdout)")
-    x.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call (default: %(default)s)")
-    x.set_defaults(func=cmd_predict)
-
-# %% ../../nbs/55_cli.serve.ipynb #c003-2
-def _apptest_parser(sub):
-    "The `apptest` command's arguments."
-    x = sub.add_parser("apptest", help="test a version as an application; records the verdict",
-                       description="Start the version's service as a user would (mlops-nb serve --model NAME@VERSION, on a free "
-                                   "loopback port, its prediction log apart), replay the test split through /v1/predict, the Open "
-                                   "Inference Protocol and PNG uploads (labels must equal the bundle's offline predictions), probe "
-                                   "bad requests for the documented 4xx, and run a load test. Gates and load come from "
-                                   "settings.ini [apptest]. The verdict is recorded on the version (the production gate reads it); "
-                                   "the report goes to runs/apptest/. Exit 0 when it passed, 1 when it failed.")
-    x.add_argument("model", metavar="NAME@VERSION|NAME@ALIAS", help="the registered version to test")
-    x.add_argument("--seconds", type=float, help="load test length (default: settings.ini [apptest] seconds)")
-    x.add_argument("--concurrency", type=int, help="load test clients (default: settings.ini [apptest] concurrency)")
-    x.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    x.add_argument("--no-record", action="store_true", help="do not record the verdict on the registry version")
-    x.set_defaults(func=cmd_apptest)
-
-# %% ../../nbs/55_cli.serve.ipynb #c003-3
-def _predictions_parser(sub):
-    "The `predictions` command's arguments."
-    x = sub.add_parser("predictions", help="the prediction log: show, compare versions, export",
-                       description="The service's prediction log (settings.ini [paths] predictions): the newest predictions "
-                                   "with their true labels once feedback arrived; `compare NAME`: per version and role "
-                                   "(primary, canary, shadow) the count, a shadow's agreement with the answer given, accuracy "
-                                   "where labels arrived, latency; `export --parquet DIR` for engines past one machine "
-                                   "(DuckDB, Spark), one folder a day.")
-    x.add_argument("action", nargs="?", choices=["show", "compare", "export"], default="show", help="show (default), compare or export")
-    x.add_argument("name", nargs="?", metavar="NAME", help="compare: the model")
-    x.add_argument("--since", metavar="WHEN", help="from this time: 2026-11-25, 2026-11-25T08:00 (UTC), or an age: 30m, 6h, 2d")
-    x.add_argument("--until", metavar="WHEN", help="before this time (same forms)")
-    x.add_argument("--limit", type=int, default=20, help="rows to show (default: %(default)s; 0: all)")
-    x.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    x.add_argument("--parquet", metavar="DIR", help="export: the folder to write day=YYYY-MM-DD/ partitions into")
-    x.set_defaults(func=cmd_predictions)
-
 # %% ../../nbs/55_cli.serve.ipynb #c003-5
 CANNOT_LISTEN = 4                              # the exit status of `serve` when it cannot listen (`mlops-nb --help` says so)
 
@@ -132,6 +55,33 @@ def cmd_serve(a, s):
         err(f"mlops-nb serve: error: the service could not start listening on {a.host}:{a.port} (uvicorn's reason above)")
         return CANNOT_LISTEN
     return 0
+
+# %% ../../nbs/55_cli.serve.ipynb #c003
+def _serve_parser(sub):
+    "The `serve` command's arguments."
+    x = sub.add_parser("serve", help="serve a registered model over HTTP (also OIP)",
+                       description="Serve a registered version with FastAPI on uvicorn: POST /v1/predict, /v1/predict/image, "
+                                   "/v1/feedback, GET /v1/model, /metrics, /healthz, /readyz, and the Open Inference Protocol "
+                                   "under /v2 (tritonclient, KServe and MLServer clients work against it), and the protocol over gRPC on "
+                                   "--grpc-port (default: --port + 1). The bundle is "
+                                   "verified before it listens; every prediction goes to the prediction log. Limits, the API "
+                                   "key and CORS are in settings.ini [serve]. Interactive API docs at /docs. Exit status 4 when it cannot listen "
+                                   "(the port is taken, or the address is not this machine's).")
+    x.add_argument("--model", metavar="NAME[@ALIAS|@VERSION]",
+                   help="what to serve (default: the only registered model, at production, else staging, else latest)")
+    x.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    x.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    x.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with the model (default: %(default)s)")
+    x.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per worker (default: %(default)s)")
+    x.add_argument("--max-batch", type=int, help="most rows one request may carry (default: settings.ini [serve] max_batch)")
+    x.add_argument("--grpc-port", type=int, help="the Open Inference Protocol over gRPC on this port (default: --port + 1, as "
+                   "Triton's 8000 and 8001; 0: any free port, said when it listens)")
+    x.add_argument("--no-grpc", action="store_true", help="HTTP only: no gRPC service")
+    x.add_argument("--log", metavar="PATH", help="the prediction log (default: settings.ini [paths] predictions): replicas "
+                   "side by side on one machine each keep their own")
+    x.add_argument("--replica", metavar="NAME", help="this replica's name in the archive's segment paths, with [paths] "
+                   "predictions_archive (default: [serve] replica, else $MLOPS_NB_REPLICA, else HOST-PORT)")
+    x.set_defaults(func=cmd_serve)
 
 # %% ../../nbs/55_cli.serve.ipynb #c005
 def _inputs(paths, skipped=None):
@@ -218,6 +168,21 @@ def cmd_predict(a, s):
         + (f" -> {a.out}" if a.out else ""))
     return 1 if bad and bad == len(rows) else 0
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-1
+def _predict_parser(sub):
+    "The `predict` command's arguments."
+    x = sub.add_parser("predict", help="score images or rows offline (batch jobs)",
+                       description="Score image files, folders of them (searched recursively) or .npy files of rows with "
+                                   "the same verified bundle and preprocessing as the service. Writes one row per input: "
+                                   "its path, digest, label and class probabilities; an unreadable image gets its reason "
+                                   "in `error` and the others go on.")
+    x.add_argument("model", metavar="NAME@ALIAS|NAME@VERSION", help="the registered version to use")
+    x.add_argument("paths", nargs="+", metavar="PATH", help="image files (PNG, JPEG), folders of them (other files there are skipped, and said), "
+                                                             "or .npy arrays (N, C, H, W), (N, H, W) for one channel, or flat (N, C*H*W)")
+    x.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.parquet (default: CSV on stdout)")
+    x.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call (default: %(default)s)")
+    x.set_defaults(func=cmd_predict)
+
 # %% ../../nbs/55_cli.serve.ipynb #c005e
 def _decode_ahead(items,              # `(path, kind)` pairs, as `_inputs` yields them
                   size: int,          # the model's image side
@@ -290,6 +255,23 @@ def cmd_apptest(a, s):
     err(f"{v['name']}@{v['version']} {summary(rep)}" + ("" if a.no_record else " (recorded)") + f"; report: {folder/'report.json'}")
     return 0 if rep["passed"] else 1
 
+# %% ../../nbs/55_cli.serve.ipynb #c003-2
+def _apptest_parser(sub):
+    "The `apptest` command's arguments."
+    x = sub.add_parser("apptest", help="test a version as an application; records the verdict",
+                       description="Start the version's service as a user would (mlops-nb serve --model NAME@VERSION, on a free "
+                                   "loopback port, its prediction log apart), replay the test split through /v1/predict, the Open "
+                                   "Inference Protocol and PNG uploads (labels must equal the bundle's offline predictions), probe "
+                                   "bad requests for the documented 4xx, and run a load test. Gates and load come from "
+                                   "settings.ini [apptest]. The verdict is recorded on the version (the production gate reads it); "
+                                   "the report goes to runs/apptest/. Exit 0 when it passed, 1 when it failed.")
+    x.add_argument("model", metavar="NAME@VERSION|NAME@ALIAS", help="the registered version to test")
+    x.add_argument("--seconds", type=float, help="load test length (default: settings.ini [apptest] seconds)")
+    x.add_argument("--concurrency", type=int, help="load test clients (default: settings.ini [apptest] concurrency)")
+    x.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    x.add_argument("--no-record", action="store_true", help="do not record the verdict on the registry version")
+    x.set_defaults(func=cmd_apptest)
+
 # %% ../../nbs/55_cli.serve.ipynb #c007
 def cmd_predictions(a, s):
     "`mlops-nb predictions [export]`: the newest logged predictions, or the log as Parquet."
@@ -330,6 +312,24 @@ def cmd_predictions(a, s):
                                    ",".join(f"{k}={v}" for k, v in r["tags"].items()))] for r in rows])
     return 0
 
+
+# %% ../../nbs/55_cli.serve.ipynb #c003-3
+def _predictions_parser(sub):
+    "The `predictions` command's arguments."
+    x = sub.add_parser("predictions", help="the prediction log: show, compare versions, export",
+                       description="The service's prediction log (settings.ini [paths] predictions): the newest predictions "
+                                   "with their true labels once feedback arrived; `compare NAME`: per version and role "
+                                   "(primary, canary, shadow) the count, a shadow's agreement with the answer given, accuracy "
+                                   "where labels arrived, latency; `export --parquet DIR` for engines past one machine "
+                                   "(DuckDB, Spark), one folder a day.")
+    x.add_argument("action", nargs="?", choices=["show", "compare", "export"], default="show", help="show (default), compare or export")
+    x.add_argument("name", nargs="?", metavar="NAME", help="compare: the model")
+    x.add_argument("--since", metavar="WHEN", help="from this time: 2026-11-25, 2026-11-25T08:00 (UTC), or an age: 30m, 6h, 2d")
+    x.add_argument("--until", metavar="WHEN", help="before this time (same forms)")
+    x.add_argument("--limit", type=int, default=20, help="rows to show (default: %(default)s; 0: all)")
+    x.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    x.add_argument("--parquet", metavar="DIR", help="export: the folder to write day=YYYY-MM-DD/ partitions into")
+    x.set_defaults(func=cmd_predictions)
 
 # %% ../../nbs/55_cli.serve.ipynb #c003-4
 def add_commands(sub):

@@ -361,6 +361,7 @@ def disk_full(path, below: int = 1 << 20) -> bool:
 
 # %% ../../nbs/00_core.config.ipynb #c006
 def _literal(v, where):
+    "`v` read as a Python literal, else a `SettingsError` saying `where`."
     try: return ast.literal_eval(v)
     except (ValueError, SyntaxError) as e:
         raise SettingsError(f"{where}: {v!r} is not a Python literal (quote strings: \"text\")") from e

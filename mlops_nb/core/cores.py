@@ -36,12 +36,14 @@ def lock_dir() -> Path | None:
 
 # %% ../../nbs/06a_core.cores.ipynb #c003-2
 def _open(p: Path):
+    "A lock file of the pool, opened (made when missing) for reading and writing by every user."
     fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o666)
     with contextlib.suppress(OSError): os.fchmod(fd, 0o666)
     return fd
 
 # %% ../../nbs/06a_core.cores.ipynb #c003-3
 def _threads() -> int:
+    "The threads a compute section keeps busy by default: torch's, once torch is imported; else 1."
     if "torch" in sys.modules:
         import torch; return torch.get_num_threads()
     return 1
@@ -65,6 +67,7 @@ def _put(fd, rec: dict | None):
 
 # %% ../../nbs/06a_core.cores.ipynb #c003b-1
 def _alive(pid: int) -> bool:
+    "Whether process `pid` is running (another user's included)."
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: pass              # another user's process
@@ -72,6 +75,7 @@ def _alive(pid: int) -> bool:
 
 # %% ../../nbs/06a_core.cores.ipynb #c003b-2
 def _records(paths) -> list:
+    "The records in the lock or wait files `paths` of processes still alive; empty, unreadable or dead ones left out."
     out = []
     for p in paths:
         try: rec = json.loads(p.read_bytes() or b"null")
@@ -146,6 +150,7 @@ _count = [0]                                 # leases held by all threads of thi
 _count_lock = threading.Lock()
 
 def _holders_left() -> int:
+    "One lease of this process ended: how many it still holds."
     with _count_lock: _count[0] -= 1; return _count[0]
 
 # %% ../../nbs/06a_core.cores.ipynb #c004-1

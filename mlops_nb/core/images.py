@@ -72,6 +72,7 @@ def prepare_image(im, size: int, mode: str) -> np.ndarray:
 
 # %% ../../nbs/03_core.images.ipynb #c008-3
 def _kind(m) -> str:
+    "What a file that is not a regular one is, from its `st_mode`, in words."
     return next((k for t, k in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                                 (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")) if t(m)), "not a regular file")
 

@@ -82,6 +82,7 @@ class Lineage:
 
 # %% ../../nbs/04_core.lineage.ipynb #c007
 def _row(r) -> dict:
+    "A database row as a dict, its `params` and `metrics` JSON read back."
     d = dict(r)
     for k in ("params", "metrics"):
         if k in d and d[k] is not None: d[k] = json.loads(d[k])
@@ -90,12 +91,14 @@ def _row(r) -> dict:
 # %% ../../nbs/04_core.lineage.ipynb #c007-1
 @patch
 def _artifacts(self: Lineage, eid: int, role: str) -> dict:
+    "`{name: digest}` of execution `eid`'s inputs or outputs (`role`)."
     return {r["name"]: r["digest"] for r in self.db.execute(
         "SELECT name, digest FROM artifacts WHERE execution_id=? AND role=? ORDER BY name", (eid, role))}
 
 # %% ../../nbs/04_core.lineage.ipynb #c007-2
 @patch
 def _execution(self: Lineage, eid: int) -> dict:
+    "Execution `eid` with its `inputs` and `outputs`, or `LineageError`."
     r = self.db.execute("SELECT * FROM executions WHERE id=?", (eid,)).fetchone()
     if r is None: raise LineageError(f"no execution {eid}")
     d = _row(r); d["inputs"], d["outputs"] = self._artifacts(eid, "input"), self._artifacts(eid, "output")

@@ -111,6 +111,7 @@ def check_register_alias(alias: str) -> str:
 
 # %% ../../nbs/02_core.params.ipynb #c005-3
 def _model_name(v):
+    "Nothing if `v` is empty or a valid model name, else `ValueError`."
     if v: check_name("model", v)
 
 # %% ../../nbs/02_core.params.ipynb #c005-4

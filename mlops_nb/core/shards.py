@@ -206,8 +206,14 @@ def file_ident(st: os.stat_result) -> str:
 
 # %% ../../nbs/03a_core.shards.ipynb #c016-2
 def _canon(params: dict) -> str:
+    "The decode parameters `params` as the text a cache key is made of (the shard format's version included)."
     import json
     return json.dumps({"format": "mlops-nb-shard/2", **params}, sort_keys=True)   # /2: JPEGs decoded at reduced scale
+
+# %% ../../nbs/03a_core.shards.ipynb #c016-c
+_SCHEMA = """CREATE TABLE IF NOT EXISTS shards (key TEXT PRIMARY KEY, digest TEXT NOT NULL, rows INTEGER NOT NULL);
+DROP TABLE IF EXISTS files"""     # a row a file, before a folder's files became one snapshot: gone, read again once
+_COLUMNS = ("key", "ident", "sha", "reason", "shards")    # a snapshot's text columns; `shard` and `row` are int arrays
 
 # %% ../../nbs/03a_core.shards.ipynb #c016-0
 def _read_snapshot(path: Path) -> dict:
@@ -225,10 +231,6 @@ def _read_snapshot(path: Path) -> dict:
     return f
 
 # %% ../../nbs/03a_core.shards.ipynb #c016
-_SCHEMA = """CREATE TABLE IF NOT EXISTS shards (key TEXT PRIMARY KEY, digest TEXT NOT NULL, rows INTEGER NOT NULL);
-DROP TABLE IF EXISTS files"""     # a row a file, before a folder's files became one snapshot: gone, read again once
-_COLUMNS = ("key", "ident", "sha", "reason", "shards")    # a snapshot's text columns; `shard` and `row` are int arrays
-
 class ShardCache:
     "Where each file of one folder had its pixels put when last read with these decode parameters (a snapshot of the folder "
     "under `<store>/ingest-cache/`, loaded and written whole: a folder of 100,000 files is a few arrays, not a query a file), "

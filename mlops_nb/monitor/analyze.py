@@ -27,6 +27,7 @@ def _fill(x: np.ndarray, fill) -> np.ndarray:
 
 # %% ../../nbs/41_monitor.analyze.ipynb #c005-1
 def _images(x) -> np.ndarray:
+    "The images `x` as a contiguous uint8 array (N, C, H, W), refused when of another kind or empty."
     x = np.asarray(x)
     if x.ndim != 4 or x.dtype != np.uint8: raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {x.shape}")
     if len(x) == 0: raise ValueError("no images to explain")

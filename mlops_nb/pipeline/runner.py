@@ -191,6 +191,11 @@ def _own_lock() -> Path:
     atexit.register(lambda: p.unlink(missing_ok=True) if str(p) in _held else None)
     return p
 
+# %% ../../nbs/20_pipeline.runner.ipynb #c009-7
+def _release(runner: dict):
+    "Let go of the lock `_me` took: the work it stood for has ended, and its record says so."
+    if (fd := _held.pop(runner.get("lock"), None)) is not None: os.close(fd)
+
 # %% ../../nbs/20_pipeline.runner.ipynb #c009-6
 def _me(lock=None) -> dict:
     "Who is at work: pid, host, and the lock file it holds exclusively until `_release` or its death (`lock`: a file in "
@@ -204,11 +209,6 @@ def _me(lock=None) -> dict:
             os.close(fd); raise RuntimeError(f"{lock} is locked: another process is running this already") from None
         _held[lock] = fd
     return {"pid": os.getpid(), "host": platform.node(), "lock": lock}
-
-# %% ../../nbs/20_pipeline.runner.ipynb #c009-7
-def _release(runner: dict):
-    "Let go of the lock `_me` took: the work it stood for has ended, and its record says so."
-    if (fd := _held.pop(runner.get("lock"), None)) is not None: os.close(fd)
 
 # %% ../../nbs/20_pipeline.runner.ipynb #c009-8
 @contextlib.contextmanager
