@@ -1,6 +1,6 @@
 """A stage kernel that dies while it starts (a port it was given is taken meanwhile) is started again on fresh ports;
 when every start fails, the error says the cause its log gives, not only 'Kernel died before replying'."""
-import socket
+import os, socket
 import pytest
 from mlops_nb.pipeline import kernels
 from mlops_nb.pipeline.kernels import Kernel, KernelStartError
@@ -48,7 +48,7 @@ def test_the_connection_file_goes_with_the_run_temporary_files(tmp_path):
     "A stage kernel's connection file (its ports and key) is written in the run's TMPDIR, which is removed however the "
     "run ends (`reap` after a kill -9), not as /tmp/tmp*.json, where a kernel killed with its run left it."
     run_tmp = tmp_path / "run-tmp"; run_tmp.mkdir()
-    k = Kernel("python3", tmp_path, env={**__import__("os").environ, "TMPDIR": str(run_tmp)}, log=tmp_path / "kernels.log")
+    k = Kernel("python3", tmp_path, env={**os.environ, "TMPDIR": str(run_tmp)}, log=tmp_path / "kernels.log")
     try:
         km = k.ready(120)
         assert km.is_alive() and km.connection_file.startswith(str(run_tmp) + "/"), km.connection_file
