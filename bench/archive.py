@@ -14,7 +14,7 @@ DuckDB from the segments against the SQLite reader on the same rows.
   folder and from the same objects in a bucket of moto's S3 server (its own process on 127.0.0.1; s3fs as for any S3):
   the first ingest and a re-ingest of the unchanged source, images/s, and the datasets' digests (they must agree).
 
-    python bench/archive.py [--rows 10000000] [--frames 2000] [--quick] [--json FILE]
+    python bench/archive.py [--rows 10000000] [--frames 2000] [--quick] [--json FILE] [--keep DIR]
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -61,7 +61,7 @@ def make_log(path: Path, n: int, seed: int = 0, block: int = 50_000) -> dict:
 READER = r"""
 import json, resource, sys, time, numpy as np
 from mlops_nb.core.reference import build
-from mlops_nb.monitor.windows import Window, figures
+from mlops_nb.monitor.windows import Window, figures, FIELDS
 engine, log, archive, max_mb, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 sys.path.insert(0, sys.argv[6]); from fleet import frames
 x = frames(2000, (3, 64, 64), seed=7)                  # a validation split's worth: about 1,600 distinct values a feature
@@ -77,7 +77,7 @@ if engine == "sqlite":
 else:
     from mlops_nb.core.archive import Fleet
     fl = Fleet(archive, memory_mb=max_mb, cache=archive + "-cache")
-    it = fl.chunks("camera-cnn", 0, limit, max_bytes=max_mb << 20)
+    it = fl.chunks("camera-cnn", 0, limit, max_bytes=max_mb << 20, fields=FIELDS)   # the columns `monitor` reads
 for c in it:
     w.add(c); n += len(c["ts"]); lab += sum(v is not None for v in c["true_label"])
 figures(w)
@@ -148,6 +148,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="200,000 rows and 150 frames: a smoke test of this script")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--tmp", help="a folder for the log and the archive (default: a temporary one; 10 million rows take about 12 GB)")
+    ap.add_argument("--keep", help="a folder to keep the log and the archive in and to reuse them from (when made for "
+                                   "the same --rows): the readers measured again without making 10 million rows again")
     a = ap.parse_args()
     if a.quick: a.rows, a.frames = 200_000, 150
     if a.rows < 10_000: ap.error("--rows must be at least 10000")
@@ -162,23 +164,38 @@ def main():
     if a.json: Path(a.json).write_text(json.dumps(out, indent=2))
 
 
-def monitor_part(a, tmp: Path) -> dict:
-    "The log, the roll and the readers (see the top of this file)."
+def make_and_roll(rows: int, log: Path, archive: Path) -> tuple:
+    "The log of `rows` predictions, rolled into `archive`: what each took."
     from mlops_nb.core.archive import roll
-    log, archive = tmp / "predictions.db", tmp / "archive"
-    t = time.perf_counter(); made = make_log(log, a.rows); made["seconds"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter(); made = make_log(log, rows); made["seconds"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter(); got = roll(log, archive, "bench-1", batch=200_000); s = time.perf_counter() - t
     size = sum(p.stat().st_size for p in archive.rglob("*.parquet"))
     rolled = {"rows": got["predictions"] + got["feedback"], "segments": got["segments"], "rows_per_s": round((got["predictions"] + got["feedback"]) / s),
-              "seconds": round(s, 1), "bytes_a_prediction": round(size / a.rows, 1)}
-    print(f"  roll: {rolled['rows_per_s']:,} rows/s into {got['segments']} segments, {rolled['bytes_a_prediction']} bytes a prediction",
+              "seconds": round(s, 1), "bytes_a_prediction": round(size / rows, 1)}
+    return made, rolled
+
+
+def monitor_part(a, tmp: Path) -> dict:
+    "The log, the roll and the readers (see the top of this file)."
+    keep = Path(a.keep) / f"rows-{a.rows}" if a.keep else None
+    log, archive = (keep or tmp) / "predictions.db", (keep or tmp) / "archive"
+    if keep is not None and (keep / "made.json").is_file():
+        made, rolled = json.loads((keep / "made.json").read_text())
+        print(f"  reusing the log and the archive in {keep}", file=sys.stderr, flush=True)
+    else:
+        if keep is not None: shutil.rmtree(keep, ignore_errors=True); keep.mkdir(parents=True)
+        made, rolled = make_and_roll(a.rows, log, archive)
+        if keep is not None: (keep / "made.json").write_text(json.dumps([made, rolled]))
+    shutil.rmtree(f"{archive}-cache", ignore_errors=True)     # the first DuckDB read checks every segment (and remembers)
+    print(f"  roll: {rolled['rows_per_s']:,} rows/s into {rolled['segments']} segments, {rolled['bytes_a_prediction']} bytes a prediction",
           file=sys.stderr, flush=True)
     quarter = T0 + 7 * 86400 / 4
     monitor = [read(e, log, archive, a.memory_mb, u) for u in (quarter, 2e9) for e in ("sqlite", "duckdb")]
     for u in range(2):
         sq, dk = monitor[2 * u], monitor[2 * u + 1]
         assert (sq["rows"], sq["labelled"]) == (dk["rows"], dk["labelled"]), (sq, dk)
-    for p in (log, archive): shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    if keep is None:
+        for p in (log, archive): shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
     return {"log": made, "roll": rolled, "monitor": monitor, "speedup": round(monitor[3]["rows_per_s"] / monitor[2]["rows_per_s"], 2)}
 
 

@@ -283,7 +283,7 @@ def add(self: Window, chunk,           # (rows, features) numbers, the reference
         self.le += at(np.floor(r.values)); self.lt += at(np.ceil(r.values) - 1)
         self.n += len(x)
         return self
-    xs = np.ascontiguousarray(x.T, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    xs = np.array(x.T, dtype=x.dtype if x.dtype.kind == "f" else np.float64, order="C")   # a copy (sorted in place below)
     xs.sort(axis=1)                                                    # one sort for all features; NaN sorts last
     xs = xs.astype(np.float64, copy=False)                             # compared with the reference's values exactly
     nan = np.isnan(xs).sum(1)
@@ -304,7 +304,8 @@ def _add_coded(self: Window, q: np.ndarray, scale: int) -> Window:
     qt = np.ascontiguousarray(q.T)
     lt, le = np.empty(len(r.values), np.int64), np.empty(len(r.values), np.int64)
     for f in range(r.features):
-        cum = np.bincount(lut[f][qt[f]], minlength=nb[f] + 1).cumsum()   # cum[j]: values below boundary j
+        cum = np.bincount(lut[f].take(qt[f].astype(np.intp)), minlength=nb[f] + 1).cumsum()   # cum[j]: values below boundary j
+        # (`take` with machine-size indices: a third less time than indexing with the uint16 values themselves)
         s = slice(r.start[f], r.start[f + 1])
         lt[s], le[s] = cum[ilo[s]], cum[ihi[s]]
     self.lt += lt; self.le += le; self.n += n
@@ -319,7 +320,7 @@ def _add_steps(self: Window, q: np.ndarray, scale: int) -> Window:
     if q.dtype != np.uint16 or scale & (scale - 1): raise ValueError(f"scaled chunks hold uint16 steps of 1/scale, scale a power of two; got {q.dtype}, {scale}")
     r, n = self.ref, len(q)
     if n >= 4096: return self._add_coded(q, scale)
-    qs = np.ascontiguousarray(q.T); qs.sort(axis=1, kind="stable")
+    qs = np.array(q.T, order="C"); qs.sort(axis=1, kind="stable")   # a copy: the chunk's own columns stay as they are
     t = r.values * scale
     lo, hi = np.ceil(t), np.floor(t)                                  # q < t: q < ceil(t); q <= t: q <= floor(t)
     lo16, hi16 = np.clip(lo, 0, 65535).astype(np.uint16), np.clip(hi, 0, 65535).astype(np.uint16)
