@@ -20,7 +20,7 @@ from .reference import feature_names, property_names
 # %% auto #0
 __all__ = ['COLUMNS', 'ARCHIVED', 'SCHEMAS', 'SEGMENT', 'TEXT', 'FEW', 'BATCH', 'replica_id', 'encode', 'segment_path', 'put',
            'log_id', 'archive_lock', 'roll', 'Archiver', 'SegmentError', 'listing', 'verified', 'verified_all', 'evict',
-           'tail', 'Fleet', 'ahead', 'joined', 'pq_rows', 'SparkFleet']
+           'tail', 'Fleet', 'ahead', 'joined', 'label_table', 'with_labels', 'pq_rows', 'SparkFleet']
 
 # %% ../../nbs/08a_core.archive.ipynb #c003
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -358,9 +358,9 @@ class Fleet:
         k, n = part
         self.con = duckdb.connect(config={"memory_limit": f"{max(64, self.memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
                                           "preserve_insertion_order": False, "threads": max(1, machine_cores() // n - 1)})
+        # a core of this share's left to the thread that summarizes what `chunks` reads (1M rows on 2 cores: 2.0 s, 2.3 s with both)
         try: self.con.execute("SET enable_progress_bar = false")    # DuckDB's bar would land in the caller's output
         except duckdb.InvalidInputException: pass   # in a Jupyter kernel without ipywidgets, where DuckDB shows none anyway
-        # a core of this share's left to the thread that summarizes what `chunks` reads (1M rows on 2 cores: 2.0 s, 2.3 s with both)
         for t in ARCHIVED: self._view(t, self.files[t], self.tails)
         if n > 1: self._view("mine", self.files["predictions"][k::n], self.tails if k == 0 else [], like="predictions")
         else: self.con.execute("CREATE VIEW mine AS SELECT * FROM predictions")
@@ -483,22 +483,67 @@ def joined(batches, n: int):
         if rows >= n: yield one(); held, rows = [], 0
     if held: yield one()
 
-# %% ../../nbs/08a_core.archive.ipynb #c014
-_LABELS = """
+# %% ../../nbs/08a_core.archive.ipynb #c014q
+_J = """
 WITH f AS (SELECT request_id, "row", ts, label FROM feedback WHERE ts >= $since),
 l AS (SELECT log, rid, model, role, ts, request_id, "row", min(ts) OVER (PARTITION BY request_id, "row", role = 'shadow'
         ORDER BY ts RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING EXCLUDE GROUP) AS next_ts
       FROM predictions SEMI JOIN (SELECT DISTINCT request_id, "row" FROM f) k USING (request_id, "row") WHERE ts >= $since),
 j AS (SELECT l.log, l.rid, arg_max(f.label, f.ts) AS true_label, max(f.ts) AS label_ts
       FROM l JOIN f ON f.request_id = l.request_id AND f."row" = l."row" AND f.ts >= l.ts AND (l.next_ts IS NULL OR f.ts < l.next_ts)
-      WHERE l.model = $name AND l.ts < $until AND list_contains($roles, l.role) GROUP BY l.log, l.rid)
+      WHERE l.model = $name AND l.ts < $until AND list_contains($roles, l.role) GROUP BY l.log, l.rid)"""
+_LABELS = _J + """
 SELECT {columns}, p.input, p.features, p.probabilities, j.true_label, j.label_ts{payload}
 FROM mine p LEFT JOIN j ON j.log = p.log AND j.rid = p.rid{join}
+WHERE p.model = $name AND p.ts >= $since AND p.ts < $until AND list_contains($roles, p.role)"""
+_PLAIN = """
+SELECT {columns}, p.log, p.rid, p.input, p.features, p.probabilities{payload}
+FROM mine p{join}
 WHERE p.model = $name AND p.ts >= $since AND p.ts < $until AND list_contains($roles, p.role)"""
 _PAYLOADS = """
 LEFT JOIN (SELECT digest, any_value(data) AS data FROM payloads WHERE digest IN (SELECT input_digest FROM predictions
            WHERE model = $name AND ts >= $since AND ts < $until) GROUP BY digest) pl ON pl.digest = p.input_digest"""
 
+# %% ../../nbs/08a_core.archive.ipynb #c014a
+def label_table(con, args: dict, max_rows: int) -> dict | None:
+    "The labels that answer model `args['name']`'s predictions in the period (`_J`'s `j`: the latest label sent to any "
+    "replica after the prediction and before the same request and row was predicted again), as a table to look rows up "
+    "in (`with_labels`): `logs` (log id -> code), `keys` (code << 40 | rid, sorted), `label` and `ts` in that order. "
+    "None when there are more than `max_rows` (DuckDB joins them then, spilling as it needs to)."
+    import pyarrow.compute as pc
+    reader, parts, n = con.sql(_J + "\nSELECT log, rid, true_label, label_ts FROM j", params=args).to_arrow_reader(65_536), [], 0
+    for b in reader:
+        n += b.num_rows
+        if n > max_rows: return None
+        parts.append(b)
+    t = pa.Table.from_batches(parts, schema=reader.schema).combine_chunks()
+    enc = pc.dictionary_encode(t.column("log")).combine_chunks()
+    rid = t.column("rid").to_numpy().astype(np.int64)
+    if len(rid) and rid.max() >= 1 << 40: return None
+    keys = (enc.indices.to_numpy().astype(np.int64) << 40) | rid
+    order = np.argsort(keys, kind="stable")
+    return {"logs": {s: i for i, s in enumerate(enc.dictionary.to_pylist())}, "keys": keys[order],
+            "label": t.column("true_label").combine_chunks().take(pa.array(order)),
+            "ts": t.column("label_ts").to_numpy().astype(np.float64)[order]}
+
+# %% ../../nbs/08a_core.archive.ipynb #c014b
+def with_labels(b, lab: dict):
+    "Record batch `b` of predictions (with their `log` and `rid`) and the `true_label` and `label_ts` that answer each "
+    "row, looked up in `lab` (`label_table`): null where none does, as DuckDB's left join gives them."
+    import pyarrow.compute as pc
+    enc = pc.dictionary_encode(b.column("log"))
+    code = np.array([lab["logs"].get(s, -1) for s in enc.dictionary.to_pylist()] + [-1], np.int64)
+    code = code[enc.indices.fill_null(len(enc.dictionary)).to_numpy()]
+    keys, n = lab["keys"], b.num_rows
+    if not len(keys):
+        return b.append_column("true_label", pa.nulls(n, pa.string())).append_column("label_ts", pa.nulls(n, pa.float64()))
+    key = (code << 40) | b.column("rid").to_numpy().astype(np.int64)
+    pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+    miss = (code < 0) | (keys[pos] != key)
+    return (b.append_column("true_label", lab["label"].take(pa.array(pos, mask=miss)))
+             .append_column("label_ts", pa.array(lab["ts"][pos], mask=miss)))
+
+# %% ../../nbs/08a_core.archive.ipynb #c014
 @patch
 def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, size: int = 50_000,  # noqa: F811 (fastcore's patch)
            roles=("primary", "canary"), inputs: bool = False, max_bytes: int = 256 << 20, fields=None):
@@ -514,9 +559,11 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
     n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 6, objects=False))   # half the budget (DuckDB
     # has the other): one chunk summarized, one waiting, one being put together from DuckDB's small batches (`joined`)
     cols = [k for k in TEXT if fields is None or k in fields or k == "input_shape" or (inputs and k == "input_digest")]
-    sql = _LABELS.format(columns=", ".join(f'p."{k}"' for k in cols), payload=", pl.data AS payload" if inputs else "",
-                         join=_PAYLOADS if inputs else "")
-    yield from ahead(_columns(b, name, inputs, fields) for b in joined(self.con.sql(sql, params=args).to_arrow_reader(BATCH), n))
+    lab = label_table(self.con, args, max_bytes // 4 // 100)     # the labels apart, when they fit: DuckDB then only scans
+    parts = dict(columns=", ".join(f'p."{k}"' for k in cols), payload=", pl.data AS payload" if inputs else "",
+                 join=_PAYLOADS if inputs else "")
+    batches = joined(self.con.sql((_LABELS if lab is None else _PLAIN).format(**parts), params=args).to_arrow_reader(BATCH), n)
+    yield from ahead(_columns(b if lab is None else with_labels(b, lab), name, inputs, fields) for b in batches)
 
 # %% ../../nbs/08a_core.archive.ipynb #c014-1
 @patch
