@@ -492,9 +492,9 @@ l AS (SELECT log, rid, model, role, ts, request_id, "row", min(ts) OVER (PARTITI
 j AS (SELECT l.log, l.rid, arg_max(f.label, f.ts) AS true_label, max(f.ts) AS label_ts
       FROM l JOIN f ON f.request_id = l.request_id AND f."row" = l."row" AND f.ts >= l.ts AND (l.next_ts IS NULL OR f.ts < l.next_ts)
       WHERE l.model = $name AND l.ts < $until AND list_contains($roles, l.role) GROUP BY l.log, l.rid)"""
-_LABELS = _J + """
+_LABELS = """
 SELECT {columns}, p.input, p.features, p.probabilities, j.true_label, j.label_ts{payload}
-FROM mine p LEFT JOIN j ON j.log = p.log AND j.rid = p.rid{join}
+FROM mine p LEFT JOIN {labels} j ON j.log = p.log AND j.rid = p.rid{join}
 WHERE p.model = $name AND p.ts >= $since AND p.ts < $until AND list_contains($roles, p.role)"""
 _PLAIN = """
 SELECT {columns}, p.log, p.rid, p.input, p.features, p.probabilities{payload}
@@ -505,21 +505,20 @@ LEFT JOIN (SELECT digest, any_value(data) AS data FROM payloads WHERE digest IN 
            WHERE model = $name AND ts >= $since AND ts < $until) GROUP BY digest) pl ON pl.digest = p.input_digest"""
 
 # %% ../../nbs/08a_core.archive.ipynb #c014a
-def label_table(con, args: dict, max_rows: int) -> dict | None:
+def label_table(con, args: dict, max_rows: int, table: str) -> dict | None:
     "The labels that answer model `args['name']`'s predictions in the period (`_J`'s `j`: the latest label sent to any "
-    "replica after the prediction and before the same request and row was predicted again), as a table to look rows up "
-    "in (`with_labels`): `logs` (log id -> code), `keys` (code << 40 | rid, sorted), `label` and `ts` in that order. "
-    "None when there are more than `max_rows` (DuckDB joins them then, spilling as it needs to)."
+    "replica after the prediction and before the same request and row was predicted again), made once into DuckDB's "
+    "temporary table `table`; as a table to look rows up in (`with_labels`): `logs` (log id -> code), `keys` "
+    "(code << 40 | rid, sorted), `label` and `ts` in that order, `table` dropped. None when there are more than "
+    "`max_rows`: `table` is kept for DuckDB to join (`_LABELS`, spilling as it needs to)."
     import pyarrow.compute as pc
-    reader, parts, n = con.sql(_J + "\nSELECT log, rid, true_label, label_ts FROM j", params=args).to_arrow_reader(65_536), [], 0
-    for b in reader:
-        n += b.num_rows
-        if n > max_rows: return None
-        parts.append(b)
-    t = pa.Table.from_batches(parts, schema=reader.schema).combine_chunks()
-    enc = pc.dictionary_encode(t.column("log")).combine_chunks()
+    con.execute(f"CREATE TEMP TABLE {table} AS {_J} SELECT log, rid, true_label, label_ts FROM j", args)
+    if con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0] > max_rows: return None
+    t = con.sql(f"SELECT * FROM {table}").to_arrow_table().combine_chunks()
     rid = t.column("rid").to_numpy().astype(np.int64)
     if len(rid) and rid.max() >= 1 << 40: return None
+    con.execute(f"DROP TABLE {table}")
+    enc = pc.dictionary_encode(t.column("log")).combine_chunks()
     keys = (enc.indices.to_numpy().astype(np.int64) << 40) | rid
     order = np.argsort(keys, kind="stable")
     return {"logs": {s: i for i, s in enumerate(enc.dictionary.to_pylist())}, "keys": keys[order],
@@ -559,11 +558,14 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
     n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 6, objects=False))   # half the budget (DuckDB
     # has the other): one chunk summarized, one waiting, one being put together from DuckDB's small batches (`joined`)
     cols = [k for k in TEXT if fields is None or k in fields or k == "input_shape" or (inputs and k == "input_digest")]
-    lab = label_table(self.con, args, max_bytes // 4 // 100)     # the labels apart, when they fit: DuckDB then only scans
-    parts = dict(columns=", ".join(f'p."{k}"' for k in cols), payload=", pl.data AS payload" if inputs else "",
-                 join=_PAYLOADS if inputs else "")
-    batches = joined(self.con.sql((_LABELS if lab is None else _PLAIN).format(**parts), params=args).to_arrow_reader(BATCH), n)
-    yield from ahead(_columns(b if lab is None else with_labels(b, lab), name, inputs, fields) for b in batches)
+    table = f"labels_{uuid.uuid4().hex}"
+    try:
+        lab = label_table(self.con, args, max_bytes // 4 // 100, table)   # the labels apart, when they fit: DuckDB then only scans
+        parts = dict(columns=", ".join(f'p."{k}"' for k in cols), payload=", pl.data AS payload" if inputs else "",
+                     join=_PAYLOADS if inputs else "", labels=table)
+        batches = joined(self.con.sql((_LABELS if lab is None else _PLAIN).format(**parts), params=args).to_arrow_reader(BATCH), n)
+        yield from ahead(_columns(b if lab is None else with_labels(b, lab), name, inputs, fields) for b in batches)
+    finally: self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
 # %% ../../nbs/08a_core.archive.ipynb #c014-1
 @patch
