@@ -341,12 +341,14 @@ class Fleet:
     def _start(self, memory_mb: int):
         self.tmp = Path(tempfile.mkdtemp(prefix="mlops-nb-fleet-"))
         self.segments, self.replicas, self.files, self.tails, self.memory_mb, self.con = {}, set(), {}, [], memory_mb, None
+        self.labels = None      # the labels `chunks` joins, found already: `label_table`'s lookup, or its Parquet file (`labels_file`)
 
     @classmethod
-    def of(cls, files: dict, tails: list, memory_mb: int, part: tuple = (0, 1)) -> "Fleet":
+    def of(cls, files: dict, tails: list, memory_mb: int, part: tuple = (0, 1), labels=None) -> "Fleet":
         "A fleet over segments already checked (`files`) and live rows already read (`tails`), its view `mine` the "
-        "share `part` of the predictions: what a worker of `map_chunks` reads."
-        fl = cls.__new__(cls); fl._start(memory_mb); fl.files, fl.tails = files, tails
+        "share `part` of the predictions, the labels its `chunks` joins already found (`labels`: `label_table`'s lookup, or "
+        "the Parquet file `labels_file` wrote, to look up or join): what a worker of `map_chunks` reads."
+        fl = cls.__new__(cls); fl._start(memory_mb); fl.files, fl.tails, fl.labels = files, tails, labels
         try: fl._open(part)
         except BaseException: fl.close(); raise
         return fl
@@ -356,9 +358,11 @@ class Fleet:
         "predictions (every K-th segment; the live rows in the first share), for a worker of `map_chunks`."
         import duckdb
         k, n = part
+        self.cores = max(1, machine_cores() // n)        # this share's cores: all of them for a query run alone (`chunks`' labels)
+        self.threads = max(1, self.cores - 1)            # and one left to the thread that summarizes what `chunks` reads
+        # (1M rows on 2 cores: 2.0 s, 2.3 s with both)
         self.con = duckdb.connect(config={"memory_limit": f"{max(64, self.memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
-                                          "preserve_insertion_order": False, "threads": max(1, machine_cores() // n - 1)})
-        # a core of this share's left to the thread that summarizes what `chunks` reads (1M rows on 2 cores: 2.0 s, 2.3 s with both)
+                                          "preserve_insertion_order": False, "threads": self.threads})
         try: self.con.execute("SET enable_progress_bar = false")    # DuckDB's bar would land in the caller's output
         except duckdb.InvalidInputException: pass   # in a Jupyter kernel without ipywidgets, where DuckDB shows none anyway
         for t in ARCHIVED: self._view(t, self.files[t], self.tails)
@@ -473,15 +477,17 @@ BATCH = 2048   # rows of a batch DuckDB hands over: it makes several ahead, so s
                # in chunks of 6,824 rows, 4.8 ns in chunks of 20,000)
 
 def joined(batches, n: int):
-    "The non-empty Arrow record batches of `batches`, put together into batches of at least `n` rows (the last: the rest)."
+    "The rows of the Arrow record batches `batches`, in order, as record batches of `n` rows (the last: the rest): "
+    "small batches put together, a large one cut, so that a chunk holds at most what `n` was sized for."
     held, rows = [], 0
-    def one():
-        return held[0] if len(held) == 1 else pa.Table.from_batches(held).combine_chunks().to_batches()[0]
     for b in batches:
         if not b.num_rows: continue
         held.append(b); rows += b.num_rows
-        if rows >= n: yield one(); held, rows = [], 0
-    if held: yield one()
+        while rows >= n:
+            t = pa.Table.from_batches(held)
+            yield t.slice(0, n).combine_chunks().to_batches()[0]
+            held, rows = t.slice(n).to_batches(), rows - n
+    if rows: yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
 
 # %% ../../nbs/08a_core.archive.ipynb #c014q
 _J = """
@@ -505,19 +511,21 @@ LEFT JOIN (SELECT digest, any_value(data) AS data FROM payloads WHERE digest IN 
            WHERE model = $name AND ts >= $since AND ts < $until) GROUP BY digest) pl ON pl.digest = p.input_digest"""
 
 # %% ../../nbs/08a_core.archive.ipynb #c014a
-def label_table(con, args: dict, max_rows: int, table: str) -> dict | None:
+def label_table(con, args: dict, max_rows: int, table: str, source=None) -> dict | None:
     "The labels that answer model `args['name']`'s predictions in the period (`_J`'s `j`: the latest label sent to any "
     "replica after the prediction and before the same request and row was predicted again), made once into DuckDB's "
-    "temporary table `table`; as a table to look rows up in (`with_labels`): `logs` (log id -> code), `keys` "
-    "(code << 40 | rid, sorted), `label` and `ts` in that order, `table` dropped. None when there are more than "
-    "`max_rows`: `table` is kept for DuckDB to join (`_LABELS`, spilling as it needs to)."
+    "temporary table `table` (or read from the Parquet file `source` they were written to, `labels_file`); as a table "
+    "to look rows up in (`with_labels`): `logs` (log id -> code), `keys` (code << 40 | rid, sorted), `label` and `ts` "
+    "in that order, `table` dropped. None when there are more than `max_rows`: `table` (or `source`) is kept for DuckDB "
+    "to join (`_LABELS`, spilling as it needs to)."
     import pyarrow.compute as pc
-    con.execute(f"CREATE TEMP TABLE {table} AS {_J} SELECT log, rid, true_label, label_ts FROM j", args)
-    if con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0] > max_rows: return None
-    t = con.sql(f"SELECT * FROM {table}").to_arrow_table().combine_chunks()
+    if source is None: con.execute(f"CREATE TEMP TABLE {table} AS {_J} SELECT log, rid, true_label, label_ts FROM j", args)
+    rel = table if source is None else f"read_parquet({_sql_list([source])})"
+    if con.sql(f"SELECT count(*) FROM {rel}").fetchall()[0][0] > max_rows: return None
+    t = con.sql(f"SELECT log, rid, true_label, label_ts FROM {rel}").to_arrow_table().combine_chunks()
     rid = t.column("rid").to_numpy().astype(np.int64)
     if len(rid) and rid.max() >= 1 << 40: return None
-    con.execute(f"DROP TABLE {table}")
+    if source is None: con.execute(f"DROP TABLE {table}")
     enc = pc.dictionary_encode(t.column("log")).combine_chunks()
     keys = (enc.indices.to_numpy().astype(np.int64) << 40) | rid
     order = np.argsort(keys, kind="stable")
@@ -558,14 +566,20 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
     n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 6, objects=False))   # half the budget (DuckDB
     # has the other): one chunk summarized, one waiting, one being put together from DuckDB's small batches (`joined`)
     cols = [k for k in TEXT if fields is None or k in fields or k == "input_shape" or (inputs and k == "input_digest")]
-    table = f"labels_{uuid.uuid4().hex}"
+    table, reader, lab = f"labels_{uuid.uuid4().hex}", None, self.labels if isinstance(self.labels, dict) else None
     try:
-        lab = label_table(self.con, args, max_bytes // 4 // 100, table)   # the labels apart, when they fit: DuckDB then only scans
+        if lab is None:                                   # the labels apart, when they fit: DuckDB then only scans
+            self.con.execute(f"SET threads = {self.cores}")   # nothing is summarized yet: their query on every core
+            try: lab = label_table(self.con, args, max_bytes // 4 // 100, table, self.labels)   # (10M rows on 2 cores:
+            finally: self.con.execute(f"SET threads = {self.threads}")                        # 1.3 s, 4.6 s on one)
         parts = dict(columns=", ".join(f'p."{k}"' for k in cols), payload=", pl.data AS payload" if inputs else "",
-                     join=_PAYLOADS if inputs else "", labels=table)
-        batches = joined(self.con.sql((_LABELS if lab is None else _PLAIN).format(**parts), params=args).to_arrow_reader(BATCH), n)
-        yield from ahead(_columns(b if lab is None else with_labels(b, lab), name, inputs, fields) for b in batches)
-    finally: self.con.execute(f"DROP TABLE IF EXISTS {table}")
+                     join=_PAYLOADS if inputs else "",
+                     labels=table if self.labels is None else f"read_parquet({_sql_list([self.labels])})")
+        reader = self.con.sql((_LABELS if lab is None else _PLAIN).format(**parts), params=args).to_arrow_reader(min(BATCH, n))
+        yield from ahead(_columns(b if lab is None else with_labels(b, lab), name, inputs, fields) for b in joined(reader, n))
+    finally:
+        if reader is not None: reader.close()           # DuckDB's result let go (a reader that stopped early left it open),
+        self.con.execute(f"DROP TABLE IF EXISTS {table}")   # then the labels' table dropped
 
 # %% ../../nbs/08a_core.archive.ipynb #c014-1
 @patch
@@ -574,39 +588,65 @@ def refusals(self: Fleet, since: float = 0.0, until: float = math.inf, size: int
     for b in self.con.sql("SELECT ts, reason FROM rejected WHERE ts >= ? AND ts < ?", params=[float(since), float(until)]).to_arrow_reader(size):
         yield list(zip(b.column("ts").to_pylist(), b.column("reason").to_pylist()))
 
-# %% ../../nbs/08a_core.archive.ipynb #c015
-@patch
-def map_chunks(self: Fleet, name: str, since: float, until: float, step, roles=("primary", "canary"), fields=None,
-               max_bytes: int = 256 << 20, workers: int | None = None) -> list:
-    "Run `step` (a picklable callable: chunks -> bytes) on each of `workers` shares of model `name`'s predictions in "
-    "[since, until) (`chunks`, labels joined over all of them), each in a process of its own with its share of "
-    "`memory_mb` and `max_bytes`: the per-segment step on every core, without the GIL between them. The list of what "
-    "each returned. `workers`: default half the cores from four cores and 400,000 rows up (a process costs a second and "
-    "its own tables, and in one process reading and summarizing already take two cores), else one: here."
-    cores = machine_cores()
-    if workers is None:
-        rows = sum(pq_rows(f) for f in self.files["predictions"]) + sum(pq_rows(tl["files"]["predictions"]) for tl in self.tails)
-        workers = 1 if rows < 400_000 or cores < 4 else min(cores // 2, max(1, len(self.files["predictions"])))
-    k = workers
-    if k <= 1: return [step(self.chunks(name, since, until, roles=roles, max_bytes=max_bytes, fields=fields))]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    from mlops_nb.core.cores import core_lease
-    job = [(self.files, self.tails, self.memory_mb // k, (i, k), name, since, until, roles, fields, max_bytes // k, step) for i in range(k)]
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    with core_lease(k, what="monitoring"), ProcessPoolExecutor(k, mp_context=ctx) as ex: return list(ex.map(_share, job))
-
 # %% ../../nbs/08a_core.archive.ipynb #c015-1
 def pq_rows(path) -> int:
     "Rows of a Parquet file, from its footer."
     import pyarrow.parquet as pq
     return pq.ParquetFile(path).metadata.num_rows
 
+# %% ../../nbs/08a_core.archive.ipynb #c014z
+@patch
+def labels_file(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, roles=("primary", "canary")) -> Path:
+    "The labels that answer model `name`'s predictions in [since, until) (`label_table`'s query), written once on every "
+    "core to a Parquet file in this fleet's temporary folder: what each worker of `map_chunks` joins (`Fleet.of`), "
+    "where each running the query itself would repeat it, within a share of the memory too small for it."
+    args = {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
+    path = self.tmp/f"labels-{uuid.uuid4().hex}.parquet"
+    self.con.execute(f"SET threads = {self.cores}")
+    try: self.con.execute(f"COPY ({_J} SELECT log, rid, true_label, label_ts FROM j) TO {_sql_list([path])[1:-1]} (FORMAT parquet)", args)
+    finally: self.con.execute(f"SET threads = {self.threads}")
+    return path
+
+# %% ../../nbs/08a_core.archive.ipynb #c014w
+@patch
+def default_workers(self: Fleet) -> int:
+    "Processes `map_chunks` reads in by default: from four cores and 400,000 predictions up, half the cores, at most "
+    "one a segment and one for each 128 MB of `memory_mb` (a worker's DuckDB keeps within at least 64 MB, half its "
+    "share); else one. In one process, reading (DuckDB and a thread) and summarizing (another) take two cores; a "
+    "process costs a second and its own tables, and its chunks are its share of `max_bytes`: on 2 cores, 10 million "
+    "rows took 22.5 s in two processes and 20.7 s in one, whose chunks the drift counts do faster."
+    rows = sum(pq_rows(f) for f in self.files["predictions"]) + sum(pq_rows(tl["files"]["predictions"]) for tl in self.tails)
+    if rows < 400_000 or machine_cores() < 4: return 1
+    return max(1, min(machine_cores() // 2, len(self.files["predictions"]), self.memory_mb // 128))
+
+# %% ../../nbs/08a_core.archive.ipynb #c015
+@patch
+def map_chunks(self: Fleet, name: str, since: float, until: float, step, roles=("primary", "canary"), fields=None,
+               max_bytes: int = 256 << 20, workers: int | None = None) -> list:
+    "Run `step` (a picklable callable: chunks -> bytes) on each of `workers` shares of model `name`'s predictions in "
+    "[since, until) (`chunks`; the labels found once, `labels_file`, and joined by each), each in a process of its own "
+    "with its share of `memory_mb` and `max_bytes`: the per-segment step on every core, without the GIL between them. "
+    "The list of what each returned. `workers`: default `default_workers`; one: here."
+    k = workers or self.default_workers()
+    if k <= 1: return [step(self.chunks(name, since, until, roles=roles, max_bytes=max_bytes, fields=fields))]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from mlops_nb.core.cores import core_lease
+    labels = path = self.labels_file(name, since, until, roles)
+    try:
+        args = {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
+        labels = label_table(self.con, args, max_bytes // 4 // 100, "", path) or path   # looked up by each, when they fit
+        job = [(self.files, self.tails, self.memory_mb // k, (i, k), name, since, until, roles, fields, max_bytes // k, step, labels)
+               for i in range(k)]
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        with core_lease(k, what="monitoring"), ProcessPoolExecutor(k, mp_context=ctx) as ex: return list(ex.map(_share, job))
+    finally: path.unlink(missing_ok=True)
+
 # %% ../../nbs/08a_core.archive.ipynb #c015-2
 def _share(job) -> bytes:
     "One worker of `Fleet.map_chunks`: its share's chunks through `step`."
-    files, tails, memory_mb, part, name, since, until, roles, fields, max_bytes, step = job
-    with Fleet.of(files, tails, memory_mb, part) as fl:
+    files, tails, memory_mb, part, name, since, until, roles, fields, max_bytes, step, labels = job
+    with Fleet.of(files, tails, memory_mb, part, labels) as fl:
         return step(fl.chunks(name, since, until, roles=roles, max_bytes=max_bytes, fields=fields))
 
 # %% ../../nbs/08a_core.archive.ipynb #c016
