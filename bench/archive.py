@@ -69,7 +69,7 @@ ref = build(x, np.arange(2000) % 3, np.random.default_rng(0).normal(0, 1, (2000,
 del x
 hwm = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 base = hwm()
-t, n, lab = time.perf_counter(), 0, 0
+t = time.perf_counter()
 w = Window(ref, 0, 2e9)
 if engine == "sqlite":
     from mlops_nb.core.predlog import chunks
@@ -78,9 +78,9 @@ else:
     from mlops_nb.core.archive import Fleet
     fl = Fleet(archive, memory_mb=max_mb, cache=archive + "-cache")
     it = fl.chunks("camera-cnn", 0, limit, max_bytes=max_mb << 20, fields=FIELDS)   # the columns `monitor` reads
-for c in it:
-    w.add(c); n += len(c["ts"]); lab += sum(v is not None for v in c["true_label"])
+for c in it: w.add(c)
 figures(w)
+n, lab = w.rows, w.labelled + w.unknown_labels     # what `monitor` counts (no loop over the rows of its own)
 if fl is not None: fl.close()
 print(json.dumps({"rows": n, "labelled": lab, "seconds": time.perf_counter() - t, "base_mb": base, "peak_mb": hwm()}))
 """

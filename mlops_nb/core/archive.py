@@ -408,18 +408,41 @@ TEXT = ("ts", "version", "role", "tags", "input_shape", "label", "latency_ms", "
 FEW = {"role", "tags", "input_shape", "label", "true_label"}   # text of a few distinct values: each made a Python string once
 
 # %% ../../nbs/08a_core.archive.ipynb #c012-2
+def _one(a):
+    "A column of an Arrow table or batch as one array (a table's column may be in several)."
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
 def _numpy(a, few: bool) -> np.ndarray:
     "An Arrow column as numpy; text of `few` distinct values through its dictionary, so that a value repeated on every "
     "row is one Python string, not one a row (what converting text costs)."
     if not few or not (pa.types.is_string(a.type) or pa.types.is_large_string(a.type)): return a.to_numpy(zero_copy_only=False)
-    d = a.dictionary_encode()
+    d = _one(a).dictionary_encode()
     vals = np.append(d.dictionary.to_numpy(zero_copy_only=False), None)          # the last: null
     return vals[d.indices.fill_null(len(d.dictionary)).to_numpy()]
 
+# %% ../../nbs/08a_core.archive.ipynb #c012-2b
+def _unpacked(feats, shape, n: int) -> tuple:
+    "The features (uint16 steps, in column order), properties and embedding (None when no row has one) of the `n` "
+    "summaries in binary column `feats` (an array, or a table's column in several: `joined`; no nulls), unpacked a "
+    "batch at a time into the arrays returned: each batch's transposition stays in the cache, and the whole column is "
+    "never copied."
+    f = np.empty((n, len(feature_names(shape))), np.uint16, order="F")
+    props, es, at = np.empty((n, len(property_names(shape))), np.float32), [], 0
+    for ch in (feats.chunks if isinstance(feats, pa.ChunkedArray) else [feats]):
+        if not len(ch): continue
+        fi, pi, ei = unpack(_ends(ch), shape, steps=True, embedding=True, lengths=_lengths(ch), order="C")
+        f[at:at + len(ch)], props[at:at + len(ch)] = fi, pi
+        if ei is not None: es.append((at, ei))
+        at += len(ch)
+    if not es: return f, props, None
+    e = np.full((n, max(x.shape[1] for _, x in es)), np.nan, np.float32)      # batches of several versions: NaN-padded
+    for a, x in es: e[a:a + len(x), :x.shape[1]] = x
+    return f, props, e
+
 # %% ../../nbs/08a_core.archive.ipynb #c012-3
 def _columns(b, name: str, inputs: bool = False, fields=None) -> dict:
-    "A record batch of `Fleet.chunks`' query as `mlops_nb.core.predlog.chunks` columns (only `fields`, when given: making "
-    "Python strings of the text columns is most of the cost of reading)."
+    "A record batch (or table, `joined`) of `Fleet.chunks`' query as `mlops_nb.core.predlog.chunks` columns (only "
+    "`fields`, when given: making Python strings of the text columns is most of the cost of reading)."
     import pyarrow.compute as pc
     shapes = pc.unique(b.column("input_shape")).to_pylist()
     if len(shapes) > 1: raise ValueError(f"the logs hold inputs of several shapes for {name}: {sorted(shapes)}")
@@ -427,14 +450,14 @@ def _columns(b, name: str, inputs: bool = False, fields=None) -> dict:
     f, props = np.zeros((n, len(feature_names(shape))), np.uint16, order="F"), np.zeros((n, len(property_names(shape))), np.float32)
     feats, e = b.column("features"), None
     new = ~np.asarray(feats.is_null().to_numpy(zero_copy_only=False))
-    if new.all(): f, props, e = unpack(_ends(feats), shape, steps=True, embedding=True, lengths=_lengths(feats))
+    if new.all(): f, props, e = _unpacked(feats, shape, n)
     elif new.any():
         f[new], props[new], got = unpack(feats.filter(pa.array(new)).to_pylist(), shape, steps=True, embedding=True)
         if got is not None: e = np.full((n, got.shape[1]), np.nan, np.float32); e[new] = got
     if not new.all():                                   # inputs kept inline: summarized now
         old = np.frombuffer(b"".join(b.column("input").filter(pa.array(~new)).to_pylist()), np.uint8).reshape(-1, *shape)
         f[~new], props[~new] = unpack(summaries(old), shape, steps=True)
-    out = {"f": f, "props": props, "p": np.frombuffer(_ends(b.column("probabilities")), np.float32).reshape(n, -1)}
+    out = {"f": f, "props": props, "p": np.frombuffer(_ends(_one(b.column("probabilities"))), np.float32).reshape(n, -1)}
     if e is not None: out["e"] = e
     for k in (*TEXT, "true_label", "label_ts"):
         if (fields is None or k in fields) and k in b.schema.names: out[k] = _numpy(b.column(k), k in FEW)
@@ -477,17 +500,18 @@ BATCH = 2048   # rows of a batch DuckDB hands over: it makes several ahead, so s
                # in chunks of 6,824 rows, 4.8 ns in chunks of 20,000)
 
 def joined(batches, n: int):
-    "The rows of the Arrow record batches `batches`, in order, as record batches of `n` rows (the last: the rest): "
-    "small batches put together, a large one cut, so that a chunk holds at most what `n` was sized for."
+    "The rows of the Arrow record batches `batches`, in order, as Arrow tables of `n` rows (the last: the rest): small "
+    "batches put together, a large one cut, so that a chunk holds at most what `n` was sized for. Nothing is copied: "
+    "a table's columns are the batches' own (`_columns` reads them batch by batch)."
     held, rows = [], 0
     for b in batches:
         if not b.num_rows: continue
         held.append(b); rows += b.num_rows
         while rows >= n:
             t = pa.Table.from_batches(held)
-            yield t.slice(0, n).combine_chunks().to_batches()[0]
+            yield t.slice(0, n)
             held, rows = t.slice(n).to_batches(), rows - n
-    if rows: yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
+    if rows: yield pa.Table.from_batches(held)
 
 # %% ../../nbs/08a_core.archive.ipynb #c014q
 _J = """
@@ -535,10 +559,10 @@ def label_table(con, args: dict, max_rows: int, table: str, source=None) -> dict
 
 # %% ../../nbs/08a_core.archive.ipynb #c014b
 def with_labels(b, lab: dict):
-    "Record batch `b` of predictions (with their `log` and `rid`) and the `true_label` and `label_ts` that answer each "
+    "Record batch (or table) `b` of predictions (with their `log` and `rid`) and the `true_label` and `label_ts` that answer each "
     "row, looked up in `lab` (`label_table`): null where none does, as DuckDB's left join gives them."
     import pyarrow.compute as pc
-    enc = pc.dictionary_encode(b.column("log"))
+    enc = pc.dictionary_encode(_one(b.column("log")))
     code = np.array([lab["logs"].get(s, -1) for s in enc.dictionary.to_pylist()] + [-1], np.int64)
     code = code[enc.indices.fill_null(len(enc.dictionary)).to_numpy()]
     keys, n = lab["keys"], b.num_rows
@@ -559,11 +583,12 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
     "was predicted again), as `mlops_nb.core.predlog.chunks` gives them (`inputs`: with the raw inputs any replica kept; "
     "`fields`: only these columns, and `f`, `props`, `p`), in no particular order."
     args = {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
-    first = self.con.sql("SELECT input_shape, octet_length(probabilities) FROM mine WHERE model = $name AND "
-                             "ts >= $since AND ts < $until AND list_contains($roles, role) LIMIT 1", params=args).fetchall()
+    first = self.con.sql("SELECT input_shape, octet_length(probabilities), octet_length(features) FROM mine WHERE model = "
+                         "$name AND ts >= $since AND ts < $until AND list_contains($roles, role) LIMIT 1", params=args).fetchall()
     if not first: return
     shape = orjson.loads(first[0][0])
-    n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 6, objects=False))   # half the budget (DuckDB
+    width = max(0, (first[0][2] or 0) - 2 * len(feature_names(shape)) - 4 * len(property_names(shape))) // 4   # its embedding
+    n = min(size, chunk_rows(shape, first[0][1] // 4, inputs, max_bytes // 6, objects=False, embedding=width))   # half the budget (DuckDB
     # has the other): one chunk summarized, one waiting, one being put together from DuckDB's small batches (`joined`)
     cols = [k for k in TEXT if fields is None or k in fields or k == "input_shape" or (inputs and k == "input_digest")]
     table, reader, lab = f"labels_{uuid.uuid4().hex}", None, self.labels if isinstance(self.labels, dict) else None

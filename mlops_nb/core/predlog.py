@@ -69,7 +69,9 @@ def summaries(x: np.ndarray) -> list[bytes]:
 def unpack(blobs, shape, steps: bool = False,
            embedding: bool = False,    # also return the model's embedding stored after them (N, k) float32, NaN where
                                        # a row has none; None when no row has one
-           lengths=None) -> tuple:     # each summary's length, when `blobs` are bytes end to end of several lengths
+           lengths=None,               # each summary's length, when `blobs` are bytes end to end of several lengths
+           order: str = "F") -> tuple:  # the features' memory order: "C", a view of `blobs` where it can be (for a
+                                       # caller that copies them at once)
     "The features (N, F) and properties (N, P), float32, of `summaries` (a list, or their bytes end to end) for images "
     "of `shape` (C, H, W); `steps`: the features as stored, uint16 steps of 1/256 (`mlops_nb.core.drift.Window.add` counts "
     "them as such, six times faster than floats)."
@@ -80,7 +82,8 @@ def unpack(blobs, shape, steps: bool = False,
     base, lens = 2 * f + 4 * p, np.asarray(lengths if lengths is not None else [], np.int64)
     if lengths is None or (lens == lens[0]).all():               # one length: one reshape
         a = np.frombuffer(raw, np.uint8).reshape(-1, int(lens[0]) if len(lens) else base)
-        q, pr, e = np.asfortranarray(a[:, :2 * f].view("<u2")), a[:, 2 * f:base].copy().view("<f4"), a[:, base:].copy().view("<f4")
+        q, pr, e = a[:, :2 * f].view("<u2"), a[:, 2 * f:base].copy().view("<f4"), a[:, base:].copy().view("<f4")
+        if order == "F": q = np.asfortranarray(q)
         # the features in column order: `Window.add` counts them a feature at a time (transposed here, where the log is
         # read, in a thread of its own: 40% less time than a copy transposed later, and off the summarizing thread)
     else:                                                        # rows of several models' versions: each length apart
@@ -571,15 +574,19 @@ FROM (SELECT p.rowid AS pid, p.*, (
       FROM predictions p WHERE p.model = ? AND p.ts >= ? AND p.ts < ? AND p.role IN ({roles}) ORDER BY p.ts) q
 LEFT JOIN feedback fb ON fb.rowid = q.fid{join}"""
 
-def chunk_rows(shape, k: int, inputs: bool, max_bytes: int, from_inputs: bool = False, objects: bool = True) -> int:
+def chunk_rows(shape, k: int, inputs: bool, max_bytes: int, from_inputs: bool = False, objects: bool = True,
+               embedding: int = 0) -> int:
     "Rows a chunk of `chunks` may hold within about `max_bytes` of memory, for inputs of `shape` and `k` classes: the "
     "fetched rows (about 2.5 KB of Python objects and column arrays each; none with `objects` false: Arrow's columns, "
-    "`mlops_nb.core.archive.Fleet.chunks`), their summaries decoded and the drift "
-    "tests' work on them (20 bytes a feature: measured, 79 MB over 17,000 rows of 198 features), the probabilities, and "
-    "the raw inputs when they are read (`inputs`), or when the summaries are computed from them (`from_inputs`: rows "
-    "that keep a small input inline, and rows an older version wrote)."
+    "`mlops_nb.core.archive.Fleet.chunks`), their summaries decoded and the drift tests' work on them (20 bytes a "
+    "feature: measured, 79 MB over 17,000 rows of 198 features; 10 with `objects` false, where Arrow's batches are "
+    "unpacked one at a time into the chunk's arrays: measured, 10 million rows of 198 features read in chunks of "
+    "22,392 rows kept within 241 MB of `[monitor] memory_mb = 256`), the `embedding` values a row carries (4 bytes "
+    "each, held three times: Arrow's column, its batch unpacked, the chunk's array), the probabilities, and the raw "
+    "inputs when they are read (`inputs`), or when the summaries are computed from them (`from_inputs`: rows that keep "
+    "a small input inline, and rows an older version wrote)."
     nbytes = int(np.prod(shape))
-    per = 2560 * objects + 20 * (len(feature_names(shape)) + len(property_names(shape))) + 3 * 4 * k
+    per = 2560 * objects + (20 if objects else 10) * (len(feature_names(shape)) + len(property_names(shape))) + 3 * 4 * k + 12 * embedding
     per += 3 * nbytes * (inputs or from_inputs) + 8 * nbytes * from_inputs   # raw bytes, joined, the array; `properties`' work
     return max(1, int(max_bytes // per))
 

@@ -84,6 +84,25 @@ class Window:
 def _slice(self: Window) -> dict:
     return {"rows": 0, "labelled": 0, "correct": 0, "est": 0.0, "pred": np.zeros(self.k, np.int64), "conf": self.ref.confidence.window()}
 
+# %% ../../nbs/40_monitor.windows.ipynb #c006-1b
+@patch
+def _add_slices(self: Window, tags: list, code: np.ndarray, right, has, conf, pred, top):
+    "Count a chunk's rows into the slices their tags name: `tags`, the chunk's distinct tag texts (JSON), and `code`, "
+    "each row's among them; `right` and `has`, rows labelled right and labelled at all; `conf`, the calibrated top "
+    "probability; `top`, the raw one (its drift per slice). Each counter is one `bincount` over the codes, and each "
+    "slice's confidences a stretch of the rows sorted by code (1M rows, 10 cameras: 0.07 s, 0.23 s with a mask a tag)."
+    u, k = len(tags), self.k
+    rows, labelled, correct = (np.bincount(code[m] if m is not None else code, minlength=u) for m in (None, has, right))
+    est, preds = np.bincount(code, weights=conf, minlength=u), np.bincount(code * k + pred, minlength=u * k).reshape(u, k)
+    tops, ends = top[np.argsort(code, kind="stable")], np.cumsum(rows)
+    for i, text in enumerate(tags):
+        for key, val in json.loads(text).items():
+            sl = self.slices.get(f"{key}={val}") or self.slices.setdefault(f"{key}={val}", self._slice())
+            sl["rows"] += int(rows[i]); sl["labelled"] += int(labelled[i]); sl["correct"] += int(correct[i])
+            sl["est"] += float(est[i]); sl["pred"] += preds[i]
+            sl["conf"].add(tops[ends[i] - rows[i]:ends[i], None])  # the slice's confidence against the reference's
+    return self
+
 # %% ../../nbs/40_monitor.windows.ipynb #c006-2
 @patch
 def add(self: Window, c: dict):
@@ -95,7 +114,8 @@ def add(self: Window, c: dict):
         raise ValueError(f"logged inputs have shape {json.loads(c['input_shape'][0])}, the model's reference {self.ref.info['shape']}")
     self.drift["features"].add(c["f"], scale=256 if c["f"].dtype == np.uint16 else 1)   # the log's steps of 1/256
     self.drift["properties"].add(c["props"])
-    self.drift["outputs"].add(p); self.drift["confidence"].add(p.max(axis=1, keepdims=True))
+    top = p.max(axis=1)
+    self.drift["outputs"].add(p); self.drift["confidence"].add(top[:, None])
     if "embedding" in self.drift and c.get("e") is not None and c["e"].shape[1] >= self.ref.embedding.features:
         self.drift["embedding"].add(c["e"][:, :self.ref.embedding.features])     # NaN rows (none logged) are left out
         self.sample.add(c["e"][:, :self.ref.embedding.features], c["ts"])
@@ -113,16 +133,8 @@ def add(self: Window, c: dict):
     self.lat += _hist(c["latency_ms"], LAT_EDGES)
     self.rows += n; self.first, self.last = min(self.first, float(c["ts"].min())), max(self.last, float(c["ts"].max()))
     enc = pa.array(c["tags"], pa.string()).dictionary_encode()      # Arrow's hash: a fifth of np.unique's sort of strings
-    tags, inv = enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
-    for u, text in enumerate(tags):
-        m = inv == u
-        for key, val in json.loads(text).items():
-            sl = self.slices.get(f"{key}={val}") or self.slices.setdefault(f"{key}={val}", self._slice())
-            hm = has & m
-            sl["rows"] += int(m.sum()); sl["labelled"] += int(hm.sum()); sl["correct"] += int((true[hm] == pred[hm]).sum())
-            sl["est"] += float(conf[m].sum()); sl["pred"] += np.bincount(pred[m], minlength=self.k)
-            sl["conf"].add(p[m].max(axis=1, keepdims=True))           # the slice's confidence against the reference's
-    return self
+    return self._add_slices(enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False), has & (true == pred), has,
+                            conf, pred, top)
 
 # %% ../../nbs/40_monitor.windows.ipynb #c006-3
 @patch
