@@ -91,9 +91,10 @@ def add_commands(sub):
     m.add_argument("--every", default="", metavar="DURATION", help="one window per DURATION: 1d gives a row per UTC day and a "
                                                                    "time axis on every plot (default: one window)")
     m.add_argument("--url", default="", help="the running service (http://127.0.0.1:8000): its /metrics adds CPU and memory")
-    m.add_argument("--engine", default="", choices=["", *ENGINES[1:]], metavar="ENGINE",
+    m.add_argument("--engine", default="", choices=ENGINES, metavar="ENGINE",
                    help="what reads the logs: sqlite (the live log), duckdb (the archive's segments of every replica and "
-                        "the live log), spark (the same, a local Spark job); default: [monitor] engine")
+                        "the live log), spark (the same, a local Spark job), auto (duckdb where [paths] "
+                        "predictions_archive is set, else sqlite); default: [monitor] engine")
     m.add_argument("--strict", action="store_true", help="exit 1 when a check alerted (for a scheduled job)")
     m.add_argument("-q", "--quiet", action="store_true", help="print only the run id and report path")
     m.set_defaults(func=cmd_monitor)
