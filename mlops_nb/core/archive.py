@@ -353,35 +353,6 @@ class Fleet:
         except BaseException: fl.close(); raise
         return fl
 
-    def _open(self, part: tuple = (0, 1)):
-        "DuckDB's views over `files` and `tails`; `part` (k, K): the view `mine` holds the k-th of K shares of the "
-        "predictions (every K-th segment; the live rows in the first share), for a worker of `map_chunks`."
-        import duckdb
-        k, n = part
-        self.cores = max(1, machine_cores() // n)        # this share's cores: all of them for a query run alone (`chunks`' labels)
-        self.threads = max(1, self.cores - 1)            # and one left to the thread that summarizes what `chunks` reads
-        # (1M rows on 2 cores: 2.0 s, 2.3 s with both)
-        self.con = duckdb.connect(config={"memory_limit": f"{max(64, self.memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
-                                          "preserve_insertion_order": False, "threads": self.threads})
-        try: self.con.execute("SET enable_progress_bar = false")    # DuckDB's bar would land in the caller's output
-        except duckdb.InvalidInputException: pass   # in a Jupyter kernel without ipywidgets, where DuckDB shows none anyway
-        for t in ARCHIVED: self._view(t, self.files[t], self.tails)
-        if n > 1: self._view("mine", self.files["predictions"][k::n], self.tails if k == 0 else [], like="predictions")
-        else: self.con.execute("CREATE VIEW mine AS SELECT * FROM predictions")
-
-    def _view(self, t: str, files: list, tails: list, like: str | None = None):
-        "The view `t` (of table `like`, default `t`): the segments' rows, and the live rows not in a segment (a roll cut "
-        "short may have written some)."
-        like = like or t
-        self.con.register(f"{t}_none", SCHEMAS[like].empty_table())
-        seg = f"SELECT * FROM read_parquet({_sql_list(files)})" if files else f"SELECT * FROM {t}_none"
-        self.con.execute(f"CREATE VIEW {t}_segments AS {seg}")
-        parts = [f"SELECT * FROM {t}_segments"]
-        for tl in tails:
-            parts.append(f"SELECT * FROM read_parquet({_sql_list([tl['files'][like]])}) x WHERE NOT EXISTS (SELECT 1 FROM "
-                         f"{like}_segments s WHERE s.log = '{tl['log']}' AND s.rid > {int(tl['upto'][like])} AND s.rid = x.rid)")
-        self.con.execute(f"CREATE VIEW {t} AS " + " UNION ALL BY NAME ".join(parts))
-
     def __enter__(self): return self
     def __exit__(self, *e): self.close()
 
@@ -389,9 +360,44 @@ class Fleet:
         if getattr(self, "con", None) is not None: self.con.close(); self.con = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def counts(self) -> dict:
-        "Rows in each view."
-        return {t: self.con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ARCHIVED}
+# %% ../../nbs/08a_core.archive.ipynb #c011-1a
+@patch
+def _open(self: Fleet, part: tuple = (0, 1)):
+    "DuckDB's views over `files` and `tails`; `part` (k, K): the view `mine` holds the k-th of K shares of the "
+    "predictions (every K-th segment; the live rows in the first share), for a worker of `map_chunks`."
+    import duckdb
+    k, n = part
+    self.cores = max(1, machine_cores() // n)        # this share's cores: all of them for a query run alone (`chunks`' labels)
+    self.threads = max(1, self.cores - 1)            # and one left to the thread that summarizes what `chunks` reads
+    # (1M rows on 2 cores: 2.0 s, 2.3 s with both)
+    self.con = duckdb.connect(config={"memory_limit": f"{max(64, self.memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
+                                      "preserve_insertion_order": False, "threads": self.threads})
+    try: self.con.execute("SET enable_progress_bar = false")    # DuckDB's bar would land in the caller's output
+    except duckdb.InvalidInputException: pass   # in a Jupyter kernel without ipywidgets, where DuckDB shows none anyway
+    for t in ARCHIVED: self._view(t, self.files[t], self.tails)
+    if n > 1: self._view("mine", self.files["predictions"][k::n], self.tails if k == 0 else [], like="predictions")
+    else: self.con.execute("CREATE VIEW mine AS SELECT * FROM predictions")
+
+# %% ../../nbs/08a_core.archive.ipynb #c011-1b
+@patch
+def _view(self: Fleet, t: str, files: list, tails: list, like: str | None = None):
+    "The view `t` (of table `like`, default `t`): the segments' rows, and the live rows not in a segment (a roll cut "
+    "short may have written some)."
+    like = like or t
+    self.con.register(f"{t}_none", SCHEMAS[like].empty_table())
+    seg = f"SELECT * FROM read_parquet({_sql_list(files)})" if files else f"SELECT * FROM {t}_none"
+    self.con.execute(f"CREATE VIEW {t}_segments AS {seg}")
+    parts = [f"SELECT * FROM {t}_segments"]
+    for tl in tails:
+        parts.append(f"SELECT * FROM read_parquet({_sql_list([tl['files'][like]])}) x WHERE NOT EXISTS (SELECT 1 FROM "
+                     f"{like}_segments s WHERE s.log = '{tl['log']}' AND s.rid > {int(tl['upto'][like])} AND s.rid = x.rid)")
+    self.con.execute(f"CREATE VIEW {t} AS " + " UNION ALL BY NAME ".join(parts))
+
+# %% ../../nbs/08a_core.archive.ipynb #c011-1c
+@patch
+def counts(self: Fleet) -> dict:
+    "Rows in each view."
+    return {t: self.con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ARCHIVED}
 
 # %% ../../nbs/08a_core.archive.ipynb #c012
 def _ends(a) -> bytes:
@@ -407,11 +413,12 @@ def _lengths(a) -> np.ndarray:
 TEXT = ("ts", "version", "role", "tags", "input_shape", "label", "latency_ms", "request_id", "row", "input_digest")  # read by name
 FEW = {"role", "tags", "input_shape", "label", "true_label"}   # text of a few distinct values: each made a Python string once
 
-# %% ../../nbs/08a_core.archive.ipynb #c012-2
+# %% ../../nbs/08a_core.archive.ipynb #c012-1b
 def _one(a):
-    "A column of an Arrow table or batch as one array (a table's column may be in several)."
+    "A column of an Arrow table or batch as one array (a table's column may be in several: `joined`)."
     return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
+# %% ../../nbs/08a_core.archive.ipynb #c012-2
 def _numpy(a, few: bool) -> np.ndarray:
     "An Arrow column as numpy; text of `few` distinct values through its dictionary, so that a value repeated on every "
     "row is one Python string, not one a row (what converting text costs)."
