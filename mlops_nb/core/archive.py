@@ -314,6 +314,31 @@ def tail(log_path, dest) -> dict:
 # %% ../../nbs/08a_core.archive.ipynb #c011
 def _sql_list(paths) -> str: return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
+# %% ../../nbs/08a_core.archive.ipynb #c011-0a
+def _connect(memory_mb: int, spill, threads: int):
+    "A DuckDB connection kept within `memory_mb` (at least 64), spilling to folder `spill`, on `threads` threads, that "
+    "prints nothing of its own (its progress bar would land in the caller's output)."
+    import duckdb
+    con = duckdb.connect(config={"memory_limit": f"{max(64, memory_mb)}MB", "temp_directory": str(spill),
+                                 "preserve_insertion_order": False, "threads": threads})
+    try: con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException: pass   # in a Jupyter kernel without ipywidgets, where DuckDB shows none anyway
+    return con
+
+# %% ../../nbs/08a_core.archive.ipynb #c011-0b
+def _view(con, t: str, files: list, tails: list, like: str | None = None):
+    "The view `t` (of table `like`, default `t`) in `con`: the rows of the segments `files`, and those of the live "
+    "rows `tails` (`tail`) not in a segment (a roll cut short may have written some)."
+    like = like or t
+    con.register(f"{t}_none", SCHEMAS[like].empty_table())
+    seg = f"SELECT * FROM read_parquet({_sql_list(files)})" if files else f"SELECT * FROM {t}_none"
+    con.execute(f"CREATE VIEW {t}_segments AS {seg}")
+    parts = [f"SELECT * FROM {t}_segments"]
+    for tl in tails:
+        parts.append(f"SELECT * FROM read_parquet({_sql_list([tl['files'][like]])}) x WHERE NOT EXISTS (SELECT 1 FROM "
+                     f"{like}_segments s WHERE s.log = '{tl['log']}' AND s.rid > {int(tl['upto'][like])} AND s.rid = x.rid)")
+    con.execute(f"CREATE VIEW {t} AS " + " UNION ALL BY NAME ".join(parts))
+
 # %% ../../nbs/08a_core.archive.ipynb #c011-1
 class Fleet:
     "A fleet's prediction logs as DuckDB views `predictions`, `feedback`, `rejected`: the archive's segments (every "
@@ -360,44 +385,20 @@ class Fleet:
         if getattr(self, "con", None) is not None: self.con.close(); self.con = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-# %% ../../nbs/08a_core.archive.ipynb #c011-1a
-@patch
-def _open(self: Fleet, part: tuple = (0, 1)):
-    "DuckDB's views over `files` and `tails`; `part` (k, K): the view `mine` holds the k-th of K shares of the "
-    "predictions (every K-th segment; the live rows in the first share), for a worker of `map_chunks`."
-    import duckdb
-    k, n = part
-    self.cores = max(1, machine_cores() // n)        # this share's cores: all of them for a query run alone (`chunks`' labels)
-    self.threads = max(1, self.cores - 1)            # and one left to the thread that summarizes what `chunks` reads
-    # (1M rows on 2 cores: 2.0 s, 2.3 s with both)
-    self.con = duckdb.connect(config={"memory_limit": f"{max(64, self.memory_mb // 2)}MB", "temp_directory": str(self.tmp/"spill"),
-                                      "preserve_insertion_order": False, "threads": self.threads})
-    try: self.con.execute("SET enable_progress_bar = false")    # DuckDB's bar would land in the caller's output
-    except duckdb.InvalidInputException: pass   # in a Jupyter kernel without ipywidgets, where DuckDB shows none anyway
-    for t in ARCHIVED: self._view(t, self.files[t], self.tails)
-    if n > 1: self._view("mine", self.files["predictions"][k::n], self.tails if k == 0 else [], like="predictions")
-    else: self.con.execute("CREATE VIEW mine AS SELECT * FROM predictions")
+    def _open(self, part: tuple = (0, 1)):
+        "DuckDB's views over `files` and `tails` (`_view`); `part` (k, K): the view `mine` holds the k-th of K shares of "
+        "the predictions (every K-th segment; the live rows in the first share), for a worker of `map_chunks`."
+        k, n = part
+        self.cores = max(1, machine_cores() // n)    # this share's cores: all of them for a query run alone (`chunks`' labels),
+        self.threads = max(1, self.cores - 1)        # and but one while the thread that summarizes what `chunks` reads runs
+        self.con = _connect(self.memory_mb // 2, self.tmp/"spill", self.threads)   # (1M rows on 2 cores: 2.0 s, 2.3 s with both)
+        for t in ARCHIVED: _view(self.con, t, self.files[t], self.tails)
+        if n > 1: _view(self.con, "mine", self.files["predictions"][k::n], self.tails if k == 0 else [], like="predictions")
+        else: self.con.execute("CREATE VIEW mine AS SELECT * FROM predictions")
 
-# %% ../../nbs/08a_core.archive.ipynb #c011-1b
-@patch
-def _view(self: Fleet, t: str, files: list, tails: list, like: str | None = None):
-    "The view `t` (of table `like`, default `t`): the segments' rows, and the live rows not in a segment (a roll cut "
-    "short may have written some)."
-    like = like or t
-    self.con.register(f"{t}_none", SCHEMAS[like].empty_table())
-    seg = f"SELECT * FROM read_parquet({_sql_list(files)})" if files else f"SELECT * FROM {t}_none"
-    self.con.execute(f"CREATE VIEW {t}_segments AS {seg}")
-    parts = [f"SELECT * FROM {t}_segments"]
-    for tl in tails:
-        parts.append(f"SELECT * FROM read_parquet({_sql_list([tl['files'][like]])}) x WHERE NOT EXISTS (SELECT 1 FROM "
-                     f"{like}_segments s WHERE s.log = '{tl['log']}' AND s.rid > {int(tl['upto'][like])} AND s.rid = x.rid)")
-    self.con.execute(f"CREATE VIEW {t} AS " + " UNION ALL BY NAME ".join(parts))
-
-# %% ../../nbs/08a_core.archive.ipynb #c011-1c
-@patch
-def counts(self: Fleet) -> dict:
-    "Rows in each view."
-    return {t: self.con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ARCHIVED}
+    def counts(self) -> dict:
+        "Rows in each view."
+        return {t: self.con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ARCHIVED}
 
 # %% ../../nbs/08a_core.archive.ipynb #c012
 def _ends(a) -> bytes:
