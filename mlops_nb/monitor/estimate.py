@@ -78,8 +78,9 @@ def _weighted_ks(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple:
     d = np.empty(a.shape[1])
     for j in range(a.shape[1]):
         v = np.concatenate([a[:, j], b[:, j]]); o = np.argsort(v, kind="stable")
-        step = np.concatenate([w / w.sum(), -np.full(len(b), 1 / len(b))])[o]
-        d[j] = np.abs(np.cumsum(step)).max()
+        step, vs = np.concatenate([w / w.sum(), -np.full(len(b), 1 / len(b))])[o], v[o]
+        last = np.append(vs[1:] != vs[:-1], True)       # the two ECDFs compared past each value, all its ties counted
+        d[j] = np.abs(np.cumsum(step)[last]).max()
     n = max(1, round(ess * len(b) / (ess + len(b))))
     return d, kstwo.sf(d, n)
 
