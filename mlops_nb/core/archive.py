@@ -400,6 +400,16 @@ class Fleet:
         "Rows in each view."
         return {t: self.con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ARCHIVED}
 
+# %% ../../nbs/08a_core.archive.ipynb #c011-2
+@patch
+@contextmanager
+def every_core(self: Fleet):
+    "DuckDB on all this share's cores for a query run while nothing is summarized (`chunks`' labels: 10M rows on 2 "
+    "cores, 1.3 s; 4.6 s on one), then back to the cores but one."
+    self.con.execute(f"SET threads = {self.cores}")
+    try: yield
+    finally: self.con.execute(f"SET threads = {self.threads}")
+
 # %% ../../nbs/08a_core.archive.ipynb #c012
 def _ends(a) -> bytes:
     "The values of a binary Arrow array without nulls, end to end (no copy of each value)."
@@ -541,6 +551,12 @@ WHERE p.model = $name AND p.ts >= $since AND p.ts < $until AND list_contains($ro
 _PAYLOADS = """
 LEFT JOIN (SELECT digest, any_value(data) AS data FROM payloads WHERE digest IN (SELECT input_digest FROM predictions
            WHERE model = $name AND ts >= $since AND ts < $until) GROUP BY digest) pl ON pl.digest = p.input_digest"""
+_LABEL_ROWS = _J + "\nSELECT log, rid, true_label, label_ts FROM j"   # the labels that answer the period, a row each
+
+# %% ../../nbs/08a_core.archive.ipynb #c014p
+def _params(name: str, since: float, until: float, roles) -> dict:
+    "The named parameters of the queries above (`$name`, `$since`, `$until`, `$roles`)."
+    return {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
 
 # %% ../../nbs/08a_core.archive.ipynb #c014a
 def label_table(con, args: dict, max_rows: int, table: str, source=None) -> dict | None:
@@ -551,7 +567,7 @@ def label_table(con, args: dict, max_rows: int, table: str, source=None) -> dict
     "in that order, `table` dropped. None when there are more than `max_rows`: `table` (or `source`) is kept for DuckDB "
     "to join (`_LABELS`, spilling as it needs to)."
     import pyarrow.compute as pc
-    if source is None: con.execute(f"CREATE TEMP TABLE {table} AS {_J} SELECT log, rid, true_label, label_ts FROM j", args)
+    if source is None: con.execute(f"CREATE TEMP TABLE {table} AS {_LABEL_ROWS}", args)
     rel = table if source is None else f"read_parquet({_sql_list([source])})"
     if con.sql(f"SELECT count(*) FROM {rel}").fetchall()[0][0] > max_rows: return None
     t = con.sql(f"SELECT log, rid, true_label, label_ts FROM {rel}").to_arrow_table().combine_chunks()
@@ -590,7 +606,7 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
     "label may have reached any replica; the latest label sent after the prediction and before the same request and row "
     "was predicted again), as `mlops_nb.core.predlog.chunks` gives them (`inputs`: with the raw inputs any replica kept; "
     "`fields`: only these columns, and `f`, `props`, `p`), in no particular order."
-    args = {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
+    args = _params(name, since, until, roles)
     first = self.con.sql("SELECT input_shape, octet_length(probabilities), octet_length(features) FROM mine WHERE model = "
                          "$name AND ts >= $since AND ts < $until AND list_contains($roles, role) LIMIT 1", params=args).fetchall()
     if not first: return
@@ -602,9 +618,7 @@ def chunks(self: Fleet, name: str, since: float = 0.0, until: float = math.inf, 
     table, reader, lab = f"labels_{uuid.uuid4().hex}", None, self.labels if isinstance(self.labels, dict) else None
     try:
         if lab is None:                                   # the labels apart, when they fit: DuckDB then only scans
-            self.con.execute(f"SET threads = {self.cores}")   # nothing is summarized yet: their query on every core
-            try: lab = label_table(self.con, args, max_bytes // 4 // 100, table, self.labels)   # (10M rows on 2 cores:
-            finally: self.con.execute(f"SET threads = {self.threads}")                        # 1.3 s, 4.6 s on one)
+            with self.every_core(): lab = label_table(self.con, args, max_bytes // 4 // 100, table, self.labels)
         parts = dict(columns=", ".join(f'p."{k}"' for k in cols), payload=", pl.data AS payload" if inputs else "",
                      join=_PAYLOADS if inputs else "",
                      labels=table if self.labels is None else f"read_parquet({_sql_list([self.labels])})")
@@ -633,11 +647,9 @@ def labels_file(self: Fleet, name: str, since: float = 0.0, until: float = math.
     "The labels that answer model `name`'s predictions in [since, until) (`label_table`'s query), written once on every "
     "core to a Parquet file in this fleet's temporary folder: what each worker of `map_chunks` joins (`Fleet.of`), "
     "where each running the query itself would repeat it, within a share of the memory too small for it."
-    args = {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
     path = self.tmp/f"labels-{uuid.uuid4().hex}.parquet"
-    self.con.execute(f"SET threads = {self.cores}")
-    try: self.con.execute(f"COPY ({_J} SELECT log, rid, true_label, label_ts FROM j) TO {_sql_list([path])[1:-1]} (FORMAT parquet)", args)
-    finally: self.con.execute(f"SET threads = {self.threads}")
+    with self.every_core():
+        self.con.execute(f"COPY ({_LABEL_ROWS}) TO {_sql_list([path])[1:-1]} (FORMAT parquet)", _params(name, since, until, roles))
     return path
 
 # %% ../../nbs/08a_core.archive.ipynb #c014w
@@ -667,8 +679,8 @@ def map_chunks(self: Fleet, name: str, since: float, until: float, step, roles=(
     from mlops_nb.core.cores import core_lease
     labels = path = self.labels_file(name, since, until, roles)
     try:
-        args = {"name": name, "since": float(since), "until": float(until), "roles": list(roles)}
-        labels = label_table(self.con, args, max_bytes // 4 // 100, "", path) or path   # looked up by each, when they fit
+        labels = label_table(self.con, _params(name, since, until, roles), max_bytes // 4 // 100, "", path) or path   # looked up
+        # by each worker, when they fit
         job = [(self.files, self.tails, self.memory_mb // k, (i, k), name, since, until, roles, fields, max_bytes // k, step, labels)
                for i in range(k)]
         ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
