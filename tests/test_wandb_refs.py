@@ -7,6 +7,18 @@ from conftest import make_workbook
 from mlops_nb.core.config import load_settings
 
 
+
+def wandb_bytes(path) -> bytes:
+    "The records of a W&B .wandb file joined again: it is written in LevelDB's log format (32 KB blocks, each record "
+    "cut where a block ends, 7-byte headers between the pieces), so a value can straddle a header in the raw bytes."
+    b, out, pos = Path(path).read_bytes(), [], 7                      # after the file's header (:W&B, magic, version)
+    while pos + 7 <= len(b):
+        left = 32768 - pos % 32768
+        if left < 7: pos += left; continue                             # a block's padding
+        n = int.from_bytes(b[pos + 4:pos + 6], "little")
+        out.append(b[pos + 7:pos + 7 + n]); pos += 7 + n
+    return b"".join(out)
+
 def folder_bytes(p) -> int:
     return sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file())
 
@@ -42,7 +54,7 @@ def test_large_output_is_not_copied_into_wandb_staging(offline):
     assert grew < 100_000, f"W&B's data folder grew by {grew} bytes: a copy of the 4 MB output"
     assert folder_bytes(s.wandb_data_dir) < 1 << 20
     assert st.store.read_bytes(d) == data                            # the one copy: in the store
-    blob = b"".join(f.read_bytes() for f in (s.wandb_dir / "wandb").rglob("*.wandb"))
+    blob = b"".join(wandb_bytes(f) for f in (s.wandb_dir / "wandb").rglob("*.wandb"))
     assert st.store.path(d).as_uri().encode() in blob and md5_b64(data) in blob and d.encode() in blob
 
 
@@ -64,7 +76,7 @@ def test_dataset_shards_are_referenced_and_shared_between_versions(offline):
                 st.output("other", st.work / "index.json", refs={"shards/x.npz": "sha256:" + "0" * 64})
         assert grew < 100_000, f"W&B's data folder grew by {grew} bytes: shards copied"
         run = next(p for p in (s.wandb_dir / "wandb").glob("offline-run-*") if p.name.endswith(st.wandb_ref()["id"]))
-        blobs.append(b"".join(f.read_bytes() for f in run.glob("*.wandb")))
+        blobs.append(b"".join(wandb_bytes(f) for f in run.glob("*.wandb")))
         uris.append({k: st.store.path(v).as_uri().encode() for k, v in shards.items()})
         assert all(u in blobs[-1] for u in uris[-1].values()) and d.encode() in blobs[-1]
         assert all(dg.encode() in blobs[-1] for dg in shards.values())      # each entry's sha256, in the metadata
